@@ -1,0 +1,222 @@
+//! Content-addressed blob files: message bodies named by their SHA-256, written once.
+//!
+//! Commit protocol for one blob: write a temporary file in `blobs/tmp/`, fsync it, rename it
+//! to `blobs/ab/cd/<hash>`, fsync the directory. A name under `ab/cd/` therefore always holds
+//! complete, durable bytes, so finding the name is proof enough to share it (deduplication).
+//! Assumed of the disk: fsync means durable, and rename within one file system is atomic.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::{Result, StoreError};
+
+/// The SHA-256 of a blob's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(pub [u8; 32]);
+
+impl BlobId {
+    pub fn of(data: &[u8]) -> BlobId {
+        BlobId(Sha256::digest(data).into())
+    }
+
+    pub fn from_hex(text: &str) -> Option<BlobId> {
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(text, &mut id).ok()?;
+        Some(BlobId(id))
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<BlobId> {
+        Some(BlobId(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobId({self})")
+    }
+}
+
+/// The `blobs/` directory of a data directory.
+pub struct BlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    next_tmp: AtomicU64,
+}
+
+impl BlobStore {
+    pub fn open(root: impl Into<PathBuf>) -> Result<BlobStore> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
+        // Temporary files are never referenced, so any left by a crash are garbage. Young ones
+        // may belong to a delivery in flight in another process (the CLI opens the store
+        // beside a running server), so only files older than an hour are removed.
+        let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in fs::read_dir(&tmp).map_err(StoreError::io(&tmp))?.flatten() {
+            let modified = entry.metadata().and_then(|m| m.modified());
+            if modified.is_ok_and(|m| m < stale) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        sync_dir(&root)?;
+        Ok(BlobStore { root, tmp, next_tmp: AtomicU64::new(0) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, id: &BlobId) -> PathBuf {
+        let hex = id.to_string();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    pub fn exists(&self, id: &BlobId) -> bool {
+        self.path(id).exists()
+    }
+
+    /// Writes `data` durably and returns its id. A blob already present is not written again.
+    pub fn put(&self, data: &[u8]) -> Result<BlobId> {
+        let id = BlobId::of(data);
+        self.put_with_id(&id, data)?;
+        Ok(id)
+    }
+
+    pub(crate) fn put_with_id(&self, id: &BlobId, data: &[u8]) -> Result<()> {
+        let path = self.path(id);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = path.parent().expect("blob paths have a parent");
+        self.ensure_dir(dir)?;
+        let tmp = self.tmp.join(format!(
+            "{id}.{}.{}",
+            std::process::id(),
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io { path, source: e });
+        }
+        sync_dir(dir)
+    }
+
+    /// Reads a blob and checks that its bytes still hash to its name.
+    pub fn get(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let path = self.path(id);
+        let data = fs::read(&path).map_err(StoreError::io(&path))?;
+        if BlobId::of(&data) != *id {
+            return Err(StoreError::BlobCorrupt {
+                blob: id.to_string(),
+                detail: format!("content hash differs ({} bytes read)", data.len()),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Removes a blob file; called only after the metadata that referenced it is gone.
+    pub(crate) fn remove(&self, id: &BlobId) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+
+    /// Every blob file present, with its size and modification time.
+    pub fn list(&self) -> Result<Vec<(BlobId, u64, std::time::SystemTime)>> {
+        let mut out = Vec::new();
+        for a in read_dir_sorted(&self.root)? {
+            if a.file_name().is_none_or(|n| n.len() != 2) || !a.is_dir() {
+                continue;
+            }
+            for b in read_dir_sorted(&a)? {
+                for file in read_dir_sorted(&b)? {
+                    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if let Some(id) = BlobId::from_hex(name) {
+                        let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
+                        out.push((id, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        // A new directory entry is durable only once its parent directory is synced.
+        let parent = dir.parent().expect("blob dirs have a parent");
+        sync_dir(parent)?;
+        sync_dir(parent.parent().expect("blob dirs have a grandparent"))
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(StoreError::io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_idempotent_and_get_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = blobs.put(b"hello").unwrap();
+        let b = blobs.put(b"hello").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(blobs.get(&a).unwrap(), b"hello");
+        assert_eq!(blobs.list().unwrap().len(), 1);
+        assert!(blobs.path(&a).ends_with(format!("2c/f2/{a}")));
+
+        std::fs::write(blobs.path(&a), b"hellO").unwrap();
+        assert!(matches!(blobs.get(&a), Err(StoreError::BlobCorrupt { .. })));
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        BlobStore::open(dir.path()).unwrap();
+        let old = dir.path().join("tmp/half-written");
+        let young = dir.path().join("tmp/in-flight");
+        std::fs::write(&old, b"xx").unwrap();
+        std::fs::write(&young, b"xx").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options().write(true).open(&old).unwrap().set_modified(two_hours_ago).unwrap();
+        BlobStore::open(dir.path()).unwrap();
+        assert!(!old.exists());
+        assert!(young.exists());
+    }
+}

@@ -1,0 +1,60 @@
+//! The store's error type: what went wrong, worded so an operator knows what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "database schema version {found} is newer than this tegami understands ({known}); \
+         run the tegami release that wrote it, or a newer one"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("blob {blob} is corrupt: {detail}; run `tegami check` and restore it from a backup")]
+    BlobCorrupt { blob: String, detail: String },
+    #[error("blob {0} vanished before its delivery committed")]
+    BlobVanished(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+
+    /// True when retrying later may succeed (the disk or database is busy, not the input).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Io { .. }
+            | StoreError::WriterGone
+            | StoreError::CommitFailed(_)
+            | StoreError::BlobVanished(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! The embedded backend: SQLite in WAL mode for metadata, blob files for bodies.
+
+mod check;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::password;
+use crate::{
+    AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, CheckOptions, CheckReport, Delivered,
+    Flags, MailboxId, MailboxInfo, MessageId, MessageMeta, Resolution, Result, Store, StoreError,
+};
+use writer::{WriteCtx, Writer};
+
+pub use schema::CURRENT as SCHEMA_VERSION;
+
+/// How deep aliases may point at aliases before we call it a loop.
+const MAX_ALIAS_DEPTH: usize = 8;
+
+pub struct SqliteStore {
+    db_path: PathBuf,
+    blobs: Arc<BlobStore>,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in a data directory: `tegami.db` and `blobs/`.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(StoreError::io(data_dir))?;
+        let db_path = data_dir.join("tegami.db");
+        let mut conn = open_connection(&db_path, false)?;
+        schema::migrate(&mut conn)?;
+        let blobs = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
+        Ok(SqliteStore {
+            writer: Writer::start(conn, blobs.clone()),
+            db_path,
+            blobs,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_connection(&self.db_path, true)?,
+        };
+        let result = f(&conn);
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        result
+    }
+
+    fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.writer.write(work)
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    // FULL makes every commit fsync the WAL: an acknowledged message survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Lower-cases an address and checks that it has the form local@domain.
+pub fn normalize_address(address: &str) -> Result<(String, String)> {
+    let address = address.trim().to_lowercase();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(StoreError::Invalid(format!("'{address}' is not an address (expected user@domain)")));
+    };
+    if local.is_empty() || domain.is_empty() || local.len() > 64 || domain.len() > 255 {
+        return Err(StoreError::Invalid(format!("'{address}' is not a valid address")));
+    }
+    let domain = normalize_domain(domain)?;
+    Ok((format!("{local}@{domain}"), domain))
+}
+
+pub fn normalize_domain(name: &str) -> Result<String> {
+    let name = name.trim().trim_end_matches('.').to_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if !valid {
+        return Err(StoreError::Invalid(format!("'{name}' is not a valid domain name")));
+    }
+    Ok(name)
+}
+
+fn domain_id(conn: &Connection, domain: &str) -> Result<i64> {
+    conn.query_row("SELECT id FROM domains WHERE name = ?1", [domain], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound {
+            what: format!("domain '{domain}' (add it first with `tegami domain add {domain}`)"),
+        })
+}
+
+fn address_taken(conn: &Connection, address: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM accounts WHERE address = ?1 UNION ALL SELECT 1 FROM aliases WHERE address = ?1",
+            [address],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn new_uid_validity() -> u32 {
+    // Seconds since the epoch keep UIDVALIDITY increasing if a mailbox is ever re-created.
+    (now() as u32).max(1)
+}
+
+fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
+    let hash: Vec<u8> = row.get(5)?;
+    Ok(MessageMeta {
+        id: MessageId(row.get(0)?),
+        uid: row.get(1)?,
+        internal_date: row.get(2)?,
+        size: row.get(3)?,
+        flags: Flags(row.get(4)?),
+        blob: BlobId::from_slice(&hash).unwrap_or(BlobId([0; 32])),
+    })
+}
+
+/// Drops one reference to a blob; the last one deletes its row and schedules its file.
+fn release_blob(ctx: &mut WriteCtx<'_>, hash: &[u8]) -> Result<()> {
+    let remaining: i64 = ctx.conn.query_row(
+        "UPDATE blobs SET refcount = refcount - 1 WHERE hash = ?1 AND refcount > 1 RETURNING refcount",
+        [hash],
+        |r| r.get(0),
+    ).optional()?.unwrap_or(0);
+    if remaining == 0 {
+        ctx.conn.execute("DELETE FROM blobs WHERE hash = ?1", [hash])?;
+        if let Some(id) = BlobId::from_slice(hash) {
+            ctx.unreferenced.push(id);
+        }
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn add_domain(&self, name: &str) -> Result<()> {
+        let name = normalize_domain(name)?;
+        self.write(move |ctx| {
+            let inserted = ctx.conn.execute(
+                "INSERT INTO domains (name, created) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![name, now()],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists { what: format!("domain '{name}'") });
+            }
+            Ok(())
+        })
+    }
+
+    fn remove_domain(&self, name: &str) -> Result<()> {
+        let name = normalize_domain(name)?;
+        self.write(move |ctx| {
+            let id = domain_id(ctx.conn, &name)?;
+            let users: i64 = ctx.conn.query_row(
+                "SELECT (SELECT count(*) FROM accounts WHERE domain_id = ?1)
+                      + (SELECT count(*) FROM aliases WHERE domain_id = ?1)",
+                [id],
+                |r| r.get(0),
+            )?;
+            if users > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain '{name}' still has {users} accounts or aliases; remove them first"
+                )));
+            }
+            ctx.conn.execute("DELETE FROM domains WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    fn domains(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT name FROM domains ORDER BY name")?;
+            let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            Ok(names)
+        })
+    }
+
+    fn add_account(&self, address: &str, password: &str) -> Result<AccountId> {
+        let (address, domain) = normalize_address(address)?;
+        if password.is_empty() {
+            return Err(StoreError::Invalid("the password must not be empty".into()));
+        }
+        let hash = password::hash(password);
+        self.write(move |ctx| {
+            let domain_id = domain_id(ctx.conn, &domain)?;
+            if address_taken(ctx.conn, &address)? {
+                return Err(StoreError::AlreadyExists { what: format!("account or alias '{address}'") });
+            }
+            ctx.conn.execute(
+                "INSERT INTO accounts (address, domain_id, password_hash, created) VALUES (?1, ?2, ?3, ?4)",
+                params![address, domain_id, hash, now()],
+            )?;
+            let account = ctx.conn.last_insert_rowid();
+            ctx.conn.execute(
+                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext) VALUES (?1, 'INBOX', ?2, 1)",
+                params![account, new_uid_validity()],
+            )?;
+            Ok(AccountId(account))
+        })
+    }
+
+    fn remove_account(&self, address: &str) -> Result<()> {
+        let (address, _) = normalize_address(address)?;
+        self.write(move |ctx| {
+            let account: i64 = ctx
+                .conn
+                .query_row("SELECT id FROM accounts WHERE address = ?1", [&address], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound { what: format!("account '{address}'") })?;
+            let hashes: Vec<Vec<u8>> = ctx
+                .conn
+                .prepare(
+                    "SELECT m.blob_hash FROM messages m JOIN mailboxes b ON m.mailbox_id = b.id
+                     WHERE b.account_id = ?1",
+                )?
+                .query_map([account], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            ctx.conn.execute(
+                "DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?1)",
+                [account],
+            )?;
+            for hash in hashes {
+                release_blob(ctx, &hash)?;
+            }
+            ctx.conn.execute("DELETE FROM mailboxes WHERE account_id = ?1", [account])?;
+            ctx.conn.execute("DELETE FROM alias_targets WHERE target = ?1", [&address])?;
+            ctx.conn.execute("DELETE FROM accounts WHERE id = ?1", [account])?;
+            Ok(())
+        })
+    }
+
+    fn set_password(&self, address: &str, password: &str) -> Result<()> {
+        let (address, _) = normalize_address(address)?;
+        if password.is_empty() {
+            return Err(StoreError::Invalid("the password must not be empty".into()));
+        }
+        let hash = password::hash(password);
+        self.write(move |ctx| {
+            let changed = ctx
+                .conn
+                .execute("UPDATE accounts SET password_hash = ?1 WHERE address = ?2", params![hash, address])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound { what: format!("account '{address}'") });
+            }
+            Ok(())
+        })
+    }
+
+    fn accounts(&self) -> Result<Vec<AccountInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.id, a.address, count(m.id), coalesce(sum(m.size), 0)
+                 FROM accounts a
+                 LEFT JOIN mailboxes b ON b.account_id = a.id
+                 LEFT JOIN messages m ON m.mailbox_id = b.id
+                 GROUP BY a.id ORDER BY a.address",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(AccountInfo {
+                        id: AccountId(r.get(0)?),
+                        address: r.get(1)?,
+                        messages: r.get(2)?,
+                        bytes: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn authenticate(&self, address: &str, password: &str) -> Result<Option<AccountId>> {
+        let Ok((address, _)) = normalize_address(address) else {
+            password::verify(password, password::dummy_hash());
+            return Ok(None);
+        };
+        let found: Option<(i64, String)> = self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT id, password_hash FROM accounts WHERE address = ?1", [&address], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?)
+        })?;
+        Ok(match found {
+            Some((id, hash)) if password::verify(password, &hash) => Some(AccountId(id)),
+            Some(_) => None,
+            None => {
+                password::verify(password, password::dummy_hash());
+                None
+            }
+        })
+    }
+
+    fn add_alias(&self, address: &str, targets: &[String]) -> Result<()> {
+        let (address, domain) = normalize_address(address)?;
+        if targets.is_empty() {
+            return Err(StoreError::Invalid("an alias needs at least one target".into()));
+        }
+        let targets = targets
+            .iter()
+            .map(|t| normalize_address(t).map(|(a, _)| a))
+            .collect::<Result<Vec<_>>>()?;
+        self.write(move |ctx| {
+            let domain_id = domain_id(ctx.conn, &domain)?;
+            if address_taken(ctx.conn, &address)? {
+                return Err(StoreError::AlreadyExists { what: format!("account or alias '{address}'") });
+            }
+            for target in &targets {
+                if !address_taken(ctx.conn, target)? {
+                    return Err(StoreError::Invalid(format!(
+                        "alias target '{target}' is neither a local account nor an alias \
+                         (forwarding to other servers arrives with the outbound queue)"
+                    )));
+                }
+            }
+            ctx.conn.execute(
+                "INSERT INTO aliases (address, domain_id) VALUES (?1, ?2)",
+                params![address, domain_id],
+            )?;
+            let alias = ctx.conn.last_insert_rowid();
+            for target in &targets {
+                ctx.conn.execute(
+                    "INSERT OR IGNORE INTO alias_targets (alias_id, target) VALUES (?1, ?2)",
+                    params![alias, target],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove_alias(&self, address: &str) -> Result<()> {
+        let (address, _) = normalize_address(address)?;
+        self.write(move |ctx| {
+            let removed = ctx.conn.execute("DELETE FROM aliases WHERE address = ?1", [&address])?;
+            if removed == 0 {
+                return Err(StoreError::NotFound { what: format!("alias '{address}'") });
+            }
+            Ok(())
+        })
+    }
+
+    fn aliases(&self) -> Result<Vec<AliasInfo>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.address, t.target FROM aliases a JOIN alias_targets t ON t.alias_id = a.id
+                 ORDER BY a.address, t.target",
+            )?;
+            let mut out: Vec<AliasInfo> = Vec::new();
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (address, target) = row?;
+                match out.last_mut() {
+                    Some(last) if last.address == address => last.targets.push(target),
+                    _ => out.push(AliasInfo { address, targets: vec![target] }),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn resolve(&self, address: &str) -> Result<Resolution> {
+        let Ok((address, domain)) = normalize_address(address) else {
+            return Ok(Resolution::UnknownUser);
+        };
+        self.read(|conn| {
+            if domain_id(conn, &domain).is_err() {
+                return Ok(Resolution::NotLocal);
+            }
+            let mut found = Vec::new();
+            expand(conn, &address, 0, &mut found)?;
+            if found.is_empty() {
+                // Subaddressing: user+tag@domain reaches user@domain.
+                if let Some((local, _)) = address.split_once('@')
+                    && let Some((base, _)) = local.split_once('+')
+                {
+                    expand(conn, &format!("{base}@{domain}"), 0, &mut found)?;
+                }
+            }
+            found.sort();
+            found.dedup();
+            Ok(if found.is_empty() { Resolution::UnknownUser } else { Resolution::Local(found) })
+        })
+    }
+
+    fn deliver(&self, message: &[u8], recipients: &[AccountId]) -> Result<Vec<Delivered>> {
+        let blob = BlobId::of(message);
+        let size = message.len() as u64;
+        let mut attempt = 0;
+        loop {
+            // The blob is written (and fsynced) outside the writer so that many deliveries
+            // write their bodies in parallel; only the small metadata commit is serialised.
+            self.blobs.put_with_id(&blob, message)?;
+            let recipients = recipients.to_vec();
+            match self.write(move |ctx| insert_message(ctx, blob, size, &recipients)) {
+                Err(StoreError::BlobVanished(_)) if attempt < 3 => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT id, uidvalidity, uidnext, name FROM mailboxes WHERE account_id = ?1 AND name = ?2",
+                params![account.0, name],
+                |r| {
+                    Ok(MailboxInfo {
+                        id: MailboxId(r.get(0)?),
+                        account,
+                        uid_validity: r.get(1)?,
+                        uid_next: r.get(2)?,
+                        name: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound { what: format!("mailbox '{name}'") })
+        })
+    }
+
+    fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, uid, internal_date, size, flags, blob_hash FROM messages
+                 WHERE mailbox_id = ?1 ORDER BY uid",
+            )?;
+            let rows = stmt.query_map([mailbox.0], message_meta)?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn read_blob(&self, blob: &BlobId) -> Result<Vec<u8>> {
+        self.blobs.get(blob)
+    }
+
+    fn expunge(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
+        let messages = messages.to_vec();
+        self.write(move |ctx| {
+            for message in messages {
+                let hash: Option<Vec<u8>> = ctx
+                    .conn
+                    .query_row(
+                        "DELETE FROM messages WHERE id = ?1 AND mailbox_id = ?2 RETURNING blob_hash",
+                        params![message.0, mailbox.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(hash) = hash {
+                    release_blob(ctx, &hash)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
+        check::run(self, options)
+    }
+}
+
+/// Follows accounts and aliases from `address`, collecting account ids.
+fn expand(conn: &Connection, address: &str, depth: usize, found: &mut Vec<AccountId>) -> Result<()> {
+    if depth > MAX_ALIAS_DEPTH {
+        tracing::warn!(address, "alias chain too deep; ignoring the rest");
+        return Ok(());
+    }
+    let account: Option<i64> = conn
+        .prepare_cached("SELECT id FROM accounts WHERE address = ?1")?
+        .query_row([address], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = account {
+        found.push(AccountId(id));
+        return Ok(());
+    }
+    let targets: Vec<String> = conn
+        .prepare_cached(
+            "SELECT t.target FROM aliases a JOIN alias_targets t ON t.alias_id = a.id WHERE a.address = ?1",
+        )?
+        .query_map([address], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for target in targets {
+        expand(conn, &target, depth + 1, found)?;
+    }
+    Ok(())
+}
+
+fn insert_message(ctx: &mut WriteCtx<'_>, blob: BlobId, size: u64, recipients: &[AccountId]) -> Result<Vec<Delivered>> {
+    let mut delivered = Vec::with_capacity(recipients.len());
+    for &account in recipients {
+        let mailbox: Option<(i64, u32)> = ctx
+            .conn
+            .prepare_cached(
+                "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE account_id = ?1 AND name = 'INBOX'
+                 RETURNING id, uidnext - 1",
+            )?
+            .query_row([account.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match mailbox {
+            Some((mailbox, uid)) => delivered.push(Delivered { account, mailbox: MailboxId(mailbox), uid }),
+            // The account was removed after RCPT; the others still get their copy.
+            None => tracing::warn!(account = account.0, "recipient vanished before delivery"),
+        }
+    }
+    if delivered.is_empty() {
+        return Ok(delivered);
+    }
+    let references = delivered.len() as i64;
+    let shared = ctx
+        .conn
+        .prepare_cached("UPDATE blobs SET refcount = refcount + ?2 WHERE hash = ?1")?
+        .execute(params![&blob.0[..], references])?;
+    if shared == 0 {
+        // No row means nobody references the blob: it may have been deleted since we wrote
+        // it (its last reference went away). Blob files are deleted only under the write
+        // lock we hold now, so a file we see here stays until we commit.
+        if !ctx.blobs.exists(&blob) {
+            return Err(StoreError::BlobVanished(blob.to_string()));
+        }
+        ctx.conn
+            .prepare_cached("INSERT INTO blobs (hash, size, refcount) VALUES (?1, ?2, ?3)")?
+            .execute(params![&blob.0[..], size, references])?;
+    }
+    let date = now();
+    let mut insert = ctx.conn.prepare_cached(
+        "INSERT INTO messages (mailbox_id, uid, internal_date, size, blob_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for d in &delivered {
+        insert.execute(params![d.mailbox.0, d.uid, date, size, &blob.0[..]])?;
+    }
+    Ok(delivered)
+}

@@ -1,0 +1,173 @@
+//! The single writer: one thread owns the write connection and commits whatever requests
+//! have queued up in one transaction (group commit).
+//!
+//! Throughput comes from sharing one fsync among many deliveries, never from skipping it:
+//! every request is answered only after the transaction that holds it has committed with
+//! `synchronous=FULL`. Each request runs inside its own savepoint, so one that fails is
+//! rolled back alone and the rest of its batch still commits.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::{BlobId, BlobStore, Result, StoreError};
+
+/// The most requests one transaction takes; bounds the latency of a batch.
+const MAX_BATCH: usize = 512;
+
+/// What a request may touch while it runs inside the batch transaction.
+pub(crate) struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub blobs: &'a BlobStore,
+    /// Blobs whose last reference this request removed; their files go after the commit.
+    pub unreferenced: &'a mut Vec<BlobId>,
+}
+
+trait Job: Send {
+    /// Runs the request; false when it failed and its savepoint must be rolled back.
+    fn apply(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, commit: &Result<(), String>);
+}
+
+struct Request<T, F> {
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: mpsc::SyncSender<Result<T>>,
+}
+
+impl<T, F> Job for Request<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send,
+{
+    fn apply(&mut self, ctx: &mut WriteCtx<'_>) -> bool {
+        let work = self.work.take().expect("a request runs once");
+        let result = work(ctx);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: &Result<(), String>) {
+        let result = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(e)) => Err(StoreError::CommitFailed(e.clone())),
+            (None, Ok(())) => Err(StoreError::CommitFailed("request never ran".into())),
+        };
+        // The caller may have given up waiting; that is not the writer's problem.
+        let _ = self.reply.send(result);
+    }
+}
+
+pub(crate) struct Writer {
+    queue: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection, blobs: Arc<BlobStore>) -> Writer {
+        let (queue, requests) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, &blobs, requests))
+            .expect("spawning the store writer thread");
+        Writer { queue: Some(queue), thread: Some(thread) }
+    }
+
+    /// Runs `work` in the next batch and waits until that batch is durable.
+    pub fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job = Box::new(Request { work: Some(work), result: None, reply });
+        self.queue.as_ref().ok_or(StoreError::WriterGone)?.send(job).map_err(|_| StoreError::WriterGone)?;
+        answer.recv().map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue lets the thread finish the requests already sent, then exit.
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(conn: Connection, blobs: &BlobStore, requests: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut unreferenced = Vec::new();
+        let commit = commit_batch(&conn, blobs, &mut batch, &mut unreferenced).map_err(|e| {
+            tracing::error!(error = %e, requests = batch.len(), "store batch failed to commit");
+            let _ = conn.execute_batch("ROLLBACK");
+            unreferenced.clear();
+            e.to_string()
+        });
+        // Files go before the replies, so a caller that removed mail sees the space freed.
+        if !unreferenced.is_empty()
+            && let Err(e) = remove_unreferenced(&conn, blobs, &unreferenced)
+        {
+            // The files stay behind as orphans; `tegami check --repair` removes them.
+            tracing::warn!(error = %e, "could not remove unreferenced blobs");
+        }
+        for job in batch {
+            job.finish(&commit);
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &Connection,
+    blobs: &BlobStore,
+    batch: &mut [Box<dyn Job>],
+    unreferenced: &mut Vec<BlobId>,
+) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT request")?;
+        let before = unreferenced.len();
+        let mut ctx = WriteCtx { conn, blobs, unreferenced };
+        if job.apply(&mut ctx) {
+            conn.execute_batch("RELEASE request")?;
+        } else {
+            unreferenced.truncate(before);
+            conn.execute_batch("ROLLBACK TO request; RELEASE request")?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// Deletes the files of blobs that lost their last reference.
+///
+/// This holds the database's write lock while it looks and deletes: another process that
+/// wants to share one of these blobs must take the same lock and then finds the file
+/// either still referenced or already gone (and writes it again), never half-way.
+fn remove_unreferenced(conn: &Connection, blobs: &BlobStore, ids: &[BlobId]) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let mut still_used = conn.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?;
+        for id in ids {
+            if still_used.query_row([&id.0[..]], |_| Ok(())).optional()?.is_none() {
+                blobs.remove(id)?;
+            }
+        }
+        Ok(())
+    })();
+    conn.execute_batch("COMMIT")?;
+    result
+}
