@@ -1,1 +1,12 @@
-//! placeholder
+//! What every protocol listener shares: the accept loop with its limits, graceful shutdown,
+//! and streams that can switch to TLS in the middle of a session (STARTTLS, STLS).
+
+mod listener;
+mod shutdown;
+mod stream;
+mod tls;
+
+pub use listener::{Connection, ListenerConfig, serve};
+pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use stream::Stream;
+pub use tls::{TlsError, load_tls};

@@ -1,0 +1,393 @@
+//! One POP3 session through its three states: AUTHORIZATION, TRANSACTION and UPDATE.
+//!
+//! Deletions are only marks until QUIT; then the UPDATE state removes them all in one
+//! store transaction. A connection that drops without QUIT removes nothing.
+
+use std::sync::Arc;
+
+use net::Connection;
+use pop3_proto::{Command, CommandReader, ReadError, ResponseCode};
+use store::{AccountId, MailboxInfo, MessageMeta, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::{MaildropLock, Pop3Server};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+enum State {
+    Authorization { user: Option<String> },
+    Transaction(Maildrop),
+}
+
+/// The maildrop as it was when the session opened it, plus this session's deletion marks.
+struct Maildrop {
+    mailbox: MailboxInfo,
+    messages: Vec<MessageMeta>,
+    deleted: Vec<bool>,
+    _lock: MaildropLock,
+}
+
+impl Maildrop {
+    /// The message numbered `n` (1-based) unless it does not exist or is marked deleted.
+    fn get(&self, n: u32) -> Result<&MessageMeta, String> {
+        let index = (n as usize).checked_sub(1).filter(|&i| i < self.messages.len());
+        match index {
+            None => Err(format!("no such message: {n}")),
+            Some(i) if self.deleted[i] => Err(format!("message {n} is already deleted")),
+            Some(i) => Ok(&self.messages[i]),
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = (u32, &MessageMeta)> {
+        self.messages.iter().enumerate().filter(|(i, _)| !self.deleted[*i]).map(|(i, m)| (i as u32 + 1, m))
+    }
+
+    fn unique_id(&self, message: &MessageMeta) -> String {
+        format!("{}.{}", self.mailbox.uid_validity, message.uid)
+    }
+}
+
+struct Session {
+    server: Arc<Pop3Server>,
+    conn: Connection,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    reader: CommandReader,
+    state: State,
+    errors: usize,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+pub async fn run(conn: Connection, server: Arc<Pop3Server>) {
+    let span = tracing::info_span!("pop3", peer = %conn.peer);
+    async move {
+        debug!("connected");
+        let mut session = Session {
+            reader: CommandReader::new(server.config.max_line_length),
+            server,
+            conn,
+            input: Vec::with_capacity(1024),
+            output: Vec::with_capacity(1024),
+            state: State::Authorization { user: None },
+            errors: 0,
+        };
+        if let Err(e) = session.serve().await {
+            debug!(error = %e, "connection ended with an error");
+        }
+        debug!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    fn store(&self) -> Arc<dyn Store> {
+        self.server.store.clone()
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        pop3_proto::ok(&format!("{} POP3 server (tegami) ready", self.server.config.hostname), &mut self.output);
+        loop {
+            let command = match self.reader.parse(&mut self.input) {
+                Ok(command) => command,
+                Err(ReadError::NeedMore) => {
+                    self.flush().await?;
+                    if self.conn.shutdown.is_shutting_down() {
+                        // Leaving without UPDATE keeps every message, as RFC 1939 prescribes
+                        // for a session that ends without QUIT.
+                        pop3_proto::err(Some(ResponseCode::SysTemp), "server shutting down, try again later", &mut self.output);
+                        return self.flush().await;
+                    }
+                    if !self.read_more().await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(ReadError::LineTooLong) => {
+                    pop3_proto::err(None, "line too long", &mut self.output);
+                    if let Flow::Close = self.error() {
+                        return self.flush().await;
+                    }
+                    continue;
+                }
+                Err(ReadError::Command(e)) => {
+                    pop3_proto::err(None, &e.to_string(), &mut self.output);
+                    if let Flow::Close = self.error() {
+                        return self.flush().await;
+                    }
+                    continue;
+                }
+                #[allow(unreachable_patterns)]
+                Err(_) => {
+                    pop3_proto::err(None, "invalid command", &mut self.output);
+                    if let Flow::Close = self.error() {
+                        return self.flush().await;
+                    }
+                    continue;
+                }
+            };
+            if let Flow::Close = self.handle(command).await? {
+                return self.flush().await;
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> std::io::Result<bool> {
+        self.input.reserve(READ_CHUNK);
+        let mut shutdown = self.conn.shutdown.clone();
+        let timeout = self.server.config.command_timeout;
+        tokio::select! {
+            read = tokio::time::timeout(timeout, self.conn.stream.read_buf(&mut self.input)) => match read {
+                Ok(Ok(0)) => Ok(false),
+                Ok(Ok(_)) => Ok(true),
+                Ok(Err(e)) => Err(e),
+                // RFC 1939's autologout: close without entering UPDATE.
+                Err(_) => Ok(false),
+            },
+            _ = shutdown.requested() => Ok(true),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.conn.stream.write_all(&self.output).await?;
+            self.conn.stream.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    fn error(&mut self) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.server.config.max_errors {
+            pop3_proto::err(None, "too many errors, closing connection", &mut self.output);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn reject(&mut self, text: &str) -> Flow {
+        pop3_proto::err(None, text, &mut self.output);
+        self.error()
+    }
+
+    async fn handle(&mut self, command: Command) -> std::io::Result<Flow> {
+        match (&mut self.state, command) {
+            (_, Command::Capa) => {
+                let in_auth = matches!(self.state, State::Authorization { .. });
+                let stls = in_auth && self.server.config.tls.is_some() && !self.conn.stream.is_tls();
+                let caps = pop3_proto::capabilities(stls);
+                pop3_proto::multiline("Capability list follows", caps.iter().map(String::as_str), &mut self.output);
+            }
+            (_, Command::Noop) => pop3_proto::ok("", &mut self.output),
+            (State::Authorization { .. }, Command::Quit) => {
+                pop3_proto::ok("tegami POP3 server signing off", &mut self.output);
+                return Ok(Flow::Close);
+            }
+            (State::Authorization { user }, Command::User(name)) => {
+                *user = Some(name);
+                pop3_proto::ok("send PASS", &mut self.output);
+            }
+            (State::Authorization { user }, Command::Pass(password)) => {
+                let Some(name) = user.take() else {
+                    return Ok(self.reject("send USER first"));
+                };
+                return self.login(name, password).await;
+            }
+            (State::Authorization { .. }, Command::Stls) => return self.start_tls().await,
+            (State::Transaction(_), Command::Quit) => return self.update().await,
+            (State::Transaction(drop), command) => {
+                if let Some(flow) = transaction(drop, command, &mut self.output, &self.server).await {
+                    return Ok(flow);
+                }
+            }
+            (State::Authorization { .. }, _) => {
+                return Ok(self.reject("not allowed before login (use USER and PASS)"));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn login(&mut self, name: String, password: String) -> std::io::Result<Flow> {
+        let store = self.store();
+        let who = name.clone();
+        let checked = tokio::task::spawn_blocking(move || store.authenticate(&who, &password)).await;
+        let account = match checked {
+            Ok(Ok(Some(account))) => account,
+            Ok(Ok(None)) => {
+                let delay = self.server.login_failed(self.conn.peer.ip());
+                info!(user = %name, delay_secs = delay.as_secs(), "failed login");
+                tokio::time::sleep(delay).await;
+                pop3_proto::err(Some(ResponseCode::Auth), "invalid user name or password", &mut self.output);
+                return Ok(self.error());
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "authentication failed with a store error");
+                pop3_proto::err(Some(ResponseCode::SysTemp), "temporary failure, try again later", &mut self.output);
+                return Ok(Flow::Continue);
+            }
+            Err(e) => {
+                warn!(error = %e, "authentication task failed");
+                pop3_proto::err(Some(ResponseCode::SysTemp), "temporary failure, try again later", &mut self.output);
+                return Ok(Flow::Continue);
+            }
+        };
+        self.server.login_succeeded(self.conn.peer.ip());
+        let Some(lock) = self.server.lock_maildrop(account) else {
+            pop3_proto::err(Some(ResponseCode::InUse), "maildrop already locked by another session", &mut self.output);
+            return Ok(Flow::Continue);
+        };
+        match open_maildrop(self.store(), account).await {
+            Ok((mailbox, messages)) => {
+                let size: u64 = messages.iter().map(|m| m.size).sum();
+                let text = format!("maildrop has {} messages ({size} octets)", messages.len());
+                info!(user = %name, messages = messages.len(), "logged in");
+                self.state = State::Transaction(Maildrop {
+                    deleted: vec![false; messages.len()],
+                    mailbox,
+                    messages,
+                    _lock: lock,
+                });
+                pop3_proto::ok(&text, &mut self.output);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot open maildrop");
+                pop3_proto::err(Some(ResponseCode::SysTemp), "cannot open the maildrop, try again later", &mut self.output);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The UPDATE state: every marked message goes in one atomic store transaction.
+    async fn update(&mut self) -> std::io::Result<Flow> {
+        let State::Transaction(drop) = std::mem::replace(&mut self.state, State::Authorization { user: None }) else {
+            unreachable!("update is only reached from the transaction state");
+        };
+        let doomed: Vec<_> = drop.messages.iter().zip(&drop.deleted).filter(|(_, d)| **d).map(|(m, _)| m.id).collect();
+        let count = doomed.len();
+        if count > 0 {
+            let store = self.store();
+            let mailbox = drop.mailbox.id;
+            let removed = tokio::task::spawn_blocking(move || store.expunge(mailbox, &doomed)).await;
+            if !matches!(removed, Ok(Ok(()))) {
+                warn!(?removed, "could not remove deleted messages");
+                pop3_proto::err(Some(ResponseCode::SysTemp), "some deleted messages not removed", &mut self.output);
+                return Ok(Flow::Close);
+            }
+        }
+        pop3_proto::ok(&format!("tegami POP3 server signing off ({count} messages deleted)"), &mut self.output);
+        Ok(Flow::Close)
+    }
+
+    async fn start_tls(&mut self) -> std::io::Result<Flow> {
+        let Some(tls) = self.server.config.tls.clone() else {
+            return Ok(self.reject("STLS is not available"));
+        };
+        if self.conn.stream.is_tls() {
+            return Ok(self.reject("TLS is already active"));
+        }
+        pop3_proto::ok("Begin TLS negotiation", &mut self.output);
+        self.flush().await?;
+        // Commands pipelined behind STLS came in plain text and must not be obeyed.
+        self.input.clear();
+        match self.conn.stream.start_tls(tls).await {
+            Ok(()) => {
+                self.state = State::Authorization { user: None };
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                debug!(error = %e, "TLS handshake failed");
+                Ok(Flow::Close)
+            }
+        }
+    }
+}
+
+async fn open_maildrop(store: Arc<dyn Store>, account: AccountId) -> store::Result<(MailboxInfo, Vec<MessageMeta>)> {
+    tokio::task::spawn_blocking(move || {
+        let mailbox = store.mailbox(account, "INBOX")?;
+        let messages = store.messages(mailbox.id)?;
+        Ok((mailbox, messages))
+    })
+    .await
+    .map_err(|_| store::StoreError::WriterGone)?
+}
+
+/// Commands of the TRANSACTION state. Returns a flow only when the session must change course.
+async fn transaction(drop: &mut Maildrop, command: Command, out: &mut Vec<u8>, server: &Arc<Pop3Server>) -> Option<Flow> {
+    match command {
+        Command::Stat => {
+            let (count, size) = drop.live().fold((0, 0), |(c, s), (_, m)| (c + 1, s + m.size));
+            pop3_proto::ok(&format!("{count} {size}"), out);
+        }
+        Command::List(None) => {
+            let lines: Vec<String> = drop.live().map(|(n, m)| format!("{n} {}", m.size)).collect();
+            pop3_proto::multiline("scan listing follows", lines.iter().map(String::as_str), out);
+        }
+        Command::List(Some(n)) => match drop.get(n) {
+            Ok(m) => pop3_proto::ok(&format!("{n} {}", m.size), out),
+            Err(e) => pop3_proto::err(None, &e, out),
+        },
+        Command::Uidl(None) => {
+            let lines: Vec<String> = drop.live().map(|(n, m)| format!("{n} {}", drop.unique_id(m))).collect();
+            pop3_proto::multiline("unique-id listing follows", lines.iter().map(String::as_str), out);
+        }
+        Command::Uidl(Some(n)) => match drop.get(n) {
+            Ok(m) => pop3_proto::ok(&format!("{n} {}", drop.unique_id(m)), out),
+            Err(e) => pop3_proto::err(None, &e, out),
+        },
+        Command::Dele(n) => match drop.get(n) {
+            Ok(_) => {
+                drop.deleted[n as usize - 1] = true;
+                pop3_proto::ok(&format!("message {n} deleted"), out);
+            }
+            Err(e) => pop3_proto::err(None, &e, out),
+        },
+        Command::Rset => {
+            drop.deleted.iter_mut().for_each(|d| *d = false);
+            pop3_proto::ok(&format!("maildrop has {} messages", drop.messages.len()), out);
+        }
+        Command::Retr(n) | Command::Top { msg: n, .. } => {
+            let top = match command {
+                Command::Top { lines, .. } => Some(lines),
+                _ => None,
+            };
+            let message = match drop.get(n) {
+                Ok(m) => m.clone(),
+                Err(e) => {
+                    pop3_proto::err(None, &e, out);
+                    return None;
+                }
+            };
+            let store = server.store.clone();
+            let blob = message.blob;
+            match tokio::task::spawn_blocking(move || store.read_blob(&blob)).await {
+                Ok(Ok(bytes)) => {
+                    pop3_proto::ok(&format!("{} octets", message.size), out);
+                    match top {
+                        Some(lines) => pop3_proto::write_top(&bytes, lines, out),
+                        None => pop3_proto::write_message(&bytes, out),
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, uid = message.uid, "cannot read message");
+                    pop3_proto::err(Some(ResponseCode::SysTemp), "cannot read this message now", out);
+                }
+                Err(e) => {
+                    warn!(error = %e, "read task failed");
+                    pop3_proto::err(Some(ResponseCode::SysTemp), "cannot read this message now", out);
+                }
+            }
+        }
+        Command::User(_) | Command::Pass(_) | Command::Stls | Command::Auth { .. } => {
+            pop3_proto::err(None, "already logged in", out);
+        }
+        _ => pop3_proto::err(None, "command not valid here", out),
+    }
+    None
+}

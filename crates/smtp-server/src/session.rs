@@ -1,0 +1,421 @@
+//! One SMTP session: reads commands, answers them, and hands complete messages to the store.
+//!
+//! Replies to pipelined commands are collected and written together when the client's
+//! input runs dry, so a pipelining client costs one write per batch, not one per command.
+//! The reply 250 to DATA is written only after the store says the message is on disk.
+
+use std::sync::Arc;
+
+use net::Connection;
+use smtp_proto::{
+    Command, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath, ReadError, Reply, ReversePath,
+};
+use store::{AccountId, Resolution, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::SmtpConfig;
+use crate::trace::Trace;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+fn reply(code: u16, enhanced: (u8, u16, u16), text: &str) -> Reply {
+    Reply::new(code, Some(EnhancedCode(enhanced.0, enhanced.1, enhanced.2)), text)
+}
+
+/// The envelope being built between MAIL and the end of DATA.
+struct Envelope {
+    from: ReversePath,
+    smtputf8: bool,
+    recipients: Vec<String>,
+    accounts: Vec<AccountId>,
+}
+
+struct Session {
+    config: Arc<SmtpConfig>,
+    store: Arc<dyn Store>,
+    conn: Connection,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    reader: CommandReader,
+    /// The name the client gave in EHLO/HELO, and whether it spoke ESMTP.
+    helo: Option<(String, bool)>,
+    envelope: Option<Envelope>,
+    errors: usize,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Runs a session to its end. Errors end only this connection.
+pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store>) {
+    let span = tracing::info_span!("smtp", peer = %conn.peer);
+    async move {
+        debug!("connected");
+        let mut session = Session {
+            reader: CommandReader::new(config.max_line_length),
+            config,
+            store,
+            conn,
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(1024),
+            helo: None,
+            envelope: None,
+            errors: 0,
+        };
+        if let Err(e) = session.serve().await {
+            debug!(error = %e, "connection ended with an error");
+        }
+        debug!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    async fn serve(&mut self) -> std::io::Result<()> {
+        let greeting = reply(220, (2, 0, 0), &format!("{} ESMTP tegami ready", self.config.hostname));
+        self.send(greeting);
+        loop {
+            let command = match self.reader.parse(&mut self.input) {
+                Ok(command) => command,
+                Err(ReadError::NeedMore) => {
+                    self.flush().await?;
+                    if self.conn.shutdown.is_shutting_down() {
+                        self.send(reply(421, (4, 3, 2), "Server shutting down, try again later"));
+                        return self.flush().await;
+                    }
+                    if !self.read_more(self.config.command_timeout).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if let Some(r) = e.reply() {
+                        self.send(r);
+                    }
+                    if let Flow::Close = self.error() {
+                        return self.flush().await;
+                    }
+                    continue;
+                }
+            };
+            if let Flow::Close = self.handle(command).await? {
+                return self.flush().await;
+            }
+        }
+    }
+
+    /// Reads more input; false when the client closed the connection or was too slow.
+    async fn read_more(&mut self, timeout: std::time::Duration) -> std::io::Result<bool> {
+        self.input.reserve(READ_CHUNK);
+        let mut shutdown = self.conn.shutdown.clone();
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, self.conn.stream.read_buf(&mut self.input)) => read,
+            // Between commands a shutdown closes the session politely at once.
+            _ = shutdown.requested(), if self.envelope.is_none() || timeout == self.config.command_timeout => {
+                return Ok(true);
+            }
+        };
+        match read {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.send(reply(421, (4, 4, 2), "Timeout exceeded, closing connection"));
+                self.flush().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    fn send(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.conn.stream.write_all(&self.output).await?;
+            self.conn.stream.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Counts a protocol error; a client that keeps erring is cut off.
+    fn error(&mut self) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            warn!(errors = self.errors, "too many protocol errors; closing");
+            self.send(reply(421, (4, 7, 0), "Too many errors, closing connection"));
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    async fn handle(&mut self, command: Command) -> std::io::Result<Flow> {
+        match command {
+            Command::Ehlo { domain } => self.hello(domain, true),
+            Command::Helo { domain } => self.hello(domain, false),
+            Command::Mail { from, params } => {
+                if self.helo.is_none() {
+                    self.send(reply(503, (5, 5, 1), "Send EHLO or HELO first"));
+                    return Ok(self.error());
+                }
+                if self.envelope.is_some() {
+                    self.send(reply(503, (5, 5, 1), "Sender already given; RSET to start over"));
+                    return Ok(self.error());
+                }
+                if let Some(size) = params.size
+                    && size > self.config.max_message_size
+                {
+                    let text = format!("Message size exceeds the limit of {} bytes", self.config.max_message_size);
+                    self.send(reply(552, (5, 3, 4), &text));
+                    return Ok(Flow::Continue);
+                }
+                self.envelope = Some(Envelope {
+                    from,
+                    smtputf8: params.smtputf8,
+                    recipients: Vec::new(),
+                    accounts: Vec::new(),
+                });
+                self.send(reply(250, (2, 1, 0), "Sender OK"));
+            }
+            Command::Rcpt { to } => return self.recipient(to).await,
+            Command::Data => return self.data().await,
+            Command::Rset => {
+                self.envelope = None;
+                self.send(reply(250, (2, 0, 0), "Reset OK"));
+            }
+            Command::Noop => self.send(reply(250, (2, 0, 0), "OK")),
+            Command::Quit => {
+                self.send(reply(221, (2, 0, 0), &format!("{} closing connection", self.config.hostname)));
+                return Ok(Flow::Close);
+            }
+            Command::Vrfy { .. } => {
+                self.send(reply(252, (2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
+            }
+            Command::Expn { .. } => self.send(reply(502, (5, 5, 1), "EXPN is not available")),
+            Command::Help { .. } => self.send(Reply::multiline(
+                214,
+                Some(EnhancedCode(2, 0, 0)),
+                vec![
+                    "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS".to_string(),
+                    "See RFC 5321 for details".to_string(),
+                ],
+            )),
+            Command::StartTls => return self.start_tls().await,
+            Command::Auth { .. } => {
+                self.send(reply(502, (5, 5, 1), "AUTH is offered on the submission port only"));
+                return Ok(self.error());
+            }
+            // Commands added to the parser later are refused until a session handles them.
+            #[allow(unreachable_patterns)]
+            _ => {
+                self.send(reply(502, (5, 5, 1), "Command not implemented"));
+                return Ok(self.error());
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn hello(&mut self, domain: String, esmtp: bool) {
+        self.envelope = None;
+        if !esmtp {
+            let text = format!("{} greets {domain}", self.config.hostname);
+            self.helo = Some((domain, false));
+            self.send(reply(250, (2, 0, 0), &text));
+            return;
+        }
+        let mut lines = vec![format!("{} greets {domain}", self.config.hostname)];
+        lines.push("PIPELINING".into());
+        lines.push(format!("SIZE {}", self.config.max_message_size));
+        lines.push("8BITMIME".into());
+        lines.push("ENHANCEDSTATUSCODES".into());
+        lines.push("SMTPUTF8".into());
+        if self.config.tls.is_some() && !self.conn.stream.is_tls() {
+            lines.push("STARTTLS".into());
+        }
+        lines.push("HELP".into());
+        self.helo = Some((domain, true));
+        // The EHLO reply carries no enhanced code: it lists keywords, not a status.
+        self.send(Reply::multiline(250, None, lines));
+    }
+
+    async fn recipient(&mut self, to: ForwardPath) -> std::io::Result<Flow> {
+        let Some(envelope) = &self.envelope else {
+            self.send(reply(503, (5, 5, 1), "Send MAIL first"));
+            return Ok(self.error());
+        };
+        if envelope.recipients.len() >= self.config.max_recipients {
+            self.send(reply(452, (4, 5, 3), "Too many recipients"));
+            return Ok(Flow::Continue);
+        }
+        let address = match &to {
+            ForwardPath::Path(address) => address.to_string(),
+            ForwardPath::Postmaster => match self.postmaster().await {
+                Some(address) => address,
+                None => {
+                    self.send(reply(550, (5, 1, 1), "No postmaster here"));
+                    return Ok(Flow::Continue);
+                }
+            },
+        };
+        let store = self.store.clone();
+        let lookup = address.clone();
+        let resolution = tokio::task::spawn_blocking(move || store.resolve(&lookup)).await;
+        match resolution {
+            Ok(Ok(Resolution::Local(accounts))) => {
+                let envelope = self.envelope.as_mut().expect("checked above");
+                envelope.recipients.push(address);
+                for account in accounts {
+                    if !envelope.accounts.contains(&account) {
+                        envelope.accounts.push(account);
+                    }
+                }
+                self.send(reply(250, (2, 1, 5), "Recipient OK"));
+            }
+            Ok(Ok(Resolution::UnknownUser)) => {
+                self.send(reply(550, (5, 1, 1), &format!("No such user here: <{address}>")));
+            }
+            Ok(Ok(Resolution::NotLocal)) => {
+                info!(recipient = %address, "relay attempt refused");
+                self.send(reply(550, (5, 7, 1), "Relaying denied: this server accepts mail only for its own domains"));
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "recipient lookup failed");
+                self.send(reply(451, (4, 3, 0), "Temporary lookup failure, try again later"));
+            }
+            Err(e) => {
+                warn!(error = %e, "recipient lookup task failed");
+                self.send(reply(451, (4, 3, 0), "Temporary lookup failure, try again later"));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// RFC 5321 requires <Postmaster> without a domain to reach someone: the postmaster of
+    /// the first local domain.
+    async fn postmaster(&self) -> Option<String> {
+        let store = self.store.clone();
+        let domains = tokio::task::spawn_blocking(move || store.domains()).await.ok()?.ok()?;
+        domains.first().map(|d| format!("postmaster@{d}"))
+    }
+
+    async fn data(&mut self) -> std::io::Result<Flow> {
+        let ready = match &self.envelope {
+            None => Err(reply(503, (5, 5, 1), "Send MAIL first")),
+            Some(e) if e.recipients.is_empty() => Err(reply(554, (5, 5, 1), "No valid recipients")),
+            Some(_) => Ok(()),
+        };
+        if let Err(r) = ready {
+            self.send(r);
+            return Ok(self.error());
+        }
+        self.send(reply(354, (2, 0, 0), "Start mail input; end with <CRLF>.<CRLF>"));
+        self.flush().await?;
+
+        let mut decoder = DataDecoder::new(self.config.max_message_size);
+        let mut content = Vec::new();
+        let outcome = loop {
+            if let Some(outcome) = decoder.decode(&mut self.input, &mut content) {
+                break outcome;
+            }
+            if !self.read_more(self.config.data_timeout).await? {
+                // The client vanished or stalled mid-message: nothing was acknowledged.
+                return Ok(Flow::Close);
+            }
+        };
+        let envelope = self.envelope.take().expect("checked above");
+        match outcome {
+            DataOutcome::Complete => {}
+            other => {
+                if let Some(r) = other.reply() {
+                    self.send(r);
+                }
+                return Ok(Flow::Continue);
+            }
+        }
+        let r = self.deliver(envelope, content).await;
+        self.send(r);
+        Ok(Flow::Continue)
+    }
+
+    async fn deliver(&mut self, envelope: Envelope, content: Vec<u8>) -> Reply {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        let protocol = match (envelope.smtputf8, esmtp, self.conn.stream.is_tls()) {
+            (true, _, true) => "UTF8SMTPS",
+            (true, _, false) => "UTF8SMTP",
+            (false, true, true) => "ESMTPS",
+            (false, true, false) => "ESMTP",
+            (false, false, _) => "SMTP",
+        };
+        let return_path = match &envelope.from {
+            ReversePath::Null => String::new(),
+            ReversePath::Path(address) => address.to_string(),
+        };
+        let mut message = Vec::with_capacity(content.len() + 512);
+        Trace {
+            return_path: &return_path,
+            helo: &helo,
+            peer: self.conn.peer.ip(),
+            hostname: &self.config.hostname,
+            protocol,
+            id: &id,
+            single_recipient: (envelope.recipients.len() == 1).then(|| envelope.recipients[0].as_str()),
+            date: time::OffsetDateTime::now_utc(),
+        }
+        .write(&mut message);
+        message.extend_from_slice(&content);
+        drop(content);
+
+        let size = message.len();
+        let store = self.store.clone();
+        let accounts = envelope.accounts;
+        let stored = tokio::task::spawn_blocking(move || store.deliver(&message, &accounts)).await;
+        match stored {
+            Ok(Ok(delivered)) => {
+                info!(id, from = %return_path, recipients = delivered.len(), size, "message stored");
+                reply(250, (2, 0, 0), &format!("Message accepted, id {id}"))
+            }
+            Ok(Err(e)) => {
+                warn!(id, error = %e, "could not store message");
+                reply(451, (4, 3, 0), "Could not store the message, try again later")
+            }
+            Err(e) => {
+                warn!(id, error = %e, "delivery task failed");
+                reply(451, (4, 3, 0), "Could not store the message, try again later")
+            }
+        }
+    }
+
+    async fn start_tls(&mut self) -> std::io::Result<Flow> {
+        let Some(tls) = self.config.tls.clone() else {
+            self.send(reply(502, (5, 5, 1), "STARTTLS is not available"));
+            return Ok(self.error());
+        };
+        if self.conn.stream.is_tls() {
+            self.send(reply(503, (5, 5, 1), "TLS is already active"));
+            return Ok(self.error());
+        }
+        self.send(reply(220, (2, 0, 0), "Ready to start TLS"));
+        self.flush().await?;
+        // Anything pipelined behind STARTTLS was sent in plain text and must not be trusted
+        // as if it came over TLS (the command injection of CVE-2011-0411).
+        self.input.clear();
+        match self.conn.stream.start_tls(tls).await {
+            Ok(()) => {
+                self.helo = None;
+                self.envelope = None;
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                debug!(error = %e, "TLS handshake failed");
+                Ok(Flow::Close)
+            }
+        }
+    }
+}

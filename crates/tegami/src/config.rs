@@ -1,0 +1,192 @@
+//! Configuration in two steps: `RawConfig` mirrors the TOML file (every field optional),
+//! `Config` is the resolved, typed result with defaults applied and values checked.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub smtp: RawSmtp,
+    #[serde(default)]
+    pub pop3: RawPop3,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub listen: Option<SocketAddr>,
+    pub max_message_size: Option<u64>,
+    pub max_recipients: Option<usize>,
+    pub max_line_length: Option<usize>,
+    pub command_timeout_secs: Option<u64>,
+    pub data_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_errors: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPop3 {
+    pub listen: Option<SocketAddr>,
+    pub max_connections: Option<usize>,
+    pub command_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+    pub max_file_bytes: Option<u64>,
+    pub max_files: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hostname: String,
+    pub smtp: SmtpListener,
+    pub pop3: Pop3Listener,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpListener {
+    pub listen: SocketAddr,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_line_length: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub max_connections: usize,
+    pub max_errors: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pop3Listener {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+}
+
+impl Config {
+    /// Reads the config file if one was named; no file means every default.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?
+            }
+            None => RawConfig::default(),
+        };
+        Config::resolve(raw)
+    }
+
+    pub fn resolve(raw: RawConfig) -> anyhow::Result<Config> {
+        let positive = |name: &str, value: u64| -> anyhow::Result<u64> {
+            if value == 0 {
+                bail!("{name} must be greater than zero");
+            }
+            Ok(value)
+        };
+        let smtp = SmtpListener {
+            listen: raw.smtp.listen.unwrap_or_else(|| "127.0.0.1:2525".parse().unwrap()),
+            max_message_size: positive("smtp.max_message_size", raw.smtp.max_message_size.unwrap_or(25 << 20))?,
+            max_recipients: positive("smtp.max_recipients", raw.smtp.max_recipients.unwrap_or(100) as u64)? as usize,
+            max_line_length: raw.smtp.max_line_length.unwrap_or(2048).max(512),
+            command_timeout: Duration::from_secs(positive(
+                "smtp.command_timeout_secs",
+                raw.smtp.command_timeout_secs.unwrap_or(300),
+            )?),
+            data_timeout: Duration::from_secs(positive(
+                "smtp.data_timeout_secs",
+                raw.smtp.data_timeout_secs.unwrap_or(600),
+            )?),
+            max_connections: positive("smtp.max_connections", raw.smtp.max_connections.unwrap_or(200) as u64)?
+                as usize,
+            max_errors: raw.smtp.max_errors.unwrap_or(20).max(1),
+        };
+        let pop3 = Pop3Listener {
+            listen: raw.pop3.listen.unwrap_or_else(|| "127.0.0.1:2110".parse().unwrap()),
+            max_connections: positive("pop3.max_connections", raw.pop3.max_connections.unwrap_or(200) as u64)?
+                as usize,
+            command_timeout: Duration::from_secs(positive(
+                "pop3.command_timeout_secs",
+                // RFC 1939 asks for an inactivity timer of at least ten minutes.
+                raw.pop3.command_timeout_secs.unwrap_or(600),
+            )?),
+        };
+        let log = LogConfig {
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+            max_file_bytes: raw.log.max_file_bytes.unwrap_or(10 << 20).max(4096),
+            max_files: raw.log.max_files.unwrap_or(5).max(1),
+        };
+        Ok(Config {
+            hostname: raw.hostname.unwrap_or_else(default_hostname),
+            smtp,
+            pop3,
+            tls: raw.tls.map(|t| (t.cert, t.key)),
+            log,
+        })
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../../tegami.example.toml");
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        let config = Config::resolve(raw).unwrap();
+        assert_eq!(config.smtp.max_recipients, 100);
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
+        assert_eq!(config.pop3.listen.to_string(), "127.0.0.1:2110");
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_limits_are_refused() {
+        assert!(toml::from_str::<RawConfig>("[smtp]\nmax_mesage_size = 5").is_err());
+        let raw: RawConfig = toml::from_str("[smtp]\nmax_recipients = 0").unwrap();
+        assert!(Config::resolve(raw).unwrap_err().to_string().contains("max_recipients"));
+    }
+}

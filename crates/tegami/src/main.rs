@@ -1,0 +1,74 @@
+//! The `tegami` command: thin glue between the command line, the config, the store and the
+//! protocol servers. Every failure ends as one line on stderr and a non-zero exit code.
+
+mod admin;
+mod config;
+mod logging;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tegami", version, about = "A self-hosted mail server that keeps itself healthy")]
+struct Cli {
+    /// The data directory: database, message blobs, logs.
+    #[arg(long, global = true, default_value = "tegami-data", env = "TEGAMI_DATA")]
+    data: PathBuf,
+    /// A TOML config file (see tegami.example.toml); without one, the defaults apply.
+    #[arg(long, global = true, env = "TEGAMI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mail server.
+    Serve(serve::Listeners),
+    /// Manage mail accounts.
+    #[command(subcommand)]
+    Account(admin::AccountCommand),
+    /// Manage aliases (one address delivering to one or more others).
+    #[command(subcommand)]
+    Alias(admin::AliasCommand),
+    /// Manage the domains this server receives mail for.
+    #[command(subcommand)]
+    Domain(admin::DomainCommand),
+    /// Check the integrity of the metadata and of every message blob.
+    Check {
+        /// Fix what can be fixed without losing mail (reference counts, orphan files).
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+/// A listener address given on the command line overrides the config file.
+fn override_addr(flag: Option<SocketAddr>, configured: &mut SocketAddr) {
+    if let Some(addr) = flag {
+        *configured = addr;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),
+        command => {
+            logging::init_stderr("warn");
+            admin::run(&cli.data, command)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("tegami: {}", causes.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! `tegami serve`: takes the data directory's lock, opens the store, binds the listeners,
+//! and runs until SIGTERM or SIGINT, then lets sessions finish what they were doing.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use net::{ListenerConfig, ShutdownTrigger};
+use store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::{logging, override_addr};
+
+/// How long sessions get to finish (an in-flight DATA commit, say) after a stop signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Args, Default)]
+pub struct Listeners {
+    /// SMTP address (default 127.0.0.1:2525; port 0 picks a free port).
+    #[arg(long)]
+    smtp: Option<SocketAddr>,
+    /// Submission address (not built yet: arrives with the outbound queue).
+    #[arg(long)]
+    submission: Option<SocketAddr>,
+    /// POP3 address (default 127.0.0.1:2110).
+    #[arg(long)]
+    pop3: Option<SocketAddr>,
+    /// IMAP address (not built yet).
+    #[arg(long)]
+    imap: Option<SocketAddr>,
+    /// Admin HTTP address (not built yet).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+}
+
+pub fn run(data: &Path, config_path: Option<&Path>, listeners: Listeners) -> anyhow::Result<ExitCode> {
+    for (flag, given) in [("--submission", listeners.submission), ("--imap", listeners.imap), ("--http", listeners.http)] {
+        if given.is_some() {
+            bail!("{flag} is not available in this version of tegami yet; leave it out");
+        }
+    }
+    let mut config = Config::load(config_path)?;
+    override_addr(listeners.smtp, &mut config.smtp.listen);
+    override_addr(listeners.pop3, &mut config.pop3.listen);
+
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
+    let _lock = lock_data_dir(data)?;
+    logging::init_server(&data.join("log"), &config.log)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tegami")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(data, config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes the kernel lock on `tegami.lock`. The kernel drops it when the process dies, however
+/// it dies, so no stale lock can ever keep the next start from working.
+fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
+    let path = data.join("tegami.lock");
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if let Err(e) = file.try_lock() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = holder.trim();
+        match e {
+            std::fs::TryLockError::WouldBlock => bail!(
+                "another tegami server{} is running on {} (it holds the lock on {}); stop it first",
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                data.display(),
+                path.display()
+            ),
+            std::fs::TryLockError::Error(e) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+    }
+    // The pid is written for people reading the file; the lock, not the pid, is the truth.
+    file.set_len(0)?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = {
+        let data = data.to_path_buf();
+        Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&data))
+                .await?
+                .with_context(|| format!("cannot open the store in {}", data.display()))?,
+        )
+    };
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(net::load_tls(cert, key)?),
+        None => None,
+    };
+
+    let smtp_listener = bind("smtp", config.smtp.listen).await?;
+    let pop3_listener = bind("pop3", config.pop3.listen).await?;
+
+    let trigger = ShutdownTrigger::new();
+    let smtp = Arc::new(smtp_server::SmtpConfig {
+        hostname: config.hostname.clone(),
+        max_message_size: config.smtp.max_message_size,
+        max_recipients: config.smtp.max_recipients,
+        max_line_length: config.smtp.max_line_length,
+        command_timeout: config.smtp.command_timeout,
+        data_timeout: config.smtp.data_timeout,
+        max_errors: config.smtp.max_errors,
+        tls: tls.clone(),
+    });
+    let smtp_store = store.clone();
+    let smtp_task = tokio::spawn(net::serve(
+        smtp_listener,
+        ListenerConfig {
+            protocol: "smtp",
+            max_connections: config.smtp.max_connections,
+            busy_reply: smtp_server::BUSY_REPLY,
+        },
+        trigger.subscribe(),
+        move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone()),
+    ));
+
+    let pop3 = Arc::new(pop3_server::Pop3Server::new(
+        pop3_server::Pop3Config {
+            hostname: config.hostname.clone(),
+            command_timeout: config.pop3.command_timeout,
+            tls,
+            ..pop3_server::Pop3Config::default()
+        },
+        store.clone(),
+    ));
+    let pop3_task = tokio::spawn(net::serve(
+        pop3_listener,
+        ListenerConfig {
+            protocol: "pop3",
+            max_connections: config.pop3.max_connections,
+            busy_reply: pop3_server::BUSY_REPLY,
+        },
+        trigger.subscribe(),
+        move |conn| pop3_server::run(conn, pop3.clone()),
+    ));
+
+    println!("tegami ready");
+    std::io::stdout().flush()?;
+    info!(data = %data.display(), hostname = %config.hostname, "tegami is ready");
+    let domains = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.domains()).await??
+    };
+    if domains.is_empty() {
+        info!(
+            "no domains yet: add one with `tegami domain add example.com`, then an account with \
+             `tegami account add alice@example.com --password-stdin`"
+        );
+    }
+
+    wait_for_signal().await?;
+    info!("stopping: letting sessions finish");
+    if tokio::time::timeout(GRACE, trigger.shutdown()).await.is_err() {
+        warn!(seconds = GRACE.as_secs(), "some sessions did not finish in time; stopping anyway");
+    }
+    smtp_task.abort();
+    pop3_task.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind(protocol: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for {protocol} on {addr} (is another server using it? choose another with --{protocol})")
+    })?;
+    let bound = listener.local_addr()?;
+    println!("tegami listening {protocol} {bound}");
+    info!(protocol, addr = %bound, "listening");
+    Ok(listener)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("received SIGTERM"),
+        _ = int.recv() => info!("received SIGINT"),
+    }
+    Ok(())
+}
