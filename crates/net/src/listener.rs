@@ -30,14 +30,20 @@ pub struct Connection {
 }
 
 /// Accepts connections until shutdown and runs `session` for each on its own task.
-pub async fn serve<F, Fut>(listener: TcpListener, config: ListenerConfig, mut shutdown: Shutdown, session: F)
-where
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    mut shutdown: Shutdown,
+    session: F,
+) where
     F: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let session = Arc::new(session);
-    let local = listener.local_addr().expect("a bound listener has an address");
+    let local = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -67,7 +73,12 @@ where
             });
             continue;
         };
-        let connection = Connection { stream: Stream::Plain(tcp), peer, local, shutdown: shutdown.clone() };
+        let connection = Connection {
+            stream: Stream::Plain(tcp),
+            peer,
+            local,
+            shutdown: shutdown.clone(),
+        };
         let session = session.clone();
         tokio::spawn(async move {
             session(connection).await;

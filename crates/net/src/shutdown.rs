@@ -21,7 +21,11 @@ impl ShutdownTrigger {
     pub fn new() -> ShutdownTrigger {
         let (signal, _) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
-        ShutdownTrigger { signal, done_tx: Some(done_tx), done_rx }
+        ShutdownTrigger {
+            signal,
+            done_tx: Some(done_tx),
+            done_rx,
+        }
     }
 
     pub fn subscribe(&self) -> Shutdown {

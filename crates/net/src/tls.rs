@@ -7,7 +7,10 @@ use std::sync::Arc;
 #[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate(PathBuf),
     #[error("{0}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
@@ -17,8 +20,15 @@ pub enum TlsError {
 }
 
 pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source });
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &read(cert)?[..]).filter_map(Result::ok).collect();
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.into(),
+            source,
+        })
+    };
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &read(cert)?[..])
+        .filter_map(Result::ok)
+        .collect();
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(cert.into()));
     }

@@ -53,13 +53,21 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 impl Pop3Server {
     pub fn new(config: Pop3Config, store: Arc<dyn Store>) -> Pop3Server {
-        Pop3Server { config, store, locked: Mutex::default(), failures: Mutex::default() }
+        Pop3Server {
+            config,
+            store,
+            locked: Mutex::default(),
+            failures: Mutex::default(),
+        }
     }
 
     /// Takes the maildrop lock; the guard releases it however the session ends.
     fn lock_maildrop(self: &Arc<Self>, account: AccountId) -> Option<MaildropLock> {
         let mut locked = self.locked.lock().unwrap_or_else(|p| p.into_inner());
-        locked.insert(account).then(|| MaildropLock { server: self.clone(), account })
+        locked.insert(account).then(|| MaildropLock {
+            server: self.clone(),
+            account,
+        })
     }
 
     /// Records a failed login and says how long to wait before answering it: one second for
@@ -75,7 +83,10 @@ impl Pop3Server {
     }
 
     fn login_succeeded(&self, peer: IpAddr) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
     }
 }
 
@@ -86,7 +97,11 @@ struct MaildropLock {
 
 impl Drop for MaildropLock {
     fn drop(&mut self) {
-        self.server.locked.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.account);
+        self.server
+            .locked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.account);
     }
 }
 
@@ -100,7 +115,9 @@ mod tests {
         let store = Arc::new(store::SqliteStore::open(&dir).unwrap());
         let server = Pop3Server::new(Pop3Config::default(), store);
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        let delays: Vec<u64> = (0..7).map(|_| server.login_failed(peer).as_secs()).collect();
+        let delays: Vec<u64> = (0..7)
+            .map(|_| server.login_failed(peer).as_secs())
+            .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 16, 16]);
         server.login_succeeded(peer);
         assert_eq!(server.login_failed(peer).as_secs(), 1);

@@ -31,7 +31,9 @@ struct Maildrop {
 impl Maildrop {
     /// The message numbered `n` (1-based) unless it does not exist or is marked deleted.
     fn get(&self, n: u32) -> Result<&MessageMeta, String> {
-        let index = (n as usize).checked_sub(1).filter(|&i| i < self.messages.len());
+        let index = (n as usize)
+            .checked_sub(1)
+            .filter(|&i| i < self.messages.len());
         match index {
             None => Err(format!("no such message: {n}")),
             Some(i) if self.deleted[i] => Err(format!("message {n} is already deleted")),
@@ -40,7 +42,11 @@ impl Maildrop {
     }
 
     fn live(&self) -> impl Iterator<Item = (u32, &MessageMeta)> {
-        self.messages.iter().enumerate().filter(|(i, _)| !self.deleted[*i]).map(|(i, m)| (i as u32 + 1, m))
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted[*i])
+            .map(|(i, m)| (i as u32 + 1, m))
     }
 
     fn unique_id(&self, message: &MessageMeta) -> String {
@@ -91,7 +97,10 @@ impl Session {
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
-        pop3_proto::ok(&format!("{} POP3 server (tegami) ready", self.server.config.hostname), &mut self.output);
+        pop3_proto::ok(
+            &format!("{} POP3 server (tegami) ready", self.server.config.hostname),
+            &mut self.output,
+        );
         loop {
             let command = match self.reader.parse(&mut self.input) {
                 Ok(command) => command,
@@ -100,7 +109,11 @@ impl Session {
                     if self.conn.shutdown.is_shutting_down() {
                         // Leaving without UPDATE keeps every message, as RFC 1939 prescribes
                         // for a session that ends without QUIT.
-                        pop3_proto::err(Some(ResponseCode::SysTemp), "server shutting down, try again later", &mut self.output);
+                        pop3_proto::err(
+                            Some(ResponseCode::SysTemp),
+                            "server shutting down, try again later",
+                            &mut self.output,
+                        );
                         return self.flush().await;
                     }
                     if !self.read_more().await? {
@@ -165,7 +178,11 @@ impl Session {
     fn error(&mut self) -> Flow {
         self.errors += 1;
         if self.errors >= self.server.config.max_errors {
-            pop3_proto::err(None, "too many errors, closing connection", &mut self.output);
+            pop3_proto::err(
+                None,
+                "too many errors, closing connection",
+                &mut self.output,
+            );
             return Flow::Close;
         }
         Flow::Continue
@@ -180,9 +197,14 @@ impl Session {
         match (&mut self.state, command) {
             (_, Command::Capa) => {
                 let in_auth = matches!(self.state, State::Authorization { .. });
-                let stls = in_auth && self.server.config.tls.is_some() && !self.conn.stream.is_tls();
-                let caps = pop3_proto::capabilities(stls);
-                pop3_proto::multiline("Capability list follows", caps.iter().map(String::as_str), &mut self.output);
+                let stls =
+                    in_auth && self.server.config.tls.is_some() && !self.conn.stream.is_tls();
+                let caps = pop3_proto::capabilities(stls, true, &[]);
+                pop3_proto::multiline(
+                    "Capability list follows",
+                    caps.iter().map(String::as_str),
+                    &mut self.output,
+                );
             }
             (_, Command::Noop) => pop3_proto::ok("", &mut self.output),
             (State::Authorization { .. }, Command::Quit) => {
@@ -202,7 +224,8 @@ impl Session {
             (State::Authorization { .. }, Command::Stls) => return self.start_tls().await,
             (State::Transaction(_), Command::Quit) => return self.update().await,
             (State::Transaction(drop), command) => {
-                if let Some(flow) = transaction(drop, command, &mut self.output, &self.server).await {
+                if let Some(flow) = transaction(drop, command, &mut self.output, &self.server).await
+                {
                     return Ok(flow);
                 }
             }
@@ -216,30 +239,47 @@ impl Session {
     async fn login(&mut self, name: String, password: String) -> std::io::Result<Flow> {
         let store = self.store();
         let who = name.clone();
-        let checked = tokio::task::spawn_blocking(move || store.authenticate(&who, &password)).await;
+        let checked =
+            tokio::task::spawn_blocking(move || store.authenticate(&who, &password)).await;
         let account = match checked {
             Ok(Ok(Some(account))) => account,
             Ok(Ok(None)) => {
                 let delay = self.server.login_failed(self.conn.peer.ip());
                 info!(user = %name, delay_secs = delay.as_secs(), "failed login");
                 tokio::time::sleep(delay).await;
-                pop3_proto::err(Some(ResponseCode::Auth), "invalid user name or password", &mut self.output);
+                pop3_proto::err(
+                    Some(ResponseCode::Auth),
+                    "invalid user name or password",
+                    &mut self.output,
+                );
                 return Ok(self.error());
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "authentication failed with a store error");
-                pop3_proto::err(Some(ResponseCode::SysTemp), "temporary failure, try again later", &mut self.output);
+                pop3_proto::err(
+                    Some(ResponseCode::SysTemp),
+                    "temporary failure, try again later",
+                    &mut self.output,
+                );
                 return Ok(Flow::Continue);
             }
             Err(e) => {
                 warn!(error = %e, "authentication task failed");
-                pop3_proto::err(Some(ResponseCode::SysTemp), "temporary failure, try again later", &mut self.output);
+                pop3_proto::err(
+                    Some(ResponseCode::SysTemp),
+                    "temporary failure, try again later",
+                    &mut self.output,
+                );
                 return Ok(Flow::Continue);
             }
         };
         self.server.login_succeeded(self.conn.peer.ip());
         let Some(lock) = self.server.lock_maildrop(account) else {
-            pop3_proto::err(Some(ResponseCode::InUse), "maildrop already locked by another session", &mut self.output);
+            pop3_proto::err(
+                Some(ResponseCode::InUse),
+                "maildrop already locked by another session",
+                &mut self.output,
+            );
             return Ok(Flow::Continue);
         };
         match open_maildrop(self.store(), account).await {
@@ -257,7 +297,11 @@ impl Session {
             }
             Err(e) => {
                 warn!(error = %e, "cannot open maildrop");
-                pop3_proto::err(Some(ResponseCode::SysTemp), "cannot open the maildrop, try again later", &mut self.output);
+                pop3_proto::err(
+                    Some(ResponseCode::SysTemp),
+                    "cannot open the maildrop, try again later",
+                    &mut self.output,
+                );
             }
         }
         Ok(Flow::Continue)
@@ -265,22 +309,38 @@ impl Session {
 
     /// The UPDATE state: every marked message goes in one atomic store transaction.
     async fn update(&mut self) -> std::io::Result<Flow> {
-        let State::Transaction(drop) = std::mem::replace(&mut self.state, State::Authorization { user: None }) else {
+        let State::Transaction(drop) =
+            std::mem::replace(&mut self.state, State::Authorization { user: None })
+        else {
             unreachable!("update is only reached from the transaction state");
         };
-        let doomed: Vec<_> = drop.messages.iter().zip(&drop.deleted).filter(|(_, d)| **d).map(|(m, _)| m.id).collect();
+        let doomed: Vec<_> = drop
+            .messages
+            .iter()
+            .zip(&drop.deleted)
+            .filter(|(_, d)| **d)
+            .map(|(m, _)| m.id)
+            .collect();
         let count = doomed.len();
         if count > 0 {
             let store = self.store();
             let mailbox = drop.mailbox.id;
-            let removed = tokio::task::spawn_blocking(move || store.expunge(mailbox, &doomed)).await;
+            let removed =
+                tokio::task::spawn_blocking(move || store.expunge(mailbox, &doomed)).await;
             if !matches!(removed, Ok(Ok(()))) {
                 warn!(?removed, "could not remove deleted messages");
-                pop3_proto::err(Some(ResponseCode::SysTemp), "some deleted messages not removed", &mut self.output);
+                pop3_proto::err(
+                    Some(ResponseCode::SysTemp),
+                    "some deleted messages not removed",
+                    &mut self.output,
+                );
                 return Ok(Flow::Close);
             }
         }
-        pop3_proto::ok(&format!("tegami POP3 server signing off ({count} messages deleted)"), &mut self.output);
+        pop3_proto::ok(
+            &format!("tegami POP3 server signing off ({count} messages deleted)"),
+            &mut self.output,
+        );
         Ok(Flow::Close)
     }
 
@@ -295,6 +355,7 @@ impl Session {
         self.flush().await?;
         // Commands pipelined behind STLS came in plain text and must not be obeyed.
         self.input.clear();
+        self.reader.reset();
         match self.conn.stream.start_tls(tls).await {
             Ok(()) => {
                 self.state = State::Authorization { user: None };
@@ -308,7 +369,10 @@ impl Session {
     }
 }
 
-async fn open_maildrop(store: Arc<dyn Store>, account: AccountId) -> store::Result<(MailboxInfo, Vec<MessageMeta>)> {
+async fn open_maildrop(
+    store: Arc<dyn Store>,
+    account: AccountId,
+) -> store::Result<(MailboxInfo, Vec<MessageMeta>)> {
     tokio::task::spawn_blocking(move || {
         let mailbox = store.mailbox(account, "INBOX")?;
         let messages = store.messages(mailbox.id)?;
@@ -319,23 +383,44 @@ async fn open_maildrop(store: Arc<dyn Store>, account: AccountId) -> store::Resu
 }
 
 /// Commands of the TRANSACTION state. Returns a flow only when the session must change course.
-async fn transaction(drop: &mut Maildrop, command: Command, out: &mut Vec<u8>, server: &Arc<Pop3Server>) -> Option<Flow> {
+async fn transaction(
+    drop: &mut Maildrop,
+    command: Command,
+    out: &mut Vec<u8>,
+    server: &Arc<Pop3Server>,
+) -> Option<Flow> {
     match command {
         Command::Stat => {
-            let (count, size) = drop.live().fold((0, 0), |(c, s), (_, m)| (c + 1, s + m.size));
+            let (count, size) = drop
+                .live()
+                .fold((0, 0), |(c, s), (_, m)| (c + 1, s + m.size));
             pop3_proto::ok(&format!("{count} {size}"), out);
         }
         Command::List(None) => {
-            let lines: Vec<String> = drop.live().map(|(n, m)| format!("{n} {}", m.size)).collect();
-            pop3_proto::multiline("scan listing follows", lines.iter().map(String::as_str), out);
+            let lines: Vec<String> = drop
+                .live()
+                .map(|(n, m)| format!("{n} {}", m.size))
+                .collect();
+            pop3_proto::multiline(
+                "scan listing follows",
+                lines.iter().map(String::as_str),
+                out,
+            );
         }
         Command::List(Some(n)) => match drop.get(n) {
             Ok(m) => pop3_proto::ok(&format!("{n} {}", m.size), out),
             Err(e) => pop3_proto::err(None, &e, out),
         },
         Command::Uidl(None) => {
-            let lines: Vec<String> = drop.live().map(|(n, m)| format!("{n} {}", drop.unique_id(m))).collect();
-            pop3_proto::multiline("unique-id listing follows", lines.iter().map(String::as_str), out);
+            let lines: Vec<String> = drop
+                .live()
+                .map(|(n, m)| format!("{n} {}", drop.unique_id(m)))
+                .collect();
+            pop3_proto::multiline(
+                "unique-id listing follows",
+                lines.iter().map(String::as_str),
+                out,
+            );
         }
         Command::Uidl(Some(n)) => match drop.get(n) {
             Ok(m) => pop3_proto::ok(&format!("{n} {}", drop.unique_id(m)), out),
@@ -350,7 +435,10 @@ async fn transaction(drop: &mut Maildrop, command: Command, out: &mut Vec<u8>, s
         },
         Command::Rset => {
             drop.deleted.iter_mut().for_each(|d| *d = false);
-            pop3_proto::ok(&format!("maildrop has {} messages", drop.messages.len()), out);
+            pop3_proto::ok(
+                &format!("maildrop has {} messages", drop.messages.len()),
+                out,
+            );
         }
         Command::Retr(n) | Command::Top { msg: n, .. } => {
             let top = match command {
@@ -376,11 +464,19 @@ async fn transaction(drop: &mut Maildrop, command: Command, out: &mut Vec<u8>, s
                 }
                 Ok(Err(e)) => {
                     warn!(error = %e, uid = message.uid, "cannot read message");
-                    pop3_proto::err(Some(ResponseCode::SysTemp), "cannot read this message now", out);
+                    pop3_proto::err(
+                        Some(ResponseCode::SysTemp),
+                        "cannot read this message now",
+                        out,
+                    );
                 }
                 Err(e) => {
                     warn!(error = %e, "read task failed");
-                    pop3_proto::err(Some(ResponseCode::SysTemp), "cannot read this message now", out);
+                    pop3_proto::err(
+                        Some(ResponseCode::SysTemp),
+                        "cannot read this message now",
+                        out,
+                    );
                 }
             }
         }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use net::Connection;
 use smtp_proto::{
-    Command, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath, ReadError, Reply, ReversePath,
+    Command, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath, ReadError, Reply,
+    ReversePath,
 };
 use store::{AccountId, Resolution, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +21,11 @@ use crate::trace::Trace;
 const READ_CHUNK: usize = 64 * 1024;
 
 fn reply(code: u16, enhanced: (u8, u16, u16), text: &str) -> Reply {
-    Reply::new(code, Some(EnhancedCode(enhanced.0, enhanced.1, enhanced.2)), text)
+    Reply::new(
+        code,
+        Some(EnhancedCode(enhanced.0, enhanced.1, enhanced.2)),
+        text,
+    )
 }
 
 /// The envelope being built between MAIL and the end of DATA.
@@ -76,7 +81,11 @@ pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store
 
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
-        let greeting = reply(220, (2, 0, 0), &format!("{} ESMTP tegami ready", self.config.hostname));
+        let greeting = reply(
+            220,
+            (2, 0, 0),
+            &format!("{} ESMTP tegami ready", self.config.hostname),
+        );
         self.send(greeting);
         loop {
             let command = match self.reader.parse(&mut self.input) {
@@ -84,7 +93,11 @@ impl Session {
                 Err(ReadError::NeedMore) => {
                     self.flush().await?;
                     if self.conn.shutdown.is_shutting_down() {
-                        self.send(reply(421, (4, 3, 2), "Server shutting down, try again later"));
+                        self.send(reply(
+                            421,
+                            (4, 3, 2),
+                            "Server shutting down, try again later",
+                        ));
                         return self.flush().await;
                     }
                     if !self.read_more(self.config.command_timeout).await? {
@@ -124,7 +137,11 @@ impl Session {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => Err(e),
             Err(_) => {
-                self.send(reply(421, (4, 4, 2), "Timeout exceeded, closing connection"));
+                self.send(reply(
+                    421,
+                    (4, 4, 2),
+                    "Timeout exceeded, closing connection",
+                ));
                 self.flush().await?;
                 Ok(false)
             }
@@ -165,13 +182,20 @@ impl Session {
                     return Ok(self.error());
                 }
                 if self.envelope.is_some() {
-                    self.send(reply(503, (5, 5, 1), "Sender already given; RSET to start over"));
+                    self.send(reply(
+                        503,
+                        (5, 5, 1),
+                        "Sender already given; RSET to start over",
+                    ));
                     return Ok(self.error());
                 }
                 if let Some(size) = params.size
                     && size > self.config.max_message_size
                 {
-                    let text = format!("Message size exceeds the limit of {} bytes", self.config.max_message_size);
+                    let text = format!(
+                        "Message size exceeds the limit of {} bytes",
+                        self.config.max_message_size
+                    );
                     self.send(reply(552, (5, 3, 4), &text));
                     return Ok(Flow::Continue);
                 }
@@ -191,24 +215,35 @@ impl Session {
             }
             Command::Noop => self.send(reply(250, (2, 0, 0), "OK")),
             Command::Quit => {
-                self.send(reply(221, (2, 0, 0), &format!("{} closing connection", self.config.hostname)));
+                self.send(reply(
+                    221,
+                    (2, 0, 0),
+                    &format!("{} closing connection", self.config.hostname),
+                ));
                 return Ok(Flow::Close);
             }
-            Command::Vrfy { .. } => {
-                self.send(reply(252, (2, 5, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
-            }
+            Command::Vrfy { .. } => self.send(reply(
+                252,
+                (2, 5, 0),
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
             Command::Expn { .. } => self.send(reply(502, (5, 5, 1), "EXPN is not available")),
             Command::Help { .. } => self.send(Reply::multiline(
                 214,
                 Some(EnhancedCode(2, 0, 0)),
                 vec![
-                    "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS".to_string(),
+                    "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS"
+                        .to_string(),
                     "See RFC 5321 for details".to_string(),
                 ],
             )),
             Command::StartTls => return self.start_tls().await,
             Command::Auth { .. } => {
-                self.send(reply(502, (5, 5, 1), "AUTH is offered on the submission port only"));
+                self.send(reply(
+                    502,
+                    (5, 5, 1),
+                    "AUTH is offered on the submission port only",
+                ));
                 return Ok(self.error());
             }
             // Commands added to the parser later are refused until a session handles them.
@@ -278,19 +313,35 @@ impl Session {
                 self.send(reply(250, (2, 1, 5), "Recipient OK"));
             }
             Ok(Ok(Resolution::UnknownUser)) => {
-                self.send(reply(550, (5, 1, 1), &format!("No such user here: <{address}>")));
+                self.send(reply(
+                    550,
+                    (5, 1, 1),
+                    &format!("No such user here: <{address}>"),
+                ));
             }
             Ok(Ok(Resolution::NotLocal)) => {
                 info!(recipient = %address, "relay attempt refused");
-                self.send(reply(550, (5, 7, 1), "Relaying denied: this server accepts mail only for its own domains"));
+                self.send(reply(
+                    550,
+                    (5, 7, 1),
+                    "Relaying denied: this server accepts mail only for its own domains",
+                ));
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "recipient lookup failed");
-                self.send(reply(451, (4, 3, 0), "Temporary lookup failure, try again later"));
+                self.send(reply(
+                    451,
+                    (4, 3, 0),
+                    "Temporary lookup failure, try again later",
+                ));
             }
             Err(e) => {
                 warn!(error = %e, "recipient lookup task failed");
-                self.send(reply(451, (4, 3, 0), "Temporary lookup failure, try again later"));
+                self.send(reply(
+                    451,
+                    (4, 3, 0),
+                    "Temporary lookup failure, try again later",
+                ));
             }
         }
         Ok(Flow::Continue)
@@ -300,7 +351,10 @@ impl Session {
     /// the first local domain.
     async fn postmaster(&self) -> Option<String> {
         let store = self.store.clone();
-        let domains = tokio::task::spawn_blocking(move || store.domains()).await.ok()?.ok()?;
+        let domains = tokio::task::spawn_blocking(move || store.domains())
+            .await
+            .ok()?
+            .ok()?;
         domains.first().map(|d| format!("postmaster@{d}"))
     }
 
@@ -314,7 +368,11 @@ impl Session {
             self.send(r);
             return Ok(self.error());
         }
-        self.send(reply(354, (2, 0, 0), "Start mail input; end with <CRLF>.<CRLF>"));
+        self.send(reply(
+            354,
+            (2, 0, 0),
+            "Start mail input; end with <CRLF>.<CRLF>",
+        ));
         self.flush().await?;
 
         let mut decoder = DataDecoder::new(self.config.max_message_size);
@@ -365,7 +423,8 @@ impl Session {
             hostname: &self.config.hostname,
             protocol,
             id: &id,
-            single_recipient: (envelope.recipients.len() == 1).then(|| envelope.recipients[0].as_str()),
+            single_recipient: (envelope.recipients.len() == 1)
+                .then(|| envelope.recipients[0].as_str()),
             date: time::OffsetDateTime::now_utc(),
         }
         .write(&mut message);
@@ -383,11 +442,19 @@ impl Session {
             }
             Ok(Err(e)) => {
                 warn!(id, error = %e, "could not store message");
-                reply(451, (4, 3, 0), "Could not store the message, try again later")
+                reply(
+                    451,
+                    (4, 3, 0),
+                    "Could not store the message, try again later",
+                )
             }
             Err(e) => {
                 warn!(id, error = %e, "delivery task failed");
-                reply(451, (4, 3, 0), "Could not store the message, try again later")
+                reply(
+                    451,
+                    (4, 3, 0),
+                    "Could not store the message, try again later",
+                )
             }
         }
     }

@@ -23,7 +23,9 @@ impl Trace<'_> {
             .format(&time::format_description::well_known::Rfc2822)
             .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
         let helo = sanitize(self.helo);
-        out.extend_from_slice(format!("Return-Path: <{}>\r\n", sanitize(self.return_path)).as_bytes());
+        out.extend_from_slice(
+            format!("Return-Path: <{}>\r\n", sanitize(self.return_path)).as_bytes(),
+        );
         out.extend_from_slice(
             format!(
                 "Received: from {helo} ([{}])\r\n\tby {} (tegami) with {} id {}",
@@ -40,7 +42,9 @@ impl Trace<'_> {
 
 /// Keeps client-supplied text from breaking the header: no control characters, no line breaks.
 fn sanitize(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[cfg(test)]

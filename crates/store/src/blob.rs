@@ -70,7 +70,11 @@ impl BlobStore {
             }
         }
         sync_dir(&root)?;
-        Ok(BlobStore { root, tmp, next_tmp: AtomicU64::new(0) })
+        Ok(BlobStore {
+            root,
+            tmp,
+            next_tmp: AtomicU64::new(0),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -153,7 +157,11 @@ impl BlobStore {
                     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if let Some(id) = BlobId::from_hex(name) {
                         let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
-                        out.push((id, meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH)));
+                        out.push((
+                            id,
+                            meta.len(),
+                            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        ));
                     }
                 }
             }
@@ -183,7 +191,9 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
 }
 
 #[cfg(test)]
@@ -214,7 +224,12 @@ mod tests {
         std::fs::write(&old, b"xx").unwrap();
         std::fs::write(&young, b"xx").unwrap();
         let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-        File::options().write(true).open(&old).unwrap().set_modified(two_hours_ago).unwrap();
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
         BlobStore::open(dir.path()).unwrap();
         assert!(!old.exists());
         assert!(young.exists());

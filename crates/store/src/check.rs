@@ -61,7 +61,11 @@ impl fmt::Display for CheckReport {
             }
         }
         if self.young_files > 0 {
-            writeln!(f, "  {} blob files newer than the check were left alone", self.young_files)?;
+            writeln!(
+                f,
+                "  {} blob files newer than the check were left alone",
+                self.young_files
+            )?;
         }
         Ok(())
     }

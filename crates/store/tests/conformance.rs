@@ -15,9 +15,15 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
 fn accounts_need_a_local_domain_and_unique_addresses() {
     let (_dir, store) = store();
     let err = store.add_account("a@elsewhere.org", "pw").unwrap_err();
-    assert!(err.to_string().contains("tegami domain add elsewhere.org"), "{err}");
+    assert!(
+        err.to_string().contains("tegami domain add elsewhere.org"),
+        "{err}"
+    );
     store.add_account("Alice@Example.com", "pw").unwrap();
-    assert!(matches!(store.add_account("alice@example.com", "x"), Err(StoreError::AlreadyExists { .. })));
+    assert!(matches!(
+        store.add_account("alice@example.com", "x"),
+        Err(StoreError::AlreadyExists { .. })
+    ));
     assert!(store.add_account("not-an-address", "x").is_err());
     assert!(store.add_account("b@example.com", "").is_err());
     assert_eq!(store.accounts().unwrap()[0].address, "alice@example.com");
@@ -29,12 +35,27 @@ fn accounts_need_a_local_domain_and_unique_addresses() {
 fn authentication_accepts_only_the_right_password() {
     let (_dir, store) = store();
     let id = store.add_account("alice@example.com", "secret").unwrap();
-    assert_eq!(store.authenticate("ALICE@example.com", "secret").unwrap(), Some(id));
-    assert_eq!(store.authenticate("alice@example.com", "Secret").unwrap(), None);
-    assert_eq!(store.authenticate("nobody@example.com", "secret").unwrap(), None);
+    assert_eq!(
+        store.authenticate("ALICE@example.com", "secret").unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        store.authenticate("alice@example.com", "Secret").unwrap(),
+        None
+    );
+    assert_eq!(
+        store.authenticate("nobody@example.com", "secret").unwrap(),
+        None
+    );
     store.set_password("alice@example.com", "new").unwrap();
-    assert_eq!(store.authenticate("alice@example.com", "secret").unwrap(), None);
-    assert_eq!(store.authenticate("alice@example.com", "new").unwrap(), Some(id));
+    assert_eq!(
+        store.authenticate("alice@example.com", "secret").unwrap(),
+        None
+    );
+    assert_eq!(
+        store.authenticate("alice@example.com", "new").unwrap(),
+        Some(id)
+    );
 }
 
 #[test]
@@ -42,19 +63,54 @@ fn resolution_follows_aliases_and_subaddresses_and_refuses_relay() {
     let (_dir, store) = store();
     let alice = store.add_account("alice@example.com", "pw").unwrap();
     let bob = store.add_account("bob@example.com", "pw").unwrap();
-    store.add_alias("team@example.com", &["alice@example.com".into(), "bob@example.com".into()]).unwrap();
-    store.add_alias("all@example.com", &["team@example.com".into(), "alice@example.com".into()]).unwrap();
-    assert!(store.add_alias("x@example.com", &["carol@example.com".into()]).is_err());
+    store
+        .add_alias(
+            "team@example.com",
+            &["alice@example.com".into(), "bob@example.com".into()],
+        )
+        .unwrap();
+    store
+        .add_alias(
+            "all@example.com",
+            &["team@example.com".into(), "alice@example.com".into()],
+        )
+        .unwrap();
+    assert!(
+        store
+            .add_alias("x@example.com", &["carol@example.com".into()])
+            .is_err()
+    );
 
-    assert_eq!(store.resolve("alice@EXAMPLE.com").unwrap(), Resolution::Local(vec![alice]));
-    assert_eq!(store.resolve("alice+news@example.com").unwrap(), Resolution::Local(vec![alice]));
-    assert_eq!(store.resolve("team@example.com").unwrap(), Resolution::Local(vec![alice, bob]));
-    assert_eq!(store.resolve("all@example.com").unwrap(), Resolution::Local(vec![alice, bob]));
-    assert_eq!(store.resolve("carol@example.com").unwrap(), Resolution::UnknownUser);
-    assert_eq!(store.resolve("alice@example.org").unwrap(), Resolution::NotLocal);
+    assert_eq!(
+        store.resolve("alice@EXAMPLE.com").unwrap(),
+        Resolution::Local(vec![alice])
+    );
+    assert_eq!(
+        store.resolve("alice+news@example.com").unwrap(),
+        Resolution::Local(vec![alice])
+    );
+    assert_eq!(
+        store.resolve("team@example.com").unwrap(),
+        Resolution::Local(vec![alice, bob])
+    );
+    assert_eq!(
+        store.resolve("all@example.com").unwrap(),
+        Resolution::Local(vec![alice, bob])
+    );
+    assert_eq!(
+        store.resolve("carol@example.com").unwrap(),
+        Resolution::UnknownUser
+    );
+    assert_eq!(
+        store.resolve("alice@example.org").unwrap(),
+        Resolution::NotLocal
+    );
     assert_eq!(store.aliases().unwrap().len(), 2);
     store.remove_alias("all@example.com").unwrap();
-    assert_eq!(store.resolve("all@example.com").unwrap(), Resolution::UnknownUser);
+    assert_eq!(
+        store.resolve("all@example.com").unwrap(),
+        Resolution::UnknownUser
+    );
 }
 
 #[test]
@@ -75,11 +131,23 @@ fn one_blob_serves_every_recipient_and_goes_with_the_last_reference() {
     assert_eq!(store.mailbox(alice, "INBOX").unwrap().uid_next, 2);
 
     store.expunge(inbox.id, &[messages[0].id]).unwrap();
-    assert_eq!(store.blobs().list().unwrap().len(), 1, "bob still holds the blob");
+    assert_eq!(
+        store.blobs().list().unwrap().len(),
+        1,
+        "bob still holds the blob"
+    );
     let bob_inbox = store.mailbox(bob, "INBOX").unwrap();
-    let ids: Vec<_> = store.messages(bob_inbox.id).unwrap().iter().map(|m| m.id).collect();
+    let ids: Vec<_> = store
+        .messages(bob_inbox.id)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
     store.expunge(bob_inbox.id, &ids).unwrap();
-    assert!(store.blobs().list().unwrap().is_empty(), "last reference removes the file");
+    assert!(
+        store.blobs().list().unwrap().is_empty(),
+        "last reference removes the file"
+    );
 
     // UIDs are never reused.
     store.deliver(message, &[alice]).unwrap();
@@ -93,10 +161,15 @@ fn removing_an_account_releases_its_blobs() {
     let (_dir, store) = store();
     let alice = store.add_account("alice@example.com", "pw").unwrap();
     store.deliver(b"one\r\n", &[alice]).unwrap();
-    store.add_alias("a@example.com", &["alice@example.com".into()]).unwrap();
+    store
+        .add_alias("a@example.com", &["alice@example.com".into()])
+        .unwrap();
     store.remove_account("alice@example.com").unwrap();
     assert!(store.blobs().list().unwrap().is_empty());
-    assert_eq!(store.resolve("a@example.com").unwrap(), Resolution::UnknownUser);
+    assert_eq!(
+        store.resolve("a@example.com").unwrap(),
+        Resolution::UnknownUser
+    );
     assert!(store.check(&CheckOptions::default()).unwrap().is_healthy());
 }
 
@@ -110,7 +183,9 @@ fn concurrent_deliveries_are_group_committed_without_loss() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..25 {
-                    store.deliver(format!("message {t}-{i}\r\n").as_bytes(), &[alice]).unwrap();
+                    store
+                        .deliver(format!("message {t}-{i}\r\n").as_bytes(), &[alice])
+                        .unwrap();
                 }
             })
         })
@@ -137,12 +212,20 @@ fn check_finds_damaged_blobs_and_repairs_orphans() {
     let inbox = store.mailbox(alice, "INBOX").unwrap();
     let damaged = store.messages(inbox.id).unwrap()[1].blob;
     std::fs::write(store.blobs().path(&damaged), b"will be DAMAGED\r\n").unwrap();
-    assert!(matches!(store.read_blob(&damaged), Err(StoreError::BlobCorrupt { .. })));
+    assert!(matches!(
+        store.read_blob(&damaged),
+        Err(StoreError::BlobCorrupt { .. })
+    ));
 
     // An orphan old enough not to be a delivery in flight.
     let orphan = store.blobs().put(b"nobody's\r\n").unwrap();
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    std::fs::File::options().write(true).open(store.blobs().path(&orphan)).unwrap().set_modified(old).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(store.blobs().path(&orphan))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
 
     let report = store.check(&CheckOptions::default()).unwrap();
     assert!(!report.is_healthy());
@@ -153,7 +236,10 @@ fn check_finds_damaged_blobs_and_repairs_orphans() {
     assert_eq!(report.repaired.len(), 1, "{report}");
     assert!(!store.blobs().exists(&orphan));
     let report = store.check(&CheckOptions::default()).unwrap();
-    assert!(report.orphan_files.is_empty() && report.damaged_blobs.len() == 1, "{report}");
+    assert!(
+        report.orphan_files.is_empty() && report.damaged_blobs.len() == 1,
+        "{report}"
+    );
 }
 
 #[test]

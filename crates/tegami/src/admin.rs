@@ -41,7 +41,9 @@ pub enum AliasCommand {
         targets: Vec<String>,
     },
     List,
-    Remove { address: String },
+    Remove {
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,28 +70,41 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             store.remove_domain(&name)?;
             println!("removed domain {name}");
         }
-        Command::Account(AccountCommand::Add { address, password_stdin }) => {
+        Command::Account(AccountCommand::Add {
+            address,
+            password_stdin,
+        }) => {
             let password = read_password(password_stdin)?;
             store.add_account(&address, &password)?;
             println!("added account {}", address.to_lowercase());
         }
         Command::Account(AccountCommand::List) => {
             for account in store.accounts()? {
-                println!("{}\t{} messages\t{} bytes", account.address, account.messages, account.bytes);
+                println!(
+                    "{}\t{} messages\t{} bytes",
+                    account.address, account.messages, account.bytes
+                );
             }
         }
         Command::Account(AccountCommand::Remove { address }) => {
             store.remove_account(&address)?;
             println!("removed account {address} and its mail");
         }
-        Command::Account(AccountCommand::Password { address, password_stdin }) => {
+        Command::Account(AccountCommand::Password {
+            address,
+            password_stdin,
+        }) => {
             let password = read_password(password_stdin)?;
             store.set_password(&address, &password)?;
             println!("password changed for {address}");
         }
         Command::Alias(AliasCommand::Add { address, targets }) => {
             store.add_alias(&address, &targets)?;
-            println!("added alias {} -> {}", address.to_lowercase(), targets.join(", "));
+            println!(
+                "added alias {} -> {}",
+                address.to_lowercase(),
+                targets.join(", ")
+            );
         }
         Command::Alias(AliasCommand::List) => {
             for alias in store.aliases()? {
@@ -103,7 +118,9 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { repair } => {
             let report = store.check(&CheckOptions { repair })?;
             print!("{report}");
-            if !report.is_healthy() && !(repair && report.damaged_blobs.is_empty() && report.database.is_empty()) {
+            if !report.is_healthy()
+                && !(repair && report.damaged_blobs.is_empty() && report.database.is_empty())
+            {
                 bail!(
                     "the store has problems (listed above); `tegami check --repair` fixes reference counts \
                      and orphans, damaged mail needs a restore from backup"
@@ -127,7 +144,10 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
         std::io::stderr().flush()?;
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
         bail!("the password is empty; give one on standard input");

@@ -99,7 +99,8 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid", path.display()))?
             }
             None => RawConfig::default(),
         };
@@ -114,9 +115,18 @@ impl Config {
             Ok(value)
         };
         let smtp = SmtpListener {
-            listen: raw.smtp.listen.unwrap_or_else(|| "127.0.0.1:2525".parse().unwrap()),
-            max_message_size: positive("smtp.max_message_size", raw.smtp.max_message_size.unwrap_or(25 << 20))?,
-            max_recipients: positive("smtp.max_recipients", raw.smtp.max_recipients.unwrap_or(100) as u64)? as usize,
+            listen: raw
+                .smtp
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:2525".parse().unwrap()),
+            max_message_size: positive(
+                "smtp.max_message_size",
+                raw.smtp.max_message_size.unwrap_or(25 << 20),
+            )?,
+            max_recipients: positive(
+                "smtp.max_recipients",
+                raw.smtp.max_recipients.unwrap_or(100) as u64,
+            )? as usize,
             max_line_length: raw.smtp.max_line_length.unwrap_or(2048).max(512),
             command_timeout: Duration::from_secs(positive(
                 "smtp.command_timeout_secs",
@@ -126,14 +136,21 @@ impl Config {
                 "smtp.data_timeout_secs",
                 raw.smtp.data_timeout_secs.unwrap_or(600),
             )?),
-            max_connections: positive("smtp.max_connections", raw.smtp.max_connections.unwrap_or(200) as u64)?
-                as usize,
+            max_connections: positive(
+                "smtp.max_connections",
+                raw.smtp.max_connections.unwrap_or(200) as u64,
+            )? as usize,
             max_errors: raw.smtp.max_errors.unwrap_or(20).max(1),
         };
         let pop3 = Pop3Listener {
-            listen: raw.pop3.listen.unwrap_or_else(|| "127.0.0.1:2110".parse().unwrap()),
-            max_connections: positive("pop3.max_connections", raw.pop3.max_connections.unwrap_or(200) as u64)?
-                as usize,
+            listen: raw
+                .pop3
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:2110".parse().unwrap()),
+            max_connections: positive(
+                "pop3.max_connections",
+                raw.pop3.max_connections.unwrap_or(200) as u64,
+            )? as usize,
             command_timeout: Duration::from_secs(positive(
                 "pop3.command_timeout_secs",
                 // RFC 1939 asks for an inactivity timer of at least ten minutes.
@@ -187,6 +204,11 @@ mod tests {
     fn unknown_keys_and_zero_limits_are_refused() {
         assert!(toml::from_str::<RawConfig>("[smtp]\nmax_mesage_size = 5").is_err());
         let raw: RawConfig = toml::from_str("[smtp]\nmax_recipients = 0").unwrap();
-        assert!(Config::resolve(raw).unwrap_err().to_string().contains("max_recipients"));
+        assert!(
+            Config::resolve(raw)
+                .unwrap_err()
+                .to_string()
+                .contains("max_recipients")
+        );
     }
 }

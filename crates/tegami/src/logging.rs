@@ -16,16 +16,32 @@ use crate::config::LogConfig;
 /// Logs to stderr only: for the short-lived CLI commands.
 pub fn init_stderr(level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_writer(io::stderr).with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(filter)
+        .try_init();
 }
 
 /// Logs to stderr and to the rotated file in `dir`: for `serve`.
 pub fn init_server(dir: &Path, config: &LogConfig) -> anyhow::Result<()> {
-    let file = RotatingFile::open(dir.join("tegami.log"), config.max_file_bytes, config.max_files)?;
+    let file = RotatingFile::open(
+        dir.join("tegami.log"),
+        config.max_file_bytes,
+        config.max_files,
+    )?;
     let filter = || EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr).with_filter(filter()))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file).with_filter(filter()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_filter(filter()),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file)
+                .with_filter(filter()),
+        )
         .try_init()?;
     Ok(())
 }
@@ -53,7 +69,13 @@ impl RotatingFile {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let written = file.metadata()?.len();
         Ok(RotatingFile {
-            inner: Arc::new(Mutex::new(Current { path, file, written, max_bytes, max_files: max_files.max(1) })),
+            inner: Arc::new(Mutex::new(Current {
+                path,
+                file,
+                written,
+                max_bytes,
+                max_files: max_files.max(1),
+            })),
         })
     }
 }
@@ -69,7 +91,11 @@ impl Current {
             }
             fs::rename(&self.path, numbered(1))?;
         }
-        self.file = OpenOptions::new().create(true).write(true).truncate(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&self.path)?;
         self.written = 0;
         Ok(())
     }
@@ -91,7 +117,11 @@ impl Write for RotatingFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).file.flush()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file
+            .flush()
     }
 }
 
@@ -115,13 +145,19 @@ mod tests {
         for i in 0..500 {
             writeln!(log, "line {i:04} of a log that would fill the disk").unwrap();
         }
-        let mut files: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         assert_eq!(files.len(), 3, "{files:?}");
         let total: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
         assert!(total <= 3000, "{total}");
         let newest = fs::read_to_string(&path).unwrap();
-        assert!(newest.contains("line 0499"), "the newest lines are in tegami.log");
+        assert!(
+            newest.contains("line 0499"),
+            "the newest lines are in tegami.log"
+        );
         let older = fs::read_to_string(dir.path().join("tegami.log.1")).unwrap();
         assert!(!older.contains("line 0499") && older.contains("line 04"));
     }

@@ -13,10 +13,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tegami", version, about = "A self-hosted mail server that keeps itself healthy")]
+#[command(
+    name = "tegami",
+    version,
+    about = "A self-hosted mail server that keeps itself healthy"
+)]
 struct Cli {
     /// The data directory: database, message blobs, logs.
-    #[arg(long, global = true, default_value = "tegami-data", env = "TEGAMI_DATA")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "tegami-data",
+        env = "TEGAMI_DATA"
+    )]
     data: PathBuf,
     /// A TOML config file (see tegami.example.toml); without one, the defaults apply.
     #[arg(long, global = true, env = "TEGAMI_CONFIG")]

@@ -41,8 +41,16 @@ pub struct Listeners {
     http: Option<SocketAddr>,
 }
 
-pub fn run(data: &Path, config_path: Option<&Path>, listeners: Listeners) -> anyhow::Result<ExitCode> {
-    for (flag, given) in [("--submission", listeners.submission), ("--imap", listeners.imap), ("--http", listeners.http)] {
+pub fn run(
+    data: &Path,
+    config_path: Option<&Path>,
+    listeners: Listeners,
+) -> anyhow::Result<ExitCode> {
+    for (flag, given) in [
+        ("--submission", listeners.submission),
+        ("--imap", listeners.imap),
+        ("--http", listeners.http),
+    ] {
         if given.is_some() {
             bail!("{flag} is not available in this version of tegami yet; leave it out");
         }
@@ -51,7 +59,8 @@ pub fn run(data: &Path, config_path: Option<&Path>, listeners: Listeners) -> any
     override_addr(listeners.smtp, &mut config.smtp.listen);
     override_addr(listeners.pop3, &mut config.pop3.listen);
 
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data directory {}", data.display()))?;
     let _lock = lock_data_dir(data)?;
     logging::init_server(&data.join("log"), &config.log)?;
 
@@ -81,7 +90,11 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
         match e {
             std::fs::TryLockError::WouldBlock => bail!(
                 "another tegami server{} is running on {} (it holds the lock on {}); stop it first",
-                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                },
                 data.display(),
                 path.display()
             ),
@@ -98,9 +111,9 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
 
 async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = {
-        let data = data.to_path_buf();
+        let dir = data.to_path_buf();
         Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&data))
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
                 .await?
                 .with_context(|| format!("cannot open the store in {}", data.display()))?,
         )
@@ -172,8 +185,14 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     info!("stopping: letting sessions finish");
-    if tokio::time::timeout(GRACE, trigger.shutdown()).await.is_err() {
-        warn!(seconds = GRACE.as_secs(), "some sessions did not finish in time; stopping anyway");
+    if tokio::time::timeout(GRACE, trigger.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            seconds = GRACE.as_secs(),
+            "some sessions did not finish in time; stopping anyway"
+        );
     }
     smtp_task.abort();
     pop3_task.abort();

@@ -34,25 +34,31 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
         report.blob_bytes += size;
         let stored = refcounts.get(id).copied();
         if stored != Some(*uses as i64) {
-            report
-                .refcount_mismatches
-                .push(format!("blob {id}: stored {stored:?}, used by {uses} messages"));
+            report.refcount_mismatches.push(format!(
+                "blob {id}: stored {stored:?}, used by {uses} messages"
+            ));
             wrong_counts.push((*id, *uses, *size));
         }
         match store.blobs.get(id) {
             Ok(data) if data.len() as u64 == *size => {}
-            Ok(data) => report.damaged_blobs.push(format!("blob {id}: {} bytes, expected {size}", data.len())),
+            Ok(data) => report
+                .damaged_blobs
+                .push(format!("blob {id}: {} bytes, expected {size}", data.len())),
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 // A message expunged after our snapshot may have taken its blob with it.
                 if still_referenced(store, id)? {
-                    report.damaged_blobs.push(format!("blob {id}: file missing"));
+                    report
+                        .damaged_blobs
+                        .push(format!("blob {id}: file missing"));
                 }
             }
             Err(e) => report.damaged_blobs.push(format!("blob {id}: {e}")),
         }
     }
     for id in refcounts.keys().filter(|id| !referenced.contains_key(*id)) {
-        report.refcount_mismatches.push(format!("blob {id}: counted but used by no message"));
+        report
+            .refcount_mismatches
+            .push(format!("blob {id}: counted but used by no message"));
         wrong_counts.push((*id, 0, 0));
     }
 
@@ -79,7 +85,10 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
 
 type Referenced = HashMap<BlobId, (u64, u64)>;
 
-fn snapshot(conn: &rusqlite::Connection, report: &mut CheckReport) -> Result<(Referenced, HashMap<BlobId, i64>)> {
+fn snapshot(
+    conn: &rusqlite::Connection,
+    report: &mut CheckReport,
+) -> Result<(Referenced, HashMap<BlobId, i64>)> {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
     for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
         let line = row?;
@@ -88,20 +97,37 @@ fn snapshot(conn: &rusqlite::Connection, report: &mut CheckReport) -> Result<(Re
         }
     }
     let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
-    for row in stmt.query_map([], |r| Ok(format!("{} row {:?} violates a reference to {}", r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?)))? {
+    for row in stmt.query_map([], |r| {
+        Ok(format!(
+            "{} row {:?} violates a reference to {}",
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, String>(2)?
+        ))
+    })? {
         report.database.push(row?);
     }
 
     report.messages = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     let mut referenced = Referenced::new();
-    let mut stmt = conn.prepare("SELECT blob_hash, max(size), count(*) FROM messages GROUP BY blob_hash")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u64>(1)?, r.get::<_, u64>(2)?)))? {
+    let mut stmt =
+        conn.prepare("SELECT blob_hash, max(size), count(*) FROM messages GROUP BY blob_hash")?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, u64>(1)?,
+            r.get::<_, u64>(2)?,
+        ))
+    })? {
         let (hash, size, uses) = row?;
         match BlobId::from_slice(&hash) {
             Some(id) => {
                 referenced.insert(id, (size, uses));
             }
-            None => report.database.push(format!("a message names a malformed blob hash ({} bytes)", hash.len())),
+            None => report.database.push(format!(
+                "a message names a malformed blob hash ({} bytes)",
+                hash.len()
+            )),
         }
     }
     let mut refcounts = HashMap::new();
@@ -117,7 +143,11 @@ fn snapshot(conn: &rusqlite::Connection, report: &mut CheckReport) -> Result<(Re
 
 fn still_referenced(store: &SqliteStore, id: &BlobId) -> Result<bool> {
     store.read(|conn| {
-        Ok(conn.query_row("SELECT count(*) FROM messages WHERE blob_hash = ?1", [&id.0[..]], |r| r.get::<_, i64>(0))? > 0)
+        Ok(conn.query_row(
+            "SELECT count(*) FROM messages WHERE blob_hash = ?1",
+            [&id.0[..]],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
     })
 }
 
@@ -137,7 +167,8 @@ fn repair(
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             if uses == 0 {
-                ctx.conn.execute("DELETE FROM blobs WHERE hash = ?1", [&id.0[..]])?;
+                ctx.conn
+                    .execute("DELETE FROM blobs WHERE hash = ?1", [&id.0[..]])?;
                 ctx.unreferenced.push(id);
             } else {
                 ctx.conn.execute(
@@ -151,9 +182,16 @@ fn repair(
         // Orphans get a row with one reference and then lose it, so the writer deletes their
         // files under the write lock, exactly as for any other blob that lost its last use.
         for id in orphans {
-            let known: i64 = ctx.conn.query_row("SELECT count(*) FROM blobs WHERE hash = ?1", [&id.0[..]], |r| r.get(0))?;
+            let known: i64 = ctx.conn.query_row(
+                "SELECT count(*) FROM blobs WHERE hash = ?1",
+                [&id.0[..]],
+                |r| r.get(0),
+            )?;
             if known == 0 {
-                ctx.conn.execute("INSERT INTO blobs (hash, size, refcount) VALUES (?1, 0, 1)", [&id.0[..]])?;
+                ctx.conn.execute(
+                    "INSERT INTO blobs (hash, size, refcount) VALUES (?1, 0, 1)",
+                    [&id.0[..]],
+                )?;
                 release_blob(ctx, &id.0)?;
                 fixed.push(format!("blob {id}: orphan file removed"));
             }

@@ -61,7 +61,10 @@ impl SqliteStore {
             None => open_connection(&self.db_path, true)?,
         };
         let result = f(&conn);
-        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
         result
     }
 
@@ -78,7 +81,9 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -92,17 +97,24 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Lower-cases an address and checks that it has the form local@domain.
 pub fn normalize_address(address: &str) -> Result<(String, String)> {
     let address = address.trim().to_lowercase();
     let Some((local, domain)) = address.rsplit_once('@') else {
-        return Err(StoreError::Invalid(format!("'{address}' is not an address (expected user@domain)")));
+        return Err(StoreError::Invalid(format!(
+            "'{address}' is not an address (expected user@domain)"
+        )));
     };
     if local.is_empty() || domain.is_empty() || local.len() > 64 || domain.len() > 255 {
-        return Err(StoreError::Invalid(format!("'{address}' is not a valid address")));
+        return Err(StoreError::Invalid(format!(
+            "'{address}' is not a valid address"
+        )));
     }
     let domain = normalize_domain(domain)?;
     Ok((format!("{local}@{domain}"), domain))
@@ -120,17 +132,21 @@ pub fn normalize_domain(name: &str) -> Result<String> {
                 && label.chars().all(|c| c.is_alphanumeric() || c == '-')
         });
     if !valid {
-        return Err(StoreError::Invalid(format!("'{name}' is not a valid domain name")));
+        return Err(StoreError::Invalid(format!(
+            "'{name}' is not a valid domain name"
+        )));
     }
     Ok(name)
 }
 
 fn domain_id(conn: &Connection, domain: &str) -> Result<i64> {
-    conn.query_row("SELECT id FROM domains WHERE name = ?1", [domain], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: format!("domain '{domain}' (add it first with `tegami domain add {domain}`)"),
-        })
+    conn.query_row("SELECT id FROM domains WHERE name = ?1", [domain], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound {
+        what: format!("domain '{domain}' (add it first with `tegami domain add {domain}`)"),
+    })
 }
 
 fn address_taken(conn: &Connection, address: &str) -> Result<bool> {
@@ -169,7 +185,8 @@ fn release_blob(ctx: &mut WriteCtx<'_>, hash: &[u8]) -> Result<()> {
         |r| r.get(0),
     ).optional()?.unwrap_or(0);
     if remaining == 0 {
-        ctx.conn.execute("DELETE FROM blobs WHERE hash = ?1", [hash])?;
+        ctx.conn
+            .execute("DELETE FROM blobs WHERE hash = ?1", [hash])?;
         if let Some(id) = BlobId::from_slice(hash) {
             ctx.unreferenced.push(id);
         }
@@ -186,7 +203,9 @@ impl Store for SqliteStore {
                 params![name, now()],
             )?;
             if inserted == 0 {
-                return Err(StoreError::AlreadyExists { what: format!("domain '{name}'") });
+                return Err(StoreError::AlreadyExists {
+                    what: format!("domain '{name}'"),
+                });
             }
             Ok(())
         })
@@ -207,7 +226,8 @@ impl Store for SqliteStore {
                     "domain '{name}' still has {users} accounts or aliases; remove them first"
                 )));
             }
-            ctx.conn.execute("DELETE FROM domains WHERE id = ?1", [id])?;
+            ctx.conn
+                .execute("DELETE FROM domains WHERE id = ?1", [id])?;
             Ok(())
         })
     }
@@ -215,7 +235,9 @@ impl Store for SqliteStore {
     fn domains(&self) -> Result<Vec<String>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT name FROM domains ORDER BY name")?;
-            let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let names = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             Ok(names)
         })
     }
@@ -281,11 +303,14 @@ impl Store for SqliteStore {
         }
         let hash = password::hash(password);
         self.write(move |ctx| {
-            let changed = ctx
-                .conn
-                .execute("UPDATE accounts SET password_hash = ?1 WHERE address = ?2", params![hash, address])?;
+            let changed = ctx.conn.execute(
+                "UPDATE accounts SET password_hash = ?1 WHERE address = ?2",
+                params![hash, address],
+            )?;
             if changed == 0 {
-                return Err(StoreError::NotFound { what: format!("account '{address}'") });
+                return Err(StoreError::NotFound {
+                    what: format!("account '{address}'"),
+                });
             }
             Ok(())
         })
@@ -321,9 +346,11 @@ impl Store for SqliteStore {
         };
         let found: Option<(i64, String)> = self.read(|conn| {
             Ok(conn
-                .query_row("SELECT id, password_hash FROM accounts WHERE address = ?1", [&address], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT id, password_hash FROM accounts WHERE address = ?1",
+                    [&address],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?)
         })?;
         Ok(match found {
@@ -339,7 +366,9 @@ impl Store for SqliteStore {
     fn add_alias(&self, address: &str, targets: &[String]) -> Result<()> {
         let (address, domain) = normalize_address(address)?;
         if targets.is_empty() {
-            return Err(StoreError::Invalid("an alias needs at least one target".into()));
+            return Err(StoreError::Invalid(
+                "an alias needs at least one target".into(),
+            ));
         }
         let targets = targets
             .iter()
@@ -348,7 +377,9 @@ impl Store for SqliteStore {
         self.write(move |ctx| {
             let domain_id = domain_id(ctx.conn, &domain)?;
             if address_taken(ctx.conn, &address)? {
-                return Err(StoreError::AlreadyExists { what: format!("account or alias '{address}'") });
+                return Err(StoreError::AlreadyExists {
+                    what: format!("account or alias '{address}'"),
+                });
             }
             for target in &targets {
                 if !address_taken(ctx.conn, target)? {
@@ -376,9 +407,13 @@ impl Store for SqliteStore {
     fn remove_alias(&self, address: &str) -> Result<()> {
         let (address, _) = normalize_address(address)?;
         self.write(move |ctx| {
-            let removed = ctx.conn.execute("DELETE FROM aliases WHERE address = ?1", [&address])?;
+            let removed = ctx
+                .conn
+                .execute("DELETE FROM aliases WHERE address = ?1", [&address])?;
             if removed == 0 {
-                return Err(StoreError::NotFound { what: format!("alias '{address}'") });
+                return Err(StoreError::NotFound {
+                    what: format!("alias '{address}'"),
+                });
             }
             Ok(())
         })
@@ -391,12 +426,16 @@ impl Store for SqliteStore {
                  ORDER BY a.address, t.target",
             )?;
             let mut out: Vec<AliasInfo> = Vec::new();
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (address, target) = row?;
                 match out.last_mut() {
                     Some(last) if last.address == address => last.targets.push(target),
-                    _ => out.push(AliasInfo { address, targets: vec![target] }),
+                    _ => out.push(AliasInfo {
+                        address,
+                        targets: vec![target],
+                    }),
                 }
             }
             Ok(out)
@@ -423,7 +462,11 @@ impl Store for SqliteStore {
             }
             found.sort();
             found.dedup();
-            Ok(if found.is_empty() { Resolution::UnknownUser } else { Resolution::Local(found) })
+            Ok(if found.is_empty() {
+                Resolution::UnknownUser
+            } else {
+                Resolution::Local(found)
+            })
         })
     }
 
@@ -469,7 +512,9 @@ impl Store for SqliteStore {
                 "SELECT id, uid, internal_date, size, flags, blob_hash FROM messages
                  WHERE mailbox_id = ?1 ORDER BY uid",
             )?;
-            let rows = stmt.query_map([mailbox.0], message_meta)?.collect::<rusqlite::Result<_>>()?;
+            let rows = stmt
+                .query_map([mailbox.0], message_meta)?
+                .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })
     }
@@ -504,7 +549,12 @@ impl Store for SqliteStore {
 }
 
 /// Follows accounts and aliases from `address`, collecting account ids.
-fn expand(conn: &Connection, address: &str, depth: usize, found: &mut Vec<AccountId>) -> Result<()> {
+fn expand(
+    conn: &Connection,
+    address: &str,
+    depth: usize,
+    found: &mut Vec<AccountId>,
+) -> Result<()> {
     if depth > MAX_ALIAS_DEPTH {
         tracing::warn!(address, "alias chain too deep; ignoring the rest");
         return Ok(());
@@ -529,7 +579,12 @@ fn expand(conn: &Connection, address: &str, depth: usize, found: &mut Vec<Accoun
     Ok(())
 }
 
-fn insert_message(ctx: &mut WriteCtx<'_>, blob: BlobId, size: u64, recipients: &[AccountId]) -> Result<Vec<Delivered>> {
+fn insert_message(
+    ctx: &mut WriteCtx<'_>,
+    blob: BlobId,
+    size: u64,
+    recipients: &[AccountId],
+) -> Result<Vec<Delivered>> {
     let mut delivered = Vec::with_capacity(recipients.len());
     for &account in recipients {
         let mailbox: Option<(i64, u32)> = ctx
@@ -541,7 +596,11 @@ fn insert_message(ctx: &mut WriteCtx<'_>, blob: BlobId, size: u64, recipients: &
             .query_row([account.0], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match mailbox {
-            Some((mailbox, uid)) => delivered.push(Delivered { account, mailbox: MailboxId(mailbox), uid }),
+            Some((mailbox, uid)) => delivered.push(Delivered {
+                account,
+                mailbox: MailboxId(mailbox),
+                uid,
+            }),
             // The account was removed after RCPT; the others still get their copy.
             None => tracing::warn!(account = account.0, "recipient vanished before delivery"),
         }

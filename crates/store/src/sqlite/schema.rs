@@ -70,7 +70,10 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found = version(&tx)?;
         if found > CURRENT {
-            return Err(StoreError::SchemaTooNew { found, known: CURRENT });
+            return Err(StoreError::SchemaTooNew {
+                found,
+                known: CURRENT,
+            });
         }
         if found == CURRENT {
             return Ok(());
@@ -93,7 +96,8 @@ mod tests {
         assert_eq!(version(&conn).unwrap(), CURRENT);
         migrate(&mut conn).unwrap();
 
-        conn.pragma_update(None, "user_version", CURRENT + 1).unwrap();
+        conn.pragma_update(None, "user_version", CURRENT + 1)
+            .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
         assert!(err.to_string().contains("newer than this tegami"));

@@ -75,7 +75,10 @@ impl Writer {
             .name("store-writer".into())
             .spawn(move || run(conn, &blobs, requests))
             .expect("spawning the store writer thread");
-        Writer { queue: Some(queue), thread: Some(thread) }
+        Writer {
+            queue: Some(queue),
+            thread: Some(thread),
+        }
     }
 
     /// Runs `work` in the next batch and waits until that batch is durable.
@@ -85,8 +88,16 @@ impl Writer {
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
-        let job = Box::new(Request { work: Some(work), result: None, reply });
-        self.queue.as_ref().ok_or(StoreError::WriterGone)?.send(job).map_err(|_| StoreError::WriterGone)?;
+        let job = Box::new(Request {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.queue
+            .as_ref()
+            .ok_or(StoreError::WriterGone)?
+            .send(job)
+            .map_err(|_| StoreError::WriterGone)?;
         answer.recv().map_err(|_| StoreError::WriterGone)?
     }
 }
@@ -140,7 +151,11 @@ fn commit_batch(
     for job in batch.iter_mut() {
         conn.execute_batch("SAVEPOINT request")?;
         let before = unreferenced.len();
-        let mut ctx = WriteCtx { conn, blobs, unreferenced };
+        let mut ctx = WriteCtx {
+            conn,
+            blobs,
+            unreferenced,
+        };
         if job.apply(&mut ctx) {
             conn.execute_batch("RELEASE request")?;
         } else {
@@ -162,7 +177,11 @@ fn remove_unreferenced(conn: &Connection, blobs: &BlobStore, ids: &[BlobId]) -> 
     let result = (|| {
         let mut still_used = conn.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?;
         for id in ids {
-            if still_used.query_row([&id.0[..]], |_| Ok(())).optional()?.is_none() {
+            if still_used
+                .query_row([&id.0[..]], |_| Ok(()))
+                .optional()?
+                .is_none()
+            {
                 blobs.remove(id)?;
             }
         }
