@@ -222,6 +222,9 @@ impl Session {
                 return self.login(name, password).await;
             }
             (State::Authorization { .. }, Command::Stls) => return self.start_tls().await,
+            (State::Authorization { .. }, Command::Auth { .. }) => {
+                return Ok(self.reject("SASL is not offered here; use USER and PASS"));
+            }
             (State::Transaction(_), Command::Quit) => return self.update().await,
             (State::Transaction(drop), command) => {
                 if let Some(flow) = transaction(drop, command, &mut self.output, &self.server).await

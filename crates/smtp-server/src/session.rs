@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use net::Connection;
 use smtp_proto::{
-    Command, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath, ReadError, Reply,
-    ReversePath,
+    Command, CommandError, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath,
+    PathRole, ReadError, Reply, ReversePath,
 };
 use store::{AccountId, Resolution, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,6 +52,12 @@ struct Session {
 enum Flow {
     Continue,
     Close,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Commands,
+    Data,
 }
 
 /// Runs a session to its end. Errors end only this connection.
@@ -100,7 +106,7 @@ impl Session {
                         ));
                         return self.flush().await;
                     }
-                    if !self.read_more(self.config.command_timeout).await? {
+                    if !self.read_more(Phase::Commands).await? {
                         return Ok(());
                     }
                     continue;
@@ -122,15 +128,18 @@ impl Session {
     }
 
     /// Reads more input; false when the client closed the connection or was too slow.
-    async fn read_more(&mut self, timeout: std::time::Duration) -> std::io::Result<bool> {
+    /// Between commands (`phase` is `Commands`) a shutdown request wakes it at once, so the
+    /// session can say goodbye; inside DATA the message is allowed to finish.
+    async fn read_more(&mut self, phase: Phase) -> std::io::Result<bool> {
         self.input.reserve(READ_CHUNK);
+        let timeout = match phase {
+            Phase::Commands => self.config.command_timeout,
+            Phase::Data => self.config.data_timeout,
+        };
         let mut shutdown = self.conn.shutdown.clone();
         let read = tokio::select! {
             read = tokio::time::timeout(timeout, self.conn.stream.read_buf(&mut self.input)) => read,
-            // Between commands a shutdown closes the session politely at once.
-            _ = shutdown.requested(), if self.envelope.is_none() || timeout == self.config.command_timeout => {
-                return Ok(true);
-            }
+            _ = shutdown.requested(), if matches!(phase, Phase::Commands) => return Ok(true),
         };
         match read {
             Ok(Ok(0)) => Ok(false),
@@ -288,6 +297,10 @@ impl Session {
             self.send(reply(452, (4, 5, 3), "Too many recipients"));
             return Ok(Flow::Continue);
         }
+        if !envelope.smtputf8 && !to.is_ascii() {
+            self.send(CommandError::NonAsciiAddress(PathRole::Recipient).reply());
+            return Ok(self.error());
+        }
         let address = match &to {
             ForwardPath::Path(address) => address.to_string(),
             ForwardPath::Postmaster => match self.postmaster().await {
@@ -381,7 +394,7 @@ impl Session {
             if let Some(outcome) = decoder.decode(&mut self.input, &mut content) {
                 break outcome;
             }
-            if !self.read_more(self.config.data_timeout).await? {
+            if !self.read_more(Phase::Data).await? {
                 // The client vanished or stalled mid-message: nothing was acknowledged.
                 return Ok(Flow::Close);
             }

@@ -30,11 +30,12 @@ pub struct CheckReport {
 
 impl CheckReport {
     /// True when no mail is damaged or unreachable and the metadata is consistent.
+    /// Orphan files do not count: they waste space but endanger nothing (a crash between a
+    /// blob's fsync and its commit leaves one), and `repair` removes them.
     pub fn is_healthy(&self) -> bool {
         self.database.is_empty()
             && self.damaged_blobs.is_empty()
             && self.refcount_mismatches.is_empty()
-            && self.orphan_files.is_empty()
     }
 }
 

@@ -126,6 +126,9 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
                      and orphans, damaged mail needs a restore from backup"
                 );
             }
+            if !report.orphan_files.is_empty() && !repair {
+                println!("orphan blob files waste space; `tegami check --repair` removes them");
+            }
             println!("store is healthy");
         }
         Command::Serve(_) => unreachable!("serve is dispatched in main"),

@@ -62,7 +62,28 @@ fn override_addr(flag: Option<SocketAddr>, configured: &mut SocketAddr) {
     }
 }
 
+/// Pins glibc's mmap threshold at 1 MiB. By default glibc raises the threshold after the
+/// first large block is freed, and from then on serves every password hash's 19 MiB from the
+/// heap, where fragmentation kept it: measured, resident memory grew by 19 MiB per POP3
+/// login without bound. With the threshold fixed, large blocks always go back to the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tame_allocator() {
+    const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+    unsafe extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    // SAFETY: mallopt only sets an allocator tunable; it is called before any other thread
+    // exists, and a failure leaves the default behaviour in place.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tame_allocator() {}
+
 fn main() -> ExitCode {
+    tame_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),
