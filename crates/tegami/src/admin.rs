@@ -118,9 +118,10 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { repair } => {
             let report = store.check(&CheckOptions { repair })?;
             print!("{report}");
-            if !report.is_healthy()
-                && !(repair && report.damaged_blobs.is_empty() && report.database.is_empty())
-            {
+            // After a repair only what it cannot fix still counts: damaged mail and a damaged database.
+            let unfixable = !report.damaged_blobs.is_empty() || !report.database.is_empty();
+            let failed = if repair { unfixable } else { !report.is_healthy() };
+            if failed {
                 bail!(
                     "the store has problems (listed above); `tegami check --repair` fixes reference counts \
                      and orphans, damaged mail needs a restore from backup"
