@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gate::Gate;
 use store::{AccountId, Store};
 
 pub use session::run;
@@ -42,6 +43,7 @@ impl Default for Pop3Config {
 pub struct Pop3Server {
     config: Pop3Config,
     store: Arc<dyn Store>,
+    gate: Arc<Gate>,
     /// Maildrops held by a session in the TRANSACTION state (RFC 1939's exclusive lock).
     locked: Mutex<HashSet<AccountId>>,
     /// Recent failed logins per client address, for the growing delay.
@@ -52,10 +54,11 @@ pub struct Pop3Server {
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 impl Pop3Server {
-    pub fn new(config: Pop3Config, store: Arc<dyn Store>) -> Pop3Server {
+    pub fn new(config: Pop3Config, store: Arc<dyn Store>, gate: Arc<Gate>) -> Pop3Server {
         Pop3Server {
             config,
             store,
+            gate,
             locked: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -113,7 +116,7 @@ mod tests {
     fn login_delay_grows_and_is_capped() {
         let dir = std::env::temp_dir().join(format!("pop3-delay-{}", std::process::id()));
         let store = Arc::new(store::SqliteStore::open(&dir).unwrap());
-        let server = Pop3Server::new(Pop3Config::default(), store);
+        let server = Pop3Server::new(Pop3Config::default(), store, Gate::open());
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         let delays: Vec<u64> = (0..7)
             .map(|_| server.login_failed(peer).as_secs())
@@ -128,7 +131,7 @@ mod tests {
     fn a_maildrop_is_locked_once() {
         let dir = std::env::temp_dir().join(format!("pop3-lock-{}", std::process::id()));
         let store = Arc::new(store::SqliteStore::open(&dir).unwrap());
-        let server = Arc::new(Pop3Server::new(Pop3Config::default(), store));
+        let server = Arc::new(Pop3Server::new(Pop3Config::default(), store, Gate::open()));
         let first = server.lock_maildrop(AccountId(1));
         assert!(first.is_some());
         assert!(server.lock_maildrop(AccountId(1)).is_none());

@@ -97,6 +97,9 @@ impl Session {
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
+        if self.closed_for_maintenance() {
+            return self.flush().await;
+        }
         pop3_proto::ok(
             &format!("{} POP3 server (tegami) ready", self.server.config.hostname),
             &mut self.output,
@@ -114,6 +117,10 @@ impl Session {
                             "server shutting down, try again later",
                             &mut self.output,
                         );
+                        return self.flush().await;
+                    }
+                    // Closing without UPDATE: deletions marked in this session are not applied.
+                    if self.closed_for_maintenance() {
                         return self.flush().await;
                     }
                     if !self.read_more().await? {
@@ -163,6 +170,18 @@ impl Session {
                 Err(_) => Ok(false),
             },
             _ = shutdown.requested() => Ok(true),
+            _ = self.server.gate.maintenance_started() => Ok(true),
+        }
+    }
+
+    /// Writes the maintenance reply and returns true when maintenance is in force.
+    fn closed_for_maintenance(&mut self) -> bool {
+        match self.server.gate.maintenance() {
+            Some(maintenance) => {
+                pop3_proto::err(Some(ResponseCode::SysTemp), &maintenance.reply_text(), &mut self.output);
+                true
+            }
+            None => false,
         }
     }
 
@@ -325,6 +344,15 @@ impl Session {
             .map(|(m, _)| m.id)
             .collect();
         let count = doomed.len();
+        if count > 0 && !self.server.gate.disk().accepts_writes() {
+            warn!(count, "disk space critical: deletions not committed");
+            pop3_proto::err(
+                Some(ResponseCode::SysTemp),
+                "disk space is critically low; deletions were not committed, try again later",
+                &mut self.output,
+            );
+            return Ok(Flow::Close);
+        }
         if count > 0 {
             let store = self.store();
             let mailbox = drop.mailbox.id;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use gate::Gate;
 use net::Connection;
 use smtp_proto::{
     Command, CommandError, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath,
@@ -39,6 +40,7 @@ struct Envelope {
 struct Session {
     config: Arc<SmtpConfig>,
     store: Arc<dyn Store>,
+    gate: Arc<Gate>,
     conn: Connection,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -61,7 +63,7 @@ enum Phase {
 }
 
 /// Runs a session to its end. Errors end only this connection.
-pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store>) {
+pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store>, gate: Arc<Gate>) {
     let span = tracing::info_span!("smtp", peer = %conn.peer);
     async move {
         debug!("connected");
@@ -69,6 +71,7 @@ pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store
             reader: CommandReader::new(config.max_line_length),
             config,
             store,
+            gate,
             conn,
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(1024),
@@ -87,6 +90,10 @@ pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store
 
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
+        if let Some(closed) = self.closed_for_maintenance() {
+            self.send(closed);
+            return self.flush().await;
+        }
         let greeting = reply(
             220,
             (2, 0, 0),
@@ -104,6 +111,10 @@ impl Session {
                             (4, 3, 2),
                             "Server shutting down, try again later",
                         ));
+                        return self.flush().await;
+                    }
+                    if let Some(closed) = self.closed_for_maintenance() {
+                        self.send(closed);
                         return self.flush().await;
                     }
                     if !self.read_more(Phase::Commands).await? {
@@ -140,6 +151,7 @@ impl Session {
         let read = tokio::select! {
             read = tokio::time::timeout(timeout, self.conn.stream.read_buf(&mut self.input)) => read,
             _ = shutdown.requested(), if matches!(phase, Phase::Commands) => return Ok(true),
+            _ = self.gate.maintenance_started(), if matches!(phase, Phase::Commands) => return Ok(true),
         };
         match read {
             Ok(Ok(0)) => Ok(false),
@@ -155,6 +167,20 @@ impl Session {
                 Ok(false)
             }
         }
+    }
+
+    /// The reply that turns a client away while maintenance is in force: 421 defers the mail,
+    /// so the sending server retries later and nothing bounces.
+    fn closed_for_maintenance(&self) -> Option<Reply> {
+        let maintenance = self.gate.maintenance()?;
+        let text = format!("{} {}", self.config.hostname, maintenance.reply_text());
+        Some(reply(421, (4, 3, 2), &text))
+    }
+
+    /// Deferral while the disk guard holds back new mail; `None` when there is room.
+    fn no_room(&self) -> Option<Reply> {
+        (!self.gate.disk().accepts_mail())
+            .then(|| reply(452, (4, 3, 1), "Insufficient system storage, try again later"))
     }
 
     fn send(&mut self, reply: Reply) {
@@ -197,6 +223,10 @@ impl Session {
                         "Sender already given; RSET to start over",
                     ));
                     return Ok(self.error());
+                }
+                if let Some(deferred) = self.no_room() {
+                    self.send(deferred);
+                    return Ok(Flow::Continue);
                 }
                 if let Some(size) = params.size
                     && size > self.config.max_message_size
@@ -381,6 +411,11 @@ impl Session {
             self.send(r);
             return Ok(self.error());
         }
+        if let Some(deferred) = self.no_room() {
+            self.envelope = None;
+            self.send(deferred);
+            return Ok(Flow::Continue);
+        }
         self.send(reply(
             354,
             (2, 0, 0),
@@ -408,6 +443,11 @@ impl Session {
                 }
                 return Ok(Flow::Continue);
             }
+        }
+        // The disk may have filled while the message was arriving.
+        if let Some(deferred) = self.no_room() {
+            self.send(deferred);
+            return Ok(Flow::Continue);
         }
         let r = self.deliver(envelope, content).await;
         self.send(r);

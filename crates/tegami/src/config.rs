@@ -19,6 +19,26 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub disk: RawDisk,
+    #[serde(default)]
+    pub maintenance: RawMaintenance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisk {
+    pub min_free_bytes: Option<u64>,
+    pub hard_floor_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    /// Daily time of the scheduled check and optimisation, "HH:MM" on a ten-minute step.
+    pub check_at: Option<String>,
+    /// The manual's behaviour: maintenance mode while the scheduled check runs.
+    pub maintenance_during_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +84,15 @@ pub struct Config {
     pub pop3: Pop3Listener,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log: LogConfig,
+    pub disk: gate::DiskThresholds,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Minute of the day of the scheduled check, if one is configured.
+    pub check_at: Option<u16>,
+    pub maintenance_during_check: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -162,7 +191,31 @@ impl Config {
             max_file_bytes: raw.log.max_file_bytes.unwrap_or(10 << 20).max(4096),
             max_files: raw.log.max_files.unwrap_or(5).max(1),
         };
+        // As Postfix does: room for one and a half of the largest message we accept.
+        let min_free = raw.disk.min_free_bytes.unwrap_or(smtp.max_message_size.saturating_mul(3) / 2);
+        let disk = gate::DiskThresholds {
+            min_free,
+            // The manual's floor: below 10 MB nothing is written.
+            hard_floor: raw.disk.hard_floor_bytes.unwrap_or(10 << 20).min(min_free),
+        };
+        let check_at = match raw.maintenance.check_at.as_deref() {
+            None => None,
+            Some(text) => {
+                let minute = gate::maint::parse_minutes(text)
+                    .with_context(|| format!("maintenance.check_at = {text:?} is not a time (HH:MM)"))?;
+                if minute % 10 != 0 {
+                    bail!("maintenance.check_at = {text:?} must fall on a ten-minute step (00, 10, ... 50)");
+                }
+                Some(minute)
+            }
+        };
+        let schedule = Schedule {
+            check_at,
+            maintenance_during_check: raw.maintenance.maintenance_during_check.unwrap_or(false),
+        };
         Ok(Config {
+            disk,
+            schedule,
             hostname: raw.hostname.unwrap_or_else(default_hostname),
             smtp,
             pop3,

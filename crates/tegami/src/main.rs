@@ -3,7 +3,11 @@
 
 mod admin;
 mod config;
+mod doctor;
 mod logging;
+mod maint;
+mod ops;
+mod schedule;
 mod serve;
 
 use std::net::SocketAddr;
@@ -49,9 +53,21 @@ enum Command {
     Domain(admin::DomainCommand),
     /// Check the integrity of the metadata and of every message blob.
     Check {
-        /// Fix what can be fixed without losing mail (reference counts, orphan files).
+        /// Fix what can be fixed without losing mail (reference counts, orphan files,
+        /// indexes) and quarantine damaged blobs.
         #[arg(long)]
         repair: bool,
+    },
+    /// Optimise the database: statistics, WAL checkpoint, free pages, orphan blobs.
+    Optimize,
+    /// Maintenance mode: refuse clients politely while the operator works.
+    #[command(subcommand)]
+    Maint(maint::MaintCommand),
+    /// Diagnose the installation: directories, space, database, listeners, certificates.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -87,6 +103,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),
+        Command::Maint(command) => {
+            logging::init_stderr("warn");
+            maint::run(&cli.data, command)
+        }
+        Command::Doctor { json } => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref()).and_then(|config| doctor::run(&cli.data, &config, json))
+        }
         command => {
             logging::init_stderr("warn");
             admin::run(&cli.data, command)

@@ -123,6 +123,17 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
+    let gate = gate::Gate::start(gate::GateConfig {
+        data_dir: data.to_path_buf(),
+        thresholds: config.disk,
+        clock: clock.clone(),
+        poll: Duration::from_secs(1),
+    });
+    if let Some(maintenance) = gate.maintenance() {
+        warn!(message = %maintenance.message, until = ?maintenance.until, "starting in maintenance mode: clients are turned away until it is lifted");
+    }
+
     let smtp_listener = bind("smtp", config.smtp.listen).await?;
     let pop3_listener = bind("pop3", config.pop3.listen).await?;
 
@@ -138,6 +149,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         tls: tls.clone(),
     });
     let smtp_store = store.clone();
+    let smtp_gate = gate.clone();
     let smtp_task = tokio::spawn(net::serve(
         smtp_listener,
         ListenerConfig {
@@ -146,7 +158,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
             busy_reply: smtp_server::BUSY_REPLY,
         },
         trigger.subscribe(),
-        move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone()),
+        move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
     ));
 
     let pop3 = Arc::new(pop3_server::Pop3Server::new(
@@ -157,6 +169,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
             ..pop3_server::Pop3Config::default()
         },
         store.clone(),
+        gate.clone(),
     ));
     let pop3_task = tokio::spawn(net::serve(
         pop3_listener,
@@ -168,6 +181,8 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         trigger.subscribe(),
         move |conn| pop3_server::run(conn, pop3.clone()),
     ));
+
+    let schedule_task = tokio::spawn(crate::schedule::run(config.schedule.clone(), data.to_path_buf(), store.clone(), clock));
 
     println!("tegami ready");
     std::io::stdout().flush()?;
@@ -194,6 +209,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
             "some sessions did not finish in time; stopping anyway"
         );
     }
+    schedule_task.abort();
     smtp_task.abort();
     pop3_task.abort();
     info!("stopped");

@@ -1,0 +1,13 @@
+//! The gate in front of the store: maintenance windows and the disk guard, watched
+//! continuously, so every protocol session can ask "may I serve now?" in constant time.
+
+pub mod clock;
+pub mod disk;
+pub mod maint;
+pub mod oplog;
+mod watch;
+
+pub use clock::Clock;
+pub use disk::{DiskState, DiskThresholds};
+pub use maint::{Maintenance, MaintError, Status, Window};
+pub use watch::{ActiveMaintenance, Gate, GateConfig};

@@ -1,0 +1,84 @@
+//! The daily check and optimisation, built into the server: no cron needed.
+//!
+//! Once a day at `maintenance.check_at` (local time) the server runs the integrity check and
+//! then the optimisation, online, on a consistent snapshot. As in the manual it replaces,
+//! the run is skipped, and the log says why, when its start falls inside a maintenance
+//! window or equals a window's end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gate::maint::{check_skip_reason, hhmm};
+use gate::{Clock, Maintenance, oplog};
+use store::Store;
+use tracing::{error, info, warn};
+
+use crate::config::Schedule;
+use crate::ops::{self, Trigger};
+
+pub async fn run(schedule: Schedule, data: PathBuf, store: Arc<dyn Store>, clock: Clock) {
+    let Some(check_at) = schedule.check_at else { return };
+    info!(at = %hhmm(check_at), "daily check and optimisation scheduled");
+    let mut last_run: Option<jiff::civil::Date> = None;
+    loop {
+        let now = clock.now();
+        let minute = now.hour() as u16 * 60 + now.minute() as u16;
+        if minute == check_at && last_run != Some(now.date()) {
+            last_run = Some(now.date());
+            run_once(&schedule, &data, &store, &clock, check_at).await;
+        }
+        // Wake just after the next minute begins.
+        let into_minute = Duration::from_millis((now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000);
+        tokio::time::sleep(Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_once(schedule: &Schedule, data: &std::path::Path, store: &Arc<dyn Store>, clock: &Clock, check_at: u16) {
+    let log_dir = data.join("log");
+    let maint_path = data.join("maint");
+    let maintenance = Maintenance::load(&maint_path).unwrap_or(None);
+    if let Some(reason) = check_skip_reason(check_at, maintenance.as_ref()) {
+        warn!(%reason, "scheduled check skipped");
+        let _ = oplog::append(&log_dir, "maintenance.log", &clock.now(), &format!("scheduled check skipped: {reason}"));
+        return;
+    }
+    // The manual's behaviour, on request: maintenance mode for the length of the run.
+    let set_maintenance = schedule.maintenance_during_check;
+    if set_maintenance {
+        let during = Maintenance {
+            message: Some("Scheduled database check in progress".into()),
+            windows: Vec::new(),
+            set_by: Some("the scheduled check".into()),
+            set_at: Some(clock.now().timestamp()),
+        };
+        if let Err(e) = during.save(&maint_path) {
+            error!(error = %e, "cannot set maintenance mode for the scheduled check");
+        }
+    }
+    let (store, dir, clock_for_run) = (store.clone(), data.to_path_buf(), clock.clone());
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let outcome = ops::check(store.as_ref(), &dir, &clock_for_run, false, Trigger::Scheduled)?;
+        if !outcome.healthy {
+            error!("the scheduled check found problems; see log/maintenance_result.log");
+        }
+        ops::optimize(store.as_ref(), &dir, &clock_for_run, Trigger::Scheduled)?;
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => info!("scheduled check and optimisation finished"),
+        Ok(Err(e)) => error!(error = %e, "scheduled check or optimisation failed"),
+        Err(e) => error!(error = %e, "scheduled check task failed"),
+    }
+    if set_maintenance {
+        // Lift only what we set: an operator may have taken over maintenance meanwhile.
+        let ours = Maintenance::load(&maint_path)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.set_by.as_deref() == Some("the scheduled check"));
+        if ours && let Err(e) = std::fs::remove_file(&maint_path) {
+            error!(error = %e, "cannot lift the maintenance mode set for the scheduled check");
+        }
+    }
+}
