@@ -5,8 +5,10 @@ mod listener;
 mod shutdown;
 mod stream;
 mod tls;
+mod wire;
 
 pub use listener::{Connection, ListenerConfig, serve};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stream::Stream;
 pub use tls::{TlsError, load_tls};
+pub use wire::{Read, Wire};

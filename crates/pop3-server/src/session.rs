@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use net::Connection;
+use std::net::SocketAddr;
+
+use net::{Connection, Read, Shutdown, Wire};
 use pop3_proto::{Command, CommandReader, ReadError, ResponseCode};
 use store::{AccountId, MailboxInfo, MessageMeta, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::{MaildropLock, Pop3Server};
@@ -56,9 +57,9 @@ impl Maildrop {
 
 struct Session {
     server: Arc<Pop3Server>,
-    conn: Connection,
-    input: Vec<u8>,
-    output: Vec<u8>,
+    wire: Wire,
+    peer: SocketAddr,
+    shutdown: Shutdown,
     reader: CommandReader,
     state: State,
     errors: usize,
@@ -76,9 +77,9 @@ pub async fn run(conn: Connection, server: Arc<Pop3Server>) {
         let mut session = Session {
             reader: CommandReader::new(server.config.max_line_length),
             server,
-            conn,
-            input: Vec::with_capacity(1024),
-            output: Vec::with_capacity(1024),
+            wire: Wire::new(conn.stream),
+            peer: conn.peer,
+            shutdown: conn.shutdown,
             state: State::Authorization { user: None },
             errors: 0,
         };
@@ -98,30 +99,30 @@ impl Session {
 
     async fn serve(&mut self) -> std::io::Result<()> {
         if self.closed_for_maintenance() {
-            return self.flush().await;
+            return self.wire.flush().await;
         }
         pop3_proto::ok(
             &format!("{} POP3 server (tegami) ready", self.server.config.hostname),
-            &mut self.output,
+            &mut self.wire.output,
         );
         loop {
-            let command = match self.reader.parse(&mut self.input) {
+            let command = match self.reader.parse(&mut self.wire.input) {
                 Ok(command) => command,
                 Err(ReadError::NeedMore) => {
-                    self.flush().await?;
-                    if self.conn.shutdown.is_shutting_down() {
+                    self.wire.flush().await?;
+                    if self.shutdown.is_shutting_down() {
                         // Leaving without UPDATE keeps every message, as RFC 1939 prescribes
                         // for a session that ends without QUIT.
                         pop3_proto::err(
                             Some(ResponseCode::SysTemp),
                             "server shutting down, try again later",
-                            &mut self.output,
+                            &mut self.wire.output,
                         );
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     // Closing without UPDATE: deletions marked in this session are not applied.
                     if self.closed_for_maintenance() {
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     if !self.read_more().await? {
                         return Ok(());
@@ -129,69 +130,60 @@ impl Session {
                     continue;
                 }
                 Err(ReadError::LineTooLong) => {
-                    pop3_proto::err(None, "line too long", &mut self.output);
+                    pop3_proto::err(None, "line too long", &mut self.wire.output);
                     if let Flow::Close = self.error() {
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     continue;
                 }
                 Err(ReadError::Command(e)) => {
-                    pop3_proto::err(None, &e.to_string(), &mut self.output);
+                    pop3_proto::err(None, &e.to_string(), &mut self.wire.output);
                     if let Flow::Close = self.error() {
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     continue;
                 }
                 #[allow(unreachable_patterns)]
                 Err(_) => {
-                    pop3_proto::err(None, "invalid command", &mut self.output);
+                    pop3_proto::err(None, "invalid command", &mut self.wire.output);
                     if let Flow::Close = self.error() {
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     continue;
                 }
             };
             if let Flow::Close = self.handle(command).await? {
-                return self.flush().await;
+                return self.wire.flush().await;
             }
         }
     }
 
     async fn read_more(&mut self) -> std::io::Result<bool> {
-        self.input.reserve(READ_CHUNK);
-        let mut shutdown = self.conn.shutdown.clone();
+        let mut shutdown = self.shutdown.clone();
+        let server = self.server.clone();
+        let wake = async move {
+            tokio::select! {
+                _ = shutdown.requested() => {}
+                _ = server.gate.maintenance_started() => {}
+            }
+        };
         let timeout = self.server.config.command_timeout;
-        tokio::select! {
-            read = tokio::time::timeout(timeout, self.conn.stream.read_buf(&mut self.input)) => match read {
-                Ok(Ok(0)) => Ok(false),
-                Ok(Ok(_)) => Ok(true),
-                Ok(Err(e)) => Err(e),
-                // RFC 1939's autologout: close without entering UPDATE.
-                Err(_) => Ok(false),
-            },
-            _ = shutdown.requested() => Ok(true),
-            _ = self.server.gate.maintenance_started() => Ok(true),
-        }
+        Ok(match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
+            Read::Data | Read::Woken => true,
+            // A timeout is RFC 1939's autologout: close without entering UPDATE.
+            Read::Closed | Read::TimedOut => false,
+        })
     }
 
     /// Writes the maintenance reply and returns true when maintenance is in force.
     fn closed_for_maintenance(&mut self) -> bool {
         match self.server.gate.maintenance() {
             Some(maintenance) => {
-                pop3_proto::err(Some(ResponseCode::SysTemp), &maintenance.reply_text(), &mut self.output);
+                pop3_proto::err(Some(ResponseCode::SysTemp), &maintenance.reply_text(), &mut self.wire.output);
                 true
             }
             None => false,
         }
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            self.conn.stream.write_all(&self.output).await?;
-            self.conn.stream.flush().await?;
-            self.output.clear();
-        }
-        Ok(())
     }
 
     fn error(&mut self) -> Flow {
@@ -200,7 +192,7 @@ impl Session {
             pop3_proto::err(
                 None,
                 "too many errors, closing connection",
-                &mut self.output,
+                &mut self.wire.output,
             );
             return Flow::Close;
         }
@@ -208,7 +200,7 @@ impl Session {
     }
 
     fn reject(&mut self, text: &str) -> Flow {
-        pop3_proto::err(None, text, &mut self.output);
+        pop3_proto::err(None, text, &mut self.wire.output);
         self.error()
     }
 
@@ -217,22 +209,22 @@ impl Session {
             (_, Command::Capa) => {
                 let in_auth = matches!(self.state, State::Authorization { .. });
                 let stls =
-                    in_auth && self.server.config.tls.is_some() && !self.conn.stream.is_tls();
+                    in_auth && self.server.config.tls.is_some() && !self.wire.stream.is_tls();
                 let caps = pop3_proto::capabilities(stls, true, &[]);
                 pop3_proto::multiline(
                     "Capability list follows",
                     caps.iter().map(String::as_str),
-                    &mut self.output,
+                    &mut self.wire.output,
                 );
             }
-            (_, Command::Noop) => pop3_proto::ok("", &mut self.output),
+            (_, Command::Noop) => pop3_proto::ok("", &mut self.wire.output),
             (State::Authorization { .. }, Command::Quit) => {
-                pop3_proto::ok("tegami POP3 server signing off", &mut self.output);
+                pop3_proto::ok("tegami POP3 server signing off", &mut self.wire.output);
                 return Ok(Flow::Close);
             }
             (State::Authorization { user }, Command::User(name)) => {
                 *user = Some(name);
-                pop3_proto::ok("send PASS", &mut self.output);
+                pop3_proto::ok("send PASS", &mut self.wire.output);
             }
             (State::Authorization { user }, Command::Pass(password)) => {
                 let Some(name) = user.take() else {
@@ -246,7 +238,7 @@ impl Session {
             }
             (State::Transaction(_), Command::Quit) => return self.update().await,
             (State::Transaction(drop), command) => {
-                if let Some(flow) = transaction(drop, command, &mut self.output, &self.server).await
+                if let Some(flow) = transaction(drop, command, &mut self.wire.output, &self.server).await
                 {
                     return Ok(flow);
                 }
@@ -266,13 +258,13 @@ impl Session {
         let account = match checked {
             Ok(Ok(Some(account))) => account,
             Ok(Ok(None)) => {
-                let delay = self.server.login_failed(self.conn.peer.ip());
+                let delay = self.server.login_failed(self.peer.ip());
                 info!(user = %name, delay_secs = delay.as_secs(), "failed login");
                 tokio::time::sleep(delay).await;
                 pop3_proto::err(
                     Some(ResponseCode::Auth),
                     "invalid user name or password",
-                    &mut self.output,
+                    &mut self.wire.output,
                 );
                 return Ok(self.error());
             }
@@ -281,7 +273,7 @@ impl Session {
                 pop3_proto::err(
                     Some(ResponseCode::SysTemp),
                     "temporary failure, try again later",
-                    &mut self.output,
+                    &mut self.wire.output,
                 );
                 return Ok(Flow::Continue);
             }
@@ -290,17 +282,17 @@ impl Session {
                 pop3_proto::err(
                     Some(ResponseCode::SysTemp),
                     "temporary failure, try again later",
-                    &mut self.output,
+                    &mut self.wire.output,
                 );
                 return Ok(Flow::Continue);
             }
         };
-        self.server.login_succeeded(self.conn.peer.ip());
+        self.server.login_succeeded(self.peer.ip());
         let Some(lock) = self.server.lock_maildrop(account) else {
             pop3_proto::err(
                 Some(ResponseCode::InUse),
                 "maildrop already locked by another session",
-                &mut self.output,
+                &mut self.wire.output,
             );
             return Ok(Flow::Continue);
         };
@@ -315,14 +307,14 @@ impl Session {
                     messages,
                     _lock: lock,
                 });
-                pop3_proto::ok(&text, &mut self.output);
+                pop3_proto::ok(&text, &mut self.wire.output);
             }
             Err(e) => {
                 warn!(error = %e, "cannot open maildrop");
                 pop3_proto::err(
                     Some(ResponseCode::SysTemp),
                     "cannot open the maildrop, try again later",
-                    &mut self.output,
+                    &mut self.wire.output,
                 );
             }
         }
@@ -349,7 +341,7 @@ impl Session {
             pop3_proto::err(
                 Some(ResponseCode::SysTemp),
                 "disk space is critically low; deletions were not committed, try again later",
-                &mut self.output,
+                &mut self.wire.output,
             );
             return Ok(Flow::Close);
         }
@@ -363,14 +355,14 @@ impl Session {
                 pop3_proto::err(
                     Some(ResponseCode::SysTemp),
                     "some deleted messages not removed",
-                    &mut self.output,
+                    &mut self.wire.output,
                 );
                 return Ok(Flow::Close);
             }
         }
         pop3_proto::ok(
             &format!("tegami POP3 server signing off ({count} messages deleted)"),
-            &mut self.output,
+            &mut self.wire.output,
         );
         Ok(Flow::Close)
     }
@@ -379,15 +371,15 @@ impl Session {
         let Some(tls) = self.server.config.tls.clone() else {
             return Ok(self.reject("STLS is not available"));
         };
-        if self.conn.stream.is_tls() {
+        if self.wire.stream.is_tls() {
             return Ok(self.reject("TLS is already active"));
         }
-        pop3_proto::ok("Begin TLS negotiation", &mut self.output);
-        self.flush().await?;
+        pop3_proto::ok("Begin TLS negotiation", &mut self.wire.output);
+        self.wire.flush().await?;
         // Commands pipelined behind STLS came in plain text and must not be obeyed.
-        self.input.clear();
+        self.wire.input.clear();
         self.reader.reset();
-        match self.conn.stream.start_tls(tls).await {
+        match self.wire.stream.start_tls(tls).await {
             Ok(()) => {
                 self.state = State::Authorization { user: None };
                 Ok(Flow::Continue)

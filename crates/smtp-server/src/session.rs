@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use gate::Gate;
-use net::Connection;
+use std::net::SocketAddr;
+
+use net::{Connection, Read, Shutdown, Wire};
 use smtp_proto::{
     Command, CommandError, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath,
     PathRole, ReadError, Reply, ReversePath,
 };
 use store::{AccountId, Resolution, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::SmtpConfig;
@@ -41,9 +42,9 @@ struct Session {
     config: Arc<SmtpConfig>,
     store: Arc<dyn Store>,
     gate: Arc<Gate>,
-    conn: Connection,
-    input: Vec<u8>,
-    output: Vec<u8>,
+    wire: Wire,
+    peer: SocketAddr,
+    shutdown: Shutdown,
     reader: CommandReader,
     /// The name the client gave in EHLO/HELO, and whether it spoke ESMTP.
     helo: Option<(String, bool)>,
@@ -72,9 +73,9 @@ pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store
             config,
             store,
             gate,
-            conn,
-            input: Vec::with_capacity(4096),
-            output: Vec::with_capacity(1024),
+            wire: Wire::new(conn.stream),
+            peer: conn.peer,
+            shutdown: conn.shutdown,
             helo: None,
             envelope: None,
             errors: 0,
@@ -92,7 +93,7 @@ impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
         if let Some(closed) = self.closed_for_maintenance() {
             self.send(closed);
-            return self.flush().await;
+            return self.wire.flush().await;
         }
         let greeting = reply(
             220,
@@ -101,21 +102,21 @@ impl Session {
         );
         self.send(greeting);
         loop {
-            let command = match self.reader.parse(&mut self.input) {
+            let command = match self.reader.parse(&mut self.wire.input) {
                 Ok(command) => command,
                 Err(ReadError::NeedMore) => {
-                    self.flush().await?;
-                    if self.conn.shutdown.is_shutting_down() {
+                    self.wire.flush().await?;
+                    if self.shutdown.is_shutting_down() {
                         self.send(reply(
                             421,
                             (4, 3, 2),
                             "Server shutting down, try again later",
                         ));
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     if let Some(closed) = self.closed_for_maintenance() {
                         self.send(closed);
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     if !self.read_more(Phase::Commands).await? {
                         return Ok(());
@@ -127,43 +128,42 @@ impl Session {
                         self.send(r);
                     }
                     if let Flow::Close = self.error() {
-                        return self.flush().await;
+                        return self.wire.flush().await;
                     }
                     continue;
                 }
             };
             if let Flow::Close = self.handle(command).await? {
-                return self.flush().await;
+                return self.wire.flush().await;
             }
         }
     }
 
     /// Reads more input; false when the client closed the connection or was too slow.
-    /// Between commands (`phase` is `Commands`) a shutdown request wakes it at once, so the
-    /// session can say goodbye; inside DATA the message is allowed to finish.
+    /// Between commands (`phase` is `Commands`) a shutdown or the start of maintenance wakes
+    /// it at once, so the session can say goodbye; inside DATA the message may finish.
     async fn read_more(&mut self, phase: Phase) -> std::io::Result<bool> {
-        self.input.reserve(READ_CHUNK);
         let timeout = match phase {
             Phase::Commands => self.config.command_timeout,
             Phase::Data => self.config.data_timeout,
         };
-        let mut shutdown = self.conn.shutdown.clone();
-        let read = tokio::select! {
-            read = tokio::time::timeout(timeout, self.conn.stream.read_buf(&mut self.input)) => read,
-            _ = shutdown.requested(), if matches!(phase, Phase::Commands) => return Ok(true),
-            _ = self.gate.maintenance_started(), if matches!(phase, Phase::Commands) => return Ok(true),
+        let mut shutdown = self.shutdown.clone();
+        let gate = self.gate.clone();
+        let wake = async move {
+            match phase {
+                Phase::Commands => tokio::select! {
+                    _ = shutdown.requested() => {}
+                    _ = gate.maintenance_started() => {}
+                },
+                Phase::Data => std::future::pending().await,
+            }
         };
-        match read {
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                self.send(reply(
-                    421,
-                    (4, 4, 2),
-                    "Timeout exceeded, closing connection",
-                ));
-                self.flush().await?;
+        match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
+            Read::Data | Read::Woken => Ok(true),
+            Read::Closed => Ok(false),
+            Read::TimedOut => {
+                self.send(reply(421, (4, 4, 2), "Timeout exceeded, closing connection"));
+                self.wire.flush().await?;
                 Ok(false)
             }
         }
@@ -184,16 +184,7 @@ impl Session {
     }
 
     fn send(&mut self, reply: Reply) {
-        reply.write_to(&mut self.output);
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            self.conn.stream.write_all(&self.output).await?;
-            self.conn.stream.flush().await?;
-            self.output.clear();
-        }
-        Ok(())
+        reply.write_to(&mut self.wire.output);
     }
 
     /// Counts a protocol error; a client that keeps erring is cut off.
@@ -309,7 +300,7 @@ impl Session {
         lines.push("8BITMIME".into());
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("SMTPUTF8".into());
-        if self.config.tls.is_some() && !self.conn.stream.is_tls() {
+        if self.config.tls.is_some() && !self.wire.stream.is_tls() {
             lines.push("STARTTLS".into());
         }
         lines.push("HELP".into());
@@ -421,12 +412,12 @@ impl Session {
             (2, 0, 0),
             "Start mail input; end with <CRLF>.<CRLF>",
         ));
-        self.flush().await?;
+        self.wire.flush().await?;
 
         let mut decoder = DataDecoder::new(self.config.max_message_size);
         let mut content = Vec::new();
         let outcome = loop {
-            if let Some(outcome) = decoder.decode(&mut self.input, &mut content) {
+            if let Some(outcome) = decoder.decode(&mut self.wire.input, &mut content) {
                 break outcome;
             }
             if !self.read_more(Phase::Data).await? {
@@ -457,7 +448,7 @@ impl Session {
     async fn deliver(&mut self, envelope: Envelope, content: Vec<u8>) -> Reply {
         let id = format!("{:016x}", rand::random::<u64>());
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
-        let protocol = match (envelope.smtputf8, esmtp, self.conn.stream.is_tls()) {
+        let protocol = match (envelope.smtputf8, esmtp, self.wire.stream.is_tls()) {
             (true, _, true) => "UTF8SMTPS",
             (true, _, false) => "UTF8SMTP",
             (false, true, true) => "ESMTPS",
@@ -472,7 +463,7 @@ impl Session {
         Trace {
             return_path: &return_path,
             helo: &helo,
-            peer: self.conn.peer.ip(),
+            peer: self.peer.ip(),
             hostname: &self.config.hostname,
             protocol,
             id: &id,
@@ -517,16 +508,16 @@ impl Session {
             self.send(reply(502, (5, 5, 1), "STARTTLS is not available"));
             return Ok(self.error());
         };
-        if self.conn.stream.is_tls() {
+        if self.wire.stream.is_tls() {
             self.send(reply(503, (5, 5, 1), "TLS is already active"));
             return Ok(self.error());
         }
         self.send(reply(220, (2, 0, 0), "Ready to start TLS"));
-        self.flush().await?;
+        self.wire.flush().await?;
         // Anything pipelined behind STARTTLS was sent in plain text and must not be trusted
         // as if it came over TLS (the command injection of CVE-2011-0411).
-        self.input.clear();
-        match self.conn.stream.start_tls(tls).await {
+        self.wire.input.clear();
+        match self.wire.stream.start_tls(tls).await {
             Ok(()) => {
                 self.helo = None;
                 self.envelope = None;
