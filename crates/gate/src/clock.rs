@@ -18,8 +18,9 @@ impl Clock {
         let tz = TimeZone::system();
         let offset = match std::env::var("TEGAMI_CLOCK_START") {
             Ok(start) => {
-                let civil: jiff::civil::DateTime =
-                    start.parse().map_err(|e| format!("TEGAMI_CLOCK_START={start:?} is not a date-time: {e}"))?;
+                let civil: jiff::civil::DateTime = start
+                    .parse()
+                    .map_err(|e| format!("TEGAMI_CLOCK_START={start:?} is not a date-time: {e}"))?;
                 let start = civil.to_zoned(tz.clone()).map_err(|e| e.to_string())?;
                 start.timestamp().duration_since(Timestamp::now())
             }
@@ -30,11 +31,16 @@ impl Clock {
 
     /// A clock fixed to a time zone with no offset, for tests.
     pub fn with_zone(tz: TimeZone) -> Clock {
-        Clock { offset: SignedDuration::ZERO, tz }
+        Clock {
+            offset: SignedDuration::ZERO,
+            tz,
+        }
     }
 
     pub fn now(&self) -> Zoned {
-        let now = Timestamp::now().checked_add(self.offset).unwrap_or_else(|_| Timestamp::now());
+        let now = Timestamp::now()
+            .checked_add(self.offset)
+            .unwrap_or_else(|_| Timestamp::now());
         now.to_zoned(self.tz.clone())
     }
 

@@ -12,11 +12,17 @@ pub struct DiskThresholds {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskState {
-    Ok { free: u64 },
+    Ok {
+        free: u64,
+    },
     /// New mail is deferred.
-    Low { free: u64 },
+    Low {
+        free: u64,
+    },
     /// Every write is refused.
-    Critical { free: u64 },
+    Critical {
+        free: u64,
+    },
     /// The volume could not be measured; treated as Ok, and logged.
     Unknown,
 }
@@ -53,7 +59,10 @@ mod tests {
 
     #[test]
     fn thresholds_split_three_ways() {
-        let t = DiskThresholds { min_free: 100, hard_floor: 10 };
+        let t = DiskThresholds {
+            min_free: 100,
+            hard_floor: 10,
+        };
         assert_eq!(classify(100, &t), DiskState::Ok { free: 100 });
         assert_eq!(classify(99, &t), DiskState::Low { free: 99 });
         assert_eq!(classify(9, &t), DiskState::Critical { free: 9 });

@@ -9,5 +9,5 @@ mod watch;
 
 pub use clock::Clock;
 pub use disk::{DiskState, DiskThresholds};
-pub use maint::{Maintenance, MaintError, Status, Window};
+pub use maint::{MaintError, Maintenance, Status, Window};
 pub use watch::{ActiveMaintenance, Gate, GateConfig};

@@ -18,10 +18,15 @@ pub enum MaintError {
     BadWindow(String),
     #[error("window '{0}': times must fall on ten-minute steps (00, 10, 20, 30, 40, 50)")]
     NotTenMinutes(String),
-    #[error("window '{0}' starts and ends at the same time; leave out --window for maintenance until lifted")]
+    #[error(
+        "window '{0}' starts and ends at the same time; leave out --window for maintenance until lifted"
+    )]
     EmptyWindow(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid maintenance file: {detail}")]
     Parse { path: String, detail: String },
 }
@@ -107,9 +112,16 @@ pub struct Maintenance {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Off,
-    Active { message: String, since: Option<Zoned>, until: Option<Zoned> },
+    Active {
+        message: String,
+        since: Option<Zoned>,
+        until: Option<Zoned>,
+    },
     /// Configured with windows, but outside them now.
-    Waiting { next_start: Zoned, next_end: Zoned },
+    Waiting {
+        next_start: Zoned,
+        next_end: Zoned,
+    },
 }
 
 pub const DEFAULT_MESSAGE: &str = "The mail server is under maintenance";
@@ -119,16 +131,36 @@ impl Maintenance {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(MaintError::Io { path: path.display().to_string(), source }),
+            Err(source) => {
+                return Err(MaintError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
         };
-        Maintenance::parse(&text).map(Some).map_err(|detail| MaintError::Parse { path: path.display().to_string(), detail })
+        Maintenance::parse(&text)
+            .map(Some)
+            .map_err(|detail| MaintError::Parse {
+                path: path.display().to_string(),
+                detail,
+            })
     }
 
     pub fn parse(text: &str) -> Result<Maintenance, String> {
         let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
-        let windows = raw.windows.iter().map(|w| Window::parse(w)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let windows = raw
+            .windows
+            .iter()
+            .map(|w| Window::parse(w))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
         let set_at = raw.set_at.as_deref().and_then(|t| t.parse().ok());
-        Ok(Maintenance { message: raw.message, windows, set_by: raw.set_by, set_at })
+        Ok(Maintenance {
+            message: raw.message,
+            windows,
+            set_by: raw.set_by,
+            set_at,
+        })
     }
 
     pub fn to_toml(&self) -> String {
@@ -143,31 +175,55 @@ impl Maintenance {
 
     /// Writes the file atomically, so the server never reads half of it.
     pub fn save(&self, path: &Path) -> Result<(), MaintError> {
-        let io = |source| MaintError::Io { path: path.display().to_string(), source };
+        let io = |source| MaintError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, self.to_toml()).map_err(io)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 
     pub fn message(&self) -> &str {
-        self.message.as_deref().filter(|m| !m.trim().is_empty()).unwrap_or(DEFAULT_MESSAGE)
+        self.message
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or(DEFAULT_MESSAGE)
     }
 
     pub fn status_at(&self, now: &Zoned) -> Status {
         if self.windows.is_empty() {
             let since = self.set_at.map(|t| t.to_zoned(now.time_zone().clone()));
-            return Status::Active { message: self.message().to_string(), since, until: None };
+            return Status::Active {
+                message: self.message().to_string(),
+                since,
+                until: None,
+            };
         }
         let minute = (now.hour() as u16) * 60 + now.minute() as u16;
         if let Some(w) = self.windows.iter().find(|w| w.contains(minute)) {
             // The occurrence that covers now began today, or yesterday if it crossed midnight.
             let began_yesterday = w.start > w.end && minute < w.end;
-            let start_day = if began_yesterday { now.date().yesterday().unwrap_or(now.date()) } else { now.date() };
+            let start_day = if began_yesterday {
+                now.date().yesterday().unwrap_or(now.date())
+            } else {
+                now.date()
+            };
             let since = at(now, start_day, w.start);
-            let end_day = if w.start > w.end { start_day.tomorrow().unwrap_or(start_day) } else { start_day };
+            let end_day = if w.start > w.end {
+                start_day.tomorrow().unwrap_or(start_day)
+            } else {
+                start_day
+            };
             let until = at(now, end_day, w.end);
-            return Status::Active { message: self.message().to_string(), since: Some(since), until: Some(until) };
+            return Status::Active {
+                message: self.message().to_string(),
+                since: Some(since),
+                until: Some(until),
+            };
         }
         let (next_start, next_end) = self
             .windows
@@ -177,17 +233,25 @@ impl Maintenance {
                 if w.start <= minute {
                     day = day.tomorrow().unwrap_or(day);
                 }
-                let end_day = if w.start > w.end { day.tomorrow().unwrap_or(day) } else { day };
+                let end_day = if w.start > w.end {
+                    day.tomorrow().unwrap_or(day)
+                } else {
+                    day
+                };
                 (at(now, day, w.start), at(now, end_day, w.end))
             })
             .min_by(|a, b| a.0.cmp(&b.0))
             .expect("windows is not empty");
-        Status::Waiting { next_start, next_end }
+        Status::Waiting {
+            next_start,
+            next_end,
+        }
     }
 }
 
 fn at(now: &Zoned, day: jiff::civil::Date, minute: u16) -> Zoned {
-    let time = Time::new((minute / 60) as i8, (minute % 60) as i8, 0, 0).unwrap_or(Time::midnight());
+    let time =
+        Time::new((minute / 60) as i8, (minute % 60) as i8, 0, 0).unwrap_or(Time::midnight());
     day.to_datetime(time)
         .to_zoned(now.time_zone().clone())
         .unwrap_or_else(|_| now.checked_add(1.minute()).unwrap_or_else(|_| now.clone()))
@@ -202,9 +266,15 @@ pub fn check_skip_reason(check_at: u16, maintenance: Option<&Maintenance>) -> Op
     }
     maintenance.windows.iter().find_map(|w| {
         if w.contains(check_at) {
-            Some(format!("its start {} falls inside the maintenance window {w}", hhmm(check_at)))
+            Some(format!(
+                "its start {} falls inside the maintenance window {w}",
+                hhmm(check_at)
+            ))
         } else if w.end == check_at {
-            Some(format!("its start {} equals the end of the maintenance window {w}", hhmm(check_at)))
+            Some(format!(
+                "its start {} equals the end of the maintenance window {w}",
+                hhmm(check_at)
+            ))
         } else {
             None
         }
@@ -219,7 +289,9 @@ mod tests {
     fn check_window(input: &str, expect: Result<(u16, u16), &str>) {
         match (Window::parse(input), expect) {
             (Ok(w), Ok((s, e))) => assert_eq!((w.start, w.end), (s, e), "{input}"),
-            (Err(err), Err(fragment)) => assert!(err.to_string().contains(fragment), "{input}: {err}"),
+            (Err(err), Err(fragment)) => {
+                assert!(err.to_string().contains(fragment), "{input}: {err}")
+            }
             (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
         }
     }
@@ -240,7 +312,10 @@ mod tests {
     }
 
     fn at_time(h: i8, m: i8) -> Zoned {
-        jiff::civil::date(2026, 11, 23).at(h, m, 0, 0).to_zoned(TimeZone::UTC).unwrap()
+        jiff::civil::date(2026, 11, 23)
+            .at(h, m, 0, 0)
+            .to_zoned(TimeZone::UTC)
+            .unwrap()
     }
 
     fn maint(windows: &[&str]) -> Maintenance {
@@ -255,20 +330,34 @@ mod tests {
     #[test]
     fn a_window_across_midnight_is_active_on_both_sides() {
         let m = maint(&["22:00-02:00"]);
-        let Status::Active { since, until, message } = m.status_at(&at_time(1, 30)) else { panic!() };
+        let Status::Active {
+            since,
+            until,
+            message,
+        } = m.status_at(&at_time(1, 30))
+        else {
+            panic!()
+        };
         assert_eq!(message, "disk swap");
         assert_eq!(since.unwrap().strftime("%d %H:%M").to_string(), "22 22:00");
         assert_eq!(until.unwrap().strftime("%d %H:%M").to_string(), "23 02:00");
-        let Status::Active { until, .. } = m.status_at(&at_time(23, 0)) else { panic!() };
+        let Status::Active { until, .. } = m.status_at(&at_time(23, 0)) else {
+            panic!()
+        };
         assert_eq!(until.unwrap().strftime("%d %H:%M").to_string(), "24 02:00");
-        let Status::Waiting { next_start, .. } = m.status_at(&at_time(2, 0)) else { panic!() };
+        let Status::Waiting { next_start, .. } = m.status_at(&at_time(2, 0)) else {
+            panic!()
+        };
         assert_eq!(next_start.strftime("%d %H:%M").to_string(), "23 22:00");
     }
 
     #[test]
     fn without_windows_maintenance_lasts_until_lifted() {
         let m = maint(&[]);
-        assert!(matches!(m.status_at(&at_time(12, 0)), Status::Active { until: None, .. }));
+        assert!(matches!(
+            m.status_at(&at_time(12, 0)),
+            Status::Active { until: None, .. }
+        ));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::path::Path;
 /// Appends one line, stamped with the local time, to `log/<name>`.
 pub fn append(log_dir: &Path, name: &str, now: &jiff::Zoned, line: &str) -> std::io::Result<()> {
     fs::create_dir_all(log_dir)?;
-    let mut file = OpenOptions::new().create(true).append(true).open(log_dir.join(name))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join(name))?;
     writeln!(file, "{} {line}", now.strftime("%Y-%m-%d %H:%M:%S %z"))
 }
 

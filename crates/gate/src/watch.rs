@@ -51,7 +51,12 @@ impl Gate {
     /// Looks once, synchronously, so the first connection already sees the truth, then
     /// starts the watcher task on the current tokio runtime.
     pub fn start(config: GateConfig) -> Arc<Gate> {
-        let mut watcher = Watcher { config, maintenance: None, maint_error: None, disk: DiskState::Unknown };
+        let mut watcher = Watcher {
+            config,
+            maintenance: None,
+            maint_error: None,
+            disk: DiskState::Unknown,
+        };
         let (maint_tx, maint_rx) = watch::channel(watcher.look_at_maintenance());
         let (disk_tx, disk_rx) = watch::channel(watcher.look_at_disk());
         tokio::spawn(async move {
@@ -68,7 +73,10 @@ impl Gate {
                 disk_tx.send_if_modified(|current| replace_if_changed(current, disk));
             }
         });
-        Arc::new(Gate { maintenance: maint_rx, disk: disk_rx })
+        Arc::new(Gate {
+            maintenance: maint_rx,
+            disk: disk_rx,
+        })
     }
 
     /// A gate that never closes, for tests and tools that run without the watcher.
@@ -87,6 +95,15 @@ impl Gate {
         let mut rx = self.maintenance.clone();
         if rx.wait_for(Option::is_some).await.is_err() {
             // The watcher is gone (the server is stopping): never resolve.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once the watcher has seen maintenance begin (`true`) or end (`false`).
+    /// Whoever writes the maint file and must know that sessions obey it waits on this.
+    pub async fn maintenance_seen(&self, active: bool) {
+        let mut rx = self.maintenance.clone();
+        if rx.wait_for(|m| m.is_some() == active).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -129,14 +146,28 @@ impl Watcher {
                     error!(error = %text, "cannot read the maintenance file; treating it as maintenance until fixed or removed");
                     self.maint_error = Some(text);
                 }
-                Some(Maintenance { message: None, windows: Vec::new(), set_by: None, set_at: None })
+                Some(Maintenance {
+                    message: None,
+                    windows: Vec::new(),
+                    set_by: None,
+                    set_at: None,
+                })
             }
         };
         let active = file.as_ref().and_then(|m| match m.status_at(&now) {
-            Status::Active { message, since, until } => Some(ActiveMaintenance {
+            Status::Active {
+                message,
+                since,
+                until,
+            } => Some(ActiveMaintenance {
                 message,
                 since: since.map(|t| t.strftime("%Y-%m-%d %H:%M").to_string()),
-                retry_after_secs: until.as_ref().map(|u| u.timestamp().duration_since(now.timestamp()).as_secs().max(60) as u64),
+                retry_after_secs: until.as_ref().map(|u| {
+                    u.timestamp()
+                        .duration_since(now.timestamp())
+                        .as_secs()
+                        .max(60) as u64
+                }),
                 until: until.map(|t| t.strftime("%Y-%m-%d %H:%M").to_string()),
             }),
             _ => None,
@@ -144,15 +175,39 @@ impl Watcher {
         let log_dir = self.config.data_dir.join("log");
         match (&self.maintenance, &active) {
             (None, Some(now_active)) => {
-                let by = file.as_ref().and_then(|m| m.set_by.clone()).unwrap_or_else(|| "the maint file".into());
-                let how = if file.as_ref().is_some_and(|m| !m.windows.is_empty()) { "window opened" } else { "set" };
+                let by = file
+                    .as_ref()
+                    .and_then(|m| m.set_by.clone())
+                    .unwrap_or_else(|| "the maint file".into());
+                let how = if file.as_ref().is_some_and(|m| !m.windows.is_empty()) {
+                    "window opened"
+                } else {
+                    "set"
+                };
                 info!(by = %by, message = %now_active.message, until = ?now_active.until, "maintenance started ({how})");
-                let _ = oplog::append(&log_dir, "maintenance.log", &now, &format!("maintenance started ({how} by {by}): {}", now_active.reply_text()));
+                let _ = oplog::append(
+                    &log_dir,
+                    "maintenance.log",
+                    &now,
+                    &format!(
+                        "maintenance started ({how} by {by}): {}",
+                        now_active.reply_text()
+                    ),
+                );
             }
             (Some(_), None) => {
-                let why = if file.is_none() { "the maint file was removed" } else { "its window closed" };
+                let why = if file.is_none() {
+                    "the maint file was removed"
+                } else {
+                    "its window closed"
+                };
                 info!(reason = why, "maintenance ended");
-                let _ = oplog::append(&log_dir, "maintenance.log", &now, &format!("maintenance ended: {why}"));
+                let _ = oplog::append(
+                    &log_dir,
+                    "maintenance.log",
+                    &now,
+                    &format!("maintenance ended: {why}"),
+                );
             }
             _ => {}
         }
@@ -174,7 +229,9 @@ impl Watcher {
         if class(&state) != class(&self.disk) {
             let thresholds = self.config.thresholds;
             match state {
-                DiskState::Ok { free } => info!(free, "disk space is sufficient again; accepting mail"),
+                DiskState::Ok { free } => {
+                    info!(free, "disk space is sufficient again; accepting mail")
+                }
                 DiskState::Low { free } => warn!(
                     free,
                     min_free = thresholds.min_free,

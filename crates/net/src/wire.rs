@@ -32,7 +32,11 @@ pub enum Read {
 
 impl Wire {
     pub fn new(stream: Stream) -> Wire {
-        Wire { stream, input: Vec::with_capacity(4096), output: Vec::with_capacity(1024) }
+        Wire {
+            stream,
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(1024),
+        }
     }
 
     pub async fn flush(&mut self) -> io::Result<()> {
@@ -45,7 +49,12 @@ impl Wire {
     }
 
     /// Reads up to `chunk` more bytes, waiting at most `timeout`; `wake` cuts the wait short.
-    pub async fn read_more(&mut self, chunk: usize, timeout: Duration, wake: impl Future<Output = ()>) -> io::Result<Read> {
+    pub async fn read_more(
+        &mut self,
+        chunk: usize,
+        timeout: Duration,
+        wake: impl Future<Output = ()>,
+    ) -> io::Result<Read> {
         self.input.reserve(chunk);
         tokio::select! {
             read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)) => match read {

@@ -168,18 +168,24 @@ impl Session {
             }
         };
         let timeout = self.server.config.command_timeout;
-        Ok(match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
-            Read::Data | Read::Woken => true,
-            // A timeout is RFC 1939's autologout: close without entering UPDATE.
-            Read::Closed | Read::TimedOut => false,
-        })
+        Ok(
+            match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
+                Read::Data | Read::Woken => true,
+                // A timeout is RFC 1939's autologout: close without entering UPDATE.
+                Read::Closed | Read::TimedOut => false,
+            },
+        )
     }
 
     /// Writes the maintenance reply and returns true when maintenance is in force.
     fn closed_for_maintenance(&mut self) -> bool {
         match self.server.gate.maintenance() {
             Some(maintenance) => {
-                pop3_proto::err(Some(ResponseCode::SysTemp), &maintenance.reply_text(), &mut self.wire.output);
+                pop3_proto::err(
+                    Some(ResponseCode::SysTemp),
+                    &maintenance.reply_text(),
+                    &mut self.wire.output,
+                );
                 true
             }
             None => false,
@@ -238,7 +244,8 @@ impl Session {
             }
             (State::Transaction(_), Command::Quit) => return self.update().await,
             (State::Transaction(drop), command) => {
-                if let Some(flow) = transaction(drop, command, &mut self.wire.output, &self.server).await
+                if let Some(flow) =
+                    transaction(drop, command, &mut self.wire.output, &self.server).await
                 {
                     return Ok(flow);
                 }

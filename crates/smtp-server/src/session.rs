@@ -64,7 +64,12 @@ enum Phase {
 }
 
 /// Runs a session to its end. Errors end only this connection.
-pub async fn run(conn: Connection, config: Arc<SmtpConfig>, store: Arc<dyn Store>, gate: Arc<Gate>) {
+pub async fn run(
+    conn: Connection,
+    config: Arc<SmtpConfig>,
+    store: Arc<dyn Store>,
+    gate: Arc<Gate>,
+) {
     let span = tracing::info_span!("smtp", peer = %conn.peer);
     async move {
         debug!("connected");
@@ -162,7 +167,11 @@ impl Session {
             Read::Data | Read::Woken => Ok(true),
             Read::Closed => Ok(false),
             Read::TimedOut => {
-                self.send(reply(421, (4, 4, 2), "Timeout exceeded, closing connection"));
+                self.send(reply(
+                    421,
+                    (4, 4, 2),
+                    "Timeout exceeded, closing connection",
+                ));
                 self.wire.flush().await?;
                 Ok(false)
             }
@@ -179,8 +188,13 @@ impl Session {
 
     /// Deferral while the disk guard holds back new mail; `None` when there is room.
     fn no_room(&self) -> Option<Reply> {
-        (!self.gate.disk().accepts_mail())
-            .then(|| reply(452, (4, 3, 1), "Insufficient system storage, try again later"))
+        (!self.gate.disk().accepts_mail()).then(|| {
+            reply(
+                452,
+                (4, 3, 1),
+                "Insufficient system storage, try again later",
+            )
+        })
     }
 
     fn send(&mut self, reply: Reply) {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,6 +45,19 @@ impl fmt::Debug for BlobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BlobId({self})")
     }
+}
+
+/// What [`BlobStore::verify`] found in a blob file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The bytes hash to the blob's name.
+    Intact { size: u64 },
+    /// No file by that name.
+    Missing,
+    /// The bytes hash to something else: the file was damaged after it was written.
+    Corrupt { size: u64, found: BlobId },
+    /// The file exists but could not be read (permissions, an I/O error of the disk).
+    Unreadable(String),
 }
 
 /// The `blobs/` directory of a data directory.
@@ -135,6 +148,76 @@ impl BlobStore {
         Ok(data)
     }
 
+    /// Reads a blob file in pieces, hashing as it goes, and says what state it is in.
+    ///
+    /// Unlike [`BlobStore::get`] this never holds the whole body in memory, so the checker
+    /// can verify many large blobs in parallel.
+    pub fn verify(&self, id: &BlobId) -> Verdict {
+        let path = self.path(id);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Verdict::Missing,
+            Err(e) => return Verdict::Unreadable(e.to_string()),
+        };
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    size += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Verdict::Unreadable(e.to_string()),
+            }
+        }
+        let found = BlobId(hasher.finalize().into());
+        if found == *id {
+            Verdict::Intact { size }
+        } else {
+            Verdict::Corrupt { size, found }
+        }
+    }
+
+    /// Moves a damaged blob file into `dir` (as `dir/<hash>`, or `<hash>.N` when an earlier
+    /// copy is already there) so its bytes stay for forensics while no reader can take them
+    /// for good mail. `Ok(None)` when there was no file to move.
+    pub(crate) fn quarantine(&self, id: &BlobId, dir: &Path) -> Result<Option<PathBuf>> {
+        let from = self.path(id);
+        if !from.exists() {
+            return Ok(None);
+        }
+        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        let name = id.to_string();
+        let mut to = dir.join(&name);
+        let mut n = 1;
+        while to.exists() {
+            to = dir.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            // Quarantine on another file system (a mount point): copy, make durable, remove.
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                fs::copy(&from, &to)
+                    .and_then(|_| File::open(&to)?.sync_all())
+                    .map_err(StoreError::io(&to))?;
+                fs::remove_file(&from).map_err(StoreError::io(&from))?;
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: from,
+                    source: e,
+                });
+            }
+        }
+        sync_dir(dir)?;
+        sync_dir(from.parent().expect("blob paths have a parent"))?;
+        Ok(Some(to))
+    }
+
     /// Removes a blob file; called only after the metadata that referenced it is gone.
     pub(crate) fn remove(&self, id: &BlobId) -> Result<()> {
         let path = self.path(id);
@@ -213,6 +296,43 @@ mod tests {
 
         std::fs::write(blobs.path(&a), b"hellO").unwrap();
         assert!(matches!(blobs.get(&a), Err(StoreError::BlobCorrupt { .. })));
+    }
+
+    #[test]
+    fn verify_tells_intact_missing_and_corrupt_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let id = blobs.put(b"hello").unwrap();
+        assert_eq!(blobs.verify(&id), Verdict::Intact { size: 5 });
+        fs::write(blobs.path(&id), b"hellO").unwrap();
+        assert_eq!(
+            blobs.verify(&id),
+            Verdict::Corrupt {
+                size: 5,
+                found: BlobId::of(b"hellO")
+            }
+        );
+        fs::remove_file(blobs.path(&id)).unwrap();
+        assert_eq!(blobs.verify(&id), Verdict::Missing);
+    }
+
+    #[test]
+    fn quarantine_keeps_every_damaged_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let quarantine = dir.path().join("quarantine");
+        let id = blobs.put(b"hello").unwrap();
+        fs::write(blobs.path(&id), b"hellO").unwrap();
+        let first = blobs.quarantine(&id, &quarantine).unwrap().unwrap();
+        assert_eq!(first, quarantine.join(id.to_string()));
+        assert!(!blobs.exists(&id));
+        assert_eq!(blobs.quarantine(&id, &quarantine).unwrap(), None);
+
+        fs::write(blobs.path(&id), b"jello").unwrap();
+        let second = blobs.quarantine(&id, &quarantine).unwrap().unwrap();
+        assert_eq!(second, quarantine.join(format!("{id}.1")));
+        assert_eq!(fs::read(first).unwrap(), b"hellO");
+        assert_eq!(fs::read(second).unwrap(), b"jello");
     }
 
     #[test]

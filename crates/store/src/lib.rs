@@ -11,8 +11,10 @@ mod password;
 mod sqlite;
 mod types;
 
-pub use blob::{BlobId, BlobStore};
-pub use check::{CheckOptions, CheckReport};
+pub use blob::{BlobId, BlobStore, Verdict};
+pub use check::{
+    AffectedMessage, CheckOptions, CheckReport, OptimizeReport, Progress, human_bytes,
+};
 pub use error::StoreError;
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use types::*;
@@ -58,6 +60,11 @@ pub trait Store: Send + Sync {
     /// Removes messages from a mailbox in one atomic transaction.
     fn expunge(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()>;
 
-    /// Integrity check of metadata and every blob.
+    /// Integrity check of metadata and every blob, against a consistent snapshot, beside a
+    /// live server. With `repair` it also fixes what can be fixed without loss.
     fn check(&self, options: &CheckOptions) -> Result<CheckReport>;
+
+    /// Online optimisation: planner statistics, WAL checkpoint, free pages given back to the
+    /// file system, orphan blob files removed. Deliveries go on while it runs.
+    fn optimize(&self) -> Result<OptimizeReport>;
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use store::{CheckOptions, SqliteStore, Store};
+use store::{SqliteStore, Store};
 
 use crate::Command;
 
@@ -116,23 +116,20 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             println!("removed alias {address}");
         }
         Command::Check { repair } => {
-            let report = store.check(&CheckOptions { repair })?;
-            print!("{report}");
-            // After a repair only what it cannot fix still counts: damaged mail and a damaged database.
-            let unfixable = !report.damaged_blobs.is_empty() || !report.database.is_empty();
-            let failed = if repair { unfixable } else { !report.is_healthy() };
-            if failed {
-                bail!(
-                    "the store has problems (listed above); `tegami check --repair` fixes reference counts \
-                     and orphans, damaged mail needs a restore from backup"
-                );
+            let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
+            let outcome =
+                crate::ops::check(&store, data, &clock, repair, crate::ops::Trigger::Manual)?;
+            if !outcome.healthy {
+                return Ok(ExitCode::FAILURE);
             }
-            if !report.orphan_files.is_empty() && !repair {
-                println!("orphan blob files waste space; `tegami check --repair` removes them");
-            }
-            println!("store is healthy");
         }
-        Command::Serve(_) => unreachable!("serve is dispatched in main"),
+        Command::Optimize => {
+            let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
+            crate::ops::optimize(&store, data, &clock, crate::ops::Trigger::Manual)?;
+        }
+        Command::Serve(_) | Command::Maint(_) | Command::Doctor { .. } => {
+            unreachable!("dispatched in main")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -192,7 +192,10 @@ impl Config {
             max_files: raw.log.max_files.unwrap_or(5).max(1),
         };
         // As Postfix does: room for one and a half of the largest message we accept.
-        let min_free = raw.disk.min_free_bytes.unwrap_or(smtp.max_message_size.saturating_mul(3) / 2);
+        let min_free = raw
+            .disk
+            .min_free_bytes
+            .unwrap_or(smtp.max_message_size.saturating_mul(3) / 2);
         let disk = gate::DiskThresholds {
             min_free,
             // The manual's floor: below 10 MB nothing is written.
@@ -201,10 +204,13 @@ impl Config {
         let check_at = match raw.maintenance.check_at.as_deref() {
             None => None,
             Some(text) => {
-                let minute = gate::maint::parse_minutes(text)
-                    .with_context(|| format!("maintenance.check_at = {text:?} is not a time (HH:MM)"))?;
+                let minute = gate::maint::parse_minutes(text).with_context(|| {
+                    format!("maintenance.check_at = {text:?} is not a time (HH:MM)")
+                })?;
                 if minute % 10 != 0 {
-                    bail!("maintenance.check_at = {text:?} must fall on a ten-minute step (00, 10, ... 50)");
+                    bail!(
+                        "maintenance.check_at = {text:?} must fall on a ten-minute step (00, 10, ... 50)"
+                    );
                 }
                 Some(minute)
             }

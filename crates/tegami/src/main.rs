@@ -109,7 +109,8 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref()).and_then(|config| doctor::run(&cli.data, &config, json))
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| doctor::run(&cli.data, &config, json))
         }
         command => {
             logging::init_stderr("warn");

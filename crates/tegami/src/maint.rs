@@ -32,8 +32,12 @@ pub fn run(data: &Path, command: MaintCommand) -> anyhow::Result<ExitCode> {
     let log_dir = data.join("log");
     match command {
         MaintCommand::On { message, windows } => {
-            let windows = windows.iter().map(|w| Window::parse(w)).collect::<Result<Vec<_>, _>>()?;
-            std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+            let windows = windows
+                .iter()
+                .map(|w| Window::parse(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            std::fs::create_dir_all(data)
+                .with_context(|| format!("cannot create {}", data.display()))?;
             let maintenance = Maintenance {
                 message,
                 windows,
@@ -41,15 +45,27 @@ pub fn run(data: &Path, command: MaintCommand) -> anyhow::Result<ExitCode> {
                 set_at: Some(now.timestamp()),
             };
             maintenance.save(&path)?;
-            let _ = oplog::append(&log_dir, "maintenance.log", &now, &format!("maintenance configured by {}", operator()));
+            let _ = oplog::append(
+                &log_dir,
+                "maintenance.log",
+                &now,
+                &format!("maintenance configured by {}", operator()),
+            );
             print_status(Some(&maintenance), &now);
         }
         MaintCommand::Off => match std::fs::remove_file(&path) {
             Ok(()) => {
-                let _ = oplog::append(&log_dir, "maintenance.log", &now, &format!("maintenance lifted by {}", operator()));
+                let _ = oplog::append(
+                    &log_dir,
+                    "maintenance.log",
+                    &now,
+                    &format!("maintenance lifted by {}", operator()),
+                );
                 println!("maintenance lifted");
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("maintenance was not on"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("maintenance was not on")
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
         },
         MaintCommand::Status => print_status(Maintenance::load(&path)?.as_ref(), &now),
@@ -64,14 +80,28 @@ fn print_status(maintenance: Option<&Maintenance>, now: &jiff::Zoned) {
     };
     let fmt = |t: &jiff::Zoned| t.strftime("%Y-%m-%d %H:%M").to_string();
     match maintenance.status_at(now) {
-        Status::Active { message, since, until } => {
+        Status::Active {
+            message,
+            since,
+            until,
+        } => {
             let since = since.as_ref().map(fmt).unwrap_or_else(|| "now".into());
-            let until = until.as_ref().map(fmt).unwrap_or_else(|| "lifted (`tegami maint off`)".into());
+            let until = until
+                .as_ref()
+                .map(fmt)
+                .unwrap_or_else(|| "lifted (`tegami maint off`)".into());
             println!("maintenance: ACTIVE since {since} until {until}");
             println!("message: {message}");
         }
-        Status::Waiting { next_start, next_end } => {
-            println!("maintenance: scheduled, next from {} to {}", fmt(&next_start), fmt(&next_end));
+        Status::Waiting {
+            next_start,
+            next_end,
+        } => {
+            println!(
+                "maintenance: scheduled, next from {} to {}",
+                fmt(&next_start),
+                fmt(&next_end)
+            );
             println!("message: {}", maintenance.message());
         }
         Status::Off => println!("maintenance: off"),

@@ -10,15 +10,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gate::maint::{check_skip_reason, hhmm};
-use gate::{Clock, Maintenance, oplog};
+use gate::{Clock, Gate, Maintenance, oplog};
 use store::Store;
 use tracing::{error, info, warn};
 
 use crate::config::Schedule;
 use crate::ops::{self, Trigger};
 
-pub async fn run(schedule: Schedule, data: PathBuf, store: Arc<dyn Store>, clock: Clock) {
-    let Some(check_at) = schedule.check_at else { return };
+/// How long to wait for the watcher to notice the maint file we set or removed; it looks
+/// every second, so this only runs out when the watcher is gone.
+const GATE_NOTICE: Duration = Duration::from_secs(5);
+
+pub async fn run(
+    schedule: Schedule,
+    data: PathBuf,
+    store: Arc<dyn Store>,
+    gate: Arc<Gate>,
+    clock: Clock,
+) {
+    let Some(check_at) = schedule.check_at else {
+        return;
+    };
     info!(at = %hhmm(check_at), "daily check and optimisation scheduled");
     let mut last_run: Option<jiff::civil::Date> = None;
     loop {
@@ -26,21 +38,38 @@ pub async fn run(schedule: Schedule, data: PathBuf, store: Arc<dyn Store>, clock
         let minute = now.hour() as u16 * 60 + now.minute() as u16;
         if minute == check_at && last_run != Some(now.date()) {
             last_run = Some(now.date());
-            run_once(&schedule, &data, &store, &clock, check_at).await;
+            run_once(&schedule, &data, &store, &gate, &clock, check_at).await;
         }
         // Wake just after the next minute begins.
-        let into_minute = Duration::from_millis((now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000);
-        tokio::time::sleep(Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50)).await;
+        let into_minute = Duration::from_millis(
+            (now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000,
+        );
+        tokio::time::sleep(
+            Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50),
+        )
+        .await;
     }
 }
 
-async fn run_once(schedule: &Schedule, data: &std::path::Path, store: &Arc<dyn Store>, clock: &Clock, check_at: u16) {
+async fn run_once(
+    schedule: &Schedule,
+    data: &std::path::Path,
+    store: &Arc<dyn Store>,
+    gate: &Gate,
+    clock: &Clock,
+    check_at: u16,
+) {
     let log_dir = data.join("log");
     let maint_path = data.join("maint");
     let maintenance = Maintenance::load(&maint_path).unwrap_or(None);
     if let Some(reason) = check_skip_reason(check_at, maintenance.as_ref()) {
         warn!(%reason, "scheduled check skipped");
-        let _ = oplog::append(&log_dir, "maintenance.log", &clock.now(), &format!("scheduled check skipped: {reason}"));
+        let _ = oplog::append(
+            &log_dir,
+            "maintenance.log",
+            &clock.now(),
+            &format!("scheduled check skipped: {reason}"),
+        );
         return;
     }
     // The manual's behaviour, on request: maintenance mode for the length of the run.
@@ -52,13 +81,30 @@ async fn run_once(schedule: &Schedule, data: &std::path::Path, store: &Arc<dyn S
             set_by: Some("the scheduled check".into()),
             set_at: Some(clock.now().timestamp()),
         };
-        if let Err(e) = during.save(&maint_path) {
-            error!(error = %e, "cannot set maintenance mode for the scheduled check");
+        match during.save(&maint_path) {
+            // Start only once sessions are turned away, or the check is not "during" anything.
+            Ok(()) => {
+                if tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(true))
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        "maintenance for the scheduled check not in force after {GATE_NOTICE:?}; checking anyway"
+                    );
+                }
+            }
+            Err(e) => error!(error = %e, "cannot set maintenance mode for the scheduled check"),
         }
     }
     let (store, dir, clock_for_run) = (store.clone(), data.to_path_buf(), clock.clone());
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let outcome = ops::check(store.as_ref(), &dir, &clock_for_run, false, Trigger::Scheduled)?;
+        let outcome = ops::check(
+            store.as_ref(),
+            &dir,
+            &clock_for_run,
+            false,
+            Trigger::Scheduled,
+        )?;
         if !outcome.healthy {
             error!("the scheduled check found problems; see log/maintenance_result.log");
         }
@@ -77,8 +123,15 @@ async fn run_once(schedule: &Schedule, data: &std::path::Path, store: &Arc<dyn S
             .ok()
             .flatten()
             .is_some_and(|m| m.set_by.as_deref() == Some("the scheduled check"));
-        if ours && let Err(e) = std::fs::remove_file(&maint_path) {
-            error!(error = %e, "cannot lift the maintenance mode set for the scheduled check");
+        if ours {
+            match std::fs::remove_file(&maint_path) {
+                Ok(()) => {
+                    let _ = tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(false)).await;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot lift the maintenance mode set for the scheduled check")
+                }
+            }
         }
     }
 }

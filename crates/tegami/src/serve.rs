@@ -182,7 +182,13 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         move |conn| pop3_server::run(conn, pop3.clone()),
     ));
 
-    let schedule_task = tokio::spawn(crate::schedule::run(config.schedule.clone(), data.to_path_buf(), store.clone(), clock));
+    let schedule_task = tokio::spawn(crate::schedule::run(
+        config.schedule.clone(),
+        data.to_path_buf(),
+        store.clone(),
+        gate.clone(),
+        clock,
+    ));
 
     println!("tegami ready");
     std::io::stdout().flush()?;

@@ -1,22 +1,33 @@
-//! The integrity check of the SQLite backend: database, reference counts, every blob.
+//! The integrity check of the SQLite backend: database, reference counts, every blob, and
+//! the repair of what can be repaired without losing mail.
 //!
 //! It reads through one read transaction, a consistent snapshot, so it runs beside a live
 //! server. Files are listed before the snapshot starts; anything written after that is
-//! either in the snapshot or younger than the listing and left alone.
+//! either in the snapshot or younger than the listing and left alone. The orphan scan here
+//! is shared with the optimisation (`optimize.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
-use super::{SqliteStore, release_blob};
-use crate::{BlobId, CheckOptions, CheckReport, Result, StoreError};
+use super::SqliteStore;
+use crate::{
+    AffectedMessage, BlobId, BlobStore, CheckOptions, CheckReport, Progress, Result, Verdict,
+};
 
 /// Blob files younger than this may belong to a delivery that has not committed yet.
-const IN_FLIGHT: Duration = Duration::from_secs(300);
+pub(super) const IN_FLIGHT: Duration = Duration::from_secs(300);
+
+/// The most threads that read and hash blobs at once.
+const MAX_VERIFIERS: usize = 8;
 
 pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
+    let mut report = CheckReport {
+        repair: options.repair,
+        ..CheckReport::default()
+    };
     let started = SystemTime::now();
     let files = store.blobs.list()?;
 
@@ -27,58 +38,103 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
         result
     })?;
 
-    let on_disk: HashMap<BlobId, u64> = files.iter().map(|(id, size, _)| (*id, *size)).collect();
+    let mut wanted: Vec<(BlobId, u64)> = referenced
+        .iter()
+        .map(|(id, (size, _))| (*id, *size))
+        .collect();
+    wanted.sort();
     let mut wrong_counts = Vec::new();
-    for (id, (size, uses)) in &referenced {
+    for (id, size) in &wanted {
+        let uses = referenced[id].1;
         report.blobs += 1;
         report.blob_bytes += size;
         let stored = refcounts.get(id).copied();
-        if stored != Some(*uses as i64) {
+        if stored != Some(uses as i64) {
             report.refcount_mismatches.push(format!(
-                "blob {id}: stored {stored:?}, used by {uses} messages"
+                "blob {id}: stored {}, used by {uses} messages",
+                stored.map_or("no row".to_string(), |n| n.to_string())
             ));
-            wrong_counts.push((*id, *uses, *size));
-        }
-        match store.blobs.get(id) {
-            Ok(data) if data.len() as u64 == *size => {}
-            Ok(data) => report
-                .damaged_blobs
-                .push(format!("blob {id}: {} bytes, expected {size}", data.len())),
-            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                // A message expunged after our snapshot may have taken its blob with it.
-                if still_referenced(store, id)? {
-                    report
-                        .damaged_blobs
-                        .push(format!("blob {id}: file missing"));
-                }
-            }
-            Err(e) => report.damaged_blobs.push(format!("blob {id}: {e}")),
+            wrong_counts.push(*id);
         }
     }
-    for id in refcounts.keys().filter(|id| !referenced.contains_key(*id)) {
+    let mut counted_unused: Vec<BlobId> = refcounts
+        .keys()
+        .filter(|id| !referenced.contains_key(*id))
+        .copied()
+        .collect();
+    counted_unused.sort();
+    for id in counted_unused {
         report
             .refcount_mismatches
             .push(format!("blob {id}: counted but used by no message"));
-        wrong_counts.push((*id, 0, 0));
+        wrong_counts.push(id);
     }
 
-    let young_since = started - IN_FLIGHT;
-    let mut orphans = Vec::new();
-    for (id, _, modified) in &files {
-        if referenced.contains_key(id) || refcounts.contains_key(id) {
-            continue;
-        }
-        if *modified > young_since {
-            report.young_files += 1;
-        } else {
-            report.orphan_files.push(format!("blob {id}"));
-            orphans.push(*id);
+    let verdicts = verify_all(&store.blobs, &wanted, options.progress.as_ref());
+    let mut damaged = Vec::new();
+    let mut wrong_sizes = Vec::new();
+    let mut suspects = Vec::new();
+    for ((id, size), verdict) in wanted.iter().zip(verdicts) {
+        let problem = match verdict {
+            Verdict::Intact { size: found } if found == *size => continue,
+            // The bytes hash to the name, so they are the mail; the metadata is what is wrong.
+            Verdict::Intact { size: found } => {
+                report.database.push(format!(
+                    "blob {id}: the database records {size} bytes, the intact file holds {found}"
+                ));
+                wrong_sizes.push((*id, found));
+                continue;
+            }
+            Verdict::Missing => "file missing".to_string(),
+            Verdict::Corrupt { size: found, .. } if found != *size => {
+                format!("{found} bytes, expected {size}, and the content does not match its hash")
+            }
+            Verdict::Corrupt { .. } => "content does not match its hash".to_string(),
+            Verdict::Unreadable(e) => format!("cannot be read: {e}"),
+        };
+        suspects.push((*id, problem));
+    }
+    if !suspects.is_empty() {
+        let affected = store.read(|conn| {
+            suspects
+                .iter()
+                .map(|(id, _)| affected_messages(conn, id))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for ((id, problem), affected) in suspects.into_iter().zip(affected) {
+            // No message uses it any more: it was expunged after the snapshot (and its file
+            // went with it), so no mail is damaged.
+            if affected.is_empty() {
+                continue;
+            }
+            report.damaged_blobs.push(format!(
+                "blob {id}: {problem} ({} affected)",
+                messages(affected.len())
+            ));
+            report.affected_messages.extend(affected);
+            damaged.push(id);
         }
     }
-    let _ = on_disk;
+
+    let orphans = scan_orphans(&files, started, |id| {
+        referenced.contains_key(id) || refcounts.contains_key(id)
+    });
+    report.young_files = orphans.young;
+    for (id, size) in &orphans.old {
+        report
+            .orphan_files
+            .push(format!("blob {id} ({size} bytes)"));
+    }
 
     if options.repair {
-        repair(store, &mut report, wrong_counts, orphans)?;
+        repair(
+            store,
+            &mut report,
+            wrong_counts,
+            wrong_sizes,
+            orphans,
+            damaged,
+        )?;
     }
     Ok(report)
 }
@@ -86,28 +142,10 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
 type Referenced = HashMap<BlobId, (u64, u64)>;
 
 fn snapshot(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     report: &mut CheckReport,
 ) -> Result<(Referenced, HashMap<BlobId, i64>)> {
-    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let line = row?;
-        if line != "ok" {
-            report.database.push(line);
-        }
-    }
-    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
-    for row in stmt.query_map([], |r| {
-        Ok(format!(
-            "{} row {:?} violates a reference to {}",
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<i64>>(1)?,
-            r.get::<_, String>(2)?
-        ))
-    })? {
-        report.database.push(row?);
-    }
-
+    report.database.extend(database_problems(conn)?);
     report.messages = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     let mut referenced = Referenced::new();
     let mut stmt =
@@ -141,26 +179,183 @@ fn snapshot(
     Ok((referenced, refcounts))
 }
 
-fn still_referenced(store: &SqliteStore, id: &BlobId) -> Result<bool> {
-    store.read(|conn| {
-        Ok(conn.query_row(
-            "SELECT count(*) FROM messages WHERE blob_hash = ?1",
-            [&id.0[..]],
-            |r| r.get::<_, i64>(0),
-        )? > 0)
+/// What SQLite's own integrity and foreign-key checks say, one line per problem.
+fn database_problems(conn: &Connection) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let line = row?;
+        if line != "ok" {
+            problems.push(line);
+        }
+    }
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    for row in stmt.query_map([], |r| {
+        Ok(format!(
+            "{} row {:?} violates a reference to {}",
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, String>(2)?
+        ))
+    })? {
+        problems.push(row?);
+    }
+    Ok(problems)
+}
+
+/// The messages (account, mailbox, uid) whose body is the blob `id`.
+fn affected_messages(conn: &Connection, id: &BlobId) -> Result<Vec<AffectedMessage>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.address, b.name, m.uid FROM messages m
+         JOIN mailboxes b ON b.id = m.mailbox_id
+         JOIN accounts a ON a.id = b.account_id
+         WHERE m.blob_hash = ?1 ORDER BY a.address, b.name, m.uid",
+    )?;
+    let rows = stmt
+        .query_map([&id.0[..]], |r| {
+            Ok(AffectedMessage {
+                blob: *id,
+                account: r.get(0)?,
+                mailbox: r.get(1)?,
+                uid: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Reads and hashes every blob in `wanted`, on a few threads: a store of many gigabytes is
+/// bound by the disk and the hash, and both go faster in parallel.
+fn verify_all(
+    blobs: &BlobStore,
+    wanted: &[(BlobId, u64)],
+    progress: Option<&Progress>,
+) -> Vec<Verdict> {
+    let total = wanted.len() as u64;
+    if let Some(progress) = progress {
+        progress(0, total);
+    }
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_VERIFIERS)
+        .min(wanted.len().max(1));
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; wanted.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut found = Vec::new();
+                    while let Some((id, _)) = wanted.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        found.push((id, blobs.verify(id)));
+                        let so_far = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if let Some(progress) = progress {
+                            progress(so_far, total);
+                        }
+                    }
+                    found
+                })
+            })
+            .collect();
+        let index: HashMap<&BlobId, usize> = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id, i))
+            .collect();
+        for worker in workers {
+            let found = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (id, verdict) in found {
+                verdicts[index[id]] = Some(verdict);
+            }
+        }
+    });
+    verdicts
+        .into_iter()
+        .map(|v| v.expect("every blob was verified"))
+        .collect()
+}
+
+/// Blob files that no row names: those old enough to remove, and how many are too young to
+/// judge (a delivery writes its file before it commits the row naming it).
+pub(super) struct Orphans {
+    pub old: Vec<(BlobId, u64)>,
+    pub young: u64,
+}
+
+/// Splits the files listed at `listed` (before the snapshot that `known` answers from) into
+/// orphans old enough to go and young ones to leave alone.
+pub(super) fn scan_orphans(
+    files: &[(BlobId, u64, SystemTime)],
+    listed: SystemTime,
+    known: impl Fn(&BlobId) -> bool,
+) -> Orphans {
+    let young_since = listed - IN_FLIGHT;
+    let mut orphans = Orphans {
+        old: Vec::new(),
+        young: 0,
+    };
+    for (id, size, modified) in files {
+        if known(id) {
+            continue;
+        }
+        if *modified > young_since {
+            orphans.young += 1;
+        } else {
+            orphans.old.push((*id, *size));
+        }
+    }
+    orphans
+}
+
+/// Removes orphan files through the writer, which deletes them after its commit under the
+/// write lock, exactly as it deletes any blob that lost its last use. A file that a delivery
+/// has claimed since the scan (its row now exists) stays. Returns the ids removed.
+pub(super) fn remove_orphans(store: &SqliteStore, orphans: Vec<BlobId>) -> Result<Vec<BlobId>> {
+    if orphans.is_empty() {
+        return Ok(orphans);
+    }
+    store.write(move |ctx| {
+        let conn = ctx.conn;
+        let mut unused = conn.prepare_cached(
+            "SELECT NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
+                AND NOT EXISTS (SELECT 1 FROM messages WHERE blob_hash = ?1)",
+        )?;
+        let mut removed = Vec::new();
+        for id in orphans {
+            if unused.query_row([&id.0[..]], |r| r.get::<_, bool>(0))? {
+                ctx.unreferenced.push(id);
+                removed.push(id);
+            }
+        }
+        Ok(removed)
     })
+}
+
+/// Every blob hash the database names, in messages or in the reference counts.
+pub(super) fn known_blobs(conn: &Connection) -> Result<HashSet<BlobId>> {
+    let mut stmt = conn.prepare("SELECT hash FROM blobs UNION SELECT blob_hash FROM messages")?;
+    let known = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+        .filter_map(|hash| hash.map(|h| BlobId::from_slice(&h)).transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(known)
 }
 
 fn repair(
     store: &SqliteStore,
     report: &mut CheckReport,
-    wrong_counts: Vec<(BlobId, u64, u64)>,
-    orphans: Vec<BlobId>,
+    wrong_counts: Vec<BlobId>,
+    wrong_sizes: Vec<(BlobId, u64)>,
+    orphans: Orphans,
+    damaged: Vec<BlobId>,
 ) -> Result<()> {
     // Recount inside the writer so the fix reflects the data at commit time, not the snapshot.
     let fixed = store.write(move |ctx| {
         let mut fixed = Vec::new();
-        for (id, _, _) in wrong_counts {
+        for id in wrong_counts {
             let (uses, size): (i64, Option<i64>) = ctx.conn.query_row(
                 "SELECT count(*), max(size) FROM messages WHERE blob_hash = ?1",
                 [&id.0[..]],
@@ -179,25 +374,96 @@ fn repair(
             }
             fixed.push(format!("blob {id}: reference count set to {uses}"));
         }
-        // Orphans get a row with one reference and then lose it, so the writer deletes their
-        // files under the write lock, exactly as for any other blob that lost its last use.
-        for id in orphans {
-            let known: i64 = ctx.conn.query_row(
-                "SELECT count(*) FROM blobs WHERE hash = ?1",
-                [&id.0[..]],
-                |r| r.get(0),
+        for (id, size) in wrong_sizes {
+            ctx.conn.execute(
+                "UPDATE messages SET size = ?2 WHERE blob_hash = ?1",
+                params![&id.0[..], size],
             )?;
-            if known == 0 {
-                ctx.conn.execute(
-                    "INSERT INTO blobs (hash, size, refcount) VALUES (?1, 0, 1)",
-                    [&id.0[..]],
-                )?;
-                release_blob(ctx, &id.0)?;
-                fixed.push(format!("blob {id}: orphan file removed"));
-            }
+            ctx.conn.execute(
+                "UPDATE blobs SET size = ?2 WHERE hash = ?1",
+                params![&id.0[..], size],
+            )?;
+            fixed.push(format!(
+                "blob {id}: recorded size set to the file's {size} bytes"
+            ));
         }
         Ok(fixed)
     })?;
     report.repaired = fixed;
+
+    let ids = orphans.old.into_iter().map(|(id, _)| id).collect();
+    for id in remove_orphans(store, ids)? {
+        report
+            .repaired
+            .push(format!("blob {id}: orphan file removed"));
+    }
+
+    let quarantine_dir = store.data_dir.join("quarantine");
+    for id in damaged {
+        let dir = quarantine_dir.clone();
+        // Under the write lock, and only if the file is still bad: a message expunged and
+        // delivered again since the check may have brought good bytes back.
+        let moved = store.write(move |ctx| match ctx.blobs.verify(&id) {
+            Verdict::Intact { .. } => Ok(Err("the file is intact again".to_string())),
+            Verdict::Missing => Ok(Ok(None)),
+            Verdict::Corrupt { .. } | Verdict::Unreadable(_) => {
+                Ok(Ok(ctx.blobs.quarantine(&id, &dir)?))
+            }
+        })?;
+        let affected = report
+            .affected_messages
+            .iter()
+            .filter(|m| m.blob == id)
+            .count();
+        match moved {
+            Err(why) => report
+                .repaired
+                .push(format!("blob {id}: left in place, {why}")),
+            Ok(moved) => {
+                let kept = match &moved {
+                    Some(path) => {
+                        report
+                            .quarantined
+                            .push(format!("blob {id} -> {}", path.display()));
+                        format!("; the damaged bytes are kept in {}", path.display())
+                    }
+                    None => String::new(),
+                };
+                report.not_fixed.push(format!(
+                    "blob {id}: the body of {} (listed above) is lost here and \
+                     cannot be repaired; restore blobs/{}/{}/{id} from a backup (the message \
+                     rows are kept, so the restored file serves them again){kept}",
+                    messages(affected),
+                    &id.to_string()[0..2],
+                    &id.to_string()[2..4],
+                ));
+            }
+        }
+    }
+
+    // Rebuilding every index fixes an index that disagrees with its table, the commonest
+    // damage SQLite's integrity check reports; what is still wrong afterwards needs a restore.
+    match store.write(|ctx| Ok(ctx.conn.execute_batch("REINDEX")?)) {
+        Ok(()) => report.reindexed = true,
+        Err(e) => report.not_fixed.push(format!(
+            "database: could not rebuild the indexes ({e}); restore the database from a backup"
+        )),
+    }
+    if !report.database.is_empty() {
+        for problem in store.read(database_problems)? {
+            report.not_fixed.push(format!(
+                "database: {problem}; restore the database from a backup"
+            ));
+        }
+    }
     Ok(())
+}
+
+/// "1 message", "2 messages".
+fn messages(n: usize) -> String {
+    if n == 1 {
+        "1 message".to_string()
+    } else {
+        format!("{n} messages")
+    }
 }

@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite in WAL mode for metadata, blob files for bodies.
 
 mod check;
+mod optimize;
 mod schema;
 mod writer;
 
@@ -13,7 +14,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::password;
 use crate::{
     AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, CheckOptions, CheckReport, Delivered,
-    Flags, MailboxId, MailboxInfo, MessageId, MessageMeta, Resolution, Result, Store, StoreError,
+    Flags, MailboxId, MailboxInfo, MessageId, MessageMeta, OptimizeReport, Resolution, Result,
+    Store, StoreError,
 };
 use writer::{WriteCtx, Writer};
 
@@ -22,7 +24,15 @@ pub use schema::CURRENT as SCHEMA_VERSION;
 /// How deep aliases may point at aliases before we call it a loop.
 const MAX_ALIAS_DEPTH: usize = 8;
 
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The WAL is cut back to this size whenever it is reset, so one burst of writes does not
+/// leave a large file behind for ever.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 pub struct SqliteStore {
+    data_dir: PathBuf,
     db_path: PathBuf,
     blobs: Arc<BlobStore>,
     writer: Writer,
@@ -34,11 +44,13 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::io(data_dir))?;
         let db_path = data_dir.join("tegami.db");
-        let mut conn = open_connection(&db_path, false)?;
+        let new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
+        let mut conn = open_connection(&db_path, if new { Open::New } else { Open::Write })?;
         schema::migrate(&mut conn)?;
         let blobs = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
         Ok(SqliteStore {
             writer: Writer::start(conn, blobs.clone()),
+            data_dir: data_dir.to_path_buf(),
             db_path,
             blobs,
             readers: Mutex::new(Vec::new()),
@@ -58,7 +70,7 @@ impl SqliteStore {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(conn) => conn,
-            None => open_connection(&self.db_path, true)?,
+            None => open_connection(&self.db_path, Open::Read)?,
         };
         let result = f(&conn);
         self.readers
@@ -77,7 +89,17 @@ impl SqliteStore {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+/// How a connection is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Read,
+    Write,
+    /// The writer of a database file that does not exist yet (or is empty).
+    New,
+}
+
+fn open_connection(path: &Path, open: Open) -> Result<Connection> {
+    let read_only = open == Open::Read;
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -86,9 +108,17 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if open == Open::New {
+        // Only a database whose first page is not yet written takes this mode (switching
+        // to WAL writes it, so this comes first). It lets the optimisation give free pages
+        // back to the file system online, a few at a time, where NONE needs a VACUUM that
+        // rewrites the whole file.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     }
     // FULL makes every commit fsync the WAL: an acknowledged message survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -545,6 +575,10 @@ impl Store for SqliteStore {
 
     fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
         check::run(self, options)
+    }
+
+    fn optimize(&self) -> Result<OptimizeReport> {
+        optimize::run(self)
     }
 }
 

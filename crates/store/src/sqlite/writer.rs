@@ -5,6 +5,11 @@
 //! every request is answered only after the transaction that holds it has committed with
 //! `synchronous=FULL`. Each request runs inside its own savepoint, so one that fails is
 //! rolled back alone and the rest of its batch still commits.
+//!
+//! Some maintenance statements cannot run inside a transaction (a WAL checkpoint, VACUUM)
+//! or should not hold one open for long (incremental vacuum in steps). They are queued as
+//! jobs that run alone, between batches, on the same connection, so the rule "only the
+//! writer thread writes" holds for them too and deliveries simply queue behind them.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -26,6 +31,8 @@ pub(crate) struct WriteCtx<'a> {
 }
 
 trait Job: Send {
+    /// True for a job that runs by itself in autocommit mode, outside any batch.
+    fn alone(&self) -> bool;
     /// Runs the request; false when it failed and its savepoint must be rolled back.
     fn apply(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
     /// Answers the caller once the batch's fate is known.
@@ -33,6 +40,7 @@ trait Job: Send {
 }
 
 struct Request<T, F> {
+    alone: bool,
     work: Option<F>,
     result: Option<Result<T>>,
     reply: mpsc::SyncSender<Result<T>>,
@@ -43,6 +51,10 @@ where
     T: Send,
     F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send,
 {
+    fn alone(&self) -> bool {
+        self.alone
+    }
+
     fn apply(&mut self, ctx: &mut WriteCtx<'_>) -> bool {
         let work = self.work.take().expect("a request runs once");
         let result = work(ctx);
@@ -87,8 +99,28 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
+        self.submit(false, work)
+    }
+
+    /// Runs `work` by itself between batches, with the connection in autocommit mode: for
+    /// statements that cannot run inside a transaction. Each statement it runs commits on
+    /// its own, so `work` must leave the database consistent after every one of them.
+    pub fn write_alone<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.submit(true, work)
+    }
+
+    fn submit<T, F>(&self, alone: bool, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = mpsc::sync_channel(1);
         let job = Box::new(Request {
+            alone,
             work: Some(work),
             result: None,
             reply,
@@ -113,10 +145,27 @@ impl Drop for Writer {
 }
 
 fn run(conn: Connection, blobs: &BlobStore, requests: mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = requests.recv() {
+    // A job that must run alone and ended the previous batch's gathering.
+    let mut next: Option<Box<dyn Job>> = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match requests.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        if first.alone() {
+            run_alone(&conn, blobs, first);
+            continue;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
+                Ok(job) if job.alone() => {
+                    next = Some(job);
+                    break;
+                }
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -139,6 +188,27 @@ fn run(conn: Connection, blobs: &BlobStore, requests: mpsc::Receiver<Box<dyn Job
             job.finish(&commit);
         }
     }
+}
+
+fn run_alone(conn: &Connection, blobs: &BlobStore, mut job: Box<dyn Job>) {
+    let mut unreferenced = Vec::new();
+    let mut ctx = WriteCtx {
+        conn,
+        blobs,
+        unreferenced: &mut unreferenced,
+    };
+    job.apply(&mut ctx);
+    if !conn.is_autocommit() {
+        // A failed statement may leave a transaction open; never let it swallow the next batch.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    if !unreferenced.is_empty()
+        && let Err(e) = remove_unreferenced(conn, blobs, &unreferenced)
+    {
+        tracing::warn!(error = %e, "could not remove unreferenced blobs");
+    }
+    // Whatever the job committed is committed; its own result says how it went.
+    job.finish(&Ok(()));
 }
 
 fn commit_batch(
