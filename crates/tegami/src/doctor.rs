@@ -1419,22 +1419,13 @@ fn last_run_verdict(
     worst(found, age)
 }
 
-/// Whether a check result names problems: the report's sections for them, or words saying so.
+/// Whether a check result names problems. `ops::check` writes `result: healthy ...` as the
+/// first line of `maintenance_result.log` when, and only when, nothing is outstanding.
 fn result_has_problems(text: &str) -> bool {
-    const SECTIONS: [&str; 4] = [
-        "database:",
-        "damaged blob:",
-        "reference count:",
-        "orphan blob file:",
-    ];
-    text.lines()
-        .map(|l| l.trim().to_ascii_lowercase())
-        .any(|line| {
-            SECTIONS.iter().any(|s| line.starts_with(s))
-                || ["problem", "unhealthy", "fail", "error"]
-                    .iter()
-                    .any(|w| line.contains(w))
-        })
+    let first = text.lines().next().unwrap_or("").trim();
+    !first
+        .strip_prefix("result:")
+        .is_some_and(|r| r.trim_start().starts_with("healthy"))
 }
 
 /// The first 4 KiB of a file, as text.
@@ -1731,11 +1722,18 @@ mod tests {
             Level::Warn
         );
         assert!(!result_has_problems(
-            "checked 3 messages, 2 blobs (100 bytes)\nstore is healthy\n"
+            "result: healthy (3 messages, 2 blobs checked)\nstarted ...\n"
+        ));
+        assert!(!result_has_problems(
+            "result: healthy after 2 repairs (3 messages, 2 blobs checked)\n"
         ));
         assert!(result_has_problems(
-            "checked 3 messages\n  damaged blob: ab12 (size 3, expected 4)\n"
+            "result: 2 problems found (3 messages, 2 blobs checked)\n  damaged blob: ab12\n"
         ));
+        assert!(result_has_problems(
+            "result: check failed after 0.1 s: disk I/O error\n"
+        ));
+        assert!(result_has_problems("garbage"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! files: however long the server runs, its logs take at most `max_files × max_file_bytes`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,7 @@ pub fn init_server(dir: &Path, config: &LogConfig) -> anyhow::Result<()> {
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
+                .with_ansi(io::stderr().is_terminal())
                 .with_writer(io::stderr)
                 .with_filter(filter()),
         )
