@@ -60,6 +60,61 @@ pub trait Store: Send + Sync {
     /// Removes messages from a mailbox in one atomic transaction.
     fn expunge(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()>;
 
+    // Mailboxes beyond INBOX, for IMAP.
+    /// Every mailbox of an account, ordered by name.
+    fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>>;
+    /// A mailbox by id: `NotFound` once it was deleted.
+    fn mailbox_by_id(&self, mailbox: MailboxId) -> Result<MailboxInfo>;
+    fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts>;
+    /// `AlreadyExists` if the name is taken; `Invalid` for an empty name, an empty level
+    /// ("a//b"), a leading or trailing "/", or a name longer than 512 bytes.
+    fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo>;
+    /// Deletes a mailbox and its messages (blobs released); INBOX cannot be deleted.
+    /// Mailboxes below it ("name/...") stay.
+    fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()>;
+    /// Renames a mailbox and everything below it; the renamed mailboxes get a new
+    /// UIDVALIDITY. Renaming INBOX moves its messages into a new mailbox and leaves INBOX
+    /// empty, as RFC 3501 says.
+    fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+    /// Subscriptions are names, not mailboxes: a name may be subscribed without existing.
+    fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
+    fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
+
+    /// Stores one message into a mailbox by the same durable path as [`Store::deliver`].
+    /// `internal_date` defaults to now.
+    fn append(
+        &self,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        internal_date: Option<i64>,
+    ) -> Result<Delivered>;
+    /// Changes the flags of the messages with these UIDs (missing UIDs are skipped) in one
+    /// transaction and returns their new flags, in UID order.
+    fn update_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<Vec<FlagState>>;
+    /// Removes the messages flagged \Deleted (only those among `uids`, when given) in one
+    /// transaction; returns the UIDs removed, ascending.
+    fn expunge_deleted(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>>;
+    /// Copies messages (flags, keywords and internal date kept; blobs shared, not copied).
+    fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied>;
+    /// Like copy, and removes them from `from` in the same transaction.
+    fn move_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied>;
+    /// Claims the \Recent messages of a mailbox for one session: returns the lowest UID
+    /// not claimed before, and marks everything up to UIDNEXT as claimed.
+    fn claim_recent(&self, mailbox: MailboxId) -> Result<u32>;
+
+    /// Registers who is told of every committed change to a mailbox (one listener; a
+    /// second call replaces the first).
+    fn set_change_listener(&self, listener: std::sync::Arc<dyn ChangeListener>);
+
     /// Integrity check of metadata and every blob, against a consistent snapshot, beside a
     /// live server. With `repair` it also fixes what can be fixed without loss.
     fn check(&self, options: &CheckOptions) -> Result<CheckReport>;

@@ -36,6 +36,8 @@ pub enum Resolution {
     NotLocal,
 }
 
+/// A mailbox. Names are UTF-8 with "/" as the hierarchy delimiter; "INBOX" is always
+/// spelled that way (protocol sessions fold its case before asking).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxInfo {
     pub id: MailboxId,
@@ -43,6 +45,94 @@ pub struct MailboxInfo {
     pub name: String,
     pub uid_validity: u32,
     pub uid_next: u32,
+    pub special_use: Option<SpecialUse>,
+    /// Grows with every change to the mailbox or its messages (delivery, append, flags,
+    /// expunge, copy or move in): a session that remembers it knows cheaply whether
+    /// anything happened since it last looked.
+    pub modseq: u64,
+}
+
+/// The RFC 6154 roles; every account gets one mailbox of each, named as the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecialUse {
+    Sent,
+    Drafts,
+    Trash,
+    Junk,
+    Archive,
+}
+
+impl SpecialUse {
+    pub const ALL: [SpecialUse; 5] = [
+        SpecialUse::Sent,
+        SpecialUse::Drafts,
+        SpecialUse::Trash,
+        SpecialUse::Junk,
+        SpecialUse::Archive,
+    ];
+
+    /// The mailbox name created for this role.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecialUse::Sent => "Sent",
+            SpecialUse::Drafts => "Drafts",
+            SpecialUse::Trash => "Trash",
+            SpecialUse::Junk => "Junk",
+            SpecialUse::Archive => "Archive",
+        }
+    }
+
+    /// The LIST attribute, as RFC 6154 spells it.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+        }
+    }
+}
+
+/// Counts for IMAP STATUS and SELECT, read in one consistent snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxCounts {
+    pub messages: u32,
+    /// Messages without \Seen.
+    pub unseen: u32,
+    /// Messages not yet claimed by any session that selected the mailbox
+    /// (see [`crate::Store::claim_recent`]).
+    pub recent: u32,
+}
+
+/// How STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+/// A message's flags after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagState {
+    pub uid: u32,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+}
+
+/// Where COPY or MOVE put messages: for the UIDPLUS COPYUID response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub uid_validity: u32,
+    /// (source UID, destination UID), in source UID order.
+    pub uids: Vec<(u32, u32)>,
+}
+
+/// Told after every committed change to a mailbox, from the thread that made it, so that
+/// open sessions (IMAP IDLE above all) learn of it at once. Must return quickly.
+pub trait ChangeListener: Send + Sync {
+    fn mailbox_changed(&self, account: AccountId, mailbox: MailboxId);
 }
 
 /// Where one recipient's copy of a delivered message landed.
@@ -61,10 +151,12 @@ pub struct MessageMeta {
     pub internal_date: i64,
     pub size: u64,
     pub flags: Flags,
+    /// IMAP keywords (user flags such as `$Forwarded`), sorted, without duplicates.
+    pub keywords: Vec<String>,
     pub blob: BlobId,
 }
 
-/// IMAP system flags as a bit set; keywords will live beside them.
+/// IMAP system flags as a bit set; keywords live beside them in [`MessageMeta`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flags(pub u32);
 

@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite in WAL mode for metadata, blob files for bodies.
 
 mod check;
+mod mailboxes;
 mod optimize;
 mod schema;
 mod writer;
@@ -13,9 +14,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::password;
 use crate::{
-    AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, CheckOptions, CheckReport, Delivered,
-    Flags, MailboxId, MailboxInfo, MessageId, MessageMeta, OptimizeReport, Resolution, Result,
-    Store, StoreError,
+    AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, ChangeListener, CheckOptions,
+    CheckReport, Copied, Delivered, FlagOp, FlagState, Flags, MailboxCounts, MailboxId,
+    MailboxInfo, MessageId, MessageMeta, OptimizeReport, Resolution, Result, Store, StoreError,
 };
 use writer::{WriteCtx, Writer};
 
@@ -203,6 +204,7 @@ fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
         internal_date: row.get(2)?,
         size: row.get(3)?,
         flags: Flags(row.get(4)?),
+        keywords: Vec::new(), // PLACEHOLDER until the v2 schema
         blob: BlobId::from_slice(&hash).unwrap_or(BlobId([0; 32])),
     })
 }
@@ -528,6 +530,8 @@ impl Store for SqliteStore {
                         uid_validity: r.get(1)?,
                         uid_next: r.get(2)?,
                         name: r.get(3)?,
+                        special_use: None, // PLACEHOLDER until the v2 schema
+                        modseq: 0,         // PLACEHOLDER until the v2 schema
                     })
                 },
             )
@@ -571,6 +575,80 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
+    }
+
+    fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
+        mailboxes::list(self, account)
+    }
+
+    fn mailbox_by_id(&self, mailbox: MailboxId) -> Result<MailboxInfo> {
+        mailboxes::by_id(self, mailbox)
+    }
+
+    fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts> {
+        mailboxes::counts(self, mailbox)
+    }
+
+    fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
+        mailboxes::create(self, account, name)
+    }
+
+    fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
+        mailboxes::delete(self, account, name)
+    }
+
+    fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        mailboxes::rename(self, account, from, to)
+    }
+
+    fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
+        mailboxes::set_subscribed(self, account, name, subscribed)
+    }
+
+    fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        mailboxes::subscriptions(self, account)
+    }
+
+    fn append(
+        &self,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        internal_date: Option<i64>,
+    ) -> Result<Delivered> {
+        mailboxes::append(self, mailbox, message, flags, keywords, internal_date)
+    }
+
+    fn update_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<Vec<FlagState>> {
+        mailboxes::update_flags(self, mailbox, uids, op, flags, keywords)
+    }
+
+    fn expunge_deleted(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
+        mailboxes::expunge_deleted(self, mailbox, uids)
+    }
+
+    fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
+        mailboxes::copy(self, from, uids, to, false)
+    }
+
+    fn move_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
+        mailboxes::copy(self, from, uids, to, true)
+    }
+
+    fn claim_recent(&self, mailbox: MailboxId) -> Result<u32> {
+        mailboxes::claim_recent(self, mailbox)
+    }
+
+    fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) {
+        mailboxes::set_change_listener(self, listener)
     }
 
     fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
