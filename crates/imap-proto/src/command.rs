@@ -1,0 +1,181 @@
+//! The IMAP command AST: what a client asked for, already parsed and validated.
+//!
+//! Mailbox names here are decoded from modified UTF-7 into UTF-8; "INBOX" in any case is
+//! folded to "INBOX". Sequence sets keep `*` symbolic because its value depends on the
+//! selected mailbox at the moment the command runs.
+
+/// One end of a sequence-set range: a number, or `*` (the largest number in use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqNum {
+    Value(u32),
+    Star,
+}
+
+/// A sequence set such as `1:4,7,9:*`, as ranges with inclusive ends in the order given
+/// (a range may be written high to low; `4:1` means `1:4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceSet(pub Vec<(SeqNum, SeqNum)>);
+
+/// System flags and keywords as the client wrote them. `\Recent` cannot be stored and is
+/// refused by the parser in STORE/APPEND flag lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flag {
+    Seen,
+    Answered,
+    Flagged,
+    Deleted,
+    Draft,
+    /// `\Recent`, allowed only in SEARCH-like contexts.
+    Recent,
+    /// A keyword (atom), e.g. `$Forwarded` or `NonJunk`.
+    Keyword(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub tag: String,
+    pub body: CommandBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandBody {
+    // Any state.
+    Capability,
+    Noop,
+    Logout,
+    /// ENABLE (RFC 5161): the capability names as given.
+    Enable(Vec<String>),
+    Id(Option<Vec<(String, Option<String>)>>),
+
+    // Not authenticated.
+    StartTls,
+    Login { user: String, password: String },
+    /// AUTHENTICATE mechanism [initial-response] (RFC 4959 SASL-IR). The initial response
+    /// is still base64 text as sent ("=" means an empty response).
+    Authenticate { mechanism: String, initial: Option<String> },
+
+    // Authenticated.
+    Select { mailbox: String },
+    Examine { mailbox: String },
+    Create { mailbox: String, special_use: Vec<String> },
+    Delete { mailbox: String },
+    Rename { from: String, to: String },
+    Subscribe { mailbox: String },
+    Unsubscribe { mailbox: String },
+    /// LIST reference pattern, plus RFC 5258/6154 selection and return options when given.
+    List { reference: String, pattern: String, select_special_use: bool, return_special_use: bool },
+    Lsub { reference: String, pattern: String },
+    Namespace,
+    Status { mailbox: String, items: Vec<StatusItem> },
+    /// APPEND: the literal's bytes are the message.
+    Append { mailbox: String, flags: Vec<Flag>, date: Option<i64>, message: Vec<u8> },
+    Idle,
+
+    // Selected.
+    Check,
+    Close,
+    Unselect,
+    Expunge,
+    /// UID EXPUNGE (UIDPLUS).
+    UidExpunge(SequenceSet),
+    Search { uid: bool, charset: Option<String>, criteria: SearchKey, ret: SearchReturn },
+    Fetch { uid: bool, set: SequenceSet, items: Vec<FetchItem> },
+    Store { uid: bool, set: SequenceSet, op: StoreOp, silent: bool, flags: Vec<Flag> },
+    Copy { uid: bool, set: SequenceSet, mailbox: String },
+    Move { uid: bool, set: SequenceSet, mailbox: String },
+}
+
+/// SEARCH RETURN options (ESEARCH, RFC 4731) if given; `Plain` is the RFC 3501 form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SearchReturn {
+    #[default]
+    Plain,
+    /// RETURN (MIN MAX COUNT ALL) subset as requested; empty means ALL.
+    Esearch { min: bool, max: bool, count: bool, all: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusItem {
+    Messages,
+    Recent,
+    UidNext,
+    UidValidity,
+    Unseen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+/// A FETCH data item. Macros (ALL, FAST, FULL) are expanded by the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchItem {
+    Flags,
+    Uid,
+    InternalDate,
+    Rfc822Size,
+    Envelope,
+    /// BODY (no section): the non-extensible BODYSTRUCTURE.
+    Body,
+    BodyStructure,
+    /// RFC822 = BODY[] (sets \Seen), RFC822.HEADER = BODY.PEEK[HEADER],
+    /// RFC822.TEXT = BODY[TEXT] (sets \Seen). Kept apart because the response names them so.
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+    /// BODY[section]<partial> or BODY.PEEK[...].
+    BodySection { peek: bool, section: Section, partial: Option<(u32, u32)> },
+}
+
+/// A body section: a part path (`1.2.3`, empty for the whole message) and what of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub part: Vec<u32>,
+    pub text: Option<SectionText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionText {
+    Header,
+    /// HEADER.FIELDS (names, upper-cased as sent, compared case-insensitively).
+    HeaderFields(Vec<String>),
+    HeaderFieldsNot(Vec<String>),
+    Text,
+    /// MIME: the part's own MIME header (only with a non-empty part path).
+    Mime,
+}
+
+/// A SEARCH criterion. A list of keys is an implicit AND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchKey {
+    All,
+    And(Vec<SearchKey>),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    Not(Box<SearchKey>),
+    SequenceSet(SequenceSet),
+    Uid(SequenceSet),
+    /// Flag keys: ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, RECENT, KEYWORD x.
+    Flag(Flag),
+    /// UNANSWERED, UNDELETED, ... UNKEYWORD x.
+    NotFlag(Flag),
+    /// NEW = RECENT UNSEEN; OLD = NOT RECENT.
+    New,
+    Old,
+    /// Dates are days since the Unix epoch (UTC calendar dates, as RFC 3501 compares them
+    /// ignoring time and zone).
+    Before(i32),
+    On(i32),
+    Since(i32),
+    SentBefore(i32),
+    SentOn(i32),
+    SentSince(i32),
+    Larger(u32),
+    Smaller(u32),
+    /// Header field name (as sent) and the substring; FROM/TO/CC/BCC/SUBJECT become Header.
+    Header(String, String),
+    Body(String),
+    Text(String),
+}
