@@ -4,11 +4,13 @@
 mod listener;
 mod shutdown;
 mod stream;
+mod throttle;
 mod tls;
 mod wire;
 
 pub use listener::{Connection, ListenerConfig, serve};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stream::Stream;
+pub use throttle::LoginThrottle;
 pub use tls::{TlsError, load_tls};
 pub use wire::{Read, Wire};

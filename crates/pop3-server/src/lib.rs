@@ -2,12 +2,12 @@
 
 mod session;
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gate::Gate;
+use net::LoginThrottle;
 use store::{AccountId, Store};
 
 pub use session::run;
@@ -46,21 +46,23 @@ pub struct Pop3Server {
     gate: Arc<Gate>,
     /// Maildrops held by a session in the TRANSACTION state (RFC 1939's exclusive lock).
     locked: Mutex<HashSet<AccountId>>,
-    /// Recent failed logins per client address, for the growing delay.
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Shared with every listener that takes passwords.
+    throttle: Arc<LoginThrottle>,
 }
 
-/// Failed logins are forgotten after this long without another.
-const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
-
 impl Pop3Server {
-    pub fn new(config: Pop3Config, store: Arc<dyn Store>, gate: Arc<Gate>) -> Pop3Server {
+    pub fn new(
+        config: Pop3Config,
+        store: Arc<dyn Store>,
+        gate: Arc<Gate>,
+        throttle: Arc<LoginThrottle>,
+    ) -> Pop3Server {
         Pop3Server {
             config,
             store,
             gate,
             locked: Mutex::default(),
-            failures: Mutex::default(),
+            throttle,
         }
     }
 
@@ -71,25 +73,6 @@ impl Pop3Server {
             server: self.clone(),
             account,
         })
-    }
-
-    /// Records a failed login and says how long to wait before answering it: one second for
-    /// the first, doubling up to sixteen, so guessing passwords gets slow fast.
-    fn login_failed(&self, peer: IpAddr) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
-        let entry = failures.entry(peer).or_insert((0, now));
-        entry.0 += 1;
-        entry.1 = now;
-        Duration::from_secs(1 << (entry.0 - 1).min(4))
-    }
-
-    fn login_succeeded(&self, peer: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&peer);
     }
 }
 
@@ -113,25 +96,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn login_delay_grows_and_is_capped() {
-        let dir = std::env::temp_dir().join(format!("pop3-delay-{}", std::process::id()));
-        let store = Arc::new(store::SqliteStore::open(&dir).unwrap());
-        let server = Pop3Server::new(Pop3Config::default(), store, Gate::open());
-        let peer: IpAddr = "127.0.0.1".parse().unwrap();
-        let delays: Vec<u64> = (0..7)
-            .map(|_| server.login_failed(peer).as_secs())
-            .collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 16, 16]);
-        server.login_succeeded(peer);
-        assert_eq!(server.login_failed(peer).as_secs(), 1);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
     fn a_maildrop_is_locked_once() {
         let dir = std::env::temp_dir().join(format!("pop3-lock-{}", std::process::id()));
         let store = Arc::new(store::SqliteStore::open(&dir).unwrap());
-        let server = Arc::new(Pop3Server::new(Pop3Config::default(), store, Gate::open()));
+        let server = Arc::new(Pop3Server::new(
+            Pop3Config::default(),
+            store,
+            Gate::open(),
+            Arc::default(),
+        ));
         let first = server.lock_maildrop(AccountId(1));
         assert!(first.is_some());
         assert!(server.lock_maildrop(AccountId(1)).is_none());

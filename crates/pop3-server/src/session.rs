@@ -265,7 +265,7 @@ impl Session {
         let account = match checked {
             Ok(Ok(Some(account))) => account,
             Ok(Ok(None)) => {
-                let delay = self.server.login_failed(self.peer.ip());
+                let delay = self.server.throttle.failed(self.peer.ip());
                 info!(user = %name, delay_secs = delay.as_secs(), "failed login");
                 tokio::time::sleep(delay).await;
                 pop3_proto::err(
@@ -294,7 +294,7 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        self.server.login_succeeded(self.peer.ip());
+        self.server.throttle.succeeded(self.peer.ip());
         let Some(lock) = self.server.lock_maildrop(account) else {
             pop3_proto::err(
                 Some(ResponseCode::InUse),

@@ -161,6 +161,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
     ));
 
+    let throttle = Arc::new(net::LoginThrottle::default());
     let pop3 = Arc::new(pop3_server::Pop3Server::new(
         pop3_server::Pop3Config {
             hostname: config.hostname.clone(),
@@ -170,6 +171,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         },
         store.clone(),
         gate.clone(),
+        throttle.clone(),
     ));
     let pop3_task = tokio::spawn(net::serve(
         pop3_listener,
