@@ -49,26 +49,64 @@ pub enum CommandBody {
 
     // Not authenticated.
     StartTls,
-    Login { user: String, password: String },
+    Login {
+        user: String,
+        password: String,
+    },
     /// AUTHENTICATE mechanism [initial-response] (RFC 4959 SASL-IR). The initial response
     /// is still base64 text as sent ("=" means an empty response).
-    Authenticate { mechanism: String, initial: Option<String> },
+    Authenticate {
+        mechanism: String,
+        initial: Option<String>,
+    },
 
     // Authenticated.
-    Select { mailbox: String },
-    Examine { mailbox: String },
-    Create { mailbox: String, special_use: Vec<String> },
-    Delete { mailbox: String },
-    Rename { from: String, to: String },
-    Subscribe { mailbox: String },
-    Unsubscribe { mailbox: String },
+    Select {
+        mailbox: String,
+    },
+    Examine {
+        mailbox: String,
+    },
+    Create {
+        mailbox: String,
+        special_use: Vec<String>,
+    },
+    Delete {
+        mailbox: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Subscribe {
+        mailbox: String,
+    },
+    Unsubscribe {
+        mailbox: String,
+    },
     /// LIST reference pattern, plus RFC 5258/6154 selection and return options when given.
-    List { reference: String, pattern: String, select_special_use: bool, return_special_use: bool },
-    Lsub { reference: String, pattern: String },
+    List {
+        reference: String,
+        pattern: String,
+        select_special_use: bool,
+        return_special_use: bool,
+    },
+    Lsub {
+        reference: String,
+        pattern: String,
+    },
     Namespace,
-    Status { mailbox: String, items: Vec<StatusItem> },
+    Status {
+        mailbox: String,
+        items: Vec<StatusItem>,
+    },
     /// APPEND: the literal's bytes are the message.
-    Append { mailbox: String, flags: Vec<Flag>, date: Option<i64>, message: Vec<u8> },
+    Append {
+        mailbox: String,
+        flags: Vec<Flag>,
+        date: Option<i64>,
+        message: Vec<u8>,
+    },
     Idle,
 
     // Selected.
@@ -78,11 +116,34 @@ pub enum CommandBody {
     Expunge,
     /// UID EXPUNGE (UIDPLUS).
     UidExpunge(SequenceSet),
-    Search { uid: bool, charset: Option<String>, criteria: SearchKey, ret: SearchReturn },
-    Fetch { uid: bool, set: SequenceSet, items: Vec<FetchItem> },
-    Store { uid: bool, set: SequenceSet, op: StoreOp, silent: bool, flags: Vec<Flag> },
-    Copy { uid: bool, set: SequenceSet, mailbox: String },
-    Move { uid: bool, set: SequenceSet, mailbox: String },
+    Search {
+        uid: bool,
+        charset: Option<String>,
+        criteria: SearchKey,
+        ret: SearchReturn,
+    },
+    Fetch {
+        uid: bool,
+        set: SequenceSet,
+        items: Vec<FetchItem>,
+    },
+    Store {
+        uid: bool,
+        set: SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<Flag>,
+    },
+    Copy {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Move {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
 }
 
 /// SEARCH RETURN options (ESEARCH, RFC 4731) if given; `Plain` is the RFC 3501 form.
@@ -91,7 +152,12 @@ pub enum SearchReturn {
     #[default]
     Plain,
     /// RETURN (MIN MAX COUNT ALL) subset as requested; empty means ALL.
-    Esearch { min: bool, max: bool, count: bool, all: bool },
+    Esearch {
+        min: bool,
+        max: bool,
+        count: bool,
+        all: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +193,11 @@ pub enum FetchItem {
     Rfc822Header,
     Rfc822Text,
     /// BODY[section]<partial> or BODY.PEEK[...].
-    BodySection { peek: bool, section: Section, partial: Option<(u32, u32)> },
+    BodySection {
+        peek: bool,
+        section: Section,
+        partial: Option<(u32, u32)>,
+    },
 }
 
 /// A body section: a part path (`1.2.3`, empty for the whole message) and what of it.
