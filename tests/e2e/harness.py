@@ -13,6 +13,7 @@ debug build in target/ is used.
 import ctypes
 import faulthandler
 import hashlib
+import imaplib
 import os
 import poplib
 import queue
@@ -209,8 +210,12 @@ class Tegami:
 
     # -- serve -------------------------------------------------------------
 
-    def serve(self, extra=(), smtp=True, pop3=True, wait=True, timeout=60):
-        """Starts `serve` with port-0 listeners and returns a Server once it printed `tegami ready`."""
+    def serve(self, extra=(), smtp=True, pop3=True, imap=True, wait=True, timeout=60):
+        """Starts `serve` with port-0 listeners and returns a Server once it printed `tegami ready`.
+
+        Every listener gets a free port, IMAP included (`Server.imap`): a default port would make
+        tests that run side by side collide.
+        """
         self._serves += 1
         argv = [self.bin, "--data", str(self.data)]
         if self.config:
@@ -220,6 +225,8 @@ class Tegami:
             argv += ["--smtp", f"{HOST}:0"]
         if pop3:
             argv += ["--pop3", f"{HOST}:0"]
+        if imap:
+            argv += ["--imap", f"{HOST}:0"]
         argv += list(extra)
         stderr_path = self.root / f"serve-{self._serves}.stderr"
         srv = Server(self, argv, stderr_path)
@@ -279,7 +286,7 @@ class Server:
                 continue
             if line.strip() == "tegami ready":
                 self.ready = True
-                for want in ("smtp", "pop3"):
+                for want in ("smtp", "pop3", "imap"):
                     if f"--{want}" in self.argv:
                         assert want in self.listeners, f"no 'tegami listening {want} ...' line before ready: {self.stdout_lines}"
                 for name, (host, port) in self.listeners.items():
@@ -297,6 +304,10 @@ class Server:
     @property
     def pop3(self):
         return self.port("pop3")
+
+    @property
+    def imap(self):
+        return self.port("imap")
 
     def alive(self):
         return self.proc.poll() is None
@@ -525,6 +536,18 @@ def pop3_fetch_all(port, user, password, delete=False, timeout=60):
             p.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+def imap_login(port, user, password, timeout=30):
+    """An imaplib session, logged in with LOGIN (state AUTH)."""
+    m = imaplib.IMAP4(HOST, port, timeout=timeout)
+    try:
+        typ, data = m.login(user, password)
+    except imaplib.IMAP4.error as e:
+        m.shutdown()
+        raise AssertionError(f"IMAP LOGIN {user} failed: {e}")
+    assert typ == "OK", f"IMAP LOGIN {user}: {typ} {data}"
+    return m
 
 
 class Closed(Exception):

@@ -16,7 +16,7 @@ pub use check::{
     AffectedMessage, CheckOptions, CheckReport, OptimizeReport, Progress, human_bytes,
 };
 pub use error::StoreError;
-pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+pub use sqlite::{SCHEMA_VERSION, SqliteStore, backup};
 pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -127,7 +127,11 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
             crate::ops::optimize(&store, data, &clock, crate::ops::Trigger::Manual)?;
         }
-        Command::Serve(_) | Command::Maint(_) | Command::Doctor { .. } => {
+        Command::Serve(_)
+        | Command::Maint(_)
+        | Command::Doctor { .. }
+        | Command::Backup(_)
+        | Command::Restore(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub smtp: RawSmtp,
     #[serde(default)]
     pub pop3: RawPop3,
+    #[serde(default)]
+    pub imap: RawImap,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub log: RawLog,
@@ -23,6 +25,8 @@ pub struct RawConfig {
     pub disk: RawDisk,
     #[serde(default)]
     pub maintenance: RawMaintenance,
+    #[serde(default)]
+    pub backup: RawBackup,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +43,19 @@ pub struct RawMaintenance {
     pub check_at: Option<String>,
     /// The manual's behaviour: maintenance mode while the scheduled check runs.
     pub maintenance_during_check: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    /// Daily time of the scheduled backup, "HH:MM" local time.
+    pub at: Option<String>,
+    /// The backup directory; relative paths are taken from the data directory.
+    pub dir: Option<PathBuf>,
+    pub keep_daily: Option<usize>,
+    pub keep_weekly: Option<usize>,
+    /// Verify every scheduled backup right after taking it.
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +79,17 @@ pub struct RawPop3 {
     pub command_timeout_secs: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImap {
+    pub listen: Option<SocketAddr>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_account: Option<usize>,
+    pub command_timeout_secs: Option<u64>,
+    /// LOGIN and AUTHENTICATE without TLS from a peer that is not on loopback.
+    pub allow_plaintext_auth: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
@@ -82,6 +110,7 @@ pub struct Config {
     pub hostname: String,
     pub smtp: SmtpListener,
     pub pop3: Pop3Listener,
+    pub imap: ImapListener,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log: LogConfig,
     pub disk: gate::DiskThresholds,
@@ -93,6 +122,30 @@ pub struct Schedule {
     /// Minute of the day of the scheduled check, if one is configured.
     pub check_at: Option<u16>,
     pub maintenance_during_check: bool,
+    /// The backups: their schedule, and where they go and how long they stay, which the
+    /// `backup` commands use too. It lives here because the schedule runs it.
+    pub backup: BackupConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Minute of the day of the scheduled backup, if one is configured.
+    pub at: Option<u16>,
+    /// None: `backups/` in the data directory.
+    pub dir: Option<PathBuf>,
+    pub keep_daily: usize,
+    pub keep_weekly: usize,
+    pub verify: bool,
+}
+
+impl BackupConfig {
+    /// The backup directory of the store in `data`.
+    pub fn root(&self, data: &Path) -> PathBuf {
+        match &self.dir {
+            Some(dir) => data.join(dir),
+            None => store::backup::default_root(data),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +165,15 @@ pub struct Pop3Listener {
     pub listen: SocketAddr,
     pub max_connections: usize,
     pub command_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapListener {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_connections_per_account: usize,
+    pub command_timeout: Duration,
+    pub allow_plaintext_auth: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +248,26 @@ impl Config {
                 raw.pop3.command_timeout_secs.unwrap_or(600),
             )?),
         };
+        let imap = ImapListener {
+            listen: raw
+                .imap
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:2143".parse().unwrap()),
+            max_connections: positive(
+                "imap.max_connections",
+                raw.imap.max_connections.unwrap_or(500) as u64,
+            )? as usize,
+            max_connections_per_account: positive(
+                "imap.max_connections_per_account",
+                raw.imap.max_connections_per_account.unwrap_or(20) as u64,
+            )? as usize,
+            command_timeout: Duration::from_secs(positive(
+                "imap.command_timeout_secs",
+                // RFC 3501 §5.4: an idle client gets at least 30 minutes.
+                raw.imap.command_timeout_secs.unwrap_or(30 * 60),
+            )?),
+            allow_plaintext_auth: raw.imap.allow_plaintext_auth.unwrap_or(false),
+        };
         let log = LogConfig {
             level: raw.log.level.unwrap_or_else(|| "info".into()),
             max_file_bytes: raw.log.max_file_bytes.unwrap_or(10 << 20).max(4096),
@@ -215,9 +297,23 @@ impl Config {
                 Some(minute)
             }
         };
+        let backup_at = match raw.backup.at.as_deref() {
+            None => None,
+            Some(text) => Some(
+                gate::maint::parse_minutes(text)
+                    .with_context(|| format!("backup.at = {text:?} is not a time (HH:MM)"))?,
+            ),
+        };
         let schedule = Schedule {
             check_at,
             maintenance_during_check: raw.maintenance.maintenance_during_check.unwrap_or(false),
+            backup: BackupConfig {
+                at: backup_at,
+                dir: raw.backup.dir,
+                keep_daily: raw.backup.keep_daily.unwrap_or(7),
+                keep_weekly: raw.backup.keep_weekly.unwrap_or(4),
+                verify: raw.backup.verify.unwrap_or(true),
+            },
         };
         Ok(Config {
             disk,
@@ -225,6 +321,7 @@ impl Config {
             hostname: raw.hostname.unwrap_or_else(default_hostname),
             smtp,
             pop3,
+            imap,
             tls: raw.tls.map(|t| (t.cert, t.key)),
             log,
         })
@@ -256,6 +353,7 @@ mod tests {
         let config = Config::load(None).unwrap();
         assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
         assert_eq!(config.pop3.listen.to_string(), "127.0.0.1:2110");
+        assert_eq!(config.imap.listen.to_string(), "127.0.0.1:2143");
         assert!(config.tls.is_none());
     }
 

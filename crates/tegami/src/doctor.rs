@@ -120,6 +120,7 @@ pub fn run(data: &Path, config: &Config, json: bool) -> anyhow::Result<ExitCode>
         clock_group(&clock, clock_error),
         maintenance(&data, &clock),
         checks(&data, config, &clock),
+        backups(&data, config, &clock),
     ];
     let findings: Vec<Finding> = groups.into_iter().flat_map(|g| g.findings).collect();
     let text = if json {
@@ -1448,6 +1449,146 @@ fn last_line(path: &Path) -> Option<String> {
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .map(str::to_string)
+}
+
+// ---------------------------------------------------------------------------------------
+// Backups
+
+fn backups(data: &Path, config: &Config, clock: &Clock) -> Group {
+    let mut g = Group::new("Backups");
+    let settings = &config.schedule.backup;
+    let root = settings.root(data);
+    let now = clock.now();
+    match settings.at {
+        None => g.judge(
+            "schedule",
+            "no daily backup configured",
+            warn(
+                "set at = \"23:00\" under [backup] in the config file: the running server \
+                 then takes a verified backup every day, online, and keeps 7 daily and 4 \
+                 weekly ones",
+            ),
+        ),
+        Some(at) => g.ok(
+            "schedule",
+            format!(
+                "daily at {}{}, keeping {} daily and {} weekly",
+                hhmm(at),
+                if settings.verify { ", verified" } else { "" },
+                settings.keep_daily,
+                settings.keep_weekly
+            ),
+        ),
+    }
+    let data_dev = fs::metadata(data).map(|m| m.dev()).ok();
+    match fs::metadata(&root) {
+        Ok(meta) => {
+            let place = if data_dev == Some(meta.dev()) {
+                "on the data's file system: hard links make each backup cheap, but one failed \
+                 disk takes both; a [backup] dir on another disk survives that"
+            } else {
+                "on another file system than the data"
+            };
+            g.ok("directory", format!("{} ({place})", root.display()));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            g.ok("directory", format!("{} (not created yet)", root.display()))
+        }
+        Err(e) => g.judge(
+            "directory",
+            format!("{}: {e}", root.display()),
+            warn(not_yours_hint()),
+        ),
+    }
+    match crate::backup::newest(&root) {
+        Some(entry) => {
+            let (manifest, verified) = match &entry.state {
+                store::backup::EntryState::Complete { manifest, verified } => {
+                    (manifest, verified.clone())
+                }
+                _ => unreachable!("newest returns finished backups"),
+            };
+            let age = now.timestamp().as_second() - manifest.created_unix;
+            let checked = match &verified {
+                None => "not verified".to_string(),
+                Some(v) if v.ok => "verified".to_string(),
+                Some(v) => format!(
+                    "verification FAILED: {}",
+                    v.problem.as_deref().unwrap_or("see `tegami backup verify`")
+                ),
+            };
+            let value = format!(
+                "{} ({} ago): {}, {}; {checked}",
+                entry.id,
+                human_age(age),
+                plural(manifest.messages, "message"),
+                human_bytes(manifest.bytes)
+            );
+            let mut verdict = fine();
+            if verified.as_ref().is_some_and(|v| !v.ok) {
+                verdict = worst(
+                    verdict,
+                    warn(format!(
+                        "the newest backup does not verify: take a new one (`tegami backup \
+                         create --verify`); `tegami backup verify {}` names the damaged files",
+                        entry.id
+                    )),
+                );
+            }
+            match settings.at {
+                Some(at) => {
+                    if let Some(missed) = crate::backup::missed(&root, &now, at) {
+                        verdict = worst(
+                            verdict,
+                            warn(format!(
+                                "{missed}: was the server down, or did it fail? log/backup.log \
+                                 says; `tegami backup create` takes one now"
+                            )),
+                        );
+                    }
+                }
+                None if age > 7 * 86_400 => {
+                    verdict = worst(
+                        verdict,
+                        warn("the newest backup is more than a week old: `tegami backup create` takes one now, online"),
+                    );
+                }
+                None => {}
+            }
+            g.judge("last backup", value, verdict);
+        }
+        None => g.judge(
+            "last backup",
+            "none",
+            warn(match settings.at {
+                Some(at) => format!(
+                    "no backup yet: the server takes the first at {}; `tegami backup create` \
+                     takes one now, online",
+                    hhmm(at)
+                ),
+                None => "no backup at all: `tegami backup create` takes one now, online".into(),
+            }),
+        ),
+    }
+    let result = data.join("log").join("backup_result.log");
+    match read_head(&result) {
+        Ok(text) => {
+            let first = text.lines().next().unwrap_or("").trim().to_string();
+            let verdict = if first.starts_with("result: failed") {
+                warn("the last backup run failed (see log/backup_result.log); fix the cause and run `tegami backup create`")
+            } else {
+                fine()
+            };
+            g.judge("last run", first, verdict);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => g.judge(
+            "last run",
+            format!("{}: {e}", result.display()),
+            warn(not_yours_hint()),
+        ),
+    }
+    g
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! protocol servers. Every failure ends as one line on stderr and a non-zero exit code.
 
 mod admin;
+mod backup;
 mod config;
 mod doctor;
 mod logging;
@@ -69,6 +70,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Backups, online and verified: create, list, verify, prune.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Replace the data directory with a backup (the server must be stopped).
+    Restore(backup::RestoreArgs),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -106,6 +112,16 @@ fn main() -> ExitCode {
         Command::Maint(command) => {
             logging::init_stderr("warn");
             maint::run(&cli.data, command)
+        }
+        Command::Backup(command) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| backup::run(&cli.data, &config, command))
+        }
+        Command::Restore(args) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| backup::restore(&cli.data, &config, args))
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");

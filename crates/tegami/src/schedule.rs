@@ -1,9 +1,15 @@
-//! The daily check and optimisation, built into the server: no cron needed.
+//! The daily check and optimisation, and the daily backup, built into the server: no cron
+//! needed.
 //!
 //! Once a day at `maintenance.check_at` (local time) the server runs the integrity check and
 //! then the optimisation, online, on a consistent snapshot. As in the manual it replaces,
 //! the run is skipped, and the log says why, when its start falls inside a maintenance
 //! window or equals a window's end.
+//!
+//! Once a day at `backup.at` it takes a backup, online, verifies it if configured and
+//! applies the retention. Maintenance windows do not stop it: it locks nobody out. A backup
+//! that fails, does not verify, or was missed (the server was down when it was due) is
+//! logged at error level; `doctor` shows it too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use gate::{Clock, Gate, Maintenance, oplog};
 use store::Store;
 use tracing::{error, info, warn};
 
-use crate::config::Schedule;
+use crate::config::{BackupConfig, Schedule};
 use crate::ops::{self, Trigger};
 
 /// How long to wait for the watcher to notice the maint file we set or removed; it looks
@@ -22,6 +28,20 @@ use crate::ops::{self, Trigger};
 const GATE_NOTICE: Duration = Duration::from_secs(5);
 
 pub async fn run(
+    schedule: Schedule,
+    data: PathBuf,
+    store: Arc<dyn Store>,
+    gate: Arc<Gate>,
+    clock: Clock,
+) {
+    // One future for both, so stopping the schedule stops both.
+    tokio::join!(
+        backups(schedule.backup.clone(), data.clone(), clock.clone()),
+        checks(schedule, data, store, gate, clock),
+    );
+}
+
+async fn checks(
     schedule: Schedule,
     data: PathBuf,
     store: Arc<dyn Store>,
@@ -133,5 +153,60 @@ async fn run_once(
                 }
             }
         }
+    }
+}
+
+async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock) {
+    let Some(at) = settings.at else {
+        return;
+    };
+    let root = settings.root(&data);
+    info!(
+        at = %hhmm(at),
+        dir = %root.display(),
+        keep_daily = settings.keep_daily,
+        keep_weekly = settings.keep_weekly,
+        "daily backup scheduled"
+    );
+    let (dir, now) = (root.clone(), clock.now());
+    if let Ok(Some(missed)) =
+        tokio::task::spawn_blocking(move || crate::backup::missed(&dir, &now, at)).await
+    {
+        error!(%missed, "scheduled backup missed");
+        let _ = oplog::append(
+            &data.join("log"),
+            "backup.log",
+            &clock.now(),
+            &format!("scheduled backup missed: {missed}"),
+        );
+    }
+    let mut last_run: Option<jiff::civil::Date> = None;
+    loop {
+        let now = clock.now();
+        let minute = now.hour() as u16 * 60 + now.minute() as u16;
+        if minute == at && last_run != Some(now.date()) {
+            last_run = Some(now.date());
+            let (data, clock, settings) = (data.clone(), clock.clone(), settings.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                crate::backup::scheduled(&data, &clock, &settings)
+            })
+            .await;
+            match result {
+                Ok(Ok(outcome)) if outcome.verified == Some(false) => error!(
+                    backup = %outcome.id,
+                    "the scheduled backup does not verify; see log/backup_result.log"
+                ),
+                Ok(Ok(outcome)) => info!(backup = %outcome.id, "scheduled backup finished"),
+                Ok(Err(e)) => error!(error = %format!("{e:#}"), "scheduled backup failed"),
+                Err(e) => error!(error = %e, "scheduled backup task failed"),
+            }
+        }
+        let into_minute = Duration::from_millis(
+            (now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000,
+        );
+        tokio::time::sleep(
+            Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50),
+        )
+        .await;
     }
 }

@@ -33,7 +33,7 @@ pub struct Listeners {
     /// POP3 address (default 127.0.0.1:2110).
     #[arg(long)]
     pop3: Option<SocketAddr>,
-    /// IMAP address (not built yet).
+    /// IMAP address (default 127.0.0.1:2143).
     #[arg(long)]
     imap: Option<SocketAddr>,
     /// Admin HTTP address (not built yet).
@@ -48,7 +48,6 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     for (flag, given) in [
         ("--submission", listeners.submission),
-        ("--imap", listeners.imap),
         ("--http", listeners.http),
     ] {
         if given.is_some() {
@@ -58,6 +57,7 @@ pub fn run(
     let mut config = Config::load(config_path)?;
     override_addr(listeners.smtp, &mut config.smtp.listen);
     override_addr(listeners.pop3, &mut config.pop3.listen);
+    override_addr(listeners.imap, &mut config.imap.listen);
 
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
@@ -136,6 +136,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
 
     let smtp_listener = bind("smtp", config.smtp.listen).await?;
     let pop3_listener = bind("pop3", config.pop3.listen).await?;
+    let imap_listener = bind("imap", config.imap.listen).await?;
 
     let trigger = ShutdownTrigger::new();
     let smtp = Arc::new(smtp_server::SmtpConfig {
@@ -166,7 +167,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         pop3_server::Pop3Config {
             hostname: config.hostname.clone(),
             command_timeout: config.pop3.command_timeout,
-            tls,
+            tls: tls.clone(),
             ..pop3_server::Pop3Config::default()
         },
         store.clone(),
@@ -182,6 +183,35 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         },
         trigger.subscribe(),
         move |conn| pop3_server::run(conn, pop3.clone()),
+    ));
+
+    // Every committed change reaches open IMAP sessions at once, IDLE above all.
+    let changes = Arc::new(imap_server::Changes::default());
+    store.set_change_listener(changes.clone());
+    let imap = Arc::new(imap_server::ImapServer::new(
+        imap_server::ImapConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: config.smtp.max_message_size as usize,
+            command_timeout: config.imap.command_timeout,
+            max_connections_per_account: config.imap.max_connections_per_account,
+            tls: tls.clone(),
+            allow_plaintext_auth: config.imap.allow_plaintext_auth,
+            ..imap_server::ImapConfig::default()
+        },
+        store.clone(),
+        gate.clone(),
+        changes,
+        throttle.clone(),
+    ));
+    let imap_task = tokio::spawn(net::serve(
+        imap_listener,
+        ListenerConfig {
+            protocol: "imap",
+            max_connections: config.imap.max_connections,
+            busy_reply: imap_server::BUSY_REPLY,
+        },
+        trigger.subscribe(),
+        move |conn| imap_server::run(conn, imap.clone()),
     ));
 
     let schedule_task = tokio::spawn(crate::schedule::run(
@@ -220,6 +250,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     schedule_task.abort();
     smtp_task.abort();
     pop3_task.abort();
+    imap_task.abort();
     info!("stopped");
     Ok(())
 }

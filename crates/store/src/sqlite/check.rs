@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::{
@@ -31,7 +31,7 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
     let started = SystemTime::now();
     let files = store.blobs.list()?;
 
-    let (referenced, refcounts) = store.read(|conn| {
+    let (referenced, refcounts, stale_uidnext) = store.read(|conn| {
         conn.execute_batch("BEGIN")?;
         let result = snapshot(conn, &mut report);
         conn.execute_batch("COMMIT")?;
@@ -132,6 +132,7 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
             &mut report,
             wrong_counts,
             wrong_sizes,
+            stale_uidnext,
             orphans,
             damaged,
         )?;
@@ -144,8 +145,9 @@ type Referenced = HashMap<BlobId, (u64, u64)>;
 fn snapshot(
     conn: &Connection,
     report: &mut CheckReport,
-) -> Result<(Referenced, HashMap<BlobId, i64>)> {
+) -> Result<(Referenced, HashMap<BlobId, i64>, Vec<i64>)> {
     report.database.extend(database_problems(conn)?);
+    let stale_uidnext = stale_uidnext(conn, report)?;
     report.messages = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     let mut referenced = Referenced::new();
     let mut stmt =
@@ -176,7 +178,36 @@ fn snapshot(
             refcounts.insert(id, count);
         }
     }
-    Ok((referenced, refcounts))
+    Ok((referenced, refcounts, stale_uidnext))
+}
+
+/// Mailboxes whose UIDNEXT is not above their highest UID: the next message would reuse a
+/// UID that a client may have cached for another message. Returns their ids.
+fn stale_uidnext(conn: &Connection, report: &mut CheckReport) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.id, a.address, b.name, b.uidnext, max(m.uid) FROM mailboxes b
+         JOIN accounts a ON a.id = b.account_id
+         JOIN messages m ON m.mailbox_id = b.id
+         GROUP BY b.id HAVING max(m.uid) >= b.uidnext ORDER BY a.address, b.name",
+    )?;
+    let mut ids = Vec::new();
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })? {
+        let (id, address, name, next, highest) = row?;
+        report.database.push(format!(
+            "{address} mailbox {name}: UIDNEXT {next} is not above its highest UID {highest}, \
+             so new mail would reuse UIDs"
+        ));
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// What SQLite's own integrity and foreign-key checks say, one line per problem.
@@ -349,6 +380,7 @@ fn repair(
     report: &mut CheckReport,
     wrong_counts: Vec<BlobId>,
     wrong_sizes: Vec<(BlobId, u64)>,
+    stale_uidnext: Vec<i64>,
     orphans: Orphans,
     damaged: Vec<BlobId>,
 ) -> Result<()> {
@@ -386,6 +418,27 @@ fn repair(
             fixed.push(format!(
                 "blob {id}: recorded size set to the file's {size} bytes"
             ));
+        }
+        // UIDs may already have been reused, so clients must drop what they cached: a new
+        // UIDVALIDITY tells them to.
+        for id in stale_uidnext {
+            let uid_validity = super::mailboxes::next_uid_validity(ctx.conn)?;
+            let fixed_mailbox: Option<(String, i64)> = ctx
+                .conn
+                .query_row(
+                    "UPDATE mailboxes SET uidnext = max(uidnext,
+                         (SELECT coalesce(max(uid), 0) + 1 FROM messages WHERE mailbox_id = ?1)),
+                         uidvalidity = ?2, modseq = modseq + 1
+                     WHERE id = ?1 RETURNING name, uidnext",
+                    params![id, uid_validity],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((name, next)) = fixed_mailbox {
+                fixed.push(format!(
+                    "mailbox {name}: UIDNEXT set to {next}, with a new UIDVALIDITY"
+                ));
+            }
         }
         Ok(fixed)
     })?;

@@ -1,13 +1,15 @@
 //! The embedded backend: SQLite in WAL mode for metadata, blob files for bodies.
 
+pub mod backup;
 mod check;
 mod mailboxes;
 mod optimize;
+mod recovery;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -38,6 +40,11 @@ pub struct SqliteStore {
     blobs: Arc<BlobStore>,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    /// Told of every committed change to a mailbox (see [`SqliteStore::notify`]).
+    listener: RwLock<Option<Arc<dyn ChangeListener>>>,
+    /// This process's hold on the store (`recovery.rs`). Keep it the last field: it is
+    /// dropped after every connection has closed, and only then is the shutdown clean.
+    open_guard: recovery::OpenGuard,
 }
 
 impl SqliteStore {
@@ -45,16 +52,22 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::io(data_dir))?;
         let db_path = data_dir.join("tegami.db");
+        let mut open_guard = recovery::OpenGuard::acquire(data_dir)?;
         let new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
         let mut conn = open_connection(&db_path, if new { Open::New } else { Open::Write })?;
+        open_guard.recover(&conn, data_dir)?;
+        backup::before_migration(&conn, data_dir)?;
         schema::migrate(&mut conn)?;
         let blobs = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
+        open_guard.opened();
         Ok(SqliteStore {
             writer: Writer::start(conn, blobs.clone()),
             data_dir: data_dir.to_path_buf(),
             db_path,
             blobs,
             readers: Mutex::new(Vec::new()),
+            listener: RwLock::new(None),
+            open_guard,
         })
     }
 
@@ -87,6 +100,31 @@ impl SqliteStore {
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
         self.writer.write(work)
+    }
+
+    /// Stores a new message body and then runs `work` in the writer to reference it: the
+    /// commit protocol of ARCHITECTURE.md, shared by delivery and APPEND. The blob is
+    /// written (and fsynced) outside the writer so that many deliveries write their bodies
+    /// in parallel; only the small metadata commit is serialised. `work` gets the blob's id
+    /// and size and must reference it through [`reference_blob`].
+    fn write_message<T, F>(&self, message: &[u8], work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>, BlobId, u64) -> Result<T> + Clone + Send + 'static,
+    {
+        let blob = BlobId::of(message);
+        let size = message.len() as u64;
+        let mut attempt = 0;
+        loop {
+            self.blobs.put_with_id(&blob, message)?;
+            let work = work.clone();
+            match self.write(move |ctx| work(ctx, blob, size)) {
+                // The blob's last reference went away (and its file with it) between our
+                // write and our commit: write it again.
+                Err(StoreError::BlobVanished(_)) if attempt < 3 => attempt += 1,
+                result => return result,
+            }
+        }
     }
 }
 
@@ -191,11 +229,6 @@ fn address_taken(conn: &Connection, address: &str) -> Result<bool> {
         .is_some())
 }
 
-fn new_uid_validity() -> u32 {
-    // Seconds since the epoch keep UIDVALIDITY increasing if a mailbox is ever re-created.
-    (now() as u32).max(1)
-}
-
 fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
     let hash: Vec<u8> = row.get(5)?;
     Ok(MessageMeta {
@@ -204,9 +237,32 @@ fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
         internal_date: row.get(2)?,
         size: row.get(3)?,
         flags: Flags(row.get(4)?),
-        keywords: Vec::new(), // PLACEHOLDER until the v2 schema
+        keywords: mailboxes::parse_keywords(&row.get::<_, String>(6)?)
+            .into_iter()
+            .collect(),
         blob: BlobId::from_slice(&hash).unwrap_or(BlobId([0; 32])),
     })
+}
+
+/// Adds `references` to a blob that the caller has just written, creating its row if it
+/// has none. No row means nobody references the blob, so it may have been deleted since it
+/// was written (its last reference went away): then `BlobVanished` asks the caller to write
+/// it again. Blob files are deleted only under the write lock we hold now, so a file seen
+/// here stays until we commit.
+fn reference_blob(ctx: &mut WriteCtx<'_>, blob: BlobId, size: u64, references: i64) -> Result<()> {
+    let shared = ctx
+        .conn
+        .prepare_cached("UPDATE blobs SET refcount = refcount + ?2 WHERE hash = ?1")?
+        .execute(params![&blob.0[..], references])?;
+    if shared == 0 {
+        if !ctx.blobs.exists(&blob) {
+            return Err(StoreError::BlobVanished(blob.to_string()));
+        }
+        ctx.conn
+            .prepare_cached("INSERT INTO blobs (hash, size, refcount) VALUES (?1, ?2, ?3)")?
+            .execute(params![&blob.0[..], size, references])?;
+    }
+    Ok(())
 }
 
 /// Drops one reference to a blob; the last one deletes its row and schedules its file.
@@ -289,12 +345,16 @@ impl Store for SqliteStore {
                 "INSERT INTO accounts (address, domain_id, password_hash, created) VALUES (?1, ?2, ?3, ?4)",
                 params![address, domain_id, hash, now()],
             )?;
-            let account = ctx.conn.last_insert_rowid();
+            let account = AccountId(ctx.conn.last_insert_rowid());
+            // One UIDVALIDITY serves all of them: it need only differ between mailboxes of
+            // the same name.
+            let uid_validity = mailboxes::next_uid_validity(ctx.conn)?;
             ctx.conn.execute(
                 "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext) VALUES (?1, 'INBOX', ?2, 1)",
-                params![account, new_uid_validity()],
+                params![account.0, uid_validity],
             )?;
-            Ok(AccountId(account))
+            mailboxes::create_defaults(ctx.conn, account, uid_validity)?;
+            Ok(account)
         })
     }
 
@@ -322,6 +382,7 @@ impl Store for SqliteStore {
                 release_blob(ctx, &hash)?;
             }
             ctx.conn.execute("DELETE FROM mailboxes WHERE account_id = ?1", [account])?;
+            ctx.conn.execute("DELETE FROM subscriptions WHERE account_id = ?1", [account])?;
             ctx.conn.execute("DELETE FROM alias_targets WHERE target = ?1", [&address])?;
             ctx.conn.execute("DELETE FROM accounts WHERE id = ?1", [account])?;
             Ok(())
@@ -503,47 +564,27 @@ impl Store for SqliteStore {
     }
 
     fn deliver(&self, message: &[u8], recipients: &[AccountId]) -> Result<Vec<Delivered>> {
-        let blob = BlobId::of(message);
-        let size = message.len() as u64;
-        let mut attempt = 0;
-        loop {
-            // The blob is written (and fsynced) outside the writer so that many deliveries
-            // write their bodies in parallel; only the small metadata commit is serialised.
-            self.blobs.put_with_id(&blob, message)?;
-            let recipients = recipients.to_vec();
-            match self.write(move |ctx| insert_message(ctx, blob, size, &recipients)) {
-                Err(StoreError::BlobVanished(_)) if attempt < 3 => attempt += 1,
-                result => return result,
-            }
-        }
+        let recipients = recipients.to_vec();
+        let delivered = self.write_message(message, move |ctx, blob, size| {
+            insert_message(ctx, blob, size, &recipients)
+        })?;
+        let changed: Vec<_> = delivered.iter().map(|d| (d.account, d.mailbox)).collect();
+        self.notify(&changed);
+        Ok(delivered)
     }
 
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
         self.read(|conn| {
-            conn.query_row(
-                "SELECT id, uidvalidity, uidnext, name FROM mailboxes WHERE account_id = ?1 AND name = ?2",
-                params![account.0, name],
-                |r| {
-                    Ok(MailboxInfo {
-                        id: MailboxId(r.get(0)?),
-                        account,
-                        uid_validity: r.get(1)?,
-                        uid_next: r.get(2)?,
-                        name: r.get(3)?,
-                        special_use: None, // PLACEHOLDER until the v2 schema
-                        modseq: 0,         // PLACEHOLDER until the v2 schema
-                    })
-                },
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NotFound { what: format!("mailbox '{name}'") })
+            mailboxes::by_name(conn, account, name)?.ok_or_else(|| StoreError::NotFound {
+                what: format!("mailbox '{name}'"),
+            })
         })
     }
 
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, uid, internal_date, size, flags, blob_hash FROM messages
+                "SELECT id, uid, internal_date, size, flags, blob_hash, keywords FROM messages
                  WHERE mailbox_id = ?1 ORDER BY uid",
             )?;
             let rows = stmt
@@ -559,7 +600,8 @@ impl Store for SqliteStore {
 
     fn expunge(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
         let messages = messages.to_vec();
-        self.write(move |ctx| {
+        let account = self.write(move |ctx| {
+            let mut removed = false;
             for message in messages {
                 let hash: Option<Vec<u8>> = ctx
                     .conn
@@ -571,10 +613,26 @@ impl Store for SqliteStore {
                     .optional()?;
                 if let Some(hash) = hash {
                     release_blob(ctx, &hash)?;
+                    removed = true;
                 }
             }
-            Ok(())
-        })
+            if !removed {
+                return Ok(None);
+            }
+            Ok(ctx
+                .conn
+                .query_row(
+                    "UPDATE mailboxes SET modseq = modseq + 1 WHERE id = ?1 RETURNING account_id",
+                    [mailbox.0],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .map(AccountId))
+        })?;
+        if let Some(account) = account {
+            self.notify(&[(account, mailbox)]);
+        }
+        Ok(())
     }
 
     fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
@@ -702,7 +760,8 @@ fn insert_message(
         let mailbox: Option<(i64, u32)> = ctx
             .conn
             .prepare_cached(
-                "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE account_id = ?1 AND name = 'INBOX'
+                "UPDATE mailboxes SET uidnext = uidnext + 1, modseq = modseq + 1
+                 WHERE account_id = ?1 AND name = 'INBOX'
                  RETURNING id, uidnext - 1",
             )?
             .query_row([account.0], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -720,22 +779,7 @@ fn insert_message(
     if delivered.is_empty() {
         return Ok(delivered);
     }
-    let references = delivered.len() as i64;
-    let shared = ctx
-        .conn
-        .prepare_cached("UPDATE blobs SET refcount = refcount + ?2 WHERE hash = ?1")?
-        .execute(params![&blob.0[..], references])?;
-    if shared == 0 {
-        // No row means nobody references the blob: it may have been deleted since we wrote
-        // it (its last reference went away). Blob files are deleted only under the write
-        // lock we hold now, so a file we see here stays until we commit.
-        if !ctx.blobs.exists(&blob) {
-            return Err(StoreError::BlobVanished(blob.to_string()));
-        }
-        ctx.conn
-            .prepare_cached("INSERT INTO blobs (hash, size, refcount) VALUES (?1, ?2, ?3)")?
-            .execute(params![&blob.0[..], size, references])?;
-    }
+    reference_blob(ctx, blob, size, delivered.len() as i64)?;
     let date = now();
     let mut insert = ctx.conn.prepare_cached(
         "INSERT INTO messages (mailbox_id, uid, internal_date, size, blob_hash) VALUES (?1, ?2, ?3, ?4, ?5)",

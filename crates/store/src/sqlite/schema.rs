@@ -55,6 +55,41 @@ const MIGRATIONS: &[&str] = &[
          UNIQUE (mailbox_id, uid)
      );
      CREATE INDEX messages_blob ON messages(blob_hash);",
+    // Version 2: IMAP. Mailboxes beyond INBOX with their roles, keywords, \Recent, the
+    // change counter (modseq) and subscriptions.
+    //
+    // `recent_uid` starts at 1: no IMAP session has ever selected a mailbox that predates
+    // this version, so all of its mail is new to IMAP. `counters.uidvalidity` is the last
+    // UIDVALIDITY handed out; a new one is always above it, so a mailbox deleted and
+    // re-created (or renamed) within one second still gets a different value.
+    //
+    // The two partial indexes hold only the rows they name, so STATUS UNSEEN and EXPUNGE
+    // cost what they find rather than the size of the mailbox; `flags` in them makes them
+    // covering, so those rows are counted without reading the table.
+    "ALTER TABLE mailboxes ADD COLUMN special_use TEXT NULL;
+     ALTER TABLE mailboxes ADD COLUMN modseq INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE messages ADD COLUMN keywords TEXT NOT NULL DEFAULT '';
+     CREATE INDEX messages_unseen ON messages(mailbox_id, flags) WHERE flags & 1 = 0;
+     CREATE INDEX messages_deleted ON messages(mailbox_id, uid, flags) WHERE flags & 8 != 0;
+     CREATE TABLE subscriptions (
+         account_id INTEGER NOT NULL REFERENCES accounts(id),
+         name       TEXT NOT NULL,
+         PRIMARY KEY (account_id, name)
+     ) WITHOUT ROWID;
+     CREATE TABLE counters (
+         name  TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO counters (name, value) VALUES ('uidvalidity',
+         max(unixepoch(), coalesce((SELECT max(uidvalidity) FROM mailboxes), 0) + 1));
+     WITH roles (name) AS (VALUES ('Sent'), ('Drafts'), ('Trash'), ('Junk'), ('Archive'))
+     INSERT OR IGNORE INTO mailboxes (account_id, name, uidvalidity, uidnext, special_use)
+         SELECT a.id, r.name, (SELECT value FROM counters WHERE name = 'uidvalidity'), 1, r.name
+         FROM accounts a CROSS JOIN roles r;
+     WITH roles (name) AS (VALUES ('INBOX'), ('Sent'), ('Drafts'), ('Trash'), ('Junk'), ('Archive'))
+     INSERT INTO subscriptions (account_id, name)
+         SELECT a.id, r.name FROM accounts a CROSS JOIN roles r;",
 ];
 
 /// The schema version this build writes.
@@ -66,6 +101,21 @@ pub fn version(conn: &Connection) -> Result<i64> {
 
 /// Brings the database up to [`CURRENT`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, CURRENT)
+}
+
+/// The SQL of the step that makes a database version `version`; tests read it to break
+/// that step on purpose.
+#[cfg(test)]
+pub(crate) fn migration(version: i64) -> Option<&'static str> {
+    let index = usize::try_from(version).ok()?.checked_sub(1)?;
+    MIGRATIONS.get(index).copied()
+}
+
+/// Brings the database up to `target` (at most [`CURRENT`]); tests use it to build the
+/// databases that earlier releases left behind.
+pub(crate) fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
+    let target = target.min(CURRENT);
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found = version(&tx)?;
@@ -75,7 +125,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
                 known: CURRENT,
             });
         }
-        if found == CURRENT {
+        if found >= target {
             return Ok(());
         }
         tx.execute_batch(MIGRATIONS[found as usize])?;
@@ -101,5 +151,85 @@ mod tests {
         let err = migrate(&mut conn).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
         assert!(err.to_string().contains("newer than this tegami"));
+    }
+
+    #[test]
+    fn a_version_1_database_keeps_its_mail_and_gains_the_imap_mailboxes() {
+        use crate::{AccountId, BlobStore, CheckOptions, Flags, SpecialUse, SqliteStore, Store};
+
+        let dir = tempfile::tempdir().unwrap();
+        let message = b"Subject: old\r\n\r\nfrom before IMAP\r\n";
+        let blob = BlobStore::open(dir.path().join("blobs"))
+            .unwrap()
+            .put(message)
+            .unwrap();
+        {
+            let mut conn = Connection::open(dir.path().join("tegami.db")).unwrap();
+            migrate_to(&mut conn, 1).unwrap();
+            assert_eq!(version(&conn).unwrap(), 1);
+            conn.execute_batch(
+                "INSERT INTO domains (id, name, created) VALUES (1, 'example.com', 0);
+                 INSERT INTO accounts (id, address, domain_id, password_hash, created)
+                     VALUES (1, 'alice@example.com', 1, 'not a hash', 0);
+                 INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext)
+                     VALUES (1, 1, 'INBOX', 1000, 8);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO blobs (hash, size, refcount) VALUES (?1, ?2, 1)",
+                rusqlite::params![&blob.0[..], message.len()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, blob_hash)
+                 VALUES (1, 7, 1234, ?1, ?2, ?3)",
+                rusqlite::params![message.len(), Flags::SEEN, &blob.0[..]],
+            )
+            .unwrap();
+        }
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let conn = Connection::open(store.db_path()).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT);
+        let alice = AccountId(1);
+        let inbox = store.mailbox(alice, "INBOX").unwrap();
+        assert_eq!(
+            (inbox.uid_validity, inbox.uid_next, inbox.special_use),
+            (1000, 8, None)
+        );
+        let messages = store.messages(inbox.id).unwrap();
+        assert_eq!(messages.len(), 1);
+        let old = &messages[0];
+        assert_eq!(
+            (old.uid, old.internal_date, old.flags),
+            (7, 1234, Flags(Flags::SEEN))
+        );
+        assert!(old.keywords.is_empty());
+        assert_eq!(store.read_blob(&old.blob).unwrap(), message);
+        // No IMAP session has seen it yet.
+        let counts = store.mailbox_counts(inbox.id).unwrap();
+        assert_eq!((counts.messages, counts.unseen, counts.recent), (1, 0, 1));
+
+        let mailboxes = store.mailboxes(alice).unwrap();
+        assert_eq!(mailboxes.len(), 1 + SpecialUse::ALL.len());
+        for role in SpecialUse::ALL {
+            let mailbox = store.mailbox(alice, role.name()).unwrap();
+            assert_eq!(mailbox.special_use, Some(role));
+            assert_eq!(mailbox.uid_next, 1);
+            assert!(mailbox.uid_validity > 1000);
+        }
+        let mut expected: Vec<_> = SpecialUse::ALL.iter().map(|r| r.name()).collect();
+        expected.push("INBOX");
+        expected.sort();
+        assert_eq!(store.subscriptions(alice).unwrap(), expected);
+
+        // What comes after the migration builds on it.
+        let created = store.create_mailbox(alice, "New").unwrap();
+        assert!(created.uid_validity > mailboxes[0].uid_validity);
+        store.deliver(b"after\r\n", &[alice]).unwrap();
+        assert_eq!(store.mailbox(alice, "INBOX").unwrap().uid_next, 9);
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert!(report.is_healthy(), "{report}");
+        assert_eq!(report.messages, 2);
     }
 }

@@ -1,0 +1,157 @@
+//! SEARCH: evaluates a criteria tree against the messages of the selected mailbox.
+//!
+//! Keys that only need metadata (flags, UIDs, sizes, internal dates) are answered without
+//! touching a blob; a message's bytes are read and parsed only when a header, body or
+//! sent-date key needs them, and at most once per message.
+
+use imap_mime::Message;
+use imap_proto::{Flag, SearchKey, SeqNum, SequenceSet};
+use store::{Flags, MessageMeta};
+
+const DAY: i64 = 86_400;
+
+/// What a key is evaluated against.
+pub(crate) struct Candidate<'a> {
+    pub seq: u32,
+    pub meta: &'a MessageMeta,
+    pub recent: bool,
+}
+
+/// The numbers `*` stands for in this mailbox.
+#[derive(Clone, Copy)]
+pub(crate) struct Bounds {
+    pub max_seq: u32,
+    pub max_uid: u32,
+}
+
+pub(crate) fn needs_body(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.iter().any(needs_body),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_)
+        | SearchKey::Header(..)
+        | SearchKey::Body(_)
+        | SearchKey::Text(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether the candidate matches. `message` is its parsed bytes when [`needs_body`] said so.
+pub(crate) fn matches(
+    key: &SearchKey,
+    c: &Candidate<'_>,
+    bounds: Bounds,
+    message: Option<&Message<'_>>,
+) -> bool {
+    let date = c.meta.internal_date.div_euclid(DAY) as i32;
+    let sent = || {
+        message.and_then(Message::sent_day).map(|d| d as i32)
+    };
+    match key {
+        SearchKey::All => true,
+        SearchKey::And(keys) => keys.iter().all(|k| matches(k, c, bounds, message)),
+        SearchKey::Or(a, b) => matches(a, c, bounds, message) || matches(b, c, bounds, message),
+        SearchKey::Not(k) => !matches(k, c, bounds, message),
+        SearchKey::SequenceSet(set) => in_set(set, c.seq, bounds.max_seq),
+        SearchKey::Uid(set) => in_set(set, c.meta.uid, bounds.max_uid),
+        SearchKey::Flag(flag) => has_flag(c, flag),
+        SearchKey::NotFlag(flag) => !has_flag(c, flag),
+        SearchKey::New => c.recent && c.meta.flags.0 & Flags::SEEN == 0,
+        SearchKey::Old => !c.recent,
+        SearchKey::Before(d) => date < *d,
+        SearchKey::On(d) => date == *d,
+        SearchKey::Since(d) => date >= *d,
+        // A message without a usable Date: header matches no sent-date key.
+        SearchKey::SentBefore(d) => sent().is_some_and(|s| s < *d),
+        SearchKey::SentOn(d) => sent().is_some_and(|s| s == *d),
+        SearchKey::SentSince(d) => sent().is_some_and(|s| s >= *d),
+        SearchKey::Larger(n) => c.meta.size > u64::from(*n),
+        SearchKey::Smaller(n) => c.meta.size < u64::from(*n),
+        SearchKey::Header(field, needle) => {
+            message.is_some_and(|m| m.header_contains(field, needle))
+        }
+        SearchKey::Body(needle) => message.is_some_and(|m| m.body_contains(needle)),
+        SearchKey::Text(needle) => message.is_some_and(|m| m.text_contains(needle)),
+    }
+}
+
+fn has_flag(c: &Candidate<'_>, flag: &Flag) -> bool {
+    let bit = match flag {
+        Flag::Seen => Flags::SEEN,
+        Flag::Answered => Flags::ANSWERED,
+        Flag::Flagged => Flags::FLAGGED,
+        Flag::Deleted => Flags::DELETED,
+        Flag::Draft => Flags::DRAFT,
+        Flag::Recent => return c.recent,
+        Flag::Keyword(k) => return c.meta.keywords.iter().any(|m| m.eq_ignore_ascii_case(k)),
+    };
+    c.meta.flags.0 & bit != 0
+}
+
+fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
+    let value = |s: SeqNum| match s {
+        SeqNum::Value(v) => v,
+        SeqNum::Star => max,
+    };
+    set.0.iter().any(|&(a, b)| {
+        let (a, b) = (value(a), value(b));
+        (a.min(b)..=a.max(b)).contains(&n)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::{BlobId, MessageId};
+
+    fn meta(uid: u32, flags: u32, size: u64, date: i64) -> MessageMeta {
+        MessageMeta {
+            id: MessageId(uid as i64),
+            uid,
+            internal_date: date,
+            size,
+            flags: Flags(flags),
+            keywords: vec!["$Work".into()],
+            blob: BlobId([0; 32]),
+        }
+    }
+
+    fn check(key: SearchKey, expect: bool) {
+        let m = meta(7, Flags::SEEN, 1000, 10 * DAY + 5);
+        let c = Candidate {
+            seq: 2,
+            meta: &m,
+            recent: true,
+        };
+        let bounds = Bounds {
+            max_seq: 3,
+            max_uid: 9,
+        };
+        assert_eq!(matches(&key, &c, bounds, None), expect, "{key:?}");
+    }
+
+    #[test]
+    fn metadata_keys() {
+        use SearchKey::*;
+        check(All, true);
+        check(Flag(imap_proto::Flag::Seen), true);
+        check(NotFlag(imap_proto::Flag::Seen), false);
+        check(Flag(imap_proto::Flag::Keyword("$work".into())), true);
+        check(New, false);
+        check(Old, false);
+        check(Larger(999), true);
+        check(Smaller(1000), false);
+        check(On(10), true);
+        check(Before(10), false);
+        check(Since(10), true);
+        check(Uid(imap_proto::SequenceSet(vec![(SeqNum::Value(8), SeqNum::Star)])), false);
+        check(SearchKey::SequenceSet(imap_proto::SequenceSet(vec![(SeqNum::Star, SeqNum::Value(2))])), true);
+        check(Or(Box::new(Larger(5000)), Box::new(Not(Box::new(Flag(imap_proto::Flag::Deleted))))), true);
+        check(And(vec![All, Larger(5000)]), false);
+        // Body keys without the body (a blob that could not be read) match nothing.
+        check(Text("x".into()), false);
+    }
+}

@@ -1,0 +1,303 @@
+//! The selected mailbox as one session sees it: message numbers, flags, \Recent, and the
+//! untagged responses that bring the client up to date after changes made elsewhere.
+//!
+//! The view is a snapshot of `(uid, flags)` in UID order; message sequence numbers are
+//! positions in it. [`Selected::refresh`] compares it with the store and reports the
+//! difference as EXPUNGE, FETCH (FLAGS) and EXISTS/RECENT. While a non-UID FETCH, STORE or
+//! SEARCH runs, RFC 3501 §7.4.1 forbids EXPUNGE, because it would renumber the messages the
+//! client is naming; such messages stay in the view as ghosts until a command that may
+//! announce them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use imap_proto::{SeqNum, SequenceSet};
+use store::{MailboxInfo, MessageMeta, Store};
+use tokio::sync::watch;
+
+use crate::fetch::push_flags;
+
+pub(crate) struct Selected {
+    pub info: MailboxInfo,
+    pub read_only: bool,
+    pub messages: Vec<Entry>,
+    /// UIDs that are \Recent for this session: RFC 3501 gives each new message's \Recent
+    /// to the first session that sees it.
+    pub recent: HashSet<u32>,
+    /// Wakes when the mailbox changes anywhere.
+    pub changes: watch::Receiver<u64>,
+}
+
+pub(crate) struct Entry {
+    pub meta: MessageMeta,
+    /// Expunged elsewhere, not yet announced: keeps its number until it may be.
+    pub expunged: bool,
+}
+
+impl Selected {
+    pub fn new(
+        info: MailboxInfo,
+        read_only: bool,
+        messages: Vec<MessageMeta>,
+        recent_from: Option<u32>,
+        changes: watch::Receiver<u64>,
+    ) -> Selected {
+        let recent = match recent_from {
+            Some(from) => messages.iter().map(|m| m.uid).filter(|&u| u >= from).collect(),
+            None => HashSet::new(),
+        };
+        Selected {
+            info,
+            read_only,
+            messages: messages
+                .into_iter()
+                .map(|meta| Entry {
+                    meta,
+                    expunged: false,
+                })
+                .collect(),
+            recent,
+            changes,
+        }
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.messages.len() as u32
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        self.recent.contains(&uid)
+    }
+
+    /// The largest UID in the view, for `*` in UID sets (0 when empty).
+    fn max_uid(&self) -> u32 {
+        self.messages.last().map_or(0, |e| e.meta.uid)
+    }
+
+    /// Positions named by a set, ascending and without duplicates. Message numbers beyond
+    /// the mailbox are an error (the client's view is wrong); UIDs that do not exist are
+    /// simply not there, as RFC 3501 §6.4.8 says.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, String> {
+        let mut picked = Vec::new();
+        if uid {
+            let max = self.max_uid();
+            let value = |n: SeqNum| match n {
+                SeqNum::Value(v) => v,
+                SeqNum::Star => max,
+            };
+            for &(a, b) in &set.0 {
+                let (lo, hi) = order(value(a), value(b));
+                let start = self.messages.partition_point(|e| e.meta.uid < lo);
+                let end = self.messages.partition_point(|e| e.meta.uid <= hi);
+                picked.extend(start..end);
+            }
+        } else {
+            let max = self.exists();
+            let value = |n: SeqNum| match n {
+                SeqNum::Value(v) => v,
+                SeqNum::Star => max,
+            };
+            for &(a, b) in &set.0 {
+                let (lo, hi) = order(value(a), value(b));
+                if lo == 0 || hi > max {
+                    return Err(if max == 0 {
+                        "the mailbox is empty: no message numbers exist".to_string()
+                    } else {
+                        format!("message numbers run from 1 to {max}")
+                    });
+                }
+                picked.extend((lo - 1) as usize..hi as usize);
+            }
+        }
+        picked.sort_unstable();
+        picked.dedup();
+        Ok(picked)
+    }
+
+    /// Takes the store's state and writes what changed as untagged responses. With
+    /// `expunge_allowed` false, expunged messages become ghosts instead of EXPUNGE lines.
+    pub async fn refresh(
+        &mut self,
+        store: &Arc<dyn Store>,
+        out: &mut Vec<u8>,
+        expunge_allowed: bool,
+    ) -> store::Result<()> {
+        self.changes.mark_unchanged();
+        let mailbox = self.info.id;
+        let unannounced = self.messages.iter().any(|e| e.expunged);
+        let store = store.clone();
+        let known = self.info.modseq;
+        let read_only = self.read_only;
+        let fresh = tokio::task::spawn_blocking(move || -> store::Result<_> {
+            let info = store.mailbox_by_id(mailbox)?;
+            if info.modseq == known {
+                return Ok((info, None, None));
+            }
+            let messages = store.messages(mailbox)?;
+            // New messages' \Recent belongs to the first session that sees them.
+            let recent_from = if read_only {
+                None
+            } else {
+                Some(store.claim_recent(mailbox)?)
+            };
+            Ok((info, Some(messages), recent_from))
+        })
+        .await
+        .map_err(|_| store::StoreError::WriterGone)??;
+        let (info, messages, recent_from) = fresh;
+        self.info = info;
+        if let Some(messages) = messages {
+            self.merge(messages, recent_from, out, expunge_allowed);
+        } else if unannounced && expunge_allowed {
+            self.announce_expunges(out);
+        }
+        Ok(())
+    }
+
+    fn merge(
+        &mut self,
+        fresh: Vec<MessageMeta>,
+        recent_from: Option<u32>,
+        out: &mut Vec<u8>,
+        expunge_allowed: bool,
+    ) {
+        let mut fresh = fresh.into_iter().peekable();
+        for (index, entry) in self.messages.iter_mut().enumerate() {
+            // Both lists are in UID order, and UIDs only grow, so one pass pairs them.
+            while fresh.peek().is_some_and(|m| m.uid < entry.meta.uid) {
+                fresh.next();
+            }
+            match fresh.peek() {
+                Some(m) if m.uid == entry.meta.uid => {
+                    let m = fresh.next().expect("peeked");
+                    if m.flags != entry.meta.flags || m.keywords != entry.meta.keywords {
+                        entry.meta = m;
+                        out.extend_from_slice(
+                            format!("* {} FETCH (UID {} FLAGS ", index + 1, entry.meta.uid)
+                                .as_bytes(),
+                        );
+                        push_flags(out, &entry.meta, self.recent.contains(&entry.meta.uid));
+                        out.extend_from_slice(b")\r\n");
+                    }
+                }
+                _ => entry.expunged = true,
+            }
+        }
+        let added: Vec<MessageMeta> = fresh.collect();
+        let arrived = !added.is_empty();
+        if let Some(from) = recent_from {
+            self.recent
+                .extend(added.iter().map(|m| m.uid).filter(|&u| u >= from));
+        }
+        self.messages.extend(added.into_iter().map(|meta| Entry {
+            meta,
+            expunged: false,
+        }));
+        if expunge_allowed {
+            self.announce_expunges(out);
+        }
+        if arrived {
+            out.extend_from_slice(format!("* {} EXISTS\r\n", self.exists()).as_bytes());
+            out.extend_from_slice(format!("* {} RECENT\r\n", self.recent.len()).as_bytes());
+        }
+    }
+
+    /// Drops the ghosts, highest number first, so every EXPUNGE names a current number.
+    fn announce_expunges(&mut self, out: &mut Vec<u8>) {
+        for index in (0..self.messages.len()).rev() {
+            if self.messages[index].expunged {
+                let gone = self.messages.remove(index);
+                self.recent.remove(&gone.meta.uid);
+                out.extend_from_slice(format!("* {} EXPUNGE\r\n", index + 1).as_bytes());
+            }
+        }
+    }
+
+    /// Removes messages this session expunged itself, announcing each.
+    pub fn expunged_here(&mut self, uids: &[u32], out: &mut Vec<u8>) {
+        let gone: HashSet<u32> = uids.iter().copied().collect();
+        for entry in &mut self.messages {
+            if gone.contains(&entry.meta.uid) {
+                entry.expunged = true;
+            }
+        }
+        self.announce_expunges(out);
+    }
+}
+
+fn order(a: u32, b: u32) -> (u32, u32) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::{AccountId, BlobId, Flags, MailboxId, MessageId};
+
+    fn meta(uid: u32, flags: u32) -> MessageMeta {
+        MessageMeta {
+            id: MessageId(uid as i64),
+            uid,
+            internal_date: 0,
+            size: 10,
+            flags: Flags(flags),
+            keywords: Vec::new(),
+            blob: BlobId([0; 32]),
+        }
+    }
+
+    fn view(uids: &[u32]) -> Selected {
+        let info = MailboxInfo {
+            id: MailboxId(1),
+            account: AccountId(1),
+            name: "INBOX".into(),
+            uid_validity: 1,
+            uid_next: 100,
+            special_use: None,
+            modseq: 1,
+        };
+        let (_, rx) = watch::channel(0);
+        Selected::new(info, false, uids.iter().map(|&u| meta(u, 0)).collect(), Some(1), rx)
+    }
+
+    fn set(ranges: &[(SeqNum, SeqNum)]) -> SequenceSet {
+        SequenceSet(ranges.to_vec())
+    }
+
+    #[test]
+    fn sets_resolve_by_number_and_by_uid() {
+        let v = view(&[3, 5, 9]);
+        let one = |n| (SeqNum::Value(n), SeqNum::Value(n));
+        assert_eq!(v.resolve(&set(&[(SeqNum::Value(2), SeqNum::Star)]), false), Ok(vec![1, 2]));
+        assert!(v.resolve(&set(&[one(4)]), false).is_err());
+        assert!(v.resolve(&set(&[one(0)]), false).is_err());
+        assert_eq!(v.resolve(&set(&[one(4), (SeqNum::Value(9), SeqNum::Value(5))]), true), Ok(vec![1, 2]));
+        // "n:*" with n above every UID still names the last message (RFC 3501 §6.4.8).
+        assert_eq!(v.resolve(&set(&[(SeqNum::Value(50), SeqNum::Star)]), true), Ok(vec![2]));
+        assert_eq!(view(&[]).resolve(&set(&[(SeqNum::Value(1), SeqNum::Star)]), true), Ok(vec![]));
+    }
+
+    #[test]
+    fn merge_reports_flags_expunges_and_new_mail() {
+        let mut v = view(&[3, 5, 9]);
+        let mut out = Vec::new();
+        v.merge(vec![meta(3, 0), meta(9, Flags::SEEN), meta(12, 0)], Some(10), &mut out, true);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "* 3 FETCH (UID 9 FLAGS (\\Seen \\Recent))\r\n* 2 EXPUNGE\r\n* 3 EXISTS\r\n* 3 RECENT\r\n"
+        );
+        assert_eq!(v.messages.iter().map(|e| e.meta.uid).collect::<Vec<_>>(), [3, 9, 12]);
+    }
+
+    #[test]
+    fn expunges_wait_while_numbers_are_in_use() {
+        let mut v = view(&[3, 5, 9]);
+        let mut out = Vec::new();
+        v.merge(vec![meta(3, 0), meta(9, 0)], None, &mut out, false);
+        assert!(out.is_empty());
+        assert_eq!(v.exists(), 3);
+        v.announce_expunges(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "* 2 EXPUNGE\r\n");
+    }
+}

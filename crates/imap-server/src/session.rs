@@ -1,0 +1,1405 @@
+//! One IMAP connection through its states: not authenticated, authenticated, selected.
+//!
+//! Commands are read and parsed by `imap-proto`; each runs to completion and is answered
+//! before the next is read, so the replies to pipelined commands stay in order. Every
+//! store call runs on a blocking thread. After each command in the selected state the view
+//! is refreshed, so changes made elsewhere (SMTP, POP3, other sessions) reach the client as
+//! untagged responses at the next command, and at once during IDLE.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use imap_proto::response::{self, Esearch};
+use imap_proto::{
+    AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, Parsed,
+    SearchKey, SearchReturn, SequenceSet, StatusItem, StoreOp,
+};
+use net::{Connection, Read, Shutdown, Wire};
+use store::{AccountId, FlagOp, Flags, MailboxInfo, Store, StoreError};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::fetch::{self, Target};
+use crate::search::{self, Bounds, Candidate};
+use crate::selected::Selected;
+use crate::{AccountSlot, ImapServer};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Output is written to the socket whenever this much has piled up during a long FETCH.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Messages read and encoded per blocking task during FETCH and SEARCH.
+const BATCH: usize = 64;
+
+enum State {
+    NotAuthenticated,
+    Authenticated(Account),
+    Selected(Account, Selected),
+}
+
+struct Account {
+    id: AccountId,
+    _slot: AccountSlot,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Why a command could not be done: the tagged NO with its response code.
+struct No {
+    code: &'static str,
+    text: String,
+}
+
+impl No {
+    fn new(code: &'static str, text: impl Into<String>) -> No {
+        No {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl From<StoreError> for No {
+    fn from(e: StoreError) -> No {
+        let code = match &e {
+            StoreError::NotFound { .. } => "NONEXISTENT",
+            StoreError::AlreadyExists { .. } => "ALREADYEXISTS",
+            StoreError::Invalid(_) => "CANNOT",
+            e if e.is_transient() => "UNAVAILABLE",
+            _ => "SERVERBUG",
+        };
+        if code == "SERVERBUG" || code == "UNAVAILABLE" {
+            warn!(error = %e, "store error");
+        }
+        No::new(code, e.to_string())
+    }
+}
+
+impl No {
+    /// A protocol error rather than a refusal: answered BAD and counted against the client.
+    fn bad(text: impl Into<String>) -> No {
+        No::new("BAD", text)
+    }
+}
+
+/// A command done: the tagged OK's text and, for some, a response code with its data.
+struct Done {
+    code: Option<String>,
+    text: String,
+}
+
+fn done(text: &str) -> Done {
+    Done {
+        code: None,
+        text: text.into(),
+    }
+}
+
+type Outcome = Result<Done, No>;
+
+struct Session {
+    server: Arc<ImapServer>,
+    wire: Wire,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+    reader: CommandReader,
+    state: State,
+    errors: usize,
+}
+
+pub async fn run(conn: Connection, server: Arc<ImapServer>) {
+    let span = tracing::info_span!("imap", peer = %conn.peer);
+    async move {
+        debug!("connected");
+        let mut session = Session {
+            reader: CommandReader::new(Limits {
+                max_line: server.config.max_line_length,
+                max_append: server.config.max_message_size,
+                ..Limits::default()
+            }),
+            server,
+            wire: Wire::new(conn.stream),
+            peer: conn.peer,
+            shutdown: conn.shutdown,
+            state: State::NotAuthenticated,
+            errors: 0,
+        };
+        if let Err(e) = session.serve().await {
+            debug!(error = %e, "connection ended with an error");
+        }
+        debug!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Blocking store work, off the connection threads.
+async fn blocking<T, F>(store: &Arc<dyn Store>, work: F) -> Result<T, No>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> store::Result<T> + Send + 'static,
+{
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
+        Ok(result) => result.map_err(No::from),
+        Err(e) => {
+            warn!(error = %e, "store task failed");
+            Err(No::new("SERVERBUG", "internal error"))
+        }
+    }
+}
+
+impl Session {
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.server.store
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        if self.closed_for_maintenance() {
+            return self.wire.flush().await;
+        }
+        let greeting = format!(
+            "* OK [CAPABILITY {}] {} IMAP4rev1 server (tegami) ready\r\n",
+            self.capabilities(),
+            self.server.config.hostname
+        );
+        self.wire.output.extend_from_slice(greeting.as_bytes());
+        loop {
+            match self.reader.parse(&mut self.wire.input) {
+                Ok(Parsed::Command(command)) => {
+                    if let Flow::Close = self.handle(command).await? {
+                        return self.wire.flush().await;
+                    }
+                }
+                Ok(Parsed::NeedContinuation) => {
+                    response::continuation(&mut self.wire.output, "Ready for literal data");
+                    if !self.read_more().await? {
+                        return Ok(());
+                    }
+                }
+                Ok(Parsed::NeedMore) => {
+                    self.wire.flush().await?;
+                    if self.shutdown.is_shutting_down() {
+                        self.bye("server shutting down, try again later");
+                        return self.wire.flush().await;
+                    }
+                    if self.closed_for_maintenance() {
+                        return self.wire.flush().await;
+                    }
+                    if !self.read_more().await? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "rejected a command");
+                    e.write_response(&mut self.wire.output);
+                    if e.must_close() {
+                        return self.wire.flush().await;
+                    }
+                    if let Flow::Close = self.error() {
+                        return self.wire.flush().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for input; false when the connection is over (closed, timed out).
+    async fn read_more(&mut self) -> std::io::Result<bool> {
+        self.wire.flush().await?;
+        let mut shutdown = self.shutdown.clone();
+        let server = self.server.clone();
+        let wake = async move {
+            tokio::select! {
+                _ = shutdown.requested() => {}
+                _ = server.gate.maintenance_started() => {}
+            }
+        };
+        let timeout = self.server.config.command_timeout;
+        match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
+            Read::Data | Read::Woken => Ok(true),
+            Read::Closed => Ok(false),
+            Read::TimedOut => {
+                self.bye("autologout: idle for too long");
+                self.wire.flush().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Reads the client's answer to an AUTHENTICATE challenge. None when the connection
+    /// ended or the line was not base64 (already answered).
+    async fn read_auth_response(&mut self, tag: &str) -> std::io::Result<Option<AuthResponse>> {
+        loop {
+            match self.reader.parse_auth_response(&mut self.wire.input) {
+                Ok(Some(response)) => return Ok(Some(response)),
+                Ok(None) => {
+                    if !self.read_more().await? || self.shutdown.is_shutting_down() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    self.tagged(tag, "BAD", None, &e.to_string());
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn bye(&mut self, text: &str) {
+        self.wire
+            .output
+            .extend_from_slice(format!("* BYE [UNAVAILABLE] {text}\r\n").as_bytes());
+    }
+
+    /// Writes the maintenance BYE and returns true when maintenance is in force.
+    fn closed_for_maintenance(&mut self) -> bool {
+        match self.server.gate.maintenance() {
+            Some(maintenance) => {
+                self.bye(&maintenance.reply_text());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn tagged(&mut self, tag: &str, status: &str, code: Option<&str>, text: &str) {
+        let out = &mut self.wire.output;
+        out.extend_from_slice(tag.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.as_bytes());
+        if let Some(code) = code {
+            out.extend_from_slice(format!(" [{code}]").as_bytes());
+        }
+        out.push(b' ');
+        // A reply text never carries a line break, whatever an error message contains.
+        out.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn error(&mut self) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.server.config.max_errors {
+            self.wire
+                .output
+                .extend_from_slice(b"* BYE too many errors, closing connection\r\n");
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn capabilities(&self) -> String {
+        let mut caps = vec![
+            "IMAP4rev1",
+            "LITERAL+",
+            "SASL-IR",
+            "ID",
+            "ENABLE",
+            "IDLE",
+            "NAMESPACE",
+            "UIDPLUS",
+            "MOVE",
+            "UNSELECT",
+            "SPECIAL-USE",
+            "ESEARCH",
+            "CHILDREN",
+        ];
+        if matches!(self.state, State::NotAuthenticated) {
+            if self.server.config.tls.is_some() && !self.wire.stream.is_tls() {
+                caps.push("STARTTLS");
+            }
+            if self.plaintext_refused() {
+                caps.push("LOGINDISABLED");
+            } else {
+                caps.push("AUTH=PLAIN");
+            }
+        }
+        caps.join(" ")
+    }
+
+    /// Once TLS is available, passwords travel in clear only over loopback or when the
+    /// config allows it. Without a certificate there is no other way, so it is allowed.
+    fn plaintext_refused(&self) -> bool {
+        self.server.config.tls.is_some()
+            && !self.server.config.allow_plaintext_auth
+            && !self.wire.stream.is_tls()
+            && !self.peer.ip().is_loopback()
+    }
+
+    fn account(&self) -> Option<&Account> {
+        match &self.state {
+            State::NotAuthenticated => None,
+            State::Authenticated(a) | State::Selected(a, _) => Some(a),
+        }
+    }
+
+    async fn handle(&mut self, command: Command) -> std::io::Result<Flow> {
+        let Command { tag, body } = command;
+        let authenticated = self.account().is_some();
+        let selected = matches!(self.state, State::Selected(..));
+        let outcome = match body {
+            CommandBody::Capability => {
+                let caps = format!("* CAPABILITY {}\r\n", self.capabilities());
+                self.wire.output.extend_from_slice(caps.as_bytes());
+                Ok(done("CAPABILITY completed"))
+            }
+            CommandBody::Noop => Ok(done("NOOP completed")),
+            CommandBody::Logout => {
+                self.wire
+                    .output
+                    .extend_from_slice(b"* BYE tegami IMAP server logging out\r\n");
+                self.tagged(&tag, "OK", None, "LOGOUT completed");
+                return Ok(Flow::Close);
+            }
+            CommandBody::Id(_) => {
+                let id = format!(
+                    "* ID (\"name\" \"tegami\" \"version\" \"{}\")\r\n",
+                    env!("CARGO_PKG_VERSION")
+                );
+                self.wire.output.extend_from_slice(id.as_bytes());
+                Ok(done("ID completed"))
+            }
+            CommandBody::Enable(_) if authenticated => {
+                // None of the extensions that need enabling (CONDSTORE, UTF8=ACCEPT, ...)
+                // is offered, so nothing is enabled.
+                self.wire.output.extend_from_slice(b"* ENABLED\r\n");
+                Ok(done("ENABLE completed"))
+            }
+            CommandBody::StartTls if !authenticated => return self.start_tls(&tag).await,
+            CommandBody::Login { user, password } if !authenticated => {
+                return self.login(&tag, user, password).await;
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial,
+            } if !authenticated => return self.authenticate(&tag, &mechanism, initial).await,
+            CommandBody::Idle if authenticated => return self.idle(&tag).await,
+            body if authenticated && !is_selected_command(&body) => {
+                self.authenticated_command(body).await
+            }
+            body if selected && is_selected_command(&body) => {
+                self.selected_command(&tag, body).await
+            }
+            body => {
+                let text = match (&self.state, is_selected_command(&body)) {
+                    (State::NotAuthenticated, _) => "log in first (LOGIN or AUTHENTICATE)",
+                    (_, true) => "no mailbox selected (SELECT or EXAMINE first)",
+                    _ => "not allowed in this state",
+                };
+                self.tagged(&tag, "BAD", None, text);
+                return Ok(self.error());
+            }
+        };
+        // Whatever happened elsewhere meanwhile reaches the client before the tagged reply.
+        if let State::Selected(_, view) = &mut self.state {
+            let store = self.server.store.clone();
+            if let Err(e) = view.refresh(&store, &mut self.wire.output, true).await {
+                if matches!(e, StoreError::NotFound { .. }) {
+                    // Deleted under us (another session or the CLI): back to authenticated.
+                    self.deselect();
+                    self.wire
+                        .output
+                        .extend_from_slice(b"* OK [CLOSED] the mailbox no longer exists\r\n");
+                } else {
+                    warn!(error = %e, "cannot refresh the selected mailbox");
+                }
+            }
+        }
+        match outcome {
+            Ok(Done { code, text }) => self.tagged(&tag, "OK", code.as_deref(), &text),
+            Err(No { code, text }) if code == "BAD" => {
+                self.tagged(&tag, "BAD", None, &text);
+                return Ok(self.error());
+            }
+            Err(No { code, text }) => self.tagged(&tag, "NO", Some(code), &text),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn deselect(&mut self) {
+        let state = std::mem::replace(&mut self.state, State::NotAuthenticated);
+        self.state = match state {
+            State::Selected(account, _) | State::Authenticated(account) => {
+                State::Authenticated(account)
+            }
+            State::NotAuthenticated => State::NotAuthenticated,
+        };
+    }
+
+    // -- Not authenticated --------------------------------------------------------------
+
+    async fn start_tls(&mut self, tag: &str) -> std::io::Result<Flow> {
+        let Some(tls) = self.server.config.tls.clone() else {
+            self.tagged(tag, "BAD", None, "STARTTLS is not available");
+            return Ok(self.error());
+        };
+        if self.wire.stream.is_tls() {
+            self.tagged(tag, "BAD", None, "TLS is already active");
+            return Ok(self.error());
+        }
+        self.tagged(tag, "OK", None, "Begin TLS negotiation now");
+        self.wire.flush().await?;
+        // Commands pipelined behind STARTTLS came in plain text and must not be obeyed.
+        self.wire.input.clear();
+        self.reader.reset();
+        match self.wire.stream.start_tls(tls).await {
+            Ok(()) => Ok(Flow::Continue),
+            Err(e) => {
+                debug!(error = %e, "TLS handshake failed");
+                Ok(Flow::Close)
+            }
+        }
+    }
+
+    async fn login(&mut self, tag: &str, user: String, password: String) -> std::io::Result<Flow> {
+        if self.plaintext_refused() {
+            self.tagged(tag, "NO", Some("PRIVACYREQUIRED"), "use STARTTLS first");
+            return Ok(Flow::Continue);
+        }
+        self.check_password(tag, user, password).await
+    }
+
+    async fn authenticate(
+        &mut self,
+        tag: &str,
+        mechanism: &str,
+        initial: Option<String>,
+    ) -> std::io::Result<Flow> {
+        if !mechanism.eq_ignore_ascii_case("PLAIN") {
+            self.tagged(tag, "NO", Some("CANNOT"), "only AUTHENTICATE PLAIN is offered");
+            return Ok(Flow::Continue);
+        }
+        if self.plaintext_refused() {
+            self.tagged(tag, "NO", Some("PRIVACYREQUIRED"), "use STARTTLS first");
+            return Ok(Flow::Continue);
+        }
+        let response = match initial {
+            Some(text) => text,
+            None => {
+                response::continuation(&mut self.wire.output, "");
+                match self.read_auth_response(tag).await? {
+                    Some(AuthResponse::Data(text)) => text,
+                    Some(AuthResponse::Cancel) => {
+                        self.tagged(tag, "BAD", None, "authentication cancelled");
+                        return Ok(Flow::Continue);
+                    }
+                    None => return Ok(self.error()),
+                }
+            }
+        };
+        let response = response.trim();
+        let decoded = if response == "=" {
+            Ok(Vec::new())
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(response)
+        };
+        let credentials = decoded.ok().and_then(|bytes| {
+            let mut fields = bytes.split(|&b| b == 0);
+            let (authz, authc, password) = (fields.next()?, fields.next()?, fields.next()?);
+            let authc = String::from_utf8(authc.to_vec()).ok()?;
+            // Acting for someone else (a different authorization identity) is not offered.
+            if !authz.is_empty() && authz != authc.as_bytes() {
+                return None;
+            }
+            Some((authc, String::from_utf8(password.to_vec()).ok()?))
+        });
+        match credentials {
+            Some((user, password)) => self.check_password(tag, user, password).await,
+            None => {
+                self.tagged(tag, "BAD", None, "malformed PLAIN response");
+                Ok(self.error())
+            }
+        }
+    }
+
+    async fn check_password(
+        &mut self,
+        tag: &str,
+        user: String,
+        password: String,
+    ) -> std::io::Result<Flow> {
+        let who = user.clone();
+        let checked = blocking(self.store(), move |s| s.authenticate(&who, &password)).await;
+        let id = match checked {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let delay = self.server.throttle.failed(self.peer.ip());
+                info!(user = %user, delay_secs = delay.as_secs(), "failed login");
+                tokio::time::sleep(delay).await;
+                self.tagged(
+                    tag,
+                    "NO",
+                    Some("AUTHENTICATIONFAILED"),
+                    "invalid user name or password",
+                );
+                return Ok(self.error());
+            }
+            Err(No { text, .. }) => {
+                self.tagged(tag, "NO", Some("UNAVAILABLE"), &text);
+                return Ok(Flow::Continue);
+            }
+        };
+        self.server.throttle.succeeded(self.peer.ip());
+        let Some(slot) = self.server.enter(id) else {
+            self.tagged(
+                tag,
+                "NO",
+                Some("LIMIT"),
+                "too many connections for this account",
+            );
+            return Ok(Flow::Continue);
+        };
+        info!(user = %user, "logged in");
+        self.state = State::Authenticated(Account { id, _slot: slot });
+        let caps = format!("CAPABILITY {}", self.capabilities());
+        self.tagged(tag, "OK", Some(&caps), "logged in");
+        Ok(Flow::Continue)
+    }
+
+    // -- Authenticated --------------------------------------------------------------------
+
+    async fn authenticated_command(&mut self, body: CommandBody) -> Outcome {
+        let account = self.account().map(|a| a.id).expect("authenticated");
+        let store = self.server.store.clone();
+        match body {
+            CommandBody::Select { mailbox } => self.select(account, mailbox, false).await,
+            CommandBody::Examine { mailbox } => self.select(account, mailbox, true).await,
+            CommandBody::Create {
+                mailbox,
+                special_use,
+            } => {
+                self.writable()?;
+                if !special_use.is_empty() {
+                    return Err(No::new("USEATTR", "special-use mailboxes are fixed"));
+                }
+                let name = mailbox.trim_end_matches('/').to_string();
+                if name.eq_ignore_ascii_case("INBOX") {
+                    return Err(No::new("ALREADYEXISTS", "INBOX always exists"));
+                }
+                blocking(&store, move |s| {
+                    // Missing superior levels are created too (RFC 3501 §6.3.3).
+                    let existing: Vec<String> =
+                        s.mailboxes(account)?.into_iter().map(|m| m.name).collect();
+                    let levels: Vec<&str> = name.split('/').collect();
+                    for depth in 1..levels.len() {
+                        let parent = levels[..depth].join("/");
+                        if !parent.is_empty() && !existing.contains(&parent) {
+                            s.create_mailbox(account, &parent)?;
+                        }
+                    }
+                    s.create_mailbox(account, &name)
+                })
+                .await?;
+                Ok(done("CREATE completed"))
+            }
+            CommandBody::Delete { mailbox } => {
+                self.writable()?;
+                if mailbox == "INBOX" {
+                    return Err(No::new("CANNOT", "INBOX cannot be deleted"));
+                }
+                blocking(&store, move |s| s.delete_mailbox(account, &mailbox)).await?;
+                Ok(done("DELETE completed"))
+            }
+            CommandBody::Rename { from, to } => {
+                self.writable()?;
+                blocking(&store, move |s| s.rename_mailbox(account, &from, &to)).await?;
+                Ok(done("RENAME completed"))
+            }
+            CommandBody::Subscribe { mailbox } => {
+                blocking(&store, move |s| s.set_subscribed(account, &mailbox, true)).await?;
+                Ok(done("SUBSCRIBE completed"))
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                blocking(&store, move |s| s.set_subscribed(account, &mailbox, false)).await?;
+                Ok(done("UNSUBSCRIBE completed"))
+            }
+            CommandBody::List {
+                reference,
+                pattern,
+                select_special_use,
+                ..
+            } => {
+                if pattern.is_empty() {
+                    // The hierarchy delimiter and root (RFC 3501 §6.3.8).
+                    self.wire
+                        .output
+                        .extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+                    return Ok(done("LIST completed"));
+                }
+                let mailboxes = blocking(&store, move |s| s.mailboxes(account)).await?;
+                let pattern = format!("{reference}{pattern}");
+                for entry in list_entries(&mailboxes) {
+                    if !pattern_matches(&pattern, &entry.name) {
+                        continue;
+                    }
+                    if select_special_use && entry.special_use.is_none() {
+                        continue;
+                    }
+                    push_list_line(&mut self.wire.output, "LIST", &entry);
+                }
+                Ok(done("LIST completed"))
+            }
+            CommandBody::Lsub { reference, pattern } => {
+                let subscribed = blocking(&store, move |s| s.subscriptions(account)).await?;
+                let pattern = format!("{reference}{pattern}");
+                for name in subscribed {
+                    if pattern_matches(&pattern, &name) {
+                        let entry = ListEntry {
+                            name,
+                            special_use: None,
+                            noselect: false,
+                            children: None,
+                        };
+                        push_list_line(&mut self.wire.output, "LSUB", &entry);
+                    }
+                }
+                Ok(done("LSUB completed"))
+            }
+            CommandBody::Namespace => {
+                self.wire
+                    .output
+                    .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                Ok(done("NAMESPACE completed"))
+            }
+            CommandBody::Status { mailbox, items } => {
+                let name = mailbox.clone();
+                let (info, counts) = blocking(&store, move |s| {
+                    let info = s.mailbox(account, &name)?;
+                    let counts = s.mailbox_counts(info.id)?;
+                    Ok((info, counts))
+                })
+                .await?;
+                let values: Vec<String> = items
+                    .iter()
+                    .map(|item| match item {
+                        StatusItem::Messages => format!("MESSAGES {}", counts.messages),
+                        StatusItem::Recent => format!("RECENT {}", counts.recent),
+                        StatusItem::UidNext => format!("UIDNEXT {}", info.uid_next),
+                        StatusItem::UidValidity => format!("UIDVALIDITY {}", info.uid_validity),
+                        StatusItem::Unseen => format!("UNSEEN {}", counts.unseen),
+                    })
+                    .collect();
+                let out = &mut self.wire.output;
+                out.extend_from_slice(b"* STATUS ");
+                response::push_mailbox(out, &mailbox);
+                out.extend_from_slice(format!(" ({})\r\n", values.join(" ")).as_bytes());
+                Ok(done("STATUS completed"))
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                if !self.server.gate.disk().accepts_mail() {
+                    return Err(No::new(
+                        "UNAVAILABLE",
+                        "insufficient disk space on the server, try again later",
+                    ));
+                }
+                let (bits, keywords) = split_flags(&flags);
+                let name = mailbox.clone();
+                let (info, delivered) = blocking(&store, move |s| {
+                    let info = s.mailbox(account, &name)?;
+                    let delivered = s.append(info.id, &message, bits, &keywords, date)?;
+                    Ok((info, delivered))
+                })
+                .await
+                .map_err(|no| {
+                    if no.code == "NONEXISTENT" {
+                        No::new("TRYCREATE", format!("no mailbox named {mailbox}"))
+                    } else {
+                        no
+                    }
+                })?;
+                Ok(Done {
+                    code: Some(format!("APPENDUID {} {}", info.uid_validity, delivered.uid)),
+                    text: "APPEND completed".into(),
+                })
+            }
+            other => Err(No::bad(format!("unexpected command {other:?}"))),
+        }
+    }
+
+    /// Refuses writes when the disk is nearly full.
+    fn writable(&self) -> Result<(), No> {
+        if self.server.gate.disk().accepts_writes() {
+            Ok(())
+        } else {
+            Err(No::new(
+                "UNAVAILABLE",
+                "disk space on the server is critically low, try again later",
+            ))
+        }
+    }
+
+    async fn select(&mut self, account: AccountId, mailbox: String, read_only: bool) -> Outcome {
+        // Selecting, even a mailbox that does not exist, leaves the previous one.
+        self.deselect();
+        let changes = self.server.changes.clone();
+        let name = mailbox.clone();
+        let (info, messages, recent_from, counts) = blocking(self.store(), move |s| {
+            let info = s.mailbox(account, &name)?;
+            let recent_from = if read_only {
+                None
+            } else {
+                Some(s.claim_recent(info.id)?)
+            };
+            let messages = s.messages(info.id)?;
+            let counts = s.mailbox_counts(info.id)?;
+            Ok((info, messages, recent_from, counts))
+        })
+        .await?;
+        let watch = changes.watch(info.id);
+        let view = Selected::new(info, read_only, messages, recent_from, watch);
+        let out = &mut self.wire.output;
+        out.extend_from_slice(
+            b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+              * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags allowed\r\n",
+        );
+        let recent = if read_only {
+            counts.recent
+        } else {
+            view.recent.len() as u32
+        };
+        out.extend_from_slice(format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes());
+        if let Some(first) = view
+            .messages
+            .iter()
+            .position(|e| e.meta.flags.0 & Flags::SEEN == 0)
+        {
+            out.extend_from_slice(
+                format!("* OK [UNSEEN {}] first unseen message\r\n", first + 1).as_bytes(),
+            );
+        }
+        out.extend_from_slice(
+            format!(
+                "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] predicted next UID\r\n",
+                view.info.uid_validity, view.info.uid_next
+            )
+            .as_bytes(),
+        );
+        let account = match std::mem::replace(&mut self.state, State::NotAuthenticated) {
+            State::Authenticated(account) => account,
+            _ => unreachable!("deselect left the session authenticated"),
+        };
+        self.state = State::Selected(account, view);
+        let (code, verb) = if read_only {
+            ("READ-ONLY", "EXAMINE")
+        } else {
+            ("READ-WRITE", "SELECT")
+        };
+        Ok(Done {
+            code: Some(code.into()),
+            text: format!("{verb} completed"),
+        })
+    }
+
+    // -- Selected -------------------------------------------------------------------------
+
+    async fn selected_command(&mut self, tag: &str, body: CommandBody) -> Outcome {
+        let store = self.server.store.clone();
+        let moving = matches!(body, CommandBody::Move { .. });
+        let State::Selected(_, view) = &mut self.state else {
+            unreachable!("checked by handle")
+        };
+        match body {
+            CommandBody::Check => Ok(done("CHECK completed (everything is already on disk)")),
+            CommandBody::Close | CommandBody::Unselect => {
+                if matches!(body, CommandBody::Close) && !view.read_only {
+                    // CLOSE expunges without EXPUNGE responses (RFC 3501 §6.4.2).
+                    let mailbox = view.info.id;
+                    if self.server.gate.disk().accepts_writes() {
+                        blocking(&store, move |s| s.expunge_deleted(mailbox, None)).await?;
+                    }
+                }
+                self.deselect();
+                Ok(done("CLOSE completed"))
+            }
+            CommandBody::Expunge | CommandBody::UidExpunge(_) => {
+                if view.read_only {
+                    return Err(No::new("READ-ONLY", "the mailbox is read-only (EXAMINE)"));
+                }
+                let uids = match &body {
+                    CommandBody::UidExpunge(set) => Some(uids_of(view, set, true)?),
+                    _ => None,
+                };
+                writable(&self.server)?;
+                let mailbox = view.info.id;
+                let removed =
+                    blocking(&store, move |s| s.expunge_deleted(mailbox, uids.as_deref())).await?;
+                view.expunged_here(&removed, &mut self.wire.output);
+                Ok(done("EXPUNGE completed"))
+            }
+            CommandBody::Search {
+                uid,
+                charset,
+                criteria,
+                ret,
+            } => {
+                if let Some(charset) = &charset
+                    && !["UTF-8", "US-ASCII"]
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(charset))
+                {
+                    return Err(No::new("BADCHARSET (UTF-8 US-ASCII)", "unsupported charset"));
+                }
+                if !uid {
+                    view.refresh(&store, &mut self.wire.output, false)
+                        .await
+                        .map_err(No::from)?;
+                }
+                let found = run_search(&store, view, &criteria, uid).await?;
+                push_search(&mut self.wire.output, tag, uid, &ret, &found);
+                Ok(done("SEARCH completed"))
+            }
+            CommandBody::Fetch { uid, set, items } => {
+                let picked = view.resolve(&set, uid).map_err(No::bad)?;
+                let mut items = items;
+                if uid && !items.contains(&FetchItem::Uid) {
+                    items.insert(0, FetchItem::Uid);
+                }
+                let missing =
+                    run_fetch(&store, &self.server, view, &mut self.wire, &picked, &items, uid)
+                        .await?;
+                if missing > 0 {
+                    return Ok(Done {
+                        code: Some("EXPUNGEISSUED".into()),
+                        text: "FETCH completed; some messages were expunged meanwhile".into(),
+                    });
+                }
+                Ok(done("FETCH completed"))
+            }
+            CommandBody::Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+            } => {
+                if view.read_only {
+                    return Err(No::new("READ-ONLY", "the mailbox is read-only (EXAMINE)"));
+                }
+                writable(&self.server)?;
+                let picked = view.resolve(&set, uid).map_err(No::bad)?;
+                let uids: Vec<u32> = picked
+                    .iter()
+                    .filter(|&&i| !view.messages[i].expunged)
+                    .map(|&i| view.messages[i].meta.uid)
+                    .collect();
+                let (bits, keywords) = split_flags(&flags);
+                let op = match op {
+                    StoreOp::Replace => FlagOp::Replace,
+                    StoreOp::Add => FlagOp::Add,
+                    StoreOp::Remove => FlagOp::Remove,
+                };
+                let mailbox = view.info.id;
+                let states = blocking(&store, move |s| {
+                    s.update_flags(mailbox, &uids, op, bits, &keywords)
+                })
+                .await?;
+                for state in states {
+                    let Some(index) = view
+                        .messages
+                        .iter()
+                        .position(|e| e.meta.uid == state.uid)
+                    else {
+                        continue;
+                    };
+                    let entry = &mut view.messages[index];
+                    entry.meta.flags = state.flags;
+                    entry.meta.keywords = state.keywords;
+                    if !silent {
+                        let out = &mut self.wire.output;
+                        out.extend_from_slice(format!("* {} FETCH (", index + 1).as_bytes());
+                        if uid {
+                            out.extend_from_slice(format!("UID {} ", state.uid).as_bytes());
+                        }
+                        out.extend_from_slice(b"FLAGS ");
+                        let recent = view.is_recent(state.uid);
+                        fetch::push_flags(out, &view.messages[index].meta, recent);
+                        out.extend_from_slice(b")\r\n");
+                    }
+                }
+                if !uid {
+                    view.refresh(&store, &mut self.wire.output, false)
+                        .await
+                        .map_err(No::from)?;
+                }
+                Ok(done("STORE completed"))
+            }
+            CommandBody::Copy { uid, set, mailbox } | CommandBody::Move { uid, set, mailbox } => {
+                if moving && view.read_only {
+                    return Err(No::new("READ-ONLY", "the mailbox is read-only (EXAMINE)"));
+                }
+                if !self.server.gate.disk().accepts_mail() {
+                    return Err(No::new(
+                        "UNAVAILABLE",
+                        "insufficient disk space on the server, try again later",
+                    ));
+                }
+                let uids = uids_of(view, &set, uid)?;
+                let account = view.info.account;
+                let from = view.info.id;
+                let copied = blocking(&store, move |s| {
+                    let to = match s.mailbox(account, &mailbox) {
+                        Ok(to) => to,
+                        Err(StoreError::NotFound { .. }) => {
+                            return Err(StoreError::Invalid(format!("TRYCREATE:{mailbox}")));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    if moving {
+                        s.move_messages(from, &uids, to.id)
+                    } else {
+                        s.copy_messages(from, &uids, to.id)
+                    }
+                })
+                .await
+                .map_err(|no| match no.text.strip_prefix("TRYCREATE:") {
+                    Some(name) => No::new("TRYCREATE", format!("no mailbox named {name}")),
+                    None => no,
+                })?;
+                if copied.uids.is_empty() {
+                    return Ok(done(if moving { "MOVE completed" } else { "COPY completed" }));
+                }
+                let src: Vec<u32> = copied.uids.iter().map(|p| p.0).collect();
+                let dst: Vec<u32> = copied.uids.iter().map(|p| p.1).collect();
+                let mut code = format!("COPYUID {} ", copied.uid_validity).into_bytes();
+                response::push_uid_set(&mut code, &src);
+                code.push(b' ');
+                response::push_uid_set(&mut code, &dst);
+                let code = String::from_utf8(code).expect("digits and punctuation");
+                if moving {
+                    // RFC 6851: COPYUID goes untagged, before the EXPUNGEs.
+                    self.wire
+                        .output
+                        .extend_from_slice(format!("* OK [{code}] moved\r\n").as_bytes());
+                    view.expunged_here(&src, &mut self.wire.output);
+                    return Ok(done("MOVE completed"));
+                }
+                Ok(Done {
+                    code: Some(code),
+                    text: "COPY completed".into(),
+                })
+            }
+            other => Err(No::bad(format!("unexpected command {other:?}"))),
+        }
+    }
+
+    // -- IDLE -----------------------------------------------------------------------------
+
+    /// RFC 2177: report changes as they happen until the client says DONE.
+    async fn idle(&mut self, tag: &str) -> std::io::Result<Flow> {
+        response::continuation(&mut self.wire.output, "idling");
+        let store = self.server.store.clone();
+        let deadline = tokio::time::Instant::now() + self.server.config.idle_timeout;
+        loop {
+            match self.reader.parse_idle_done(&mut self.wire.input) {
+                Ok(true) => {
+                    self.tagged(tag, "OK", None, "IDLE terminated");
+                    return Ok(Flow::Continue);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.tagged(tag, "BAD", None, &e.to_string());
+                    return Ok(self.error());
+                }
+            }
+            self.wire.flush().await?;
+            if self.shutdown.is_shutting_down() {
+                self.bye("server shutting down, try again later");
+                return Ok(Flow::Close);
+            }
+            if self.closed_for_maintenance() {
+                return Ok(Flow::Close);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.bye("IDLE lasted too long; reconnect and IDLE again");
+                return Ok(Flow::Close);
+            }
+            let mut shutdown = self.shutdown.clone();
+            let server = self.server.clone();
+            let mut changes = match &self.state {
+                State::Selected(_, view) => Some(view.changes.clone()),
+                _ => None,
+            };
+            let wake = async move {
+                let changed = async {
+                    match changes.as_mut() {
+                        Some(rx) => {
+                            let _ = rx.changed().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.requested() => {}
+                    _ = server.gate.maintenance_started() => {}
+                    _ = changed => {}
+                }
+            };
+            match self.wire.read_more(READ_CHUNK, deadline - now, wake).await? {
+                Read::Data => {}
+                Read::Closed => return Ok(Flow::Close),
+                Read::TimedOut => {}
+                Read::Woken => {
+                    if let State::Selected(_, view) = &mut self.state
+                        && let Err(e) = view.refresh(&store, &mut self.wire.output, true).await
+                    {
+                        warn!(error = %e, "cannot refresh the selected mailbox during IDLE");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn writable(server: &ImapServer) -> Result<(), No> {
+    if server.gate.disk().accepts_writes() {
+        Ok(())
+    } else {
+        Err(No::new(
+            "UNAVAILABLE",
+            "disk space on the server is critically low, try again later",
+        ))
+    }
+}
+
+fn is_selected_command(body: &CommandBody) -> bool {
+    matches!(
+        body,
+        CommandBody::Check
+            | CommandBody::Close
+            | CommandBody::Unselect
+            | CommandBody::Expunge
+            | CommandBody::UidExpunge(_)
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
+    )
+}
+
+fn uids_of(view: &Selected, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, No> {
+    let picked = view.resolve(set, uid).map_err(No::bad)?;
+    Ok(picked
+        .into_iter()
+        .filter(|&i| !view.messages[i].expunged)
+        .map(|i| view.messages[i].meta.uid)
+        .collect())
+}
+
+fn split_flags(flags: &[Flag]) -> (Flags, Vec<String>) {
+    let mut bits = 0;
+    let mut keywords = Vec::new();
+    for flag in flags {
+        match flag {
+            Flag::Seen => bits |= Flags::SEEN,
+            Flag::Answered => bits |= Flags::ANSWERED,
+            Flag::Flagged => bits |= Flags::FLAGGED,
+            Flag::Deleted => bits |= Flags::DELETED,
+            Flag::Draft => bits |= Flags::DRAFT,
+            Flag::Recent => {}
+            Flag::Keyword(k) => keywords.push(k.clone()),
+        }
+    }
+    keywords.sort();
+    keywords.dedup();
+    (Flags(bits), keywords)
+}
+
+/// Runs FETCH over the picked messages, a batch per blocking task, writing as it goes.
+/// Returns how many picked messages were already expunged and so not answered.
+async fn run_fetch(
+    store: &Arc<dyn Store>,
+    server: &ImapServer,
+    view: &mut Selected,
+    wire: &mut Wire,
+    picked: &[usize],
+    items: &[FetchItem],
+    uid: bool,
+) -> Result<usize, No> {
+    let mut seen_changed = std::collections::HashSet::new();
+    if fetch::sets_seen(items) && !view.read_only && server.gate.disk().accepts_writes() {
+        let unseen: Vec<u32> = picked
+            .iter()
+            .map(|&i| &view.messages[i])
+            .filter(|e| !e.expunged && e.meta.flags.0 & Flags::SEEN == 0)
+            .map(|e| e.meta.uid)
+            .collect();
+        if !unseen.is_empty() {
+            let mailbox = view.info.id;
+            let states = blocking(store, move |s| {
+                s.update_flags(mailbox, &unseen, FlagOp::Add, Flags(Flags::SEEN), &[])
+            })
+            .await?;
+            for state in states {
+                if let Some(entry) = view.messages.iter_mut().find(|e| e.meta.uid == state.uid) {
+                    entry.meta.flags = state.flags;
+                    entry.meta.keywords = state.keywords;
+                    seen_changed.insert(state.uid);
+                }
+            }
+        }
+    }
+    let needs_body = fetch::needs_body(items);
+    let targets: Vec<Target> = picked
+        .iter()
+        .filter(|&&i| !view.messages[i].expunged)
+        .map(|&i| {
+            let meta = view.messages[i].meta.clone();
+            Target {
+                seq: i as u32 + 1,
+                recent: view.is_recent(meta.uid),
+                flags_changed: seen_changed.contains(&meta.uid),
+                meta,
+            }
+        })
+        .collect();
+    let missing = picked.len() - targets.len();
+    let items: Arc<[FetchItem]> = items.into();
+    let mut unreadable = 0usize;
+    let mut targets = targets.into_iter().peekable();
+    while targets.peek().is_some() {
+        let batch: Vec<Target> = targets.by_ref().take(BATCH).collect();
+        let items = items.clone();
+        let (bytes, failed) = blocking(store, move |s| {
+            let mut out = Vec::new();
+            let mut failed = 0;
+            for target in &batch {
+                let raw = if needs_body {
+                    match s.read_blob(&target.meta.blob) {
+                        Ok(raw) => Some(raw),
+                        Err(e) => {
+                            warn!(uid = target.meta.uid, error = %e, "cannot read message");
+                            failed += 1;
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                fetch::fetch_one(target, &items, uid, raw.as_deref(), &mut out);
+            }
+            Ok((out, failed))
+        })
+        .await?;
+        unreadable += failed;
+        wire.output.extend_from_slice(&bytes);
+        if wire.output.len() >= FLUSH_AT {
+            wire.flush()
+                .await
+                .map_err(|e| No::new("UNAVAILABLE", e.to_string()))?;
+        }
+    }
+    if unreadable > 0 {
+        return Err(No::new(
+            "SERVERBUG",
+            format!("{unreadable} messages could not be read; the operator should run `tegami check`"),
+        ));
+    }
+    Ok(missing)
+}
+
+/// Numbers (or UIDs) of the messages matching, ascending.
+async fn run_search(
+    store: &Arc<dyn Store>,
+    view: &Selected,
+    criteria: &SearchKey,
+    uid: bool,
+) -> Result<Vec<u32>, No> {
+    let bounds = Bounds {
+        max_seq: view.exists(),
+        max_uid: view.messages.last().map_or(0, |e| e.meta.uid),
+    };
+    let candidates: Vec<(u32, store::MessageMeta, bool)> = view
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.expunged)
+        .map(|(i, e)| (i as u32 + 1, e.meta.clone(), view.is_recent(e.meta.uid)))
+        .collect();
+    let criteria = criteria.clone();
+    blocking(store, move |s| {
+        let needs_body = search::needs_body(&criteria);
+        let mut found = Vec::new();
+        for (seq, meta, recent) in &candidates {
+            let candidate = Candidate {
+                seq: *seq,
+                meta,
+                recent: *recent,
+            };
+            let hit = if needs_body {
+                // An unreadable message cannot match a text key; FETCH reports it.
+                let raw = s.read_blob(&meta.blob).ok();
+                let parsed = raw.as_deref().map(imap_mime::Message::parse);
+                search::matches(&criteria, &candidate, bounds, parsed.as_ref())
+            } else {
+                search::matches(&criteria, &candidate, bounds, None)
+            };
+            if hit {
+                found.push(if uid { meta.uid } else { *seq });
+            }
+        }
+        Ok(found)
+    })
+    .await
+}
+
+fn push_search(out: &mut Vec<u8>, tag: &str, uid: bool, ret: &SearchReturn, found: &[u32]) {
+    match *ret {
+        SearchReturn::Plain => response::search(out, found),
+        SearchReturn::Esearch {
+            min,
+            max,
+            count,
+            all,
+        } => {
+            // RETURN () means ALL (RFC 4731 §3.1).
+            let all = all || !(min || max || count);
+            let result = Esearch {
+                min: found.first().copied().filter(|_| min),
+                max: found.last().copied().filter(|_| max),
+                count: count.then_some(found.len() as u32),
+                all: all.then_some(found),
+            };
+            response::esearch(out, tag, uid, &result);
+        }
+    }
+}
+
+/// A name LIST shows: a mailbox, or a level above mailboxes that is not one itself.
+struct ListEntry {
+    name: String,
+    special_use: Option<store::SpecialUse>,
+    noselect: bool,
+    /// Some(true) for \HasChildren, Some(false) for \HasNoChildren (RFC 3348).
+    children: Option<bool>,
+}
+
+fn list_entries(mailboxes: &[MailboxInfo]) -> Vec<ListEntry> {
+    let names: std::collections::BTreeSet<&str> =
+        mailboxes.iter().map(|m| m.name.as_str()).collect();
+    let mut entries: std::collections::BTreeMap<String, ListEntry> = Default::default();
+    for m in mailboxes {
+        let has_children = names
+            .range::<str, _>((std::ops::Bound::Excluded(m.name.as_str()), std::ops::Bound::Unbounded))
+            .next()
+            .is_some_and(|n| n.starts_with(&format!("{}/", m.name)));
+        entries.insert(
+            m.name.clone(),
+            ListEntry {
+                name: m.name.clone(),
+                special_use: m.special_use,
+                noselect: false,
+                children: Some(has_children),
+            },
+        );
+        // Levels above a mailbox that are not mailboxes still show, as \Noselect.
+        let mut parent = m.name.as_str();
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            parent = up;
+            if !names.contains(parent) {
+                entries.entry(parent.to_string()).or_insert(ListEntry {
+                    name: parent.to_string(),
+                    special_use: None,
+                    noselect: true,
+                    children: Some(true),
+                });
+            }
+        }
+    }
+    entries.into_values().collect()
+}
+
+fn push_list_line(out: &mut Vec<u8>, verb: &str, entry: &ListEntry) {
+    let mut attributes: Vec<&str> = Vec::new();
+    if entry.noselect {
+        attributes.push("\\Noselect");
+    }
+    match entry.children {
+        Some(true) => attributes.push("\\HasChildren"),
+        Some(false) => attributes.push("\\HasNoChildren"),
+        None => {}
+    }
+    if let Some(use_) = entry.special_use {
+        attributes.push(use_.attribute());
+    }
+    out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attributes.join(" ")).as_bytes());
+    response::push_mailbox(out, &entry.name);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// LIST wildcards: `*` matches anything, `%` anything but the delimiter. INBOX matches
+/// whatever case the pattern gives it.
+fn pattern_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some((b'%', rest)) => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != b'/')
+                .any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    let folded;
+    let pattern = if pattern.len() >= 5 && pattern[..5].eq_ignore_ascii_case("INBOX") {
+        folded = format!("INBOX{}", &pattern[5..]);
+        folded.as_str()
+    } else {
+        pattern
+    };
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_patterns() {
+        assert!(pattern_matches("*", "a/b/c"));
+        assert!(pattern_matches("%", "INBOX"));
+        assert!(!pattern_matches("%", "a/b"));
+        assert!(pattern_matches("a/%", "a/b"));
+        assert!(!pattern_matches("a/%", "a/b/c"));
+        assert!(pattern_matches("inbox", "INBOX"));
+        assert!(pattern_matches("Arch*", "Archive"));
+        assert!(!pattern_matches("Arch", "Archive"));
+    }
+
+    #[test]
+    fn levels_without_a_mailbox_are_noselect() {
+        let info = |name: &str| MailboxInfo {
+            id: store::MailboxId(1),
+            account: AccountId(1),
+            name: name.into(),
+            uid_validity: 1,
+            uid_next: 1,
+            special_use: None,
+            modseq: 1,
+        };
+        let entries = list_entries(&[info("INBOX"), info("a/b/c"), info("a/b")]);
+        let shown: Vec<(String, bool, Option<bool>)> = entries
+            .into_iter()
+            .map(|e| (e.name, e.noselect, e.children))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("INBOX".into(), false, Some(false)),
+                ("a".into(), true, Some(true)),
+                ("a/b".into(), false, Some(true)),
+                ("a/b/c".into(), false, Some(false)),
+            ]
+        );
+    }
+}

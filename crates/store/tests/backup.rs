@@ -1,0 +1,398 @@
+//! Backups, verification, restore and recovery of the embedded store, through its public
+//! interface (`store::backup`, `SqliteStore::recovery`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use store::backup::{self, CreateOptions, RestoreOptions, Trigger};
+use store::{AccountId, CheckOptions, SqliteStore, Store};
+
+const NOW: i64 = 1_795_442_400; // 2026-11-23T14:00:00Z
+
+fn message(n: usize, size: usize) -> Vec<u8> {
+    let mut m = format!("Message-ID: <{n}@backup.test>\r\nSubject: {n}\r\n\r\n").into_bytes();
+    while m.len() < size {
+        m.extend_from_slice(format!("line {n} of a message that is long enough\r\n").as_bytes());
+    }
+    m
+}
+
+/// A store with two accounts and `n` messages, one in three shared by both.
+fn store_with_mail(dir: &Path, n: usize) -> (SqliteStore, Vec<AccountId>) {
+    let store = SqliteStore::open(dir).unwrap();
+    store.add_domain("example.com").unwrap();
+    let a = store.add_account("a@example.com", "pw").unwrap();
+    let b = store.add_account("b@example.com", "pw").unwrap();
+    for i in 0..n {
+        let to = if i % 3 == 0 { vec![a, b] } else { vec![[a, b][i % 2]] };
+        store.deliver(&message(i, 200 + i * 37), &to).unwrap();
+    }
+    (store, vec![a, b])
+}
+
+/// Every account's INBOX as (address -> [(uid, bytes)]).
+fn contents(store: &SqliteStore) -> BTreeMap<String, Vec<(u32, Vec<u8>)>> {
+    let mut out = BTreeMap::new();
+    for account in store.accounts().unwrap() {
+        let inbox = store.mailbox(account.id, "INBOX").unwrap();
+        let messages = store
+            .messages(inbox.id)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.uid, store.read_blob(&m.blob).unwrap()))
+            .collect();
+        out.insert(account.address, messages);
+    }
+    out
+}
+
+fn options(root: &Path, id: &str) -> CreateOptions {
+    CreateOptions::new(root.to_path_buf(), id.to_string(), Trigger::Manual, NOW)
+}
+
+fn restore_options() -> RestoreOptions {
+    RestoreOptions {
+        owner: None,
+        now_unix: NOW,
+        progress: None,
+    }
+}
+
+#[test]
+fn a_backup_restores_every_message_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, _) = store_with_mail(&data, 30);
+    let before = contents(&store);
+
+    let root = backup::default_root(&data);
+    let report = backup::create(&data, &options(&root, "first")).unwrap();
+    let m = &report.manifest;
+    assert_eq!((m.accounts, m.messages, m.blobs), (2, 40, 30));
+    assert_eq!(m.schema_version, store::SCHEMA_VERSION);
+    assert_eq!(
+        (m.blobs_linked, m.blobs_copied),
+        (30, 0),
+        "same volume: linked"
+    );
+    assert_eq!(m.files, 31);
+    assert!(report.path.join("SHA256SUMS").is_file());
+    let listed = backup::list(&root).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, "first");
+
+    let verified = backup::verify(&report.path, None).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert_eq!(verified.files, 31);
+    let listed = backup::list(&root).unwrap();
+    assert!(matches!(
+        &listed[0].state,
+        backup::EntryState::Complete { verified: Some(v), .. } if v.ok
+    ));
+
+    // Restored elsewhere, as onto another machine: the same mail, and a healthy store.
+    let elsewhere = dir.path().join("restored");
+    let restored = backup::restore(&report.path, &elsewhere, &restore_options()).unwrap();
+    assert_eq!(restored.previous, None);
+    let copy = SqliteStore::open(&elsewhere).unwrap();
+    assert_eq!(contents(&copy), before);
+    let check = copy.check(&CheckOptions::default()).unwrap();
+    assert!(check.is_healthy(), "{check}");
+    // The restored database is a copy of its own: the server writes to it.
+    assert_ne!(
+        fs::metadata(elsewhere.join("tegami.db")).unwrap().ino(),
+        fs::metadata(report.path.join("tegami.db")).unwrap().ino()
+    );
+}
+
+#[test]
+fn restore_swaps_the_live_directory_and_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 5);
+    let at_backup = contents(&store);
+    let report = backup::create(&data, &options(&backup::default_root(&data), "b")).unwrap();
+    store.deliver(b"Subject: after\r\n\r\nlater\r\n", &ids).unwrap();
+    let later = contents(&store);
+    drop(store);
+    fs::create_dir_all(data.join("log")).unwrap();
+    fs::write(data.join("log/backup.log"), "history\n").unwrap();
+
+    let restored = backup::restore(&report.path, &data, &restore_options()).unwrap();
+    let kept = restored.previous.clone().expect("the old data is kept");
+    assert!(
+        kept.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("data.before-restore-20261123T140000Z"),
+        "{kept:?}"
+    );
+    assert!(restored.carried.contains(&"backups".to_string()));
+    assert!(restored.carried.contains(&"log".to_string()));
+    assert_eq!(
+        fs::read_to_string(data.join("log/backup.log")).unwrap(),
+        "history\n"
+    );
+    assert!(data.join("backups/b/manifest.toml").is_file());
+    assert_eq!(contents(&SqliteStore::open(&data).unwrap()), at_backup);
+    assert_eq!(contents(&SqliteStore::open(&kept).unwrap()), later);
+}
+
+#[test]
+fn an_incremental_backup_copies_no_blob_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 20);
+    let root = dir.path().join("elsewhere");
+    let mut first = options(&root, "one");
+    first.copy_blobs = true;
+    let one = backup::create(&data, &first).unwrap();
+    assert_eq!((one.manifest.blobs_copied, one.manifest.blobs_linked), (20, 0));
+    assert!(one.manifest.bytes_copied > 0);
+
+    let mut second = options(&root, "two");
+    second.copy_blobs = true;
+    let two = backup::create(&data, &second).unwrap();
+    assert_eq!(two.manifest.blobs_copied, 0, "{:?}", two.manifest);
+    assert_eq!(two.manifest.bytes_copied, 0);
+    assert_eq!(two.linked_from_previous, 20);
+    assert_eq!(two.previous.as_deref(), Some("one"));
+    let blob = |b: &Path| {
+        let sums = fs::read_to_string(b.join("SHA256SUMS")).unwrap();
+        // tegami.db comes first, then the blobs in order.
+        let path = sums.lines().nth(1).unwrap().split_once("  ").unwrap().1;
+        assert!(path.starts_with("blobs/"), "{path}");
+        fs::metadata(b.join(path)).unwrap()
+    };
+    let (a, b) = (blob(&one.path), blob(&two.path));
+    assert_eq!(a.ino(), b.ino(), "the second backup links the first one's file");
+    assert!(b.nlink() >= 2);
+    assert!(backup::verify(&two.path, None).unwrap().is_ok());
+
+    // A name already taken gets a suffix rather than overwriting a backup.
+    let three = backup::create(&data, &options(&root, "two")).unwrap();
+    assert_eq!(three.manifest.id, "two-2");
+}
+
+#[test]
+fn verify_names_a_corrupt_blob_a_cut_database_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 10);
+    let root = dir.path().join("backups");
+    let mut opts = options(&root, "b");
+    opts.copy_blobs = true; // damage to the backup must not reach the live store
+    let report = backup::create(&data, &opts).unwrap();
+    let sums = fs::read_to_string(report.path.join("SHA256SUMS")).unwrap();
+    let blobs: Vec<String> = sums
+        .lines()
+        .map(|l| l.split_once("  ").unwrap().1.to_string())
+        .filter(|p| p.starts_with("blobs/"))
+        .collect();
+
+    let flip = |path: &Path| {
+        let mut bytes = fs::read(path).unwrap();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 1;
+        fs::write(path, bytes).unwrap();
+    };
+    flip(&report.path.join(&blobs[3]));
+    let found = backup::verify(&report.path, None).unwrap();
+    assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+    assert_eq!(found.problems[0].file, blobs[3]);
+    assert!(
+        found.problems[0]
+            .problem
+            .contains("does not match its SHA-256"),
+        "{}",
+        found.problems[0]
+    );
+    assert!(matches!(
+        &backup::list(&root).unwrap()[0].state,
+        backup::EntryState::Complete { verified: Some(v), .. } if !v.ok
+    ));
+    flip(&report.path.join(&blobs[3]));
+
+    let db = report.path.join("tegami.db");
+    let whole = fs::read(&db).unwrap();
+    fs::write(&db, &whole[..whole.len() / 2]).unwrap();
+    fs::remove_file(report.path.join(&blobs[7])).unwrap();
+    let found = backup::verify(&report.path, None).unwrap();
+    let named: Vec<&str> = found.problems.iter().map(|p| p.file.as_str()).collect();
+    assert_eq!(named, ["tegami.db", blobs[7].as_str()], "{:?}", found.problems);
+    assert_eq!(found.problems[1].problem, "missing");
+    fs::write(&db, &whole).unwrap();
+
+    // A checksum list cut short would hide files; the manifest's checksum of it tells.
+    let sums_path = report.path.join("SHA256SUMS");
+    fs::write(&sums_path, &sums[..sums.len() / 2]).unwrap();
+    let found = backup::verify(&report.path, None).unwrap();
+    assert!(
+        found.problems.iter().any(|p| p.file == "SHA256SUMS"),
+        "{:?}",
+        found.problems
+    );
+    fs::write(&sums_path, &sums).unwrap();
+    fs::copy(report.path.join(&blobs[0]), report.path.join(&blobs[7])).unwrap();
+    let fine = backup::verify(&report.path, None).unwrap();
+    assert_eq!(fine.problems.len(), 1, "{:?}", fine.problems);
+
+    let manifest = report.path.join("manifest.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    fs::write(&manifest, &text[..text.len() / 2]).unwrap();
+    let found = backup::verify(&report.path, None).unwrap();
+    assert_eq!(found.problems[0].file, "manifest.toml", "{:?}", found.problems);
+}
+
+#[test]
+fn a_blob_missing_from_the_live_store_is_recorded_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 4);
+    let inbox = store.mailbox(ids[0], "INBOX").unwrap();
+    let lost = store.messages(inbox.id).unwrap()[0].blob;
+    fs::remove_file(store.blobs().path(&lost)).unwrap();
+
+    let report = backup::create(&data, &options(&dir.path().join("b"), "b")).unwrap();
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].0, lost);
+    assert_eq!(report.manifest.damaged, 1);
+    let verified = backup::verify(&report.path, None).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert_eq!(verified.notes.len(), 1, "{:?}", verified.notes);
+
+    let restored = dir.path().join("restored");
+    backup::restore(&report.path, &restored, &restore_options()).unwrap();
+    let check = SqliteStore::open(&restored)
+        .unwrap()
+        .check(&CheckOptions::default())
+        .unwrap();
+    assert_eq!(check.damaged_blobs.len(), 1, "{check}");
+}
+
+#[test]
+fn a_backup_under_load_holds_everything_committed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 10);
+    let store = Arc::new(store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let (store, stop, ids) = (store.clone(), stop.clone(), ids.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let m = message(1000 * (t + 1) + n, 300);
+                    store.deliver(&m, &ids[t % 2..t % 2 + 1]).unwrap();
+                    // Delete every other message again, so blobs vanish while the backup
+                    // fetches them.
+                    if n % 2 == 1 {
+                        let inbox = store.mailbox(ids[t % 2], "INBOX").unwrap();
+                        let all = store.messages(inbox.id).unwrap();
+                        if let Some(last) = all.last() {
+                            store.expunge(inbox.id, &[last.id]).unwrap();
+                        }
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = contents(&store);
+    let report = backup::create(&data, &options(&dir.path().join("b"), "b")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    let verified = backup::verify(&report.path, None).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    let restored = dir.path().join("restored");
+    backup::restore(&report.path, &restored, &restore_options()).unwrap();
+    let copy = SqliteStore::open(&restored).unwrap();
+    let check = copy.check(&CheckOptions::default()).unwrap();
+    assert!(check.is_healthy(), "{check}");
+    // Only messages that were never expunged are certain to be there.
+    let restored = contents(&copy);
+    for (account, messages) in &before {
+        for (uid, bytes) in messages.iter().filter(|(uid, _)| *uid <= 10) {
+            assert!(
+                restored[account].contains(&(*uid, bytes.clone())),
+                "{account} uid {uid} missing from the backup"
+            );
+        }
+    }
+}
+
+#[test]
+fn recovery_after_an_unclean_shutdown_replays_removes_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 3);
+    assert!(store.recovery().is_none(), "a new store was not recovered");
+    // A crash image: the files as they are on disk right after a commit, before any
+    // checkpoint, and a half-written temporary blob.
+    store.deliver(b"Subject: last\r\n\r\nbefore the crash\r\n", &ids).unwrap();
+    let expected = contents(&store);
+    let image = dir.path().join("image");
+    fs::create_dir(&image).unwrap();
+    for name in ["tegami.db", "tegami.db-wal"] {
+        fs::copy(data.join(name), image.join(name)).unwrap();
+    }
+    drop(store);
+    for name in ["tegami.db", "tegami.db-wal"] {
+        fs::copy(image.join(name), data.join(name)).unwrap();
+    }
+    let _ = fs::remove_file(data.join("tegami.db-shm"));
+    fs::write(data.join("tegami.db-open"), "open\n").unwrap();
+    fs::write(data.join("blobs/tmp/interrupted.1.2"), b"half a mess").unwrap();
+
+    let store = SqliteStore::open(&data).unwrap();
+    let recovery = store.recovery().expect("an unclean shutdown is recovered");
+    assert!(recovery.wal_frames > 0, "{recovery:?}");
+    assert_eq!(recovery.temp_files_removed, 1);
+    assert_eq!(recovery.refcounts_fixed, 0);
+    assert!(recovery.to_string().starts_with("recovered after an unclean shutdown"));
+    assert!(!data.join("blobs/tmp/interrupted.1.2").exists());
+    assert_eq!(contents(&store), expected);
+    assert!(store.check(&CheckOptions::default()).unwrap().is_healthy());
+
+    // A second handle beside the first is not a restart: it recovers nothing.
+    let beside = SqliteStore::open(&data).unwrap();
+    assert!(beside.recovery().is_none());
+    drop(beside);
+    drop(store);
+    assert_eq!(fs::read(data.join("tegami.db-open")).unwrap(), b"");
+    let clean = SqliteStore::open(&data).unwrap();
+    assert!(clean.recovery().is_none(), "a clean close is not a crash");
+}
+
+#[test]
+fn recovery_sets_wrong_reference_counts_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, _) = store_with_mail(&data, 6);
+    drop(store);
+    let conn = rusqlite_open(&data.join("tegami.db"));
+    conn.execute(
+        "UPDATE blobs SET refcount = refcount + 5 WHERE hash IN (SELECT hash FROM blobs LIMIT 2)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    fs::write(data.join("tegami.db-open"), "open\n").unwrap();
+    let store = SqliteStore::open(&data).unwrap();
+    assert_eq!(store.recovery().unwrap().refcounts_fixed, 2);
+    assert!(store.check(&CheckOptions::default()).unwrap().is_healthy());
+}
+
+fn rusqlite_open(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}

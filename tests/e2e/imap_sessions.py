@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Several sessions on one mailbox, IDLE, UIDs and UIDVALIDITY across a restart.
+
+Checks: two IMAP sessions with INBOX selected: mail delivered over SMTP shows as
+`* n EXISTS` at the other session's next command; a flag change by one shows as an
+untagged FETCH in the other; an expunge by one shows as `* n EXPUNGE` in the other; POP3
+DELE + QUIT shows as EXPUNGE in an IMAP session; a session in IDLE sees each new SMTP
+delivery as `* n EXISTS` within one second of the SMTP 250 (measured), and flag changes,
+expunges and POP3 deletions by others at once too; UIDs are never reused after expunge,
+not even across a restart; UIDVALIDITY and the UIDs of messages stay the same across a
+restart.
+"""
+
+import os
+import re
+import smtplib
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+import imap_common as ic  # noqa: E402
+from harness import ok  # noqa: E402
+
+ALICE = "alice@example.com"
+PW = "alice-sessions-pw"
+IDLE_LIMIT = 1.0  # the contract: a session in IDLE sees new mail within one second
+
+
+def msg(i):
+    return (f"Message-ID: <sess-{i}@ext.test>\r\nFrom: s@ext.test\r\nTo: {ALICE}\r\nSubject: message {i}\r\n\r\n"
+            f"body of message {i}\r\n").encode()
+
+
+def session(srv, mailbox="INBOX"):
+    r = ic.RawImap(srv.imap)
+    r.login(ALICE, PW)
+    info = r.select(mailbox)
+    return r, info
+
+
+def uid_map(r):
+    _, untagged = r.ok("FETCH 1:* (UID)")
+    got = ic.fetch_raw(untagged)
+    return [int(got[n]["UID"]) for n in sorted(got)]
+
+
+def flags(items):
+    return {f.upper() for f in ic.flags_of(items)} - {"\\RECENT"}
+
+
+def test():
+    t = h.Tegami("imap-sessions")
+    t.domain("example.com")
+    t.account(ALICE, PW)
+    srv = t.serve(imap=True)
+    for i in range(3):
+        h.send(srv.smtp, "s@ext.test", [ALICE], msg(i))
+    a, info_a = session(srv)
+    b, info_b = session(srv)
+    assert info_a["EXISTS"] == 3 and info_b["EXISTS"] == 3, f"EXISTS {info_a.get('EXISTS')} / {info_b.get('EXISTS')}"
+    assert info_a["UIDVALIDITY"] == info_b["UIDVALIDITY"]
+    uidvalidity = info_a["UIDVALIDITY"]
+    ok("two sessions select INBOX: 3 EXISTS each, same UIDVALIDITY")
+
+    # New mail reaches both at their next command.
+    h.send(srv.smtp, "s@ext.test", [ALICE], msg(3))
+    for name, r in (("A", a), ("B", b)):
+        _, untagged = r.ok("NOOP")
+        assert ic.exists(untagged) == 4, f"session {name}: NOOP after an SMTP delivery did not say '* 4 EXISTS': {untagged}"
+    ok("a message delivered over SMTP shows as '* 4 EXISTS' at the next NOOP in both sessions")
+
+    # A flag change by A shows in B.
+    _, untagged = a.ok("STORE 2 +FLAGS (\\Flagged)")
+    _, untagged = b.ok("NOOP")
+    got = ic.fetch_raw(untagged)
+    assert 2 in got and "\\FLAGGED" in flags(got[2]), f"session B did not learn of A's STORE 2 +FLAGS (\\Flagged): {untagged}"
+    _, untagged = b.ok("STORE 3 +FLAGS.SILENT (\\Seen $Label1)")
+    _, untagged = a.ok("NOOP")
+    got = ic.fetch_raw(untagged)
+    assert 3 in got and {"\\SEEN", "$LABEL1"} <= flags(got[3]), f"session A did not learn of B's silent STORE: {untagged}"
+    ok("flag changes by one session show as untagged FETCH (FLAGS ...) at the other's next command, also after .SILENT")
+
+    # An expunge by A shows in B.
+    uids = uid_map(a)
+    _, untagged = a.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    _, untagged = a.ok("EXPUNGE")
+    assert ic.expunges(untagged) == [1], f"A's EXPUNGE: {untagged}"
+    _, untagged = b.ok("NOOP")
+    assert ic.expunges(untagged) == [1], f"session B did not see '* 1 EXPUNGE' after A's expunge: {untagged}"
+    assert uid_map(b) == uids[1:], "session B's view after the EXPUNGE differs from the mailbox"
+    ok("an EXPUNGE by one session shows as '* 1 EXPUNGE' at the other's next command")
+
+    # POP3 DELE + QUIT shows as EXPUNGE.
+    p = h.pop3_login(srv.pop3, ALICE, PW)
+    listed = h.pop3_list(p)
+    assert len(listed) == 3, f"POP3 sees {len(listed)} messages, IMAP 3"
+    p.dele(2)
+    p.quit()
+    for name, r in (("A", a), ("B", b)):
+        _, untagged = r.ok("NOOP")
+        assert ic.expunges(untagged) == [2], f"session {name}: POP3 DELE 2 + QUIT did not show as '* 2 EXPUNGE': {untagged}"
+    uids = uid_map(a)
+    assert uid_map(b) == uids and len(uids) == 2
+    ok("POP3 DELE 2 + QUIT shows as '* 2 EXPUNGE' in both IMAP sessions")
+
+    # UIDs are not reused: expunge the highest UID, then deliver.
+    top = max(uids)
+    _, untagged = a.ok(f"UID STORE {top} +FLAGS.SILENT (\\Deleted)")
+    a.ok("EXPUNGE")
+    b.ok("NOOP")
+    h.send(srv.smtp, "s@ext.test", [ALICE], msg(4))
+    _, untagged = a.ok("NOOP")
+    new = uid_map(a)
+    assert new[-1] > top, f"a message delivered after UID {top} was expunged got UID {new[-1]}: UIDs reused"
+    highest = new[-1]
+    ok(f"after expunging the highest UID {top}, new mail gets UID {highest} (never reused)")
+
+    # IDLE: new mail within one second of the SMTP 250.
+    i_sess, _ = session(srv)
+    i_sess.send("idle1 IDLE\r\n")
+    cont = i_sess.response()
+    assert cont.startswith(b"+"), f"IDLE: {cont!r}"
+    s = h.smtp_client(srv.smtp)
+    times = []
+    count = len(new)
+    for k in range(5):
+        refused = s.sendmail("s@ext.test", [ALICE], msg(10 + k))
+        assert not refused
+        sent_at = time.monotonic()
+        count += 1
+        line, waited, seen = i_sess.wait_untagged(rb"^\* %d EXISTS$" % count, 5.0)
+        took = time.monotonic() - sent_at
+        assert line is not None, f"a session in IDLE got no '* {count} EXISTS' within 5 s of the SMTP 250 (got {seen})"
+        times.append(took)
+    s.quit()
+    assert max(times) < IDLE_LIMIT, f"IDLE saw new mail after {['%.3f' % x for x in times]} s; the contract is < {IDLE_LIMIT} s"
+    ok(f"a session in IDLE sees each of 5 SMTP deliveries as '* n EXISTS' within {max(times) * 1000:.0f} ms of the 250 "
+       f"(median {sorted(times)[2] * 1000:.0f} ms; limit {IDLE_LIMIT * 1000:.0f} ms)")
+
+    # Flag changes, expunges and POP3 deletions by others reach the IDLE session at once.
+    started = time.monotonic()
+    a.ok("NOOP")
+    a.ok(f"STORE {count} +FLAGS (\\Answered)")
+    line, waited, seen = i_sess.wait_untagged(rb"^\* %d FETCH " % count, 5.0)
+    took = time.monotonic() - started
+    assert line is not None and "\\ANSWERED" in flags(ic.parse_fetch_response(line)[1]), (
+        f"IDLE session: no FETCH with \\Answered for message {count} within 5 s (got {seen})")
+    assert took < IDLE_LIMIT, f"IDLE session learned of another session's STORE after {took:.3f} s"
+    t_flag = took
+    started = time.monotonic()
+    a.ok(f"STORE {count} +FLAGS.SILENT (\\Deleted)")
+    a.ok("EXPUNGE")
+    line, waited, seen = i_sess.wait_untagged(rb"^\* %d EXPUNGE$" % count, 5.0)
+    took = time.monotonic() - started
+    assert line is not None, f"IDLE session: no '* {count} EXPUNGE' within 5 s of another session's EXPUNGE (got {seen})"
+    assert took < IDLE_LIMIT, f"IDLE session learned of the EXPUNGE after {took:.3f} s"
+    t_exp = took
+    count -= 1
+    b.ok("NOOP")
+    p = h.pop3_login(srv.pop3, ALICE, PW)
+    p.dele(1)
+    p.quit()
+    started = time.monotonic()
+    line, waited, seen = i_sess.wait_untagged(rb"^\* 1 EXPUNGE$", 5.0)
+    took = time.monotonic() - started
+    assert line is not None, f"IDLE session: no '* 1 EXPUNGE' within 5 s of a POP3 DELE + QUIT (got {seen})"
+    assert took < IDLE_LIMIT, f"IDLE session learned of the POP3 deletion after {took:.3f} s"
+    count -= 1
+    i_sess.send("DONE\r\n")
+    st, text, _ = i_sess.until("idle1")
+    assert st == "OK", f"DONE: {st} {text!r}"
+    ok(f"in IDLE: another session's STORE after {t_flag * 1000:.0f} ms, its EXPUNGE after {t_exp * 1000:.0f} ms, "
+       f"a POP3 DELE+QUIT after {took * 1000:.0f} ms; DONE -> OK")
+
+    for r in (a, b):
+        _, untagged = r.ok("NOOP")
+    final = uid_map(a)
+    assert uid_map(b) == final == uid_map(i_sess), "the three sessions disagree about the mailbox"
+    assert len(final) == count, f"{len(final)} messages, wanted {count}"
+    highest = max(highest, max(final))
+    flags_before = {u: flags(i) for u, i in
+                    ((int(i["UID"]), i) for i in ic.fetch_raw(a.ok("FETCH 1:* (UID FLAGS)")[1]).values())}
+    for r in (a, b, i_sess):
+        r.ok("LOGOUT")
+        r.close()
+
+    # Restart: UIDVALIDITY, UIDs and flags stay; UIDs are still not reused.
+    top = max(final)
+    r, _ = session(srv)
+    r.ok(f"UID STORE {top} +FLAGS.SILENT (\\Deleted)")
+    r.ok("EXPUNGE")
+    r.ok("LOGOUT")
+    r.close()
+    del flags_before[top]
+    assert srv.stop() == 0
+    srv = t.serve(imap=True)
+    r, info = session(srv)
+    assert info["UIDVALIDITY"] == uidvalidity, f"UIDVALIDITY changed across a restart: {uidvalidity} -> {info['UIDVALIDITY']}"
+    got = ic.fetch_raw(r.ok("FETCH 1:* (UID FLAGS)")[1])
+    after = {int(i["UID"]): flags(i) for i in got.values()}
+    assert after == flags_before, f"UIDs or flags changed across a restart: {flags_before} -> {after}"
+    assert int(info["UIDNEXT"]) > top, f"UIDNEXT {info['UIDNEXT']} after a restart would reuse the expunged UID {top}"
+    h.send(srv.smtp, "s@ext.test", [ALICE], msg(99))
+    _, untagged = r.ok("NOOP")
+    assert ic.exists(untagged) == len(after) + 1, f"NOOP after delivery: {untagged}"
+    newest = uid_map(r)[-1]
+    assert newest > top and newest > highest, f"after a restart new mail got UID {newest}; {top} (expunged) and {highest} were used before"
+    r.ok("LOGOUT")
+    r.close()
+    ok(f"across a restart: UIDVALIDITY {uidvalidity} kept, every UID and flag kept, UIDNEXT {info['UIDNEXT']} > expunged "
+       f"UID {top}, new mail gets UID {newest}")
+    t.check_store("after the session tests")
+    assert srv.stop() == 0
+
+
+if __name__ == "__main__":
+    h.main(test, timeout=90)
