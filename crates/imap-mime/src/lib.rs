@@ -28,7 +28,11 @@ impl<'a> Message<'a> {
     /// Parses a message. Never fails: bytes with no recognisable header still make a
     /// message, with an empty envelope and a text/plain body.
     pub fn parse(raw: &'a [u8]) -> Message<'a> {
-        Message { raw, root: tree::parse_message(raw, 0), haystack: OnceLock::new() }
+        Message {
+            raw,
+            root: tree::parse_message(raw, 0),
+            haystack: OnceLock::new(),
+        }
     }
 
     /// Appends the ENVELOPE list, parentheses included: `(date subject from sender
@@ -59,7 +63,8 @@ impl<'a> Message<'a> {
     /// time zone. SENTBEFORE/SENTON/SENTSINCE compare this day, "disregarding time and
     /// timezone" (RFC 3501 §6.4.4), which the UTC instant of `sent_date` cannot give.
     pub fn sent_day(&self) -> Option<i64> {
-        self.date().map(|d| d.to_timestamp_local().div_euclid(86_400))
+        self.date()
+            .map(|d| d.to_timestamp_local().div_euclid(86_400))
     }
 
     fn date(&self) -> Option<&mail_parser::DateTime> {
@@ -89,6 +94,7 @@ impl<'a> Message<'a> {
     }
 
     fn haystack(&self) -> &Haystack {
-        self.haystack.get_or_init(|| Haystack::build(&self.root, self.raw))
+        self.haystack
+            .get_or_init(|| Haystack::build(&self.root, self.raw))
     }
 }

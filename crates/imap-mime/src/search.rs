@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::decoders::html::html_to_text;
-use mail_parser::{Address, Header, HeaderValue};
+use mail_parser::{Address, Header, HeaderName, HeaderValue};
 
 use crate::structure::decoded_text;
 use crate::tree::{Kind, Node, decode, raw_name, raw_value, unfold};
@@ -20,7 +20,10 @@ pub(crate) struct Haystack {
 
 impl Haystack {
     pub fn build(root: &Node<'_>, raw: &[u8]) -> Haystack {
-        let mut haystack = Haystack { headers: Vec::new(), bodies: Vec::new() };
+        let mut haystack = Haystack {
+            headers: Vec::new(),
+            bodies: Vec::new(),
+        };
         haystack.add_message(root, raw);
         haystack
     }
@@ -30,9 +33,7 @@ impl Haystack {
         for h in &root.headers {
             text.push_str(&String::from_utf8_lossy(raw_name(buf, h)));
             text.push_str(": ");
-            text.push_str(&rendered(h));
-            text.push('\n');
-            text.push_str(&String::from_utf8_lossy(&unfold(raw_value(buf, h))));
+            text.push_str(&searchable(h, buf));
             text.push('\n');
         }
         self.headers.push(text.to_lowercase());
@@ -41,8 +42,12 @@ impl Haystack {
 
     fn add_body(&mut self, node: &Node<'_>, buf: &[u8]) {
         match &node.kind {
-            Kind::Multipart(children) => children.iter().for_each(|child| self.add_body(child, buf)),
-            Kind::Message(inner) => self.add_message(&inner.root, inner.decoded.as_deref().unwrap_or(buf)),
+            Kind::Multipart(children) => {
+                children.iter().for_each(|child| self.add_body(child, buf))
+            }
+            Kind::Message(inner) => {
+                self.add_message(&inner.root, inner.decoded.as_deref().unwrap_or(buf))
+            }
             Kind::Leaf => {
                 if let Some(text) = body_text(node, buf) {
                     self.bodies.push(text.to_lowercase());
@@ -59,19 +64,46 @@ impl Haystack {
 
     pub fn text_contains(&self, needle: &str) -> bool {
         let needle = needle.to_lowercase();
-        self.headers.iter().chain(&self.bodies).any(|t| t.contains(&needle))
+        self.headers
+            .iter()
+            .chain(&self.bodies)
+            .any(|t| t.contains(&needle))
     }
 }
 
-/// Whether a header field of the top message named `field` contains `needle`, in its
-/// decoded form or as written (so that "<id@host>" finds a Message-ID).
+/// Whether a header field of the top message named `field` contains `needle`.
 pub(crate) fn header_contains(root: &Node<'_>, raw: &[u8], field: &str, needle: &str) -> bool {
     let needle = needle.to_lowercase();
-    root.headers.iter().filter(|h| raw_name(raw, h).eq_ignore_ascii_case(field.as_bytes())).any(|h| {
-        needle.is_empty()
-            || rendered(h).to_lowercase().contains(&needle)
-            || String::from_utf8_lossy(&unfold(raw_value(raw, h))).to_lowercase().contains(&needle)
-    })
+    root.headers
+        .iter()
+        .filter(|h| raw_name(raw, h).eq_ignore_ascii_case(field.as_bytes()))
+        .any(|h| needle.is_empty() || searchable(h, raw).to_lowercase().contains(&needle))
+}
+
+/// The text a header field is searched in. Decoded where mail-parser decodes (so encoded
+/// words match as text, and "utf" does not match every encoded subject); as written where
+/// its value drops text a client may search for: the angle brackets of message ids, the
+/// parameters of a Content-Type, a date.
+fn searchable<'h>(h: &'h Header<'_>, buf: &'h [u8]) -> Cow<'h, str> {
+    let ids = [
+        HeaderName::MessageId,
+        HeaderName::InReplyTo,
+        HeaderName::References,
+        HeaderName::ContentId,
+        HeaderName::ResentMessageId,
+        HeaderName::ReturnPath,
+    ];
+    match &h.value {
+        HeaderValue::Text(_) | HeaderValue::TextList(_) | HeaderValue::Address(_)
+            if !ids.contains(&h.name) =>
+        {
+            rendered(h)
+        }
+        _ => match unfold(raw_value(buf, h)) {
+            Cow::Borrowed(raw) => String::from_utf8_lossy(raw),
+            Cow::Owned(raw) => Cow::Owned(String::from_utf8_lossy(&raw).into_owned()),
+        },
+    }
 }
 
 /// A decoded header value as text; addresses as `name <address>` joined by commas.
@@ -94,13 +126,18 @@ fn rendered<'h>(h: &'h Header<'_>) -> Cow<'h, str> {
                 }
             };
             match address {
-                Address::List(list) => list.iter().for_each(|a| push(a.name.as_deref(), a.address.as_deref())),
+                Address::List(list) => list
+                    .iter()
+                    .for_each(|a| push(a.name.as_deref(), a.address.as_deref())),
                 Address::Group(groups) => {
                     for group in groups {
                         if let Some(name) = group.name.as_deref() {
                             push(Some(name), None);
                         }
-                        group.addresses.iter().for_each(|a| push(a.name.as_deref(), a.address.as_deref()));
+                        group
+                            .addresses
+                            .iter()
+                            .for_each(|a| push(a.name.as_deref(), a.address.as_deref()));
                     }
                 }
             }
@@ -115,9 +152,12 @@ fn rendered<'h>(h: &'h Header<'_>) -> Cow<'h, str> {
 fn body_text(node: &Node<'_>, buf: &[u8]) -> Option<String> {
     let ct = node.content_type();
     let (is_text, is_html) = match ct {
-        Some(ct) if ct.c_type.eq_ignore_ascii_case("text") => {
-            (true, ct.c_subtype.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("html")))
-        }
+        Some(ct) if ct.c_type.eq_ignore_ascii_case("text") => (
+            true,
+            ct.c_subtype
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("html")),
+        ),
         Some(ct) => (ct.c_type.eq_ignore_ascii_case("multipart"), false),
         None => (true, false),
     };
@@ -125,7 +165,9 @@ fn body_text(node: &Node<'_>, buf: &[u8]) -> Option<String> {
         return None;
     }
     let bytes = decode(node.transfer_encoding(buf), &buf[node.body.clone()]);
-    let charset = ct.and_then(|ct| ct.attribute("charset")).and_then(|c| charset_decoder(c.as_bytes()));
+    let charset = ct
+        .and_then(|ct| ct.attribute("charset"))
+        .and_then(|c| charset_decoder(c.as_bytes()));
     let text = match charset {
         Some(decoder) => decoder(&bytes),
         None => String::from_utf8_lossy(&bytes).into_owned(),

@@ -32,7 +32,11 @@ impl<'a, 's> Buf<'a, 's> {
     }
 }
 
-pub(crate) fn section<'a>(raw: &'a [u8], root: &Node<'a>, section: &Section) -> Option<Cow<'a, [u8]>> {
+pub(crate) fn section<'a>(
+    raw: &'a [u8],
+    root: &Node<'a>,
+    section: &Section,
+) -> Option<Cow<'a, [u8]>> {
     let top = Buf::Raw(raw);
     if section.part.is_empty() {
         return match &section.text {
@@ -58,7 +62,11 @@ pub(crate) fn section<'a>(raw: &'a [u8], root: &Node<'a>, section: &Section) -> 
 
 /// Follows a part path. In a message that is not multipart, part 1 is its body; inside a
 /// message/rfc822 part the numbers go on into the encapsulated message.
-fn find<'a, 's>(root: &'s Node<'a>, top: Buf<'a, 's>, path: &[u32]) -> Option<(&'s Node<'a>, Buf<'a, 's>)> {
+fn find<'a, 's>(
+    root: &'s Node<'a>,
+    top: Buf<'a, 's>,
+    path: &[u32],
+) -> Option<(&'s Node<'a>, Buf<'a, 's>)> {
     let mut buf = top;
     let mut list = parts_of_message(root);
     let mut found = None;
@@ -86,12 +94,20 @@ fn parts_of_message<'s, 'a>(root: &'s Node<'a>) -> &'s [Node<'a>] {
 }
 
 /// HEADER, HEADER.FIELDS (.NOT) or TEXT of the message whose root part is `root`.
-fn message_text<'a>(root: &Node<'a>, buf: Buf<'a, '_>, text: &SectionText) -> Option<Cow<'a, [u8]>> {
+fn message_text<'a>(
+    root: &Node<'a>,
+    buf: Buf<'a, '_>,
+    text: &SectionText,
+) -> Option<Cow<'a, [u8]>> {
     match text {
         SectionText::Header => Some(buf.cut(root.header.clone())),
         SectionText::Text => Some(buf.cut(root.body.clone())),
-        SectionText::HeaderFields(names) => Some(Cow::Owned(fields(root, buf.bytes(), names, false))),
-        SectionText::HeaderFieldsNot(names) => Some(Cow::Owned(fields(root, buf.bytes(), names, true))),
+        SectionText::HeaderFields(names) => {
+            Some(Cow::Owned(fields(root, buf.bytes(), names, false)))
+        }
+        SectionText::HeaderFieldsNot(names) => {
+            Some(Cow::Owned(fields(root, buf.bytes(), names, true)))
+        }
         SectionText::Mime => None,
     }
 }
@@ -102,7 +118,9 @@ fn fields(root: &Node<'_>, buf: &[u8], names: &[String], not: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for h in &root.headers {
         let name = raw_name(buf, h);
-        let listed = names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name));
+        let listed = names
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name));
         if listed != not {
             out.extend_from_slice(raw_field(buf, h));
             // The last field of a message that ends inside its header may lack a line end.

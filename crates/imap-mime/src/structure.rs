@@ -37,15 +37,27 @@ pub(crate) fn envelope(root: &Node<'_>, buf: &[u8], out: &mut Vec<u8>) {
         }
     }
     out.push(b' ');
-    push_nstring(out, raw_field_value(root, buf, HeaderName::InReplyTo).as_deref());
+    push_nstring(
+        out,
+        raw_field_value(root, buf, HeaderName::InReplyTo).as_deref(),
+    );
     out.push(b' ');
-    push_nstring(out, raw_field_value(root, buf, HeaderName::MessageId).as_deref());
+    push_nstring(
+        out,
+        raw_field_value(root, buf, HeaderName::MessageId).as_deref(),
+    );
     out.push(b')');
 }
 
 /// The raw value, unfolded and trimmed; `None` when absent or blank.
-fn raw_field_value<'b>(node: &Node<'_>, buf: &'b [u8], name: HeaderName<'_>) -> Option<Cow<'b, [u8]>> {
-    node.field(name).map(|h| unfold(raw_value(buf, h))).filter(|v| !v.is_empty())
+fn raw_field_value<'b>(
+    node: &Node<'_>,
+    buf: &'b [u8],
+    name: HeaderName<'_>,
+) -> Option<Cow<'b, [u8]>> {
+    node.field(name)
+        .map(|h| unfold(raw_value(buf, h)))
+        .filter(|v| !v.is_empty())
 }
 
 /// A decoded header value as one line of text.
@@ -74,10 +86,16 @@ fn addresses(node: &Node<'_>, name: HeaderName<'_>) -> Option<Vec<u8>> {
                         out.extend_from_slice(b"(NIL NIL ");
                         push_string(&mut out, group_name.as_bytes());
                         out.extend_from_slice(b" NIL)");
-                        group.addresses.iter().for_each(|addr| push_address(&mut out, addr));
+                        group
+                            .addresses
+                            .iter()
+                            .for_each(|addr| push_address(&mut out, addr));
                         out.extend_from_slice(b"(NIL NIL NIL NIL)");
                     }
-                    None => group.addresses.iter().for_each(|addr| push_address(&mut out, addr)),
+                    None => group
+                        .addresses
+                        .iter()
+                        .for_each(|addr| push_address(&mut out, addr)),
                 }
             }
         }
@@ -92,8 +110,16 @@ fn addresses(node: &Node<'_>, name: HeaderName<'_>) -> Option<Vec<u8>> {
 /// One address. A NIL host would read as a group marker, so a missing mailbox or domain is
 /// written as Dovecot does, "MISSING_MAILBOX" / "MISSING_DOMAIN".
 fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>) {
-    let name = addr.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    let address = addr.address.as_deref().map(str::trim).filter(|a| !a.is_empty());
+    let name = addr
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    let address = addr
+        .address
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
     let (name, mailbox, host) = match (name, address) {
         (None, None) => return,
         // "To: nobody" parses as a name alone; it is a local part without a domain.
@@ -103,8 +129,16 @@ fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>) {
             None => (name, address, ""),
         },
     };
-    let mailbox = if mailbox.is_empty() { "MISSING_MAILBOX" } else { mailbox };
-    let host = if host.is_empty() { "MISSING_DOMAIN" } else { host };
+    let mailbox = if mailbox.is_empty() {
+        "MISSING_MAILBOX"
+    } else {
+        mailbox
+    };
+    let host = if host.is_empty() {
+        "MISSING_DOMAIN"
+    } else {
+        host
+    };
     out.push(b'(');
     push_nstring(out, name.map(str::as_bytes));
     out.extend_from_slice(b" NIL ");
@@ -130,25 +164,51 @@ impl Media<'_> {
 fn media<'n>(node: &'n Node<'n>) -> Media<'n> {
     let ct = node.content_type();
     let declared = |ty: &str, sub: &str| {
-        ct.is_some_and(|ct| ct.c_type.eq_ignore_ascii_case(ty) && ct.c_subtype.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(sub)))
+        ct.is_some_and(|ct| {
+            ct.c_type.eq_ignore_ascii_case(ty)
+                && ct
+                    .c_subtype
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(sub))
+        })
     };
     match &node.kind {
         Kind::Multipart(_) => Media::Multipart {
-            subtype: ct.and_then(|ct| ct.c_subtype.as_deref()).unwrap_or("mixed").to_ascii_uppercase(),
+            subtype: ct
+                .and_then(|ct| ct.c_subtype.as_deref())
+                .unwrap_or("mixed")
+                .to_ascii_uppercase(),
         },
         // No Content-Type here means a multipart/digest part, whose default is rfc822.
-        Kind::Message(inner) if ct.is_none() || declared("message", "rfc822") => Media::Rfc822(inner),
-        Kind::Opaque => Media::Basic { ty: "APPLICATION".into(), subtype: "OCTET-STREAM".into() },
+        Kind::Message(inner) if ct.is_none() || declared("message", "rfc822") => {
+            Media::Rfc822(inner)
+        }
+        Kind::Opaque => Media::Basic {
+            ty: "APPLICATION".into(),
+            subtype: "OCTET-STREAM".into(),
+        },
         // message/global is described as a basic part: RFC 3501 clients expect an envelope
         // only after "MESSAGE" "RFC822".
         _ => match ct {
-            Some(ct) if !ct.c_type.eq_ignore_ascii_case("multipart") && !declared("message", "rfc822") => Media::Basic {
-                ty: ct.c_type.to_ascii_uppercase(),
-                subtype: ct.c_subtype.as_deref().unwrap_or_default().to_ascii_uppercase(),
-            },
+            Some(ct)
+                if !ct.c_type.eq_ignore_ascii_case("multipart")
+                    && !declared("message", "rfc822") =>
+            {
+                Media::Basic {
+                    ty: ct.c_type.to_ascii_uppercase(),
+                    subtype: ct
+                        .c_subtype
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_ascii_uppercase(),
+                }
+            }
             // Missing, malformed, or a multipart whose boundary never appears: RFC 2045's
             // default, which is also how mail-parser read the body.
-            _ => Media::Basic { ty: "TEXT".into(), subtype: "PLAIN".into() },
+            _ => Media::Basic {
+                ty: "TEXT".into(),
+                subtype: "PLAIN".into(),
+            },
         },
     }
 }
@@ -166,7 +226,13 @@ struct LineIndex(Vec<u32>);
 impl LineIndex {
     fn new(buf: &[u8]) -> LineIndex {
         // Buffers are under 4 GiB: mail-parser's offsets are u32 too.
-        LineIndex(buf.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i as u32).collect())
+        LineIndex(
+            buf.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i as u32)
+                .collect(),
+        )
     }
 
     /// Lines as Dovecot counts them: line feeds, so a last line without one is not counted.
@@ -206,16 +272,33 @@ fn body(node: &Node<'_>, buf: &[u8], lines: &LineIndex, extensible: bool, out: &
             // Only a part described as declared carries its parameters: a multipart shown
             // as text/plain would otherwise show a boundary.
             let own_params = match &media {
-                Media::Basic { ty, .. } => node.content_type().is_some_and(|ct| ct.c_type.eq_ignore_ascii_case(ty)),
+                Media::Basic { ty, .. } => node
+                    .content_type()
+                    .is_some_and(|ct| ct.c_type.eq_ignore_ascii_case(ty)),
                 _ => true,
             };
-            let params = if own_params { content_params(node) } else { &[] };
+            let params = if own_params {
+                content_params(node)
+            } else {
+                &[]
+            };
             push_params(out, params, media.is_text());
             out.push(b' ');
-            push_nstring(out, raw_field_value(node, buf, HeaderName::ContentId).as_deref());
+            push_nstring(
+                out,
+                raw_field_value(node, buf, HeaderName::ContentId).as_deref(),
+            );
             out.push(b' ');
-            let description = node.field(HeaderName::ContentDescription).map(|h| decoded_text(&h.value));
-            push_nstring(out, description.as_deref().filter(|d| !d.is_empty()).map(str::as_bytes));
+            let description = node
+                .field(HeaderName::ContentDescription)
+                .map(|h| decoded_text(&h.value));
+            push_nstring(
+                out,
+                description
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .map(str::as_bytes),
+            );
             out.push(b' ');
             push_string(out, &encoding(node, buf));
             out.extend_from_slice(format!(" {}", node.body.len()).as_bytes());
@@ -225,7 +308,13 @@ fn body(node: &Node<'_>, buf: &[u8], lines: &LineIndex, extensible: bool, out: &
                     Some(decoded) => {
                         envelope(&inner.root, decoded, out);
                         out.push(b' ');
-                        body(&inner.root, decoded, &LineIndex::new(decoded), extensible, out);
+                        body(
+                            &inner.root,
+                            decoded,
+                            &LineIndex::new(decoded),
+                            extensible,
+                            out,
+                        );
                     }
                     None => {
                         envelope(&inner.root, buf, out);
@@ -239,7 +328,10 @@ fn body(node: &Node<'_>, buf: &[u8], lines: &LineIndex, extensible: bool, out: &
             }
             if extensible {
                 out.push(b' ');
-                push_nstring(out, raw_field_value(node, buf, HeaderName::ContentMd5).as_deref());
+                push_nstring(
+                    out,
+                    raw_field_value(node, buf, HeaderName::ContentMd5).as_deref(),
+                );
                 push_disposition_language_location(node, buf, out);
             }
         }
@@ -248,12 +340,17 @@ fn body(node: &Node<'_>, buf: &[u8], lines: &LineIndex, extensible: bool, out: &
 }
 
 fn content_params<'n>(node: &'n Node<'n>) -> &'n [Attribute<'n>] {
-    node.content_type().and_then(|ct| ct.attributes.as_deref()).unwrap_or_default()
+    node.content_type()
+        .and_then(|ct| ct.attributes.as_deref())
+        .unwrap_or_default()
 }
 
 /// `("NAME" "value" ...)` or NIL; text parts without a charset get RFC 2045's US-ASCII.
 fn push_params(out: &mut Vec<u8>, params: &[Attribute<'_>], text: bool) {
-    let default_charset = text && !params.iter().any(|a| a.name.eq_ignore_ascii_case("charset"));
+    let default_charset = text
+        && !params
+            .iter()
+            .any(|a| a.name.eq_ignore_ascii_case("charset"));
     if params.is_empty() && !default_charset {
         out.extend_from_slice(b"NIL");
         return;
@@ -279,7 +376,11 @@ fn push_params(out: &mut Vec<u8>, params: &[Attribute<'_>], text: bool) {
 /// The encoding token upper-cased, or 7BIT when absent or not a token.
 fn encoding(node: &Node<'_>, buf: &[u8]) -> Vec<u8> {
     match node.raw_transfer_encoding(buf) {
-        Some(v) if !v.is_empty() && v.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) => {
+        Some(v)
+            if !v.is_empty()
+                && v.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) =>
+        {
             v.to_ascii_uppercase()
         }
         _ => b"7BIT".to_vec(),
@@ -319,5 +420,8 @@ fn push_disposition_language_location(node: &Node<'_>, buf: &[u8], out: &mut Vec
         out.push(b')');
     }
     out.push(b' ');
-    push_nstring(out, raw_field_value(node, buf, HeaderName::ContentLocation).as_deref());
+    push_nstring(
+        out,
+        raw_field_value(node, buf, HeaderName::ContentLocation).as_deref(),
+    );
 }

@@ -17,7 +17,9 @@ use std::sync::LazyLock;
 
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{ContentType, Header, HeaderName, HeaderValue, MessageParser, MessagePart, PartType};
+use mail_parser::{
+    ContentType, Header, HeaderName, HeaderValue, MessageParser, MessagePart, PartType,
+};
 
 /// How deeply multiparts and encapsulated messages may nest before the rest of a branch is
 /// kept as one opaque part. Dovecot's default limit is the same.
@@ -101,7 +103,10 @@ pub(crate) fn parse_message(buf: &[u8], depth: usize) -> Node<'_> {
 
 /// One mail-parser pass; `None` when it finds no header at all.
 fn parse_flat(buf: &[u8]) -> Option<Vec<MessagePart<'_>>> {
-    PARSER.parse(buf).map(|message| message.parts).filter(|parts| !parts.is_empty())
+    PARSER
+        .parse(buf)
+        .map(|message| message.parts)
+        .filter(|parts| !parts.is_empty())
 }
 
 /// Parses a message that has base64 or quoted-printable message parts.
@@ -147,17 +152,25 @@ fn encoded_message_bodies(buf: &[u8], parts: &[MessagePart<'_>]) -> Vec<usize> {
         let mut digest_children = HashSet::new();
         for part in list {
             if let PartType::Multipart(ids) = &part.body
-                && content_type_of(&part.headers).and_then(|ct| ct.c_subtype.as_deref()).is_some_and(|s| s.eq_ignore_ascii_case("digest"))
+                && content_type_of(&part.headers)
+                    .and_then(|ct| ct.c_subtype.as_deref())
+                    .is_some_and(|s| s.eq_ignore_ascii_case("digest"))
             {
                 digest_children.extend(ids.iter().map(|&id| id as usize));
             }
         }
         for (id, part) in list.iter().enumerate() {
-            let is_message = match part.headers.iter().find(|h| h.name == HeaderName::ContentType).and_then(|h| h.value.as_content_type()) {
+            let is_message = match part
+                .headers
+                .iter()
+                .find(|h| h.name == HeaderName::ContentType)
+                .and_then(|h| h.value.as_content_type())
+            {
                 Some(_) => is_message_type(&part.headers),
                 None => digest_children.contains(&id),
             };
-            if is_message && transfer_encoding_of(&part.headers, buf) != TransferEncoding::Identity {
+            if is_message && transfer_encoding_of(&part.headers, buf) != TransferEncoding::Identity
+            {
                 found.push(part.offset_body as usize);
             }
             if let PartType::Message(inner) = &part.body {
@@ -232,7 +245,12 @@ fn build_part<'p>(
                 // A multipart needs at least one part in BODYSTRUCTURE; Dovecot shows an
                 // empty text/plain one, and so do we.
                 let at = node.body.start;
-                children.push(Node { header: at..at, body: at..at, headers: Vec::new(), kind: Kind::Leaf });
+                children.push(Node {
+                    header: at..at,
+                    body: at..at,
+                    headers: Vec::new(),
+                    kind: Kind::Leaf,
+                });
             }
             Kind::Multipart(children)
         }
@@ -268,12 +286,18 @@ fn encapsulated<'p>(
                 root.body.end = node.body.end;
                 root.body.start = root.body.start.clamp(node.body.start, node.body.end);
                 root.header.end = root.body.start;
-                Kind::Message(Box::new(Encapsulated { decoded: None, root }))
+                Kind::Message(Box::new(Encapsulated {
+                    decoded: None,
+                    root,
+                }))
             }
             encoding => {
                 let decoded = decode(encoding, &buf[node.body.clone()]).into_owned();
                 let root = parse_message(&decoded, depth + 1).into_owned();
-                Kind::Message(Box::new(Encapsulated { decoded: Some(decoded), root }))
+                Kind::Message(Box::new(Encapsulated {
+                    decoded: Some(decoded),
+                    root,
+                }))
             }
         }
     };
@@ -337,10 +361,15 @@ impl<'a> Node<'a> {
             kind: match self.kind {
                 Kind::Leaf => Kind::Leaf,
                 Kind::Opaque => Kind::Opaque,
-                Kind::Multipart(children) => Kind::Multipart(children.into_iter().map(Node::into_owned).collect()),
+                Kind::Multipart(children) => {
+                    Kind::Multipart(children.into_iter().map(Node::into_owned).collect())
+                }
                 Kind::Message(inner) => {
                     let Encapsulated { decoded, root } = *inner;
-                    Kind::Message(Box::new(Encapsulated { decoded, root: root.into_owned() }))
+                    Kind::Message(Box::new(Encapsulated {
+                        decoded,
+                        root: root.into_owned(),
+                    }))
                 }
             },
         }
@@ -348,7 +377,11 @@ impl<'a> Node<'a> {
 }
 
 fn content_type_of<'h, 'a>(headers: &'h [Header<'a>]) -> Option<&'h ContentType<'a>> {
-    match &headers.iter().find(|h| h.name == HeaderName::ContentType)?.value {
+    match &headers
+        .iter()
+        .find(|h| h.name == HeaderName::ContentType)?
+        .value
+    {
         HeaderValue::ContentType(ct)
             if !ct.c_type.is_empty() && ct.c_subtype.as_deref().is_some_and(|s| !s.is_empty()) =>
         {
@@ -362,15 +395,16 @@ fn content_type_of<'h, 'a>(headers: &'h [Header<'a>]) -> Option<&'h ContentType<
 fn is_message_type(headers: &[Header<'_>]) -> bool {
     content_type_of(headers).is_some_and(|ct| {
         ct.c_type.eq_ignore_ascii_case("message")
-            && ct
-                .c_subtype
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global"))
+            && ct.c_subtype.as_deref().is_some_and(|s| {
+                s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global")
+            })
     })
 }
 
 fn raw_transfer_encoding_of<'b>(headers: &[Header<'_>], buf: &'b [u8]) -> Option<Cow<'b, [u8]>> {
-    let h = headers.iter().find(|h| h.name == HeaderName::ContentTransferEncoding)?;
+    let h = headers
+        .iter()
+        .find(|h| h.name == HeaderName::ContentTransferEncoding)?;
     Some(unfold(raw_value(buf, h)))
 }
 
@@ -408,7 +442,13 @@ fn slice(buf: &[u8], start: usize, end: usize) -> &[u8] {
 pub(crate) fn unfold(value: &[u8]) -> Cow<'_, [u8]> {
     let value = value.trim_ascii();
     if value.iter().any(|&b| b == b'\r' || b == b'\n') {
-        Cow::Owned(value.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect())
+        Cow::Owned(
+            value
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect(),
+        )
     } else {
         Cow::Borrowed(value)
     }

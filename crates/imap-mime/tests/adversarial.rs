@@ -20,12 +20,14 @@ fn exercise(raw: Vec<u8>) -> (String, Duration) {
             message.body_structure(false, &mut out);
             out.clear();
             message.body_structure(true, &mut out);
-            let _ = message.section(&Section { part: vec![1; 200], text: Some(SectionText::Header) });
+            let _ = message.section(&Section {
+                part: vec![1; 200],
+                text: Some(SectionText::Header),
+            });
             let _ = message.text_contains("needle");
             let _ = message.header_contains("Subject", "needle");
             let elapsed = start.elapsed();
             drop(message);
-            eprintln!("elapsed {elapsed:?} for {} bytes", raw.len());
             (String::from_utf8_lossy(&out).into_owned(), elapsed)
         })
         .unwrap()
@@ -46,7 +48,10 @@ fn base64(bytes: &[u8]) -> String {
         if i > 0 && i % 19 == 0 {
             out.push_str("\r\n");
         }
-        let n = chunk.iter().enumerate().fold(0u32, |n, (j, &b)| n | (b as u32) << (16 - 8 * j));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (j, &b)| n | (b as u32) << (16 - 8 * j));
         for j in 0..4 {
             if j <= chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * j) & 63) as usize] as char);
@@ -61,17 +66,24 @@ fn base64(bytes: &[u8]) -> String {
 #[test]
 fn a_deep_chain_of_messages_is_cut_at_the_depth_limit() {
     let (structure, elapsed) = exercise(message_chain(50_000));
-    assert!(structure.contains("\"APPLICATION\" \"OCTET-STREAM\""), "{structure:.200}");
+    assert!(
+        structure.contains("\"APPLICATION\" \"OCTET-STREAM\""),
+        "{structure:.200}"
+    );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
 
 #[test]
 fn a_deep_chain_inside_a_base64_message_neither_overflows_nor_copies_per_level() {
-    let mut raw = b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    let mut raw =
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
     raw.extend_from_slice(base64(&message_chain(50_000)).as_bytes());
     raw.extend_from_slice(b"\r\n");
     let (structure, elapsed) = exercise(raw);
-    assert!(structure.starts_with("(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"BASE64\""), "{structure:.200}");
+    assert!(
+        structure.starts_with("(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"BASE64\""),
+        "{structure:.200}"
+    );
     assert!(structure.contains("\"APPLICATION\" \"OCTET-STREAM\""));
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
@@ -81,7 +93,9 @@ fn deeply_nested_multiparts_are_cut_at_the_depth_limit() {
     let levels = 20_000;
     let mut raw = String::new();
     for i in 0..levels {
-        raw.push_str(&format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"));
+        raw.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"
+        ));
     }
     raw.push_str("\r\nleaf\r\n");
     for i in (0..levels).rev() {
@@ -97,15 +111,46 @@ fn many_base64_messages_in_one_multipart_stay_bounded() {
     let inner = base64(b"Subject: inner\r\n\r\ninner body\r\n");
     let mut raw = String::from("Content-Type: multipart/mixed; boundary=m\r\n\r\n");
     for _ in 0..2_000 {
-        raw.push_str("--m\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        raw.push_str(
+            "--m\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        );
         raw.push_str(&inner);
         raw.push_str("\r\n");
     }
     raw.push_str("--m--\r\n");
     let (structure, elapsed) = exercise(raw.into_bytes());
     // The first ones are described in full; past the re-parse limit the rest may not be.
-    assert!(structure.starts_with("((\"MESSAGE\" \"RFC822\" NIL NIL NIL \"BASE64\" 40 (NIL \"inner\""), "{structure:.300}");
+    assert!(
+        structure.starts_with("((\"MESSAGE\" \"RFC822\" NIL NIL NIL \"BASE64\" 40 (NIL \"inner\""),
+        "{structure:.300}"
+    );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn a_10_kb_message_takes_well_under_a_millisecond_or_two() {
+    let mut raw = std::fs::read(format!(
+        "{}/tests/fixtures/nested.eml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let at = raw.windows(9).position(|w| w == b"report at").unwrap();
+    let filler = "A line of ordinary text that pads the plain part of the message.\r\n".repeat(130);
+    raw.splice(at..at, filler.bytes());
+    assert!((10_000..11_000).contains(&raw.len()), "{}", raw.len());
+    let runs = 200;
+    let start = Instant::now();
+    for _ in 0..runs {
+        let message = Message::parse(&raw);
+        let mut out = Vec::new();
+        message.body_structure(true, &mut out);
+        message.envelope(&mut out);
+        assert!(out.len() > 500);
+    }
+    let each = start.elapsed() / runs;
+    // Typically tens of microseconds in a release build; the bound leaves room for an
+    // unoptimised build on a busy machine while still catching anything quadratic.
+    assert!(each < Duration::from_millis(5), "{each:?} per message");
 }
 
 #[test]

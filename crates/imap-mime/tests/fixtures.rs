@@ -14,10 +14,18 @@ fn check(name: &str, envelope: &str, bodystructure: &str, body: &str) {
     let message = Message::parse(&raw);
     let mut out = Vec::new();
     message.envelope(&mut out);
-    assert_eq!(String::from_utf8_lossy(&out), envelope, "ENVELOPE of {name}");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        envelope,
+        "ENVELOPE of {name}"
+    );
     out.clear();
     message.body_structure(true, &mut out);
-    assert_eq!(String::from_utf8_lossy(&out), bodystructure, "BODYSTRUCTURE of {name}");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        bodystructure,
+        "BODYSTRUCTURE of {name}"
+    );
     out.clear();
     message.body_structure(false, &mut out);
     assert_eq!(String::from_utf8_lossy(&out), body, "BODY of {name}");
@@ -82,7 +90,9 @@ fn every_extension_field_prologue_epilogue_and_an_invalid_encoding() {
     let sub = r#"((NIL NIL "sub" "example.net"))"#;
     check(
         "extension-fields.eml",
-        &format!(r#"("Sat, 12 Mar 2022 10:00:00 +0200" NIL {root} {root} {root} NIL NIL NIL NIL NIL)"#),
+        &format!(
+            r#"("Sat, 12 Mar 2022 10:00:00 +0200" NIL {root} {root} {root} NIL NIL NIL NIL NIL)"#
+        ),
         &format!(
             concat!(
                 r#"(("TEXT" "X-CUSTOM" ("CHARSET" "us-ascii" "LABEL" "say \"hi\"") "<custom@example.net>" "a custom text part" "7BIT" 7 1"#,
@@ -155,7 +165,9 @@ fn a_message_with_only_headers() {
     let nobody = r#"((NIL NIL "nobody" "example.com"))"#;
     check(
         "headers-only.eml",
-        &format!(r#"("Sat, 5 Mar 2022 00:00:00 -0500" "Only headers" {nobody} {nobody} {nobody} NIL NIL NIL NIL NIL)"#),
+        &format!(
+            r#"("Sat, 5 Mar 2022 00:00:00 -0500" "Only headers" {nobody} {nobody} {nobody} NIL NIL NIL NIL NIL)"#
+        ),
         r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#,
         r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0)"#,
     );
@@ -166,7 +178,9 @@ fn lf_only_line_ends_are_counted_as_stored() {
     let lf = r#"((NIL NIL "lf" "example.com"))"#;
     check(
         "lf-only.eml",
-        &format!(r#"("Sun, 6 Mar 2022 12:00:00 +0000" "LF only" {lf} {lf} {lf} ((NIL NIL "lf2" "example.com")) NIL NIL NIL NIL)"#),
+        &format!(
+            r#"("Sun, 6 Mar 2022 12:00:00 +0000" "LF only" {lf} {lf} {lf} ((NIL NIL "lf2" "example.com")) NIL NIL NIL NIL)"#
+        ),
         concat!(
             r#"(("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 17 1 NIL NIL NIL NIL)"#,
             r#"("TEXT" "X-NOTE" ("CHARSET" "utf-8") NIL NIL "7BIT" 4 0 NIL NIL NIL NIL) "MIXED" ("BOUNDARY" "lf") NIL NIL NIL)"#,
@@ -180,7 +194,9 @@ fn a_multipart_whose_boundary_never_appears_is_shown_as_its_text() {
     let broken = r#"((NIL NIL "broken" "example.com"))"#;
     check(
         "malformed-boundary.eml",
-        &format!(r#"("Mon, 7 Mar 2022 08:00:00 +0000" "Broken boundaries" {broken} {broken} {broken} NIL NIL NIL NIL NIL)"#),
+        &format!(
+            r#"("Mon, 7 Mar 2022 08:00:00 +0000" "Broken boundaries" {broken} {broken} {broken} NIL NIL NIL NIL NIL)"#
+        ),
         r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 103 5 NIL NIL NIL NIL)"#,
         r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 103 5)"#,
     );

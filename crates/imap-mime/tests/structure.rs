@@ -126,9 +126,18 @@ fn language_may_be_a_single_tag_and_disposition_may_lack_parameters() {
 
 #[test]
 fn garbage_without_headers_is_an_empty_envelope_and_text() {
-    assert_eq!(envelope("no header at all"), "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
-    check("no header at all", r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#);
-    check("", r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#);
+    assert_eq!(
+        envelope("no header at all"),
+        "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    );
+    check(
+        "no header at all",
+        r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#,
+    );
+    check(
+        "",
+        r#"("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#,
+    );
 }
 
 #[test]

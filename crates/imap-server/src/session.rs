@@ -183,11 +183,14 @@ impl Session {
                 }
                 Ok(Parsed::NeedMore) => {
                     self.wire.flush().await?;
-                    if self.shutdown.is_shutting_down() {
+                    // A command half received (an APPEND's literal on its way) is the
+                    // command in flight: it finishes before the session closes.
+                    let between_commands = !self.reader.in_progress();
+                    if between_commands && self.shutdown.is_shutting_down() {
                         self.bye("server shutting down, try again later");
                         return self.wire.flush().await;
                     }
-                    if self.closed_for_maintenance() {
+                    if between_commands && self.closed_for_maintenance() {
                         return self.wire.flush().await;
                     }
                     if !self.read_more().await? {
@@ -213,7 +216,12 @@ impl Session {
         self.wire.flush().await?;
         let mut shutdown = self.shutdown.clone();
         let server = self.server.clone();
+        // Shutdown and maintenance interrupt only the wait between commands.
+        let wakeable = !self.reader.in_progress();
         let wake = async move {
+            if !wakeable {
+                return std::future::pending().await;
+            }
             tokio::select! {
                 _ = shutdown.requested() => {}
                 _ = server.gate.maintenance_started() => {}
