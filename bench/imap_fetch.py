@@ -153,6 +153,7 @@ def main():
         secs, octets_sent, rare = deliver(srv.smtp, n, args.size)
         print(f"delivered {n} messages ({octets_sent / 1e6:.1f} MB) over {SMTP_CONNECTIONS} SMTP connections "
               f"in {secs:.1f} s ({n / secs:.0f} msg/s)", flush=True)
+        rss_phases = {"after_delivery": srv.peak_rss_kib()}
 
         # (a) one session.
         one_s, count, octets = fetch_all(srv.imap, n)
@@ -162,6 +163,7 @@ def main():
                "mb_per_sec": round(octets / one_s / 1e6, 1), "messages_per_sec": round(count / one_s, 1)}
         print(f"(a) 1 session:   FETCH 1:* BODY.PEEK[] of {count} messages ({octets / 1e6:.1f} MB) in {one_s:6.2f} s "
               f"= {one['mb_per_sec']} MB/s", flush=True)
+        rss_phases["after_one_session"] = srv.peak_rss_kib()
 
         # (b) concurrent sessions.
         results, errors = [None] * args.sessions, []
@@ -197,6 +199,7 @@ def main():
                                     "max": round(per[-1], 3)}}
         print(f"(b) {args.sessions} sessions: each FETCH 1:* BODY.PEEK[]; {total / 1e6:.0f} MB in {wall:6.2f} s wall "
               f"= {many['mb_per_sec_total']} MB/s total (per session {per[0]:.2f}-{per[-1]:.2f} s)", flush=True)
+        rss_phases["after_concurrent"] = srv.peak_rss_kib()
 
         # (c) SEARCH TEXT.
         rare_t, rare_hits = search_latency(srv.imap, RARE, args.runs)
@@ -215,7 +218,9 @@ def main():
               f"({args.runs} runs each)", flush=True)
 
         rss = srv.peak_rss_kib()
-        print(f"peak RSS (VmHWM) of the server: {rss / 1024:.1f} MiB", flush=True)
+        rss_phases["after_search"] = rss
+        print("peak RSS (VmHWM) of the server: " + ", ".join(f"{k.replace('_', ' ')} {v / 1024:.1f} MiB"
+                                                             for k, v in rss_phases.items()), flush=True)
         code = srv.stop(timeout=60)
         if code != 0:
             raise SystemExit(f"serve exited {code} after SIGTERM")
@@ -237,6 +242,7 @@ def main():
         "fetch_concurrent": many,
         "search_text": search,
         "server_peak_rss_kib": rss,
+        "server_peak_rss_kib_by_phase": rss_phases,
     }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

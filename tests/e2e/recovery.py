@@ -105,7 +105,8 @@ def test():
         lost = [mid for mid in acked if found.get(mid) != acked[mid]]
         assert not lost, f"round {r}: {len(lost)} acknowledged messages lost or damaged, e.g. {lost[:5]}"
         t.check_store(f"after recovery in round {r}")
-        ok(f"round {r}: kill -9 under load, restart: the log says \"{line.split(RECOVERED, 1)[1].strip(": ")[:80]}\"; "
+        said = line.split(RECOVERED, 1)[1].strip(": ")[:80]
+        ok(f"round {r}: kill -9 under load, restart: the log says \"{said}\"; "
            f"all {len(acked)} acknowledged messages intact; check passes")
 
     code = srv.stop()

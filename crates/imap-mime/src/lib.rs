@@ -48,8 +48,11 @@ impl<'a> Message<'a> {
     }
 
     /// The bytes of `BODY[section]`, still transfer-encoded, or `None` when the message has
-    /// no such part (or HEADER/TEXT is asked of a part that is not message/rfc822). Partial
-    /// fetches (`<o.n>`) are left to the caller.
+    /// no such part (or HEADER/TEXT is asked of a part that is not message/rfc822, or MIME
+    /// of the whole message). Part 1 of a message that is not multipart is its body, so
+    /// `1.MIME` there is the message header. Inside a base64 or quoted-printable
+    /// message/rfc822 part, `N.HEADER`, `N.TEXT` and `N.1` address the decoded message: it
+    /// has no other bytes. Partial fetches (`<o.n>`) are left to the caller.
     pub fn section(&self, section: &imap_proto::Section) -> Option<Cow<'a, [u8]>> {
         section::section(self.raw, &self.root, section)
     }

@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use base64::Engine;
+
 use imap_proto::encode::{push_nstring, push_string};
 use mail_parser::{Addr, Address, Attribute, HeaderName, HeaderValue};
 
@@ -13,22 +15,26 @@ use crate::tree::{Encapsulated, Kind, Node, raw_value, unfold};
 
 /// Writes `(date subject from sender reply-to to cc bcc in-reply-to message-id)` for the
 /// message whose root part is `root`.
+///
+/// The subject and display names go out as written, RFC 2047 encoded words and all, as
+/// Dovecot and Cyrus send them: an IMAP4rev1 string has no charset, so decoding is the
+/// client's job (sending UTF-8 here would need UTF8=ACCEPT).
 pub(crate) fn envelope(root: &Node<'_>, buf: &[u8], out: &mut Vec<u8>) {
     out.push(b'(');
     push_nstring(out, raw_field_value(root, buf, HeaderName::Date).as_deref());
     out.push(b' ');
     match root.field(HeaderName::Subject) {
-        Some(h) => push_string(out, decoded_text(&h.value).as_bytes()),
+        Some(h) => push_string(out, unfold(raw_value(buf, h)).trim_ascii()),
         None => out.extend_from_slice(b"NIL"),
     }
-    let from = addresses(root, HeaderName::From);
+    let from = addresses(root, buf, HeaderName::From);
     for list in [
         from.clone(),
-        addresses(root, HeaderName::Sender).or_else(|| from.clone()),
-        addresses(root, HeaderName::ReplyTo).or(from),
-        addresses(root, HeaderName::To),
-        addresses(root, HeaderName::Cc),
-        addresses(root, HeaderName::Bcc),
+        addresses(root, buf, HeaderName::Sender).or_else(|| from.clone()),
+        addresses(root, buf, HeaderName::ReplyTo).or(from),
+        addresses(root, buf, HeaderName::To),
+        addresses(root, buf, HeaderName::Cc),
+        addresses(root, buf, HeaderName::Bcc),
     ] {
         out.push(b' ');
         match list {
@@ -72,10 +78,13 @@ pub(crate) fn decoded_text<'v>(value: &'v HeaderValue<'_>) -> Cow<'v, str> {
 /// An address list, `((name adl mailbox host) ...)`, or `None` when the field is absent or
 /// holds no address. A group is written as RFC 3501 says: `(NIL NIL "group" NIL)`, its
 /// members, then `(NIL NIL NIL NIL)`.
-fn addresses(node: &Node<'_>, name: HeaderName<'_>) -> Option<Vec<u8>> {
-    let HeaderValue::Address(address) = &node.field(name)?.value else {
+fn addresses(node: &Node<'_>, buf: &[u8], name: HeaderName<'_>) -> Option<Vec<u8>> {
+    let header = node.field(name)?;
+    let HeaderValue::Address(address) = &header.value else {
         return None;
     };
+    let raw = unfold(raw_value(buf, header));
+    let push_address = |out: &mut Vec<u8>, addr: &Addr<'_>| push_address(out, addr, &raw);
     let mut out = vec![b'('];
     match address {
         Address::List(list) => list.iter().for_each(|addr| push_address(&mut out, addr)),
@@ -108,8 +117,9 @@ fn addresses(node: &Node<'_>, name: HeaderName<'_>) -> Option<Vec<u8>> {
 }
 
 /// One address. A NIL host would read as a group marker, so a missing mailbox or domain is
-/// written as Dovecot does, "MISSING_MAILBOX" / "MISSING_DOMAIN".
-fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>) {
+/// written as Dovecot does, "MISSING_MAILBOX" / "MISSING_DOMAIN". `raw` is the field's
+/// value as written, where the display name is looked up in its encoded form.
+fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>, raw: &[u8]) {
     let name = addr
         .name
         .as_deref()
@@ -124,6 +134,9 @@ fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>) {
         (None, None) => return,
         // "To: nobody" parses as a name alone; it is a local part without a domain.
         (Some(name), None) => (None, name, ""),
+        // mail-parser reads a quoted local part ("john doe"@f.test) as a display name
+        // followed by "@f.test": put it back where it belongs.
+        (Some(name), Some(address)) if address.starts_with('@') => (None, name, &address[1..]),
         (name, Some(address)) => match address.rsplit_once('@') {
             Some((mailbox, host)) => (name, mailbox, host),
             None => (name, address, ""),
@@ -139,13 +152,57 @@ fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>) {
     } else {
         host
     };
+    let written = name.and_then(|name| {
+        if name.is_ascii() {
+            return None;
+        }
+        let address = addr.address.as_deref()?.trim();
+        raw_display_name(raw, address)
+    });
     out.push(b'(');
-    push_nstring(out, name.map(str::as_bytes));
+    match (&written, name) {
+        (Some(written), _) => push_string(out, written),
+        (None, Some(name)) if !name.is_ascii() => {
+            // Not found as written (an unusual layout): encode it again, losslessly.
+            let encoded = format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(name.as_bytes())
+            );
+            push_string(out, encoded.as_bytes());
+        }
+        (None, name) => push_nstring(out, name.map(str::as_bytes)),
+    }
     out.extend_from_slice(b" NIL ");
     push_string(out, mailbox.as_bytes());
     out.push(b' ');
     push_string(out, host.as_bytes());
     out.push(b')');
+}
+
+/// The display name before `<address>` in a field value as written: from the previous
+/// comma, colon or start (outside quotes) to the angle bracket, without surrounding quotes.
+fn raw_display_name(raw: &[u8], address: &str) -> Option<Vec<u8>> {
+    let needle = format!("<{address}>").to_ascii_lowercase();
+    let lower = raw.to_ascii_lowercase();
+    let at = lower
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?;
+    let before = &raw[..at];
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, &b) in before.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' | b':' if !quoted => start = i + 1,
+            _ => {}
+        }
+    }
+    let name = before[start..].trim_ascii();
+    let name = name
+        .strip_prefix(b"\"")
+        .and_then(|n| n.strip_suffix(b"\""))
+        .unwrap_or(name);
+    (!name.is_empty()).then(|| name.to_vec())
 }
 
 /// How a part is described.

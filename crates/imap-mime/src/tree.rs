@@ -124,7 +124,7 @@ fn parse_patched(buf: &[u8], mut pending: Vec<usize>, depth: usize) -> Node<'sta
     let mut pass = 1;
     loop {
         for at in pending.drain(..) {
-            if patched.insert(at) {
+            if at < copy.len() && patched.insert(at) {
                 let end = (at + 2).min(copy.len());
                 copy[at..end].copy_from_slice(&b"\r\n"[..end - at]);
             }

@@ -120,12 +120,13 @@ fn every_extension_field_prologue_epilogue_and_an_invalid_encoding() {
 }
 
 #[test]
-fn iso_2022_jp_and_utf8_encoded_words_become_utf8_literals() {
-    let taro = "(({13}\r\n山田 太郎 NIL \"taro\" \"example.jp\"))";
+fn iso_2022_jp_and_utf8_encoded_words_stay_as_written_in_the_envelope() {
+    // IMAP4rev1 strings carry no charset: encoded words go out raw, for the client to decode.
+    let taro = r#"(("=?ISO-2022-JP?B?GyRCOzNFRBsoQiAbJEJCQE86GyhC?=" NIL "taro" "example.jp"))"#;
     check(
         "japanese.eml",
         &format!(
-            "(\"Thu, 3 Mar 2022 18:00:00 +0900\" {{21}}\r\n会議のお知らせ {taro} {taro} {taro} (({{12}}\r\n佐藤花子 NIL \"hanako\" \"example.jp\")({{7}}\r\nJürgen NIL \"jurgen\" \"example.de\")) NIL NIL NIL \"<jp1@example.jp>\")"
+            r#"("Thu, 3 Mar 2022 18:00:00 +0900" "=?ISO-2022-JP?B?GyRCMnE1RCROJCpDTiRpJDsbKEI=?=" {taro} {taro} {taro} (("=?UTF-8?B?5L2Q6Jek6Iqx5a2Q?=" NIL "hanako" "example.jp")("=?utf-8?q?J=C3=BCrgen?=" NIL "jurgen" "example.de")) NIL NIL NIL "<jp1@example.jp>")"#
         ),
         r#"("TEXT" "PLAIN" ("CHARSET" "ISO-2022-JP") NIL NIL "7BIT" 48 2 NIL NIL NIL NIL)"#,
         r#"("TEXT" "PLAIN" ("CHARSET" "ISO-2022-JP") NIL NIL "7BIT" 48 2)"#,

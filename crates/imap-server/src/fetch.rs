@@ -194,7 +194,13 @@ mod tests {
 
     fn check(items: &[FetchItem], uid: bool, raw: Option<&[u8]>, expect: &str) {
         let mut out = Vec::new();
-        fetch_one(&target(Flags::SEEN, &["$Forwarded"]), items, uid, raw, &mut out);
+        fetch_one(
+            &target(Flags::SEEN, &["$Forwarded"]),
+            items,
+            uid,
+            raw,
+            &mut out,
+        );
         assert_eq!(String::from_utf8_lossy(&out), expect);
     }
 

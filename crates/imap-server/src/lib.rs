@@ -112,7 +112,11 @@ struct AccountSlot {
 
 impl Drop for AccountSlot {
     fn drop(&mut self) {
-        let mut sessions = self.server.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self
+            .server
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(count) = sessions.get_mut(&self.account) {
             *count -= 1;
             if *count == 0 {

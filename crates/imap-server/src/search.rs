@@ -47,9 +47,7 @@ pub(crate) fn matches(
     message: Option<&Message<'_>>,
 ) -> bool {
     let date = c.meta.internal_date.div_euclid(DAY) as i32;
-    let sent = || {
-        message.and_then(Message::sent_day).map(|d| d as i32)
-    };
+    let sent = || message.and_then(Message::sent_day).map(|d| d as i32);
     match key {
         SearchKey::All => true,
         SearchKey::And(keys) => keys.iter().all(|k| matches(k, c, bounds, message)),
@@ -147,9 +145,27 @@ mod tests {
         check(On(10), true);
         check(Before(10), false);
         check(Since(10), true);
-        check(Uid(imap_proto::SequenceSet(vec![(SeqNum::Value(8), SeqNum::Star)])), false);
-        check(SearchKey::SequenceSet(imap_proto::SequenceSet(vec![(SeqNum::Star, SeqNum::Value(2))])), true);
-        check(Or(Box::new(Larger(5000)), Box::new(Not(Box::new(Flag(imap_proto::Flag::Deleted))))), true);
+        check(
+            Uid(imap_proto::SequenceSet(vec![(
+                SeqNum::Value(8),
+                SeqNum::Star,
+            )])),
+            false,
+        );
+        check(
+            SearchKey::SequenceSet(imap_proto::SequenceSet(vec![(
+                SeqNum::Star,
+                SeqNum::Value(2),
+            )])),
+            true,
+        );
+        check(
+            Or(
+                Box::new(Larger(5000)),
+                Box::new(Not(Box::new(Flag(imap_proto::Flag::Deleted)))),
+            ),
+            true,
+        );
         check(And(vec![All, Larger(5000)]), false);
         // Body keys without the body (a blob that could not be read) match nothing.
         check(Text("x".into()), false);

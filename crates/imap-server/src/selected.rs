@@ -43,7 +43,11 @@ impl Selected {
         changes: watch::Receiver<u64>,
     ) -> Selected {
         let recent = match recent_from {
-            Some(from) => messages.iter().map(|m| m.uid).filter(|&u| u >= from).collect(),
+            Some(from) => messages
+                .iter()
+                .map(|m| m.uid)
+                .filter(|&u| u >= from)
+                .collect(),
             None => HashSet::new(),
         };
         Selected {
@@ -257,7 +261,13 @@ mod tests {
             modseq: 1,
         };
         let (_, rx) = watch::channel(0);
-        Selected::new(info, false, uids.iter().map(|&u| meta(u, 0)).collect(), Some(1), rx)
+        Selected::new(
+            info,
+            false,
+            uids.iter().map(|&u| meta(u, 0)).collect(),
+            Some(1),
+            rx,
+        )
     }
 
     fn set(ranges: &[(SeqNum, SeqNum)]) -> SequenceSet {
@@ -268,26 +278,46 @@ mod tests {
     fn sets_resolve_by_number_and_by_uid() {
         let v = view(&[3, 5, 9]);
         let one = |n| (SeqNum::Value(n), SeqNum::Value(n));
-        assert_eq!(v.resolve(&set(&[(SeqNum::Value(2), SeqNum::Star)]), false), Ok(vec![1, 2]));
+        assert_eq!(
+            v.resolve(&set(&[(SeqNum::Value(2), SeqNum::Star)]), false),
+            Ok(vec![1, 2])
+        );
         assert!(v.resolve(&set(&[one(4)]), false).is_err());
         assert!(v.resolve(&set(&[one(0)]), false).is_err());
-        assert_eq!(v.resolve(&set(&[one(4), (SeqNum::Value(9), SeqNum::Value(5))]), true), Ok(vec![1, 2]));
+        assert_eq!(
+            v.resolve(&set(&[one(4), (SeqNum::Value(9), SeqNum::Value(5))]), true),
+            Ok(vec![1, 2])
+        );
         // "n:*" with n above every UID still names the last message (RFC 3501 §6.4.8).
-        assert_eq!(v.resolve(&set(&[(SeqNum::Value(50), SeqNum::Star)]), true), Ok(vec![2]));
-        assert_eq!(view(&[]).resolve(&set(&[(SeqNum::Value(1), SeqNum::Star)]), true), Ok(vec![]));
+        assert_eq!(
+            v.resolve(&set(&[(SeqNum::Value(50), SeqNum::Star)]), true),
+            Ok(vec![2])
+        );
+        assert_eq!(
+            view(&[]).resolve(&set(&[(SeqNum::Value(1), SeqNum::Star)]), true),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn merge_reports_flags_expunges_and_new_mail() {
         let mut v = view(&[3, 5, 9]);
         let mut out = Vec::new();
-        v.merge(vec![meta(3, 0), meta(9, Flags::SEEN), meta(12, 0)], Some(10), &mut out, true);
+        v.merge(
+            vec![meta(3, 0), meta(9, Flags::SEEN), meta(12, 0)],
+            Some(10),
+            &mut out,
+            true,
+        );
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "* 3 FETCH (UID 9 FLAGS (\\Seen \\Recent))\r\n* 2 EXPUNGE\r\n* 3 EXISTS\r\n* 3 RECENT\r\n"
         );
-        assert_eq!(v.messages.iter().map(|e| e.meta.uid).collect::<Vec<_>>(), [3, 9, 12]);
+        assert_eq!(
+            v.messages.iter().map(|e| e.meta.uid).collect::<Vec<_>>(),
+            [3, 9, 12]
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use base64::Engine;
 use imap_proto::response::{self, Esearch};
 use imap_proto::{
-    AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, Parsed,
-    SearchKey, SearchReturn, SequenceSet, StatusItem, StoreOp,
+    AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, Parsed, SearchKey,
+    SearchReturn, SequenceSet, StatusItem, StoreOp,
 };
 use net::{Connection, Read, Shutdown, Wire};
 use store::{AccountId, FlagOp, Flags, MailboxInfo, Store, StoreError};
@@ -285,7 +285,10 @@ impl Session {
         }
         out.push(b' ');
         // A reply text never carries a line break, whatever an error message contains.
-        out.extend(text.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        out.extend(
+            text.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         out.extend_from_slice(b"\r\n");
     }
 
@@ -381,10 +384,9 @@ impl Session {
             CommandBody::Login { user, password } if !authenticated => {
                 return self.login(&tag, user, password).await;
             }
-            CommandBody::Authenticate {
-                mechanism,
-                initial,
-            } if !authenticated => return self.authenticate(&tag, &mechanism, initial).await,
+            CommandBody::Authenticate { mechanism, initial } if !authenticated => {
+                return self.authenticate(&tag, &mechanism, initial).await;
+            }
             CommandBody::Idle if authenticated => return self.idle(&tag).await,
             body if authenticated && !is_selected_command(&body) => {
                 self.authenticated_command(body).await
@@ -478,7 +480,12 @@ impl Session {
         initial: Option<String>,
     ) -> std::io::Result<Flow> {
         if !mechanism.eq_ignore_ascii_case("PLAIN") {
-            self.tagged(tag, "NO", Some("CANNOT"), "only AUTHENTICATE PLAIN is offered");
+            self.tagged(
+                tag,
+                "NO",
+                Some("CANNOT"),
+                "only AUTHENTICATE PLAIN is offered",
+            );
             return Ok(Flow::Continue);
         }
         if self.plaintext_refused() {
@@ -774,7 +781,9 @@ impl Session {
         } else {
             view.recent.len() as u32
         };
-        out.extend_from_slice(format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes());
+        out.extend_from_slice(
+            format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes(),
+        );
         if let Some(first) = view
             .messages
             .iter()
@@ -854,7 +863,10 @@ impl Session {
                         .iter()
                         .any(|c| c.eq_ignore_ascii_case(charset))
                 {
-                    return Err(No::new("BADCHARSET (UTF-8 US-ASCII)", "unsupported charset"));
+                    return Err(No::new(
+                        "BADCHARSET (UTF-8 US-ASCII)",
+                        "unsupported charset",
+                    ));
                 }
                 if !uid {
                     view.refresh(&store, &mut self.wire.output, false)
@@ -871,9 +883,16 @@ impl Session {
                 if uid && !items.contains(&FetchItem::Uid) {
                     items.insert(0, FetchItem::Uid);
                 }
-                let missing =
-                    run_fetch(&store, &self.server, view, &mut self.wire, &picked, &items, uid)
-                        .await?;
+                let missing = run_fetch(
+                    &store,
+                    &self.server,
+                    view,
+                    &mut self.wire,
+                    &picked,
+                    &items,
+                    uid,
+                )
+                .await?;
                 if missing > 0 {
                     return Ok(Done {
                         code: Some("EXPUNGEISSUED".into()),
@@ -911,10 +930,7 @@ impl Session {
                 })
                 .await?;
                 for state in states {
-                    let Some(index) = view
-                        .messages
-                        .iter()
-                        .position(|e| e.meta.uid == state.uid)
+                    let Some(index) = view.messages.iter().position(|e| e.meta.uid == state.uid)
                     else {
                         continue;
                     };
@@ -973,7 +989,11 @@ impl Session {
                     None => no,
                 })?;
                 if copied.uids.is_empty() {
-                    return Ok(done(if moving { "MOVE completed" } else { "COPY completed" }));
+                    return Ok(done(if moving {
+                        "MOVE completed"
+                    } else {
+                        "COPY completed"
+                    }));
                 }
                 let src: Vec<u32> = copied.uids.iter().map(|p| p.0).collect();
                 let dst: Vec<u32> = copied.uids.iter().map(|p| p.1).collect();
@@ -1052,7 +1072,11 @@ impl Session {
                     _ = changed => {}
                 }
             };
-            match self.wire.read_more(READ_CHUNK, deadline - now, wake).await? {
+            match self
+                .wire
+                .read_more(READ_CHUNK, deadline - now, wake)
+                .await?
+            {
                 Read::Data => {}
                 Read::Closed => return Ok(Flow::Close),
                 Read::TimedOut => {}
@@ -1210,7 +1234,9 @@ async fn run_fetch(
     if unreadable > 0 {
         return Err(No::new(
             "SERVERBUG",
-            format!("{unreadable} messages could not be read; the operator should run `tegami check`"),
+            format!(
+                "{unreadable} messages could not be read; the operator should run `tegami check`"
+            ),
         ));
     }
     Ok(missing)
@@ -1298,7 +1324,10 @@ fn list_entries(mailboxes: &[MailboxInfo]) -> Vec<ListEntry> {
     let mut entries: std::collections::BTreeMap<String, ListEntry> = Default::default();
     for m in mailboxes {
         let has_children = names
-            .range::<str, _>((std::ops::Bound::Excluded(m.name.as_str()), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Excluded(m.name.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
             .next()
             .is_some_and(|n| n.starts_with(&format!("{}/", m.name)));
         entries.insert(

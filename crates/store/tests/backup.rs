@@ -28,7 +28,11 @@ fn store_with_mail(dir: &Path, n: usize) -> (SqliteStore, Vec<AccountId>) {
     let a = store.add_account("a@example.com", "pw").unwrap();
     let b = store.add_account("b@example.com", "pw").unwrap();
     for i in 0..n {
-        let to = if i % 3 == 0 { vec![a, b] } else { vec![[a, b][i % 2]] };
+        let to = if i % 3 == 0 {
+            vec![a, b]
+        } else {
+            vec![[a, b][i % 2]]
+        };
         store.deliver(&message(i, 200 + i * 37), &to).unwrap();
     }
     (store, vec![a, b])
@@ -116,7 +120,9 @@ fn restore_swaps_the_live_directory_and_keeps_the_old_one() {
     let (store, ids) = store_with_mail(&data, 5);
     let at_backup = contents(&store);
     let report = backup::create(&data, &options(&backup::default_root(&data), "b")).unwrap();
-    store.deliver(b"Subject: after\r\n\r\nlater\r\n", &ids).unwrap();
+    store
+        .deliver(b"Subject: after\r\n\r\nlater\r\n", &ids)
+        .unwrap();
     let later = contents(&store);
     drop(store);
     fs::create_dir_all(data.join("log")).unwrap();
@@ -151,7 +157,10 @@ fn an_incremental_backup_copies_no_blob_again() {
     let mut first = options(&root, "one");
     first.copy_blobs = true;
     let one = backup::create(&data, &first).unwrap();
-    assert_eq!((one.manifest.blobs_copied, one.manifest.blobs_linked), (20, 0));
+    assert_eq!(
+        (one.manifest.blobs_copied, one.manifest.blobs_linked),
+        (20, 0)
+    );
     assert!(one.manifest.bytes_copied > 0);
 
     let mut second = options(&root, "two");
@@ -169,7 +178,11 @@ fn an_incremental_backup_copies_no_blob_again() {
         fs::metadata(b.join(path)).unwrap()
     };
     let (a, b) = (blob(&one.path), blob(&two.path));
-    assert_eq!(a.ino(), b.ino(), "the second backup links the first one's file");
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "the second backup links the first one's file"
+    );
     assert!(b.nlink() >= 2);
     assert!(backup::verify(&two.path, None).unwrap().is_ok());
 
@@ -223,7 +236,12 @@ fn verify_names_a_corrupt_blob_a_cut_database_and_missing_files() {
     fs::remove_file(report.path.join(&blobs[7])).unwrap();
     let found = backup::verify(&report.path, None).unwrap();
     let named: Vec<&str> = found.problems.iter().map(|p| p.file.as_str()).collect();
-    assert_eq!(named, ["tegami.db", blobs[7].as_str()], "{:?}", found.problems);
+    assert_eq!(
+        named,
+        ["tegami.db", blobs[7].as_str()],
+        "{:?}",
+        found.problems
+    );
     assert_eq!(found.problems[1].problem, "missing");
     fs::write(&db, &whole).unwrap();
 
@@ -245,7 +263,11 @@ fn verify_names_a_corrupt_blob_a_cut_database_and_missing_files() {
     let text = fs::read_to_string(&manifest).unwrap();
     fs::write(&manifest, &text[..text.len() / 2]).unwrap();
     let found = backup::verify(&report.path, None).unwrap();
-    assert_eq!(found.problems[0].file, "manifest.toml", "{:?}", found.problems);
+    assert_eq!(
+        found.problems[0].file, "manifest.toml",
+        "{:?}",
+        found.problems
+    );
 }
 
 #[test]
@@ -339,7 +361,9 @@ fn recovery_after_an_unclean_shutdown_replays_removes_and_says_so() {
     assert!(store.recovery().is_none(), "a new store was not recovered");
     // A crash image: the files as they are on disk right after a commit, before any
     // checkpoint, and a half-written temporary blob.
-    store.deliver(b"Subject: last\r\n\r\nbefore the crash\r\n", &ids).unwrap();
+    store
+        .deliver(b"Subject: last\r\n\r\nbefore the crash\r\n", &ids)
+        .unwrap();
     let expected = contents(&store);
     let image = dir.path().join("image");
     fs::create_dir(&image).unwrap();
@@ -359,7 +383,11 @@ fn recovery_after_an_unclean_shutdown_replays_removes_and_says_so() {
     assert!(recovery.wal_frames > 0, "{recovery:?}");
     assert_eq!(recovery.temp_files_removed, 1);
     assert_eq!(recovery.refcounts_fixed, 0);
-    assert!(recovery.to_string().starts_with("recovered after an unclean shutdown"));
+    assert!(
+        recovery
+            .to_string()
+            .starts_with("recovered after an unclean shutdown")
+    );
     assert!(!data.join("blobs/tmp/interrupted.1.2").exists());
     assert_eq!(contents(&store), expected);
     assert!(store.check(&CheckOptions::default()).unwrap().is_healthy());

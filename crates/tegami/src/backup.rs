@@ -312,7 +312,9 @@ fn counts(m: &Manifest) -> String {
 }
 
 fn verify(path: &Path) -> anyhow::Result<backup::VerifyReport> {
-    let bar = std::io::stderr().is_terminal().then(|| progress_bar("verifying"));
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| progress_bar("verifying"));
     let progress = bar.clone().map(bar_progress);
     let report = backup::verify(path, progress.as_ref());
     if let Some(bar) = bar {
@@ -447,7 +449,11 @@ fn list_text(root: &Path, tz: &TimeZone) -> anyhow::Result<String> {
 
 fn local(unix: i64, tz: &TimeZone) -> String {
     Timestamp::from_second(unix)
-        .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string())
+        .map(|t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string()
+        })
         .unwrap_or_else(|_| unix.to_string())
 }
 
@@ -543,9 +549,9 @@ pub fn plan(entries: &[Entry], retention: Retention, tz: &TimeZone) -> Vec<Optio
     if let Some(&newest) = newest_first.first() {
         keep[newest].get_or_insert(Keep::Newest);
     }
-    if let Some(&good) = newest_first.iter().find(|&&i| {
-        matches!(&entries[i].state, EntryState::Complete { verified: Some(v), .. } if v.ok)
-    }) {
+    if let Some(&good) = newest_first.iter().find(
+        |&&i| matches!(&entries[i].state, EntryState::Complete { verified: Some(v), .. } if v.ok),
+    ) {
         keep[good].get_or_insert(Keep::NewestVerified);
     }
     keep
@@ -616,7 +622,14 @@ fn prune(
 /// The scheduled run: a backup, its verification if configured, then retention.
 pub fn scheduled(data: &Path, clock: &Clock, settings: &BackupConfig) -> anyhow::Result<Outcome> {
     let root = settings.root(data);
-    let outcome = create(data, clock, &root, false, settings.verify, Trigger::Scheduled)?;
+    let outcome = create(
+        data,
+        clock,
+        &root,
+        false,
+        settings.verify,
+        Trigger::Scheduled,
+    )?;
     let retention = Retention {
         daily: settings.keep_daily,
         weekly: settings.keep_weekly,
@@ -648,7 +661,11 @@ pub fn last_due(now: &jiff::Zoned, at: u16) -> Option<jiff::Zoned> {
         .at((at / 60) as i8, (at % 60) as i8, 0, 0)
         .to_zoned(now.time_zone().clone())
         .ok()?;
-    if today.checked_add(jiff::SignedDuration::from_hours(1)).ok()? <= *now {
+    if today
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .ok()?
+        <= *now
+    {
         Some(today)
     } else {
         today.checked_sub(jiff::Span::new().days(1)).ok()
@@ -780,12 +797,11 @@ pub fn restore(data: &Path, config: &Config, args: RestoreArgs) -> anyhow::Resul
             restored.carried.join(", ")
         ));
     }
-    match &restored.previous {
-        Some(previous) => text.push_str(&format!(
+    if let Some(previous) = &restored.previous {
+        text.push_str(&format!(
             "  the previous data is in {}: remove it once the restored server is fine\n",
             previous.display()
-        )),
-        None => {}
+        ));
     }
     if m.schema_version < store::SCHEMA_VERSION {
         text.push_str(&format!(
@@ -1021,11 +1037,28 @@ mod tests {
         let entries = vec![
             entry("old-good", MONDAY, backup::Trigger::Manual, Some(true)),
             entry("pre", MONDAY + DAY, backup::Trigger::PreMigration, None),
-            entry("bad", MONDAY + 2 * DAY, backup::Trigger::Manual, Some(false)),
-            entry("newest", MONDAY + 3 * DAY, backup::Trigger::Manual, Some(false)),
+            entry(
+                "bad",
+                MONDAY + 2 * DAY,
+                backup::Trigger::Manual,
+                Some(false),
+            ),
+            entry(
+                "newest",
+                MONDAY + 3 * DAY,
+                backup::Trigger::Manual,
+                Some(false),
+            ),
         ];
         assert_eq!(kept(&entries, 0, 0), ["old-good", "pre", "newest"]);
-        let decisions = plan(&entries, Retention { daily: 0, weekly: 0 }, &TimeZone::UTC);
+        let decisions = plan(
+            &entries,
+            Retention {
+                daily: 0,
+                weekly: 0,
+            },
+            &TimeZone::UTC,
+        );
         assert_eq!(decisions[0], Some(Keep::NewestVerified));
         assert_eq!(decisions[1], Some(Keep::PreMigration));
         assert_eq!(decisions[3], Some(Keep::Newest));

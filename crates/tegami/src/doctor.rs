@@ -1550,7 +1550,9 @@ fn backups(data: &Path, config: &Config, clock: &Clock) -> Group {
                 None if age > 7 * 86_400 => {
                     verdict = worst(
                         verdict,
-                        warn("the newest backup is more than a week old: `tegami backup create` takes one now, online"),
+                        warn(
+                            "the newest backup is more than a week old: `tegami backup create` takes one now, online",
+                        ),
                     );
                 }
                 None => {}
@@ -1575,7 +1577,9 @@ fn backups(data: &Path, config: &Config, clock: &Clock) -> Group {
         Ok(text) => {
             let first = text.lines().next().unwrap_or("").trim().to_string();
             let verdict = if first.starts_with("result: failed") {
-                warn("the last backup run failed (see log/backup_result.log); fix the cause and run `tegami backup create`")
+                warn(
+                    "the last backup run failed (see log/backup_result.log); fix the cause and run `tegami backup create`",
+                )
             } else {
                 fine()
             };

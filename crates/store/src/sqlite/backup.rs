@@ -45,9 +45,9 @@ pub use manifest::{FORMAT, Manifest, Trigger, Verified};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use verify::{Problem, VerifyReport, verify};
 
-pub(crate) use create::before_migration;
 /// What an open did after an unclean shutdown (`SqliteStore::recovery`).
 pub use super::recovery::Recovery;
+pub(crate) use create::before_migration;
 
 /// Called with (bytes done, bytes in all) while a backup, verification or restore runs;
 /// may be called from several threads.

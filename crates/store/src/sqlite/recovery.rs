@@ -102,9 +102,7 @@ impl OpenGuard {
             },
             Err(e) => return Err(StoreError::io(&path)(e)),
         };
-        if !existed
-            && let Ok(dir) = fs::metadata(data_dir)
-        {
+        if !existed && let Ok(dir) = fs::metadata(data_dir) {
             // Made by root for a store that runs as another user: the server must be able
             // to write it.
             let _ = std::os::unix::fs::lchown(&path, Some(dir.uid()), Some(dir.gid()));
@@ -214,8 +212,7 @@ fn remove_temporary_files(tmp: &Path) -> u64 {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok()
-        {
+        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }

@@ -252,8 +252,12 @@ struct Built {
 /// How one blob got into the backup, or why it did not.
 #[derive(Debug)]
 enum Fetched {
-    Linked { from_previous: bool },
-    Copied { bytes: u64 },
+    Linked {
+        from_previous: bool,
+    },
+    Copied {
+        bytes: u64,
+    },
     /// No file in the live store: deleted since the snapshot, or lost.
     Vanished,
     Damaged(String),
@@ -320,7 +324,10 @@ fn build(
         let total: u64 = snapshot.blobs.values().sum();
         for (id, _) in &wanted {
             let hex = id.to_string();
-            for dir in [hex[0..2].to_string(), format!("{}/{}", &hex[0..2], &hex[2..4])] {
+            for dir in [
+                hex[0..2].to_string(),
+                format!("{}/{}", &hex[0..2], &hex[2..4]),
+            ] {
                 if made_dirs.insert(dir.clone()) {
                     let path = blobs_out.join(&dir);
                     if !path.is_dir() {
@@ -441,7 +448,9 @@ fn build(
                 built.copied += 1;
                 built.bytes_copied += bytes;
             }
-            Fetched::Vanished | Fetched::Damaged(_) => unreachable!("only fetched blobs are staged"),
+            Fetched::Vanished | Fetched::Damaged(_) => {
+                unreachable!("only fetched blobs are staged")
+            }
         }
     }
     built.bytes += built.blob_bytes;
@@ -511,7 +520,8 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
             Err(e) => return Err(BackupError::io(dest)(e)),
         }
     }
-    match fsutil::copy_hashed(&live, &dest, 0o600, buf) {
+    // The live file's mode, so a restore on this file system can link the copy back.
+    match fsutil::copy_hashed(&live, &dest, None, buf) {
         Ok((hash, bytes)) if hash == hex => Ok(Fetched::Copied { bytes }),
         Ok((_, bytes)) => {
             fs::remove_file(&dest).map_err(BackupError::io(&dest))?;

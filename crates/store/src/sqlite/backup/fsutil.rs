@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -91,15 +91,27 @@ pub enum CopyError {
     Destination(io::Error),
 }
 
-/// Copies `from` to a new file `to` (mode `mode`), hashing what it reads; returns the
-/// SHA-256 (hex) and the length. Not fsynced: the caller flushes the whole tree at once.
+/// Copies `from` to a new file `to` with mode `mode` (None: the source's), hashing what it
+/// reads; returns the SHA-256 (hex) and the length. Not fsynced: the caller flushes the
+/// whole tree at once.
 pub fn copy_hashed(
     from: &Path,
     to: &Path,
-    mode: u32,
+    mode: Option<u32>,
     buf: &mut [u8],
 ) -> Result<(String, u64), CopyError> {
     let mut source = File::open(from).map_err(CopyError::Source)?;
+    let mode = match mode {
+        Some(mode) => mode,
+        None => {
+            source
+                .metadata()
+                .map_err(CopyError::Source)?
+                .permissions()
+                .mode()
+                & 0o777
+        }
+    };
     let mut dest = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -116,8 +128,7 @@ pub fn copy_hashed(
             Err(e) => return Err(CopyError::Source(e)),
         };
         hasher.update(&buf[..n]);
-        dest.write_all(&buf[..n])
-            .map_err(CopyError::Destination)?;
+        dest.write_all(&buf[..n]).map_err(CopyError::Destination)?;
         size += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), size))
@@ -283,12 +294,12 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         fs::write(&a, b"hello").unwrap();
         let mut buf = vec![0; 3];
-        let (hash, size) = copy_hashed(&a, &b, 0o600, &mut buf).unwrap();
+        let (hash, size) = copy_hashed(&a, &b, Some(0o600), &mut buf).unwrap();
         assert_eq!(size, 5);
         assert_eq!(hash, hex::encode(Sha256::digest(b"hello")));
         assert_eq!(hash_file(&b, &mut buf).unwrap(), (hash, 5));
         assert!(matches!(
-            copy_hashed(&a, &b, 0o600, &mut buf),
+            copy_hashed(&a, &b, Some(0o600), &mut buf),
             Err(CopyError::Destination(_))
         ));
 

@@ -393,7 +393,10 @@ mod tests {
     fn a_manifest_reads_back_as_written() {
         let manifest = sample();
         let text = manifest.to_toml();
-        assert!(text.contains("created = \"2026-11-23T14:00:00Z\""), "{text}");
+        assert!(
+            text.contains("created = \"2026-11-23T14:00:00Z\""),
+            "{text}"
+        );
         assert!(text.contains("dir_mode = \"0750\""), "{text}");
         assert_eq!(Manifest::parse(&text).unwrap(), manifest);
     }
@@ -405,7 +408,10 @@ mod tests {
         let err = Manifest::parse(cut).unwrap_err();
         assert!(err.contains("incomplete"), "{err}");
         let err = Manifest::parse(&text[..text.len() / 2]).unwrap_err();
-        assert!(err.contains("incomplete") || err.contains("unterminated"), "{err}");
+        assert!(
+            err.contains("incomplete") || err.contains("unterminated"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -81,8 +81,9 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
 
     let data_dir = match fs::canonicalize(data_dir) {
         Ok(real) => real,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::path::absolute(data_dir)
-            .map_err(BackupError::io(data_dir))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::path::absolute(data_dir).map_err(BackupError::io(data_dir))?
+        }
         Err(e) => return Err(BackupError::io(data_dir)(e)),
     };
     let parent = data_dir
@@ -245,7 +246,8 @@ fn build(
         // A link shares owner and mode with the backup (and often the live store), which
         // must not change under them: only a file that already has both is linked.
         let shareable = || {
-            fs::metadata(&from).is_ok_and(|m| (m.uid(), m.gid()) == owner && m.mode() & 0o7777 == file_mode)
+            fs::metadata(&from)
+                .is_ok_and(|m| (m.uid(), m.gid()) == owner && m.mode() & 0o7777 == file_mode)
         };
         if sum.path != DATABASE && linkable.load(Ordering::Relaxed) && shareable() {
             match fs::hard_link(&from, &to) {
@@ -268,13 +270,14 @@ fn build(
                 Err(e) => return Err(BackupError::io(to)(e)),
             }
         }
-        let (hash, size) = fsutil::copy_hashed(&from, &to, 0o600, buf).map_err(|e| match e {
-            CopyError::Source(e) => BackupError::ChangedSinceVerify {
-                file: sum.path.clone(),
-                problem: e.to_string(),
-            },
-            CopyError::Destination(e) => BackupError::io(&to)(e),
-        })?;
+        let (hash, size) =
+            fsutil::copy_hashed(&from, &to, Some(file_mode), buf).map_err(|e| match e {
+                CopyError::Source(e) => BackupError::ChangedSinceVerify {
+                    file: sum.path.clone(),
+                    problem: e.to_string(),
+                },
+                CopyError::Destination(e) => BackupError::io(&to)(e),
+            })?;
         if hash != sum.sha256 {
             return Err(BackupError::ChangedSinceVerify {
                 file: sum.path.clone(),

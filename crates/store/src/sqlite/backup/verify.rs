@@ -154,7 +154,9 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
                 if hash != sum.sha256 {
                     problem(
                         &sum.path,
-                        format!("content does not match its SHA-256 ({size} bytes; damaged or cut short)"),
+                        format!(
+                            "content does not match its SHA-256 ({size} bytes; damaged or cut short)"
+                        ),
                     );
                 } else if sum.path == DATABASE {
                     database_intact = true;
@@ -180,8 +182,12 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
         ));
     }
     if database_intact {
-        match database_problems(&dir.join(DATABASE), manifest.as_ref(), &listed_blobs, &damaged)
-        {
+        match database_problems(
+            &dir.join(DATABASE),
+            manifest.as_ref(),
+            &listed_blobs,
+            &damaged,
+        ) {
             Ok(found) => {
                 for p in found {
                     problem(DATABASE, p);
