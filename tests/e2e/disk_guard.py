@@ -5,7 +5,8 @@ The data directory lives on the tmpfs; the config sets min_free_bytes = 15 MiB a
 hard_floor_bytes = 5 MiB. A background sender delivers small messages the whole time.
 A filler file brings free space below min_free: MAIL FROM gets 452 4.3.1 within ~2 s, so
 does DATA in a session whose MAIL and RCPT were accepted before, and so does the end of a
-DATA that was under way; POP3 reading keeps working. Below the hard floor POP3 QUIT with
+DATA that was under way; POP3 and IMAP reading keep working and IMAP APPEND gets
+NO [UNAVAILABLE]. Below the hard floor POP3 QUIT with
 DELE marks gets -ERR [SYS/TEMP] and keeps the messages, and reading still works. With the
 filler deleted delivery resumes by itself within ~3 s, and deleting works again. At the
 end every message that got 250 is retrievable byte for byte, every refusal was
@@ -208,6 +209,18 @@ hard_floor_bytes = {HARD_FLOOR}
         )
         ok("below min_free POP3 reading works: all of alice's messages retrieved intact")
 
+        m = h.imap_login(srv.imap, "alice@example.com", PW["alice@example.com"])
+        typ, data = m.append("INBOX", None, None, msg("appended-when-full"))
+        assert typ == "NO" and b"[UNAVAILABLE]" in data[0], f"IMAP APPEND below min_free: {typ} {data!r}, wanted NO [UNAVAILABLE]"
+        typ, data = m.select("INBOX")
+        assert typ == "OK" and int(data[0]) == len(alice), f"IMAP SELECT below min_free: {typ} {data!r}"
+        typ, data = m.fetch("1", "(BODY.PEEK[])")
+        assert typ == "OK" and data[0][1].endswith(b"\r\n" + alice[0]), "IMAP FETCH below min_free did not return the message"
+        typ, data = m.store("1", "+FLAGS", "(\\Flagged)")
+        assert typ == "OK", f"IMAP STORE between min_free and the hard floor (a small write, not new mail): {typ} {data!r}"
+        m.logout()
+        ok("below min_free IMAP: APPEND gets NO [UNAVAILABLE], SELECT/FETCH read, STORE (not new mail) still works")
+
         free = grow(filler, 2 * MIB, vol)
         assert free < HARD_FLOOR, f"{free} bytes free, wanted below the hard floor {HARD_FLOOR}"
         time.sleep(2.5)  # the server measures every second; nothing observable tells us it has
@@ -223,9 +236,17 @@ hard_floor_bytes = {HARD_FLOOR}
         got = h.pop3_fetch_all(srv.pop3, "alice@example.com", PW["alice@example.com"])
         assert len(got) == len(alice), f"below the hard floor a refused QUIT still deleted: {len(got)} messages, wanted {len(alice)}"
         assert all(d.endswith(b"\r\n" + m) for (_, _, d), m in zip(got, alice)), "alice's messages changed below the hard floor"
+        m = h.imap_login(srv.imap, "alice@example.com", PW["alice@example.com"])
+        m.select("INBOX")
+        typ, data = m.store("1", "+FLAGS", "(\\Deleted)")
+        assert typ == "NO" and b"[UNAVAILABLE]" in data[0], f"IMAP STORE below the hard floor: {typ} {data!r}, wanted NO [UNAVAILABLE]"
+        typ, data = m.fetch("1", "(FLAGS BODY.PEEK[])")
+        assert typ == "OK" and b"\\Deleted" not in data[0][0], f"IMAP FETCH below the hard floor: {typ} {data!r}"
+        m.logout()
         took, reply = wait_mail_from(srv.smtp, 452, 1, "below the hard floor")
         assert reply.startswith("452 4.3.1"), f"below the hard floor MAIL FROM got {reply!r}"
-        ok(f"free {free // 1024} KiB < hard floor: QUIT with DELE gets -ERR [SYS/TEMP] and keeps the message; reading works; MAIL 452")
+        ok(f"free {free // 1024} KiB < hard floor: QUIT with DELE gets -ERR [SYS/TEMP] and keeps the message; IMAP STORE gets "
+           "NO [UNAVAILABLE] and changes nothing; reading works; MAIL 452")
 
         filler.unlink()
         freed = time.monotonic()
