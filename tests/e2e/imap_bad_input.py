@@ -12,7 +12,8 @@ After each group another session still works and every stored message is intact 
 bytes and IMAP counts). Maintenance mode: a new connection gets `* BYE [UNAVAILABLE]`
 with the operator's message; an idle session and a session in IDLE are closed with BYE;
 an APPEND in flight finishes (tagged OK) before its session is closed; `maint off`
-serves IMAP again.
+serves IMAP again. With `command_timeout_secs = 2`, silent sessions (before LOGIN, with a
+mailbox selected, in the middle of a literal) get BYE and are closed; a talking one is not.
 """
 
 import os
@@ -549,6 +550,39 @@ def maintenance_checks(t, srv, mail):
        "is stored; nothing lost")
 
 
+def timeout_checks():
+    """[imap] command_timeout_secs: silent sessions get BYE and are closed (RFC 3501 5.4 autologout)."""
+    t = h.Tegami("imap-timeout")
+    t.write_config("[imap]\ncommand_timeout_secs = 2\n")
+    t.domain("example.com")
+    t.account(ALICE, PW[ALICE])
+    srv = t.serve(imap=True, smtp=True, pop3=False)
+    pre = ic.RawImap(srv.imap)
+    sel = logged_in(srv, ALICE, "INBOX")
+    mid = ic.RawImap(srv.imap)
+    mid.send("x LOGIN {%d}\r\n" % len(ALICE))
+    assert mid.response().startswith(b"+")
+    started = time.monotonic()
+    busy = logged_in(srv, ALICE, "INBOX")
+    for _ in range(5):  # a session that keeps talking is not logged out
+        time.sleep(0.8)
+        busy.ok("NOOP")
+    results = []
+    for name, r in (("before LOGIN", pre), ("with INBOX selected", sel), ("in the middle of a literal", mid)):
+        line, _, seen = r.wait_untagged(rb"^\* BYE", 6)
+        took = time.monotonic() - started
+        assert line is not None, f"a silent session {name} got no BYE within {took:.1f} s (timeout 2 s; got {seen})"
+        assert r.is_closed(wait=3), f"the silent session {name} got BYE but stayed open"
+        assert took < 2 + 6, f"the silent session {name} was logged out only after {took:.1f} s"
+        results.append(f"{name} ({line[:45].decode(errors='replace')!r})")
+        r.close()
+    busy.ok("LOGOUT")
+    busy.close()
+    assert srv.stop() == 0
+    ok(f"command_timeout_secs = 2: silent sessions {', '.join(results)} are logged out and closed; a session sending "
+       "NOOP every 0.8 s for 4 s is not")
+
+
 def test():
     t = h.Tegami("imap-bad")
     t.write_config(f'hostname = "mx.test"\n[imap]\nmax_connections_per_account = {PER_ACCOUNT}\n')
@@ -578,6 +612,7 @@ def test():
     t.check_store("after the bad input")
     ok("the server is still up and tegami check passes")
     assert srv.stop() == 0
+    timeout_checks()
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ on Sent Drafts Trash Junk Archive), CREATE (non-ASCII names in modified UTF-7, a
 "/"), DELETE, RENAME (with children; INBOX), SUBSCRIBE/UNSUBSCRIBE/LSUB, STATUS,
 NAMESPACE; SELECT/EXAMINE responses; FETCH of every item on real-world MIME: BODY[] equal
 to the bytes POP3 returns (trace headers + exactly what was sent), ENVELOPE and
-BODYSTRUCTURE against values worked out by hand, sections, partials, \\Seen by BODY[] and
-not by PEEK; APPEND with flags and date ([APPENDUID]); SEARCH with every RFC 3501 key;
-STORE (+FLAGS, -FLAGS, FLAGS, .SILENT, keywords); COPY ([COPYUID]), MOVE, EXPUNGE,
-UID EXPUNGE, CLOSE, CHECK and the UID forms; ENABLE, IDLE, LOGOUT; STARTTLS with a
-certificate, and plaintext pipelined after STARTTLS is not executed.
+BODYSTRUCTURE against values worked out by hand for three messages (address groups, a
+quoted local part, message/rfc822 holding a multipart among them), encoded words left
+raw, sections, partials, \\Seen by BODY[] and not by PEEK; SEARCH over real-world MIME;
+APPEND with flags and date ([APPENDUID]); SEARCH with every RFC 3501 key; STORE
+(+FLAGS, -FLAGS, FLAGS, .SILENT, keywords); COPY ([COPYUID]), MOVE, EXPUNGE, UID EXPUNGE,
+CLOSE, CHECK and the UID forms; ENABLE, IDLE, LOGOUT; STARTTLS with a certificate, and
+plaintext pipelined after STARTTLS is not executed.
 """
 
 import base64
@@ -153,6 +155,47 @@ Content-Type: text/html
 --o--
 """)
 
+# Addresses from RFC 5322 Appendix A (A.1.2, A.1.3, A.5, A.6.1): comments, folding, groups,
+# a source route. Comments are not part of any name (RFC 5322 3.2.2).
+MSG_5322 = crlf("""\
+Message-ID: <rfc5322-10@ext.test>
+Date: Thu, 13 Feb 1969 23:32:54 -0330
+From: Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>
+Sender: "Joe Q. Public" <john.q.public@example.com>
+Reply-To: Mary Smith <@node.test:mary@example.net>
+To:A Group(Some people)
+     :Chris Jones <c@(Chris's host.)public.example>,
+         joe@example.org,
+  John <jdoe@one.test> (my dear friend); (the end of the group)
+Cc:(Empty list)(start)Hidden recipients  :(nobody(that I know))  ;
+Bcc: "Giant; \\"Big\\" Box" <sysservices@example.net>
+Subject: RFC 5322 appendix A
+
+body
+""")
+
+# RFC 2231 parameters (charset, percent-encoding, continuations) in Content-Type and
+# Content-Disposition.
+MSG_2231 = crlf("""\
+Message-ID: <rfc2231-11@ext.test>
+From: x@ext.test
+Subject: RFC 2231 parameters
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=p
+
+--p
+Content-Type: text/plain; charset=us-ascii
+
+see the attachment
+--p
+Content-Type: application/octet-stream; name*=UTF-8''%E6%97%A5%E6%9C%AC.bin
+Content-Disposition: attachment; filename*0*=UTF-8''%E6%97%A5; filename*1*=%E6%9C%AC.bin
+Content-Transfer-Encoding: base64
+
+AAEC
+--p--
+""")
+
 JIS_SUBJECT = "=?ISO-2022-JP?B?GyRCMnE1RCRON28bKEI=?="  # 会議の件
 JIS_FROM = "=?ISO-2022-JP?B?GyRCRURDZhsoQg==?="  # 田中
 
@@ -163,7 +206,9 @@ def messages():
     out = [("plain text (hand-checked)", "sender@ext.test", [], MSG_PLAIN),
            ("multipart with message/rfc822 (hand-checked)", "fwd@ext.test", [], MSG_FWD),
            ("address groups, quoted local part, message/rfc822 holding a multipart (hand-checked)", "odd@ext.test", [],
-            MSG_ODD)]
+            MSG_ODD),
+           ("RFC 5322 appendix A addresses (hand-checked)", "x@ext.test", [], MSG_5322),
+           ("RFC 2231 parameters", "x@ext.test", [], MSG_2231)]
     out.append(("nested multipart mixed > related > alternative", "news@ext.test", [], crlf("""\
 Message-ID: <nested-3@ext.test>
 Date: Wed, 5 Jun 2024 11:00:00 +0200
@@ -426,6 +471,32 @@ def odd_expectations():
     return envelope, structure, sections
 
 
+def rfc5322_envelope():
+    return [
+        b"Thu, 13 Feb 1969 23:32:54 -0330", b"RFC 5322 appendix A",
+        [[b"Pete", None, b"pete", b"silly.test"]],
+        [[b"Joe Q. Public", None, b"john.q.public", b"example.com"]],
+        [[b"Mary Smith", b"@node.test", b"mary", b"example.net"]],
+        [[None, None, b"A Group", None], [b"Chris Jones", None, b"c", b"public.example"],
+         [None, None, b"joe", b"example.org"], [b"John", None, b"jdoe", b"one.test"], [None, None, None, None]],
+        [[None, None, b"Hidden recipients", None], [None, None, None, None]],
+        [[b'Giant; "Big" Box', None, b"sysservices", b"example.net"]],
+        None, b"<rfc5322-10@ext.test>",
+    ]
+
+
+def foreign_8bit(value, raw, path="."):
+    """Strings with 8-bit octets that the message itself does not contain: decoded text
+    (RFC 2047, RFC 2231) sent raw, which IMAP4rev1 without UTF8=ACCEPT does not do."""
+    out = []
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            out += foreign_8bit(v, raw, f"{path}[{i}]")
+    elif isinstance(value, bytes) and any(b > 127 for b in value) and value not in raw:
+        out.append(f"{path} = {value!r}")
+    return out
+
+
 def fwd_expectations():
     m = MSG_FWD
     p11 = b"Gr=C3=BC=C3=9Fe, see the forwarded message.\r\n"
@@ -473,6 +544,8 @@ def fwd_expectations():
         "2": inner,
         "2.HEADER": inner[: inner.index(b"\r\n\r\n") + 4],
         "2.TEXT": b"The original body.\r\n",
+        "2.1": b"The original body.\r\n",
+        "2.HEADER.FIELDS (SUBJECT)": b"Subject: original\r\n\r\n",
         "3": p3,
         "3.MIME": (b'Content-Type: application/octet-stream; name="data.bin"\r\n'
                    b'Content-Disposition: attachment; filename="data.bin"\r\n'
@@ -884,10 +957,22 @@ def fetch_checks(srv, msgs):
     env = fetch(M, "jis", str(n_jis), "(ENVELOPE)")[n_jis]["ENVELOPE"]
     assert env[1] == JIS_SUBJECT.encode(), f"ENVELOPE subject of the ISO-2022-JP message must be the raw encoded word: {env[1]!r}"
     assert env[2] == [[JIS_FROM.encode(), None, b"tanaka", b"ext.test"]], f"ENVELOPE from of the ISO-2022-JP message: {env[2]!r}"
+    decoded = []
     for n in sorted(got):
-        bs = fetch(M, "bs", str(n), "(BODYSTRUCTURE)")[n]["BODYSTRUCTURE"]
-        assert isinstance(bs, list) and bs, f"message {n}: BODYSTRUCTURE {bs!r}"
-    ok("ENVELOPE keeps encoded words raw (ISO-2022-JP subject and From); BODYSTRUCTURE parses for every message")
+        it = fetch(M, "bs", str(n), "(ENVELOPE BODYSTRUCTURE)")[n]
+        assert isinstance(it["BODYSTRUCTURE"], list) and it["BODYSTRUCTURE"], f"message {n}: BODYSTRUCTURE {it!r}"
+        raw = got[n]["BODY[]"]
+        decoded += [f"message {n} ENVELOPE{x}" for x in foreign_8bit(it["ENVELOPE"], raw)]
+        decoded += [f"message {n} BODYSTRUCTURE{x}" for x in foreign_8bit(it["BODYSTRUCTURE"], raw)]
+    assert not decoded, ("ENVELOPE/BODYSTRUCTURE carry 8-bit text the messages do not contain (decoded RFC 2047/2231; "
+                         "IMAP4rev1 without UTF8=ACCEPT sends parameters and header text as written): " + "; ".join(decoded))
+    ok("ENVELOPE keeps encoded words raw (ISO-2022-JP subject and From); no ENVELOPE or BODYSTRUCTURE of any message "
+       "carries decoded 8-bit text (RFC 2231 parameters included); BODYSTRUCTURE parses for every message")
+    n_5322 = by_id["<rfc5322-10@ext.test>"][0]
+    it = fetch(M, "5322", str(n_5322), "(ENVELOPE)")[n_5322]
+    match(it["ENVELOPE"], rfc5322_envelope(), "RFC 5322 appendix A ENVELOPE")
+    ok("ENVELOPE of the RFC 5322 appendix A addresses: comments (nested, escaped) dropped from names and addresses, "
+       "folded group syntax, an empty group, a source route in the adl field, a quoted name with ; and \\\"")
 
     full = by_id["<fwd-2@ext.test>"][2]
     items = " ".join(f"BODY.PEEK[{s}]" for s in sections)
@@ -908,7 +993,8 @@ def fetch_checks(srv, msgs):
         f"BODY[HEADER.FIELDS (SUBJECT)]: {it['BODY[HEADER.FIELDS (SUBJECT)]']!r} (the blank line is included, RFC 3501 6.4.5)")
     assert it["BODY[HEADER.FIELDS (X-NO-SUCH-FIELD)]"] == b"\r\n", (
         f"HEADER.FIELDS of a missing field: {it['BODY[HEADER.FIELDS (X-NO-SUCH-FIELD)]']!r}, wanted just the blank line")
-    ok("BODY[1.1] [1.2] [1.MIME] [2] [2.HEADER] [2.TEXT] [3] [3.MIME] [TEXT] [HEADER], HEADER.FIELDS, partials "
+    ok("BODY[1.1] [1.2] [1.MIME] [2] [2.HEADER] [2.TEXT] [2.1] [2.HEADER.FIELDS] [3] [3.MIME] [TEXT] [HEADER], "
+       "HEADER.FIELDS, partials "
        "<0.10> <5.20> [1.2]<3.5> and past the end, RFC822.HEADER: all exact")
 
     plain = by_id["<plain-1@ext.test>"][2]

@@ -3,17 +3,18 @@
 
 Checks: two IMAP sessions with INBOX selected: mail delivered over SMTP shows as
 `* n EXISTS` at the other session's next command; a flag change by one shows as an
-untagged FETCH in the other; an expunge by one shows as `* n EXPUNGE` in the other; POP3
-DELE + QUIT shows as EXPUNGE in an IMAP session; a session in IDLE sees each new SMTP
-delivery as `* n EXISTS` within one second of the SMTP 250 (measured), and flag changes,
-expunges and POP3 deletions by others at once too; UIDs are never reused after expunge,
-not even across a restart; UIDVALIDITY and the UIDs of messages stay the same across a
-restart.
+untagged FETCH in the other; an expunge by one shows as `* n EXPUNGE` in the other, never
+while answering FETCH, STORE or SEARCH (RFC 3501 7.4.1); POP3 DELE + QUIT shows as EXPUNGE
+in an IMAP session; a session in IDLE sees each new SMTP delivery as `* n EXISTS` within
+one second of the SMTP 250 (measured), and flag changes, expunges and POP3 deletions by
+others at once too; UIDs are never reused after expunge, not even across a restart;
+UIDVALIDITY and the UIDs of messages stay the same across a restart; on SIGTERM a session
+in IDLE gets BYE and an APPEND in flight finishes; APPEND and STORE answered OK survive a
+SIGKILL right after.
 """
 
 import os
-import re
-import smtplib
+import signal
 import sys
 import time
 
@@ -92,6 +93,28 @@ def test():
     assert uid_map(b) == uids[1:], "session B's view after the EXPUNGE differs from the mailbox"
     ok("an EXPUNGE by one session shows as '* 1 EXPUNGE' at the other's next command")
 
+    # RFC 3501 7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH (sequence numbers
+    # would shift under the client's feet); the next NOOP brings it.
+    for c in ("FETCH 1:* (FLAGS)", "FETCH 2 (UID BODY.PEEK[HEADER])", "STORE 2 +FLAGS (\\Answered)", "SEARCH ALL"):
+        watcher, info = session(srv)
+        n = info["EXISTS"]
+        b.ok("NOOP")
+        b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        h.send(srv.smtp, "s@ext.test", [ALICE], msg(50 + n))
+        st, text, untagged = watcher.cmd(c)
+        assert st in ("OK", "NO"), f"{c} after another session expunged message 1: {st} {text!r}"
+        assert not ic.expunges(untagged), (
+            f"'{c}' was answered with {[u for u in untagged if b'EXPUNGE' in u]}: RFC 3501 7.4.1 forbids EXPUNGE "
+            f"responses while answering FETCH, STORE or SEARCH (another session had expunged message 1)")
+        _, untagged = watcher.ok("NOOP")
+        assert ic.expunges(untagged) == [1], f"after '{c}', NOOP did not bring '* 1 EXPUNGE': {untagged}"
+        watcher.ok("LOGOUT")
+        watcher.close()
+    _, untagged = a.ok("NOOP")
+    ok("a message expunged by another session is not announced while answering FETCH, STORE or SEARCH "
+       "(RFC 3501 7.4.1), and is at the next NOOP")
+
     # POP3 DELE + QUIT shows as EXPUNGE.
     p = h.pop3_login(srv.pop3, ALICE, PW)
     listed = h.pop3_list(p)
@@ -105,7 +128,34 @@ def test():
     assert uid_map(b) == uids and len(uids) == 2
     ok("POP3 DELE 2 + QUIT shows as '* 2 EXPUNGE' in both IMAP sessions")
 
+    # A POP3 session that is open while IMAP expunges deletes the messages it was shown,
+    # not whatever now sits at the same numbers.
+    for k in range(3):
+        h.send(srv.smtp, "s@ext.test", [ALICE], msg(70 + k))
+    a.ok("NOOP")
+    b.ok("NOOP")
+    p = h.pop3_login(srv.pop3, ALICE, PW)
+    shown = {n: h.pop3_retr(p, n) for n in h.pop3_list(p)}
+    before = uid_map(a)
+    a.ok(f"UID STORE {before[0]} +FLAGS.SILENT (\\Deleted)")
+    _, untagged = a.ok("EXPUNGE")
+    assert ic.expunges(untagged) == [1]
+    victim = max(shown)
+    resp = p.dele(victim)
+    assert resp.startswith(b"+OK"), f"POP3 DELE {victim}: {resp!r}"
+    p.quit()
+    _, untagged = a.ok("NOOP")
+    _, untagged_b = b.ok("NOOP")
+    left = uid_map(a)
+    assert left == before[1:-1], f"IMAP expunged UID {before[0]}, POP3 deleted its message {victim} (UID {before[-1]}); left: {left}"
+    p = h.pop3_login(srv.pop3, ALICE, PW)
+    now = [h.pop3_retr(p, n) for n in sorted(h.pop3_list(p))]
+    p.quit()
+    assert now == [shown[n] for n in sorted(shown)][1:-1], "POP3 after the mixed deletions does not show exactly the rest"
+    ok("a POP3 session open while IMAP expunges message 1: its DELE of its last message removes exactly that one")
+
     # UIDs are not reused: expunge the highest UID, then deliver.
+    uids = uid_map(a)
     top = max(uids)
     _, untagged = a.ok(f"UID STORE {top} +FLAGS.SILENT (\\Deleted)")
     a.ok("EXPUNGE")
@@ -194,8 +244,39 @@ def test():
     r.ok("LOGOUT")
     r.close()
     del flags_before[top]
+
+    # SIGTERM: a session in IDLE gets BYE; an APPEND whose literal is still coming finishes.
+    idler, _ = session(srv)
+    idler.send("i2 IDLE\r\n")
+    assert idler.response().startswith(b"+")
+    appender, _ = session(srv, "Sent")
+    sent_msg = b"Message-ID: <shutdown@example.com>\r\nSubject: appended during shutdown\r\n\r\nbody\r\n"
+    appender.send(b"a1 APPEND Sent {%d}\r\n" % len(sent_msg))
+    assert appender.response().startswith(b"+")
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    line, _, seen = idler.wait_untagged(rb"^\* BYE", 5)
+    assert line is not None, f"a session in IDLE got no BYE within 5 s of SIGTERM (got {seen})"
+    bye_after = time.monotonic() - started
+    time.sleep(0.3)
+    appender.send(sent_msg + b"\r\n")
+    try:
+        st, text, _ = appender.until("a1")
+    except (h.Closed, ConnectionResetError) as e:
+        raise AssertionError(f"an APPEND waiting for its literal at SIGTERM was cut off: {e}")
+    assert st == "OK", f"the APPEND in flight at SIGTERM: {st} {text!r}"
     assert srv.stop() == 0
+    for c in (idler, appender):
+        c.close()
+    ok(f"SIGTERM: a session in IDLE gets BYE after {bye_after * 1000:.0f} ms, an APPEND in flight finishes with OK, "
+       "serve exits 0")
+
     srv = t.serve(imap=True)
+    r, info = session(srv, "Sent")
+    got = ic.fetch_raw(r.ok("FETCH 1:* (BODY.PEEK[])")[1])
+    assert [i["BODY[]"] for i in got.values()] == [sent_msg], "the message appended during shutdown is not in Sent"
+    r.ok("LOGOUT")
+    r.close()
     r, info = session(srv)
     assert info["UIDVALIDITY"] == uidvalidity, f"UIDVALIDITY changed across a restart: {uidvalidity} -> {info['UIDVALIDITY']}"
     got = ic.fetch_raw(r.ok("FETCH 1:* (UID FLAGS)")[1])
@@ -211,6 +292,30 @@ def test():
     r.close()
     ok(f"across a restart: UIDVALIDITY {uidvalidity} kept, every UID and flag kept, UIDNEXT {info['UIDNEXT']} > expunged "
        f"UID {top}, new mail gets UID {newest}")
+
+    # APPEND and STORE are on disk when they are answered OK: SIGKILL right after the last one.
+    r, _ = session(srv, "Drafts")
+    appended = []
+    for k in range(20):
+        m = (f"Message-ID: <durable-{k}@example.com>\r\nSubject: durable {k}\r\n\r\n" + "line\r\n" * (k * 50)).encode()
+        st, text, _ = r.cmd_literals([f"APPEND Drafts (\\Draft $K{k})" + " ", m, ""])
+        assert st == "OK", f"APPEND {k}: {st} {text!r}"
+        appended.append(m)
+    r.ok("STORE 1:5 +FLAGS.SILENT (\\Flagged)")
+    srv.kill()
+    r.close()
+    srv = t.serve(imap=True)
+    r, info = session(srv, "Drafts")
+    got = ic.fetch_raw(r.ok("FETCH 1:* (FLAGS BODY.PEEK[])")[1])
+    assert [got[n]["BODY[]"] for n in sorted(got)] == appended, (
+        f"after SIGKILL right after the last APPEND OK: {len(got)} of 20 appended messages came back intact")
+    for n in sorted(got):
+        fl = flags(got[n])
+        assert "\\DRAFT" in fl and f"$K{n - 1}".upper() in fl, f"message {n} lost its APPEND flags: {fl}"
+        assert ("\\FLAGGED" in fl) == (n <= 5), f"message {n}: the STORE answered OK before SIGKILL: {fl}"
+    r.ok("LOGOUT")
+    r.close()
+    ok("20 APPENDs and a STORE answered OK, then SIGKILL at once: after a restart every message, flag and keyword is there")
     t.check_store("after the session tests")
     assert srv.stop() == 0
 

@@ -122,4 +122,14 @@ pub trait Store: Send + Sync {
     /// Online optimisation: planner statistics, WAL checkpoint, free pages given back to the
     /// file system, orphan blob files removed. Deliveries go on while it runs.
     fn optimize(&self) -> Result<OptimizeReport>;
+
+    /// Counts and sizes of what is stored, from a consistent snapshot.
+    fn totals(&self) -> Result<StoreTotals>;
+    /// The write-ahead log's current size in bytes (a `stat`, no lock).
+    fn wal_bytes(&self) -> u64;
+    /// Copies the write-ahead log back into the database and truncates it, waiting up to
+    /// `patience` for readers to move to the newest snapshot; new writes wait meanwhile.
+    /// Readers that never pause starve SQLite's own passive checkpoints; this is what keeps
+    /// the log under its cap (`[store] wal_cap_bytes`).
+    fn checkpoint_wal(&self, patience: std::time::Duration) -> Result<WalCheckpoint>;
 }

@@ -167,3 +167,34 @@ impl Flags {
     pub const DELETED: u32 = 8;
     pub const DRAFT: u32 = 16;
 }
+
+/// What the store holds, measured: the inputs of the capacity planner and of `stats disk`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreTotals {
+    pub accounts: u64,
+    /// Message rows: one per copy in a mailbox, so a message to three accounts counts three.
+    pub messages: u64,
+    /// The sum of those rows' sizes (what users see; shared bodies counted once per copy).
+    pub message_bytes: u64,
+    /// Distinct bodies on disk and their bytes (what the blob volume really holds).
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Pages in use in the database file (without free pages), in bytes.
+    pub database_bytes: u64,
+    /// Free pages inside the database file, in bytes.
+    pub database_free_bytes: u64,
+    /// The write-ahead log's file size.
+    pub wal_bytes: u64,
+}
+
+/// What one attempt to bound the write-ahead log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalCheckpoint {
+    pub wal_bytes_before: u64,
+    pub wal_bytes_after: u64,
+    /// False when readers kept the checkpoint from restarting the log within its patience.
+    pub complete: bool,
+    /// Frames in the log and frames copied back into the database.
+    pub frames: i64,
+    pub copied: i64,
+}

@@ -424,3 +424,58 @@ fn recovery_sets_wrong_reference_counts_right() {
 fn rusqlite_open(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
+
+#[test]
+fn a_blob_deleted_while_the_backup_runs_means_a_new_snapshot_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 20);
+    let store = Arc::new(store);
+    // The blob fetched last (blobs go in id order): its message is expunged as soon as the
+    // first blob is in the backup, so its file is gone when its turn comes.
+    let inbox = |account| store.mailbox(account, "INBOX").unwrap().id;
+    let (mailbox, doomed) = ids
+        .iter()
+        .flat_map(|&a| {
+            store
+                .messages(inbox(a))
+                .unwrap()
+                .into_iter()
+                .map(move |m| (a, m))
+        })
+        .map(|(a, m)| (inbox(a), m))
+        .max_by_key(|(_, m)| m.blob)
+        .unwrap();
+    let shared: Vec<_> = ids
+        .iter()
+        .flat_map(|&a| store.messages(inbox(a)).unwrap())
+        .filter(|m| m.blob == doomed.blob)
+        .collect();
+    assert_eq!(shared.len(), 1, "pick a blob only one message uses");
+    // Every worker reports progress after each blob and waits here while the first one
+    // expunges, so at most one blob per worker is fetched before the file is gone.
+    let fired = Arc::new(std::sync::Mutex::new(false));
+    let mut opts = options(&dir.path().join("b"), "b");
+    opts.copy_blobs = true;
+    opts.progress = Some({
+        let (store, fired) = (store.clone(), fired.clone());
+        Arc::new(move |_, _| {
+            let mut fired = fired.lock().unwrap();
+            if !*fired {
+                store.expunge(mailbox, &[doomed.id]).unwrap();
+                *fired = true;
+            }
+        })
+    });
+    let report = backup::create(&data, &opts).unwrap();
+    assert!(*fired.lock().unwrap());
+    assert!(
+        !store.blobs().exists(&doomed.blob),
+        "the expunge removed the file"
+    );
+    assert_eq!(report.manifest.snapshots, 2, "{:?}", report.manifest);
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    assert_eq!(report.manifest.messages, 27 - 1);
+    assert_eq!(report.manifest.blobs, 20 - 1);
+    assert!(backup::verify(&report.path, None).unwrap().is_ok());
+}

@@ -131,7 +131,8 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Maint(_)
         | Command::Doctor { .. }
         | Command::Backup(_)
-        | Command::Restore(_) => {
+        | Command::Restore(_)
+        | Command::Plan(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -27,6 +27,19 @@ pub struct RawConfig {
     pub maintenance: RawMaintenance,
     #[serde(default)]
     pub backup: RawBackup,
+    #[serde(default)]
+    pub wal: RawWal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWal {
+    /// The write-ahead log's size cap: the server checkpoints it when it passes half of it.
+    pub cap_bytes: Option<u64>,
+    /// How often the server looks at the log's size.
+    pub check_interval_ms: Option<u64>,
+    /// How long a checkpoint waits for readers to move on (writes wait meanwhile).
+    pub checkpoint_patience_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +128,15 @@ pub struct Config {
     pub log: LogConfig,
     pub disk: gate::DiskThresholds,
     pub schedule: Schedule,
+    pub wal: WalConfig,
+}
+
+/// The bound on the write-ahead log (`wal.rs` in the store explains why it is needed).
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub cap_bytes: u64,
+    pub check_interval: Duration,
+    pub patience: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -315,7 +337,19 @@ impl Config {
                 verify: raw.backup.verify.unwrap_or(true),
             },
         };
+        let wal = WalConfig {
+            cap_bytes: positive("wal.cap_bytes", raw.wal.cap_bytes.unwrap_or(64 << 20))?,
+            check_interval: Duration::from_millis(positive(
+                "wal.check_interval_ms",
+                raw.wal.check_interval_ms.unwrap_or(250),
+            )?),
+            patience: Duration::from_millis(positive(
+                "wal.checkpoint_patience_ms",
+                raw.wal.checkpoint_patience_ms.unwrap_or(5000),
+            )?),
+        };
         Ok(Config {
+            wal,
             disk,
             schedule,
             hostname: raw.hostname.unwrap_or_else(default_hostname),

@@ -8,8 +8,10 @@ mod doctor;
 mod logging;
 mod maint;
 mod ops;
+mod plan;
 mod schedule;
 mod serve;
+mod stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +77,8 @@ enum Command {
     Backup(backup::BackupCommand),
     /// Replace the data directory with a backup (the server must be stopped).
     Restore(backup::RestoreArgs),
+    /// Size the volumes a deployment needs, step by step.
+    Plan(plan::PlanArgs),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -122,6 +126,11 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())
                 .and_then(|config| backup::restore(&cli.data, &config, args))
+        }
+        Command::Plan(args) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| plan::run(&cli.data, &config, args))
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");

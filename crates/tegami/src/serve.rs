@@ -222,6 +222,13 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         clock,
     ));
 
+    let monitor = Arc::new(crate::stats::Monitor::default());
+    let wal_task = tokio::spawn(crate::stats::bound_wal(
+        store.clone(),
+        config.wal.clone(),
+        monitor.clone(),
+    ));
+
     println!("tegami ready");
     std::io::stdout().flush()?;
     info!(data = %data.display(), hostname = %config.hostname, "tegami is ready");
@@ -248,6 +255,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         );
     }
     schedule_task.abort();
+    wal_task.abort();
     smtp_task.abort();
     pop3_task.abort();
     imap_task.abort();

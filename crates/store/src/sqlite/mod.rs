@@ -6,6 +6,7 @@ mod mailboxes;
 mod optimize;
 mod recovery;
 mod schema;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -715,6 +716,18 @@ impl Store for SqliteStore {
 
     fn optimize(&self) -> Result<OptimizeReport> {
         optimize::run(self)
+    }
+
+    fn totals(&self) -> Result<crate::StoreTotals> {
+        wal::totals(self)
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        wal::wal_bytes(&self.db_path)
+    }
+
+    fn checkpoint_wal(&self, patience: std::time::Duration) -> Result<crate::WalCheckpoint> {
+        wal::checkpoint(self, patience)
     }
 }
 

@@ -1,11 +1,8 @@
 //! The file operations backups are made of: streamed and hashed copies, hard links, private
 //! directories, and making a whole tree durable at once.
 
-use std::ffi::{CString, c_char, c_int, c_uint};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -145,54 +142,28 @@ pub fn link_impossible(e: &io::Error) -> bool {
 
 const EPERM: i32 = 1;
 
-unsafe extern "C" {
-    fn syncfs(fd: c_int) -> c_int;
-    fn renameat2(
-        olddirfd: c_int,
-        oldpath: *const c_char,
-        newdirfd: c_int,
-        newpath: *const c_char,
-        flags: c_uint,
-    ) -> c_int;
-}
-
-const AT_FDCWD: c_int = -100;
-const RENAME_EXCHANGE: c_uint = 1 << 1;
-
 /// Flushes everything written to the file system that holds `path`: data, inodes and
 /// directories. One call instead of an fsync per file and per directory, which for a
 /// backup of many thousand blobs is the difference between a moment and minutes.
 pub fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(BackupError::io(path))?;
-    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
-    let done = unsafe { syncfs(dir.as_raw_fd()) };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(BackupError::io(path)(io::Error::last_os_error()))
-    }
+    rustix::fs::syncfs(&dir).map_err(|e| BackupError::io(path)(e.into()))
 }
 
 /// Swaps two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`): at every
 /// moment each name points at one complete directory. `Unsupported` when the file system
 /// cannot do it.
 pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a path"))
-    };
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: both pointers are NUL-terminated strings that live until the call returns.
-    let done = unsafe { renameat2(AT_FDCWD, a.as_ptr(), AT_FDCWD, b.as_ptr(), RENAME_EXCHANGE) };
-    if done == 0 {
-        return Ok(());
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+        Ok(()) => Ok(()),
+        // The file system has no exchange, or the kernel has no renameat2.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the file system cannot exchange two names atomically",
+        )),
+        Err(e) => Err(e.into()),
     }
-    let e = io::Error::last_os_error();
-    // EINVAL: the file system has no exchange; ENOSYS: the kernel has no renameat2.
-    if matches!(e.raw_os_error(), Some(22) | Some(38)) {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, e));
-    }
-    Err(e)
 }
 
 /// The most threads that link, copy or hash files at once: enough to keep a disk busy.

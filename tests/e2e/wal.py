@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The write-ahead log stays under its cap while readers never pause and writes continue.
+
+Readers that overlap without pause starve SQLite's own (passive) checkpoints: the log can
+only start again from its beginning when no reader uses it. Two Python sqlite3 connections
+on the live tegami.db each hold a read transaction (BEGIN; SELECT ...) for 0.8 s, staggered
+so that one is always open, while four SMTP senders deliver without stop.
+
+- Control: with a cap far above the load (`[wal] cap_bytes` = 256 MiB) the log grows past
+  1 MiB: the starvation is real.
+- With `cap_bytes` = 1 MiB the log, sampled every 10 ms, never reaches the cap, the server
+  logs truncating checkpoints, every delivery is accepted, and the readers' transactions
+  did overlap (one was open at every sample).
+- Afterwards `tegami check` passes and every message sent is stored.
+"""
+
+import os
+import sqlite3
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+from harness import ok  # noqa: E402
+
+CAP = 1 << 20
+RUN = 8.0
+HOLD = 0.8
+
+
+def load(t, srv, seconds):
+    """Senders and never-pausing readers for `seconds`; returns (max WAL size, sent, reader gaps)."""
+    wal = t.data / "tegami.db-wal"
+    stop = threading.Event()
+    sent = [0]
+    errors = []
+    open_readers = [0]
+    lock = threading.Lock()
+
+    def sender(n):
+        try:
+            i = 0
+            while not stop.is_set():
+                msg = f"From: s@sender.test\r\nTo: ann@example.com\r\nSubject: {n}.{i}\r\n\r\nbody {n} {i}\r\n"
+                h.send(srv.smtp, "s@sender.test", ["ann@example.com"], msg)
+                with lock:
+                    sent[0] += 1
+                i += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    def reader(offset):
+        db = sqlite3.connect(f"file:{t.data / 'tegami.db'}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        time.sleep(offset)
+        try:
+            while not stop.is_set():
+                db.execute("BEGIN")
+                db.execute("SELECT count(*) FROM messages").fetchone()
+                with lock:
+                    open_readers[0] += 1
+                time.sleep(HOLD)
+                with lock:
+                    open_readers[0] -= 1
+                db.execute("COMMIT")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            db.close()
+
+    readers = [threading.Thread(target=reader, args=(k * HOLD / 2,), daemon=True) for k in range(2)]
+    senders = [threading.Thread(target=sender, args=(n,), daemon=True) for n in range(4)]
+    for th in readers + senders:
+        th.start()
+    time.sleep(HOLD)  # both readers running
+    peak = 0
+    gaps = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            peak = max(peak, wal.stat().st_size)
+        except FileNotFoundError:
+            pass
+        with lock:
+            if open_readers[0] == 0:
+                gaps += 1
+        time.sleep(0.01)
+    stop.set()
+    for th in senders + readers:
+        th.join(30)
+    assert not errors, f"senders or readers failed: {errors[:3]}"
+    return peak, sent[0], gaps
+
+
+def test():
+    t = h.Tegami("wal")
+    t.domain("example.com")
+    t.account("ann@example.com", "ann-pw")
+
+    t.write_config("[wal]\ncap_bytes = 268435456\ncheck_interval_ms = 10\n")
+    srv = t.serve()
+    peak, sent_control, _ = load(t, srv, RUN / 2)
+    srv.stop()
+    assert peak > CAP, f"control: the WAL reached only {peak:,} bytes; the load does not starve checkpoints"
+    ok(f"control (cap 256 MiB): readers that never pause let the WAL grow to {peak:,} bytes ({sent_control} deliveries)")
+
+    t.write_config(f"[wal]\ncap_bytes = {CAP}\ncheck_interval_ms = 10\n")
+    srv = t.serve()
+    # The control run left a large log behind: the capped server cuts it at its first look.
+    deadline = time.monotonic() + 10
+    while (t.data / "tegami.db-wal").exists() and (t.data / "tegami.db-wal").stat().st_size > CAP // 2:
+        assert time.monotonic() < deadline, "the server did not cut the control run's WAL"
+        time.sleep(0.05)
+    ok("the capped server truncated the log the control run left behind")
+    peak, sent, gaps = load(t, srv, RUN)
+    log = srv.log_text()
+    srv.stop()
+    assert sent > 50, f"only {sent} deliveries in {RUN} s"
+    assert gaps < 10, f"the readers left {gaps} samples without an open transaction"
+    assert peak < CAP, f"the WAL reached {peak:,} bytes, above its cap of {CAP:,}"
+    assert "write-ahead log checkpointed and truncated" in log, "no truncating checkpoint logged"
+    ok(f"cap {CAP:,}: the WAL peaked at {peak:,} bytes over {sent} deliveries with a reader always open")
+
+    t.check_store("after the WAL test")
+    db = sqlite3.connect(f"file:{t.data / 'tegami.db'}?mode=ro", uri=True)
+    stored = db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    db.close()
+    assert stored == sent + sent_control, f"{stored} messages stored, {sent + sent_control} sent"
+    ok(f"all {stored} messages stored; tegami check passes")
+
+
+if __name__ == "__main__":
+    h.main(test, timeout=240)
