@@ -80,11 +80,19 @@ pub(crate) fn decoded_text<'v>(value: &'v HeaderValue<'_>) -> Cow<'v, str> {
 /// members, then `(NIL NIL NIL NIL)`.
 fn addresses(node: &Node<'_>, buf: &[u8], name: HeaderName<'_>) -> Option<Vec<u8>> {
     let header = node.field(name)?;
-    let HeaderValue::Address(address) = &header.value else {
+    let HeaderValue::Address(_) = &header.value else {
         return None;
     };
-    let raw = unfold(raw_value(buf, header));
-    let push_address = |out: &mut Vec<u8>, addr: &Addr<'_>| push_address(out, addr, &raw);
+    // mail-parser folds comments into names and misreads source routes, so the value as
+    // written is cleaned of both and parsed again.
+    let (clean, routes) = without_comments_and_routes(&unfold(raw_value(buf, header)));
+    let mut field = b"To: ".to_vec();
+    field.extend_from_slice(&clean);
+    field.extend_from_slice(b"\r\n\r\n");
+    let reparsed = mail_parser::MessageParser::new().parse_headers(&field[..])?;
+    let address = reparsed.to()?;
+    let push_address =
+        |out: &mut Vec<u8>, addr: &Addr<'_>| push_address(out, addr, &clean, &routes);
     let mut out = vec![b'('];
     match address {
         Address::List(list) => list.iter().for_each(|addr| push_address(&mut out, addr)),
@@ -119,7 +127,7 @@ fn addresses(node: &Node<'_>, buf: &[u8], name: HeaderName<'_>) -> Option<Vec<u8
 /// One address. A NIL host would read as a group marker, so a missing mailbox or domain is
 /// written as Dovecot does, "MISSING_MAILBOX" / "MISSING_DOMAIN". `raw` is the field's
 /// value as written, where the display name is looked up in its encoded form.
-fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>, raw: &[u8]) {
+fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>, raw: &[u8], routes: &[(String, String)]) {
     let name = addr
         .name
         .as_deref()
@@ -172,11 +180,70 @@ fn push_address(out: &mut Vec<u8>, addr: &Addr<'_>, raw: &[u8]) {
         }
         (None, name) => push_nstring(out, name.map(str::as_bytes)),
     }
-    out.extend_from_slice(b" NIL ");
+    out.push(b' ');
+    let full = format!("{mailbox}@{host}").to_ascii_lowercase();
+    let route = routes
+        .iter()
+        .find(|(a, _)| *a == full)
+        .map(|(_, r)| r.as_bytes());
+    push_nstring(out, route);
+    out.push(b' ');
     push_string(out, mailbox.as_bytes());
     out.push(b' ');
     push_string(out, host.as_bytes());
     out.push(b')');
+}
+
+/// An address field's value without RFC 5322 comments (which are not part of any name or
+/// address, §3.2.2) and without obsolete source routes (`<@relay:user@host>`), which come
+/// back separately as (address, route) pairs for the ENVELOPE's adl.
+fn without_comments_and_routes(raw: &[u8]) -> (Vec<u8>, Vec<(String, String)>) {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut routes = Vec::new();
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        match b {
+            b'\\' if quoted || depth > 0 => {
+                if depth == 0 {
+                    out.extend_from_slice(&raw[i..(i + 2).min(raw.len())]);
+                }
+                i += 2;
+                continue;
+            }
+            b'"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(b);
+            }
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted && depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            b'<' if !quoted => {
+                out.push(b);
+                let rest = &raw[i + 1..];
+                let start = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+                if rest.get(start) == Some(&b'@')
+                    && let Some(colon) = rest.iter().position(|&c| c == b':' || c == b'>')
+                    && rest[colon] == b':'
+                {
+                    let route = String::from_utf8_lossy(rest[start..colon].trim_ascii());
+                    let end = rest[colon..]
+                        .iter()
+                        .position(|&c| c == b'>')
+                        .map_or(rest.len(), |e| colon + e);
+                    let address = String::from_utf8_lossy(rest[colon + 1..end].trim_ascii());
+                    routes.push((address.to_ascii_lowercase(), route.into_owned()));
+                    i += 1 + colon + 1;
+                    continue;
+                }
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    (out, routes)
 }
 
 /// The display name before `<address>` in a field value as written: from the previous
@@ -403,6 +470,9 @@ fn content_params<'n>(node: &'n Node<'n>) -> &'n [Attribute<'n>] {
 }
 
 /// `("NAME" "value" ...)` or NIL; text parts without a charset get RFC 2045's US-ASCII.
+/// mail-parser decodes RFC 2231 values; a value that is not ASCII goes out encoded again
+/// (`"NAME*" "UTF-8''%E6%97%A5..."`), as Dovecot sends it, because an IMAP4rev1 string has
+/// no charset.
 fn push_params(out: &mut Vec<u8>, params: &[Attribute<'_>], text: bool) {
     let default_charset = text
         && !params
@@ -417,9 +487,16 @@ fn push_params(out: &mut Vec<u8>, params: &[Attribute<'_>], text: bool) {
         if i > 0 {
             out.push(b' ');
         }
-        push_string(out, attr.name.to_ascii_uppercase().as_bytes());
-        out.push(b' ');
-        push_string(out, attr.value.as_bytes());
+        let name = attr.name.to_ascii_uppercase();
+        if attr.value.is_ascii() {
+            push_string(out, name.as_bytes());
+            out.push(b' ');
+            push_string(out, attr.value.as_bytes());
+        } else {
+            push_string(out, format!("{name}*").as_bytes());
+            out.push(b' ');
+            push_string(out, rfc2231_encode(&attr.value).as_bytes());
+        }
     }
     if default_charset {
         if !params.is_empty() {
@@ -428,6 +505,20 @@ fn push_params(out: &mut Vec<u8>, params: &[Attribute<'_>], text: bool) {
         out.extend_from_slice(b"\"CHARSET\" \"US-ASCII\"");
     }
     out.push(b')');
+}
+
+/// `UTF-8''` and the value percent-encoded where RFC 2231's attribute-char does not allow it.
+fn rfc2231_encode(value: &str) -> String {
+    let mut out = String::from("UTF-8''");
+    for b in value.bytes() {
+        let plain = b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The encoding token upper-cased, or 7BIT when absent or not a token.

@@ -52,7 +52,7 @@ fn an_encoding_that_is_not_a_token_is_7bit() {
 }
 
 #[test]
-fn rfc2231_parameters_are_joined_and_decoded() {
+fn rfc2231_continuations_are_joined_and_non_ascii_values_stay_encoded() {
     check(
         concat!(
             "Content-Type: application/pdf\r\n",
@@ -63,7 +63,7 @@ fn rfc2231_parameters_are_joined_and_decoded() {
     );
     check(
         "Content-Type: application/pdf; name*=utf-8''%C3%A9t%C3%A9.pdf\r\n\r\nx",
-        "(\"APPLICATION\" \"PDF\" (\"NAME\" {9}\r\nété.pdf) NIL NIL \"7BIT\" 1 NIL NIL NIL NIL)",
+        r#"("APPLICATION" "PDF" ("NAME*" "UTF-8''%C3%A9t%C3%A9.pdf") NIL NIL "7BIT" 1 NIL NIL NIL NIL)"#,
     );
 }
 
@@ -162,5 +162,29 @@ fn an_empty_sender_falls_back_to_from() {
     assert_eq!(
         envelope("From: a@example.com\r\nSender:\r\nReply-To: \r\n\r\n"),
         r#"(NIL NIL ((NIL NIL "a" "example.com")) ((NIL NIL "a" "example.com")) ((NIL NIL "a" "example.com")) NIL NIL NIL NIL NIL)"#,
+    );
+}
+
+#[test]
+fn comments_are_no_part_of_addresses_and_routes_become_the_adl() {
+    // RFC 5322 Appendix A.5 and A.6.1.
+    let raw = concat!(
+        "From: Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>\r\n",
+        "Reply-To: Mary Smith <@node.test:mary@example.net>\r\n",
+        "To:A Group(Some people)\r\n",
+        "     :Chris Jones <c@(Chris's host.)public.example>,\r\n",
+        "         joe@example.org,\r\n",
+        "  John <jdoe@one.test> (my dear friend); (the end of the group)\r\n",
+        "Cc:(Empty list)(start)Hidden recipients  :(nobody(that I know))  ;\r\n",
+        "Subject: A\r\n\r\nbody\r\n"
+    );
+    assert_eq!(
+        envelope(raw),
+        concat!(
+            r#"(NIL "A" (("Pete" NIL "pete" "silly.test")) (("Pete" NIL "pete" "silly.test")) "#,
+            r#"(("Mary Smith" "@node.test" "mary" "example.net")) "#,
+            r#"((NIL NIL "A Group" NIL)("Chris Jones" NIL "c" "public.example")(NIL NIL "joe" "example.org")("John" NIL "jdoe" "one.test")(NIL NIL NIL NIL)) "#,
+            r#"((NIL NIL "Hidden recipients" NIL)(NIL NIL NIL NIL)) NIL NIL NIL)"#
+        )
     );
 }

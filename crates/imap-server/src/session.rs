@@ -171,7 +171,24 @@ impl Session {
         loop {
             match self.reader.parse(&mut self.wire.input) {
                 Ok(Parsed::Command(command)) => {
-                    if let Flow::Close = self.handle(command).await? {
+                    // Usage statistics: counted in memory by the store, flushed by the server.
+                    // Replies are written in one batch after the command, so the output's
+                    // growth is what the command sent.
+                    let started = std::time::Instant::now();
+                    let before = self.wire.output.len();
+                    let flow = self.handle(command).await?;
+                    if let State::Authenticated(account) | State::Selected(account, _) = &self.state {
+                        self.server.store.record_usage(
+                            account.id,
+                            store::Usage {
+                                commands: 1,
+                                busy_micros: started.elapsed().as_micros() as u64,
+                                bytes_out: self.wire.output.len().saturating_sub(before) as u64,
+                                ..store::Usage::default()
+                            },
+                        );
+                    }
+                    if let Flow::Close = flow {
                         return self.wire.flush().await;
                     }
                 }
@@ -352,6 +369,14 @@ impl Session {
         let Command { tag, body } = command;
         let authenticated = self.account().is_some();
         let selected = matches!(self.state, State::Selected(..));
+        // RFC 3501 §7.4.1: no EXPUNGE while answering a FETCH, STORE or SEARCH that names
+        // messages by number, or the client's numbers would shift under it.
+        let expunge_allowed = !matches!(
+            body,
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
+        );
         let outcome = match body {
             CommandBody::Capability => {
                 let caps = format!("* CAPABILITY {}\r\n", self.capabilities());
@@ -407,7 +432,10 @@ impl Session {
         // Whatever happened elsewhere meanwhile reaches the client before the tagged reply.
         if let State::Selected(_, view) = &mut self.state {
             let store = self.server.store.clone();
-            if let Err(e) = view.refresh(&store, &mut self.wire.output, true).await {
+            if let Err(e) = view
+                .refresh(&store, &mut self.wire.output, expunge_allowed)
+                .await
+            {
                 if matches!(e, StoreError::NotFound { .. }) {
                     // Deleted under us (another session or the CLI): back to authenticated.
                     self.deselect();
