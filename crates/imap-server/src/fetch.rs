@@ -29,6 +29,20 @@ pub(crate) fn needs_body(items: &[FetchItem]) -> bool {
     })
 }
 
+fn needs_mime(items: &[FetchItem]) -> bool {
+    items.iter().any(|item| match item {
+        FetchItem::Envelope
+        | FetchItem::Body
+        | FetchItem::BodyStructure
+        | FetchItem::Rfc822Header
+        | FetchItem::Rfc822Text => true,
+        FetchItem::BodySection { section, .. } => {
+            !section.part.is_empty() || section.text.is_some()
+        }
+        _ => false,
+    })
+}
+
 /// Whether fetching these items sets \Seen (RFC 3501 §6.4.5: BODY[...] and RFC822 and
 /// RFC822.TEXT do; BODY.PEEK and RFC822.HEADER do not).
 pub(crate) fn sets_seen(items: &[FetchItem]) -> bool {
@@ -50,7 +64,9 @@ pub(crate) fn fetch_one(
     out: &mut Vec<u8>,
 ) {
     let meta = &target.meta;
-    let parsed = raw.map(Message::parse);
+    // Parsing MIME costs more than sending the bytes, so it happens only for items that
+    // need the structure: the whole message (BODY[], RFC822) is sent as stored.
+    let parsed = raw.filter(|_| needs_mime(items)).map(Message::parse);
     out.extend_from_slice(format!("* {} FETCH (", target.seq).as_bytes());
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {
@@ -130,7 +146,12 @@ pub(crate) fn fetch_one(
                 sep(out);
                 response::push_body_section_name(out, section, partial.map(|p| p.0));
                 out.push(b' ');
-                match (parsed.as_ref().and_then(|m| m.section(section)), partial) {
+                let bytes = if section.part.is_empty() && section.text.is_none() {
+                    raw.map(std::borrow::Cow::Borrowed)
+                } else {
+                    parsed.as_ref().and_then(|m| m.section(section))
+                };
+                match (bytes, partial) {
                     (None, _) => out.extend_from_slice(b"NIL"),
                     (Some(bytes), None) => push_literal(out, &bytes),
                     (Some(bytes), Some((origin, length))) => {
