@@ -454,19 +454,11 @@ pub fn push_flags(out: &mut Vec<u8>, flags: &[Flag]) {
 /// Appends an internal date as a quoted date-time in UTC: `"17-Jul-1996 02:44:25 +0000"`.
 /// `secs` is Unix time.
 pub fn push_internal_date(out: &mut Vec<u8>, secs: i64) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs.div_euclid(86_400);
-    let time = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    let time = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let _ = write!(
         Bytes(out),
-        "\"{day:02}-{}-{year:04} {:02}:{:02}:{:02} +0000\"",
-        MONTHS[month as usize - 1],
-        time / 3600,
-        time / 60 % 60,
-        time % 60
+        "\"{}\"",
+        time.strftime("%d-%b-%Y %H:%M:%S +0000")
     );
 }
 
@@ -560,21 +552,6 @@ fn push_text(out: &mut Vec<u8>, text: &str) {
         text.bytes()
             .map(|b| if b.is_ascii_control() { b' ' } else { b }),
     );
-}
-
-/// Converts days since the Unix epoch into a (year, month, day) civil date, for the
-/// proleptic Gregorian calendar (Howard Hinnant's algorithm).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Lets `write!` append to a byte vector without going through a `String`.

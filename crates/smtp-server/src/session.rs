@@ -483,7 +483,7 @@ impl Session {
             id: &id,
             single_recipient: (envelope.recipients.len() == 1)
                 .then(|| envelope.recipients[0].as_str()),
-            date: time::OffsetDateTime::now_utc(),
+            date: jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC),
         }
         .write(&mut message);
         message.extend_from_slice(&content);

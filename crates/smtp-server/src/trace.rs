@@ -13,14 +13,13 @@ pub struct Trace<'a> {
     /// Named only when there is exactly one: naming several would leak the others' addresses
     /// to each recipient and would keep one body from being shared by all of them.
     pub single_recipient: Option<&'a str>,
-    pub date: time::OffsetDateTime,
+    /// When the message arrived, in the zone the Received line shows.
+    pub date: jiff::Zoned,
 }
 
 impl Trace<'_> {
     pub fn write(&self, out: &mut Vec<u8>) {
-        let date = self
-            .date
-            .format(&time::format_description::well_known::Rfc2822)
+        let date = jiff::fmt::rfc2822::to_string(&self.date)
             .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".into());
         let helo = sanitize(self.helo);
         out.extend_from_slice(
@@ -62,7 +61,7 @@ mod tests {
             protocol: "ESMTP",
             id: "abc",
             single_recipient: Some("bob@mx.test"),
-            date: time::macros::datetime!(2026-11-23 12:00 UTC),
+            date: "2026-11-23T12:00:00+00:00[UTC]".parse().unwrap(),
         }
         .write(&mut out);
         let text = String::from_utf8(out).unwrap();

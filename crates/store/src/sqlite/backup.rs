@@ -308,31 +308,17 @@ impl RootLock {
 
 /// `2026-11-23T14:00:00Z` for seconds since the epoch.
 pub fn rfc3339_utc(unix: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil_utc(unix);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    utc(unix, "%Y-%m-%dT%H:%M:%SZ")
 }
 
 /// `20261123T140000Z`: sortable, and safe in a file name.
 pub fn compact_utc(unix: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil_utc(unix);
-    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
+    utc(unix, "%Y%m%dT%H%M%SZ")
 }
 
-/// The UTC calendar date and time of a Unix time (Howard Hinnant's `civil_from_days`), so
-/// the store needs no date library for its file names.
-fn civil_utc(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400) as u32;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+fn utc(unix: i64, format: &str) -> String {
+    let time = jiff::Timestamp::from_second(unix).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    time.strftime(format).to_string()
 }
 
 #[cfg(test)]
