@@ -210,7 +210,7 @@ class Tegami:
 
     # -- serve -------------------------------------------------------------
 
-    def serve(self, extra=(), smtp=True, pop3=True, imap=True, wait=True, timeout=60):
+    def serve(self, extra=(), smtp=True, pop3=True, imap=True, wait=True, timeout=60, http=True):
         """Starts `serve` with port-0 listeners and returns a Server once it printed `tegami ready`.
 
         Every listener gets a free port, IMAP included (`Server.imap`): a default port would make
@@ -227,6 +227,10 @@ class Tegami:
             argv += ["--pop3", f"{HOST}:0"]
         if imap:
             argv += ["--imap", f"{HOST}:0"]
+        # The HTTP listener (/metrics, /health) defaults to 127.0.0.1:8025 like the others
+        # default to theirs: tests side by side need a free port each (`Server.http`).
+        if http and "--http" not in extra:
+            argv += ["--http", f"{HOST}:0"]
         argv += list(extra)
         stderr_path = self.root / f"serve-{self._serves}.stderr"
         srv = Server(self, argv, stderr_path)
@@ -296,6 +300,10 @@ class Server:
     def port(self, name):
         assert name in self.listeners, f"no {name} listener; have {self.listeners}"
         return self.listeners[name][1]
+
+    @property
+    def http(self):
+        return self.port("http")
 
     @property
     def smtp(self):

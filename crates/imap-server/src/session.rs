@@ -177,7 +177,8 @@ impl Session {
                     let started = std::time::Instant::now();
                     let before = self.wire.output.len();
                     let flow = self.handle(command).await?;
-                    if let State::Authenticated(account) | State::Selected(account, _) = &self.state {
+                    if let State::Authenticated(account) | State::Selected(account, _) = &self.state
+                    {
                         self.server.store.record_usage(
                             account.id,
                             store::Usage {

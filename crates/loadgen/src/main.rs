@@ -62,6 +62,9 @@ enum Cmd {
         wait_maildir: Vec<PathBuf>,
         #[arg(long)]
         wait_count: Option<u64>,
+        /// Seconds to wait after the last 250 for the Maildirs to fill.
+        #[arg(long, default_value_t = 120)]
+        wait_timeout: u64,
     },
     /// FETCH 1:* (BODY.PEEK[]) of INBOX from S sessions started at the same moment.
     ImapFetch {
@@ -141,6 +144,7 @@ async fn run(cli: Cli) -> Result<Value, String> {
             pipelining,
             wait_maildir,
             wait_count,
+            wait_timeout,
         } => {
             let sizes = mail::Sizes::parse(&size)?;
             let factory = mail::Factory::new(sizes, rare_word);
@@ -172,7 +176,7 @@ async fn run(cli: Cli) -> Result<Value, String> {
                         in_maildirs = Some(n);
                         break;
                     }
-                    if t0.elapsed() > timeout + Duration::from_secs_f64(out.sent_seconds) {
+                    if t0.elapsed() > Duration::from_secs_f64(greet + out.sent_seconds + wait_timeout as f64) {
                         return Err(format!("only {n} of {want} messages reached the Maildirs"));
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -152,7 +152,32 @@ impl Session {
                     continue;
                 }
             };
-            if let Flow::Close = self.handle(command).await? {
+            // Usage statistics, counted in memory by the store and flushed by the server.
+            // Replies are written in one batch after the command, so the output's growth
+            // is what the command sent.
+            let started = std::time::Instant::now();
+            let retr = matches!(command, Command::Retr(_));
+            let before = self.wire.output.len();
+            let account = match &self.state {
+                State::Transaction(drop) => Some(drop.mailbox.account),
+                State::Authorization { .. } => None,
+            };
+            let flow = self.handle(command).await?;
+            if let Some(account) = account {
+                let sent = self.wire.output.len().saturating_sub(before) as u64;
+                let ok = self.wire.output.get(before..before + 3) == Some(b"+OK".as_slice());
+                self.server.store.record_usage(
+                    account,
+                    store::Usage {
+                        commands: 1,
+                        busy_micros: started.elapsed().as_micros() as u64,
+                        messages_out: u64::from(retr && ok),
+                        bytes_out: sent,
+                        ..store::Usage::default()
+                    },
+                );
+            }
+            if let Flow::Close = flow {
                 return self.wire.flush().await;
             }
         }

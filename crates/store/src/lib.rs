@@ -132,4 +132,21 @@ pub trait Store: Send + Sync {
     /// Readers that never pause starve SQLite's own passive checkpoints; this is what keeps
     /// the log under its cap (`[store] wal_cap_bytes`).
     fn checkpoint_wal(&self, patience: std::time::Duration) -> Result<WalCheckpoint>;
+
+    // Usage statistics (bounded: see `sqlite/stats.rs`).
+    /// Adds to an account's usage in memory; no I/O, so sessions may call it per command.
+    /// Deliveries and appends are counted by the store itself.
+    fn record_usage(&self, account: AccountId, usage: Usage);
+    /// Everything counted since the store was opened, all accounts together.
+    fn usage_total(&self) -> Usage;
+    /// Writes what was recorded since the last flush into the ten-minute sample and the day
+    /// of `now` (Unix seconds), records the store's size for the day, and drops samples
+    /// older than an hour and days older than `keep_days`. One transaction.
+    fn flush_usage(&self, now: i64, keep_days: u32) -> Result<()>;
+    /// Ten-minute samples starting at or after `since` (Unix seconds), oldest first.
+    fn usage_samples(&self, since: i64) -> Result<Vec<UsageRow>>;
+    /// Daily totals of days starting at or after `since` (Unix seconds), oldest first.
+    fn usage_daily(&self, since: i64) -> Result<Vec<UsageRow>>;
+    /// The store's size per day, oldest first.
+    fn growth(&self) -> Result<Vec<GrowthRow>>;
 }

@@ -198,3 +198,56 @@ pub struct WalCheckpoint {
     pub frames: i64,
     pub copied: i64,
 }
+
+/// One account's activity over a period: what it received, what its clients fetched, what
+/// it cost the disk, and how busy its sessions kept the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Messages delivered or appended to the account, and their bytes.
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    /// Messages its clients downloaded (POP3 RETR, IMAP FETCH of a body), and their bytes.
+    pub messages_out: u64,
+    pub bytes_out: u64,
+    /// Blob bytes written for it: a body shared by several recipients is split between them.
+    pub write_bytes: u64,
+    /// Protocol commands its sessions ran, and the time the server spent on them.
+    pub commands: u64,
+    pub busy_micros: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.messages_in += other.messages_in;
+        self.bytes_in += other.bytes_in;
+        self.messages_out += other.messages_out;
+        self.bytes_out += other.bytes_out;
+        self.write_bytes += other.write_bytes;
+        self.commands += other.commands;
+        self.busy_micros += other.busy_micros;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+/// One account's usage in one period (a ten-minute sample or a day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The account's address; `#<id>` once the account was removed.
+    pub account: String,
+    /// Unix time at which the period starts.
+    pub start: i64,
+    pub usage: Usage,
+}
+
+/// The store's size at the last flush of a day, for the growth forecast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrowthRow {
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    pub database_bytes: u64,
+    pub blob_bytes: u64,
+    pub messages: u64,
+}

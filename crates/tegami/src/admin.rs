@@ -132,7 +132,8 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Doctor { .. }
         | Command::Backup(_)
         | Command::Restore(_)
-        | Command::Plan(_) => {
+        | Command::Plan(_)
+        | Command::Stats(_) => {
             unreachable!("dispatched in main")
         }
     }

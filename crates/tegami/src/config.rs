@@ -29,6 +29,50 @@ pub struct RawConfig {
     pub backup: RawBackup,
     #[serde(default)]
     pub wal: RawWal,
+    #[serde(default)]
+    pub stats: RawStats,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStats {
+    /// Days of daily usage totals and store sizes kept.
+    pub keep_days: Option<u32>,
+    /// How often the server writes the usage it counted in memory.
+    pub flush_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// Where alerts are delivered (an account of this server, or an alias of one).
+    pub admin: Option<String>,
+    /// An http:// URL that receives each alert as a JSON POST.
+    pub webhook: Option<String>,
+    /// The same alert is not repeated within this many seconds.
+    pub interval_secs: Option<u64>,
+    /// How often the conditions are evaluated.
+    pub check_interval_secs: Option<u64>,
+    /// Alert when a day's growth exceeds the baseline (the average of the days before) by
+    /// this many percent.
+    pub growth_percent: Option<f64>,
+    /// Days that make up the baseline.
+    pub baseline_days: Option<u32>,
+    /// Free-space levels of the data volume, in percent: one alert level each.
+    pub free_percent_levels: Option<Vec<f64>>,
+    /// Alert when the last successful backup is older than this (only if backups are
+    /// scheduled).
+    pub backup_max_age_hours: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +173,28 @@ pub struct Config {
     pub disk: gate::DiskThresholds,
     pub schedule: Schedule,
     pub wal: WalConfig,
+    pub stats: StatsConfig,
+    pub alerts: AlertsConfig,
+    pub http: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatsConfig {
+    pub keep_days: u32,
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub admin: Option<String>,
+    pub webhook: Option<String>,
+    pub interval: Duration,
+    pub check_interval: Duration,
+    pub growth_percent: f64,
+    pub baseline_days: u32,
+    /// Descending.
+    pub free_percent_levels: Vec<f64>,
+    pub backup_max_age: Duration,
 }
 
 /// The bound on the write-ahead log (`wal.rs` in the store explains why it is needed).
@@ -348,7 +414,54 @@ impl Config {
                 raw.wal.checkpoint_patience_ms.unwrap_or(5000),
             )?),
         };
+        let stats = StatsConfig {
+            keep_days: positive("stats.keep_days", u64::from(raw.stats.keep_days.unwrap_or(400)))? as u32,
+            flush_interval: Duration::from_secs(positive(
+                "stats.flush_interval_secs",
+                raw.stats.flush_interval_secs.unwrap_or(60),
+            )?),
+        };
+        let mut levels = raw
+            .alerts
+            .free_percent_levels
+            .unwrap_or_else(|| vec![20.0, 10.0, 5.0]);
+        if levels.iter().any(|l| !(0.0..100.0).contains(l)) {
+            bail!("alerts.free_percent_levels must lie between 0 and 100");
+        }
+        levels.sort_by(|a, b| b.total_cmp(a));
+        if let Some(url) = &raw.alerts.webhook
+            && !url.starts_with("http://")
+        {
+            bail!("alerts.webhook = {url:?} must be an http:// URL (send it through a local relay for https)");
+        }
+        let alerts = AlertsConfig {
+            admin: raw.alerts.admin,
+            webhook: raw.alerts.webhook,
+            interval: Duration::from_secs(raw.alerts.interval_secs.unwrap_or(3600)),
+            check_interval: Duration::from_secs(positive(
+                "alerts.check_interval_secs",
+                raw.alerts.check_interval_secs.unwrap_or(60),
+            )?),
+            growth_percent: raw.alerts.growth_percent.unwrap_or(20.0).max(0.0),
+            baseline_days: positive(
+                "alerts.baseline_days",
+                u64::from(raw.alerts.baseline_days.unwrap_or(7)),
+            )? as u32,
+            free_percent_levels: levels,
+            backup_max_age: Duration::from_secs(
+                3600 * positive(
+                    "alerts.backup_max_age_hours",
+                    raw.alerts.backup_max_age_hours.unwrap_or(36),
+                )?,
+            ),
+        };
         Ok(Config {
+            stats,
+            alerts,
+            http: raw
+                .http
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:8025".parse().unwrap()),
             wal,
             disk,
             schedule,

@@ -2,6 +2,7 @@
 //! protocol servers. Every failure ends as one line on stderr and a non-zero exit code.
 
 mod admin;
+mod alerts;
 mod backup;
 mod config;
 mod doctor;
@@ -79,6 +80,9 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Size the volumes a deployment needs, step by step.
     Plan(plan::PlanArgs),
+    /// Usage per account, disk use and growth, and the forecast of when space runs out.
+    #[command(subcommand)]
+    Stats(stats::StatsCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -126,6 +130,11 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())
                 .and_then(|config| backup::restore(&cli.data, &config, args))
+        }
+        Command::Stats(command) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| stats::run(&cli.data, &config, command))
         }
         Command::Plan(args) => {
             logging::init_stderr("warn");

@@ -36,7 +36,7 @@ pub struct Listeners {
     /// IMAP address (default 127.0.0.1:2143).
     #[arg(long)]
     imap: Option<SocketAddr>,
-    /// Admin HTTP address (not built yet).
+    /// HTTP address for /metrics and /health (default 127.0.0.1:8025).
     #[arg(long)]
     http: Option<SocketAddr>,
 }
@@ -46,10 +46,7 @@ pub fn run(
     config_path: Option<&Path>,
     listeners: Listeners,
 ) -> anyhow::Result<ExitCode> {
-    for (flag, given) in [
-        ("--submission", listeners.submission),
-        ("--http", listeners.http),
-    ] {
+    for (flag, given) in [("--submission", listeners.submission)] {
         if given.is_some() {
             bail!("{flag} is not available in this version of tegami yet; leave it out");
         }
@@ -58,6 +55,7 @@ pub fn run(
     override_addr(listeners.smtp, &mut config.smtp.listen);
     override_addr(listeners.pop3, &mut config.pop3.listen);
     override_addr(listeners.imap, &mut config.imap.listen);
+    override_addr(listeners.http, &mut config.http);
 
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
@@ -137,6 +135,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     let smtp_listener = bind("smtp", config.smtp.listen).await?;
     let pop3_listener = bind("pop3", config.pop3.listen).await?;
     let imap_listener = bind("imap", config.imap.listen).await?;
+    let http_listener = bind("http", config.http).await?;
 
     let trigger = ShutdownTrigger::new();
     let smtp = Arc::new(smtp_server::SmtpConfig {
@@ -219,7 +218,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         data.to_path_buf(),
         store.clone(),
         gate.clone(),
-        clock,
+        clock.clone(),
     ));
 
     let monitor = Arc::new(crate::stats::Monitor::default());
@@ -227,6 +226,31 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         store.clone(),
         config.wal.clone(),
         monitor.clone(),
+    ));
+
+    let flush_task = tokio::spawn(crate::stats::flush_usage(
+        store.clone(),
+        config.stats.clone(),
+        clock.clone(),
+    ));
+
+    let alerts = Arc::new(crate::alerts::Context {
+        data: data.to_path_buf(),
+        config: config.clone(),
+        store: store.clone(),
+        gate: gate.clone(),
+        clock: clock.clone(),
+        monitor: monitor.clone(),
+        alerts: Arc::default(),
+    });
+    let alerts_task = tokio::spawn(crate::alerts::run(alerts.clone()));
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(tegami_http::serve(
+        http_listener,
+        Arc::new(crate::stats::ServerSource(alerts)),
+        async move {
+            let _ = http_stopped.await;
+        },
     ));
 
     println!("tegami ready");
@@ -256,6 +280,14 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     }
     schedule_task.abort();
     wal_task.abort();
+    flush_task.abort();
+    alerts_task.abort();
+    let _ = http_stop.send(());
+    if tokio::time::timeout(Duration::from_secs(5), http_task).await.is_err() {
+        warn!("the HTTP listener did not stop in time");
+    }
+    // What the sessions counted since the last flush is written before the store closes.
+    crate::stats::flush_now(&store, config.stats.keep_days, &clock).await;
     smtp_task.abort();
     pop3_task.abort();
     imap_task.abort();

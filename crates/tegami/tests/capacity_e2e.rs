@@ -44,3 +44,18 @@ fn plan() {
 fn wal_bound() {
     run_script("wal");
 }
+
+#[test]
+fn stats_usage() {
+    run_script("stats");
+}
+
+#[test]
+fn metrics_health_maintenance() {
+    run_script("metrics");
+}
+
+#[test]
+fn alerts() {
+    run_script("alerts");
+}

@@ -6,6 +6,7 @@ mod mailboxes;
 mod optimize;
 mod recovery;
 mod schema;
+mod stats;
 mod wal;
 mod writer;
 
@@ -43,6 +44,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Told of every committed change to a mailbox (see [`SqliteStore::notify`]).
     listener: RwLock<Option<Arc<dyn ChangeListener>>>,
+    /// Usage recorded since the last flush (`stats.rs`).
+    meter: stats::Meter,
     /// This process's hold on the store (`recovery.rs`). Keep it the last field: it is
     /// dropped after every connection has closed, and only then is the shutdown clean.
     open_guard: recovery::OpenGuard,
@@ -68,6 +71,7 @@ impl SqliteStore {
             blobs,
             readers: Mutex::new(Vec::new()),
             listener: RwLock::new(None),
+            meter: stats::Meter::default(),
             open_guard,
         })
     }
@@ -569,6 +573,7 @@ impl Store for SqliteStore {
         let delivered = self.write_message(message, move |ctx, blob, size| {
             insert_message(ctx, blob, size, &recipients)
         })?;
+        self.meter.delivered(&delivered, message.len() as u64);
         let changed: Vec<_> = delivered.iter().map(|d| (d.account, d.mailbox)).collect();
         self.notify(&changed);
         Ok(delivered)
@@ -676,7 +681,10 @@ impl Store for SqliteStore {
         keywords: &[String],
         internal_date: Option<i64>,
     ) -> Result<Delivered> {
-        mailboxes::append(self, mailbox, message, flags, keywords, internal_date)
+        let delivered = mailboxes::append(self, mailbox, message, flags, keywords, internal_date)?;
+        self.meter
+            .delivered(std::slice::from_ref(&delivered), message.len() as u64);
+        Ok(delivered)
     }
 
     fn update_flags(
@@ -728,6 +736,30 @@ impl Store for SqliteStore {
 
     fn checkpoint_wal(&self, patience: std::time::Duration) -> Result<crate::WalCheckpoint> {
         wal::checkpoint(self, patience)
+    }
+
+    fn record_usage(&self, account: AccountId, usage: crate::Usage) {
+        self.meter.add(account, &usage);
+    }
+
+    fn usage_total(&self) -> crate::Usage {
+        self.meter.total()
+    }
+
+    fn flush_usage(&self, now: i64, keep_days: u32) -> Result<()> {
+        stats::flush(self, now, keep_days)
+    }
+
+    fn usage_samples(&self, since: i64) -> Result<Vec<crate::UsageRow>> {
+        self.read(|conn| stats::rows(conn, stats::Period::Sample, since))
+    }
+
+    fn usage_daily(&self, since: i64) -> Result<Vec<crate::UsageRow>> {
+        self.read(|conn| stats::rows(conn, stats::Period::Day, since))
+    }
+
+    fn growth(&self) -> Result<Vec<crate::GrowthRow>> {
+        self.read(stats::growth)
     }
 }
 

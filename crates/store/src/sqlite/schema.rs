@@ -90,6 +90,41 @@ const MIGRATIONS: &[&str] = &[
      WITH roles (name) AS (VALUES ('INBOX'), ('Sent'), ('Drafts'), ('Trash'), ('Junk'), ('Archive'))
      INSERT INTO subscriptions (account_id, name)
          SELECT a.id, r.name FROM accounts a CROSS JOIN roles r;",
+    // Version 3: usage statistics, bounded by design (`stats.rs` prunes them at every
+    // flush): per account, ten-minute samples for the last hour and daily totals for a
+    // configured number of days; store-wide, one row of sizes per day for the forecast.
+    // No foreign key to accounts: removing an account must not wait on its history, which
+    // ages out with the rest.
+    "CREATE TABLE usage_samples (
+         account_id   INTEGER NOT NULL,
+         slot         INTEGER NOT NULL,
+         messages_in  INTEGER NOT NULL,
+         bytes_in     INTEGER NOT NULL,
+         messages_out INTEGER NOT NULL,
+         bytes_out    INTEGER NOT NULL,
+         write_bytes  INTEGER NOT NULL,
+         commands     INTEGER NOT NULL,
+         busy_micros  INTEGER NOT NULL,
+         PRIMARY KEY (account_id, slot)
+     ) WITHOUT ROWID;
+     CREATE TABLE usage_daily (
+         account_id   INTEGER NOT NULL,
+         day          INTEGER NOT NULL,
+         messages_in  INTEGER NOT NULL,
+         bytes_in     INTEGER NOT NULL,
+         messages_out INTEGER NOT NULL,
+         bytes_out    INTEGER NOT NULL,
+         write_bytes  INTEGER NOT NULL,
+         commands     INTEGER NOT NULL,
+         busy_micros  INTEGER NOT NULL,
+         PRIMARY KEY (account_id, day)
+     ) WITHOUT ROWID;
+     CREATE TABLE growth_daily (
+         day            INTEGER PRIMARY KEY,
+         database_bytes INTEGER NOT NULL,
+         blob_bytes     INTEGER NOT NULL,
+         messages       INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,495 @@
+//! Alerts: conditions evaluated every `alerts.check_interval`, each raised alert logged and
+//! sent to the admin address (delivered through tegami's own store) and to the webhook, and
+//! not sent again within `alerts.interval`.
+//!
+//! The conditions follow the seed article: growth measured against the baseline (the
+//! average of the days before, +20 % by default) rather than one fixed "90 % full" alarm;
+//! several free-space levels; the last good backup too old; the scheduled check failed or
+//! skipped; the write-ahead log above its cap; mail refused for lack of space.
+//!
+//! Mail to the admin goes straight to the store, past the disk guard's `min_free` (ordinary
+//! mail is deferred there, so that is exactly when the admin must hear of it), but never
+//! below the hard floor, where no write is allowed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gate::{Clock, DiskState, Gate};
+use store::{GrowthRow, Resolution, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::stats::Monitor;
+
+/// One condition as evaluated: its key (stable, used in metrics and for rate limiting),
+/// whether it holds, and what to tell the admin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub key: String,
+    pub active: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AlertState {
+    pub active: bool,
+    pub message: String,
+    pub sent: u64,
+    last_sent: Option<Instant>,
+}
+
+/// The alerts' state, shared with the metrics.
+#[derive(Debug, Default)]
+pub struct Alerts {
+    states: Mutex<BTreeMap<String, AlertState>>,
+}
+
+impl Alerts {
+    pub fn snapshot(&self) -> BTreeMap<String, AlertState> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the conditions and returns those to send now: active, and not sent within
+    /// `interval`.
+    pub fn update(&self, conditions: &[Condition], interval: Duration, now: Instant) -> Vec<Condition> {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        for c in conditions {
+            let state = states.entry(c.key.clone()).or_default();
+            state.active = c.active;
+            if !c.active {
+                continue;
+            }
+            state.message = c.message.clone();
+            let recent = state
+                .last_sent
+                .is_some_and(|t| now.duration_since(t) < interval);
+            if !recent {
+                state.last_sent = Some(now);
+                state.sent += 1;
+                due.push(c.clone());
+            }
+        }
+        due
+    }
+}
+
+/// Everything the conditions are computed from, gathered in one place so the evaluation is
+/// pure and testable.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub growth: Vec<GrowthRow>,
+    pub free: u64,
+    pub total: u64,
+    pub disk: Option<DiskState>,
+    pub backup_scheduled: bool,
+    pub last_backup_age: Option<Duration>,
+    pub check: CheckStatus,
+    pub wal_bytes: u64,
+    pub wal_above_cap: bool,
+}
+
+/// The last scheduled or manual check, as `log/maintenance.log` tells it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub enum CheckStatus {
+    #[default]
+    None,
+    Healthy,
+    Problems(String),
+    Failed(String),
+    Skipped(String),
+}
+
+impl CheckStatus {
+    pub fn label(&self) -> &'static str {
+        match self {
+            CheckStatus::None => "none",
+            CheckStatus::Healthy => "healthy",
+            CheckStatus::Problems(_) => "problems",
+            CheckStatus::Failed(_) => "failed",
+            CheckStatus::Skipped(_) => "skipped",
+        }
+    }
+}
+
+/// Reads the last check line of `log/maintenance.log`.
+pub fn check_status(data: &Path) -> CheckStatus {
+    let Ok(text) = std::fs::read_to_string(data.join("log").join("maintenance.log")) else {
+        return CheckStatus::None;
+    };
+    for line in text.lines().rev() {
+        if line.contains("check skipped") {
+            return CheckStatus::Skipped(line.to_string());
+        }
+        if line.contains("check") && line.contains("failed") {
+            return CheckStatus::Failed(line.to_string());
+        }
+        if line.contains("check finished") || line.contains("check (repair) finished") {
+            return if line.contains(": healthy") {
+                CheckStatus::Healthy
+            } else {
+                CheckStatus::Problems(line.to_string())
+            };
+        }
+    }
+    CheckStatus::None
+}
+
+/// Today's growth and the baseline: the average daily growth of the `days` days before.
+pub fn growth_vs_baseline(growth: &[GrowthRow], days: u32) -> Option<(f64, f64)> {
+    let size = |g: &GrowthRow| (g.database_bytes + g.blob_bytes) as f64;
+    let today = growth.last()?;
+    let yesterday = growth.iter().rev().find(|g| g.day == today.day - 1)?;
+    let start = growth
+        .iter()
+        .find(|g| g.day >= yesterday.day - i64::from(days))?;
+    let span = (yesterday.day - start.day) as f64;
+    if span < 1.0 {
+        return None;
+    }
+    Some((size(today) - size(yesterday), (size(yesterday) - size(start)) / span))
+}
+
+pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let h = store::human_bytes;
+    let pct = config.alerts.growth_percent;
+    let (active, message) = match growth_vs_baseline(&inputs.growth, config.alerts.baseline_days) {
+        Some((today, baseline)) if baseline > 0.0 && today > baseline * (1.0 + pct / 100.0) => (
+            true,
+            format!(
+                "the store grew by {} today, {:.0} % above its baseline of {} per day \
+                 (alert above +{pct} %); `tegami stats usage` shows which accounts write most",
+                h(today as u64),
+                (today / baseline - 1.0) * 100.0,
+                h(baseline as u64)
+            ),
+        ),
+        _ => (false, String::new()),
+    };
+    out.push(Condition {
+        key: "growth_above_baseline".into(),
+        active,
+        message,
+    });
+    for level in &config.alerts.free_percent_levels {
+        let free_pct = if inputs.total > 0 {
+            inputs.free as f64 * 100.0 / inputs.total as f64
+        } else {
+            100.0
+        };
+        out.push(Condition {
+            key: format!("free_space_below_{level}_percent"),
+            active: free_pct < *level,
+            message: format!(
+                "the data volume has {} free ({free_pct:.1} %), below the {level} % level; \
+                 `tegami stats forecast` says when it runs out",
+                h(inputs.free)
+            ),
+        });
+    }
+    let backup_old = inputs.backup_scheduled
+        && inputs
+            .last_backup_age
+            .is_none_or(|age| age > config.alerts.backup_max_age);
+    out.push(Condition {
+        key: "backup_too_old".into(),
+        active: backup_old,
+        message: match inputs.last_backup_age {
+            Some(age) => format!(
+                "the last good backup is {:.1} hours old (alert after {} hours); see log/backup_result.log",
+                age.as_secs_f64() / 3600.0,
+                config.alerts.backup_max_age.as_secs() / 3600
+            ),
+            None => "no backup has been taken yet; run `tegami backup create`".into(),
+        },
+    });
+    let (failed, skipped) = match &inputs.check {
+        CheckStatus::Failed(line) | CheckStatus::Problems(line) => (Some(line.clone()), None),
+        CheckStatus::Skipped(line) => (None, Some(line.clone())),
+        _ => (None, None),
+    };
+    out.push(Condition {
+        key: "check_failed".into(),
+        active: failed.is_some(),
+        message: format!(
+            "the last check did not come out healthy: {}; see log/maintenance_result.log",
+            failed.unwrap_or_default()
+        ),
+    });
+    out.push(Condition {
+        key: "check_skipped".into(),
+        active: skipped.is_some(),
+        message: format!(
+            "the scheduled check was skipped: {}",
+            skipped.unwrap_or_default()
+        ),
+    });
+    out.push(Condition {
+        key: "wal_above_cap".into(),
+        active: inputs.wal_above_cap,
+        message: format!(
+            "the write-ahead log is {} and above its cap of {}: a reader holds a transaction \
+             open (a stuck client, or a tool on tegami.db)",
+            h(inputs.wal_bytes),
+            h(config.wal.cap_bytes)
+        ),
+    });
+    let refused = matches!(
+        inputs.disk,
+        Some(DiskState::Low { .. } | DiskState::Critical { .. })
+    );
+    out.push(Condition {
+        key: "delivery_refused_no_space".into(),
+        active: refused,
+        message: format!(
+            "new mail is refused for lack of space: {} free, min_free is {}",
+            h(inputs.free),
+            h(config.disk.min_free)
+        ),
+    });
+    out
+}
+
+/// Everything the task needs.
+pub struct Context {
+    pub data: PathBuf,
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub gate: Arc<Gate>,
+    pub clock: Clock,
+    pub monitor: Arc<Monitor>,
+    pub alerts: Arc<Alerts>,
+}
+
+impl Context {
+    /// Gathers the inputs (file system and store reads: call it on a blocking thread).
+    pub fn inputs(&self) -> Inputs {
+        let (free, total) = crate::stats::volume(&self.data).unwrap_or((0, 0));
+        let backup = &self.config.schedule.backup;
+        let now = self.clock.now().timestamp().as_second();
+        Inputs {
+            growth: self.store.growth().unwrap_or_default(),
+            free,
+            total,
+            disk: Some(self.gate.disk()),
+            backup_scheduled: backup.at.is_some(),
+            last_backup_age: crate::backup::newest(&backup.root(&self.data))
+                .map(|e| Duration::from_secs((now - e.created()).max(0) as u64)),
+            check: check_status(&self.data),
+            wal_bytes: self.monitor.wal_bytes.load(Ordering::Relaxed),
+            wal_above_cap: self.monitor.wal_above_cap.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(ctx.config.alerts.check_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let gathered = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || ctx.inputs()).await
+        };
+        let Ok(inputs) = gathered else { continue };
+        let conditions = conditions(&inputs, &ctx.config);
+        let due = ctx
+            .alerts
+            .update(&conditions, ctx.config.alerts.interval, Instant::now());
+        for alert in due {
+            warn!(alert = %alert.key, message = %alert.message, "alert");
+            send(&ctx, &alert).await;
+        }
+    }
+}
+
+async fn send(ctx: &Arc<Context>, alert: &Condition) {
+    let hostname = &ctx.config.hostname;
+    let now = ctx.clock.now();
+    if let Some(admin) = ctx.config.alerts.admin.clone() {
+        let message = alert_mail(hostname, &admin, alert, &now);
+        let task = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || deliver(&ctx, &admin, &message)).await
+        };
+        match task {
+            Ok(Ok(())) => info!(alert = %alert.key, "alert delivered to the admin address"),
+            Ok(Err(e)) => error!(alert = %alert.key, error = %e, "cannot deliver the alert to the admin address"),
+            Err(_) => {}
+        }
+    }
+    if let Some(url) = &ctx.config.alerts.webhook {
+        let body = serde_json::json!({
+            "alert": alert.key,
+            "message": alert.message,
+            "host": hostname,
+            "time": now.timestamp().to_string(),
+        })
+        .to_string();
+        match post(url, &body).await {
+            Ok(status) if (200..300).contains(&status) => {
+                info!(alert = %alert.key, status, "alert posted to the webhook")
+            }
+            Ok(status) => error!(alert = %alert.key, status, "the webhook refused the alert"),
+            Err(e) => error!(alert = %alert.key, error = %e, "cannot post the alert to the webhook"),
+        }
+    }
+}
+
+fn alert_mail(hostname: &str, admin: &str, alert: &Condition, now: &jiff::Zoned) -> Vec<u8> {
+    let id = format!(
+        "{}.{}.alert@{hostname}",
+        now.timestamp().as_second(),
+        alert.key
+    );
+    format!(
+        "Return-Path: <>\r\nFrom: tegami <postmaster@{hostname}>\r\nTo: <{admin}>\r\n\
+         Subject: [tegami alert] {}\r\nDate: {}\r\nMessage-ID: <{id}>\r\n\
+         Auto-Submitted: auto-generated\r\nX-Tegami-Alert: {}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n\r\n-- \r\ntegami on {hostname}\r\n",
+        alert.key,
+        now.strftime("%a, %d %b %Y %H:%M:%S %z"),
+        alert.key,
+        alert.message
+    )
+    .into_bytes()
+}
+
+/// Delivers to the admin's accounts straight through the store: past `min_free`, never
+/// below the hard floor.
+fn deliver(ctx: &Context, admin: &str, message: &[u8]) -> anyhow::Result<()> {
+    if let DiskState::Critical { free } = ctx.gate.disk() {
+        anyhow::bail!(
+            "the data volume is below the hard floor ({} free); nothing may be written",
+            store::human_bytes(free)
+        );
+    }
+    match ctx.store.resolve(admin)? {
+        Resolution::Local(accounts) if !accounts.is_empty() => {
+            ctx.store.deliver(message, &accounts)?;
+            Ok(())
+        }
+        _ => anyhow::bail!("alerts.admin = {admin:?} is not an account or alias of this server"),
+    }
+}
+
+/// A minimal HTTP/1.1 POST (http:// only) with a timeout; returns the status code.
+async fn post(url: &str, body: &str) -> anyhow::Result<u16> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// webhooks are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: tegami\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        anyhow::Ok(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {addr} within 10 s"))??;
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer from {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(day: i64, size: u64) -> GrowthRow {
+        GrowthRow {
+            day,
+            database_bytes: 0,
+            blob_bytes: size,
+            messages: 0,
+        }
+    }
+
+    #[test]
+    fn growth_is_measured_against_the_days_before() {
+        let mut growth: Vec<_> = (0..8).map(|d| g(d, d as u64 * 100)).collect();
+        growth.push(g(8, 700 + 119));
+        assert_eq!(growth_vs_baseline(&growth, 7), Some((119.0, 100.0)));
+        let config = Config::load(None).unwrap();
+        let inputs = |growth: Vec<GrowthRow>| Inputs {
+            growth,
+            free: 1,
+            total: 1,
+            ..Inputs::default()
+        };
+        let active = |c: Vec<Condition>| {
+            c.into_iter()
+                .find(|c| c.key == "growth_above_baseline")
+                .unwrap()
+                .active
+        };
+        assert!(!active(conditions(&inputs(growth.clone()), &config)));
+        growth.last_mut().unwrap().blob_bytes = 700 + 121;
+        assert!(active(conditions(&inputs(growth), &config)));
+    }
+
+    #[test]
+    fn an_alert_is_not_repeated_within_its_interval() {
+        let alerts = Alerts::default();
+        let c = |active| Condition {
+            key: "x".into(),
+            active,
+            message: "m".into(),
+        };
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(alerts.update(&[c(true)], hour, t0).len(), 1);
+        assert_eq!(alerts.update(&[c(true)], hour, t0 + Duration::from_secs(60)).len(), 0);
+        assert_eq!(alerts.update(&[c(false)], hour, t0 + Duration::from_secs(120)).len(), 0);
+        assert_eq!(alerts.update(&[c(true)], hour, t0 + hour).len(), 1);
+        assert_eq!(alerts.snapshot()["x"].sent, 2);
+    }
+
+    #[test]
+    fn free_space_levels_each_raise_their_own_alert() {
+        let config = Config::load(None).unwrap();
+        let inputs = Inputs {
+            free: 8,
+            total: 100,
+            ..Inputs::default()
+        };
+        let active: Vec<String> = conditions(&inputs, &config)
+            .into_iter()
+            .filter(|c| c.active && c.key.starts_with("free_space"))
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(
+            active,
+            ["free_space_below_20_percent", "free_space_below_10_percent"]
+        );
+    }
+}
