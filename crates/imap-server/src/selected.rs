@@ -102,6 +102,11 @@ impl Selected {
                 SeqNum::Star => max,
             };
             for &(a, b) in &set.0 {
+                // "1:*" in an empty mailbox names nothing rather than a wrong number, as
+                // clients that fetch "everything" right after SELECT expect.
+                if max == 0 && (a == SeqNum::Star || b == SeqNum::Star) {
+                    continue;
+                }
                 let (lo, hi) = order(value(a), value(b));
                 if lo == 0 || hi > max {
                     return Err(if max == 0 {
