@@ -423,12 +423,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// A mailbox name: an astring in modified UTF-7, decoded, with INBOX in any case
-    /// folded to "INBOX".
+    /// folded to "INBOX", also as the first level of a longer name ("inbox/Sub" is
+    /// "INBOX/Sub", as Dovecot has it), so one mailbox never shows under two spellings.
     pub fn mailbox(&mut self) -> PResult<String> {
         let raw = self.astring()?;
         let name = decode_mailbox(&raw)?;
-        if name.eq_ignore_ascii_case("INBOX") {
-            return Ok("INBOX".to_owned());
+        let first = name.split('/').next().unwrap_or_default();
+        if first.eq_ignore_ascii_case("INBOX") && first != "INBOX" {
+            return Ok(format!("INBOX{}", &name[first.len()..]));
         }
         Ok(name)
     }

@@ -303,8 +303,8 @@ fn mailbox_names() {
     check("SELECT inbox", select("INBOX"));
     check("select \"InBoX\"", select("INBOX"));
     check("SELECT {5}\r\niNbOx", select("INBOX"));
-    // Only the whole name INBOX is case-insensitive.
-    check("SELECT inbox/Sub", select("inbox/Sub"));
+    // INBOX is case-insensitive as a whole name and as the first level.
+    check("SELECT inbox/Sub", select("INBOX/Sub"));
     check("SELECT Inboxes", select("Inboxes"));
     check(
         "SELECT ~peter/mail/&U,BTFw-/&ZeVnLIqe-",
