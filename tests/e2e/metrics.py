@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The HTTP listener: /metrics, /health and the maintenance page.
 
+- After 5 deliveries and one RCPT to an unknown user, /metrics counts 6 SMTP sessions
+  (none open, none for POP3 or IMAP) and exactly one reject, reason unknown_user.
 - /metrics parses with prometheus_client's text parser (installed by this script if
   missing) and its values match the state: 5 deliveries counted, messages and blob bytes
   as in the store, WAL size and cap, free space of the data volume as statvfs says, no
@@ -10,7 +12,7 @@
 - `tegami maint on --window <now>` turns every other path into 503 with Retry-After (the
   seconds to the window's end) and an HTML page with the message, start and end; /health
   says 503 with the maintenance reason, /metrics keeps working and shows tegami_maintenance
-  1. `maint off` brings 200 back.
+  1, and SMTP's 421 is counted as a maintenance reject. `maint off` brings 200 back.
 - With `[disk] min_free_bytes` above the free space, /health is 503 naming the disk, and
   /metrics shows mail not accepted and the delivery_refused_no_space alert active.
 """
@@ -87,7 +89,18 @@ def test():
     for i in range(5):
         h.send(srv.smtp, "s@sender.test", ["ann@example.com"], f"Subject: {i}\r\n\r\nbody {i}\r\n")
 
-    m, text = scrape(port, parse)
+    s = h.smtp_client(srv.smtp)
+    s.mail("s@sender.test")
+    code, _ = s.rcpt("nobody@example.com")
+    assert code == 550, code
+    s.quit()
+
+    m = wait_for("sessions to close", lambda: (lambda m: m if m["tegami_sessions_open|protocol=smtp"] == 0 else None)(scrape(port, parse)[0]))
+    assert m["tegami_sessions_total|protocol=smtp"] == 6, m
+    assert m["tegami_sessions_total|protocol=pop3"] == 0 and m["tegami_sessions_total|protocol=imap"] == 0, m
+    assert m["tegami_smtp_rejects_total|reason=unknown_user"] == 1, m
+    assert sum(v for k, v in m.items() if k.startswith("tegami_smtp_rejects_total")) == 1, m
+    ok("sessions by protocol (6 SMTP, none open) and rejects by reason (1 unknown_user) match")
     assert m["tegami_deliveries_total"] == 5, m
     assert m["tegami_messages"] == 5, m
     blobs = sum(p.stat().st_size for p in t.blob_files())
@@ -138,7 +151,17 @@ def test():
     assert status == 503 and body.startswith("maintenance: Disk <swap> & more"), (status, body)
     m, _ = scrape(port, parse)
     assert m["tegami_maintenance"] == 1 and m["tegami_accepting_mail"] == 0, m
-    ok("during maintenance /health is 503 with the reason and /metrics works, showing it")
+    try:
+        s = h.smtplib.SMTP(h.HOST, srv.smtp, timeout=10)
+        code = s.ehlo()[0]
+        s.close()
+    except h.smtplib.SMTPServerDisconnected:
+        code = 421
+    except h.smtplib.SMTPConnectError as e:
+        code = e.smtp_code
+    assert code == 421, code
+    m = wait_for("the maintenance reject", lambda: (lambda m: m if m["tegami_smtp_rejects_total|reason=maintenance"] >= 1 else None)(scrape(port, parse)[0]))
+    ok("during maintenance /health is 503 with the reason and /metrics works, showing it (and SMTP's 421 counted as a maintenance reject)")
 
     t.cli("maint", "off")
     wait_for("maintenance lifted", lambda: get(port, "/")[0] == 200)

@@ -11,7 +11,9 @@
 - The tegami model against a known load: 3 accounts receive 20 messages of 50 KB each over
   SMTP. Its estimate from the flags (`--avg-message-kb 50`, before any mail) and its figure
   from the store's measured costs both match, within 10 % and 2 % respectively, the bytes
-  the test finds on disk afterwards (blob files plus the database's used pages).
+  the test finds on disk afterwards (blob files plus the database's used pages). With no
+  flags at all, the mailboxes and the messages per day come from the store and its usage
+  statistics and give the same figure.
 """
 
 import os
@@ -121,6 +123,11 @@ def tegami_model():
     err = abs(measured - total) / total
     assert err < 0.02, f"measured plan {measured:,} vs on disk {total:,}: {err:.1%} off"
     ok(f"the plan from measured costs is within 2 % of the bytes on disk ({err:.2%})")
+    r = t.cli("plan", "--days", "1", "--overhead", "1", "--free-percent", "0")
+    print(r.out)
+    assert f"measured from the usage statistics: {PER_ACCOUNT}" in r.out, r.out
+    assert figure(r.out, "mail/day") == measured, r.out
+    ok(f"with no flags at all: 3 mailboxes and {PER_ACCOUNT} messages/day measured from the statistics, same figure")
     per_msg = figure(r.out, "blob bytes/message")
     assert KB * 1024 < per_msg < KB * 1024 + 1024, per_msg
     ok(f"measured blob bytes per message {per_msg:,} = {KB} KB + trace headers")

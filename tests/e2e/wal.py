@@ -12,6 +12,10 @@ so that one is always open, while four SMTP senders deliver without stop.
   logs truncating checkpoints, every delivery is accepted, and the readers' transactions
   did overlap (one was open at every sample).
 - Afterwards `tegami check` passes and every message sent is stored.
+- The limit, surfaced: one reader holding a single transaction pins its snapshot, so no
+  checkpoint can cut the log; it outgrows a 256 KiB cap while mail keeps arriving, and
+  /health says 503 "wal: ... above its cap". Once the reader commits, the log is truncated
+  and /health is 200 again.
 """
 
 import os
@@ -19,6 +23,8 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -128,6 +134,38 @@ def test():
     db.close()
     assert stored == sent + sent_control, f"{stored} messages stored, {sent + sent_control} sent"
     ok(f"all {stored} messages stored; tegami check passes")
+
+    # One reader that holds a single transaction: no checkpoint may pass its snapshot, so
+    # the log outgrows the cap; the server must say so, and recover once the reader ends.
+    t.write_config(f"[wal]\ncap_bytes = {CAP // 4}\ncheck_interval_ms = 10\ncheckpoint_patience_ms = 200\n")
+    srv = t.serve()
+    reader = sqlite3.connect(f"file:{t.data / 'tegami.db'}?mode=ro", uri=True, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()
+    wal = t.data / "tegami.db-wal"
+    deadline = time.monotonic() + 60
+    while wal.stat().st_size <= CAP // 4 or health(srv)[0] != 503:
+        assert time.monotonic() < deadline, f"the WAL stayed at {wal.stat().st_size:,} bytes or /health did not turn 503"
+        h.send(srv.smtp, "s@sender.test", ["ann@example.com"], "Subject: pinned\r\n\r\nbody\r\n")
+    status, body = health(srv)
+    assert body.startswith("wal: ") and "above its cap" in body, body
+    ok(f"a reader pinning one snapshot: WAL {wal.stat().st_size:,} bytes > cap {CAP // 4:,}; /health 503: {body.strip()}")
+    reader.execute("COMMIT")
+    reader.close()
+    deadline = time.monotonic() + 10
+    while wal.stat().st_size > CAP // 4 or health(srv)[0] != 200:
+        assert time.monotonic() < deadline, "the WAL did not come back under its cap after the reader ended"
+        time.sleep(0.05)
+    ok("once the reader ends, the next checkpoint truncates the WAL and /health is 200 again")
+    srv.stop()
+
+
+def health(srv):
+    try:
+        with urllib.request.urlopen(f"http://{h.HOST}:{srv.http}/health", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 if __name__ == "__main__":

@@ -152,11 +152,19 @@ pub fn maintenance_page(m: &Maintenance) -> String {
     );
     let _ = writeln!(page, "<p class=\"message\">{}</p>", escape_html(&m.message));
     if let Some(since) = &m.since {
-        let _ = writeln!(page, "<p>Since: <span class=\"start\">{}</span></p>", escape_html(since));
+        let _ = writeln!(
+            page,
+            "<p>Since: <span class=\"start\">{}</span></p>",
+            escape_html(since)
+        );
     }
     match &m.until {
         Some(until) => {
-            let _ = writeln!(page, "<p>Until: <span class=\"end\">{}</span></p>", escape_html(until));
+            let _ = writeln!(
+                page,
+                "<p>Until: <span class=\"end\">{}</span></p>",
+                escape_html(until)
+            );
         }
         None => page.push_str("<p>Until: the operator lifts it.</p>\n"),
     }
@@ -265,8 +273,12 @@ mod tests {
     fn renders_the_text_format() {
         let families = [
             Family::counter("tegami_deliveries", "Messages stored.", 3.0),
-            Family::new("tegami_volume_free_bytes", "Free \"space\".\nPer volume.", Kind::Gauge)
-                .with(&[("volume", "da\"ta\\")], 1.5),
+            Family::new(
+                "tegami_volume_free_bytes",
+                "Free \"space\".\nPer volume.",
+                Kind::Gauge,
+            )
+            .with(&[("volume", "da\"ta\\")], 1.5),
         ];
         assert_eq!(
             render(&families),

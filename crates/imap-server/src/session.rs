@@ -29,8 +29,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Output is written to the socket whenever this much has piled up during a long FETCH.
 const FLUSH_AT: usize = 256 * 1024;
 
-/// Messages read and encoded per blocking task during FETCH and SEARCH.
+/// Messages read and encoded per blocking task during FETCH and SEARCH, at most...
 const BATCH: usize = 64;
+
+/// ...and at most this many bytes of them (one larger message still goes alone).
+const BATCH_BYTES: u64 = 256 * 1024;
 
 enum State {
     NotAuthenticated,
@@ -112,6 +115,7 @@ struct Session {
 }
 
 pub async fn run(conn: Connection, server: Arc<ImapServer>) {
+    let _counted = crate::SESSIONS.enter();
     let span = tracing::info_span!("imap", peer = %conn.peer);
     async move {
         debug!("connected");
@@ -1227,12 +1231,25 @@ async fn run_fetch(
     let missing = picked.len() - targets.len();
     let items: Arc<[FetchItem]> = items.into();
     let mut unreadable = 0usize;
-    let mut targets = targets.into_iter().peekable();
-    while targets.peek().is_some() {
-        let batch: Vec<Target> = targets.by_ref().take(BATCH).collect();
+    let mut pending = targets.into_iter().peekable();
+    while pending.peek().is_some() {
+        // A batch ends at BATCH messages or BATCH_BYTES of them, whichever comes first, so
+        // the buffer stays small enough for the allocator to reuse rather than map anew.
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(target) = pending.next_if(|t| {
+            batch.is_empty() || (batch.len() < BATCH && bytes + t.meta.size <= BATCH_BYTES)
+        }) {
+            bytes += target.meta.size;
+            batch.push(target);
+        }
         let items = items.clone();
-        let (bytes, failed) = blocking(store, move |s| {
-            let mut out = Vec::new();
+        // The responses are written straight into the connection's output buffer, which
+        // travels to the blocking thread and back: no copy, no fresh buffer per batch.
+        let out = std::mem::take(&mut wire.output);
+        let (out, failed) = blocking(store, move |s| {
+            let mut out = out;
+            out.reserve(bytes as usize + batch.len() * 128);
             let mut failed = 0;
             for target in &batch {
                 let raw = if needs_body {
@@ -1252,12 +1269,16 @@ async fn run_fetch(
             Ok((out, failed))
         })
         .await?;
+        wire.output = out;
         unreadable += failed;
-        wire.output.extend_from_slice(&bytes);
         if wire.output.len() >= FLUSH_AT {
             wire.flush()
                 .await
                 .map_err(|e| No::new("UNAVAILABLE", e.to_string()))?;
+            // One very large message must not pin its size for the rest of the session.
+            if wire.output.capacity() > 4 * FLUSH_AT {
+                wire.output.shrink_to(FLUSH_AT);
+            }
         }
     }
     if unreadable > 0 {

@@ -176,7 +176,9 @@ async fn run(cli: Cli) -> Result<Value, String> {
                         in_maildirs = Some(n);
                         break;
                     }
-                    if t0.elapsed() > Duration::from_secs_f64(greet + out.sent_seconds + wait_timeout as f64) {
+                    if t0.elapsed()
+                        > Duration::from_secs_f64(greet + out.sent_seconds + wait_timeout as f64)
+                    {
                         return Err(format!("only {n} of {want} messages reached the Maildirs"));
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;

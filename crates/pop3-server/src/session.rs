@@ -71,6 +71,7 @@ enum Flow {
 }
 
 pub async fn run(conn: Connection, server: Arc<Pop3Server>) {
+    let _counted = crate::SESSIONS.enter();
     let span = tracing::info_span!("pop3", peer = %conn.peer);
     async move {
         debug!("connected");

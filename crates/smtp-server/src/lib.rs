@@ -41,3 +41,129 @@ impl SmtpConfig {
 
 /// Sent to a client that arrives while every connection slot is taken.
 pub const BUSY_REPLY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
+
+/// Sessions of this listener since the server started and open now, for `/metrics`.
+/// Process-wide, like the listener itself: one server runs per process.
+pub static SESSIONS: SessionCounts = SessionCounts::new();
+
+pub struct SessionCounts {
+    opened: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicU64,
+}
+
+impl SessionCounts {
+    const fn new() -> SessionCounts {
+        SessionCounts {
+            opened: std::sync::atomic::AtomicU64::new(0),
+            open: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a session as open until the guard drops, however the session ends.
+    fn enter(&'static self) -> SessionGuard {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.opened.fetch_add(1, Relaxed);
+        self.open.fetch_add(1, Relaxed);
+        SessionGuard(self)
+    }
+
+    pub fn opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn open(&self) -> u64 {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+struct SessionGuard(&'static SessionCounts);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Replies that turned mail or a client away, by reason, for `/metrics`.
+pub static REJECTS: Rejects = Rejects::new();
+
+/// The reasons, in the order [`Rejects::counts`] gives them.
+pub const REJECT_REASONS: [&str; 10] = [
+    "maintenance",
+    "no_space",
+    "unknown_user",
+    "relay_denied",
+    "too_large",
+    "too_many_recipients",
+    "too_many_errors",
+    "protocol",
+    "other_temporary",
+    "other_permanent",
+];
+
+pub struct Rejects([std::sync::atomic::AtomicU64; 10]);
+
+impl Rejects {
+    const fn new() -> Rejects {
+        Rejects([const { std::sync::atomic::AtomicU64::new(0) }; 10])
+    }
+
+    /// Counts a reply if it refuses something (4xx or 5xx).
+    pub(crate) fn count(&self, reply: &smtp_proto::Reply) {
+        if let Some(i) = reject_reason(reply.code, reply.enhanced.map(|e| (e.0, e.1, e.2))) {
+            self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn counts(&self) -> [(&'static str, u64); 10] {
+        std::array::from_fn(|i| {
+            (
+                REJECT_REASONS[i],
+                self.0[i].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+/// The index in [`REJECT_REASONS`] of a refusing reply, by its code and enhanced code.
+fn reject_reason(code: u16, enhanced: Option<(u8, u16, u16)>) -> Option<usize> {
+    let reason = match (code, enhanced) {
+        (200..=399, _) => return None,
+        (421, Some((4, 3, 2))) => "maintenance",
+        (421, _) => "too_many_errors",
+        (_, Some((_, 3, 1))) => "no_space",
+        (_, Some((5, 1, 1))) => "unknown_user",
+        (_, Some((5, 7, 1))) => "relay_denied",
+        (552, _) | (_, Some((5, 3, 4))) => "too_large",
+        (_, Some((4, 5, 3))) => "too_many_recipients",
+        (_, Some((_, 5, _))) | (500..=504, _) => "protocol",
+        (400..=499, _) => "other_temporary",
+        _ => "other_permanent",
+    };
+    REJECT_REASONS.iter().position(|r| *r == reason)
+}
+
+#[cfg(test)]
+mod reject_tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_classified_by_reason() {
+        let check = |code, enhanced, expect: Option<&str>| {
+            assert_eq!(
+                reject_reason(code, enhanced).map(|i| REJECT_REASONS[i]),
+                expect
+            );
+        };
+        check(250, Some((2, 0, 0)), None);
+        check(421, Some((4, 3, 2)), Some("maintenance"));
+        check(452, Some((4, 3, 1)), Some("no_space"));
+        check(550, Some((5, 1, 1)), Some("unknown_user"));
+        check(550, Some((5, 7, 1)), Some("relay_denied"));
+        check(552, Some((5, 3, 4)), Some("too_large"));
+        check(503, Some((5, 5, 1)), Some("protocol"));
+        check(451, None, Some("other_temporary"));
+    }
+}

@@ -70,6 +70,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     gate: Arc<Gate>,
 ) {
+    let _counted = crate::SESSIONS.enter();
     let span = tracing::info_span!("smtp", peer = %conn.peer);
     async move {
         debug!("connected");
@@ -198,6 +199,7 @@ impl Session {
     }
 
     fn send(&mut self, reply: Reply) {
+        crate::REJECTS.count(&reply);
         reply.write_to(&mut self.wire.output);
     }
 

@@ -50,12 +50,20 @@ pub struct Alerts {
 
 impl Alerts {
     pub fn snapshot(&self) -> BTreeMap<String, AlertState> {
-        self.states.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records the conditions and returns those to send now: active, and not sent within
     /// `interval`.
-    pub fn update(&self, conditions: &[Condition], interval: Duration, now: Instant) -> Vec<Condition> {
+    pub fn update(
+        &self,
+        conditions: &[Condition],
+        interval: Duration,
+        now: Instant,
+    ) -> Vec<Condition> {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let mut due = Vec::new();
         for c in conditions {
@@ -125,15 +133,16 @@ pub fn check_status(data: &Path) -> CheckStatus {
         if line.contains("check skipped") {
             return CheckStatus::Skipped(line.to_string());
         }
-        if line.contains("check") && line.contains("failed") {
-            return CheckStatus::Failed(line.to_string());
-        }
-        if line.contains("check finished") || line.contains("check (repair) finished") {
-            return if line.contains(": healthy") {
+        // "finished" first: a verdict may itself mention something that failed.
+        if line.contains("check") && line.contains(" finished: ") {
+            return if line.contains(" finished: healthy") {
                 CheckStatus::Healthy
             } else {
                 CheckStatus::Problems(line.to_string())
             };
+        }
+        if line.contains("check") && line.contains(" failed") {
+            return CheckStatus::Failed(line.to_string());
         }
     }
     CheckStatus::None
@@ -151,7 +160,10 @@ pub fn growth_vs_baseline(growth: &[GrowthRow], days: u32) -> Option<(f64, f64)>
     if span < 1.0 {
         return None;
     }
-    Some((size(today) - size(yesterday), (size(yesterday) - size(start)) / span))
+    Some((
+        size(today) - size(yesterday),
+        (size(yesterday) - size(start)) / span,
+    ))
 }
 
 pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
@@ -319,7 +331,9 @@ async fn send(ctx: &Arc<Context>, alert: &Condition) {
         };
         match task {
             Ok(Ok(())) => info!(alert = %alert.key, "alert delivered to the admin address"),
-            Ok(Err(e)) => error!(alert = %alert.key, error = %e, "cannot deliver the alert to the admin address"),
+            Ok(Err(e)) => {
+                error!(alert = %alert.key, error = %e, "cannot deliver the alert to the admin address")
+            }
             Err(_) => {}
         }
     }
@@ -336,7 +350,9 @@ async fn send(ctx: &Arc<Context>, alert: &Condition) {
                 info!(alert = %alert.key, status, "alert posted to the webhook")
             }
             Ok(status) => error!(alert = %alert.key, status, "the webhook refused the alert"),
-            Err(e) => error!(alert = %alert.key, error = %e, "cannot post the alert to the webhook"),
+            Err(e) => {
+                error!(alert = %alert.key, error = %e, "cannot post the alert to the webhook")
+            }
         }
     }
 }
@@ -468,10 +484,77 @@ mod tests {
         let t0 = Instant::now();
         let hour = Duration::from_secs(3600);
         assert_eq!(alerts.update(&[c(true)], hour, t0).len(), 1);
-        assert_eq!(alerts.update(&[c(true)], hour, t0 + Duration::from_secs(60)).len(), 0);
-        assert_eq!(alerts.update(&[c(false)], hour, t0 + Duration::from_secs(120)).len(), 0);
+        assert_eq!(
+            alerts
+                .update(&[c(true)], hour, t0 + Duration::from_secs(60))
+                .len(),
+            0
+        );
+        assert_eq!(
+            alerts
+                .update(&[c(false)], hour, t0 + Duration::from_secs(120))
+                .len(),
+            0
+        );
         assert_eq!(alerts.update(&[c(true)], hour, t0 + hour).len(), 1);
         assert_eq!(alerts.snapshot()["x"].sent, 2);
+    }
+
+    #[test]
+    fn the_last_check_line_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(check_status(dir.path()), CheckStatus::None);
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        let write = |text: &str| {
+            std::fs::write(dir.path().join("log/maintenance.log"), text).unwrap();
+            check_status(dir.path())
+        };
+        let healthy =
+            "2026-11-23 03:00 check finished: healthy (3 messages, 3 blobs checked) in 0.1 s\n";
+        assert_eq!(write(healthy), CheckStatus::Healthy);
+        let skipped =
+            format!("{healthy}2026-11-24 03:00 scheduled check skipped: window 02:00-03:00\n");
+        assert!(matches!(write(&skipped), CheckStatus::Skipped(_)));
+        let failed =
+            format!("{skipped}2026-11-25 03:00 check failed after 0.2 s: disk I/O error\n");
+        assert!(matches!(write(&failed), CheckStatus::Failed(_)));
+        let config = Config::load(None).unwrap();
+        let keys = |check| -> Vec<String> {
+            let inputs = Inputs {
+                check,
+                free: 1,
+                total: 1,
+                ..Inputs::default()
+            };
+            conditions(&inputs, &config)
+                .into_iter()
+                .filter(|c| c.active)
+                .map(|c| c.key)
+                .collect()
+        };
+        assert_eq!(keys(write(&failed)), ["check_failed"]);
+        assert_eq!(keys(write(&skipped)), ["check_skipped"]);
+    }
+
+    #[test]
+    fn a_backup_too_old_alerts_only_when_backups_are_scheduled() {
+        let config = Config::load(None).unwrap();
+        let active = |scheduled, age: Option<u64>| {
+            let inputs = Inputs {
+                backup_scheduled: scheduled,
+                last_backup_age: age.map(|h| Duration::from_secs(h * 3600)),
+                free: 1,
+                total: 1,
+                ..Inputs::default()
+            };
+            conditions(&inputs, &config)
+                .into_iter()
+                .any(|c| c.active && c.key == "backup_too_old")
+        };
+        assert!(!active(false, None));
+        assert!(active(true, None));
+        assert!(!active(true, Some(20)));
+        assert!(active(true, Some(40)));
     }
 
     #[test]

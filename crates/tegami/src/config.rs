@@ -415,7 +415,10 @@ impl Config {
             )?),
         };
         let stats = StatsConfig {
-            keep_days: positive("stats.keep_days", u64::from(raw.stats.keep_days.unwrap_or(400)))? as u32,
+            keep_days: positive(
+                "stats.keep_days",
+                u64::from(raw.stats.keep_days.unwrap_or(400)),
+            )? as u32,
             flush_interval: Duration::from_secs(positive(
                 "stats.flush_interval_secs",
                 raw.stats.flush_interval_secs.unwrap_or(60),
@@ -432,7 +435,9 @@ impl Config {
         if let Some(url) = &raw.alerts.webhook
             && !url.starts_with("http://")
         {
-            bail!("alerts.webhook = {url:?} must be an http:// URL (send it through a local relay for https)");
+            bail!(
+                "alerts.webhook = {url:?} must be an http:// URL (send it through a local relay for https)"
+            );
         }
         let alerts = AlertsConfig {
             admin: raw.alerts.admin,
@@ -501,6 +506,11 @@ mod tests {
         assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
         assert_eq!(config.pop3.listen.to_string(), "127.0.0.1:2110");
         assert_eq!(config.imap.listen.to_string(), "127.0.0.1:2143");
+        assert_eq!(config.http.to_string(), "127.0.0.1:8025");
+        assert_eq!(config.wal.cap_bytes, 64 << 20);
+        assert_eq!(config.stats.keep_days, 400);
+        assert_eq!(config.alerts.growth_percent, 20.0);
+        assert_eq!(config.alerts.free_percent_levels, [20.0, 10.0, 5.0]);
         assert!(config.tls.is_none());
     }
 

@@ -114,7 +114,7 @@ pub fn run(data: &Path, config: &Config, json: bool) -> anyhow::Result<ExitCode>
     let groups = [
         system(config),
         data_directory(&data, config),
-        store(&data),
+        store(&data, config.wal.cap_bytes),
         listeners(&data, config),
         tls(config, &clock.now()),
         clock_group(&clock, clock_error),
@@ -550,7 +550,7 @@ fn mount_of(path: &Path) -> Option<(String, String)> {
 // ---------------------------------------------------------------------------------------
 // Store
 
-fn store(data: &Path) -> Group {
+fn store(data: &Path, wal_cap: u64) -> Group {
     let mut g = Group::new("Store");
     let db = data.join("tegami.db");
     let wal = data.join("tegami.db-wal");
@@ -581,7 +581,7 @@ fn store(data: &Path) -> Group {
                     human_bytes(wal_bytes),
                     human_bytes(shm_bytes)
                 ),
-                wal_verdict(db_bytes, wal_bytes),
+                wal_verdict(wal_bytes, wal_cap),
             );
             let current = store::SCHEMA_VERSION;
             match read_schema_version(&db, &wal) {
@@ -628,13 +628,13 @@ fn store(data: &Path) -> Group {
     g
 }
 
-fn wal_verdict(db_bytes: u64, wal_bytes: u64) -> Verdict {
-    if wal_bytes > 64 << 20 && wal_bytes > db_bytes {
+fn wal_verdict(wal_bytes: u64, wal_cap: u64) -> Verdict {
+    if wal_bytes > wal_cap {
         warn(
-            "the write-ahead log is larger than the database: something keeps it from being \
-             checkpointed \
-             (a long-running reader, or a crash); `tegami optimize` checkpoints it, and a \
-             clean stop folds it in",
+            "the write-ahead log is above its cap ([wal] cap_bytes): something keeps it from \
+             being checkpointed (a reader holding one transaction open, or a crash); the \
+             running server truncates it as soon as readers let it, `tegami optimize` \
+             checkpoints it, and a clean stop folds it in",
         )
     } else {
         fine()
@@ -1920,7 +1920,7 @@ mod tests {
         let g = data_directory(&data, &config);
         assert_eq!(g.findings[0].status, Level::Warn);
         assert!(g.findings.iter().any(|f| f.item.starts_with("space (data")));
-        let s = store(&data);
+        let s = store(&data, config.wal.cap_bytes);
         assert_eq!(s.findings[0].status, Level::Warn);
         let l = listeners(&data, &config);
         assert!(l.findings[0].value.contains("not running"));

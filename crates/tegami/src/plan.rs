@@ -96,25 +96,48 @@ pub fn run(data: &Path, config: &Config, args: PlanArgs) -> anyhow::Result<ExitC
             .render()
         }
         Model::Tegami => {
-            let measured = measure(data)?;
+            let (measured, daily) = measure(data)?;
+            let mut args = args;
+            let rate_measured = args.messages_per_day.is_none() && daily.is_some();
+            if args.messages_per_day.is_none() {
+                args.messages_per_day = daily;
+            }
             let profile = Profile::from_flags_and_store(&args, measured.as_ref())?;
-            tegami(&profile, config).render()
+            let mut plan = tegami(&profile, config);
+            if rate_measured {
+                plan.notes.insert(
+                    0,
+                    format!(
+                        "messages per mailbox per day measured from the usage statistics: {}",
+                        num(profile.messages_per_day)
+                    ),
+                );
+            }
+            plan.render()
         }
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The store's totals, when the data directory holds a store with mail in it. A missing
-/// store is not created: planning must not leave a data directory behind.
-fn measure(data: &Path) -> anyhow::Result<Option<StoreTotals>> {
+/// The store's totals, when the data directory holds a store with mail in it, and the
+/// messages one mailbox received per day over the last 30 days of usage statistics (days
+/// with any activity). A missing store is not created: planning must not leave a data
+/// directory behind.
+fn measure(data: &Path) -> anyhow::Result<(Option<StoreTotals>, Option<f64>)> {
     if !data.join("tegami.db").exists() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let store = SqliteStore::open(data)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
     let totals = store.totals()?;
-    Ok((totals.messages > 0).then_some(totals))
+    let now = jiff::Timestamp::now().as_second();
+    let days = store.usage_daily(now - 30 * 86_400)?;
+    let distinct: std::collections::BTreeSet<i64> = days.iter().map(|r| r.start).collect();
+    let received: u64 = days.iter().map(|r| r.usage.messages_in).sum();
+    let per_mailbox = (!distinct.is_empty() && totals.accounts > 0 && received > 0)
+        .then(|| received as f64 / distinct.len() as f64 / totals.accounts as f64);
+    Ok(((totals.messages > 0).then_some(totals), per_mailbox))
 }
 
 /// One line of the plan: what was computed, how, and the result.
@@ -351,8 +374,8 @@ impl Profile {
         };
         let Some(messages_per_day) = args.messages_per_day else {
             bail!(
-                "give --messages-per-day (the messages one mailbox receives per day); \
-                 `tegami stats usage` shows what this server measured"
+                "give --messages-per-day (the messages one mailbox receives per day): this \
+                 store has no usage statistics yet to measure it from"
             );
         };
         let (blob, meta, source, stored) = match (measured, args.avg_message_kb) {

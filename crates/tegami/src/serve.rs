@@ -283,7 +283,10 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     flush_task.abort();
     alerts_task.abort();
     let _ = http_stop.send(());
-    if tokio::time::timeout(Duration::from_secs(5), http_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), http_task)
+        .await
+        .is_err()
+    {
         warn!("the HTTP listener did not stop in time");
     }
     // What the sessions counted since the last flush is written before the store closes.

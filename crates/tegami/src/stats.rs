@@ -112,7 +112,9 @@ pub async fn flush_now(store: &Arc<dyn Store>, keep_days: u32, clock: &gate::Clo
     let now = clock.now().timestamp().as_second();
     match tokio::task::spawn_blocking(move || store.flush_usage(now, keep_days)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "cannot write the usage statistics; kept in memory for the next try"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot write the usage statistics; kept in memory for the next try")
+        }
         Err(_) => {}
     }
 }
@@ -192,7 +194,11 @@ pub fn run(
         StatsCommand::Disk => disk_text(data, config, &store.totals()?, &store.growth()?),
         StatsCommand::Forecast => {
             let (free, total) = volume(data)?;
-            forecast_text(&forecast(&store.growth()?, free, total, config), clock.time_zone(), &now)
+            forecast_text(
+                &forecast(&store.growth()?, free, total, config),
+                clock.time_zone(),
+                &now,
+            )
         }
     };
     print!("{text}");
@@ -339,12 +345,40 @@ fn disk_text(
     let db_file = std::fs::metadata(data.join("tegami.db")).map_or(0, |m| m.len());
     let mut out = String::new();
     let rows = [
-        ("database", db_file, format!("{} in use, {} free pages", h(totals.database_bytes), h(totals.database_free_bytes))),
-        ("wal", totals.wal_bytes, format!("cap {}", h(config.wal.cap_bytes))),
-        ("blobs", totals.blob_bytes, format!("{} bodies for {} messages", totals.blobs, totals.messages)),
+        (
+            "database",
+            db_file,
+            format!(
+                "{} in use, {} free pages",
+                h(totals.database_bytes),
+                h(totals.database_free_bytes)
+            ),
+        ),
+        (
+            "wal",
+            totals.wal_bytes,
+            format!("cap {}", h(config.wal.cap_bytes)),
+        ),
+        (
+            "blobs",
+            totals.blob_bytes,
+            format!("{} bodies for {} messages", totals.blobs, totals.messages),
+        ),
         ("archives", dir_bytes(&data.join("archive")), String::new()),
-        ("backups", dir_bytes(&config.schedule.backup.root(data)), "blobs hard-linked with the store are counted here too".into()),
-        ("logs", dir_bytes(&data.join("log")), format!("bounded: {} files × {}", config.log.max_files, h(config.log.max_file_bytes))),
+        (
+            "backups",
+            dir_bytes(&config.schedule.backup.root(data)),
+            "blobs hard-linked with the store are counted here too".into(),
+        ),
+        (
+            "logs",
+            dir_bytes(&data.join("log")),
+            format!(
+                "bounded: {} files × {}",
+                config.log.max_files,
+                h(config.log.max_file_bytes)
+            ),
+        ),
     ];
     for (name, bytes, note) in rows {
         let _ = writeln!(out, "{name:<9} {bytes:>14} bytes  {:>10}  {note}", h(bytes));
@@ -400,7 +434,10 @@ pub fn forecast(
     total: u64,
     config: &crate::config::Config,
 ) -> Forecast {
-    let rates: Vec<(i64, f64)> = [7, 30].iter().filter_map(|d| growth_rate(growth, *d)).collect();
+    let rates: Vec<(i64, f64)> = [7, 30]
+        .iter()
+        .filter_map(|d| growth_rate(growth, *d))
+        .collect();
     let fastest = rates.iter().map(|r| r.1).fold(0.0, f64::max);
     let mut thresholds: Vec<(String, u64)> = config
         .alerts
@@ -409,7 +446,10 @@ pub fn forecast(
         .map(|p| (format!("{p} % free"), (total as f64 * p / 100.0) as u64))
         .collect();
     thresholds.push(("min_free (new mail deferred)".into(), config.disk.min_free));
-    thresholds.push(("hard floor (all writes refused)".into(), config.disk.hard_floor));
+    thresholds.push((
+        "hard floor (all writes refused)".into(),
+        config.disk.hard_floor,
+    ));
     let crossings = thresholds
         .into_iter()
         .map(|(name, level)| {
@@ -437,7 +477,10 @@ fn forecast_text(f: &Forecast, tz: &jiff::tz::TimeZone, now: &jiff::Zoned) -> St
         out.push_str("no growth measured yet: the server records the store's size once a day; come back after two days\n");
     }
     for (span, rate) in &f.rates {
-        let _ = writeln!(out, "growth over the last {span} days: {rate:.0} bytes per day");
+        let _ = writeln!(
+            out,
+            "growth over the last {span} days: {rate:.0} bytes per day"
+        );
     }
     let _ = writeln!(out, "free on the data volume: {} bytes", f.free);
     for (name, level, days) in &f.crossings {
@@ -446,7 +489,9 @@ fn forecast_text(f: &Forecast, tz: &jiff::tz::TimeZone, now: &jiff::Zoned) -> St
             Some(d) => {
                 let date = now
                     .timestamp()
-                    .checked_add(jiff::SignedDuration::from_secs((d * DAY_SECS as f64) as i64))
+                    .checked_add(jiff::SignedDuration::from_secs(
+                        (d * DAY_SECS as f64) as i64,
+                    ))
                     .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%d").to_string())
                     .unwrap_or_else(|_| "far in the future".into());
                 format!("in {d:.1} days, on {date}")
@@ -456,56 +501,6 @@ fn forecast_text(f: &Forecast, tz: &jiff::tz::TimeZone, now: &jiff::Zoned) -> St
         let _ = writeln!(out, "{name} ({level} bytes): {when}");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(account: &str, start: i64, write: u64, commands: u64) -> store::UsageRow {
-        store::UsageRow {
-            account: account.into(),
-            start,
-            usage: store::Usage {
-                write_bytes: write,
-                commands,
-                ..store::Usage::default()
-            },
-        }
-    }
-
-    #[test]
-    fn accounts_are_ranked_by_the_sum_of_their_samples() {
-        let rows = [
-            row("a@x", 0, 10, 5),
-            row("b@x", 0, 30, 1),
-            row("a@x", 600, 25, 5),
-            row("c@x", 600, 1, 0),
-        ];
-        let ranked = rank(&rows, RankBy::WriteBytes, 2);
-        assert_eq!(ranked.len(), 2);
-        assert_eq!((ranked[0].account.as_str(), ranked[0].total.write_bytes), ("a@x", 35));
-        assert_eq!(ranked[0].samples.len(), 2);
-        assert_eq!(ranked[1].account, "b@x");
-        assert_eq!(rank(&rows, RankBy::Commands, 1)[0].account, "a@x");
-    }
-
-    #[test]
-    fn the_forecast_divides_free_space_by_the_fastest_growth() {
-        let g = |day, blob| store::GrowthRow {
-            day,
-            database_bytes: 0,
-            blob_bytes: blob,
-            messages: 0,
-        };
-        let growth = [g(100, 0), g(110, 1000), g(130, 3000)];
-        assert_eq!(growth_rate(&growth, 30), Some((30, 100.0)));
-        assert_eq!(growth_rate(&growth, 7), None);
-        let config = crate::config::Config::load(None).unwrap();
-        let f = forecast(&growth, config.disk.min_free + 10_000, 1 << 50, &config);
-        let min_free = f.crossings.iter().find(|c| c.0.starts_with("min_free")).unwrap();
-        assert_eq!(min_free.2, Some(100.0));
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -571,14 +566,73 @@ impl tegami_http::Source for ServerSource {
             "POP3 and IMAP commands of logged-in sessions since the server started.",
             usage.commands as f64,
         ));
+        let mut opened = Family::new(
+            "tegami_sessions",
+            "Connections served since the server started, by protocol.",
+            Kind::Counter,
+        );
+        let mut open = Family::new(
+            "tegami_sessions_open",
+            "Connections open now, by protocol.",
+            Kind::Gauge,
+        );
+        // Three crates, three counter types of the same shape: read them as numbers.
+        for (protocol, (total, now)) in [
+            (
+                "smtp",
+                (smtp_server::SESSIONS.opened(), smtp_server::SESSIONS.open()),
+            ),
+            (
+                "pop3",
+                (pop3_server::SESSIONS.opened(), pop3_server::SESSIONS.open()),
+            ),
+            (
+                "imap",
+                (imap_server::SESSIONS.opened(), imap_server::SESSIONS.open()),
+            ),
+        ] {
+            opened = opened.with(&[("protocol", protocol)], total as f64);
+            open = open.with(&[("protocol", protocol)], now as f64);
+        }
+        out.push(opened);
+        out.push(open);
+        let mut rejects = Family::new(
+            "tegami_smtp_rejects",
+            "SMTP replies that refused mail or a client, by reason.",
+            Kind::Counter,
+        );
+        for (reason, count) in smtp_server::REJECTS.counts() {
+            rejects = rejects.with(&[("reason", reason)], count as f64);
+        }
+        out.push(rejects);
         if let Ok(t) = ctx.store.totals() {
-            out.push(Family::gauge("tegami_messages", "Messages stored (one per mailbox copy).", t.messages as f64));
-            out.push(Family::gauge("tegami_blob_bytes", "Bytes of distinct message bodies.", t.blob_bytes as f64));
-            out.push(Family::gauge("tegami_database_bytes", "Bytes of database pages in use.", t.database_bytes as f64));
+            out.push(Family::gauge(
+                "tegami_messages",
+                "Messages stored (one per mailbox copy).",
+                t.messages as f64,
+            ));
+            out.push(Family::gauge(
+                "tegami_blob_bytes",
+                "Bytes of distinct message bodies.",
+                t.blob_bytes as f64,
+            ));
+            out.push(Family::gauge(
+                "tegami_database_bytes",
+                "Bytes of database pages in use.",
+                t.database_bytes as f64,
+            ));
         }
         let wal = ctx.store.wal_bytes();
-        out.push(Family::gauge("tegami_wal_bytes", "Size of the write-ahead log.", wal as f64));
-        out.push(Family::gauge("tegami_wal_cap_bytes", "The write-ahead log's cap ([wal] cap_bytes).", ctx.config.wal.cap_bytes as f64));
+        out.push(Family::gauge(
+            "tegami_wal_bytes",
+            "Size of the write-ahead log.",
+            wal as f64,
+        ));
+        out.push(Family::gauge(
+            "tegami_wal_cap_bytes",
+            "The write-ahead log's cap ([wal] cap_bytes).",
+            ctx.config.wal.cap_bytes as f64,
+        ));
         out.push(Family::counter(
             "tegami_wal_checkpoints",
             "Truncating checkpoints run to keep the write-ahead log under its cap.",
@@ -587,12 +641,26 @@ impl tegami_http::Source for ServerSource {
         out.push(Family::counter(
             "tegami_wal_checkpoints_incomplete",
             "Checkpoints that readers kept from truncating the log.",
-            ctx.monitor.wal_checkpoints_incomplete.load(Ordering::Relaxed) as f64,
+            ctx.monitor
+                .wal_checkpoints_incomplete
+                .load(Ordering::Relaxed) as f64,
         ));
-        let mut free = Family::new("tegami_volume_free_bytes", "Free bytes per volume.", Kind::Gauge);
-        let mut size = Family::new("tegami_volume_size_bytes", "Size in bytes per volume.", Kind::Gauge);
+        let mut free = Family::new(
+            "tegami_volume_free_bytes",
+            "Free bytes per volume.",
+            Kind::Gauge,
+        );
+        let mut size = Family::new(
+            "tegami_volume_size_bytes",
+            "Size in bytes per volume.",
+            Kind::Gauge,
+        );
         let backups = ctx.config.schedule.backup.root(&ctx.data);
-        let backups = if backups.exists() { backups } else { ctx.data.clone() };
+        let backups = if backups.exists() {
+            backups
+        } else {
+            ctx.data.clone()
+        };
         for (name, path) in [("data", &ctx.data), ("backups", &backups)] {
             if let Ok((f, s)) = volume(path) {
                 free = free.with(&[("volume", name)], f as f64);
@@ -602,21 +670,48 @@ impl tegami_http::Source for ServerSource {
         out.push(free);
         out.push(size);
         let accepting = ctx.gate.disk().accepts_mail() && ctx.gate.maintenance().is_none();
-        out.push(Family::gauge("tegami_accepting_mail", "1 when new mail is accepted (no maintenance, enough space).", f64::from(u8::from(accepting))));
-        out.push(Family::gauge("tegami_maintenance", "1 while maintenance mode is in force.", f64::from(u8::from(ctx.gate.maintenance().is_some()))));
+        out.push(Family::gauge(
+            "tegami_accepting_mail",
+            "1 when new mail is accepted (no maintenance, enough space).",
+            f64::from(u8::from(accepting)),
+        ));
+        out.push(Family::gauge(
+            "tegami_maintenance",
+            "1 while maintenance mode is in force.",
+            f64::from(u8::from(ctx.gate.maintenance().is_some())),
+        ));
         let inputs = ctx.inputs();
-        let mut backup = Family::new("tegami_last_backup_age_seconds", "Age of the newest good backup (absent when there is none).", Kind::Gauge);
+        let mut backup = Family::new(
+            "tegami_last_backup_age_seconds",
+            "Age of the newest good backup (absent when there is none).",
+            Kind::Gauge,
+        );
         if let Some(age) = inputs.last_backup_age {
             backup = backup.with(&[], age.as_secs() as f64);
         }
         out.push(backup);
-        let mut check = Family::new("tegami_check_last_result", "The last integrity check's outcome (1 for the current one).", Kind::Gauge);
+        let mut check = Family::new(
+            "tegami_check_last_result",
+            "The last integrity check's outcome (1 for the current one).",
+            Kind::Gauge,
+        );
         for label in ["none", "healthy", "problems", "failed", "skipped"] {
-            check = check.with(&[("result", label)], f64::from(u8::from(inputs.check.label() == label)));
+            check = check.with(
+                &[("result", label)],
+                f64::from(u8::from(inputs.check.label() == label)),
+            );
         }
         out.push(check);
-        let mut active = Family::new("tegami_alert_active", "1 while an alert's condition holds.", Kind::Gauge);
-        let mut sent = Family::new("tegami_alerts_sent", "Alerts sent (mail and webhook) per condition.", Kind::Counter);
+        let mut active = Family::new(
+            "tegami_alert_active",
+            "1 while an alert's condition holds.",
+            Kind::Gauge,
+        );
+        let mut sent = Family::new(
+            "tegami_alerts_sent",
+            "Alerts sent (mail and webhook) per condition.",
+            Kind::Counter,
+        );
         for (key, state) in ctx.alerts.snapshot() {
             active = active.with(&[("alert", &key)], f64::from(u8::from(state.active)));
             sent = sent.with(&[("alert", &key)], state.sent as f64);
@@ -624,5 +719,62 @@ impl tegami_http::Source for ServerSource {
         out.push(active);
         out.push(sent);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(account: &str, start: i64, write: u64, commands: u64) -> store::UsageRow {
+        store::UsageRow {
+            account: account.into(),
+            start,
+            usage: store::Usage {
+                write_bytes: write,
+                commands,
+                ..store::Usage::default()
+            },
+        }
+    }
+
+    #[test]
+    fn accounts_are_ranked_by_the_sum_of_their_samples() {
+        let rows = [
+            row("a@x", 0, 10, 5),
+            row("b@x", 0, 30, 1),
+            row("a@x", 600, 25, 5),
+            row("c@x", 600, 1, 0),
+        ];
+        let ranked = rank(&rows, RankBy::WriteBytes, 2);
+        assert_eq!(ranked.len(), 2);
+        assert_eq!(
+            (ranked[0].account.as_str(), ranked[0].total.write_bytes),
+            ("a@x", 35)
+        );
+        assert_eq!(ranked[0].samples.len(), 2);
+        assert_eq!(ranked[1].account, "b@x");
+        assert_eq!(rank(&rows, RankBy::Commands, 1)[0].account, "a@x");
+    }
+
+    #[test]
+    fn the_forecast_divides_free_space_by_the_fastest_growth() {
+        let g = |day, blob| store::GrowthRow {
+            day,
+            database_bytes: 0,
+            blob_bytes: blob,
+            messages: 0,
+        };
+        let growth = [g(100, 0), g(110, 1000), g(130, 3000)];
+        assert_eq!(growth_rate(&growth, 30), Some((30, 100.0)));
+        assert_eq!(growth_rate(&growth, 7), None);
+        let config = crate::config::Config::load(None).unwrap();
+        let f = forecast(&growth, config.disk.min_free + 10_000, 1 << 50, &config);
+        let min_free = f
+            .crossings
+            .iter()
+            .find(|c| c.0.starts_with("min_free"))
+            .unwrap();
+        assert_eq!(min_free.2, Some(100.0));
     }
 }

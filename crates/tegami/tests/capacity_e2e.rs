@@ -1,5 +1,8 @@
-//! Runs the capacity end-to-end scripts in `tests/e2e/` (the planner, the WAL bound, and
-//! what issue 7 adds after them) against the binary cargo just built.
+//! Runs the capacity and monitoring end-to-end scripts in `tests/e2e/` against the binary
+//! cargo just built: the planner (`plan.py`), the WAL bound (`wal.py`), the usage
+//! statistics (`stats.py`), `/metrics`, `/health` and the maintenance page (`metrics.py`,
+//! which installs prometheus_client with pip if it is missing) and the alerts by mail and
+//! webhook (`alerts.py`).
 //!
 //! Same runner as `ops_e2e.rs`: each test runs one Python script and fails with the
 //! script's whole output when it exits non-zero.
