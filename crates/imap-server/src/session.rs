@@ -454,7 +454,7 @@ impl Session {
         }
         match outcome {
             Ok(Done { code, text }) => self.tagged(&tag, "OK", code.as_deref(), &text),
-            Err(No { code, text }) if code == "BAD" => {
+            Err(No { code: "BAD", text }) => {
                 self.tagged(&tag, "BAD", None, &text);
                 return Ok(self.error());
             }
