@@ -1,9 +1,10 @@
-//! Runs the end-to-end scripts in `tests/e2e/` against the binary cargo just built.
+//! Runs every end-to-end script in `tests/e2e/` against the binary cargo just built, one
+//! test per script, grouped by area. A script talks to a real `tegami serve` with real
+//! clients (smtplib, poplib, imaplib, swaks, openssl, mbsync, fetchmail) and exits non-zero
+//! on the first failed check; the test then fails with the script's whole output.
 //!
-//! The scripts are plain Python (standard library plus swaks) so that real clients
-//! (smtplib, poplib, swaks, openssl) talk to the real server over real sockets. Each test
-//! here runs one script and fails with the script's whole output when it exits non-zero;
-//! `scripts/test` installs what the scripts need.
+//! `ops::disk_guard` mounts a tmpfs and `backup::backup_owner` chowns, so the suite runs as
+//! root (as `scripts/test` does on CI).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,32 +37,54 @@ fn run_script(name: &str) {
     println!("{stdout}");
 }
 
-#[test]
-fn roundtrip() {
-    run_script("roundtrip");
+/// `area { test => "script", ... }`: one module per area, one test per script.
+macro_rules! scripts {
+    ($($area:ident { $($test:ident => $script:literal),* $(,)? })*) => {
+        $(mod $area {
+            $(#[test]
+            fn $test() {
+                super::run_script($script);
+            })*
+        })*
+    };
 }
 
-#[test]
-fn concurrency() {
-    run_script("concurrency");
-}
-
-#[test]
-fn crash() {
-    run_script("crash");
-}
-
-#[test]
-fn bad_input() {
-    run_script("bad_input");
-}
-
-#[test]
-fn lock() {
-    run_script("lock");
-}
-
-#[test]
-fn tls() {
-    run_script("tls");
+scripts! {
+    foundation {
+        roundtrip => "roundtrip",
+        concurrency => "concurrency",
+        crash => "crash",
+        bad_input => "bad_input",
+        lock => "lock",
+        tls => "tls",
+    }
+    imap {
+        commands => "imap_commands",
+        sessions => "imap_sessions",
+        mbsync => "imap_mbsync",
+        fetchmail => "imap_fetchmail",
+        bad_input => "imap_bad_input",
+    }
+    ops {
+        maintenance => "maintenance",
+        disk_guard => "disk_guard",
+        check_repair => "check_repair",
+        schedule => "schedule",
+    }
+    backup {
+        backup => "backup",
+        damage => "backup_damage",
+        owner => "backup_owner",
+        incremental => "backup_incremental",
+        schedule => "backup_schedule",
+        upgrade => "backup_upgrade",
+        recovery => "recovery",
+    }
+    capacity {
+        plan => "plan",
+        wal_bound => "wal",
+        stats_usage => "stats",
+        metrics_health_maintenance => "metrics",
+        alerts => "alerts",
+    }
 }
