@@ -43,7 +43,7 @@ def blob_of(t, mid):
     assert len(found) == 1, f"{len(found)} blob files hold {mid}: {found}"
     p = found[0]
     assert p.name == hashlib.sha256(p.read_bytes()).hexdigest(), f"blob {p} is not named by the sha-256 of its bytes"
-    assert p.parent.name == p.name[2:4] and p.parent.parent.name == p.name[:2], f"blob {p} not under blobs/ab/cd/"
+    assert p.parent.name == p.name[:2] and p.parent.parent.name == "blobs", f"blob {p} not under blobs/ab/"
     return p
 
 
@@ -193,7 +193,7 @@ def test():
     orphans = {}
     for name, data in (("old", old_data), ("young", young_data)):
         hx = hashlib.sha256(data).hexdigest()
-        p = blobs / hx[:2] / hx[2:4] / hx
+        p = blobs / hx[:2] / hx
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         orphans[name] = p

@@ -82,7 +82,7 @@ def test():
             "JOIN accounts a ON a.id = b.account_id WHERE a.address = ?",
             a,
         )
-        files = sum((t.data / "blobs" / x[:2] / x[2:4] / x).stat().st_size for (x,) in hashes)
+        files = sum((t.data / "blobs" / x[:2] / x).stat().st_size for (x,) in hashes)
         for key in ("messages_in", "bytes_in", "write_bytes", "commands"):
             assert acc["total"][key] == sum(s[key] for s in acc["samples"]), (a, key, acc)
         assert acc["total"]["messages_in"] == count == LOAD[a], (a, acc["total"], count)

@@ -1,8 +1,12 @@
 //! Content-addressed blob files: message bodies named by their SHA-256, written once.
 //!
 //! Commit protocol for one blob: write a temporary file in `blobs/tmp/`, fsync it, rename it
-//! to `blobs/ab/cd/<hash>`, fsync the directory. A name under `ab/cd/` therefore always holds
+//! to `blobs/ab/<hash>`, fsync the directory. A name under `ab/` therefore always holds
 //! complete, durable bytes, so finding the name is proof enough to share it (deduplication).
+//!
+//! One level of 256 directories, as git does: a million messages make about 4,000 names per
+//! directory, which every file system indexes well, while a second level would give small
+//! stores a directory (a 4 KiB block and an fsync) for almost every message.
 //! Assumed of the disk: fsync means durable, and rename within one file system is atomic.
 
 use std::fmt;
@@ -32,6 +36,14 @@ impl BlobId {
 
     pub fn from_slice(bytes: &[u8]) -> Option<BlobId> {
         Some(BlobId(bytes.try_into().ok()?))
+    }
+}
+
+impl BlobId {
+    /// Where the blob lives below a blob root (`ab/<hash>`), in the store and in backups.
+    pub fn relative_path(&self) -> String {
+        let hex = self.to_string();
+        format!("{}/{hex}", &hex[0..2])
     }
 }
 
@@ -95,8 +107,7 @@ impl BlobStore {
     }
 
     pub fn path(&self, id: &BlobId) -> PathBuf {
-        let hex = id.to_string();
-        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+        self.root.join(id.relative_path())
     }
 
     pub fn exists(&self, id: &BlobId) -> bool {
@@ -235,17 +246,15 @@ impl BlobStore {
             if a.file_name().is_none_or(|n| n.len() != 2) || !a.is_dir() {
                 continue;
             }
-            for b in read_dir_sorted(&a)? {
-                for file in read_dir_sorted(&b)? {
-                    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    if let Some(id) = BlobId::from_hex(name) {
-                        let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
-                        out.push((
-                            id,
-                            meta.len(),
-                            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                        ));
-                    }
+            for file in read_dir_sorted(&a)? {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(id) = BlobId::from_hex(name) {
+                    let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
+                    out.push((
+                        id,
+                        meta.len(),
+                        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                    ));
                 }
             }
         }
@@ -258,9 +267,7 @@ impl BlobStore {
         }
         fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
         // A new directory entry is durable only once its parent directory is synced.
-        let parent = dir.parent().expect("blob dirs have a parent");
-        sync_dir(parent)?;
-        sync_dir(parent.parent().expect("blob dirs have a grandparent"))
+        sync_dir(dir.parent().expect("blob dirs have a parent"))
     }
 }
 
@@ -292,7 +299,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(blobs.get(&a).unwrap(), b"hello");
         assert_eq!(blobs.list().unwrap().len(), 1);
-        assert!(blobs.path(&a).ends_with(format!("2c/f2/{a}")));
+        assert!(blobs.path(&a).ends_with(format!("2c/{a}")));
 
         std::fs::write(blobs.path(&a), b"hellO").unwrap();
         assert!(matches!(blobs.get(&a), Err(StoreError::BlobCorrupt { .. })));

@@ -781,7 +781,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     }
 }
 
-/// Number and total size of the blob files in `blobs/ab/cd/<sha256>`; None without `blobs/`.
+/// Number and total size of the blob files in `blobs/ab/<sha256>`; None without `blobs/`.
 fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
     let is_fan =
         |e: &fs::DirEntry| e.file_name().len() == 2 && e.file_type().is_ok_and(|t| t.is_dir());
@@ -792,17 +792,15 @@ fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
     };
     let (mut count, mut bytes) = (0u64, 0u64);
     for a in top.flatten().filter(is_fan) {
-        for b in fs::read_dir(a.path())?.flatten().filter(is_fan) {
-            for file in fs::read_dir(b.path())?.flatten() {
-                let name = file.file_name();
-                let is_blob = name.len() == 64
-                    && name
-                        .to_str()
-                        .is_some_and(|n| n.bytes().all(|c| c.is_ascii_hexdigit()));
-                if is_blob && let Ok(meta) = file.metadata() {
-                    count += 1;
-                    bytes += meta.len();
-                }
+        for file in fs::read_dir(a.path())?.flatten() {
+            let name = file.file_name();
+            let is_blob = name.len() == 64
+                && name
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|c| c.is_ascii_hexdigit()));
+            if is_blob && let Ok(meta) = file.metadata() {
+                count += 1;
+                bytes += meta.len();
             }
         }
     }

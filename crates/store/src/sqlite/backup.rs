@@ -7,7 +7,7 @@
 //! manifest.toml     what, when, from where, counts, owner and modes (`manifest.rs`)
 //! SHA256SUMS        the SHA-256 of every file below, as `sha256sum -c` reads it
 //! tegami.db         the metadata, a consistent snapshot taken by VACUUM INTO
-//! blobs/ab/cd/<h>   every blob the snapshot references
+//! blobs/ab/<h>      every blob the snapshot references
 //! damaged.txt       only when the live store had damaged blobs: which, and why
 //! verified.toml     written by `verify`: when, and what it found (not checksummed)
 //! ```

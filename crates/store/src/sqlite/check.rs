@@ -484,11 +484,10 @@ fn repair(
                 };
                 report.not_fixed.push(format!(
                     "blob {id}: the body of {} (listed above) is lost here and \
-                     cannot be repaired; restore blobs/{}/{}/{id} from a backup (the message \
+                     cannot be repaired; restore blobs/{} from a backup (the message \
                      rows are kept, so the restored file serves them again){kept}",
                     messages(affected),
-                    &id.to_string()[0..2],
-                    &id.to_string()[2..4],
+                    id.relative_path(),
                 ));
             }
         }

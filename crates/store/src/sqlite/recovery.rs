@@ -266,8 +266,7 @@ fn fix_refcounts(conn: &Connection, blobs_root: &Path) -> Result<u64> {
     }
     tx.commit()?;
     for id in unused {
-        let hex = id.to_string();
-        let path: PathBuf = blobs_root.join(&hex[0..2]).join(&hex[2..4]).join(&hex);
+        let path: PathBuf = blobs_root.join(id.relative_path());
         let _ = fs::remove_file(path);
     }
     if !wrong.is_empty() {

@@ -323,16 +323,11 @@ fn build(
             .collect();
         let total: u64 = snapshot.blobs.values().sum();
         for (id, _) in &wanted {
-            let hex = id.to_string();
-            for dir in [
-                hex[0..2].to_string(),
-                format!("{}/{}", &hex[0..2], &hex[2..4]),
-            ] {
-                if made_dirs.insert(dir.clone()) {
-                    let path = blobs_out.join(&dir);
-                    if !path.is_dir() {
-                        fsutil::create_private_dir(&path)?;
-                    }
+            let dir = id.to_string()[0..2].to_string();
+            if made_dirs.insert(dir.clone()) {
+                let path = blobs_out.join(&dir);
+                if !path.is_dir() {
+                    fsutil::create_private_dir(&path)?;
                 }
             }
         }

@@ -233,9 +233,9 @@ where
         .collect())
 }
 
-/// `ab/cd/<hash>`: where a blob lives below `blobs/`, in the store and in a backup.
+/// `ab/<hash>`: where a blob lives below `blobs/`, in the store and in a backup.
 pub fn blob_rel(hex: &str) -> String {
-    format!("{}/{}/{hex}", &hex[0..2], &hex[2..4])
+    format!("{}/{hex}", &hex[0..2])
 }
 
 /// Every directory and file below `dir` (not `dir` itself), with its metadata.

@@ -443,7 +443,7 @@ mod tests {
         let record = Verified {
             at_unix: 1_795_442_400,
             ok: false,
-            problem: Some("blobs/ab/cd/x: content does not match".into()),
+            problem: Some("blobs/ab/x: content does not match".into()),
         };
         write_verified(dir.path(), &record);
         assert_eq!(read_verified(dir.path()), Some(record));

@@ -227,7 +227,7 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// `ab/cd/<hash>` to the blob's id.
+/// `ab/<hash>` to the blob's id.
 fn blob_of_path(rel: &str) -> Option<BlobId> {
     BlobId::from_hex(rel.rsplit('/').next()?)
 }
