@@ -3,6 +3,7 @@
 //! Deletions are only marks until QUIT; then the UPDATE state removes them all in one
 //! store transaction. A connection that drops without QUIT removes nothing.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
@@ -26,8 +27,15 @@ struct Maildrop {
     mailbox: MailboxInfo,
     messages: Vec<MessageMeta>,
     deleted: Vec<bool>,
+    /// Messages read ahead of the client's RETR, by number: clients fetch in order, and one
+    /// trip to a blocking thread for several messages costs less than one for each.
+    read_ahead: VecDeque<(u32, Vec<u8>)>,
     _lock: MaildropLock,
 }
+
+/// Read-ahead stops after this many messages or bytes, whichever comes first.
+const READ_AHEAD_MESSAGES: usize = 16;
+const READ_AHEAD_BYTES: u64 = 256 * 1024;
 
 impl Maildrop {
     /// The message numbered `n` (1-based) unless it does not exist or is marked deleted.
@@ -335,6 +343,7 @@ impl Session {
                 let text = format!("maildrop has {} messages ({size} octets)", messages.len());
                 info!(user = %name, messages = messages.len(), "logged in");
                 self.state = State::Transaction(Maildrop {
+                    read_ahead: VecDeque::new(),
                     deleted: vec![false; messages.len()],
                     mailbox,
                     messages,
@@ -438,6 +447,61 @@ async fn open_maildrop(
     .map_err(|_| store::StoreError::WriterGone)?
 }
 
+/// Message `n`'s bytes: from the read-ahead, or read on a blocking thread together with the
+/// next few live messages.
+async fn read_message(
+    drop: &mut Maildrop,
+    n: u32,
+    server: &Arc<Pop3Server>,
+) -> Result<store::Result<Vec<u8>>, tokio::task::JoinError> {
+    while let Some((m, _)) = drop.read_ahead.front()
+        && *m < n
+    {
+        drop.read_ahead.pop_front();
+    }
+    if let Some((m, _)) = drop.read_ahead.front()
+        && *m == n
+    {
+        let (_, bytes) = drop.read_ahead.pop_front().expect("just looked");
+        return Ok(Ok(bytes));
+    }
+    drop.read_ahead.clear();
+    // This message, then the live ones after it while the budget lasts.
+    let mut wanted = Vec::new();
+    let mut bytes = 0;
+    for (number, meta) in drop.live().skip_while(|(number, _)| *number < n) {
+        if !wanted.is_empty()
+            && (wanted.len() >= READ_AHEAD_MESSAGES || bytes + meta.size > READ_AHEAD_BYTES)
+        {
+            break;
+        }
+        bytes += meta.size;
+        wanted.push((number, meta.blob));
+    }
+    let store = server.store.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut read = Vec::with_capacity(wanted.len());
+        for (i, (number, blob)) in wanted.into_iter().enumerate() {
+            match store.read_blob(&blob) {
+                Ok(bytes) => read.push((number, bytes)),
+                // The asked-for message's error is the answer; a later one is simply not
+                // read ahead and gets its own try.
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(read)
+    })
+    .await?;
+    Ok(read.map(|read| {
+        drop.read_ahead.extend(read);
+        drop.read_ahead
+            .pop_front()
+            .expect("the asked-for message was read")
+            .1
+    }))
+}
+
 /// Commands of the TRANSACTION state. Returns a flow only when the session must change course.
 async fn transaction(
     drop: &mut Maildrop,
@@ -508,9 +572,7 @@ async fn transaction(
                     return None;
                 }
             };
-            let store = server.store.clone();
-            let blob = message.blob;
-            match tokio::task::spawn_blocking(move || store.read_blob(&blob)).await {
+            match read_message(drop, n, server).await {
                 Ok(Ok(bytes)) => {
                     pop3_proto::ok(&format!("{} octets", message.size), out);
                     match top {
