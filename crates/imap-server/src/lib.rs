@@ -127,45 +127,4 @@ impl Drop for AccountSlot {
 }
 
 /// Sessions of this listener since the server started and open now, for `/metrics`.
-/// Process-wide, like the listener itself: one server runs per process.
-pub static SESSIONS: SessionCounts = SessionCounts::new();
-
-pub struct SessionCounts {
-    opened: std::sync::atomic::AtomicU64,
-    open: std::sync::atomic::AtomicU64,
-}
-
-impl SessionCounts {
-    const fn new() -> SessionCounts {
-        SessionCounts {
-            opened: std::sync::atomic::AtomicU64::new(0),
-            open: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Counts a session as open until the guard drops, however the session ends.
-    fn enter(&'static self) -> SessionGuard {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.opened.fetch_add(1, Relaxed);
-        self.open.fetch_add(1, Relaxed);
-        SessionGuard(self)
-    }
-
-    pub fn opened(&self) -> u64 {
-        self.opened.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn open(&self) -> u64 {
-        self.open.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-struct SessionGuard(&'static SessionCounts);
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.0
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+pub static SESSIONS: net::SessionCounts = net::SessionCounts::new();

@@ -1,6 +1,7 @@
 //! What every protocol listener shares: the accept loop with its limits, graceful shutdown,
 //! and streams that can switch to TLS in the middle of a session (STARTTLS, STLS).
 
+mod counts;
 mod listener;
 mod shutdown;
 mod stream;
@@ -8,6 +9,7 @@ mod throttle;
 mod tls;
 mod wire;
 
+pub use counts::{SessionCounts, SessionGuard};
 pub use listener::{Connection, ListenerConfig, serve};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stream::Stream;
