@@ -136,6 +136,7 @@ impl Selected {
         let unannounced = self.messages.iter().any(|e| e.expunged);
         let store = store.clone();
         let known = self.info.modseq;
+        let known_uid_next = self.info.uid_next;
         let read_only = self.read_only;
         let fresh = tokio::task::spawn_blocking(move || -> store::Result<_> {
             let info = store.mailbox_by_id(mailbox)?;
@@ -143,8 +144,10 @@ impl Selected {
                 return Ok((info, None, None));
             }
             let messages = store.messages(mailbox)?;
-            // New messages' \Recent belongs to the first session that sees them.
-            let recent_from = if read_only {
+            // New messages' \Recent belongs to the first session that sees them. Claiming is
+            // a write, so it happens only when messages arrived, not on every flag change.
+            let arrived = info.uid_next != known_uid_next;
+            let recent_from = if read_only || !arrived {
                 None
             } else {
                 Some(store.claim_recent(mailbox)?)
