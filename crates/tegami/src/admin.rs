@@ -133,7 +133,9 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Backup(_)
         | Command::Restore(_)
         | Command::Plan(_)
-        | Command::Stats(_) => {
+        | Command::Stats(_)
+        | Command::Import(_)
+        | Command::Export(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -6,8 +6,10 @@ mod alerts;
 mod backup;
 mod config;
 mod doctor;
+mod import;
 mod logging;
 mod maint;
+mod mbox;
 mod ops;
 mod plan;
 mod schedule;
@@ -83,6 +85,12 @@ enum Command {
     /// Usage per account, disk use and growth, and the forecast of when space runs out.
     #[command(subcommand)]
     Stats(stats::StatsCommand),
+    /// Import mail from an mbox file or a Maildir, repairing damage and reporting skips.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Export a mailbox as an mboxrd file.
+    #[command(subcommand)]
+    Export(import::ExportCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -140,6 +148,14 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())
                 .and_then(|config| plan::run(&cli.data, &config, args))
+        }
+        Command::Import(command) => {
+            logging::init_stderr("warn");
+            import::run_import(&cli.data, command)
+        }
+        Command::Export(command) => {
+            logging::init_stderr("warn");
+            import::run_export(&cli.data, command)
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");

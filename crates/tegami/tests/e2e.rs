@@ -87,4 +87,7 @@ scripts! {
         metrics_health_maintenance => "metrics",
         alerts => "alerts",
     }
+    archive {
+        import_export => "import_export",
+    }
 }
