@@ -576,23 +576,13 @@ impl tegami_http::Source for ServerSource {
             "Connections open now, by protocol.",
             Kind::Gauge,
         );
-        // Three crates, three counter types of the same shape: read them as numbers.
-        for (protocol, (total, now)) in [
-            (
-                "smtp",
-                (smtp_server::SESSIONS.opened(), smtp_server::SESSIONS.open()),
-            ),
-            (
-                "pop3",
-                (pop3_server::SESSIONS.opened(), pop3_server::SESSIONS.open()),
-            ),
-            (
-                "imap",
-                (imap_server::SESSIONS.opened(), imap_server::SESSIONS.open()),
-            ),
+        for (protocol, sessions) in [
+            ("smtp", &smtp_server::SESSIONS),
+            ("pop3", &pop3_server::SESSIONS),
+            ("imap", &imap_server::SESSIONS),
         ] {
-            opened = opened.with(&[("protocol", protocol)], total as f64);
-            open = open.with(&[("protocol", protocol)], now as f64);
+            opened = opened.with(&[("protocol", protocol)], sessions.opened() as f64);
+            open = open.with(&[("protocol", protocol)], sessions.open() as f64);
         }
         out.push(opened);
         out.push(open);
