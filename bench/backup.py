@@ -16,9 +16,7 @@ ratios and writes bench/results/backup-<timestamp>.json. See bench/README.md.
 import argparse
 import base64
 import datetime
-import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -34,6 +32,9 @@ sys.dont_write_bytecode = True
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import harness as h  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+import benchlib  # noqa: E402
 
 ACCOUNTS = [f"bench{i}@example.com" for i in range(20)]
 PASSWORD = "bench-password"
@@ -113,13 +114,6 @@ def du(path):
     p = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
     return int(p.stdout.split()[0]) if p.returncode == 0 else None
 
-
-def git_commit():
-    try:
-        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, timeout=10)
-        return r.stdout.decode().strip() if r.returncode == 0 else None
-    except OSError:
-        return None
 
 
 def main():
@@ -205,7 +199,7 @@ def main():
     out = {
         "benchmark": "backup",
         "timestamp": now.isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": benchlib.git_commit(),
         "binary": str(binary),
         "store": {
             "messages": messages,
@@ -219,20 +213,9 @@ def main():
         "incremental_blobs_copied": results["backup_incremental_blobs_copied"],
         "ratio_backup_to_cp_a": round(ratio, 4),
         "ratio_backup_copy_to_cp_a_sync": round(ratio_copy, 4),
-        "host": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "disk_free_bytes": free,
-        },
+        "host": benchlib.host(disk_free_bytes=free),
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"backup-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.rename(path)
-    print(f"wrote {path}")
+    benchlib.write_result(args.out, "backup", now, out)
 
 
 if __name__ == "__main__":

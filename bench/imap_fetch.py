@@ -13,13 +13,10 @@ bench/results/imap-<timestamp>.json. See bench/README.md.
 import argparse
 import datetime
 import imaplib
-import json
 import os
-import platform
 import random
 import smtplib
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,6 +26,9 @@ sys.dont_write_bytecode = True
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import harness as h  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+import benchlib  # noqa: E402
 
 ACCOUNT = "bench@example.com"
 PASSWORD = "bench-password"
@@ -119,13 +119,6 @@ def search_latency(port, word, runs):
     m.logout()
     return times, hits
 
-
-def git_commit():
-    try:
-        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, timeout=10)
-        return r.stdout.decode().strip() if r.returncode == 0 else None
-    except OSError:
-        return None
 
 
 def main():
@@ -231,12 +224,12 @@ def main():
     out = {
         "benchmark": "imap_fetch",
         "timestamp": now.isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": benchlib.git_commit(),
         "binary": str(binary),
         "messages": n,
         "message_size_bytes": args.size,
         "durability": "default",
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "host": benchlib.host(),
         "delivery": {"seconds": round(secs, 3), "messages_per_sec": round(n / secs, 1), "connections": SMTP_CONNECTIONS},
         "fetch_one_session": one,
         "fetch_concurrent": many,
@@ -244,13 +237,7 @@ def main():
         "server_peak_rss_kib": rss,
         "server_peak_rss_kib_by_phase": rss_phases,
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"imap-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.rename(path)
-    print(f"wrote {path}")
+    benchlib.write_result(args.out, "imap", now, out)
 
 
 if __name__ == "__main__":

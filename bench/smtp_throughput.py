@@ -10,13 +10,10 @@ See bench/README.md.
 
 import argparse
 import datetime
-import json
 import os
-import platform
 import random
 import smtplib
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +23,9 @@ sys.dont_write_bytecode = True
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import harness as h  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+import benchlib  # noqa: E402
 
 ACCOUNTS = [f"bench{i}@example.com" for i in range(10)]
 PASSWORD = "bench-password"
@@ -103,13 +103,6 @@ def pct(sorted_values, p):
     return sorted_values[k]
 
 
-def git_commit():
-    try:
-        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, timeout=10)
-        return r.stdout.decode().strip() if r.returncode == 0 else None
-    except OSError:
-        return None
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -176,25 +169,15 @@ def main():
     out = {
         "benchmark": "smtp_throughput",
         "timestamp": now.isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": benchlib.git_commit(),
         "binary": str(binary),
         "message_size_bytes": args.size,
         "durability": "default",
-        "host": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "host": benchlib.host(),
         "results": results,
         "server_peak_rss_kib": rss,
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"smtp-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.rename(path)
-    print(f"wrote {path}")
+    benchlib.write_result(args.out, "smtp", now, out)
 
 
 if __name__ == "__main__":
