@@ -96,6 +96,19 @@ impl<'a> Message<'a> {
         self.haystack().text_contains(needle)
     }
 
+    /// The first field named `field` of the top header, decoded for display (encoded words
+    /// decoded, addresses as `name <address>`, message ids as written), for listings such as
+    /// an archive's CSV export.
+    pub fn header_text(&self, field: &str) -> Option<String> {
+        search::header_text(&self.root, self.raw, field)
+    }
+
+    /// The decoded text of every text part (HTML reduced to its text; attached messages'
+    /// headers and text included), as written: what a full-text index takes in.
+    pub fn plain_text(&self) -> String {
+        search::plain_text(&self.root, self.raw)
+    }
+
     fn haystack(&self) -> &Haystack {
         self.haystack
             .get_or_init(|| Haystack::build(&self.root, self.raw))

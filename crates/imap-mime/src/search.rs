@@ -80,6 +80,44 @@ pub(crate) fn header_contains(root: &Node<'_>, raw: &[u8], field: &str, needle: 
         .any(|h| needle.is_empty() || searchable(h, raw).to_lowercase().contains(&needle))
 }
 
+/// The first header field of the top message named `field`, decoded for display: encoded
+/// words decoded, addresses as `name <address>`, message ids and dates as written.
+pub(crate) fn header_text(root: &Node<'_>, raw: &[u8], field: &str) -> Option<String> {
+    root.headers
+        .iter()
+        .find(|h| raw_name(raw, h).eq_ignore_ascii_case(field.as_bytes()))
+        .map(|h| searchable(h, raw).trim().to_string())
+}
+
+/// The decoded text of every text part of a message, attached messages included (their
+/// headers too), in document order, each part on its own lines, as written (not
+/// lower-cased): what a full-text index takes in.
+pub(crate) fn plain_text(root: &Node<'_>, raw: &[u8]) -> String {
+    fn walk(node: &Node<'_>, buf: &[u8], out: &mut String) {
+        match &node.kind {
+            Kind::Multipart(children) => children.iter().for_each(|c| walk(c, buf, out)),
+            Kind::Message(inner) => {
+                let buf = inner.decoded.as_deref().unwrap_or(buf);
+                for h in &inner.root.headers {
+                    out.push_str(&searchable(h, buf));
+                    out.push('\n');
+                }
+                walk(&inner.root, buf, out);
+            }
+            Kind::Leaf => {
+                if let Some(text) = body_text(node, buf) {
+                    out.push_str(&text);
+                    out.push('\n');
+                }
+            }
+            Kind::Opaque => {}
+        }
+    }
+    let mut out = String::new();
+    walk(root, raw, &mut out);
+    out
+}
+
 /// The text a header field is searched in. Decoded where mail-parser decodes (so encoded
 /// words match as text, and "utf" does not match every encoded subject); as written where
 /// its value drops text a client may search for: the angle brackets of message ids, the

@@ -267,6 +267,7 @@ mod tests {
             uid_next: 100,
             special_use: None,
             modseq: 1,
+            read_only: false,
         };
         let (_, rx) = watch::channel(0);
         Selected::new(

@@ -71,7 +71,7 @@ impl From<StoreError> for No {
         let code = match &e {
             StoreError::NotFound { .. } => "NONEXISTENT",
             StoreError::AlreadyExists { .. } => "ALREADYEXISTS",
-            StoreError::Invalid(_) => "CANNOT",
+            StoreError::Invalid(_) | StoreError::ReadOnly(_) => "CANNOT",
             e if e.is_transient() => "UNAVAILABLE",
             _ => "SERVERBUG",
         };
@@ -790,8 +790,11 @@ impl Session {
         self.deselect();
         let changes = self.server.changes.clone();
         let name = mailbox.clone();
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
         let (info, messages, recent_from, counts) = blocking(self.store(), move |s| {
             let info = s.mailbox(account, &name)?;
+            // An archive's mailbox is read-only whichever command opened it.
+            let read_only = read_only || info.read_only;
             let recent_from = if read_only {
                 None
             } else {
@@ -802,13 +805,16 @@ impl Session {
             Ok((info, messages, recent_from, counts))
         })
         .await?;
+        let read_only = read_only || info.read_only;
         let watch = changes.watch(info.id);
         let view = Selected::new(info, read_only, messages, recent_from, watch);
         let out = &mut self.wire.output;
-        out.extend_from_slice(
-            b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
-              * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags allowed\r\n",
-        );
+        out.extend_from_slice(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
+        out.extend_from_slice(if read_only {
+            b"* OK [PERMANENTFLAGS ()] read-only, no flags can be changed\r\n".as_slice()
+        } else {
+            b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] flags allowed\r\n"
+        });
         let recent = if read_only {
             counts.recent
         } else {
@@ -838,11 +844,7 @@ impl Session {
             _ => unreachable!("deselect left the session authenticated"),
         };
         self.state = State::Selected(account, view);
-        let (code, verb) = if read_only {
-            ("READ-ONLY", "EXAMINE")
-        } else {
-            ("READ-WRITE", "SELECT")
-        };
+        let code = if read_only { "READ-ONLY" } else { "READ-WRITE" };
         Ok(Done {
             code: Some(code.into()),
             text: format!("{verb} completed"),
@@ -1473,6 +1475,7 @@ mod tests {
             uid_next: 1,
             special_use: None,
             modseq: 1,
+            read_only: false,
         };
         let entries = list_entries(&[info("INBOX"), info("a/b/c"), info("a/b")]);
         let shown: Vec<(String, bool, Option<bool>)> = entries

@@ -11,6 +11,8 @@ pub enum StoreError {
     AlreadyExists { what: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0} is read-only: archived mail can be read, searched and copied, not changed")]
+    ReadOnly(String),
     #[error(
         "database schema version {found} is newer than this tegami understands ({known}); \
          run the tegami release that wrote it, or a newer one"

@@ -4,6 +4,7 @@
 //! content-addressed [`BlobStore`] shared by every backend. Nothing outside a backend
 //! writes SQL: protocol sessions, the CLI and operations talk to the [`Store`] trait.
 
+pub mod archive;
 mod blob;
 mod check;
 mod error;
@@ -16,6 +17,9 @@ pub use check::{
     AffectedMessage, CheckOptions, CheckReport, OptimizeReport, Progress, human_bytes,
 };
 pub use error::StoreError;
+pub use sqlite::archive::{
+    ArchiveOutcome, ArchivePlan, ArchiveProgress, ArchiveReport, ArchiveRequest, Indexer, Phase,
+};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, backup};
 pub use types::*;
 

@@ -50,6 +50,9 @@ pub struct MailboxInfo {
     /// expunge, copy or move in): a session that remembers it knows cheaply whether
     /// anything happened since it last looked.
     pub modseq: u64,
+    /// An archive's mailbox (see `archive.rs`): it can be read, searched and copied from,
+    /// never changed.
+    pub read_only: bool,
 }
 
 /// The RFC 6154 roles; every account gets one mailbox of each, named as the variant.

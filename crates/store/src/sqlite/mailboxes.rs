@@ -53,6 +53,7 @@ pub(super) fn mailbox_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxI
         // The column holds the role's name; a role this build does not know is no role.
         special_use: role.and_then(|r| SpecialUse::ALL.into_iter().find(|u| u.name() == r)),
         modseq: row.get(6)?,
+        read_only: false,
     })
 }
 

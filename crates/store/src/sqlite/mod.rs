@@ -1,5 +1,6 @@
 //! The embedded backend: SQLite in WAL mode for metadata, blob files for bodies.
 
+pub mod archive;
 pub mod backup;
 mod check;
 mod mailboxes;
@@ -16,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::archive::{ArchiveMailbox, Archives};
 use crate::password;
 use crate::{
     AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, ChangeListener, CheckOptions,
@@ -46,6 +48,8 @@ pub struct SqliteStore {
     listener: RwLock<Option<Arc<dyn ChangeListener>>>,
     /// Usage recorded since the last flush (`stats.rs`).
     meter: stats::Meter,
+    /// The read-only archives beside the store (`archive/`), which IMAP sees as mailboxes.
+    archives: Archives,
     /// This process's hold on the store (`recovery.rs`). Keep it the last field: it is
     /// dropped after every connection has closed, and only then is the shutdown clean.
     open_guard: recovery::OpenGuard,
@@ -72,6 +76,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             listener: RwLock::new(None),
             meter: stats::Meter::default(),
+            archives: Archives::new(data_dir),
             open_guard,
         })
     }
@@ -130,6 +135,50 @@ impl SqliteStore {
                 result => return result,
             }
         }
+    }
+}
+
+/// Refuses any change to an archive's mailbox.
+fn writable(mailbox: MailboxId) -> Result<()> {
+    match ArchiveMailbox::from_id(mailbox) {
+        Some(_) => Err(StoreError::ReadOnly("an archive mailbox".into())),
+        None => Ok(()),
+    }
+}
+
+impl SqliteStore {
+    /// Refuses to create, delete or rename a mailbox inside an archive's IMAP folder.
+    fn writable_name(&self, name: &str) -> Result<()> {
+        if self.archives.owns_name(name.trim_end_matches('/')) {
+            return Err(StoreError::ReadOnly(format!("'{name}' (an archive)")));
+        }
+        Ok(())
+    }
+
+    /// COPY from an archive: each message appended to the live mailbox with its flags,
+    /// keywords and internal date (its body may be only in the archive now).
+    fn copy_out_of_archive(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
+        let target = self.mailbox_by_id(to)?;
+        let wanted: std::collections::HashSet<u32> = uids.iter().copied().collect();
+        let mut copied = Copied {
+            uid_validity: target.uid_validity,
+            uids: Vec::new(),
+        };
+        for meta in self.messages(from)? {
+            if !wanted.contains(&meta.uid) {
+                continue;
+            }
+            let bytes = self.read_blob(&meta.blob)?;
+            let delivered = self.append(
+                to,
+                &bytes,
+                meta.flags,
+                &meta.keywords,
+                Some(meta.internal_date),
+            )?;
+            copied.uids.push((meta.uid, delivered.uid));
+        }
+        Ok(copied)
     }
 }
 
@@ -580,6 +629,9 @@ impl Store for SqliteStore {
     }
 
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
+        if let Some(archived) = self.archives.mailbox(account, name)? {
+            return Ok(archived);
+        }
         self.read(|conn| {
             mailboxes::by_name(conn, account, name)?.ok_or_else(|| StoreError::NotFound {
                 what: format!("mailbox '{name}'"),
@@ -588,6 +640,9 @@ impl Store for SqliteStore {
     }
 
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+        if let Some(archived) = ArchiveMailbox::from_id(mailbox) {
+            return self.archives.messages(archived);
+        }
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, uid, internal_date, size, flags, blob_hash, keywords FROM messages
@@ -601,10 +656,20 @@ impl Store for SqliteStore {
     }
 
     fn read_blob(&self, blob: &BlobId) -> Result<Vec<u8>> {
-        self.blobs.get(blob)
+        match self.blobs.get(blob) {
+            // Gone from the live store: archived mail is read from its archive.
+            Err(StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && let Some(archived) = self.archives.read_blob(blob) =>
+            {
+                archived
+            }
+            result => result,
+        }
     }
 
     fn expunge(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()> {
+        writable(mailbox)?;
         let messages = messages.to_vec();
         let account = self.write(move |ctx| {
             let mut removed = false;
@@ -642,26 +707,38 @@ impl Store for SqliteStore {
     }
 
     fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
-        mailboxes::list(self, account)
+        let mut all = mailboxes::list(self, account)?;
+        all.extend(self.archives.mailboxes(account)?);
+        Ok(all)
     }
 
     fn mailbox_by_id(&self, mailbox: MailboxId) -> Result<MailboxInfo> {
-        mailboxes::by_id(self, mailbox)
+        match ArchiveMailbox::from_id(mailbox) {
+            Some(archived) => self.archives.mailbox_by_id(archived),
+            None => mailboxes::by_id(self, mailbox),
+        }
     }
 
     fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts> {
-        mailboxes::counts(self, mailbox)
+        match ArchiveMailbox::from_id(mailbox) {
+            Some(archived) => self.archives.counts(archived),
+            None => mailboxes::counts(self, mailbox),
+        }
     }
 
     fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
+        self.writable_name(name)?;
         mailboxes::create(self, account, name)
     }
 
     fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
+        self.writable_name(name)?;
         mailboxes::delete(self, account, name)
     }
 
     fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        self.writable_name(from)?;
+        self.writable_name(to)?;
         mailboxes::rename(self, account, from, to)
     }
 
@@ -681,6 +758,7 @@ impl Store for SqliteStore {
         keywords: &[String],
         internal_date: Option<i64>,
     ) -> Result<Delivered> {
+        writable(mailbox)?;
         let delivered = mailboxes::append(self, mailbox, message, flags, keywords, internal_date)?;
         self.meter
             .delivered(std::slice::from_ref(&delivered), message.len() as u64);
@@ -695,22 +773,34 @@ impl Store for SqliteStore {
         flags: Flags,
         keywords: &[String],
     ) -> Result<Vec<FlagState>> {
+        writable(mailbox)?;
         mailboxes::update_flags(self, mailbox, uids, op, flags, keywords)
     }
 
     fn expunge_deleted(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
+        writable(mailbox)?;
         mailboxes::expunge_deleted(self, mailbox, uids)
     }
 
     fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
+        writable(to)?;
+        if ArchiveMailbox::from_id(from).is_some() {
+            return self.copy_out_of_archive(from, uids, to);
+        }
         mailboxes::copy(self, from, uids, to, false)
     }
 
     fn move_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<Copied> {
+        writable(from)?;
+        writable(to)?;
         mailboxes::copy(self, from, uids, to, true)
     }
 
     fn claim_recent(&self, mailbox: MailboxId) -> Result<u32> {
+        if ArchiveMailbox::from_id(mailbox).is_some() {
+            // Nothing in an archive is ever new.
+            return Ok(self.mailbox_by_id(mailbox)?.uid_next);
+        }
         mailboxes::claim_recent(self, mailbox)
     }
 

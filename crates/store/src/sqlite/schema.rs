@@ -125,6 +125,19 @@ const MIGRATIONS: &[&str] = &[
          blob_bytes     INTEGER NOT NULL,
          messages       INTEGER NOT NULL
      );",
+    // Version 4: archives and retention. `archive_moves` is the live store's half of moving
+    // mail into an archive (`archive.rs`): each row is written in the transaction that
+    // deletes the message, so after a crash the archive knows which of its messages the
+    // live store really gave up, and with which flags. Rows go once the archive is complete.
+    // The date index serves archiving and retention, which both ask for mail older than a day.
+    "CREATE TABLE archive_moves (
+         archive_id INTEGER NOT NULL,
+         message_id INTEGER NOT NULL,
+         flags      INTEGER NOT NULL,
+         keywords   TEXT NOT NULL,
+         PRIMARY KEY (archive_id, message_id)
+     ) WITHOUT ROWID;
+     CREATE INDEX messages_date ON messages(internal_date);",
 ];
 
 /// The schema version this build writes.
