@@ -19,8 +19,9 @@ pub use check::{
 pub use error::StoreError;
 pub use sqlite::archive::{
     ArchiveOutcome, ArchivePlan, ArchiveProgress, ArchiveReport, ArchiveRequest, Indexer, Phase,
+    batch_size as archive_batch_size,
 };
-pub use sqlite::{SCHEMA_VERSION, SqliteStore, backup};
+pub use sqlite::{Expired, SCHEMA_VERSION, SqliteStore, backup};
 pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

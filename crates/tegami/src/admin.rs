@@ -135,7 +135,9 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Plan(_)
         | Command::Stats(_)
         | Command::Import(_)
-        | Command::Export(_) => {
+        | Command::Export(_)
+        | Command::Archive(_)
+        | Command::Retention(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -35,6 +35,30 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     #[serde(default)]
     pub http: RawHttp,
+    #[serde(default)]
+    pub archive: RawArchive,
+    /// Mailbox name (in every account) = days its mail is kept.
+    #[serde(default)]
+    pub retention: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    /// The first level of the IMAP names archives appear under ("Archive/2024/INBOX").
+    pub imap_prefix: Option<String>,
+    /// Automatic archiving rules, run by the server's daily schedule.
+    #[serde(default)]
+    pub auto: Vec<RawAutoArchive>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoArchive {
+    pub older_than_days: u32,
+    pub every_days: Option<u32>,
+    pub account: Option<String>,
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +200,25 @@ pub struct Config {
     pub stats: StatsConfig,
     pub alerts: AlertsConfig,
     pub http: SocketAddr,
+    pub archive: ArchiveConfig,
+    /// (mailbox name, days kept), by name.
+    pub retention: Vec<(String, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    pub imap_prefix: String,
+    pub auto: Vec<AutoArchive>,
+}
+
+/// "Archive mail older than `older_than_days`, at most once every `every_days`."
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoArchive {
+    pub older_than_days: u32,
+    pub every_days: u32,
+    pub account: Option<String>,
+    /// Archives it makes are labelled "<label> <date>" (default label "auto").
+    pub label: String,
 }
 
 #[derive(Debug, Clone)]
@@ -460,7 +503,38 @@ impl Config {
                 )?,
             ),
         };
+        let imap_prefix = raw
+            .archive
+            .imap_prefix
+            .unwrap_or_else(|| store::archive::DEFAULT_PREFIX.to_string())
+            .trim_matches('/')
+            .to_string();
+        if imap_prefix.is_empty() || imap_prefix.eq_ignore_ascii_case("INBOX") {
+            bail!(
+                "archive.imap_prefix must be a mailbox name other than INBOX, such as \"Archive\""
+            );
+        }
+        let mut auto = Vec::new();
+        for rule in raw.archive.auto {
+            positive("archive.auto.older_than_days", rule.older_than_days.into())?;
+            auto.push(AutoArchive {
+                older_than_days: rule.older_than_days,
+                every_days: positive(
+                    "archive.auto.every_days",
+                    rule.every_days.unwrap_or(30).into(),
+                )? as u32,
+                account: rule.account,
+                label: rule.label.unwrap_or_else(|| "auto".into()),
+            });
+        }
+        for (mailbox, days) in &raw.retention {
+            if *days == 0 {
+                bail!("retention.{mailbox} must be at least one day");
+            }
+        }
         Ok(Config {
+            archive: ArchiveConfig { imap_prefix, auto },
+            retention: raw.retention.into_iter().collect(),
             stats,
             alerts,
             http: raw

@@ -3,6 +3,7 @@
 
 mod admin;
 mod alerts;
+mod archive;
 mod backup;
 mod config;
 mod doctor;
@@ -91,6 +92,12 @@ enum Command {
     /// Export a mailbox as an mboxrd file.
     #[command(subcommand)]
     Export(import::ExportCommand),
+    /// Read-only archives of old mail: create, list, search, export, check.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
+    /// Remove mail older than each mailbox's configured age ([retention] in the config).
+    #[command(subcommand)]
+    Retention(archive::RetentionCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -156,6 +163,16 @@ fn main() -> ExitCode {
         Command::Export(command) => {
             logging::init_stderr("warn");
             import::run_export(&cli.data, command)
+        }
+        Command::Archive(command) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| archive::run(&cli.data, &config, command))
+        }
+        Command::Retention(command) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| archive::run_retention(&cli.data, &config, command))
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");

@@ -108,7 +108,7 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
 }
 
 async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = {
+    let sqlite: Arc<SqliteStore> = {
         let dir = data.to_path_buf();
         Arc::new(
             tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
@@ -116,6 +116,8 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open the store in {}", data.display()))?,
         )
     };
+    sqlite.archives().set_prefix(&config.archive.imap_prefix);
+    let store: Arc<dyn Store> = sqlite.clone();
     let tls = match &config.tls {
         Some((cert, key)) => Some(net::load_tls(cert, key)?),
         None => None,
@@ -244,6 +246,12 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         alerts: Arc::default(),
     });
     let alerts_task = tokio::spawn(crate::alerts::run(alerts.clone()));
+    let housekeeping_task = tokio::spawn(crate::archive::housekeeping(
+        sqlite,
+        data.to_path_buf(),
+        config.clone(),
+        clock.clone(),
+    ));
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
@@ -282,6 +290,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     wal_task.abort();
     flush_task.abort();
     alerts_task.abort();
+    housekeeping_task.abort();
     let _ = http_stop.send(());
     if tokio::time::timeout(Duration::from_secs(5), http_task)
         .await

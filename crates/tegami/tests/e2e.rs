@@ -89,5 +89,7 @@ scripts! {
     }
     archive {
         import_export => "import_export",
+        archive => "archive",
+        retention => "retention",
     }
 }

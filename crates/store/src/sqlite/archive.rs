@@ -1026,7 +1026,12 @@ mod tests {
             .unwrap();
         assert!(again.resumed.is_empty());
         assert_eq!(again.created.map(|r| (r.id, r.messages)), Some((2, 1)));
-        assert!(store.mailbox(alice, "Archive/old #2/INBOX").unwrap().read_only);
+        assert!(
+            store
+                .mailbox(alice, "Archive/old #2/INBOX")
+                .unwrap()
+                .read_only
+        );
         let third = store
             .archive_create(&request(2000), &indexer, &|_, _, _| {})
             .unwrap();

@@ -6,6 +6,7 @@ mod check;
 mod mailboxes;
 mod optimize;
 mod recovery;
+mod retention;
 mod schema;
 mod stats;
 mod wal;
@@ -26,6 +27,7 @@ use crate::{
 };
 use writer::{WriteCtx, Writer};
 
+pub use retention::Expired;
 pub use schema::CURRENT as SCHEMA_VERSION;
 
 /// How deep aliases may point at aliases before we call it a loop.
