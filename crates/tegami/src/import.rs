@@ -1,16 +1,27 @@
 //! The `import` and `export` commands: mbox (read with repair by `mbox.rs`) and Maildir into
-//! a mailbox through the store's durable append, and a mailbox out to mboxrd. They open the
-//! store directly, so they work whether or not the server is running.
+//! a mailbox through the store's durable append, a mailbox out to mboxrd, and an account out
+//! to a Maildir++ tree that `import maildir` reads back whole. They open the store directly,
+//! so they work whether or not the server is running.
+//!
+//! Maildir++ folder names: the root is INBOX and `A/B` is `.A.B`, so a "." inside a name
+//! level cannot be written as itself. Both directions use the convention of Dovecot's
+//! listescape plugin: "." is written `\2e` and `\` is written `\5c`, and import decodes any
+//! `\XX` (two hex digits) back to its byte. A message file is
+//! `<internal date>.<uid, 10 digits>_<hash>.tegami:2,<flags>`, its mtime is the internal date (import
+//! reads the date from the mtime, as Dovecot does), and keywords are the letters a–z of the
+//! folder's `dovecot-keywords` file. Bodies are written as stored (CRLF), so a round trip
+//! keeps every byte.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, IsTerminal};
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use store::{AccountId, BlobId, Flags, MailboxInfo, SqliteStore, Store, StoreError};
+use store::{AccountId, BlobId, Flags, MailboxInfo, MessageMeta, SqliteStore, Store, StoreError};
 
 use crate::mbox::{self, Item};
 
@@ -25,7 +36,8 @@ pub enum ImportCommand {
         #[arg(long, default_value = "INBOX")]
         mailbox: String,
     },
-    /// Import a Maildir (cur/ and new/) and its Maildir++ folders (.Name → Name, . → /).
+    /// Import a Maildir (cur/ and new/) and its Maildir++ folders (.Name → Name, . → /,
+    /// \2e → .).
     Maildir {
         dir: PathBuf,
         #[arg(long)]
@@ -42,6 +54,15 @@ pub enum ExportCommand {
         #[arg(long, default_value = "INBOX")]
         mailbox: String,
         file: PathBuf,
+    },
+    /// Export every mailbox (or only --mailbox) as a Maildir++ tree in DIR, which must be
+    /// new or empty (INBOX → DIR, A/B → DIR/.A.B, "." in a name → \2e).
+    Maildir {
+        #[arg(long)]
+        account: String,
+        dir: PathBuf,
+        #[arg(long)]
+        mailbox: Option<String>,
     },
 }
 
@@ -73,26 +94,35 @@ impl Tally {
     }
 }
 
-/// One mailbox being filled: the content hashes it holds, so nothing is appended twice.
+/// One mailbox being filled, with how many copies of each content hash it held before the
+/// import: each source message first claims one of those (a re-import appends nothing),
+/// while a source holding the same message twice, as a mailbox may, gives it twice.
 struct Target {
     mailbox: MailboxInfo,
-    present: HashSet<BlobId>,
+    present: HashMap<BlobId, u32>,
+}
+
+fn open_or_create(
+    store: &SqliteStore,
+    account: AccountId,
+    name: &str,
+) -> anyhow::Result<MailboxInfo> {
+    match store.mailbox(account, name) {
+        Ok(m) => Ok(m),
+        Err(StoreError::NotFound { .. }) => store
+            .create_mailbox(account, name)
+            .with_context(|| format!("cannot create mailbox {name}")),
+        Err(e) => Err(e).with_context(|| format!("cannot open mailbox {name}")),
+    }
 }
 
 impl Target {
     fn open(store: &SqliteStore, account: AccountId, name: &str) -> anyhow::Result<Target> {
-        let mailbox = match store.mailbox(account, name) {
-            Ok(m) => m,
-            Err(StoreError::NotFound { .. }) => store
-                .create_mailbox(account, name)
-                .with_context(|| format!("cannot create mailbox {name}"))?,
-            Err(e) => return Err(e).with_context(|| format!("cannot open mailbox {name}")),
-        };
-        let present = store
-            .messages(mailbox.id)?
-            .into_iter()
-            .map(|m| m.blob)
-            .collect();
+        let mailbox = open_or_create(store, account, name)?;
+        let mut present = HashMap::new();
+        for m in store.messages(mailbox.id)? {
+            *present.entry(m.blob).or_insert(0) += 1;
+        }
         Ok(Target { mailbox, present })
     }
 
@@ -106,14 +136,14 @@ impl Target {
         date: Option<i64>,
     ) -> anyhow::Result<()> {
         let blob = BlobId::of(bytes);
-        if self.present.contains(&blob) {
+        if let Some(copies) = self.present.get_mut(&blob).filter(|c| **c > 0) {
+            *copies -= 1;
             tally.present += 1;
             return Ok(());
         }
         store
             .append(self.mailbox.id, bytes, flags, keywords, date)
             .with_context(|| format!("cannot append to {}", self.mailbox.name))?;
-        self.present.insert(blob);
         tally.imported += 1;
         tally.bytes += bytes.len() as u64;
         Ok(())
@@ -229,7 +259,7 @@ fn import_mbox(
     Ok(())
 }
 
-/// The folders of a Maildir++ tree: the root is INBOX, `.A.B` is `A/B`.
+/// The folders of a Maildir++ tree: the root is INBOX, `.A.B` is `A/B` (see [`mailbox_for`]).
 fn maildir_folders(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut folders = vec![("INBOX".to_string(), dir.to_path_buf())];
     let mut subs = Vec::new();
@@ -241,12 +271,62 @@ fn maildir_folders(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
             && !folder.starts_with('.')
             && entry.path().join("cur").is_dir()
         {
-            subs.push((folder.replace('.', "/"), entry.path()));
+            subs.push((mailbox_for(folder), entry.path()));
         }
     }
     subs.sort();
     folders.extend(subs);
     Ok(folders)
+}
+
+/// The mailbox of a Maildir++ folder (its name without the leading "."): "." separates
+/// levels and `\XX` is the byte with that hex value, as Dovecot's listescape writes it.
+fn mailbox_for(folder: &str) -> String {
+    folder
+        .split('.')
+        .map(|level| {
+            let bytes = level.as_bytes();
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+                match (bytes[i], hex) {
+                    (b'\\', Some(b)) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The Maildir++ folder of a mailbox, relative to the root: `None` for INBOX (the root
+/// itself), else `.A.B` for `A/B`, with "." and `\` inside a level escaped as `\2e` and
+/// `\5c` so that [`mailbox_for`] gives the name back.
+fn folder_for(mailbox: &str) -> Option<String> {
+    if mailbox == "INBOX" {
+        return None;
+    }
+    let mut folder = String::with_capacity(mailbox.len() + 1);
+    for c in mailbox.chars() {
+        match c {
+            '/' => folder.push('.'),
+            '.' => folder.push_str("\\2e"),
+            '\\' => folder.push_str("\\5c"),
+            c => folder.push(c),
+        }
+    }
+    Some(format!(".{folder}"))
 }
 
 /// Dovecot's `dovecot-keywords`: line `N name` gives the letter `a` + N.
@@ -287,6 +367,32 @@ fn maildir_flags(name: &str, keywords: &[(char, String)]) -> (Flags, Vec<String>
     (Flags(flags), words)
 }
 
+/// The `:2,` info of a message: the system flag letters and the letters of its keywords
+/// (`letters[i]` is the letter `a` + i), in ASCII order as Maildir wants. Keywords without
+/// a letter are left out; the caller reports them.
+fn maildir_info(flags: Flags, keywords: &[String], letters: &[String]) -> String {
+    let mut info: Vec<char> = [
+        (Flags::DRAFT, 'D'),
+        (Flags::FLAGGED, 'F'),
+        (Flags::ANSWERED, 'R'),
+        (Flags::SEEN, 'S'),
+        (Flags::DELETED, 'T'),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags.0 & bit != 0)
+    .map(|(_, c)| c)
+    .collect();
+    info.extend(
+        keywords
+            .iter()
+            .filter_map(|k| letters.iter().position(|l| l == k))
+            .map(|i| (b'a' + i as u8) as char),
+    );
+    info.sort_unstable();
+    info.dedup();
+    info.into_iter().collect()
+}
+
 /// LF or mixed line ends become CRLF, as SMTP delivers messages.
 fn to_crlf(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
@@ -306,6 +412,11 @@ fn import_maildir(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let folders = maildir_folders(dir)?;
+    // Every folder becomes a mailbox, even an empty one, so that an exported tree comes
+    // back with the same mailboxes.
+    for (mailbox, _) in &folders {
+        open_or_create(store, account, mailbox)?;
+    }
     let mut files = Vec::new();
     for (mailbox, path) in &folders {
         for sub in ["cur", "new"] {
@@ -371,12 +482,12 @@ fn import_maildir(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (flags, words) = maildir_flags(&name, &keywords.1);
-        let date = path
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i64);
+        let date = path.metadata().and_then(|m| m.modified()).ok().map(|t| {
+            match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+            }
+        });
         let bytes = to_crlf(&cleaned);
         if let Some(t) = target.as_mut() {
             t.add(store, tally, &bytes, flags, &words, date)?;
@@ -389,16 +500,44 @@ fn import_maildir(
 }
 
 pub fn run_export(data: &Path, command: ExportCommand) -> anyhow::Result<ExitCode> {
-    let ExportCommand::Mbox {
-        account,
-        mailbox,
-        file,
-    } = command;
     let store = SqliteStore::open(data)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
-    let account = account_id(&store, &account)?;
+    let summary = match command {
+        ExportCommand::Mbox {
+            account,
+            mailbox,
+            file,
+        } => export_mbox(&store, &account, &mailbox, &file)?,
+        ExportCommand::Maildir {
+            account,
+            dir,
+            mailbox,
+        } => {
+            let account = account_id(&store, &account)?;
+            export_maildir(&store, account, mailbox.as_deref(), &dir)?
+        }
+    };
+    println!("{summary}");
+    if let Err(e) = gate::oplog::append(
+        &data.join("log"),
+        "import.log",
+        &jiff::Zoned::now(),
+        &summary,
+    ) {
+        eprintln!("tegami: cannot write log/import.log: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_mbox(
+    store: &SqliteStore,
+    account: &str,
+    mailbox: &str,
+    file: &Path,
+) -> anyhow::Result<String> {
+    let account = account_id(store, account)?;
     let mb = store
-        .mailbox(account, &mailbox)
+        .mailbox(account, mailbox)
         .with_context(|| format!("no mailbox {mailbox}"))?;
     let messages = store.messages(mb.id)?;
     let dir = match file.parent() {
@@ -437,23 +576,209 @@ pub fn run_export(data: &Path, command: ExportCommand) -> anyhow::Result<ExitCod
             return Err(e.context(format!("cannot write {}", file.display())));
         }
     };
-    fs::rename(&tmp, &file).with_context(|| format!("cannot rename into {}", file.display()))?;
+    fs::rename(&tmp, file).with_context(|| format!("cannot rename into {}", file.display()))?;
     File::open(&dir)?.sync_all()?;
-    let summary = format!(
+    Ok(format!(
         "export {mailbox} to {}: {} messages ({bytes} bytes)",
         file.display(),
         messages.len()
-    );
-    println!("{summary}");
-    if let Err(e) = gate::oplog::append(
-        &data.join("log"),
-        "import.log",
-        &jiff::Zoned::now(),
-        &summary,
-    ) {
-        eprintln!("tegami: cannot write log/import.log: {e}");
+    ))
+}
+
+/// A file written whole into `tmp/` of a Maildir folder, fsynced with its mtime set, then
+/// renamed to `to`: a reader of the tree never sees half a file.
+fn write_durably(
+    tmp_dir: &Path,
+    to: &Path,
+    bytes: &[u8],
+    mtime: Option<SystemTime>,
+) -> anyhow::Result<()> {
+    let name = to.file_name().context("a file name")?;
+    let tmp = tmp_dir.join(name);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = File::create_new(&tmp)?;
+        f.write_all(bytes)?;
+        if let Some(t) = mtime {
+            f.set_modified(t)?;
+        }
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
     }
-    Ok(ExitCode::SUCCESS)
+    fs::rename(&tmp, to)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.display()))
+}
+
+fn epoch_time(secs: i64) -> SystemTime {
+    let d = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync {}", dir.display()))
+}
+
+fn export_maildir(
+    store: &SqliteStore,
+    account: AccountId,
+    only: Option<&str>,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    let mailboxes = match only {
+        Some(name) => vec![
+            store
+                .mailbox(account, name)
+                .with_context(|| format!("no mailbox {name}"))?,
+        ],
+        None => store.mailboxes(account)?,
+    };
+    // An export only ever fills a directory of its own, so that it cannot mix with (or
+    // be mistaken for) mail that was there before.
+    let created = match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "{} is not empty (export maildir writes only into a new or empty \
+                     directory: name one that does not exist yet)",
+                    dir.display()
+                );
+            }
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            true
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut plan: Vec<(MailboxInfo, Vec<MessageMeta>)> = Vec::new();
+    for mb in mailboxes {
+        let messages = store.messages(mb.id)?;
+        plan.push((mb, messages));
+    }
+    let bar = progress(
+        plan.iter().flat_map(|(_, ms)| ms).map(|m| m.size).sum(),
+        "exporting",
+    );
+    let mut folders = vec![dir.to_path_buf()];
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    let mut notes = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        // The root is a Maildir even when INBOX is not exported, so that the tree is one.
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        for (mb, list) in &plan {
+            let folder = match folder_for(&mb.name) {
+                None => dir.to_path_buf(),
+                Some(name) => {
+                    let folder = dir.join(name);
+                    for sub in ["cur", "new", "tmp"] {
+                        fs::create_dir_all(folder.join(sub))?;
+                    }
+                    write_durably(
+                        &folder.join("tmp"),
+                        &folder.join("maildirfolder"),
+                        b"",
+                        None,
+                    )?;
+                    folders.push(folder.clone());
+                    folder
+                }
+            };
+            let all: BTreeSet<&String> = list.iter().flat_map(|m| &m.keywords).collect();
+            let letters: Vec<String> = all.iter().take(26).map(|k| k.to_string()).collect();
+            if all.len() > 26 {
+                let dropped: Vec<&str> = all.iter().skip(26).map(|k| k.as_str()).collect();
+                notes.push(format!(
+                    "{}: keywords beyond the 26 letters a-z not exported: {}",
+                    mb.name,
+                    dropped.join(" ")
+                ));
+            }
+            if !letters.is_empty() {
+                let text: String = letters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| format!("{i} {k}\n"))
+                    .collect();
+                write_durably(
+                    &folder.join("tmp"),
+                    &folder.join("dovecot-keywords"),
+                    text.as_bytes(),
+                    None,
+                )?;
+            }
+            for m in list {
+                let body = store.read_blob(&m.blob)?;
+                let hash = m.blob.to_string();
+                // The UID is zero-padded so that import, which takes a folder's files in
+                // name order, keeps the UID order of messages with the same date.
+                let name = format!(
+                    "{}.{:010}_{}.tegami:2,{}",
+                    m.internal_date,
+                    m.uid,
+                    &hash[..hash.len().min(8)],
+                    maildir_info(m.flags, &m.keywords, &letters)
+                );
+                write_durably(
+                    &folder.join("tmp"),
+                    &folder.join("cur").join(name),
+                    &body,
+                    Some(epoch_time(m.internal_date)),
+                )?;
+                messages += 1;
+                bytes += body.len() as u64;
+                if let Some(bar) = &bar {
+                    bar.inc(body.len() as u64);
+                }
+            }
+        }
+        for folder in &folders {
+            for sub in ["cur", "new", "tmp"] {
+                sync_dir(&folder.join(sub))?;
+            }
+            sync_dir(folder)?;
+        }
+        if created && let Some(parent) = dir.parent() {
+            sync_dir(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })?;
+        }
+        Ok(())
+    })();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result.with_context(|| {
+        format!(
+            "export to {} stopped after {messages} messages (remove the directory before \
+             exporting again)",
+            dir.display()
+        )
+    })?;
+    for note in &notes {
+        println!("{note}");
+    }
+    let mut summary = format!(
+        "export maildir to {}: {} mailboxes, {messages} messages ({bytes} bytes)",
+        dir.display(),
+        plan.len()
+    );
+    if !notes.is_empty() {
+        summary += &format!(", {}", notes.join("; "));
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -470,6 +795,77 @@ mod tests {
         );
         assert_eq!(words, vec!["$Forwarded".to_string()]);
         assert_eq!(maildir_flags("123.abc.host", &keywords).0.0, 0);
+    }
+
+    fn check_folder(mailbox: &str, folder: Option<&str>) {
+        assert_eq!(
+            folder_for(mailbox).as_deref(),
+            folder,
+            "folder of {mailbox}"
+        );
+        if let Some(f) = folder {
+            assert_eq!(mailbox_for(&f[1..]), mailbox, "mailbox of {f}");
+        }
+    }
+
+    #[test]
+    fn folder_names_round_trip() {
+        check_folder("INBOX", None);
+        check_folder("Sent", Some(".Sent"));
+        check_folder("Lists/rust", Some(".Lists.rust"));
+        check_folder("INBOX/sub", Some(".INBOX.sub"));
+        check_folder("v1.2/notes.txt", Some(".v1\\2e2.notes\\2etxt"));
+        check_folder(".hidden", Some(".\\2ehidden"));
+        check_folder("a\\2e", Some(".a\\5c2e"));
+        check_folder("Größe/日本", Some(".Größe.日本"));
+    }
+
+    #[test]
+    fn foreign_folder_names_read_as_written() {
+        // Names that Dovecot or Courier wrote without escapes, and stray backslashes.
+        assert_eq!(mailbox_for("Lists.rust"), "Lists/rust");
+        assert_eq!(mailbox_for("a\\b\\"), "a\\b\\");
+        assert_eq!(mailbox_for("x\\2"), "x\\2");
+        assert_eq!(mailbox_for("x\\+1"), "x\\+1");
+    }
+
+    fn check_info(flags: u32, keywords: &[&str], letters: &[&str], info: &str) {
+        let keywords: Vec<String> = keywords.iter().map(|k| k.to_string()).collect();
+        let letters: Vec<String> = letters.iter().map(|k| k.to_string()).collect();
+        assert_eq!(maildir_info(Flags(flags), &keywords, &letters), info);
+        let table: Vec<(char, String)> = letters
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((b'a' + i as u8) as char, k.clone()))
+            .collect();
+        let (back, words) = maildir_flags(&format!("1.2_ab.tegami:2,{info}"), &table);
+        assert_eq!(back.0, flags, "flags of {info}");
+        assert_eq!(words, keywords, "keywords of {info}");
+    }
+
+    #[test]
+    fn flag_letters_round_trip() {
+        check_info(0, &[], &[], "");
+        check_info(Flags::SEEN, &[], &[], "S");
+        check_info(
+            Flags::SEEN | Flags::ANSWERED | Flags::FLAGGED | Flags::DELETED | Flags::DRAFT,
+            &[],
+            &[],
+            "DFRST",
+        );
+        check_info(
+            Flags::SEEN | Flags::FLAGGED,
+            &["$Forwarded", "Work"],
+            &["$Forwarded", "$Junk", "Work"],
+            "FSac",
+        );
+        check_info(0, &["$Junk"], &["$Forwarded", "$Junk"], "b");
+    }
+
+    #[test]
+    fn keywords_without_a_letter_are_left_out() {
+        let kw = vec!["Later".to_string()];
+        assert_eq!(maildir_info(Flags(Flags::SEEN), &kw, &[]), "S");
     }
 
     #[test]

@@ -89,7 +89,7 @@ enum Command {
     /// Import mail from an mbox file or a Maildir, repairing damage and reporting skips.
     #[command(subcommand)]
     Import(import::ImportCommand),
-    /// Export a mailbox as an mboxrd file.
+    /// Export a mailbox as an mboxrd file, or an account as a Maildir++ tree.
     #[command(subcommand)]
     Export(import::ExportCommand),
     /// Read-only archives of old mail: create, list, search, export, check.
