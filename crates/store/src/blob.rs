@@ -241,24 +241,7 @@ impl BlobStore {
 
     /// Every blob file present, with its size and modification time.
     pub fn list(&self) -> Result<Vec<(BlobId, u64, std::time::SystemTime)>> {
-        let mut out = Vec::new();
-        for a in read_dir_sorted(&self.root)? {
-            if a.file_name().is_none_or(|n| n.len() != 2) || !a.is_dir() {
-                continue;
-            }
-            for file in read_dir_sorted(&a)? {
-                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if let Some(id) = BlobId::from_hex(name) {
-                    let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
-                    out.push((
-                        id,
-                        meta.len(),
-                        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        list(&self.root)
     }
 
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
@@ -269,6 +252,29 @@ impl BlobStore {
         // A new directory entry is durable only once its parent directory is synced.
         sync_dir(dir.parent().expect("blob dirs have a parent"))
     }
+}
+
+/// Every blob file below `root` (a store's `blobs/` or an archive's), with its size and
+/// modification time. Only reads: an archive must not be written to.
+pub(crate) fn list(root: &Path) -> Result<Vec<(BlobId, u64, std::time::SystemTime)>> {
+    let mut out = Vec::new();
+    for a in read_dir_sorted(root)? {
+        if a.file_name().is_none_or(|n| n.len() != 2) || !a.is_dir() {
+            continue;
+        }
+        for file in read_dir_sorted(&a)? {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(id) = BlobId::from_hex(name) {
+                let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
+                out.push((
+                    id,
+                    meta.len(),
+                    meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -488,3 +488,203 @@ fn a_blob_deleted_while_the_backup_runs_means_a_new_snapshot_not_damage() {
     assert_eq!(report.manifest.blobs, 20 - 1);
     assert!(backup::verify(&report.path, None).unwrap().is_ok());
 }
+
+/// An archive as the archiving leaves it: `archive/<id>/archive.db` (rollback journal,
+/// with a full-text index) and its blobs, written through `BlobStore`. Returns the blobs.
+fn make_archive(dir: &Path, n: usize) -> Vec<store::BlobId> {
+    let blobs = store::BlobStore::open(dir.join("blobs")).unwrap();
+    let conn = rusqlite_open(&dir.join("archive.db"));
+    conn.execute_batch(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, blob_hash BLOB NOT NULL);
+         CREATE VIRTUAL TABLE texts USING fts5 (body);
+         CREATE TABLE state (state TEXT NOT NULL);
+         INSERT INTO state VALUES ('complete');",
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let body = message(500 + i, 300 + i * 11);
+            let id = blobs.put(&body).unwrap();
+            conn.execute("INSERT INTO messages (blob_hash) VALUES (?1)", [&id.0[..]])
+                .unwrap();
+            conn.execute(
+                "INSERT INTO texts (body) VALUES (?1)",
+                [std::str::from_utf8(&body).unwrap()],
+            )
+            .unwrap();
+            id
+        })
+        .collect()
+}
+
+/// What an archive holds: its rows (id, blob, text), and every blob file's bytes by path.
+type ArchiveContents = (Vec<(i64, Vec<u8>, String)>, BTreeMap<String, Vec<u8>>);
+
+fn archive_contents(dir: &Path) -> ArchiveContents {
+    let conn = rusqlite_open(&dir.join("archive.db"));
+    let rows = conn
+        .prepare(
+            "SELECT m.id, m.blob_hash, t.body FROM messages m JOIN texts t ON t.rowid = m.id
+             WHERE texts MATCH 'message' ORDER BY m.id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut files = BTreeMap::new();
+    for prefix in fs::read_dir(dir.join("blobs")).unwrap() {
+        let prefix = prefix.unwrap();
+        if prefix.file_name() == "tmp" {
+            continue;
+        }
+        for blob in fs::read_dir(prefix.path()).unwrap() {
+            let path = blob.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            files.insert(rel, fs::read(&path).unwrap());
+        }
+    }
+    (rows, files)
+}
+
+fn archive_blob_path(id: &store::BlobId) -> String {
+    format!("archive/1/blobs/{}", id.relative_path())
+}
+
+#[test]
+fn archives_are_backed_up_once_and_restored_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 5);
+    let archived = make_archive(&data.join("archive/1"), 3);
+    // Not archives: one still being built, and what else may lie about.
+    make_archive(&data.join("archive/2.partial"), 2);
+    fs::create_dir_all(data.join("archive/old")).unwrap();
+    fs::write(data.join("archive/README"), "not an archive\n").unwrap();
+    let original = archive_contents(&data.join("archive/1"));
+    assert_eq!(original.0.len(), 3);
+
+    let root = dir.path().join("backups");
+    let mut first = options(&root, "one");
+    first.copy_blobs = true;
+    let one = backup::create(&data, &first).unwrap();
+    let m = &one.manifest;
+    assert_eq!(
+        m.archives.as_deref().unwrap(),
+        [backup::Archive {
+            id: "1".into(),
+            blobs: 3,
+            blob_bytes: original.1.values().map(|b| b.len() as u64).sum(),
+            database_bytes: fs::metadata(one.path.join("archive/1/archive.db"))
+                .unwrap()
+                .len(),
+        }]
+    );
+    assert_eq!((m.blobs, m.blobs_copied, m.blobs_linked), (5, 5 + 3, 0));
+    assert_eq!(m.files, 1 + 5 + 1 + 3, "{m:?}");
+    let sums = fs::read_to_string(one.path.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains("  archive/1/archive.db\n"), "{sums}");
+    for id in &archived {
+        assert!(sums.contains(&archive_blob_path(id)), "{sums}");
+    }
+    assert!(!one.path.join("archive/2.partial").exists());
+    assert!(!one.path.join("archive/old").exists());
+    assert!(!one.path.join("archive/README").exists());
+    assert_eq!(archive_contents(&one.path.join("archive/1")), original);
+    let verified = backup::verify(&one.path, None).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert_eq!(verified.files, m.files);
+
+    // The second backup copies no archive blob again: it links the first one's.
+    let mut second = options(&root, "two");
+    second.copy_blobs = true;
+    let two = backup::create(&data, &second).unwrap();
+    assert_eq!(
+        (two.manifest.blobs_copied, two.manifest.bytes_copied),
+        (0, 0),
+        "{:?}",
+        two.manifest
+    );
+    assert_eq!(two.linked_from_previous, 5 + 3);
+    for id in &archived {
+        let inode = |b: &Path| fs::metadata(b.join(archive_blob_path(id))).unwrap().ino();
+        assert_eq!(inode(&one.path), inode(&two.path));
+    }
+    assert!(backup::verify(&two.path, None).unwrap().is_ok());
+
+    // Restored over the live directory, the archive is back as it was, its database a
+    // file of its own; an archive made after the backup stays with the old data, since
+    // the restored database still holds its messages.
+    make_archive(&data.join("archive/3"), 1);
+    drop(store);
+    let restored = backup::restore(&two.path, &data, &restore_options()).unwrap();
+    assert_eq!(archive_contents(&data.join("archive/1")), original);
+    assert_eq!(
+        fs::metadata(data.join("archive/1/archive.db"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    assert!(!data.join("archive/3").exists());
+    assert!(!restored.carried.contains(&"archive".to_string()));
+    let kept = restored.previous.unwrap();
+    assert!(kept.join("archive/3/archive.db").is_file());
+    let copy = SqliteStore::open(&data).unwrap();
+    assert_eq!(contents(&copy).len(), ids.len());
+}
+
+#[test]
+fn verify_names_a_damaged_archive_blob_and_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 2);
+    let archived = make_archive(&data.join("archive/1"), 3);
+    let mut opts = options(&dir.path().join("backups"), "b");
+    opts.copy_blobs = true; // damage to the backup must not reach the archive
+    let report = backup::create(&data, &opts).unwrap();
+
+    let blob = archive_blob_path(&archived[1]);
+    let path = report.path.join(&blob);
+    let whole = fs::read(&path).unwrap();
+    let mut bad = whole.clone();
+    bad[10] ^= 1;
+    fs::write(&path, &bad).unwrap();
+    let found = backup::verify(&report.path, None).unwrap();
+    let named: Vec<&str> = found.problems.iter().map(|p| p.file.as_str()).collect();
+    assert_eq!(named, [blob.as_str()], "{:?}", found.problems);
+    fs::write(&path, &whole).unwrap();
+
+    let db = report.path.join("archive/1/archive.db");
+    let whole = fs::read(&db).unwrap();
+    fs::write(&db, &whole[..whole.len() / 2]).unwrap();
+    let found = backup::verify(&report.path, None).unwrap();
+    let named: Vec<&str> = found.problems.iter().map(|p| p.file.as_str()).collect();
+    assert_eq!(named, ["archive/1/archive.db"], "{:?}", found.problems);
+    fs::write(&db, &whole).unwrap();
+    assert!(backup::verify(&report.path, None).unwrap().is_ok());
+}
+
+#[test]
+fn a_damaged_archive_blob_is_recorded_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 2);
+    let archived = make_archive(&data.join("archive/1"), 3);
+    let live = data.join(archive_blob_path(&archived[0]));
+    fs::write(&live, b"not what its name says").unwrap();
+
+    let mut opts = options(&dir.path().join("backups"), "b");
+    opts.copy_blobs = true;
+    let report = backup::create(&data, &opts).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+    assert_eq!(report.damaged[0].0, archived[0]);
+    assert_eq!(report.manifest.archives.as_ref().unwrap()[0].blobs, 2);
+    let damaged = fs::read_to_string(report.path.join("damaged.txt")).unwrap();
+    assert!(
+        damaged.starts_with(&archive_blob_path(&archived[0])),
+        "{damaged}"
+    );
+    let verified = backup::verify(&report.path, None).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert_eq!(verified.notes.len(), 1, "{:?}", verified.notes);
+}

@@ -398,7 +398,17 @@ fn list_text(root: &Path, tz: &TimeZone) -> anyhow::Result<String> {
                 manifest.accounts.to_string(),
                 manifest.messages.to_string(),
                 human_bytes(manifest.bytes),
-                human_bytes(manifest.bytes_copied + manifest.database_bytes),
+                // Databases are always copies, the archives' too.
+                human_bytes(
+                    manifest.bytes_copied
+                        + manifest.database_bytes
+                        + manifest
+                            .archives
+                            .iter()
+                            .flatten()
+                            .map(|a| a.database_bytes)
+                            .sum::<u64>(),
+                ),
                 match verified {
                     None => "no".into(),
                     Some(v) if v.ok => format!("ok {}", local(v.at_unix, tz)),
@@ -975,6 +985,7 @@ mod tests {
             bytes_copied: 0,
             damaged: 0,
             snapshots: 1,
+            archives: Some(Vec::new()),
             seconds: 0.0,
             sums_sha256: String::new(),
         };

@@ -8,7 +8,10 @@
 //! SHA256SUMS        the SHA-256 of every file below, as `sha256sum -c` reads it
 //! tegami.db         the metadata, a consistent snapshot taken by VACUUM INTO
 //! blobs/ab/<h>      every blob the snapshot references
-//! damaged.txt       only when the live store had damaged blobs: which, and why
+//! archive/<id>/archive.db     each archive of the data directory (`archive/<digits>/`, never
+//!                             an `<id>.partial` one still being built), by VACUUM INTO
+//! archive/<id>/blobs/ab/<h>   and every blob file it holds
+//! damaged.txt       only when the live store or an archive had damaged blobs: which, and why
 //! verified.toml     written by `verify`: when, and what it found (not checksummed)
 //! ```
 //!
@@ -20,9 +23,15 @@
 //! names it) and fetches only what changed; a blob that is missing while the live store
 //! still references it is damage, recorded in `damaged.txt`, not a reason to fail.
 //!
-//! Incremental: a blob already in the newest earlier backup in the same root is hard-linked
-//! from there; otherwise it is hard-linked from the live store when both are on one file
-//! system, and copied (streamed, hashed, never held in memory) only when neither works.
+//! Archives are copied after the snapshot, never before: an archive gets its final name
+//! before its messages leave the live database, so a message is in the snapshot, in an
+//! archive, or in both, never in neither. An archive's blobs never change, so they take
+//! the same way into the backup as the live store's, and only a new archive adds files.
+//!
+//! Incremental: a blob (live or archived) already at the same path in the newest earlier
+//! backup in the same root is hard-linked from there; otherwise it is hard-linked from the
+//! live store (or archive) when both are on one file system, and copied (streamed, hashed,
+//! never held in memory) only when neither works.
 //! Nothing is reported done before it is durable: one `syncfs` flushes the new files, then
 //! the manifest is written, fsynced, and the directory renamed from `.<id>.partial` to
 //! `<id>`, so a backup either exists completely or not at all.
@@ -41,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use create::{CreateOptions, CreateReport, create};
-pub use manifest::{FORMAT, Manifest, Trigger, Verified};
+pub use manifest::{Archive, FORMAT, Manifest, Trigger, Verified};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use verify::{Problem, VerifyReport, verify};
 

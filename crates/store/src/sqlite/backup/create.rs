@@ -11,7 +11,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::fsutil::{self, CopyError};
-use super::manifest::{self, DAMAGED, DATABASE, Manifest, SUMS, Sum, Trigger};
+use super::manifest::{
+    self, ARCHIVE_DATABASE, ARCHIVES, Archive, DAMAGED, DATABASE, Manifest, SUMS, Sum, Trigger,
+};
 use super::{BackupError, EntryState, Progress, Result, RootLock};
 use crate::BlobId;
 use crate::sqlite::{Open, open_connection, schema};
@@ -95,7 +97,7 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
     let built = build(
         data_dir,
         &partial,
-        previous.as_ref().map(|p| p.path.join("blobs")),
+        previous.as_ref().map(|p| p.path.as_path()),
         options,
     );
     let built = match built {
@@ -155,6 +157,7 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
             bytes_copied: built.bytes_copied,
             damaged: built.damaged.len() as u64,
             snapshots: built.snapshots,
+            archives: Some(built.archives),
             seconds: started.elapsed().as_secs_f64(),
             sums_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sums_text)),
         };
@@ -247,6 +250,26 @@ struct Built {
     copied: u64,
     bytes_copied: u64,
     snapshots: u32,
+    archives: Vec<Archive>,
+}
+
+impl Built {
+    /// Counts one blob that is now in the backup.
+    fn count(&mut self, how: &Fetched) {
+        match how {
+            Fetched::Linked { from_previous } => {
+                self.linked += 1;
+                self.linked_from_previous += u64::from(*from_previous);
+            }
+            Fetched::Copied { bytes } => {
+                self.copied += 1;
+                self.bytes_copied += bytes;
+            }
+            Fetched::Vanished | Fetched::Damaged(_) => {
+                unreachable!("only fetched blobs are counted")
+            }
+        }
+    }
 }
 
 /// How one blob got into the backup, or why it did not.
@@ -277,7 +300,7 @@ struct Sources<'a> {
 fn build(
     data_dir: &Path,
     partial: &Path,
-    previous: Option<PathBuf>,
+    previous: Option<&Path>,
     options: &CreateOptions,
 ) -> Result<Built> {
     let live_db = data_dir.join(DATABASE);
@@ -286,7 +309,7 @@ fn build(
     fsutil::create_private_dir(&blobs_out)?;
     let sources = Sources {
         live: data_dir.join("blobs"),
-        previous,
+        previous: previous.map(|p| p.join("blobs")),
         dest: &blobs_out,
         copy_blobs: options.copy_blobs,
         live_linkable: AtomicBool::new(true),
@@ -405,13 +428,12 @@ fn build(
     let mut buf = vec![0u8; fsutil::BUFFER];
     let (db_hash, database_bytes) =
         fsutil::hash_file(&db_out, &mut buf).map_err(BackupError::io(&db_out))?;
-    let mut sums = vec![Sum {
-        sha256: db_hash,
-        path: DATABASE.into(),
-    }];
     let mut built = Built {
         snapshot,
-        sums: Vec::new(),
+        sums: vec![Sum {
+            sha256: db_hash,
+            path: DATABASE.into(),
+        }],
         damaged: Vec::new(),
         blobs: 0,
         blob_bytes: 0,
@@ -422,49 +444,179 @@ fn build(
         copied: 0,
         bytes_copied: 0,
         snapshots,
+        archives: Vec::new(),
     };
     let mut ids: Vec<&BlobId> = staged.keys().collect();
     ids.sort();
     for id in ids {
         let (size, how) = &staged[id];
         let hex = id.to_string();
-        sums.push(Sum {
+        built.sums.push(Sum {
             path: format!("blobs/{}", fsutil::blob_rel(&hex)),
             sha256: hex,
         });
         built.blobs += 1;
         built.blob_bytes += size;
-        match how {
-            Fetched::Linked { from_previous } => {
-                built.linked += 1;
-                built.linked_from_previous += u64::from(*from_previous);
-            }
-            Fetched::Copied { bytes } => {
-                built.copied += 1;
-                built.bytes_copied += bytes;
-            }
-            Fetched::Vanished | Fetched::Damaged(_) => {
-                unreachable!("only fetched blobs are staged")
-            }
-        }
+        built.count(how);
     }
     built.bytes += built.blob_bytes;
-    if !damaged.is_empty() {
+    let archive_damage = add_archives(data_dir, partial, previous, options, &done, &mut built)?;
+    if !damaged.is_empty() || !archive_damage.is_empty() {
+        // Live blobs by id (what `verify` matches against the database), archive blobs by
+        // their path in the backup.
         let text: String = damaged
             .iter()
             .map(|(id, why)| format!("{id} {why}\n"))
+            .chain(
+                archive_damage
+                    .iter()
+                    .map(|(path, _, why)| format!("{path} {why}\n")),
+            )
             .collect();
         let path = partial.join(DAMAGED);
         fs::write(&path, &text).map_err(BackupError::io(&path))?;
-        sums.push(Sum {
+        built.sums.push(Sum {
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
             path: DAMAGED.into(),
         });
         built.bytes += text.len() as u64;
         built.damaged = damaged.into_iter().collect();
+        built.damaged.extend(
+            archive_damage
+                .into_iter()
+                .map(|(path, id, why)| (id, format!("{path}: {why}"))),
+        );
     }
-    built.sums = sums;
     Ok(built)
+}
+
+/// The archives of a data directory: the directories in `archive/` named by a number. One
+/// still being built (`<id>.partial`) and anything else found there are not archives.
+fn archive_ids(data_dir: &Path) -> Result<Vec<String>> {
+    let dir = data_dir.join(ARCHIVES);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(BackupError::io(&dir)(e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(BackupError::io(&dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) && entry.path().is_dir() {
+            ids.push(name);
+        }
+    }
+    ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    Ok(ids)
+}
+
+/// Adds every archive to the backup: `archive.db` by `VACUUM INTO`, its blobs as the live
+/// store's are (linked from the previous backup or the archive, else copied and checked).
+/// Returns the archive blobs that could not be had intact, by path in the backup.
+///
+/// It runs after the snapshot, never before: an archive gets its final name before its
+/// messages leave the live database, so each message is in the snapshot, in an archive
+/// found here, or in both, and never in neither.
+fn add_archives(
+    data_dir: &Path,
+    partial: &Path,
+    previous: Option<&Path>,
+    options: &CreateOptions,
+    done: &AtomicU64,
+    built: &mut Built,
+) -> Result<Vec<(String, BlobId, String)>> {
+    let mut archives = Vec::new();
+    for id in archive_ids(data_dir)? {
+        let blobs_dir = data_dir.join(ARCHIVES).join(&id).join("blobs");
+        let blobs: Vec<(BlobId, u64)> = if blobs_dir.is_dir() {
+            crate::blob::list(&blobs_dir)?
+                .into_iter()
+                .map(|(blob, size, _)| (blob, size))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        archives.push((id, blobs));
+    }
+    let total = done.load(Ordering::Relaxed)
+        + archives
+            .iter()
+            .flat_map(|(_, blobs)| blobs)
+            .map(|(_, size)| size)
+            .sum::<u64>();
+    let mut damage = Vec::new();
+    let mut buf = vec![0u8; fsutil::BUFFER];
+    for (id, blobs) in archives {
+        let rel = format!("{ARCHIVES}/{id}");
+        let (from, to) = (data_dir.join(&rel), partial.join(&rel));
+        let blobs_out = to.join("blobs");
+        fsutil::create_private_dir_all(&blobs_out)?;
+        // Read-only: the archive may take its last write (its state) while this reads,
+        // and VACUUM INTO copies one consistent state of it, full-text indexes included.
+        let db_out = to.join(ARCHIVE_DATABASE);
+        let conn = open_connection(&from.join(ARCHIVE_DATABASE), Open::Read)?;
+        vacuum_into(&conn, &db_out)?;
+        drop(conn);
+        let (hash, database_bytes) =
+            fsutil::hash_file(&db_out, &mut buf).map_err(BackupError::io(&db_out))?;
+        built.sums.push(Sum {
+            sha256: hash,
+            path: format!("{rel}/{ARCHIVE_DATABASE}"),
+        });
+        built.bytes += database_bytes;
+
+        let prefixes: HashSet<String> = blobs
+            .iter()
+            .map(|(blob, _)| blob.to_string()[0..2].to_string())
+            .collect();
+        for prefix in prefixes {
+            fsutil::create_private_dir(&blobs_out.join(prefix))?;
+        }
+        let sources = Sources {
+            live: from.join("blobs"),
+            previous: previous.map(|p| p.join(&rel).join("blobs")),
+            dest: &blobs_out,
+            copy_blobs: options.copy_blobs,
+            live_linkable: AtomicBool::new(true),
+            previous_linkable: AtomicBool::new(true),
+        };
+        let progress = options.progress.as_ref();
+        let fetched = fsutil::parallel(&blobs, |(blob, size), buf| {
+            let result = fetch(&sources, blob, buf)?;
+            let so_far = done.fetch_add(*size, Ordering::Relaxed) + size;
+            if let Some(progress) = progress {
+                progress(so_far.min(total), total);
+            }
+            Ok(result)
+        })?;
+        let mut archive = Archive {
+            id,
+            blobs: 0,
+            blob_bytes: 0,
+            database_bytes,
+        };
+        for ((blob, size), how) in blobs.into_iter().zip(fetched) {
+            let hex = blob.to_string();
+            let path = format!("{rel}/blobs/{}", fsutil::blob_rel(&hex));
+            match how {
+                // An archive's blobs never change: one gone is damage, not a race.
+                Fetched::Vanished => {
+                    damage.push((path, blob, "file missing in the archive".into()))
+                }
+                Fetched::Damaged(why) => damage.push((path, blob, why)),
+                how => {
+                    built.count(&how);
+                    built.sums.push(Sum { sha256: hex, path });
+                    archive.blobs += 1;
+                    archive.blob_bytes += size;
+                    built.bytes += size;
+                }
+            }
+        }
+        built.archives.push(archive);
+    }
+    Ok(damage)
 }
 
 /// Brings one blob into the backup: a link from the previous backup, else a link from the
@@ -540,17 +692,6 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
 /// never blocks a writer and, unlike the online backup API, never restarts when one
 /// commits. Its output is not fsynced; the caller flushes the whole backup at once.
 fn take_snapshot(live_db: &Path, out: &Path) -> Result<()> {
-    match fs::remove_file(out) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(BackupError::io(out)(e)),
-    }
-    let target = out.to_str().ok_or_else(|| {
-        BackupError::Refused(format!(
-            "the backup path {} is not UTF-8; choose another directory",
-            out.display()
-        ))
-    })?;
     // A reader may create the WAL index files; made by root for a store that runs as
     // another user, they would keep the server from opening its database.
     let side_files: Vec<PathBuf> = ["-wal", "-shm"]
@@ -563,13 +704,31 @@ fn take_snapshot(live_db: &Path, out: &Path) -> Result<()> {
         .filter(|path| !path.exists())
         .collect();
     let conn = open_connection(live_db, Open::Read)?;
-    conn.execute("VACUUM INTO ?1", [target])?;
+    vacuum_into(&conn, out)?;
     drop(conn);
     if let Ok(owner) = fs::metadata(live_db) {
         for path in side_files.iter().filter(|p| p.exists()) {
             give(path, owner.uid(), owner.gid());
         }
     }
+    Ok(())
+}
+
+/// Writes a consistent copy of the database `conn` reads to `out` (replacing one left by
+/// an earlier snapshot), readable by its owner only.
+fn vacuum_into(conn: &Connection, out: &Path) -> Result<()> {
+    match fs::remove_file(out) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(BackupError::io(out)(e)),
+    }
+    let target = out.to_str().ok_or_else(|| {
+        BackupError::Refused(format!(
+            "the backup path {} is not UTF-8; choose another directory",
+            out.display()
+        ))
+    })?;
+    conn.execute("VACUUM INTO ?1", [target])?;
     fs::set_permissions(out, fs::Permissions::from_mode(0o600)).map_err(BackupError::io(out))?;
     Ok(())
 }

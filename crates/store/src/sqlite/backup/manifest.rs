@@ -21,6 +21,9 @@ pub const SUMS: &str = "SHA256SUMS";
 pub const DAMAGED: &str = "damaged.txt";
 pub const VERIFIED: &str = "verified.toml";
 pub const DATABASE: &str = "tegami.db";
+/// The archives' directory, in a data directory and in a backup: `archive/<id>/`.
+pub const ARCHIVES: &str = "archive";
+pub const ARCHIVE_DATABASE: &str = "archive.db";
 
 /// Why a backup was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,17 +80,31 @@ pub struct Manifest {
     /// Files listed in `SHA256SUMS`, and their bytes.
     pub files: u64,
     pub bytes: u64,
-    /// How the blobs got here: hard links (from an earlier backup or the live store) cost
+    /// How the blobs (of the live store and of the archives) got here: hard links (from an earlier backup or the live store) cost
     /// no space; copies are what this backup added to the disk.
     pub blobs_linked: u64,
     pub blobs_copied: u64,
     pub bytes_copied: u64,
-    /// Blobs the snapshot references that were missing or damaged in the live store.
+    /// Blobs the snapshot references that were missing or damaged in the live store, and
+    /// archive blobs that could not be read intact.
     pub damaged: u64,
     /// How many snapshots it took (more than one when mail was deleted while it ran).
     pub snapshots: u32,
+    /// The archives (`archive/<id>/`) the backup holds, in id order. None for a backup
+    /// taken before backups held archives: its restore keeps the archives of the data
+    /// directory it replaces.
+    pub archives: Option<Vec<Archive>>,
     pub seconds: f64,
     pub sums_sha256: String,
+}
+
+/// One archive in a backup: `archive/<id>/archive.db` and its blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    pub id: String,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub database_bytes: u64,
 }
 
 impl Manifest {
@@ -129,6 +146,19 @@ impl Manifest {
         n("bytes_copied", self.bytes_copied.into());
         n("damaged", self.damaged.into());
         n("snapshots", self.snapshots.into());
+        if let Some(archives) = &self.archives {
+            // Dotted keys (`archive.1.blobs`) keep the file flat for `parse_flat` and are
+            // still TOML tables to any other reader.
+            n("archives", archives.len() as i128);
+            for a in archives {
+                n(&format!("archive.{}.blobs", a.id), a.blobs.into());
+                n(&format!("archive.{}.blob_bytes", a.id), a.blob_bytes.into());
+                n(
+                    &format!("archive.{}.database_bytes", a.id),
+                    a.database_bytes.into(),
+                );
+            }
+        }
         let _ = writeln!(out, "seconds = {:.3}", self.seconds);
         out.push_str("complete = true\n");
         out
@@ -195,12 +225,45 @@ impl Manifest {
             bytes_copied: unsigned("bytes_copied")?,
             damaged: unsigned("damaged")?,
             snapshots: unsigned("snapshots")? as u32,
+            archives: match values.get("archives") {
+                None => None,
+                Some(_) => Some(parse_archives(&values, unsigned("archives")?, &unsigned)?),
+            },
             seconds: get("seconds")?
                 .parse()
                 .map_err(|_| format!("{MANIFEST}: `seconds` is not a number"))?,
             sums_sha256: get("sums_sha256")?.to_string(),
         })
     }
+}
+
+/// The `archive.<id>.*` keys, in id order; `count` is what `archives` says.
+fn parse_archives(
+    values: &HashMap<String, String>,
+    count: u64,
+    unsigned: &dyn Fn(&str) -> Result<u64, String>,
+) -> Result<Vec<Archive>, String> {
+    let mut ids: Vec<&str> = values
+        .keys()
+        .filter_map(|k| k.strip_prefix("archive.")?.strip_suffix(".blobs"))
+        .collect();
+    ids.sort_by_key(|id| (id.len(), *id));
+    if ids.len() as u64 != count {
+        return Err(format!(
+            "{MANIFEST}: `archives` is {count}, but {} archives are described",
+            ids.len()
+        ));
+    }
+    ids.into_iter()
+        .map(|id| {
+            Ok(Archive {
+                id: id.to_string(),
+                blobs: unsigned(&format!("archive.{id}.blobs"))?,
+                blob_bytes: unsigned(&format!("archive.{id}.blob_bytes"))?,
+                database_bytes: unsigned(&format!("archive.{id}.database_bytes"))?,
+            })
+        })
+        .collect()
 }
 
 /// Reads `manifest.toml` of the backup in `dir`.
@@ -384,6 +447,20 @@ mod tests {
             bytes_copied: 1 << 28,
             damaged: 0,
             snapshots: 1,
+            archives: Some(vec![
+                Archive {
+                    id: "2".into(),
+                    blobs: 7,
+                    blob_bytes: 7000,
+                    database_bytes: 4096,
+                },
+                Archive {
+                    id: "10".into(),
+                    blobs: 0,
+                    blob_bytes: 0,
+                    database_bytes: 8192,
+                },
+            ]),
             seconds: 1.25,
             sums_sha256: "ab".repeat(32),
         }
@@ -399,6 +476,20 @@ mod tests {
         );
         assert!(text.contains("dir_mode = \"0750\""), "{text}");
         assert_eq!(Manifest::parse(&text).unwrap(), manifest);
+    }
+
+    #[test]
+    fn a_manifest_from_before_archives_still_reads() {
+        let mut old = sample();
+        old.archives = None;
+        let text = old.to_toml();
+        assert!(!text.contains("archive"), "{text}");
+        assert_eq!(Manifest::parse(&text).unwrap(), old);
+        let none = Manifest {
+            archives: Some(Vec::new()),
+            ..sample()
+        };
+        assert_eq!(Manifest::parse(&none.to_toml()).unwrap(), none);
     }
 
     #[test]

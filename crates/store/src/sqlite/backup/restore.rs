@@ -6,7 +6,9 @@
 //! and modes the manifest recorded, makes it durable, and exchanges it with `<data>`
 //! (atomically where the file system can, else with two renames), keeping the old one as
 //! `<data>.before-restore-<time>` for the operator to remove. What a backup does not hold
-//! (other backups, logs, archives, the maintenance file) moves over from the old one.
+//! (other backups, logs, the maintenance file) moves over from the old one; so do the
+//! archives, but only from a backup taken before backups held them. A newer backup brings
+//! its own, and an archive made after it holds messages its database still has.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::fsutil::{self, CopyError};
-use super::manifest::{self, DAMAGED, DATABASE, Manifest, SUMS};
+use super::manifest::{self, ARCHIVE_DATABASE, ARCHIVES, DAMAGED, DATABASE, Manifest, SUMS};
 use super::{BackupError, Progress, Result};
 use crate::sqlite::schema;
 
@@ -168,6 +170,9 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
     let mut carried = Vec::new();
     if live {
         for entry in CARRIED {
+            if entry == ARCHIVES && manifest.archives.is_some() {
+                continue;
+            }
             let (from, to) = (kept.join(entry), data_dir.join(entry));
             if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
                 fs::rename(&from, &to).map_err(BackupError::io(&from))?;
@@ -241,15 +246,17 @@ fn build(
     let (linked, copied, bytes_copied) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     fsutil::parallel(&files, |sum, buf| {
         let (from, to) = (backup.join(&sum.path), dir.join(&sum.path));
-        // The database changes once the server runs, so it is always a copy of its own;
-        // blobs never change and may share their inode with the backup.
+        // The databases change once the server runs (an archive's too, in place: it keeps
+        // a rollback journal), so they are always copies of their own; blobs never change
+        // and may share their inode with the backup.
         // A link shares owner and mode with the backup (and often the live store), which
         // must not change under them: only a file that already has both is linked.
         let shareable = || {
             fs::metadata(&from)
                 .is_ok_and(|m| (m.uid(), m.gid()) == owner && m.mode() & 0o7777 == file_mode)
         };
-        if sum.path != DATABASE && linkable.load(Ordering::Relaxed) && shareable() {
+        let database = sum.path == DATABASE || sum.path.ends_with(&format!("/{ARCHIVE_DATABASE}"));
+        if !database && linkable.load(Ordering::Relaxed) && shareable() {
             match fs::hard_link(&from, &to) {
                 Ok(()) => {
                     linked.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! Verifying a backup: every checksum, and a database that opens and passes SQLite's
-//! integrity check. Every problem names the file it is in.
+//! Verifying a backup: every checksum, and databases (the store's and each archive's) that
+//! open and pass SQLite's integrity check. Every problem names the file it is in.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -13,7 +13,9 @@ use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
 use super::fsutil;
-use super::manifest::{self, DAMAGED, DATABASE, MANIFEST, Manifest, SUMS, Sum, Verified};
+use super::manifest::{
+    self, ARCHIVE_DATABASE, ARCHIVES, DAMAGED, DATABASE, MANIFEST, Manifest, SUMS, Sum, Verified,
+};
 use super::{BackupError, Progress, Result};
 use crate::BlobId;
 
@@ -145,6 +147,7 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
         Ok(outcome)
     })?;
     let mut database_intact = false;
+    let mut archives_intact = Vec::new();
     let mut listed_blobs = HashSet::new();
     for (sum, outcome) in sums.iter().zip(outcomes) {
         match outcome {
@@ -160,6 +163,8 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
                     );
                 } else if sum.path == DATABASE {
                     database_intact = true;
+                } else if is_archive_database(&sum.path) {
+                    archives_intact.push(&sum.path);
                 }
             }
             Err(e) => problem(&sum.path, describe(&e)),
@@ -172,6 +177,12 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
     if !sums.is_empty() && !listed(DATABASE) {
         problem(DATABASE, format!("not listed in {SUMS}"));
     }
+    for archive in manifest.iter().flat_map(|m| m.archives.iter().flatten()) {
+        let path = format!("{ARCHIVES}/{}/{ARCHIVE_DATABASE}", archive.id);
+        if !sums.is_empty() && !listed(&path) {
+            problem(&path, format!("not listed in {SUMS}"));
+        }
+    }
 
     let damaged = read_damaged(dir);
     if !damaged.is_empty() {
@@ -179,6 +190,17 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
             "{} blobs were already missing or damaged in the live store when this backup was \
              taken (listed in {DAMAGED}); their messages are restored without a body",
             damaged.len()
+        ));
+    }
+    let archive_damage = fs::read_to_string(dir.join(DAMAGED))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with(&format!("{ARCHIVES}/")))
+        .count();
+    if archive_damage > 0 {
+        notes.push(format!(
+            "{archive_damage} archive blobs were already missing or damaged when this backup \
+             was taken (listed in {DAMAGED}); the backup does not hold them"
         ));
     }
     if database_intact {
@@ -194,6 +216,16 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
                 }
             }
             Err(e) => problem(DATABASE, format!("cannot be opened: {e}")),
+        }
+    }
+    for path in archives_intact {
+        match open_read_only(&dir.join(path)).and_then(|conn| integrity_problems(&conn)) {
+            Ok(found) => {
+                for p in found {
+                    problem(path, p);
+                }
+            }
+            Err(e) => problem(path, format!("cannot be opened: {e}")),
         }
     }
 
@@ -227,6 +259,37 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
+/// True for `archive/<id>/archive.db`.
+fn is_archive_database(path: &str) -> bool {
+    path.strip_prefix(ARCHIVES)
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(|p| p.strip_suffix(ARCHIVE_DATABASE))
+        .and_then(|p| p.strip_suffix('/'))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Read-only, and snapshots are in rollback-journal mode: opening one writes nothing, so a
+/// backup on read-only media verifies too.
+fn open_read_only(path: &Path) -> Result<Connection, rusqlite::Error> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// What SQLite's integrity check finds, one line per problem.
+fn integrity_problems(conn: &Connection) -> Result<Vec<String>, rusqlite::Error> {
+    let mut problems = Vec::new();
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let line = row?;
+        if line != "ok" {
+            problems.push(format!("integrity check: {line}"));
+        }
+    }
+    Ok(problems)
+}
+
 /// `ab/<hash>` to the blob's id.
 fn blob_of_path(rel: &str) -> Option<BlobId> {
     BlobId::from_hex(rel.rsplit('/').next()?)
@@ -249,20 +312,8 @@ fn database_problems(
     listed: &HashSet<BlobId>,
     damaged: &HashSet<BlobId>,
 ) -> Result<Vec<String>, rusqlite::Error> {
-    // Read-only, and the snapshot is in rollback-journal mode: opening it writes nothing,
-    // so a backup on read-only media verifies too.
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    let mut problems = Vec::new();
-    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let line = row?;
-        if line != "ok" {
-            problems.push(format!("integrity check: {line}"));
-        }
-    }
+    let conn = open_read_only(path)?;
+    let mut problems = integrity_problems(&conn)?;
     let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
     for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
         problems.push(format!("a row of table {} breaks a reference", row?));
