@@ -638,7 +638,13 @@ fn export_maildir(
                 .mailbox(account, name)
                 .with_context(|| format!("no mailbox {name}"))?,
         ],
-        None => store.mailboxes(account)?,
+        // The live mailboxes: archived mail has `archive export` (an archive's read-only
+        // folders imported back would become live mail again).
+        None => store
+            .mailboxes(account)?
+            .into_iter()
+            .filter(|m| !m.read_only)
+            .collect(),
     };
     // An export only ever fills a directory of its own, so that it cannot mix with (or
     // be mistaken for) mail that was there before.
