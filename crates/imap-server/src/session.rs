@@ -874,7 +874,10 @@ impl Session {
             }
             CommandBody::Expunge | CommandBody::UidExpunge(_) => {
                 if view.read_only {
-                    return Err(No::new("READ-ONLY", "the mailbox is read-only (EXAMINE)"));
+                    return Err(No::new(
+                        "READ-ONLY",
+                        "the mailbox is read-only (opened with EXAMINE, or an archive)",
+                    ));
                 }
                 let uids = match &body {
                     CommandBody::UidExpunge(set) => Some(uids_of(view, set, true)?),
@@ -944,7 +947,10 @@ impl Session {
                 flags,
             } => {
                 if view.read_only {
-                    return Err(No::new("READ-ONLY", "the mailbox is read-only (EXAMINE)"));
+                    return Err(No::new(
+                        "READ-ONLY",
+                        "the mailbox is read-only (opened with EXAMINE, or an archive)",
+                    ));
                 }
                 writable(&self.server)?;
                 let picked = view.resolve(&set, uid).map_err(No::bad)?;
@@ -993,7 +999,10 @@ impl Session {
             }
             CommandBody::Copy { uid, set, mailbox } | CommandBody::Move { uid, set, mailbox } => {
                 if moving && view.read_only {
-                    return Err(No::new("READ-ONLY", "the mailbox is read-only (EXAMINE)"));
+                    return Err(No::new(
+                        "READ-ONLY",
+                        "the mailbox is read-only (opened with EXAMINE, or an archive)",
+                    ));
                 }
                 if !self.server.gate.disk().accepts_mail() {
                     return Err(No::new(

@@ -121,6 +121,7 @@ pub fn run(data: &Path, config: &Config, json: bool) -> anyhow::Result<ExitCode>
         maintenance(&data, &clock),
         checks(&data, config, &clock),
         backups(&data, config, &clock),
+        archives(&data),
     ];
     let findings: Vec<Finding> = groups.into_iter().flat_map(|g| g.findings).collect();
     let text = if json {
@@ -782,6 +783,62 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 }
 
 /// Number and total size of the blob files in `blobs/ab/<sha256>`; None without `blobs/`.
+/// The archives: how many and how big, and any that a run left unfinished.
+fn archives(data: &Path) -> Group {
+    let mut g = Group::new("archives");
+    let root = data.join("archive");
+    let Ok(entries) = fs::read_dir(&root) else {
+        g.ok("archives", "none");
+        return g;
+    };
+    let (mut count, mut messages, mut bytes) = (0u64, 0u64, 0u64);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.ends_with(".partial") {
+            g.judge(
+                &name,
+                "an archive whose build was interrupted (it holds nothing the live store gave up)",
+                warn("the next `tegami archive create` (or the server at start) removes it"),
+            );
+            continue;
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match store::archive::Archive::open(&path).and_then(|a| a.info()) {
+            Ok(info) => {
+                count += 1;
+                messages += info.messages;
+                bytes += info.disk_bytes;
+                if info.state != store::archive::ArchiveState::Complete {
+                    g.judge(
+                        &format!("archive {}", info.id),
+                        "unfinished: the live store may still hold some of its messages",
+                        warn("run `tegami archive create` again, or start the server: either finishes it"),
+                    );
+                }
+            }
+            Err(e) => g.judge(
+                &format!("archive {name}"),
+                e.to_string(),
+                fail(format!(
+                    "check {} (`tegami archive check {name}`)",
+                    path.display()
+                )),
+            ),
+        }
+    }
+    g.ok(
+        "archives",
+        format!(
+            "{count} ({messages} messages, {} on disk, shared with the store where hard-linked)",
+            store::human_bytes(bytes)
+        ),
+    );
+    g
+}
+
 fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
     let is_fan =
         |e: &fs::DirEntry| e.file_name().len() == 2 && e.file_type().is_ok_and(|t| t.is_dir());
