@@ -433,6 +433,9 @@ def main():
         csv_bytes = csv_path.stat().st_size
 
         logs = {name: tail(data / "log" / name) for name in ("archive.log", "archive_result.log", "import.log")}
+        # `phases: snapshot 0.0 s, index 0.5 s, ...`: where archive create spent its time.
+        phases = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s",
+                  (re.search(r"^phases: (.*)$", logs["archive_result.log"] or "", re.M) or [None, ""])[1])}
     finally:
         if args.keep:
             print(f"kept {work}")
@@ -489,6 +492,7 @@ def main():
             "live_bytes_before": live_before[0], "live_allocated_before": live_before[1],
             "live_bytes_after": live_after[0], "live_allocated_after": live_after[1],
             "archive_bytes": archive_size[0], "archive_allocated": archive_size[1],
+            "phases_s": phases,
             "stderr": arc.err[-2000:],
         },
         "search": searches,

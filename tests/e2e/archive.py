@@ -607,6 +607,10 @@ def test():
         f"the JSON subject is not the decoded subject: {got[:2]}")
     june = [m for m in old if m.date.month == 6]
     hits("--since", "2020-06-01", "--until", "2020-07-01", expect=june, what="--since 2020-06-01 --until 2020-07-01")
+    dec31 = [m for m in old if (m.date.month, m.date.day) == (12, 31)]
+    hits("--since", "2020-12-31", expect=dec31, what="--since 2020-12-31 (inclusive; 23:59:50 included)")
+    hits("--since", "2020-12-01", "--until", "2020-12-31", expect=[m for m in old if m.date.month == 12 and m not in dec31],
+         what="--since 2020-12-01 --until 2020-12-31 (exclusive)")
     hits(WORD, "--account", BOB, expect=[m for m in old if WORD in m.words and m.account == BOB], what=f"{WORD} --account bob")
     hits("nosuchwordanywhere", expect=[], what="a word nowhere")
     res = t.cli("archive", "search", "1", "--subject", "Invoice", "--limit", "3", "--json")
@@ -789,6 +793,7 @@ def crash_rounds():
                 expected[(m.account, m.mid, h.sha(m.wire))] += 1
                 if not recent:
                     old_keys.add((m.account, m.mid))
+        return groups
 
     def verify(what):
         rows = snapshot(srv.imap, accounts)
@@ -807,33 +812,67 @@ def crash_rounds():
         assert r.code == 0, f"{what}: archive check fails: {r!r}"
         return lst
 
-    add_mail(99, 10, recent=True)
-    add_mail(0, 75)
-    began = time.monotonic()
-    r = cli_env(t, "archive", "create", "--before", "2019-01-01", env=env)
-    full = time.monotonic() - began
-    assert re.search(r"^archive 1 created: 300 messages", r.out, re.M), f"full run: {r!r}"
-    verify("after the timed full run")
-    ok(f"crash test setup: 300 old messages archived with TEGAMI_ARCHIVE_BATCH=20 in {full:.2f} s (the kill points "
-       "are spread over this time)")
-
-    fractions = [0.02, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95]
-    while len(fractions) < ROUNDS:
-        fractions.append(rnd.random())
-    fractions = fractions[:ROUNDS]
-    rnd.shuffle(fractions)
-    resumed_rounds = 0
-    for k, frac in enumerate(fractions, start=1):
-        add_mail(k, 75)
+    def start_run():
         argv = [t.bin, "--data", str(t.data), "archive", "create", "--before", "2019-01-01"]
-        p = subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, preexec_fn=h._set_pdeathsig)
-        delay = frac * full * rnd.uniform(0.8, 1.2)
-        time.sleep(delay)
+        return subprocess.Popen(argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, preexec_fn=h._set_pdeathsig)
+
+    add_mail(99, 10, recent=True)
+    groups0 = add_mail(0, 75)
+    # The timed full run: when the process ends, and when archive/1 (the sealed archive whose
+    # messages are then removed from the live store batch by batch) appears.
+    p = start_run()
+    began = time.monotonic()
+    sealed = None
+    while p.poll() is None:
+        if sealed is None and (t.data / "archive" / "1").is_dir():
+            sealed = time.monotonic() - began
+        time.sleep(0.0005)
+    full = time.monotonic() - began
+    out, err = p.communicate()
+    first0 = min(m.date for g in groups0.values() for m in g)
+    last0 = max(m.date for g in groups0.values() for m in g)
+    last_line = out.decode(errors="replace").strip().splitlines()[-1] if out.strip() else ""
+    assert p.returncode == 0 and re.fullmatch(
+        rf"archive 1 created: 300 messages, [\d.]+ ?[KMG]?i?B, {day(first0)} \.\. {day(last0)}(, .*)?", last_line), (
+        f"full run: exit {p.returncode}; wanted the last line 'archive 1 created: 300 messages, <size>, {day(first0)} .. "
+        f"{day(last0)}'; stdout {out!r}, stderr {err!r}")
+    sealed = full * 0.5 if sealed is None else sealed
+    verify("after the timed full run")
+    ok(f"crash test setup: 300 old messages archived with TEGAMI_ARCHIVE_BATCH=20 in {full:.2f} s, archive/1 "
+       f"appeared after {sealed:.2f} s; the kill points are spread over both parts")
+
+    # Half the kill points land before archive/<id> appears (snapshot, index): a random time
+    # after the start. Half land in the move: a random time after archive/<id> appears, since
+    # the move lasts only a few tens of milliseconds and a start time drifts more than that.
+    points = [("build", f) for f in (0.05, 0.35, 0.65, 0.95)] + [("move", f) for f in (0.02, 0.3, 0.6, 0.9)]
+    while len(points) < ROUNDS:
+        points.append((rnd.choice(["build", "move"]), rnd.random()))
+    points = points[:ROUNDS]
+    rnd.shuffle(points)
+    resumed_rounds = 0
+    for k, (part, frac) in enumerate(points, start=1):
+        add_mail(k, 75)
+        existing = {x.name for x in (t.data / "archive").iterdir()}
+
+        def sealed_now():
+            return any(not x.name.endswith(".partial") and x.name not in existing and x.is_dir()
+                       for x in (t.data / "archive").iterdir())
+
+        p = start_run()
+        began = time.monotonic()
+        if part == "build":
+            time.sleep(frac * sealed)
+        else:
+            while p.poll() is None and not sealed_now():
+                time.sleep(0.0005)
+            time.sleep(frac * (full - sealed))
+        delay = time.monotonic() - began
         finished = p.poll() is not None
         if not finished:
             p.send_signal(signal.SIGKILL)
-        out, err = p.communicate(timeout=60)
+        p.communicate(timeout=60)
+        partial = sorted(x.name for x in (t.data / "archive").iterdir() if x.name.endswith(".partial"))
         lst = json_out(t.cli("archive", "list", "--json"))
         moving = [x["id"] for x in lst if x.get("state") != "complete"]
         r = cli_env(t, "archive", "create", "--before", "2019-01-01", env=env)
@@ -845,14 +884,15 @@ def crash_rounds():
         else:
             assert "resumed archive" not in r.out, f"round {k}: nothing unfinished but the rerun says resumed: {r!r}"
         verify(f"round {k}")
-        phase = ("finished before the kill" if finished else
-                 f"killed, archive {', '.join(moving)} left unfinished and resumed" if moving else
+        phase = ("it had finished before the kill" if finished else
+                 f"archive {', '.join(moving)} left moving, resumed by the rerun" if moving else
+                 f"killed while building {', '.join(partial)}" if partial else
                  "killed before any archive was recorded")
-        ok(f"kill round {k}: SIGKILL after {delay:.2f} s ({phase}); rerun completes; live + archives = the imported "
-           "set exactly; check and archive check pass")
+        ok(f"kill round {k}: SIGKILL after {delay:.3f} s, aimed at the {part} ({phase}); the rerun completes; live + archives = the "
+           "imported set exactly; check and archive check pass")
     assert resumed_rounds >= 1, "no round killed archive create in the middle of a move: the kill points missed"
     assert srv.stop() == 0
-    ok(f"{resumed_rounds} of {len(fractions)} rounds interrupted a move that the rerun resumed; nothing lost or doubled")
+    ok(f"{resumed_rounds} of {len(points)} rounds interrupted a move that the rerun resumed; nothing lost or doubled")
 
 
 if __name__ == "__main__":

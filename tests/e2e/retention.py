@@ -28,6 +28,7 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import imap_common as ic  # noqa: E402
 from harness import ok  # noqa: E402
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -209,7 +210,7 @@ def test():
     m = re.search(r"^retention: Trash: (\d+) messages removed", r.out, re.M)
     assert m and int(m.group(1)) == n_10, f"retention run 31 days on: wanted {n_10} Trash messages removed (now 41 days old): {r!r}"
     got = state.read()
-    final = dict(after_auto2, **{(ALICE, "Trash"): [], (BOB, "Trash"): []})
+    final = {**after_auto2, (ALICE, "Trash"): [], (BOB, "Trash"): []}
     assert got == final, f"after retention 31 days on: {got}, wanted {final}"
     ok(f"retention run on the shifted clock removes the {n_10} Trash messages that are now 41 days old, nothing else")
 
@@ -223,7 +224,10 @@ def test():
         typ, data = m.list('""', '"*"')
         m.logout()
         assert typ == "OK", (typ, data)
-        names = {re.search(rb'"([^"]*)"\s*$|(\S+)\s*$', d).group(0).strip().strip(b'"').decode() for d in data if d}
+        names = set()
+        for resp in ic.join_imaplib(data):
+            name = ic.parse_all(resp)[2]
+            names.add(ic.mutf7_decode(name.decode() if isinstance(name, bytes) else str(name)))
         for label in want_labels:
             assert f"Archive/{label}/INBOX" in names, f"{account} does not see Archive/{label}/INBOX: {sorted(names)}"
         mine = [f"Archive/{label}" for label in want_labels]

@@ -1119,4 +1119,25 @@ mod tests {
         );
         assert!(store.check(&CheckOptions::default()).unwrap().is_healthy());
     }
+
+    #[test]
+    fn a_disk_that_cannot_hold_the_archive_is_refused_before_anything_changes() {
+        let (dir, store, alice) = setup();
+        let mut too_big = request(2000);
+        too_big.reserve_bytes = u64::MAX / 2;
+        let err = store
+            .archive_create(&too_big, &indexer, &|_, _, _| {})
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("archive needs") && text.contains("is free"), "{text}");
+        let inbox = store.mailbox(alice, "INBOX").unwrap().id;
+        assert_eq!(store.messages(inbox).unwrap().len(), 11, "nothing moved");
+        let left: Vec<_> = fs::read_dir(dir.path().join("archive"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != ".lock")
+            .collect();
+        assert!(left.is_empty(), "no archive directory made: {left:?}");
+    }
 }
