@@ -854,6 +854,7 @@ def crash_rounds():
     for k, (part, frac) in enumerate(points, start=1):
         add_mail(k, 75)
         existing = {x.name for x in (t.data / "archive").iterdir()}
+        ids_before = {x["id"] for x in json_out(t.cli("archive", "list", "--json"))}
 
         def sealed_now():
             return any(not x.name.endswith(".partial") and x.name not in existing and x.is_dir()
@@ -875,6 +876,7 @@ def crash_rounds():
         partial = sorted(x.name for x in (t.data / "archive").iterdir() if x.name.endswith(".partial"))
         lst = json_out(t.cli("archive", "list", "--json"))
         moving = [x["id"] for x in lst if x.get("state") != "complete"]
+        done = [x["id"] for x in lst if x.get("state") == "complete" and x["id"] not in ids_before]
         r = cli_env(t, "archive", "create", "--before", "2019-01-01", env=env)
         for mid_id in moving:
             assert re.search(rf"^resumed archive {mid_id}\b", r.out, re.M), (
@@ -887,6 +889,7 @@ def crash_rounds():
         phase = ("it had finished before the kill" if finished else
                  f"archive {', '.join(moving)} left moving, resumed by the rerun" if moving else
                  f"killed while building {', '.join(partial)}" if partial else
+                 f"killed after archive {', '.join(done)} was complete, before the process ended" if done else
                  "killed before any archive was recorded")
         ok(f"kill round {k}: SIGKILL after {delay:.3f} s, aimed at the {part} ({phase}); the rerun completes; live + archives = the "
            "imported set exactly; check and archive check pass")

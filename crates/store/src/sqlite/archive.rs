@@ -523,7 +523,7 @@ impl SqliteStore {
                     }
                 }
                 done += 1;
-                if done % 1000 == 0 {
+                if done.is_multiple_of(1000) {
                     batch.commit()?;
                     batch = conn.transaction()?;
                     progress(Phase::Index, done, total);
