@@ -162,8 +162,17 @@ impl Connection {
             return Err(ClientError::Broken);
         }
         let result = self.send_inner(from, recipients, message).await;
-        if let Err(e) = &result {
-            self.broken |= breaks_session(e);
+        match &result {
+            Ok(outcomes) => tracing::debug!(
+                peer = %self.peer,
+                recipients = outcomes.len(),
+                accepted = outcomes.iter().filter(|o| o.is_accepted()).count(),
+                "smtp client transaction done"
+            ),
+            Err(e) => {
+                self.broken |= breaks_session(e);
+                tracing::debug!(peer = %self.peer, error = %e, "smtp client transaction failed");
+            }
         }
         result
     }
