@@ -191,6 +191,54 @@ impl DataDecoder {
     }
 }
 
+/// Encodes `message` for the DATA phase of a client, appending to `out`: every line end
+/// made CRLF, a `.` doubled at the start of a line, a final CRLF added when the message
+/// lacks one, and the terminating `.` CRLF.
+///
+/// A bare LF, and a CR not followed by LF, each become CRLF: a receiver that reads either
+/// as a line end could otherwise see an end of data where the next hop sees none (SMTP
+/// smuggling), so neither is ever sent. Returns the size RFC 1870 asks for in `SIZE=`:
+/// the octets of the message with CRLF line ends, before stuffing and without the
+/// terminator.
+pub fn encode_data(message: &[u8], out: &mut Vec<u8>) -> u64 {
+    out.reserve(message.len() + message.len() / 64 + 5);
+    let start = out.len();
+    let mut stuffed = 0u64;
+    let mut line_start = true;
+    let mut i = 0;
+    while i < message.len() {
+        let b = message[i];
+        if line_start && b == b'.' {
+            out.push(b'.');
+            stuffed += 1;
+        }
+        match b {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if message.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                line_start = true;
+            }
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                line_start = true;
+            }
+            _ => {
+                out.push(b);
+                line_start = false;
+            }
+        }
+        i += 1;
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    let size = (out.len() - start) as u64 - stuffed;
+    out.extend_from_slice(b".\r\n");
+    size
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +520,34 @@ mod tests {
             DataOutcome::BareLf.reply().unwrap().to_string(),
             "554 5.6.0 Message contains a bare LF; lines must end with CRLF\r\n"
         );
+    }
+
+    #[test]
+    fn encoding() {
+        let check = |input: &[u8], expect: &[u8], size: u64| {
+            let mut out = b"x".to_vec();
+            assert_eq!(encode_data(input, &mut out), size, "{input:?}");
+            assert_eq!(&out[1..], expect, "{input:?}");
+            // What the encoder sends, the decoder gives back with CRLF line ends.
+            let mut wire = out[1..].to_vec();
+            let mut back = Vec::new();
+            let mut decoder = DataDecoder::new(u64::MAX);
+            assert_eq!(
+                decoder.decode(&mut wire, &mut back),
+                Some(DataOutcome::Complete)
+            );
+            assert_eq!(back.len() as u64, size);
+        };
+        check(b"", b".\r\n", 0);
+        check(b"a\r\n", b"a\r\n.\r\n", 3);
+        check(b"a", b"a\r\n.\r\n", 3);
+        check(b".\r\n", b"..\r\n.\r\n", 3);
+        check(b"a\r\n.b\r\n..\r\n", b"a\r\n..b\r\n...\r\n.\r\n", 11);
+        check(b"a.b\r\n", b"a.b\r\n.\r\n", 5);
+        check(b"a\nb\n", b"a\r\nb\r\n.\r\n", 6);
+        check(b"a\rb", b"a\r\nb\r\n.\r\n", 6);
+        check(b"a\n.\n", b"a\r\n..\r\n.\r\n", 6);
+        check(b"a\r\r\n", b"a\r\n\r\n.\r\n", 5);
+        check(b".", b"..\r\n.\r\n", 3);
     }
 }

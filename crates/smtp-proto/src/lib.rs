@@ -11,5 +11,5 @@ pub use address::{Address, AddressError, ForwardPath, ReversePath};
 pub use command::{
     Body, Command, CommandError, CommandReader, MailParams, PathRole, ReadError, parse_command,
 };
-pub use data::{DataDecoder, DataOutcome};
-pub use reply::{EnhancedCode, Reply, ReplyError, ehlo_reply, parse_reply};
+pub use data::{DataDecoder, DataOutcome, encode_data};
+pub use reply::{EnhancedCode, Reply, ReplyError, ehlo_reply, parse_reply, parse_reply_limited};

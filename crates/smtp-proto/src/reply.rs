@@ -143,6 +143,12 @@ impl Reply {
         matches!(self.class(), 4 | 5)
     }
 
+    /// The text of all lines joined by single spaces, without codes: the human part of
+    /// the reply in one line, as a bounce or a log wants it.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+
     /// Appends the wire form, every line ended with CRLF, to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         self.render(|piece| out.extend_from_slice(piece.as_bytes()));
@@ -226,6 +232,10 @@ pub enum ReplyError {
     Malformed,
     /// The lines of one multi-line reply carry different codes.
     CodeMismatch,
+    /// A line is longer than the limit given to [`parse_reply_limited`].
+    LineTooLong,
+    /// A reply has more lines than the limit given to [`parse_reply_limited`].
+    TooManyLines,
 }
 
 impl fmt::Display for ReplyError {
@@ -233,6 +243,8 @@ impl fmt::Display for ReplyError {
         f.write_str(match self {
             ReplyError::Malformed => "malformed reply line",
             ReplyError::CodeMismatch => "reply lines carry different codes",
+            ReplyError::LineTooLong => "reply line too long",
+            ReplyError::TooManyLines => "reply has too many lines",
         })
     }
 }
@@ -247,17 +259,39 @@ impl std::error::Error for ReplyError {}
 /// recognised only when every line carries the same one and its class matches the
 /// reply code; otherwise the text is left untouched.
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+    parse_reply_limited(buf, usize::MAX, usize::MAX)
+}
+
+/// [`parse_reply`] with bounds, for a client that must not buffer without end what a
+/// hostile server sends: a line (without its line end) longer than `max_line` octets, or
+/// a reply of more than `max_lines` lines, is an error as soon as the buffer shows it,
+/// even before the line or the reply is complete.
+pub fn parse_reply_limited(
+    buf: &[u8],
+    max_line: usize,
+    max_lines: usize,
+) -> Result<Option<(Reply, usize)>, ReplyError> {
     let mut pos = 0;
     let mut code = None;
     let mut texts = Vec::new();
     loop {
+        if texts.len() >= max_lines {
+            return Err(ReplyError::TooManyLines);
+        }
         let Some(len) = buf[pos..].iter().position(|&b| b == b'\n') else {
+            // The CR of a CRLF may be all that separates a full-length line from its end.
+            if buf.len() - pos > max_line.saturating_add(1) {
+                return Err(ReplyError::LineTooLong);
+            }
             return Ok(None);
         };
         let mut line = &buf[pos..pos + len];
         pos += len + 1;
         if let [rest @ .., b'\r'] = line {
             line = rest;
+        }
+        if line.len() > max_line {
+            return Err(ReplyError::LineTooLong);
         }
         let (line_code, last, text) = parse_reply_line(line)?;
         if *code.get_or_insert(line_code) != line_code {
@@ -502,6 +536,35 @@ mod tests {
         check_parse("hello\r\n", Err(ReplyError::Malformed));
         check_parse("\r\n", Err(ReplyError::Malformed));
         check_parse("250-a\r\n251 b\r\n", Err(ReplyError::CodeMismatch));
+    }
+
+    #[test]
+    fn limits() {
+        let check = |input: &str, expect: Result<Option<usize>, ReplyError>| {
+            let got = parse_reply_limited(input.as_bytes(), 8, 3).map(|o| o.map(|(_, n)| n));
+            assert_eq!(got, expect, "{input:?}");
+        };
+        check("250 abcd\r\n", Ok(Some(10)));
+        check("250 abcd", Ok(None));
+        check("250 abcd\r", Ok(None));
+        check("250 abcde\r\n", Err(ReplyError::LineTooLong));
+        // An unfinished line is refused once it cannot end within the limit.
+        check("250 abcde", Ok(None));
+        check("250 abcdef", Err(ReplyError::LineTooLong));
+        check("250-a\r\n250-b\r\n250 c\r\n", Ok(Some(21)));
+        check("250-a\r\n250-b\r\n250-c\r\n", Err(ReplyError::TooManyLines));
+        check(
+            "250-a\r\n250-b\r\n250-c\r\n250 d\r\n",
+            Err(ReplyError::TooManyLines),
+        );
+        assert_eq!(
+            parse_reply(b"250-a\r\n250 b c\r\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .text(),
+            "a b c"
+        );
     }
 
     #[test]
