@@ -1129,7 +1129,10 @@ mod tests {
             .archive_create(&too_big, &indexer, &|_, _, _| {})
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("archive needs") && text.contains("is free"), "{text}");
+        assert!(
+            text.contains("archive needs") && text.contains("is free"),
+            "{text}"
+        );
         let inbox = store.mailbox(alice, "INBOX").unwrap().id;
         assert_eq!(store.messages(inbox).unwrap().len(), 11, "nothing moved");
         let left: Vec<_> = fs::read_dir(dir.path().join("archive"))
