@@ -122,6 +122,25 @@ impl BlobStore {
     }
 
     pub(crate) fn put_with_id(&self, id: &BlobId, data: &[u8]) -> Result<()> {
+        self.write(id, data, true)
+    }
+
+    /// Writes a blob without flushing it: only for a batch that [`BlobStore::sync_all`]
+    /// makes durable, all at once, before anything references it.
+    pub(crate) fn put_unsynced(&self, id: &BlobId, data: &[u8]) -> Result<()> {
+        self.write(id, data, false)
+    }
+
+    /// Flushes everything written to the blobs' file system (one `syncfs`).
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        let dir = File::open(&self.root).map_err(StoreError::io(&self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
+            path: self.root.clone(),
+            source: e.into(),
+        })
+    }
+
+    fn write(&self, id: &BlobId, data: &[u8], durable: bool) -> Result<()> {
         let path = self.path(id);
         if path.exists() {
             return Ok(());
@@ -136,14 +155,16 @@ impl BlobStore {
         let written = (|| {
             let mut file = File::create(&tmp)?;
             file.write_all(data)?;
-            file.sync_all()?;
+            if durable {
+                file.sync_all()?;
+            }
             fs::rename(&tmp, &path)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError::Io { path, source: e });
         }
-        sync_dir(dir)
+        if durable { sync_dir(dir) } else { Ok(()) }
     }
 
     /// Reads a blob and checks that its bytes still hash to its name.

@@ -138,6 +138,16 @@ pub trait ChangeListener: Send + Sync {
     fn mailbox_changed(&self, account: AccountId, mailbox: MailboxId);
 }
 
+/// One message for [`crate::SqliteStore::append_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub bytes: Vec<u8>,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// Defaults to now.
+    pub internal_date: Option<i64>,
+}
+
 /// Where one recipient's copy of a delivered message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use store::{AccountId, BlobId, Flags, MailboxInfo, MessageMeta, SqliteStore, Store, StoreError};
+use store::{
+    AccountId, BlobId, Flags, MailboxInfo, MessageMeta, NewMessage, SqliteStore, Store, StoreError,
+};
 
 use crate::mbox::{self, Item};
 
@@ -100,7 +102,16 @@ impl Tally {
 struct Target {
     mailbox: MailboxInfo,
     present: HashMap<BlobId, u32>,
+    /// Messages read but not yet stored: they go in batches ([`SqliteStore::append_batch`]),
+    /// one flush of the disk for many messages instead of three each.
+    pending: Vec<NewMessage>,
+    pending_bytes: usize,
 }
+
+/// A batch is stored when it reaches either bound: few enough messages that a kill loses
+/// little work, bytes bounded so memory stays flat whatever the file's size.
+const BATCH_MESSAGES: usize = 500;
+const BATCH_BYTES: usize = 8 << 20;
 
 fn open_or_create(
     store: &SqliteStore,
@@ -123,7 +134,12 @@ impl Target {
         for m in store.messages(mailbox.id)? {
             *present.entry(m.blob).or_insert(0) += 1;
         }
-        Ok(Target { mailbox, present })
+        Ok(Target {
+            mailbox,
+            present,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        })
     }
 
     fn add(
@@ -141,11 +157,31 @@ impl Target {
             tally.present += 1;
             return Ok(());
         }
-        store
-            .append(self.mailbox.id, bytes, flags, keywords, date)
-            .with_context(|| format!("cannot append to {}", self.mailbox.name))?;
+        self.pending.push(NewMessage {
+            bytes: bytes.to_vec(),
+            flags,
+            keywords: keywords.to_vec(),
+            internal_date: date,
+        });
+        self.pending_bytes += bytes.len();
         tally.imported += 1;
         tally.bytes += bytes.len() as u64;
+        if self.pending.len() >= BATCH_MESSAGES || self.pending_bytes >= BATCH_BYTES {
+            self.flush(store)?;
+        }
+        Ok(())
+    }
+
+    /// Stores what is pending, durably; called at every batch bound and at the end.
+    fn flush(&mut self, store: &SqliteStore) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        store
+            .append_batch(self.mailbox.id, batch)
+            .with_context(|| format!("cannot append to {}", self.mailbox.name))?;
         Ok(())
     }
 }
@@ -253,6 +289,7 @@ fn import_mbox(
             bar.set_position(reader.position());
         }
     }
+    target.flush(store)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -445,6 +482,9 @@ fn import_maildir(
     let mut keywords = (PathBuf::new(), Vec::new());
     for (mailbox, folder, path) in files {
         if target.as_ref().is_none_or(|t| t.mailbox.name != mailbox) {
+            if let Some(mut done) = target.take() {
+                done.flush(store)?;
+            }
             target = Some(Target::open(store, account, &mailbox)?);
         }
         if keywords.0 != folder {
@@ -492,6 +532,9 @@ fn import_maildir(
         if let Some(t) = target.as_mut() {
             t.add(store, tally, &bytes, flags, &words, date)?;
         }
+    }
+    if let Some(mut done) = target {
+        done.flush(store)?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -474,6 +474,71 @@ pub(super) fn append(
     Ok(delivered)
 }
 
+/// [`SqliteStore::append_batch`]: the bodies written unflushed, one `syncfs`, one transaction.
+pub(super) fn append_batch(
+    s: &SqliteStore,
+    mailbox: MailboxId,
+    messages: Vec<crate::NewMessage>,
+) -> Result<Vec<Delivered>> {
+    by_id(s, mailbox)?;
+    let mut rows = Vec::with_capacity(messages.len());
+    for message in messages {
+        let keywords = join_keywords(&keyword_set(&message.keywords)?);
+        let blob = crate::BlobId::of(&message.bytes);
+        s.blobs.put_unsynced(&blob, &message.bytes)?;
+        rows.push((message, keywords, blob));
+    }
+    s.blobs.sync_all()?;
+    let delivered = s.write(move |ctx| {
+        let mut delivered = Vec::with_capacity(rows.len());
+        for (message, keywords, blob) in &rows {
+            let (account, uid): (i64, u32) = ctx
+                .conn
+                .prepare_cached(
+                    "UPDATE mailboxes SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?1
+                     RETURNING account_id, uidnext - 1",
+                )?
+                .query_row([mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| gone(mailbox))?;
+            let size = message.bytes.len() as u64;
+            match reference_blob(ctx, *blob, size, 1) {
+                // Its last other reference went, and its file with it, after we wrote it:
+                // write it again, durably, here where no file can be deleted meanwhile.
+                Err(StoreError::BlobVanished(_)) => {
+                    ctx.blobs.put_with_id(blob, &message.bytes)?;
+                    reference_blob(ctx, *blob, size, 1)?;
+                }
+                result => result?,
+            }
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, keywords, blob_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    mailbox.0,
+                    uid,
+                    message.internal_date.unwrap_or_else(now),
+                    size,
+                    message.flags.0 & SYSTEM_FLAGS,
+                    keywords,
+                    &blob.0[..]
+                ])?;
+            delivered.push(Delivered {
+                account: AccountId(account),
+                mailbox,
+                uid,
+            });
+        }
+        Ok(delivered)
+    })?;
+    if let Some(first) = delivered.first() {
+        s.notify(&[(first.account, mailbox)]);
+    }
+    Ok(delivered)
+}
+
 pub(super) fn update_flags(
     s: &SqliteStore,
     mailbox: MailboxId,
