@@ -1,27 +1,34 @@
 #!/usr/bin/env python3
-"""`tegami archive`: old mail moved online into a read-only, searchable archive; kill -9 safety.
+"""`tegami archive`: old mail moved online into a read-only, searchable archive; kill -9; full disk.
 
 Two accounts get a few hundred messages of 2020 and 2021 imported with `tegami import mbox`
 into INBOX and Sent (Japanese subjects and bodies in UTF-8 with RFC 2047 / base64, some
 attachments, Status/X-Status flags, IMAP keywords added afterwards). What IMAP serves is
-recorded; then `archive create --before 2021-01-01 --label 2020` runs while clients deliver
-over SMTP and read over IMAP. Afterwards live + archive = before + new, with no duplicate;
-every archived message is byte-identical to what IMAP served before, with its UID, flags,
-keywords and internal date. `archive list`, the IMAP view (LIST, SELECT [READ-ONLY],
-SEARCH incl. Japanese, STORE/EXPUNGE [READ-ONLY], APPEND/CREATE/COPY-into [CANNOT], COPY out
-byte-identical, bob sees only his own archived mail), `archive search` (full text,
-Japanese, --from, --subject, --since/--until, --account, --limit), `archive export --csv`
-and `--mbox` (re-imported into a fresh account: same bytes), `check` and `archive check`
-(a flipped byte in an archive blob is found and named), a second run that finds nothing,
-and a dry run that changes nothing. Then an archive of one account only, invisible to the
-other.
+recorded; then `archive create --before 2021-01-01 --label 2020` runs (TEGAMI_ARCHIVE_BATCH=10)
+while clients deliver over SMTP, read over IMAP, and alice's own client keeps adding keywords
+to her old INBOX mail and expunges some of it. Afterwards live + archive = before + new -
+expunged, with no duplicate and nothing lost; every archived message is byte-identical to
+what IMAP served before, with its UID, internal date and the flags its owner last set.
+`archive list`, the IMAP view (LIST, SELECT [READ-ONLY], SEARCH incl. Japanese,
+STORE/EXPUNGE/MOVE [READ-ONLY], APPEND/CREATE/DELETE/RENAME/COPY-into [CANNOT], COPY out
+byte-identical, bob sees only his own archived mail), `archive search` (full text, Japanese,
+--from, --subject, --since/--until with their bounds, --account, --limit), `archive export
+--csv` and `--mbox` (re-imported into a fresh account: same bytes), `check` and `archive
+check` (a flipped byte in an archive blob is found and named), a second run that finds
+nothing, a dry run that changes nothing, and an archive of one account only, invisible to
+the other.
 
 The crash part: with TEGAMI_ARCHIVE_BATCH=20 and the server running, `archive create` is
-SIGKILLed at points spread over a measured full run, then rerun to completion (it must
-say `resumed archive N` when it finds an unfinished one); after every round the set of
-(account, Message-ID, sha-256) over live and all archives is exactly the set imported,
-and `check` / `archive check` pass. ARCHIVE_SEED replays a run, ARCHIVE_ROUNDS changes the
-number of kill rounds (default 8).
+SIGKILLed at points chosen from a measured full run (half while the archive is built, half
+after archive/<id> appears, i.e. during the move), then rerun to completion (it must say
+`resumed archive N` exactly when `archive list` shows one unfinished); after every round the
+set of (account, Message-ID, sha-256) over live and all archives is exactly the set
+imported, and `check` / `archive check` pass. ARCHIVE_SEED replays a run, ARCHIVE_ROUNDS
+changes the number of kill rounds (default 10: 3 in the build, 3 in the move, 4 in the finish step).
+
+The disk part (root: a 24 MiB tmpfs): with the volume filled, `archive create` exits 1 with
+the one stderr line `tegami: archive needs ... free; ...` and changes nothing; given what it
+asked for plus 10 % it succeeds.
 """
 
 import base64
@@ -69,7 +76,7 @@ PLAN = {
     (BOB, "Sent"): (15, 10),
 }
 SEED = int(os.environ.get("ARCHIVE_SEED", str(random.randrange(1 << 30))))
-ROUNDS = int(os.environ.get("ARCHIVE_ROUNDS", "8"))
+ROUNDS = min(47, int(os.environ.get("ARCHIVE_ROUNDS", "10")))
 
 
 # ---------------------------------------------------------------------------
@@ -300,6 +307,8 @@ class Traffic:
         self.lock = threading.Lock()
         self.acked = []  # (account, mid, at)
         self.reads = []  # monotonic times of completed read cycles
+        self.stored = {}  # mid -> [(flag, at)]: STOREs the server confirmed with a FETCH response
+        self.expunge_sent = set()  # mids whose UID EXPUNGE got OK
         self.errors = []
 
 
@@ -358,6 +367,42 @@ def reader(port, account, traffic, stop):
         except Exception as e:  # noqa: BLE001 - every client error is reported
             traffic.errors.append(f"imap {account}: {type(e).__name__}: {e}")
             time.sleep(0.1)
+
+
+def writer(port, targets, doomed, traffic, go, stop):
+    """Alice's own client changing her old INBOX mail while the archive runs, by UID, until
+    stopped: pass n adds keyword $Pn to every message; in the first pass the `doomed` ones get
+    \\Deleted and UID EXPUNGE instead. Records each STORE the server confirmed with a FETCH."""
+    try:
+        r = raw_login(port, ALICE)
+        try:
+            r.ok("SELECT INBOX")
+            go.wait(30)
+            n = 0
+            while not stop.is_set():
+                n += 1
+                for uid, mid in targets:
+                    if stop.is_set():
+                        break
+                    if mid in doomed and n > 1:
+                        continue
+                    flag = "\\Deleted" if mid in doomed else f"$P{n}"
+                    status, text, untagged = r.cmd(f"UID STORE {uid} +FLAGS ({flag})")
+                    assert status == "OK", f"UID STORE {uid} +FLAGS ({flag}): {status} {text!r}"
+                    at = time.monotonic()
+                    for items in ic.fetch_raw(untagged).values():
+                        if int(items.get("UID", 0)) == uid and flag in ic.flags_of(items):
+                            with traffic.lock:
+                                traffic.stored.setdefault(mid, []).append((flag, at))
+                    if mid in doomed:
+                        status, text, _ = r.cmd(f"UID EXPUNGE {uid}")
+                        assert status == "OK", f"UID EXPUNGE {uid}: {status} {text!r}"
+                        with traffic.lock:
+                            traffic.expunge_sent.add(mid)
+        finally:
+            r.close()
+    except Exception as e:  # noqa: BLE001
+        traffic.errors.append(f"imap writer: {type(e).__name__}: {e}")
 
 
 # ---------------------------------------------------------------------------
@@ -426,11 +471,21 @@ def test():
     stop = threading.Event()
     threads = [threading.Thread(target=deliverer, args=(srv.smtp, n, traffic, stop), daemon=True) for n in range(2)]
     threads += [threading.Thread(target=reader, args=(srv.imap, a, traffic, stop), daemon=True) for a in (ALICE, BOB)]
+    inbox_old = sorted((m for m in old if m.account == ALICE and m.box == "INBOX"), key=lambda m: m.date)
+    targets = [(m.uid, m.mid) for m in inbox_old]
+    rnd.shuffle(targets)
+    # Every 9th is deleted by its owner; not the first or last (they set the archive's period).
+    doomed = {m.mid for m in inbox_old[1:-1:9]}
+    go = threading.Event()
+    threads.append(threading.Thread(target=writer, args=(srv.imap, targets, doomed, traffic, go, stop), daemon=True))
     for th in threads:
         th.start()
     time.sleep(1.0)
     began = time.monotonic()
-    r = t.cli("archive", "create", "--before", "2021-01-01", "--label", "2020", "--json", timeout=120)
+    go.set()
+    # Small batches: the move takes many transactions, interleaved with the clients'.
+    r = cli_env(t, "archive", "create", "--before", "2021-01-01", "--label", "2020", "--json",
+                env={"TEGAMI_ARCHIVE_BATCH": "10"}, timeout=120)
     ended = time.monotonic()
     time.sleep(1.0)
     stop.set()
@@ -438,6 +493,20 @@ def test():
         th.join(timeout=60)
         assert not th.is_alive(), "a client thread did not stop"
     assert not traffic.errors, f"clients saw errors while the archive ran: {traffic.errors[:5]}"
+    after = snapshot(srv.imap, [ALICE, BOB, CAROL])
+    present = {(a, mid) for a, _, _, mid, _, _, _ in after}
+    gone = {m.mid for m in old if m.key not in present}
+    assert gone <= traffic.expunge_sent, (
+        f"{len(gone - traffic.expunge_sent)} old messages are neither live nor archived and their owner did not "
+        f"expunge them: {sorted(gone - traffic.expunge_sent)[:5]}")
+    stores_during = sum(1 for v in traffic.stored.values() for _, at in v if began <= at <= ended)
+    stores = sum(len(v) for v in traffic.stored.values())
+    # What the owner did becomes what the archive must hold: deleted ones gone, flags added.
+    for m in inbox_old:
+        for flag, _ in traffic.stored.get(m.mid, []) if m.mid not in gone else []:
+            (m.flags if flag.startswith("\\") else m.keywords).add(flag)
+    msgs = [m for m in msgs if not (m.account == ALICE and m.mid in gone)]
+    old = [m for m in msgs if m.date < CUT]
     created = json_out(r)
     assert isinstance(created, dict) and created.get("id") == "1", f'archive create --json: wanted "id": "1": {r!r}'
     assert created.get("messages") == len(old), f"archive create says {created.get('messages')} messages, {len(old)} are of 2020: {r!r}"
@@ -449,13 +518,12 @@ def test():
             f"the archive took {ended - began:.1f} s but clients got {len(acked_during)} deliveries and "
             f"{len(reads_during)} IMAP reads done meanwhile: locked out?")
 
-    after = snapshot(srv.imap, [ALICE, BOB, CAROL])
     count = collections.Counter((a, mid) for a, _, _, mid, _, _, _ in after)
     dups = [k for k, n in count.items() if n > 1]
     assert not dups, f"{len(dups)} messages are there more than once after the archive, e.g. {dups[:3]}"
     where = {(a, mid): (box, uid, data, flags, idate) for a, box, uid, mid, data, flags, idate in after}
     new = {(a, mid) for a, mid, _ in traffic.acked}
-    want = set(seen) | new
+    want = (set(seen) - {(ALICE, mid) for mid in gone}) | new
     missing = want - set(where)
     extra = set(where) - want
     assert not missing, f"{len(missing)} messages lost: {sorted(missing)[:5]}"
@@ -469,11 +537,16 @@ def test():
         b_box, b_uid, b_data, b_flags, b_idate = seen[msg.key]
         assert data == b_data, f"{msg.account} {msg.mid} in {box}: bytes differ from what IMAP served before ({len(data)} vs {len(b_data)})"
         assert uid == b_uid, f"{msg.account} {msg.mid} in {box}: UID {uid}, it was {b_uid}"
+        assert flags == msg.flags | msg.keywords, (
+            f"{msg.account} {msg.mid} in {box}: flags {sorted(flags)}, wanted {sorted(msg.flags | msg.keywords)} "
+            f"(its owner's confirmed STORE: {traffic.stored.get(msg.mid)})")
     ok(f"archive create ran {ended - began:.1f} s while 2 SMTP clients delivered ({len(acked_during)} acknowledged "
-       f"meanwhile, {len(new)} in all) and 2 IMAP clients read ({len(reads_during)} read cycles meanwhile), "
-       "no client error")
-    ok(f"live + archive = before + new: {len(old)} messages of 2020 in Archive/2020/*, {len(young)} of 2021 and all "
-       f"{len(new)} new ones live, no duplicate, every archived message byte-identical with its UID")
+       f"meanwhile, {len(new)} in all), 2 IMAP clients read ({len(reads_during)} read cycles meanwhile) and alice's "
+       f"client changed flags of her old mail ({stores} STOREs confirmed, {stores_during} while it ran) "
+       f"and expunged {len(gone)} of it; no client error")
+    ok(f"live + archive = before + new - expunged: {len(old)} messages of 2020 in Archive/2020/*, {len(young)} of "
+       f"2021 and all {len(new)} new ones live, no duplicate, every archived message byte-identical with its UID, "
+       "and with the flags its owner last set (none lost to the move)")
 
     # -- 3. archive list ---------------------------------------------------------------------
     r = t.cli("archive", "list", "--json")
@@ -560,7 +633,7 @@ def test():
     ok("STORE and EXPUNGE (and MOVE) answer NO [READ-ONLY]; APPEND, COPY into, CREATE/DELETE/RENAME answer NO [CANNOT]; "
        "nothing changed")
 
-    victim = alice_old["INBOX"][len(alice_old["INBOX"]) // 2]
+    victim = [m for m in alice_old["INBOX"] if "\\Deleted" not in m.flags][len(alice_old["INBOX"]) // 3]
     status, text, _ = r.cmd(f"UID COPY {victim.uid} INBOX")
     assert status == "OK", f"UID COPY from the archive into INBOX: {status} {text!r}"
     r.select("INBOX")
@@ -735,6 +808,7 @@ def test():
 
     assert srv.stop() == 0
     crash_rounds()
+    disk_full()
 
 
 def sha_(b):
@@ -746,13 +820,13 @@ def sha_(b):
 
 
 def crash_messages(rnd, round_no, n_per_box, accounts):
-    """Old mail for one round: dated in 2000 + round, all before the 2019-01-01 cut."""
+    """Old mail for one round: dated in 1971 + round (up to 47 rounds), all before the 2019-01-01 cut."""
     out = {}
     for account in accounts:
         for box in ("INBOX", "Sent"):
             msgs = []
             for i in range(n_per_box):
-                dt = datetime.datetime(2000 + round_no, 1, 1, tzinfo=UTC) + datetime.timedelta(
+                dt = datetime.datetime(1971 + round_no, 1, 1, tzinfo=UTC) + datetime.timedelta(
                     seconds=rnd.randrange(360 * 86400))
                 mid = f"<r{round_no}-{account.split('@')[0]}-{box}-{i}@crash.test>"
                 fill = rnd.randbytes(rnd.choice([200, 1_000, 3_000, 20_000])).hex()
@@ -784,7 +858,7 @@ def crash_rounds():
         for (account, box), group in groups.items():
             if recent:
                 for m in group:  # live mail that stays: 2025
-                    m.date = m.date.replace(year=2025)
+                    m.date = datetime.datetime(2025, 3, 1, tzinfo=UTC) + datetime.timedelta(seconds=rnd.randrange(86400 * 200))
             path = t.root / f"r{round_no}-{account}-{box}.mbox"
             write_mbox(path, group)
             r = t.cli("import", "mbox", str(path), "--account", account, "--mailbox", box)
@@ -795,18 +869,18 @@ def crash_rounds():
                     old_keys.add((m.account, m.mid))
         return groups
 
-    def verify(what):
+    def verify(what, context=""):
         rows = snapshot(srv.imap, accounts)
         got = collections.Counter((a, mid, h.sha(d)) for a, _, _, mid, d, _, _ in rows)
         lost = expected - got
         more = got - expected
         assert not lost and not more, (f"{what}: live + archives differ from what was imported: "
                                        f"{sum(lost.values())} lost (e.g. {list(lost)[:3]}), "
-                                       f"{sum(more.values())} extra or duplicated (e.g. {list(more)[:3]})")
+                                       f"{sum(more.values())} extra or duplicated (e.g. {list(more)[:3]}){context}")
         live_old = [(a, mid) for a, b, _, mid, _, _, _ in rows if not b.startswith("Archive/") and (a, mid) in old_keys]
-        assert not live_old, f"{what}: {len(live_old)} old messages still live, e.g. {live_old[:3]}"
+        assert not live_old, f"{what}: {len(live_old)} old messages still live, e.g. {live_old[:3]}{context}"
         lst = json_out(t.cli("archive", "list", "--json"))
-        assert all(x["state"] == "complete" for x in lst), f"{what}: archives not complete: {lst}"
+        assert all(x["state"] == "complete" for x in lst), f"{what}: archives not complete: {lst}{context}"
         t.check_store(what)
         r = t.cli("archive", "check", check=False, timeout=180)
         assert r.code == 0, f"{what}: archive check fails: {r!r}"
@@ -845,9 +919,13 @@ def crash_rounds():
     # Half the kill points land before archive/<id> appears (snapshot, index): a random time
     # after the start. Half land in the move: a random time after archive/<id> appears, since
     # the move lasts only a few tens of milliseconds and a start time drifts more than that.
-    points = [("build", f) for f in (0.05, 0.35, 0.65, 0.95)] + [("move", f) for f in (0.02, 0.3, 0.6, 0.9)]
+    # "finish": all the round's messages get a new keyword while the archive is being built
+    # (so the finish step has every row's flags to update), and the kill comes the instant
+    # the sealed archive's database has a rollback journal (plus 0-3 ms), i.e. inside that last step.
+    points = [("build", f) for f in (0.05, 0.5, 0.95)] + [("move", f) for f in (0.02, 0.45, 0.9)]
+    points += [("finish", 0.3)] * 4
     while len(points) < ROUNDS:
-        points.append((rnd.choice(["build", "move"]), rnd.random()))
+        points.append((rnd.choice(["build", "move", "finish"]), rnd.random()))
     points = points[:ROUNDS]
     rnd.shuffle(points)
     resumed_rounds = 0
@@ -860,10 +938,31 @@ def crash_rounds():
             return any(not x.name.endswith(".partial") and x.name not in existing and x.is_dir()
                        for x in (t.data / "archive").iterdir())
 
+        def new_dirs():
+            return [x for x in (t.data / "archive").iterdir() if x.name not in existing and x.is_dir()]
+
+        sessions = []
+        if part == "finish":
+            for a in accounts:
+                for box in ("INBOX", "Sent"):
+                    c = raw_login(srv.imap, a)
+                    c.select(box)
+                    sessions.append(c)
         p = start_run()
         began = time.monotonic()
         if part == "build":
             time.sleep(frac * sealed)
+        elif part == "finish":
+            while p.poll() is None and not new_dirs():
+                time.sleep(0.0005)
+            time.sleep(frac * sealed)
+            for c in sessions:
+                c.ok(f"UID STORE 1:* +FLAGS.SILENT ($F{k})")
+            while p.poll() is None and not any((x / "archive.db-journal").exists() for x in new_dirs()
+                                               if not x.name.endswith(".partial")):
+                pass
+            # The journal lives a few ms; the database itself is written in its last part.
+            time.sleep(rnd.uniform(0.0, 0.003))
         else:
             while p.poll() is None and not sealed_now():
                 time.sleep(0.0005)
@@ -873,6 +972,8 @@ def crash_rounds():
         if not finished:
             p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
+        for c in sessions:
+            c.close()
         partial = sorted(x.name for x in (t.data / "archive").iterdir() if x.name.endswith(".partial"))
         lst = json_out(t.cli("archive", "list", "--json"))
         moving = [x["id"] for x in lst if x.get("state") != "complete"]
@@ -884,8 +985,13 @@ def crash_rounds():
         if moving:
             resumed_rounds += 1
         else:
-            assert "resumed archive" not in r.out, f"round {k}: nothing unfinished but the rerun says resumed: {r!r}"
-        verify(f"round {k}")
+            assert "resumed archive" not in r.out, (
+                f"round {k} ({part}): killed after {delay:.3f} s (process had ended: {finished}); `archive list` then "
+                f"showed no unfinished archive ({[(x['id'], x['state']) for x in lst]}; .partial: {partial}), but the "
+                f"rerun resumed one, so the list "
+                f"hid it: {r!r}")
+        verify(f"round {k}", f"\n(killed after {delay:.3f} s, process had ended: {finished}; then .partial: {partial}, "
+                             f"archive list: {lst}; the rerun: {r!r})")
         phase = ("it had finished before the kill" if finished else
                  f"archive {', '.join(moving)} left moving, resumed by the rerun" if moving else
                  f"killed while building {', '.join(partial)}" if partial else
@@ -898,5 +1004,112 @@ def crash_rounds():
     ok(f"{resumed_rounds} of {len(points)} rounds interrupted a move that the rerun resumed; nothing lost or doubled")
 
 
+# ---------------------------------------------------------------------------
+# Not enough disk
+
+
+def mounted(vol):
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == str(vol) for line in f)
+
+
+def disk_full():
+    """On a 24 MiB tmpfs filled up, archive create refuses with one clear line and changes nothing."""
+    t = h.Tegami("archive-disk")
+    vol = t.root / "vol"
+    vol.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", str(vol)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"cannot mount a tmpfs (this part needs root and mount permission): {r.stderr.strip()}"
+    try:
+        t.data = vol / "data"
+        t.write_config("[disk]\nmin_free_bytes = 1048576\nhard_floor_bytes = 524288\n")
+        t.domain("example.com")
+        t.account("z@example.com", "pw-z")
+        rnd = random.Random(SEED + 2)
+        msgs = []
+        for i in range(300):
+            dt = datetime.datetime(2010, 1, 1, tzinfo=UTC) + datetime.timedelta(seconds=rnd.randrange(360 * 86400))
+            words = " ".join(rnd.choice(["alpha", "beta", "gamma", "delta", "東京", "会議"]) for _ in range(1200))
+            text = (f"Return-Path: <old@ext.test>\nFrom: old@ext.test\nSubject: disk {i}\nMessage-ID: <d{i}@disk.test>\n"
+                    "Content-Type: text/plain; charset=UTF-8\n\n" + "\n".join(words[k:k + 70] for k in range(0, len(words), 70)) + "\n")
+            msgs.append(Msg(account="z@example.com", box="INBOX", mid=f"<d{i}@disk.test>", date=dt, text=text,
+                            wire=crlf(text), from_addr="old@ext.test"))
+        path = t.root / "disk.mbox"
+        write_mbox(path, sorted(msgs, key=lambda m: m.date))
+        r = t.cli("import", "mbox", str(path), "--account", "z@example.com")
+        assert "imported 300 messages" in r.out, r
+        r = t.cli("archive", "create", "--before", "2011-01-01", "--dry-run")
+        st = os.statvfs(vol)
+        free = st.f_bavail * st.f_frsize
+        filler = vol / "filler"
+        with open(filler, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, free - 256 * 1024)
+        st = os.statvfs(vol)
+        left = st.f_bavail * st.f_frsize
+
+        r = t.cli("archive", "create", "--before", "2011-01-01", check=False)
+        err = r.err.strip().splitlines()
+        assert r.code == 1, f"archive create with {left // 1024} KiB free: exit {r.code}, wanted 1: {r!r}"
+        assert len(err) == 1 and err[0].startswith("tegami: archive needs ") and " free" in err[0], (
+            f"archive create refused without the one stderr line 'tegami: archive needs ... free; ...': {r!r}")
+        assert json_out(t.cli("archive", "list", "--json")) == [], "a refused archive create left an archive"
+        leftover = [x.name for x in (t.data / "archive").iterdir() if x.is_dir()] if (t.data / "archive").exists() else []
+        assert not leftover, f"a refused archive create left {leftover} under archive/"
+        out = t.root / "z.mbox"
+        t.cli("export", "mbox", "--account", "z@example.com", "--mailbox", "INBOX", str(out))
+        mb = mailbox.mbox(str(out), create=False)
+        assert len(mb) == 300, f"{len(mb)} messages live after the refused archive, wanted 300"
+        mb.close()
+        out.unlink()
+        ok(f"with {left // 1024} KiB free archive create exits 1 with one line ({err[0][:90]}...), leaves no archive "
+           "and every message live")
+
+        # The estimate must be enough: with 10 % more than it asked for, the run succeeds.
+        m = re.match(r"tegami: archive needs ([\d.]+) ?([KMG]i?B|B|bytes)\b", err[0])
+        assert m, f"cannot read the needed size from {err[0]!r}"
+        unit = {"B": 1, "bytes": 1, "KiB": 1 << 10, "KB": 1000, "MiB": 1 << 20, "MB": 10**6, "GiB": 1 << 30, "GB": 10**9}
+        needed = float(m.group(1)) * unit[m.group(2)]
+        filler.unlink()
+        st = os.statvfs(vol)
+        with open(filler, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - int(needed * 1.1) - 64 * 1024)
+        st = os.statvfs(vol)
+        given = st.f_bavail * st.f_frsize
+        r = t.cli("archive", "create", "--before", "2011-01-01", check=False)
+        assert r.code == 0 and re.search(r"^archive 1 created: 300 messages", r.out, re.M), (
+            f"with {given // 1024} KiB free ({needed / 1024:.0f} KiB asked for + 10 %) archive create failed: {r!r}")
+        filler.unlink()
+        t.check_store("after the archive on the tmpfs")
+        r = t.cli("archive", "check", "1", check=False, timeout=180)
+        assert r.code == 0, f"archive check 1: {r!r}"
+        ok(f"with {given // 1024} KiB free (what it asked for + 10 %) the same archive create succeeds "
+           "(300 messages); check and archive check pass")
+    finally:
+        if mounted(vol):
+            r = subprocess.run(["umount", str(vol)], capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                subprocess.run(["umount", "-l", str(vol)], capture_output=True, timeout=30)
+
+
+NS_MARK = "TEGAMI_E2E_ARCHIVE_NS"
+
+
+def in_own_mount_namespace():
+    """Re-runs this script in a private mount namespace, so the tmpfs dies with it."""
+    if os.environ.get(NS_MARK):
+        return
+    try:
+        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if probe.returncode != 0:
+        return
+    os.environ[NS_MARK] = "1"
+    sys.stdout.flush()
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable, *sys.argv])
+
+
 if __name__ == "__main__":
+    in_own_mount_namespace()
     h.main(test, timeout=400)

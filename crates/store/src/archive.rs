@@ -312,6 +312,14 @@ impl Archive {
                 what: format!("archive database {}", db.display()),
             });
         }
+        // A run killed while it finished the archive leaves a hot journal, which only a
+        // connection that may write can roll back; until then a read-only one cannot read.
+        let journal = dir.join("archive.db-journal");
+        if journal.exists() {
+            let rw = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            rw.busy_timeout(std::time::Duration::from_secs(10))?;
+            rw.query_row("SELECT count(*) FROM meta", [], |_| Ok(()))?;
+        }
         let conn = Connection::open_with_flags(
             &db,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -763,16 +771,19 @@ impl Archives {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if modified.is_none() || cache.0 != modified {
             let mut found: Vec<Arc<Archive>> = Vec::new();
+            let mut complete = true;
             for (id, dir) in numbered_dirs(&self.root) {
                 let known = cache.1.iter().find(|a| a.id == id).cloned();
                 match known.map_or_else(|| Archive::open(&dir).map(Arc::new), Ok) {
                     Ok(archive) => found.push(archive),
                     Err(e) => {
+                        complete = false;
                         tracing::warn!(archive = %dir.display(), error = %e, "cannot open archive")
                     }
                 }
             }
-            *cache = (modified, found);
+            // One that could not be opened is tried again next time, not forgotten.
+            *cache = (modified.filter(|_| complete), found);
         }
         cache.1.clone()
     }
