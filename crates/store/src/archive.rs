@@ -28,8 +28,8 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::{
-    AccountId, BlobId, BlobStore, Flags, MailboxCounts, MailboxId, MailboxInfo, MessageId,
-    MessageMeta, Result, StoreError, Verdict,
+    AccountId, BlobId, BlobStore, Flags, MailboxCounts, MailboxId, MailboxInfo, MessageMeta,
+    Result, StoreError, Verdict,
 };
 
 /// The archive database's schema. `source_id` is a row's id in the live store: the move
@@ -467,23 +467,9 @@ impl Archive {
                 "SELECT id, uid, internal_date, size, flags, blob_hash, keywords FROM messages
                  WHERE mailbox_id = ?1 ORDER BY uid",
             )?;
+            // The live store's columns in the live store's order: one reader for both.
             let rows = stmt
-                .query_map([row], |r| {
-                    let hash: Vec<u8> = r.get(5)?;
-                    Ok(MessageMeta {
-                        id: MessageId(r.get(0)?),
-                        uid: r.get(1)?,
-                        internal_date: r.get(2)?,
-                        size: r.get(3)?,
-                        flags: Flags(r.get(4)?),
-                        keywords: r
-                            .get::<_, String>(6)?
-                            .split_whitespace()
-                            .map(String::from)
-                            .collect(),
-                        blob: BlobId::from_slice(&hash).unwrap_or(BlobId([0; 32])),
-                    })
-                })?
+                .query_map([row], crate::sqlite::message_meta)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })

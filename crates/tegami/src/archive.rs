@@ -4,8 +4,7 @@
 //! `imap-mime`, shows progress, writes `log/archive.log`, `log/archive_result.log` and
 //! `log/retention.log`, and writes exports durably (temporary file, fsync, rename).
 
-use std::fs::{self, File};
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -702,7 +701,7 @@ fn export_csv(
     clock: &Clock,
 ) -> anyhow::Result<ExitCode> {
     let archive = store.archives().get(id)?;
-    let count = write_durably(file, |out| {
+    let count = crate::import::replace_file(file, |out| {
         let mut csv = csv::Writer::from_writer(out);
         csv.write_record([
             "date",
@@ -752,7 +751,7 @@ fn export_mbox(
 ) -> anyhow::Result<ExitCode> {
     let archive = store.archives().get(id)?;
     let mut bytes = 0u64;
-    let count = write_durably(file, |out| {
+    let count = crate::import::replace_file(file, |out| {
         let mut failed = None;
         let count = archive.for_each(account, mailbox, |m| {
             let body = archive.read_blob(&m.blob)?;
@@ -773,42 +772,6 @@ fn export_mbox(
         file.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes a file whole or not at all: a temporary file beside it, fsynced, renamed over it.
-fn write_durably<T>(
-    file: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = file
-        .file_name()
-        .context("the export needs a file name")?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> anyhow::Result<T> {
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        let value = write(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(value)
-    })();
-    match result {
-        Ok(value) => {
-            fs::rename(&tmp, file)
-                .with_context(|| format!("cannot rename into {}", file.display()))?;
-            File::open(&dir)?.sync_all()?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e.context(format!("cannot write {}", file.display())))
-        }
-    }
 }
 
 fn check(store: &SqliteStore, id: Option<u32>) -> anyhow::Result<ExitCode> {

@@ -583,6 +583,35 @@ fn export_mbox(
         .mailbox(account, mailbox)
         .with_context(|| format!("no mailbox {mailbox}"))?;
     let messages = store.messages(mb.id)?;
+    let bar = progress(messages.iter().map(|m| m.size).sum(), "exporting");
+    let result = replace_file(file, |out| {
+        let mut bytes = 0;
+        for m in &messages {
+            let body = store.read_blob(&m.blob)?;
+            mbox::write_message(out, &body, m.internal_date)?;
+            bytes += body.len() as u64;
+            if let Some(bar) = &bar {
+                bar.inc(body.len() as u64);
+            }
+        }
+        Ok(bytes)
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let bytes = result?;
+    Ok(format!(
+        "export {mailbox} to {}: {} messages ({bytes} bytes)",
+        file.display(),
+        messages.len()
+    ))
+}
+
+/// Writes a file whole or not at all: a temporary file beside it, fsynced, renamed over it.
+pub(crate) fn replace_file<T>(
+    file: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -593,39 +622,25 @@ fn export_mbox(
         .to_string_lossy()
         .into_owned();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let bar = progress(messages.iter().map(|m| m.size).sum(), "exporting");
-    let result = (|| -> anyhow::Result<u64> {
+    let result = (|| -> anyhow::Result<T> {
         let mut out = BufWriter::new(File::create(&tmp)?);
-        let mut bytes = 0;
-        for m in &messages {
-            let body = store.read_blob(&m.blob)?;
-            mbox::write_message(&mut out, &body, m.internal_date)?;
-            bytes += body.len() as u64;
-            if let Some(bar) = &bar {
-                bar.inc(body.len() as u64);
-            }
-        }
+        let value = write(&mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok(bytes)
+        Ok(value)
     })();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let bytes = match result {
-        Ok(bytes) => bytes,
+    match result {
+        Ok(value) => {
+            fs::rename(&tmp, file)
+                .with_context(|| format!("cannot rename into {}", file.display()))?;
+            File::open(&dir)?.sync_all()?;
+            Ok(value)
+        }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
-            return Err(e.context(format!("cannot write {}", file.display())));
+            Err(e.context(format!("cannot write {}", file.display())))
         }
-    };
-    fs::rename(&tmp, file).with_context(|| format!("cannot rename into {}", file.display()))?;
-    File::open(&dir)?.sync_all()?;
-    Ok(format!(
-        "export {mailbox} to {}: {} messages ({bytes} bytes)",
-        file.display(),
-        messages.len()
-    ))
+    }
 }
 
 /// A file written whole into `tmp/` of a Maildir folder, fsynced with its mtime set, then

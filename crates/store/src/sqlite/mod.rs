@@ -305,7 +305,7 @@ fn address_taken(conn: &Connection, address: &str) -> Result<bool> {
         .is_some())
 }
 
-fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
+pub(crate) fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
     let hash: Vec<u8> = row.get(5)?;
     Ok(MessageMeta {
         id: MessageId(row.get(0)?),
