@@ -85,18 +85,7 @@ ROUNDS = min(47, int(os.environ.get("ARCHIVE_ROUNDS", "10")))
 
 def cli_env(t, *args, env=None, timeout=120, check=True):
     """t.cli with extra environment variables."""
-    argv = [t.bin, "--data", str(t.data)] + (["--config", str(t.config)] if t.config else []) + list(args)
-    e = dict(os.environ)
-    e.update(env or {})
-    try:
-        p = subprocess.run(argv, env=e, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
-                           preexec_fn=h._set_pdeathsig)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"tegami {' '.join(args)} did not finish within {timeout} s")
-    r = h.CliResult(list(args), p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
-    if check:
-        assert r.code == 0, f"command failed: {r!r}"
-    return r
+    return t.cli(*args, env=env, timeout=timeout, check=check)
 
 
 def json_out(r):
@@ -1092,24 +1081,6 @@ def disk_full():
                 subprocess.run(["umount", "-l", str(vol)], capture_output=True, timeout=30)
 
 
-NS_MARK = "TEGAMI_E2E_ARCHIVE_NS"
-
-
-def in_own_mount_namespace():
-    """Re-runs this script in a private mount namespace, so the tmpfs dies with it."""
-    if os.environ.get(NS_MARK):
-        return
-    try:
-        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if probe.returncode != 0:
-        return
-    os.environ[NS_MARK] = "1"
-    sys.stdout.flush()
-    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable, *sys.argv])
-
-
 if __name__ == "__main__":
-    in_own_mount_namespace()
+    h.in_own_mount_namespace()
     h.main(test, timeout=400)

@@ -34,7 +34,6 @@ MIN_FREE = 15 * MIB
 HARD_FLOOR = 5 * MIB
 MAX_SIZE = 1 * MIB
 PW = {"alice@example.com": "alice-pw", "bob@example.com": "bob-pw"}
-NS_MARK = "TEGAMI_E2E_DISK_GUARD_NS"
 
 
 def free_bytes(path):
@@ -293,21 +292,6 @@ hard_floor_bytes = {HARD_FLOOR}
                 subprocess.run(["umount", "-l", str(vol)], capture_output=True, timeout=30)
 
 
-def in_own_mount_namespace():
-    """Re-runs this script in a private mount namespace, so the tmpfs dies with it."""
-    if os.environ.get(NS_MARK):
-        return
-    try:
-        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if probe.returncode != 0:
-        return
-    os.environ[NS_MARK] = "1"
-    sys.stdout.flush()
-    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable, *sys.argv])
-
-
 if __name__ == "__main__":
-    in_own_mount_namespace()
+    h.in_own_mount_namespace()
     h.main(test, timeout=120)

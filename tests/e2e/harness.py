@@ -159,7 +159,8 @@ class Tegami:
 
     # -- CLI ---------------------------------------------------------------
 
-    def cli(self, *args, stdin=None, check=True, timeout=60):
+    def cli(self, *args, stdin=None, check=True, timeout=60, env=None):
+        """Runs the CLI on this test's data (and config); `env` adds environment variables."""
         argv = [self.bin, "--data", str(self.data)]
         if self.config:
             argv += ["--config", str(self.config)]
@@ -172,6 +173,7 @@ class Tegami:
                 capture_output=True,
                 timeout=timeout,
                 preexec_fn=_set_pdeathsig,
+                env={**os.environ, **env} if env else None,
             )
         except subprocess.TimeoutExpired:
             raise AssertionError(f"tegami {' '.join(args)} did not finish within {timeout} s")
@@ -659,3 +661,20 @@ class RawPop3(Raw):
             if line == b".":
                 return lines
             lines.append(line[1:] if line.startswith(b"..") else line)
+
+
+def in_own_mount_namespace():
+    """Re-runs the calling script in a private mount namespace, so that a tmpfs it mounts
+    dies with it. Without `unshare` (or the right to use it) the script runs as it is."""
+    mark = "TEGAMI_E2E_OWN_MOUNT_NS"
+    if os.environ.get(mark):
+        return
+    try:
+        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if probe.returncode != 0:
+        return
+    os.environ[mark] = "1"
+    sys.stdout.flush()
+    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", sys.executable, *sys.argv])

@@ -56,18 +56,7 @@ PLAN = {
 
 def cli_env(t, *args, env=None, timeout=120, check=True):
     """t.cli with extra environment variables."""
-    argv = [t.bin, "--data", str(t.data)] + (["--config", str(t.config)] if t.config else []) + list(args)
-    e = dict(os.environ)
-    e.update(env or {})
-    try:
-        p = subprocess.run(argv, env=e, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
-                           preexec_fn=h._set_pdeathsig)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"tegami {' '.join(args)} did not finish within {timeout} s")
-    r = h.CliResult(list(args), p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
-    if check:
-        assert r.code == 0, f"command failed: {r!r}"
-    return r
+    return t.cli(*args, env=env, timeout=timeout, check=check)
 
 
 def json_out(r):

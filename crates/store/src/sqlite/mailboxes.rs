@@ -448,30 +448,43 @@ pub(super) fn append(
     // asks again, since the mailbox may go in between.
     by_id(s, mailbox)?;
     let delivered = s.write_message(message, move |ctx, blob, size| {
-        let (account, uid): (i64, u32) = ctx
-            .conn
-            .prepare_cached(
-                "UPDATE mailboxes SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?1
-                 RETURNING account_id, uidnext - 1",
-            )?
-            .query_row([mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .ok_or_else(|| gone(mailbox))?;
         reference_blob(ctx, blob, size, 1)?;
-        ctx.conn
-            .prepare_cached(
-                "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, keywords, blob_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![mailbox.0, uid, date, size, flags, keywords, &blob.0[..]])?;
-        Ok(Delivered {
-            account: AccountId(account),
-            mailbox,
-            uid,
-        })
+        place(ctx, mailbox, blob, size, flags, &keywords, date)
     })?;
     s.notify(&[(delivered.account, mailbox)]);
     Ok(delivered)
+}
+
+/// Gives a message whose blob the caller has referenced the mailbox's next UID.
+fn place(
+    ctx: &mut WriteCtx<'_>,
+    mailbox: MailboxId,
+    blob: crate::BlobId,
+    size: u64,
+    flags: u32,
+    keywords: &str,
+    date: i64,
+) -> Result<Delivered> {
+    let (account, uid): (i64, u32) = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?1
+             RETURNING account_id, uidnext - 1",
+        )?
+        .query_row([mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| gone(mailbox))?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, keywords, blob_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![mailbox.0, uid, date, size, flags, keywords, &blob.0[..]])?;
+    Ok(Delivered {
+        account: AccountId(account),
+        mailbox,
+        uid,
+    })
 }
 
 /// [`SqliteStore::append_batch`]: the bodies written unflushed, one `syncfs`, one transaction.
@@ -492,15 +505,6 @@ pub(super) fn append_batch(
     let delivered = s.write(move |ctx| {
         let mut delivered = Vec::with_capacity(rows.len());
         for (message, keywords, blob) in &rows {
-            let (account, uid): (i64, u32) = ctx
-                .conn
-                .prepare_cached(
-                    "UPDATE mailboxes SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?1
-                     RETURNING account_id, uidnext - 1",
-                )?
-                .query_row([mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| gone(mailbox))?;
             let size = message.bytes.len() as u64;
             match reference_blob(ctx, *blob, size, 1) {
                 // Its last other reference went, and its file with it, after we wrote it:
@@ -511,25 +515,9 @@ pub(super) fn append_batch(
                 }
                 result => result?,
             }
-            ctx.conn
-                .prepare_cached(
-                    "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, keywords, blob_hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    mailbox.0,
-                    uid,
-                    message.internal_date.unwrap_or_else(now),
-                    size,
-                    message.flags.0 & SYSTEM_FLAGS,
-                    keywords,
-                    &blob.0[..]
-                ])?;
-            delivered.push(Delivered {
-                account: AccountId(account),
-                mailbox,
-                uid,
-            });
+            let date = message.internal_date.unwrap_or_else(now);
+            let flags = message.flags.0 & SYSTEM_FLAGS;
+            delivered.push(place(ctx, mailbox, *blob, size, flags, keywords, date)?);
         }
         Ok(delivered)
     })?;
