@@ -307,6 +307,46 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// A backup's hold on a blobs directory: while any is held, no process deletes the file of
+/// a blob that lost its last reference (it stays as an orphan that `optimize` removes
+/// later), so a backup never finds a file gone that its snapshot names. A shared flock on
+/// `blobs/.hold`: several backups may hold it at once, and the kernel lets go however the
+/// process ends.
+pub(crate) struct BlobHold(#[allow(dead_code)] File);
+
+impl BlobHold {
+    /// Waits while a deletion is under way, then holds.
+    pub(crate) fn take(blobs: &Path) -> Result<BlobHold> {
+        let file = hold_file(blobs)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared).map_err(|e| {
+            StoreError::Io {
+                path: blobs.join(".hold"),
+                source: e.into(),
+            }
+        })?;
+        Ok(BlobHold(file))
+    }
+
+    /// The right to delete blob files now, or `None` while a backup holds them.
+    pub(crate) fn for_deletion(blobs: &Path) -> Result<Option<File>> {
+        let file = hold_file(blobs)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(file)),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+fn hold_file(blobs: &Path) -> Result<File> {
+    let path = blobs.join(".hold");
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(&path))
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())

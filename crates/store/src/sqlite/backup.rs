@@ -18,10 +18,15 @@
 //! How it stays consistent while mail keeps arriving (`create.rs`): the snapshot is one
 //! read transaction, so it sees every commit before it and none after. Blobs are immutable
 //! and a committed row always names a complete, fsynced file, so every blob the snapshot
-//! names can be linked or copied afterwards, unless its last reference is removed in the
-//! meantime and its file deleted. Then the backup takes a new snapshot (which no longer
-//! names it) and fetches only what changed; a blob that is missing while the live store
-//! still references it is damage, recorded in `damaged.txt`, not a reason to fail.
+//! names can be linked or copied afterwards. A blob whose last reference is removed in the
+//! meantime keeps its file: the backup holds `blobs/.hold` (a shared flock) while it works,
+//! and the writer of any process deletes blob files only when it can lock that file
+//! exclusively; otherwise it leaves them as orphans for `optimize`. Under constant expunges
+//! the first snapshot therefore always completes (before the hold, a busy store could make
+//! a backup retry its snapshot until it gave up). Should a file vanish anyway, the backup
+//! takes a new snapshot (which no longer names it) and fetches only what changed; a blob
+//! that is missing while the live store still references it is damage, recorded in
+//! `damaged.txt`, not a reason to fail.
 //!
 //! Archives are copied after the snapshot, never before: an archive gets its final name
 //! before its messages leave the live database, so a message is in the snapshot, in an

@@ -237,12 +237,20 @@ fn commit_batch(
     Ok(())
 }
 
-/// Deletes the files of blobs that lost their last reference.
+/// Deletes the files of blobs that lost their last reference, unless a backup holds them.
 ///
 /// This holds the database's write lock while it looks and deletes: another process that
 /// wants to share one of these blobs must take the same lock and then finds the file
 /// either still referenced or already gone (and writes it again), never half-way.
 fn remove_unreferenced(conn: &Connection, blobs: &BlobStore, ids: &[BlobId]) -> Result<()> {
+    // A backup is copying: leave the files (orphans now; `optimize` removes them later).
+    let Some(_deleting) = crate::blob::BlobHold::for_deletion(blobs.root())? else {
+        tracing::debug!(
+            files = ids.len(),
+            "a backup holds the blobs; unreferenced files kept"
+        );
+        return Ok(());
+    };
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
         let mut still_used = conn.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?;

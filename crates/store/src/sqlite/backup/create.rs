@@ -319,6 +319,9 @@ fn build(
     let mut damaged: BTreeMap<BlobId, String> = BTreeMap::new();
     let mut made_dirs: HashSet<String> = HashSet::new();
     let done = AtomicU64::new(0);
+    // No blob file goes while the snapshots are taken and their blobs fetched (processes
+    // that delete wait for nothing: they leave the files to `optimize`).
+    let _hold = crate::blob::BlobHold::take(&data_dir.join("blobs"))?;
     let mut snapshots = 0;
     let snapshot = loop {
         snapshots += 1;
