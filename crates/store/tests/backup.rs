@@ -485,7 +485,11 @@ fn a_blob_expunged_while_the_backup_runs_keeps_its_file_until_the_backup_is_done
         "the file stays while a backup holds the blobs"
     );
     assert!(
-        store.messages(mailbox).unwrap().iter().all(|m| m.id != doomed.id),
+        store
+            .messages(mailbox)
+            .unwrap()
+            .iter()
+            .all(|m| m.id != doomed.id),
         "the expunge itself went through"
     );
     assert_eq!(report.manifest.snapshots, 1, "{:?}", report.manifest);
