@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use gate::{Clock, oplog};
-use store::archive::{ArchiveInfo, Document, MAX_INDEXED_TEXT, SearchQuery};
+use store::archive::{ArchiveInfo, Document, SearchQuery};
 use store::{ArchiveReport, ArchiveRequest, Phase, SqliteStore, human_bytes};
 
 use crate::config::{AutoArchive, Config};
@@ -407,14 +407,8 @@ pub fn document(raw: &[u8]) -> Document {
         }
         to.push_str(&cc);
     }
-    let mut text = message.plain_text();
-    if text.len() > MAX_INDEXED_TEXT {
-        let mut end = MAX_INDEXED_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    // The store cuts the text at `MAX_INDEXED_TEXT` for every indexer.
+    let text = message.plain_text();
     Document {
         sent_date: message.sent_date(),
         from: field("From"),

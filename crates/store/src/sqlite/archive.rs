@@ -568,7 +568,7 @@ impl SqliteStore {
             let chunk = chunk.to_vec();
             let n = chunk.len() as u64;
             let changed = self.write(move |ctx| {
-                let mut changed: HashMap<i64, ()> = HashMap::new();
+                let mut changed: HashSet<i64> = HashSet::new();
                 for (message, mailbox, uid, hash) in chunk {
                     let gone: Option<(i64, String)> = ctx
                         .conn
@@ -590,11 +590,11 @@ impl SqliteStore {
                                  VALUES (?1, ?2, ?3, ?4)",
                             )?
                             .execute(params![id, message, flags, keywords])?;
-                        changed.insert(mailbox, ());
+                        changed.insert(mailbox);
                     }
                 }
                 let mut touched = Vec::new();
-                for mailbox in changed.into_keys() {
+                for mailbox in changed {
                     let account: Option<i64> = ctx
                         .conn
                         .query_row(
