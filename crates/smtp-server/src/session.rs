@@ -352,7 +352,8 @@ impl Session {
         let lookup = address.clone();
         let resolution = tokio::task::spawn_blocking(move || store.resolve(&lookup)).await;
         match resolution {
-            Ok(Ok(Resolution::Local(accounts))) => {
+            // SKELETON: forwarding to remote alias targets comes with the submission work.
+            Ok(Ok(Resolution::Local(accounts) | Resolution::Forward { accounts, .. })) => {
                 let envelope = self.envelope.as_mut().expect("checked above");
                 envelope.recipients.push(address);
                 for account in accounts {

@@ -57,6 +57,40 @@ pub trait Store: Send + Sync {
     /// (content-addressed) and shared; the call returns after blob and metadata are on disk.
     fn deliver(&self, message: &[u8], recipients: &[AccountId]) -> Result<Vec<Delivered>>;
 
+    // The outbound queue (`sqlite/queue.rs`).
+    /// Accepts one message in one transaction: delivered to the INBOX of each `local`
+    /// account and, when `outbound` is given, queued for its remote recipients. Durable on
+    /// return, so the caller may say 250.
+    fn accept(
+        &self,
+        message: &[u8],
+        local: &[AccountId],
+        outbound: Option<&Outbound>,
+    ) -> Result<Accepted>;
+    /// Queued messages with at least one recipient due (`Queued`, `next_attempt <= now`),
+    /// earliest due first, at most `limit`; each lists only its due recipients.
+    fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueuedMessage>>;
+    /// A queued message's bytes; `NotFound` once it left the queue.
+    fn queue_body(&self, id: QueueId) -> Result<Vec<u8>>;
+    /// Records an attempt's outcome for some recipients of one message and queues the
+    /// notices it caused, in one transaction. Adds one to `attempts` of each settled
+    /// recipient. A message with no recipient left `Queued` leaves the queue. Settling a
+    /// recipient that is gone (removed by an operator) is not an error.
+    fn queue_settle(&self, id: QueueId, settled: &[Settlement], notices: &[Notice]) -> Result<()>;
+    /// Every queued message with all its recipients, oldest first.
+    fn queue_list(&self) -> Result<Vec<QueuedMessage>>;
+    /// One queued message with all its recipients.
+    fn queue_get(&self, id: QueueId) -> Result<QueuedMessage>;
+    /// Makes the waiting recipients of one message (or of all, for `None`) due at `now`;
+    /// returns how many recipients changed.
+    fn queue_retry(&self, id: Option<QueueId>, now: i64) -> Result<u64>;
+    /// Drops a message from the queue without notice; `NotFound` if it is not there.
+    fn queue_remove(&self, id: QueueId) -> Result<()>;
+    fn queue_stats(&self) -> Result<QueueStats>;
+    /// The addresses an account may send as: its own address and every alias that names
+    /// it directly as a target, lower case.
+    fn sender_addresses(&self, account: AccountId) -> Result<Vec<String>>;
+
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo>;
     /// The messages of a mailbox in UID order.
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>>;

@@ -34,6 +34,12 @@ pub enum Resolution {
     UnknownUser,
     /// Not one of our domains: accepting it would make us an open relay.
     NotLocal,
+    /// An alias with at least one target outside our domains: deliver to `accounts` (may
+    /// be empty) and forward to `remote` through the outbound queue.
+    Forward {
+        accounts: Vec<AccountId>,
+        remote: Vec<String>,
+    },
 }
 
 /// A mailbox. Names are UTF-8 with "/" as the hierarchy delimiter; "INBOX" is always
@@ -263,4 +269,112 @@ pub struct GrowthRow {
     pub database_bytes: u64,
     pub blob_bytes: u64,
     pub messages: u64,
+}
+
+/// A message in the outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub i64);
+
+/// One recipient of a queued message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecipientId(pub i64);
+
+/// The envelope of a message handed to the outbound queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// The envelope sender; empty for the null sender `<>` (a bounce), which is never
+    /// bounced itself.
+    pub sender: String,
+    /// Recipient addresses as given (duplicates removed by the store, case-insensitively).
+    pub recipients: Vec<String>,
+    /// The account that submitted it; `None` for forwarded mail and notices.
+    pub account: Option<AccountId>,
+}
+
+/// What [`crate::Store::accept`] did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub delivered: Vec<Delivered>,
+    pub queued: Option<QueueId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientState {
+    /// Waiting for its next attempt.
+    Queued,
+    Delivered,
+    /// Bounced (a failure notice was queued for the sender, unless the sender was null).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecipient {
+    pub id: RecipientId,
+    pub address: String,
+    /// The domain part, lower case: what routing and per-destination limits key on.
+    pub domain: String,
+    pub state: RecipientState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: i64,
+    /// Short machine-readable class of the last temporary failure ("connect", "dns",
+    /// "tls", "4xx", ...), for metrics; `None` before any failure.
+    pub last_reason: Option<String>,
+    /// The last failure as text (a remote reply or a local error).
+    pub last_error: Option<String>,
+    /// A delay notice has been queued for this recipient.
+    pub delay_notified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub id: QueueId,
+    pub sender: String,
+    pub account: Option<AccountId>,
+    pub size: u64,
+    /// Unix seconds when it was queued.
+    pub created: i64,
+    pub recipients: Vec<QueuedRecipient>,
+}
+
+/// What one delivery attempt decided for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Delivered {
+        recipient: RecipientId,
+    },
+    /// Try again at `next_attempt` (Unix seconds). `delay_notified` is set once a delay
+    /// notice for this recipient is part of the same settle call.
+    Deferred {
+        recipient: RecipientId,
+        next_attempt: i64,
+        reason: String,
+        error: String,
+        delay_notified: bool,
+    },
+    Failed {
+        recipient: RecipientId,
+        error: String,
+    },
+}
+
+/// A notice (a DSN) queued in the same transaction as the settlements that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub envelope: Outbound,
+    pub message: Vec<u8>,
+}
+
+/// The queue at a glance, for `/metrics` and `tegami queue list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u64,
+    /// Recipients still waiting.
+    pub recipients: u64,
+    pub bytes: u64,
+    /// Unix seconds of the oldest queued message.
+    pub oldest: Option<i64>,
+    /// Waiting recipients whose last attempt failed, by `last_reason`, sorted by reason.
+    pub deferred_by_reason: Vec<(String, u64)>,
 }

@@ -5,6 +5,7 @@ pub mod backup;
 mod check;
 mod mailboxes;
 mod optimize;
+mod queue;
 mod recovery;
 mod retention;
 mod schema;
@@ -648,6 +649,56 @@ impl Store for SqliteStore {
         let changed: Vec<_> = delivered.iter().map(|d| (d.account, d.mailbox)).collect();
         self.notify(&changed);
         Ok(delivered)
+    }
+
+    fn accept(
+        &self,
+        message: &[u8],
+        local: &[AccountId],
+        outbound: Option<&crate::Outbound>,
+    ) -> Result<crate::Accepted> {
+        self.queue_accept(message, local, outbound)
+    }
+
+    fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<crate::QueuedMessage>> {
+        self.queue_due_impl(now, limit)
+    }
+
+    fn queue_body(&self, id: crate::QueueId) -> Result<Vec<u8>> {
+        self.queue_body_impl(id)
+    }
+
+    fn queue_settle(
+        &self,
+        id: crate::QueueId,
+        settled: &[crate::Settlement],
+        notices: &[crate::Notice],
+    ) -> Result<()> {
+        self.queue_settle_impl(id, settled, notices)
+    }
+
+    fn queue_list(&self) -> Result<Vec<crate::QueuedMessage>> {
+        self.queue_list_impl()
+    }
+
+    fn queue_get(&self, id: crate::QueueId) -> Result<crate::QueuedMessage> {
+        self.queue_get_impl(id)
+    }
+
+    fn queue_retry(&self, id: Option<crate::QueueId>, now: i64) -> Result<u64> {
+        self.queue_retry_impl(id, now)
+    }
+
+    fn queue_remove(&self, id: crate::QueueId) -> Result<()> {
+        self.queue_remove_impl(id)
+    }
+
+    fn queue_stats(&self) -> Result<crate::QueueStats> {
+        self.queue_stats_impl()
+    }
+
+    fn sender_addresses(&self, account: AccountId) -> Result<Vec<String>> {
+        self.sender_addresses_impl(account)
     }
 
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {

@@ -1,0 +1,1 @@
+//! Delivery of the outbound queue (issue 9). SKELETON: see /work/notes/contract-9.md.
