@@ -137,7 +137,8 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Import(_)
         | Command::Export(_)
         | Command::Archive(_)
-        | Command::Retention(_) => {
+        | Command::Retention(_)
+        | Command::Queue(_) => {
             unreachable!("dispatched in main")
         }
     }

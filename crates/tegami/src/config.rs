@@ -40,6 +40,80 @@ pub struct RawConfig {
     /// Mailbox name (in every account) = days its mail is kept.
     #[serde(default)]
     pub retention: std::collections::BTreeMap<String, u32>,
+    #[serde(default)]
+    pub submission: RawSubmission,
+    #[serde(default)]
+    pub queue: RawQueue,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub inbound: RawInbound,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubmission {
+    pub listen: Option<SocketAddr>,
+    /// AUTH only inside TLS, except from loopback (default true).
+    pub require_tls: Option<bool>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub retry_secs: Option<Vec<u64>>,
+    pub give_up_after_secs: Option<u64>,
+    pub delay_notice_after_secs: Option<u64>,
+    pub concurrency: Option<usize>,
+    pub per_destination: Option<usize>,
+    pub rate_per_minute: Option<u32>,
+    pub messages_per_connection: Option<usize>,
+    pub mx_port: Option<u16>,
+    pub tls: Option<String>,
+    pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    pub smart_host: Option<RawSmartHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub domain: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmartHost {
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Name servers ("127.0.0.1:53"); none means the system's resolv.conf.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    /// SPF, DKIM and DMARC on the SMTP listener (default true).
+    pub checks: Option<bool>,
+    /// "record" (default: add Authentication-Results, never refuse) or "enforce" (refuse
+    /// mail whose DMARC fails under a p=reject policy).
+    pub policy: Option<String>,
+    /// Check peers on loopback too (tests; local relays are usually trusted).
+    pub check_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +277,85 @@ pub struct Config {
     pub archive: ArchiveConfig,
     /// (mailbox name, days kept), by name.
     pub retention: Vec<(String, u32)>,
+    pub submission: SubmissionListener,
+    pub queue: QueueSettings,
+    /// Name servers for MX lookups and inbound checks; empty = the system's.
+    pub dns_servers: Vec<SocketAddr>,
+    pub inbound: InboundSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubmissionListener {
+    pub listen: SocketAddr,
+    pub require_tls: bool,
+    pub max_connections: usize,
+}
+
+/// How the outbound queue sends (`outbound::QueueConfig` is built from it in `serve.rs`).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub retry: Vec<Duration>,
+    pub give_up_after: Duration,
+    pub delay_notice_after: Duration,
+    pub concurrency: usize,
+    pub per_destination: usize,
+    pub rate_per_minute: u32,
+    pub messages_per_connection: usize,
+    pub mx_port: u16,
+    pub tls: TlsChoice,
+    pub timeout: Option<Duration>,
+    pub routes: Vec<Route>,
+    pub smart_host: Option<SmartHost>,
+}
+
+/// The verification policy for STARTTLS towards a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsChoice {
+    /// STARTTLS when offered, any certificate (what most MTAs do on port 25).
+    Opportunistic,
+    /// STARTTLS when offered, and then the certificate must verify.
+    Verified,
+    /// STARTTLS with a verified certificate, or no delivery.
+    Required,
+    None,
+}
+
+impl TlsChoice {
+    fn parse(key: &str, value: Option<&str>, default: TlsChoice) -> anyhow::Result<TlsChoice> {
+        Ok(match value {
+            None => default,
+            Some("opportunistic") => TlsChoice::Opportunistic,
+            Some("verified") => TlsChoice::Verified,
+            Some("required") => TlsChoice::Required,
+            Some("none") => TlsChoice::None,
+            Some(other) => bail!(
+                "{key} = {other:?} is not a TLS policy: use \"opportunistic\", \"verified\", \"required\" or \"none\""
+            ),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub domain: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsChoice,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmartHost {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsChoice,
+    pub auth: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    pub checks: bool,
+    pub enforce: bool,
+    pub check_loopback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -532,7 +685,34 @@ impl Config {
                 bail!("retention.{mailbox} must be at least one day");
             }
         }
+        let submission = SubmissionListener {
+            listen: raw
+                .submission
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:2587".parse().unwrap()),
+            require_tls: raw.submission.require_tls.unwrap_or(true),
+            max_connections: positive(
+                "submission.max_connections",
+                raw.submission.max_connections.unwrap_or(200) as u64,
+            )? as usize,
+        };
+        let queue = resolve_queue(raw.queue)?;
+        let inbound = InboundSettings {
+            checks: raw.inbound.checks.unwrap_or(true),
+            enforce: match raw.inbound.policy.as_deref() {
+                None | Some("record") => false,
+                Some("enforce") => true,
+                Some(other) => bail!(
+                    "inbound.policy = {other:?} is not a policy: use \"record\" or \"enforce\""
+                ),
+            },
+            check_loopback: raw.inbound.check_loopback.unwrap_or(false),
+        };
         Ok(Config {
+            submission,
+            queue,
+            dns_servers: raw.dns.servers,
+            inbound,
             archive: ArchiveConfig { imap_prefix, auto },
             retention: raw.retention.into_iter().collect(),
             stats,
@@ -552,6 +732,82 @@ impl Config {
             log,
         })
     }
+}
+
+/// The queue's settings. The default back-off doubles from five minutes to four hours and
+/// then tries every four hours until five days have passed, about 35 attempts; a delay
+/// notice goes out after four hours, as RFC 5321 section 4.5.4.1 suggests.
+fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
+    let retry: Vec<Duration> = raw
+        .retry_secs
+        .unwrap_or_else(|| vec![300, 600, 1200, 2400, 4800, 9600, 14400])
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect();
+    if retry.is_empty() || retry.iter().any(|d| d.is_zero()) {
+        bail!("queue.retry_secs must list at least one wait, each greater than zero");
+    }
+    let at_least_one = |key: &str, value: usize| -> anyhow::Result<usize> {
+        if value == 0 {
+            bail!("{key} must be greater than zero");
+        }
+        Ok(value)
+    };
+    let mut routes = Vec::new();
+    for route in raw.route {
+        if route.domain.is_empty() || route.host.is_empty() {
+            bail!("every [[queue.route]] needs a domain and a host");
+        }
+        routes.push(Route {
+            domain: route.domain.trim_end_matches('.').to_ascii_lowercase(),
+            host: route.host,
+            port: route.port.unwrap_or(25),
+            tls: TlsChoice::parse(
+                "queue.route.tls",
+                route.tls.as_deref(),
+                TlsChoice::Opportunistic,
+            )?,
+        });
+    }
+    let smart_host = match raw.smart_host {
+        None => None,
+        Some(host) => {
+            let auth = match (host.username, host.password) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => bail!("queue.smart_host needs both username and password, or neither"),
+            };
+            // Credentials never travel in the clear: a smart host with AUTH needs TLS.
+            let default_tls = if auth.is_some() {
+                TlsChoice::Required
+            } else {
+                TlsChoice::Opportunistic
+            };
+            Some(SmartHost {
+                host: host.host,
+                port: host.port.unwrap_or(587),
+                tls: TlsChoice::parse("queue.smart_host.tls", host.tls.as_deref(), default_tls)?,
+                auth,
+            })
+        }
+    };
+    Ok(QueueSettings {
+        retry,
+        give_up_after: Duration::from_secs(raw.give_up_after_secs.unwrap_or(5 * 86400)),
+        delay_notice_after: Duration::from_secs(raw.delay_notice_after_secs.unwrap_or(4 * 3600)),
+        concurrency: at_least_one("queue.concurrency", raw.concurrency.unwrap_or(32))?,
+        per_destination: at_least_one("queue.per_destination", raw.per_destination.unwrap_or(4))?,
+        rate_per_minute: raw.rate_per_minute.unwrap_or(0),
+        messages_per_connection: at_least_one(
+            "queue.messages_per_connection",
+            raw.messages_per_connection.unwrap_or(100),
+        )?,
+        mx_port: raw.mx_port.unwrap_or(25),
+        tls: TlsChoice::parse("queue.tls", raw.tls.as_deref(), TlsChoice::Opportunistic)?,
+        timeout: raw.timeout_secs.map(Duration::from_secs),
+        routes,
+        smart_host,
+    })
 }
 
 fn default_hostname() -> String {

@@ -13,6 +13,7 @@ mod maint;
 mod mbox;
 mod ops;
 mod plan;
+mod queue;
 mod schedule;
 mod serve;
 mod stats;
@@ -98,6 +99,9 @@ enum Command {
     /// Remove mail older than each mailbox's configured age ([retention] in the config).
     #[command(subcommand)]
     Retention(archive::RetentionCommand),
+    /// The outbound queue: list, show, retry, remove, flush.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -173,6 +177,10 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())
                 .and_then(|config| archive::run_retention(&cli.data, &config, command))
+        }
+        Command::Queue(command) => {
+            logging::init_stderr("warn");
+            queue::run(&cli.data, command)
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");

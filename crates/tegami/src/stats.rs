@@ -612,6 +612,9 @@ impl tegami_http::Source for ServerSource {
                 t.database_bytes as f64,
             ));
         }
+        if let Ok(q) = ctx.store.queue_stats() {
+            out.extend(queue_metrics(&q, ctx.clock.unix()));
+        }
         let wal = ctx.store.wal_bytes();
         out.push(Family::gauge(
             "tegami_wal_bytes",
@@ -710,6 +713,46 @@ impl tegami_http::Source for ServerSource {
         out.push(sent);
         out
     }
+}
+
+/// The outbound queue's gauges, from the store.
+fn queue_metrics(q: &store::QueueStats, now: i64) -> Vec<tegami_http::Family> {
+    use tegami_http::{Family, Kind};
+    let mut deferred = Family::new(
+        "tegami_queue_deferred",
+        "Recipients waiting after a failed attempt, by the reason of the last failure.",
+        Kind::Gauge,
+    );
+    for (reason, count) in &q.deferred_by_reason {
+        deferred = deferred.with(&[("reason", reason)], *count as f64);
+    }
+    let mut oldest = Family::new(
+        "tegami_queue_oldest_seconds",
+        "Age of the oldest queued message (absent when the queue is empty).",
+        Kind::Gauge,
+    );
+    if let Some(created) = q.oldest {
+        oldest = oldest.with(&[], (now - created).max(0) as f64);
+    }
+    vec![
+        Family::gauge(
+            "tegami_queue_messages",
+            "Messages in the outbound queue.",
+            q.messages as f64,
+        ),
+        Family::gauge(
+            "tegami_queue_recipients",
+            "Recipients in the outbound queue still waiting for delivery.",
+            q.recipients as f64,
+        ),
+        Family::gauge(
+            "tegami_queue_bytes",
+            "Bytes of the messages in the outbound queue.",
+            q.bytes as f64,
+        ),
+        oldest,
+        deferred,
+    ]
 }
 
 #[cfg(test)]
