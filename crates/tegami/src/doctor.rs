@@ -122,6 +122,7 @@ pub fn run(data: &Path, config: &Config, json: bool) -> anyhow::Result<ExitCode>
         checks(&data, config, &clock),
         backups(&data, config, &clock),
         archives(&data),
+        sending(&data, config),
     ];
     let findings: Vec<Finding> = groups.into_iter().flat_map(|g| g.findings).collect();
     let text = if json {
@@ -839,6 +840,61 @@ fn archives(data: &Path) -> Group {
     g
 }
 
+/// What outgoing mail needs: a way to authenticate users safely, and DKIM keys.
+fn sending(data: &Path, config: &Config) -> Group {
+    let mut g = Group::new("sending");
+    let sub = &config.submission;
+    if config.tls.is_none() && sub.require_tls && !sub.listen.ip().is_loopback() {
+        g.judge(
+            "submission AUTH",
+            "no [tls] certificate: only clients on loopback can log in to submit",
+            warn("set [tls] cert and key so users can authenticate over STARTTLS"),
+        );
+    } else if !sub.require_tls {
+        g.judge(
+            "submission AUTH",
+            "allowed without TLS ([submission] require_tls = false)",
+            warn("passwords may cross the network in clear text; set require_tls = true"),
+        );
+    } else {
+        g.ok("submission AUTH", "after STARTTLS (or from loopback)");
+    }
+    let route = match &config.queue.smart_host {
+        Some(host) => format!("smart host {}:{}", host.host, host.port),
+        None => "MX lookup".to_string(),
+    };
+    let statics = config.queue.routes.len();
+    g.ok(
+        "routing",
+        if statics == 0 {
+            route
+        } else {
+            format!("{route}, {statics} static route(s)")
+        },
+    );
+    let dkim = data.join("dkim");
+    let mut domains: Vec<String> = fs::read_dir(&dkim)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    domains.sort();
+    if domains.is_empty() {
+        g.judge(
+            "DKIM",
+            "no keys: outgoing mail is not signed, and many receivers file it as spam",
+            warn("run `tegami domain dkim DOMAIN` and publish the TXT record it prints"),
+        );
+    } else {
+        g.ok("DKIM", format!("keys for {}", domains.join(", ")));
+    }
+    g
+}
+
 fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
     let is_fan =
         |e: &fs::DirEntry| e.file_name().len() == 2 && e.file_type().is_ok_and(|t| t.is_dir());
@@ -924,7 +980,11 @@ fn listeners(data: &Path, config: &Config) -> Group {
             false
         }
     };
-    for (name, addr) in [("SMTP", config.smtp.listen), ("POP3", config.pop3.listen)] {
+    for (name, addr) in [
+        ("SMTP", config.smtp.listen),
+        ("Submission", config.submission.listen),
+        ("POP3", config.pop3.listen),
+    ] {
         // Binding and dropping at once: nothing listens, nothing is left behind.
         let probe = TcpListener::bind(addr).map(drop);
         let (value, verdict) = listener_verdict(addr, probe, running);
