@@ -224,7 +224,8 @@ fn remove_temporary_files(tmp: &Path) -> u64 {
 /// open, so no delivery can be about to share it). Returns how many were wrong.
 ///
 /// Messages are the only users of blobs today, as the checker (`check.rs`) also assumes:
-/// a new kind of reference must be counted in both places.
+/// a new kind of reference must be counted in both places. The outbound queue is not one:
+/// it keeps its bodies inline in the database (schema version 5).
 fn fix_refcounts(conn: &Connection, blobs_root: &Path) -> Result<u64> {
     // A crash during the very first migration leaves a database without tables.
     let has_tables: bool = conn.query_row(
