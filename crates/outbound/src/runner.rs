@@ -273,6 +273,8 @@ async fn worker(
     mut shutdown: Shutdown,
 ) {
     let mut conn: Option<Open> = None;
+    // Whether this worker still counts in its destination's `workers`.
+    let mut counted = true;
     loop {
         if shutdown.is_shutting_down() {
             break;
@@ -286,6 +288,7 @@ async fn worker(
                     if let Some(d) = state.destinations.get_mut(&key) {
                         d.workers -= 1;
                     }
+                    counted = false;
                     break;
                 }
             }
@@ -300,18 +303,17 @@ async fn worker(
             }
         }
         shared.release(&recipients);
-        if let Some(open) = &conn
-            && open.used >= shared.config.messages_per_connection.max(1)
+        let limit = shared.config.messages_per_connection.max(1);
+        if conn.as_ref().is_some_and(|o| o.used >= limit)
+            && let Some(open) = conn.take()
         {
-            if let Some(open) = conn.take() {
-                open.conn.quit().await;
-            }
+            open.conn.quit().await;
         }
     }
-    if shutdown.is_shutting_down() {
+    if counted {
         let mut state = shared.lock();
         if let Some(d) = state.destinations.get_mut(&key) {
-            d.workers = d.workers.saturating_sub(1);
+            d.workers -= 1;
             // What waits here is given back; a restart finds it due in the store.
             for job in d.jobs.drain(..).collect::<Vec<_>>() {
                 for r in &job.recipients {
