@@ -295,6 +295,14 @@ fn domain_id(conn: &Connection, domain: &str) -> Result<i64> {
     })
 }
 
+fn is_local_domain(conn: &Connection, domain: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM domains WHERE name = ?1")?
+        .query_row([domain], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 fn address_taken(conn: &Connection, address: &str) -> Result<bool> {
     Ok(conn
         .query_row(
@@ -551,11 +559,14 @@ impl Store for SqliteStore {
                     what: format!("account or alias '{address}'"),
                 });
             }
+            // A target in another domain is forwarded through the outbound queue; one in
+            // ours must exist, or mail to the alias would vanish.
             for target in &targets {
-                if !address_taken(ctx.conn, target)? {
+                let (_, target_domain) = target.rsplit_once('@').unwrap_or_default();
+                if is_local_domain(ctx.conn, target_domain)? && !address_taken(ctx.conn, target)? {
                     return Err(StoreError::Invalid(format!(
-                        "alias target '{target}' is neither a local account nor an alias \
-                         (forwarding to other servers arrives with the outbound queue)"
+                        "alias target '{target}' is in a local domain but is neither an \
+                         account nor an alias"
                     )));
                 }
             }
@@ -620,9 +631,9 @@ impl Store for SqliteStore {
             if domain_id(conn, &domain).is_err() {
                 return Ok(Resolution::NotLocal);
             }
-            let mut found = Vec::new();
+            let mut found = Expansion::default();
             expand(conn, &address, 0, &mut found)?;
-            if found.is_empty() {
+            if found.accounts.is_empty() && found.remote.is_empty() {
                 // Subaddressing: user+tag@domain reaches user@domain.
                 if let Some((local, _)) = address.split_once('@')
                     && let Some((base, _)) = local.split_once('+')
@@ -630,12 +641,20 @@ impl Store for SqliteStore {
                     expand(conn, &format!("{base}@{domain}"), 0, &mut found)?;
                 }
             }
-            found.sort();
-            found.dedup();
-            Ok(if found.is_empty() {
+            let Expansion {
+                mut accounts,
+                mut remote,
+            } = found;
+            accounts.sort();
+            accounts.dedup();
+            remote.sort();
+            remote.dedup();
+            Ok(if !remote.is_empty() {
+                Resolution::Forward { accounts, remote }
+            } else if accounts.is_empty() {
                 Resolution::UnknownUser
             } else {
-                Resolution::Local(found)
+                Resolution::Local(accounts)
             })
         })
     }
@@ -926,13 +945,17 @@ impl Store for SqliteStore {
     }
 }
 
-/// Follows accounts and aliases from `address`, collecting account ids.
-fn expand(
-    conn: &Connection,
-    address: &str,
-    depth: usize,
-    found: &mut Vec<AccountId>,
-) -> Result<()> {
+/// Where alias expansion led: local accounts and addresses in other domains.
+#[derive(Default)]
+struct Expansion {
+    accounts: Vec<AccountId>,
+    /// Lower case (alias targets are stored normalised).
+    remote: Vec<String>,
+}
+
+/// Follows accounts and aliases from `address`, collecting account ids and the targets
+/// that lie outside our domains.
+fn expand(conn: &Connection, address: &str, depth: usize, found: &mut Expansion) -> Result<()> {
     if depth > MAX_ALIAS_DEPTH {
         tracing::warn!(address, "alias chain too deep; ignoring the rest");
         return Ok(());
@@ -942,7 +965,7 @@ fn expand(
         .query_row([address], |r| r.get(0))
         .optional()?;
     if let Some(id) = account {
-        found.push(AccountId(id));
+        found.accounts.push(AccountId(id));
         return Ok(());
     }
     let targets: Vec<String> = conn
@@ -951,6 +974,16 @@ fn expand(
         )?
         .query_map([address], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    if targets.is_empty() {
+        // Neither an account nor an alias: an address elsewhere is forwarded, an unknown
+        // one of ours (a target whose account went away) is dropped.
+        if let Some((_, domain)) = address.rsplit_once('@')
+            && !is_local_domain(conn, domain)?
+        {
+            found.remote.push(address.to_string());
+        }
+        return Ok(());
+    }
     for target in targets {
         expand(conn, &target, depth + 1, found)?;
     }

@@ -138,6 +138,42 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (archive_id, message_id)
      ) WITHOUT ROWID;
      CREATE INDEX messages_date ON messages(internal_date);",
+    // Version 5: the outbound queue (`queue.rs`). A queued message's body lives inline in
+    // its row, not in the blob store: one transaction makes envelope and body durable
+    // together, the message leaves the queue with its row (no reference to drop, no file
+    // to delete after the commit), backups copy it with the database, the checker and the
+    // recovery count blob references without a special case, and the pages it frees go
+    // back by the incremental vacuum the optimisation runs. `body` is the last column so
+    // that scans which read only the envelope never touch its overflow pages.
+    //
+    // A message keeps its delivered and failed recipients until none is left waiting, so
+    // `tegami queue show` tells the whole story; then the message goes with all of them.
+    // Removing the account that submitted a message leaves the message queued.
+    "CREATE TABLE queue_messages (
+         id         INTEGER PRIMARY KEY,
+         sender     TEXT NOT NULL,
+         account_id INTEGER NULL REFERENCES accounts(id) ON DELETE SET NULL,
+         size       INTEGER NOT NULL,
+         created    INTEGER NOT NULL,
+         body       BLOB NOT NULL
+     );
+     CREATE INDEX queue_messages_account ON queue_messages(account_id)
+         WHERE account_id IS NOT NULL;
+     CREATE TABLE queue_recipients (
+         id             INTEGER PRIMARY KEY,
+         message_id     INTEGER NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
+         address        TEXT NOT NULL,
+         domain         TEXT NOT NULL,
+         state          TEXT NOT NULL DEFAULT 'queued'
+                            CHECK (state IN ('queued', 'delivered', 'failed')),
+         attempts       INTEGER NOT NULL DEFAULT 0,
+         next_attempt   INTEGER NOT NULL,
+         last_reason    TEXT NULL,
+         last_error     TEXT NULL,
+         delay_notified INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);
+     CREATE INDEX queue_recipients_message ON queue_recipients(message_id);",
 ];
 
 /// The schema version this build writes.
