@@ -96,7 +96,7 @@ pub async fn check(
         .rsplit_once('@')
         .map_or(helo_domain, |(_, d)| d)
         .to_ascii_lowercase();
-    let dmarc = dns
+    let mut dmarc = dns
         .verify_dmarc(DmarcParameters::new(
             &message,
             &dkim,
@@ -104,6 +104,14 @@ pub async fn check(
             &spf,
         ))
         .await;
+    // mail-auth leaves both results at "none" when the domain publishes a record but
+    // neither SPF nor DKIM passed; RFC 7489 section 6.6.2 calls that a failure.
+    if dmarc.dmarc_record().is_some()
+        && *dmarc.spf_result() == DmarcResult::None
+        && *dmarc.dkim_result() == DmarcResult::None
+    {
+        dmarc = dmarc.with_spf_result(DmarcResult::Fail(mail_auth::Error::NotAligned));
+    }
     let passed =
         *dmarc.spf_result() == DmarcResult::Pass || *dmarc.dkim_result() == DmarcResult::Pass;
     let failed = !passed
@@ -130,10 +138,12 @@ pub async fn check(
     let reject =
         checks.policy == DmarcPolicy::Enforce && failed && dmarc.policy() == Policy::Reject;
     results = results.with_dmarc_result(&dmarc);
-    Verdict {
-        header: results.to_header(),
-        reject,
+    let mut header = results.to_header();
+    if dkim.is_empty() {
+        // mail-auth writes nothing for an unsigned message; RFC 8601 has "dkim=none".
+        header = header.replacen(";\r\n\tdmarc=", ";\r\n\tdkim=none;\r\n\tdmarc=", 1);
     }
+    Verdict { header, reject }
 }
 
 fn spf_name(result: SpfResult) -> &'static str {
