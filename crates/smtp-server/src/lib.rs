@@ -1,11 +1,14 @@
 //! SMTP reception: drives `smtp-proto` over a network connection and delivers into the store.
 
+mod inbound;
+mod sasl;
 mod session;
 mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use inbound::{AUTH_RESULTS, AuthResults, DmarcPolicy, InboundChecks};
 pub use session::run;
 
 /// Everything an SMTP session needs to know, resolved from the config file.
@@ -22,6 +25,30 @@ pub struct SmtpConfig {
     pub max_errors: usize,
     /// Offered through STARTTLS when present.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some` makes this a submission (MSA) listener: clients log in with AUTH and may then
+    /// relay; `None` is the MX listener, which takes mail only for local domains.
+    pub submission: Option<SubmissionPolicy>,
+    /// The growing delay after a failed AUTH, shared with the other listeners that take
+    /// passwords. Without it a failure is answered at once.
+    pub throttle: Option<Arc<net::LoginThrottle>>,
+    /// Woken after a message was queued for remote recipients.
+    pub queue: Option<Arc<tokio::sync::Notify>>,
+    /// SPF, DKIM and DMARC checks of mail arriving on the MX listener.
+    pub inbound: Option<InboundChecks>,
+}
+
+/// How the submission listener treats logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmissionPolicy {
+    /// AUTH only inside TLS, except from a loopback peer (a password sent in clear over the
+    /// loopback interface never leaves the machine).
+    pub require_tls: bool,
+}
+
+impl Default for SubmissionPolicy {
+    fn default() -> Self {
+        SubmissionPolicy { require_tls: true }
+    }
 }
 
 impl SmtpConfig {
@@ -35,6 +62,10 @@ impl SmtpConfig {
             data_timeout: Duration::from_secs(600),
             max_errors: 20,
             tls: None,
+            submission: None,
+            throttle: None,
+            queue: None,
+            inbound: None,
         }
     }
 }

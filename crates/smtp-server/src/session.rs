@@ -3,6 +3,10 @@
 //! Replies to pipelined commands are collected and written together when the client's
 //! input runs dry, so a pipelining client costs one write per batch, not one per command.
 //! The reply 250 to DATA is written only after the store says the message is on disk.
+//!
+//! The same session serves the MX listener (mail for local domains from anyone) and the
+//! submission listener (`SmtpConfig::submission`: clients log in with AUTH, may send only as
+//! their own addresses, and may relay).
 
 use std::sync::Arc;
 
@@ -14,11 +18,12 @@ use smtp_proto::{
     Command, CommandError, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath,
     PathRole, ReadError, Reply, ReversePath,
 };
-use store::{AccountId, Resolution, Store};
+use store::{AccountId, Outbound, Resolution, Store};
 use tracing::{Instrument, debug, info, warn};
 
-use crate::SmtpConfig;
+use crate::sasl::{self, SaslError};
 use crate::trace::Trace;
+use crate::{SmtpConfig, inbound};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -36,6 +41,18 @@ struct Envelope {
     smtputf8: bool,
     recipients: Vec<String>,
     accounts: Vec<AccountId>,
+    /// Recipients outside our domains, for the outbound queue: forward targets of local
+    /// aliases, and on submission any remote address.
+    remote: Vec<String>,
+    /// On submission, the addresses the logged-in account may send as (lower case), for
+    /// the check of the From header after DATA.
+    senders: Vec<String>,
+}
+
+/// The account a submission client logged in as.
+struct Login {
+    account: AccountId,
+    name: String,
 }
 
 struct Session {
@@ -49,6 +66,7 @@ struct Session {
     /// The name the client gave in EHLO/HELO, and whether it spoke ESMTP.
     helo: Option<(String, bool)>,
     envelope: Option<Envelope>,
+    login: Option<Login>,
     errors: usize,
 }
 
@@ -71,7 +89,10 @@ pub async fn run(
     gate: Arc<Gate>,
 ) {
     let _counted = crate::SESSIONS.enter();
-    let span = tracing::info_span!("smtp", peer = %conn.peer);
+    let span = match config.submission {
+        Some(_) => tracing::info_span!("submission", peer = %conn.peer),
+        None => tracing::info_span!("smtp", peer = %conn.peer),
+    };
     async move {
         debug!("connected");
         let mut session = Session {
@@ -84,6 +105,7 @@ pub async fn run(
             shutdown: conn.shutdown,
             helo: None,
             envelope: None,
+            login: None,
             errors: 0,
         };
         if let Err(e) = session.serve().await {
@@ -231,6 +253,10 @@ impl Session {
                     ));
                     return Ok(self.error());
                 }
+                if self.config.submission.is_some() && self.login.is_none() {
+                    self.send(reply(530, (5, 7, 0), "Authentication required"));
+                    return Ok(Flow::Continue);
+                }
                 if let Some(deferred) = self.no_room() {
                     self.send(deferred);
                     return Ok(Flow::Continue);
@@ -245,11 +271,20 @@ impl Session {
                     self.send(reply(552, (5, 3, 4), &text));
                     return Ok(Flow::Continue);
                 }
+                let senders = match self.submission_sender(&from).await {
+                    Ok(senders) => senders,
+                    Err(refused) => {
+                        self.send(refused);
+                        return Ok(Flow::Continue);
+                    }
+                };
                 self.envelope = Some(Envelope {
                     from,
                     smtputf8: params.smtputf8,
                     recipients: Vec::new(),
                     accounts: Vec::new(),
+                    remote: Vec::new(),
+                    senders,
                 });
                 self.send(reply(250, (2, 1, 0), "Sender OK"));
             }
@@ -284,6 +319,12 @@ impl Session {
                 ],
             )),
             Command::StartTls => return self.start_tls().await,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } if self.config.submission.is_some() => {
+                return self.auth(&mechanism, initial_response).await;
+            }
             Command::Auth { .. } => {
                 self.send(reply(
                     502,
@@ -319,6 +360,9 @@ impl Session {
         if self.config.tls.is_some() && !self.wire.stream.is_tls() {
             lines.push("STARTTLS".into());
         }
+        if self.config.submission.is_some() && self.auth_allowed() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
         lines.push("HELP".into());
         self.helo = Some((domain, true));
         // The EHLO reply carries no enhanced code: it lists keywords, not a status.
@@ -351,17 +395,22 @@ impl Session {
         let store = self.store.clone();
         let lookup = address.clone();
         let resolution = tokio::task::spawn_blocking(move || store.resolve(&lookup)).await;
+        let relay = self.login.is_some();
         match resolution {
-            // SKELETON: forwarding to remote alias targets comes with the submission work.
-            Ok(Ok(Resolution::Local(accounts) | Resolution::Forward { accounts, .. })) => {
-                let envelope = self.envelope.as_mut().expect("checked above");
-                envelope.recipients.push(address);
-                for account in accounts {
-                    if !envelope.accounts.contains(&account) {
-                        envelope.accounts.push(account);
-                    }
-                }
+            Ok(Ok(Resolution::Local(accounts))) => {
+                self.add_recipient(address, accounts, Vec::new());
                 self.send(reply(250, (2, 1, 5), "Recipient OK"));
+            }
+            // An alias forwarding elsewhere: the remote targets go through the queue with
+            // the original envelope sender (no SRS), on either listener.
+            Ok(Ok(Resolution::Forward { accounts, remote })) => {
+                self.add_recipient(address, accounts, remote);
+                self.send(reply(250, (2, 1, 5), "Recipient OK"));
+            }
+            Ok(Ok(Resolution::NotLocal)) if relay => {
+                let remote = vec![address.clone()];
+                self.add_recipient(address, Vec::new(), remote);
+                self.send(reply(250, (2, 1, 5), "Recipient OK; will relay"));
             }
             Ok(Ok(Resolution::UnknownUser)) => {
                 self.send(reply(
@@ -465,40 +514,90 @@ impl Session {
     async fn deliver(&mut self, envelope: Envelope, content: Vec<u8>) -> Reply {
         let id = format!("{:016x}", rand::random::<u64>());
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        let return_path = match &envelope.from {
+            ReversePath::Null => String::new(),
+            ReversePath::Path(address) => address.to_string(),
+        };
+        let mut added = Vec::new();
+        let mut auth_results = None;
+        if self.login.is_some() {
+            match self.submitted_headers(&envelope, &content, &id) {
+                Ok(headers) => added = headers,
+                Err(refused) => return refused,
+            }
+        } else if let Some(checks) = self.inbound_checks() {
+            let verdict = inbound::check(
+                checks,
+                &self.config.hostname,
+                self.peer.ip(),
+                &helo,
+                &return_path,
+                &content,
+            )
+            .await;
+            if verdict.reject {
+                info!(id, from = %return_path, "message refused by the sender domain's DMARC policy");
+                return reply(
+                    550,
+                    (5, 7, 1),
+                    "Message refused: it fails the DMARC policy of the sender's domain",
+                );
+            }
+            auth_results = Some(verdict.header);
+        }
+        // RFC 3848: the A says the client authenticated, the S that it used TLS.
+        let authenticated = if self.login.is_some() { "A" } else { "" };
         let protocol = match (envelope.smtputf8, esmtp, self.wire.stream.is_tls()) {
             (true, _, true) => "UTF8SMTPS",
             (true, _, false) => "UTF8SMTP",
             (false, true, true) => "ESMTPS",
             (false, true, false) => "ESMTP",
+            (false, false, _) if self.login.is_some() => "ESMTP",
             (false, false, _) => "SMTP",
         };
-        let return_path = match &envelope.from {
-            ReversePath::Null => String::new(),
-            ReversePath::Path(address) => address.to_string(),
-        };
+        let protocol = format!("{protocol}{authenticated}");
         let mut message = Vec::with_capacity(content.len() + 512);
         Trace {
             return_path: &return_path,
+            auth_results: auth_results.as_deref(),
             helo: &helo,
             peer: self.peer.ip(),
             hostname: &self.config.hostname,
-            protocol,
+            protocol: &protocol,
             id: &id,
             single_recipient: (envelope.recipients.len() == 1)
                 .then(|| envelope.recipients[0].as_str()),
             date: jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC),
         }
         .write(&mut message);
+        message.extend_from_slice(&added);
         message.extend_from_slice(&content);
         drop(content);
 
         let size = message.len();
         let store = self.store.clone();
         let accounts = envelope.accounts;
-        let stored = tokio::task::spawn_blocking(move || store.deliver(&message, &accounts)).await;
+        let outbound = (!envelope.remote.is_empty()).then(|| Outbound {
+            sender: return_path.clone(),
+            recipients: envelope.remote,
+            account: self.login.as_ref().map(|l| l.account),
+        });
+        let stored = tokio::task::spawn_blocking(move || match outbound {
+            // Mail for local accounts only takes the plain delivery path.
+            None => store.deliver(&message, &accounts).map(|d| (d.len(), None)),
+            Some(outbound) => store
+                .accept(&message, &accounts, Some(&outbound))
+                .map(|a| (a.delivered.len(), a.queued)),
+        })
+        .await;
         match stored {
-            Ok(Ok(delivered)) => {
-                info!(id, from = %return_path, recipients = delivered.len(), size, "message stored");
+            Ok(Ok((delivered, queued))) => {
+                info!(id, from = %return_path, recipients = delivered, queued = ?queued, size, "message stored");
+                if queued.is_some()
+                    && let Some(queue) = &self.config.queue
+                {
+                    queue.notify_one();
+                }
                 reply(250, (2, 0, 0), &format!("Message accepted, id {id}"))
             }
             Ok(Err(e)) => {
@@ -516,6 +615,291 @@ impl Session {
                     (4, 3, 0),
                     "Could not store the message, try again later",
                 )
+            }
+        }
+    }
+
+    /// The checks to run on this session's mail: on the MX listener, for peers that are
+    /// other servers.
+    fn inbound_checks(&self) -> Option<&crate::InboundChecks> {
+        let checks = self.config.inbound.as_ref()?;
+        (self.config.submission.is_none()
+            && (checks.check_loopback || !self.peer.ip().is_loopback()))
+        .then_some(checks)
+    }
+
+    /// Checks a submitted message's From header against the logged-in account and returns
+    /// the headers a submission server adds (RFC 6409 section 8): Message-ID and Date when
+    /// missing, and From (the envelope sender) when the client left it out.
+    fn submitted_headers(
+        &self,
+        envelope: &Envelope,
+        content: &[u8],
+        id: &str,
+    ) -> Result<Vec<u8>, Reply> {
+        let parsed = mail_auth::AuthenticatedMessage::parse(content);
+        let has_from = parsed.as_ref().is_some_and(|m| {
+            m.raw_parsed_headers()
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(b"From"))
+        });
+        let froms = parsed.as_ref().map(|m| m.froms()).unwrap_or_default();
+        if has_from && froms.is_empty() {
+            return Err(reply(
+                550,
+                (5, 7, 1),
+                "The From header names no address this account may send as",
+            ));
+        }
+        if let Some(stranger) = froms
+            .iter()
+            .find(|address| !may_send_as(&envelope.senders, address))
+        {
+            info!(from = %stranger, "From header refused: not the account's address");
+            return Err(reply(
+                550,
+                (5, 7, 1),
+                &format!("This account may not send as <{stranger}> (From header)"),
+            ));
+        }
+        let mut added = Vec::new();
+        if !has_from && let ReversePath::Path(address) = &envelope.from {
+            added.extend_from_slice(format!("From: <{address}>\r\n").as_bytes());
+        }
+        if !parsed.as_ref().is_some_and(|m| m.has_date_header()) {
+            let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+            if let Ok(date) = jiff::fmt::rfc2822::to_string(&now) {
+                added.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
+            }
+        }
+        if !parsed.as_ref().is_some_and(|m| m.has_message_id_header()) {
+            added.extend_from_slice(
+                format!("Message-ID: <{id}@{}>\r\n", self.config.hostname).as_bytes(),
+            );
+        }
+        Ok(added)
+    }
+
+    /// On submission, checks MAIL FROM against the addresses the account may send as and
+    /// returns them; on the MX listener, accepts any sender.
+    async fn submission_sender(&self, from: &ReversePath) -> Result<Vec<String>, Reply> {
+        let Some(login) = &self.login else {
+            return Ok(Vec::new());
+        };
+        let ReversePath::Path(address) = from else {
+            return Err(reply(
+                553,
+                (5, 7, 1),
+                "The null sender is not accepted for submission",
+            ));
+        };
+        let store = self.store.clone();
+        let account = login.account;
+        let senders =
+            match tokio::task::spawn_blocking(move || store.sender_addresses(account)).await {
+                Ok(Ok(senders)) => senders,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "sender address lookup failed");
+                    return Err(reply(
+                        451,
+                        (4, 3, 0),
+                        "Temporary lookup failure, try again later",
+                    ));
+                }
+                Err(e) => {
+                    warn!(error = %e, "sender address lookup task failed");
+                    return Err(reply(
+                        451,
+                        (4, 3, 0),
+                        "Temporary lookup failure, try again later",
+                    ));
+                }
+            };
+        let address = address.to_string();
+        if !may_send_as(&senders, &address) {
+            info!(account = %login.name, from = %address, "envelope sender refused: not the account's address");
+            return Err(reply(
+                553,
+                (5, 7, 1),
+                &format!(
+                    "Sender address <{address}> does not belong to {}",
+                    login.name
+                ),
+            ));
+        }
+        Ok(senders)
+    }
+
+    fn add_recipient(&mut self, address: String, accounts: Vec<AccountId>, remote: Vec<String>) {
+        let envelope = self.envelope.as_mut().expect("checked by the caller");
+        envelope.recipients.push(address);
+        for account in accounts {
+            if !envelope.accounts.contains(&account) {
+                envelope.accounts.push(account);
+            }
+        }
+        for target in remote {
+            if !envelope
+                .remote
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&target))
+            {
+                envelope.remote.push(target);
+            }
+        }
+    }
+
+    /// Whether AUTH may be used now: inside TLS, from a loopback peer, or when the policy
+    /// does not insist on TLS.
+    fn auth_allowed(&self) -> bool {
+        let require_tls = self.config.submission.is_some_and(|p| p.require_tls);
+        !require_tls || self.wire.stream.is_tls() || self.peer.ip().is_loopback()
+    }
+
+    /// RFC 4954 AUTH with PLAIN or LOGIN, on the submission listener.
+    async fn auth(
+        &mut self,
+        mechanism: &str,
+        initial_response: Option<String>,
+    ) -> std::io::Result<Flow> {
+        if self.helo.is_none() {
+            self.send(reply(503, (5, 5, 1), "Send EHLO first"));
+            return Ok(self.error());
+        }
+        if self.login.is_some() {
+            self.send(reply(503, (5, 5, 1), "Already authenticated"));
+            return Ok(self.error());
+        }
+        if self.envelope.is_some() {
+            self.send(reply(
+                503,
+                (5, 5, 1),
+                "AUTH is not allowed during a mail transaction",
+            ));
+            return Ok(self.error());
+        }
+        if !self.auth_allowed() {
+            self.send(reply(
+                538,
+                (5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            ));
+            return Ok(Flow::Continue);
+        }
+        let credentials = match mechanism {
+            "PLAIN" => {
+                let response = match initial_response {
+                    Some(response) => sasl::decode(&response),
+                    None => match self.challenge("").await? {
+                        Some(line) => sasl::decode(&line),
+                        None => return Ok(Flow::Close),
+                    },
+                };
+                response.and_then(|r| sasl::plain(&r))
+            }
+            "LOGIN" => {
+                let user = match initial_response {
+                    Some(response) => sasl::decode(&response),
+                    None => match self.challenge(&sasl::encode("Username:")).await? {
+                        Some(line) => sasl::decode(&line),
+                        None => return Ok(Flow::Close),
+                    },
+                }
+                .and_then(sasl::login_field);
+                match user {
+                    Ok(user) => match self.challenge(&sasl::encode("Password:")).await? {
+                        Some(line) => sasl::decode(&line)
+                            .and_then(sasl::login_field)
+                            .map(|password| (user, password)),
+                        None => return Ok(Flow::Close),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                self.send(reply(
+                    504,
+                    (5, 5, 4),
+                    "Unrecognized authentication mechanism; use PLAIN or LOGIN",
+                ));
+                return Ok(self.error());
+            }
+        };
+        let (user, password) = match credentials {
+            Ok(credentials) => credentials,
+            Err(SaslError::Cancelled) => {
+                self.send(reply(501, (5, 0, 0), "Authentication cancelled"));
+                return Ok(self.error());
+            }
+            Err(SaslError::Malformed) => {
+                self.send(reply(501, (5, 5, 2), "Malformed authentication response"));
+                return Ok(self.error());
+            }
+        };
+        let store = self.store.clone();
+        let name = user.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || store.authenticate(&name, &password)).await;
+        match checked {
+            Ok(Ok(Some(account))) => {
+                if let Some(throttle) = &self.config.throttle {
+                    throttle.succeeded(self.peer.ip());
+                }
+                info!(account = %user, "authenticated");
+                self.login = Some(Login {
+                    account,
+                    name: user,
+                });
+                self.send(reply(235, (2, 7, 0), "Authentication successful"));
+                Ok(Flow::Continue)
+            }
+            Ok(Ok(None)) => {
+                let delay = self
+                    .config
+                    .throttle
+                    .as_ref()
+                    .map(|t| t.failed(self.peer.ip()))
+                    .unwrap_or_default();
+                info!(user = %user, delay_secs = delay.as_secs(), "failed login");
+                // Whatever the client pipelined meanwhile waits; the delay is the point.
+                self.wire.flush().await?;
+                tokio::time::sleep(delay).await;
+                self.send(reply(535, (5, 7, 8), "Authentication credentials invalid"));
+                Ok(self.error())
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "authentication lookup failed");
+                self.send(reply(454, (4, 7, 0), "Temporary authentication failure"));
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                warn!(error = %e, "authentication task failed");
+                self.send(reply(454, (4, 7, 0), "Temporary authentication failure"));
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Sends a `334` challenge and reads the client's one-line answer; `None` when the
+    /// client went away or was too slow.
+    async fn challenge(&mut self, text: &str) -> std::io::Result<Option<String>> {
+        self.send(Reply::new(334, None, text));
+        self.wire.flush().await?;
+        loop {
+            if let Some(end) = self.wire.input.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.wire.input.drain(..=end).collect();
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+            if self.wire.input.len() > self.config.max_line_length {
+                self.wire.input.clear();
+                // Too long for any credentials we accept; the answer is discarded.
+                return Ok(Some(String::from("!")));
+            }
+            if !self.read_more(Phase::Commands).await? {
+                return Ok(None);
+            }
+            if self.shutdown.is_shutting_down() {
+                return Ok(None);
             }
         }
     }
@@ -538,6 +922,7 @@ impl Session {
             Ok(()) => {
                 self.helo = None;
                 self.envelope = None;
+                self.login = None;
                 Ok(Flow::Continue)
             }
             Err(e) => {
@@ -545,5 +930,42 @@ impl Session {
                 Ok(Flow::Close)
             }
         }
+    }
+}
+
+/// Whether `address` is one of `senders` (lower case), or a subaddress `user+tag@domain`
+/// of one.
+fn may_send_as(senders: &[String], address: &str) -> bool {
+    let address = address.to_lowercase();
+    if senders.contains(&address) {
+        return true;
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    match local.split_once('+') {
+        Some((user, _)) if !user.is_empty() => senders.contains(&format!("{user}@{domain}")),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_and_subaddresses() {
+        let senders = vec!["alice@x.test".to_string(), "sales@x.test".to_string()];
+        let check = |address: &str, expect: bool| {
+            assert_eq!(may_send_as(&senders, address), expect, "{address}");
+        };
+        check("alice@x.test", true);
+        check("Alice@X.Test", true);
+        check("alice+news@x.test", true);
+        check("sales+2026@x.test", true);
+        check("bob@x.test", false);
+        check("alice@y.test", false);
+        check("+alice@x.test", false);
+        check("alice", false);
     }
 }

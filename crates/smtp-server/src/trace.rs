@@ -4,6 +4,9 @@ use std::net::IpAddr;
 
 pub struct Trace<'a> {
     pub return_path: &'a str,
+    /// The `Authentication-Results` header of the inbound checks, CRLF-terminated. It goes
+    /// above this hop's Received header, as RFC 8601 section 5 asks.
+    pub auth_results: Option<&'a str>,
     pub helo: &'a str,
     pub peer: IpAddr,
     pub hostname: &'a str,
@@ -25,6 +28,9 @@ impl Trace<'_> {
         out.extend_from_slice(
             format!("Return-Path: <{}>\r\n", sanitize(self.return_path)).as_bytes(),
         );
+        if let Some(results) = self.auth_results {
+            out.extend_from_slice(results.as_bytes());
+        }
         out.extend_from_slice(
             format!(
                 "Received: from {helo} ([{}])\r\n\tby {} (tegami) with {} id {}",
@@ -55,6 +61,7 @@ mod tests {
         let mut out = Vec::new();
         Trace {
             return_path: "a@b.example",
+            auth_results: None,
             helo: "client\r\nInjected: yes",
             peer: "127.0.0.1".parse().unwrap(),
             hostname: "mx.test",
