@@ -48,9 +48,24 @@ pub enum AliasCommand {
 
 #[derive(Subcommand)]
 pub enum DomainCommand {
-    Add { name: String },
+    Add {
+        name: String,
+    },
     List,
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
+    /// Print the DKIM TXT record to publish, making the domain's signing key if needed.
+    Dkim {
+        name: String,
+        /// The selector of a new key (default: "tg" and the date and time, so newer keys
+        /// sort later; the newest key signs).
+        #[arg(long)]
+        selector: Option<String>,
+        /// Make a new key even though one exists (a key rotation).
+        #[arg(long)]
+        new: bool,
+    },
 }
 
 pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
@@ -65,6 +80,22 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             for name in store.domains()? {
                 println!("{name}");
             }
+        }
+        Command::Domain(DomainCommand::Dkim {
+            name,
+            selector,
+            new,
+        }) => {
+            let ours = store
+                .domains()?
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(name.trim_end_matches('.')));
+            if !ours {
+                anyhow::bail!(
+                    "{name} is not one of this server's domains; add it first with `tegami domain add {name}`"
+                );
+            }
+            return crate::send::dkim(data, &name, selector, new);
         }
         Command::Domain(DomainCommand::Remove { name }) => {
             store.remove_domain(&name)?;

@@ -15,6 +15,7 @@ mod ops;
 mod plan;
 mod queue;
 mod schedule;
+mod send;
 mod serve;
 mod stats;
 

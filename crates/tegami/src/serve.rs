@@ -27,7 +27,7 @@ pub struct Listeners {
     /// SMTP address (default 127.0.0.1:2525; port 0 picks a free port).
     #[arg(long)]
     smtp: Option<SocketAddr>,
-    /// Submission address (not built yet: arrives with the outbound queue).
+    /// Submission address, AUTH required (default 127.0.0.1:2587).
     #[arg(long)]
     submission: Option<SocketAddr>,
     /// POP3 address (default 127.0.0.1:2110).
@@ -46,13 +46,9 @@ pub fn run(
     config_path: Option<&Path>,
     listeners: Listeners,
 ) -> anyhow::Result<ExitCode> {
-    for (flag, given) in [("--submission", listeners.submission)] {
-        if given.is_some() {
-            bail!("{flag} is not available in this version of tegami yet; leave it out");
-        }
-    }
     let mut config = Config::load(config_path)?;
     override_addr(listeners.smtp, &mut config.smtp.listen);
+    override_addr(listeners.submission, &mut config.submission.listen);
     override_addr(listeners.pop3, &mut config.pop3.listen);
     override_addr(listeners.imap, &mut config.imap.listen);
     override_addr(listeners.http, &mut config.http);
@@ -135,12 +131,37 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     }
 
     let smtp_listener = bind("smtp", config.smtp.listen).await?;
+    let submission_listener = bind("submission", config.submission.listen).await?;
     let pop3_listener = bind("pop3", config.pop3.listen).await?;
     let imap_listener = bind("imap", config.imap.listen).await?;
     let http_listener = bind("http", config.http).await?;
 
     let trigger = ShutdownTrigger::new();
-    let smtp = Arc::new(smtp_server::SmtpConfig {
+    let throttle = Arc::new(net::LoginThrottle::default());
+
+    // One resolver for MX lookups and the inbound checks, so both share its cache.
+    let dns = outbound::resolver(&config.dns_servers).context("cannot set up DNS resolution")?;
+    let dkim = {
+        let dir = data.join("dkim");
+        let keys = outbound::DkimKeys::load(&dir)
+            .with_context(|| format!("cannot load the DKIM keys in {}", dir.display()))?;
+        for (domain, selector) in keys.domains() {
+            info!(domain, selector, "DKIM key loaded: mail from this domain is signed");
+        }
+        Arc::new(keys)
+    };
+    let queue = outbound::Queue::new(
+        store.clone(),
+        crate::send::queue_config(&config),
+        crate::send::routes(&config),
+        dns.clone(),
+        dkim,
+        clock.clone(),
+    );
+    let queue_waker = queue.waker();
+    let queue_task = tokio::spawn(queue.run(trigger.subscribe()));
+
+    let smtp = smtp_server::SmtpConfig {
         hostname: config.hostname.clone(),
         max_message_size: config.smtp.max_message_size,
         max_recipients: config.smtp.max_recipients,
@@ -149,6 +170,29 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         data_timeout: config.smtp.data_timeout,
         max_errors: config.smtp.max_errors,
         tls: tls.clone(),
+        queue: Some(queue_waker.clone()),
+        ..smtp_server::SmtpConfig::new(config.hostname.clone())
+    };
+    // Submission: the same limits, AUTH against the accounts, no inbound checks (the
+    // client is one of ours, and its mail is checked by whoever receives it).
+    let submission = Arc::new(smtp_server::SmtpConfig {
+        submission: Some(smtp_server::SubmissionPolicy {
+            require_tls: config.submission.require_tls,
+        }),
+        throttle: Some(throttle.clone()),
+        ..smtp.clone()
+    });
+    let smtp = Arc::new(smtp_server::SmtpConfig {
+        inbound: config.inbound.checks.then(|| smtp_server::InboundChecks {
+            dns: dns.clone(),
+            policy: if config.inbound.enforce {
+                smtp_server::DmarcPolicy::Enforce
+            } else {
+                smtp_server::DmarcPolicy::Record
+            },
+            check_loopback: config.inbound.check_loopback,
+        }),
+        ..smtp
     });
     let smtp_store = store.clone();
     let smtp_gate = gate.clone();
@@ -162,8 +206,26 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         trigger.subscribe(),
         move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
     ));
+    let submission_store = store.clone();
+    let submission_gate = gate.clone();
+    let submission_task = tokio::spawn(net::serve(
+        submission_listener,
+        ListenerConfig {
+            protocol: "submission",
+            max_connections: config.submission.max_connections,
+            busy_reply: smtp_server::BUSY_REPLY,
+        },
+        trigger.subscribe(),
+        move |conn| {
+            smtp_server::run(
+                conn,
+                submission.clone(),
+                submission_store.clone(),
+                submission_gate.clone(),
+            )
+        },
+    ));
 
-    let throttle = Arc::new(net::LoginThrottle::default());
     let pop3 = Arc::new(pop3_server::Pop3Server::new(
         pop3_server::Pop3Config {
             hostname: config.hostname.clone(),
@@ -301,6 +363,8 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     // What the sessions counted since the last flush is written before the store closes.
     crate::stats::flush_now(&store, config.stats.keep_days, &clock).await;
     smtp_task.abort();
+    submission_task.abort();
+    queue_task.abort();
     pop3_task.abort();
     imap_task.abort();
     info!("stopped");

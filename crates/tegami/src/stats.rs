@@ -612,6 +612,16 @@ impl tegami_http::Source for ServerSource {
                 t.database_bytes as f64,
             ));
         }
+        out.extend(outbound_counters());
+        let mut auth = Family::new(
+            "tegami_inbound_auth_results",
+            "SPF, DKIM and DMARC verdicts on mail received over SMTP, by method and result.",
+            Kind::Counter,
+        );
+        for (method, result, count) in smtp_server::AUTH_RESULTS.counts() {
+            auth = auth.with(&[("method", method), ("result", result)], count as f64);
+        }
+        out.push(auth);
         if let Ok(q) = ctx.store.queue_stats() {
             out.extend(queue_metrics(&q, ctx.clock.unix()));
         }
@@ -713,6 +723,41 @@ impl tegami_http::Source for ServerSource {
         out.push(sent);
         out
     }
+}
+
+/// The outbound queue's counters since the server started. The renderer adds `_total`,
+/// so the names from `outbound::METRICS` lose theirs here.
+fn outbound_counters() -> Vec<tegami_http::Family> {
+    use tegami_http::{Family, Kind};
+    let mut families: Vec<Family> = Vec::new();
+    for sample in outbound::METRICS.samples() {
+        let name = sample.name.trim_end_matches("_total");
+        let index = match families.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                let help = match name {
+                    "tegami_outbound_delivered" => "Recipients delivered by the outbound queue.",
+                    "tegami_outbound_failed" => "Recipients that failed for good (bounced).",
+                    "tegami_outbound_attempts" => "Delivery attempts, one per recipient.",
+                    "tegami_outbound_connections" => "SMTP connections opened to other servers.",
+                    "tegami_outbound_notices" => "Delivery status notices (bounces, delays) queued.",
+                    "tegami_outbound_rate_limited" => {
+                        "Messages held back by a destination's rate limit."
+                    }
+                    "tegami_outbound_deferred" => "Attempts that failed temporarily, by reason.",
+                    _ => "Outbound queue counter.",
+                };
+                families.push(Family::new(name, help, Kind::Counter));
+                families.len() - 1
+            }
+        };
+        let family = std::mem::replace(
+            &mut families[index],
+            Family::new("", "", Kind::Counter),
+        );
+        families[index] = family.with(&sample.labels, sample.value as f64);
+    }
+    families
 }
 
 /// The outbound queue's gauges, from the store.
