@@ -724,3 +724,243 @@ def self_signed(root, cn="localhost"):
     assert r.returncode == 0, f"openssl req: {r.stderr.decode(errors='replace')}"
     key.chmod(0o644)  # read by Postfix's smtpd, which runs as postfix
     return cert, key
+
+
+# ---------------------------------------------------------------------------
+# tegami's side of the sending tests: config, submission, mailboxes, queue, clock
+
+
+def toml_str(s):
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def outbound_config(hostname="mx.tegami.test", tls=None, routes=(), dns=None, queue=None, inbound=None,
+                    submission=None):
+    """The config text for a sending test. `routes`: [(domain, port)] to 127.0.0.1 with
+    tls "none" (or (domain, port, tls)); `queue`, `inbound`, `submission`: {key: value} for
+    those sections; `dns`: a DnsServer; `tls`: (cert, key) for the listeners."""
+    out = [f"hostname = {toml_str(hostname)}", ""]
+    if tls:
+        out += ["[tls]", f"cert = {toml_str(tls[0])}", f"key = {toml_str(tls[1])}", ""]
+    if submission:
+        out += ["[submission]"] + [f"{k} = {toml_value(v)}" for k, v in submission.items()] + [""]
+    if dns is not None:
+        out += ["[dns]", f"servers = [{toml_str(dns.addr)}]", ""]
+    if inbound:
+        out += ["[inbound]"] + [f"{k} = {toml_value(v)}" for k, v in inbound.items()] + [""]
+    out += ["[queue]"] + [f"{k} = {toml_value(v)}" for k, v in (queue or {}).items()] + [""]
+    for r in routes:
+        domain, port, policy = (r + ("none",))[:3]
+        out += ["[[queue.route]]", f"domain = {toml_str(domain)}", f'host = "127.0.0.1"', f"port = {port}",
+                f"tls = {toml_str(policy)}", ""]
+    return "\n".join(out)
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return toml_str(v)
+
+
+def serve(t, **kw):
+    """`serve` with the submission listener on a free port (Server.port("submission"))."""
+    extra = list(kw.pop("extra", ())) + ["--submission", f"{h.HOST}:0"]
+    srv = t.serve(extra=extra, **kw)
+    assert "submission" in srv.listeners, f"no 'tegami listening submission ...' line: {srv.stdout_lines}"
+    return srv
+
+
+def submit(port, user, password, sender, rcpts, msg, starttls=True, timeout=60):
+    """One authenticated submission (STARTTLS first when asked, then AUTH); every recipient
+    must be accepted."""
+    import smtplib
+    import ssl
+    s = smtplib.SMTP(h.HOST, port, local_hostname="client.test", timeout=timeout)
+    try:
+        s.ehlo()
+        if starttls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            code, resp = s.starttls(context=ctx)
+            assert code == 220, f"STARTTLS: {code} {resp!r}"
+            s.ehlo()
+        s.login(user, password)
+        refused = s.sendmail(sender, rcpts, msg)
+        assert not refused, f"recipients refused: {refused}"
+    finally:
+        try:
+            s.quit()
+        except Exception:  # noqa: BLE001
+            s.close()
+
+
+class Submitter:
+    """One authenticated submission session kept open for many messages."""
+
+    def __init__(self, port, user, password, starttls=False, timeout=60):
+        import smtplib
+        self.s = smtplib.SMTP(h.HOST, port, local_hostname="client.test", timeout=timeout)
+        self.s.ehlo()
+        if starttls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.s.starttls(context=ctx)
+            self.s.ehlo()
+        self.s.login(user, password)
+
+    def send(self, sender, rcpts, msg):
+        refused = self.s.sendmail(sender, rcpts, msg)
+        assert not refused, f"recipients refused: {refused}"
+
+    def close(self):
+        try:
+            self.s.quit()
+        except Exception:  # noqa: BLE001
+            self.s.close()
+
+
+def inbox(port, user, password, mailbox="INBOX"):
+    """Every message of a mailbox over IMAP, as raw bytes, in UID order."""
+    m = h.imap_login(port, user, password)
+    try:
+        typ, _ = m.select(mailbox, readonly=True)
+        assert typ == "OK", f"SELECT {mailbox}: {typ}"
+        typ, data = m.uid("SEARCH", None, "ALL")
+        assert typ == "OK", f"UID SEARCH: {typ} {data}"
+        uids = [int(u) for u in data[0].split()] if data and data[0] else []
+        out = []
+        for uid in sorted(uids):
+            typ, data = m.uid("FETCH", str(uid), "(BODY.PEEK[])")
+            assert typ == "OK", f"UID FETCH {uid}: {typ} {data}"
+            raw = next(part[1] for part in data if isinstance(part, tuple))
+            out.append(raw)
+        return out
+    finally:
+        try:
+            m.logout()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def parse(raw):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def delivery_status(raw):
+    """An RFC 3464 report as (message, per-message fields, [per-recipient fields], returned headers
+    text). Fails unless it is multipart/report; report-type=delivery-status with a
+    message/delivery-status part."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report", f"not multipart/report: {msg.get_content_type()}"
+    assert (msg.get_param("report-type") or "").lower() == "delivery-status", f"report-type {msg.get_param('report-type')}"
+    parts = msg.get_payload()
+    assert isinstance(parts, list) and len(parts) >= 2, "a report needs at least two parts"
+    ds = next((p for p in parts if p.get_content_type() == "message/delivery-status"), None)
+    assert ds is not None, f"no message/delivery-status part: {[p.get_content_type() for p in parts]}"
+    # Python parses message/delivery-status into a list of header blocks: the per-message
+    # block first, then one per recipient.
+    blocks = ds.get_payload()
+    if isinstance(blocks, str):
+        text = blocks.replace("\r\n", "\n").strip("\n")
+        blocks = [email.message_from_string(b) for b in text.split("\n\n") if b.strip()]
+    assert len(blocks) >= 2, f"delivery-status needs a per-message and a per-recipient block: {blocks}"
+    fields = lambda b: {k.lower(): str(v).strip() for k, v in b.items()}  # noqa: E731
+    returned = ""
+    for p in parts:
+        if p.get_content_type() in ("text/rfc822-headers", "message/rfc822", "message/rfc822-headers"):
+            pl = p.get_payload()
+            returned = pl if isinstance(pl, str) else "".join(x.as_string() for x in pl)
+    return msg, fields(blocks[0]), [fields(b) for b in blocks[1:]], returned
+
+
+def wait_until(what, predicate, timeout=30, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout} s")
+        time.sleep(interval)
+
+
+def metrics(port):
+    """/metrics as {name or name{labels}: float}."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{h.HOST}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def queue_size(srv):
+    """tegami_queue_messages from /metrics (None if absent)."""
+    return metrics(srv.http).get("tegami_queue_messages")
+
+
+class Clock:
+    """The test clock of TEGAMI_CLOCK_FILE: a file holding seconds added to the real clock,
+    re-read by tegami on every look at the time. Set the variable before starting tegami."""
+
+    def __init__(self, root):
+        self.path = Path(root) / "clock-offset"
+        self.offset = 0
+        self.set(0)
+
+    def env(self):
+        return {"TEGAMI_CLOCK_FILE": str(self.path)}
+
+    def set(self, offset):
+        self.offset = int(offset)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{self.offset}\n")
+        tmp.rename(self.path)
+
+    def now(self):
+        """tegami's idea of now."""
+        return time.time() + self.offset
+
+    def advance_to(self, when):
+        """Moves tegami's clock so that its now is `when` (never backwards)."""
+        self.set(max(self.offset, int(when - time.time()) + 1))
+
+
+def dkim_record_from(text, selector, domain):
+    """The TXT value "v=DKIM1; ..." that `tegami domain dkim` printed (joined if it printed
+    it as several quoted strings), and checks the record name is there too."""
+    name = f"{selector}._domainkey.{domain}"
+    assert name in text, f"the record name {name} is not in the output: {text!r}"
+    i = text.find("v=DKIM1")
+    assert i >= 0, f"no v=DKIM1 record in: {text!r}"
+    import re
+    if i > 0 and text[i - 1] == '"':
+        # Zone-file style: "v=DKIM1; k=rsa; " "p=MIIB..." (possibly in parentheses, over lines).
+        run = re.match(r'(?:"[^"]*"[\s()]*)+', text[i - 1:]).group(0)
+        value = "".join(re.findall(r'"([^"]*)"', run))
+    else:
+        value = text[i:].splitlines()[0]
+    value = value.strip()
+    assert "p=" in value and len(value) > 200, f"the DKIM record looks truncated: {value!r}"
+    return value
+
+
+def swaks(*args, timeout=60):
+    """Runs swaks; returns (exit code, transcript)."""
+    assert shutil.which("swaks"), "swaks is not installed (scripts/test installs it)"
+    p = subprocess.run(["swaks", "--hide-informational", *args], capture_output=True, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
