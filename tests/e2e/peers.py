@@ -190,8 +190,12 @@ class PostfixPeer:
     `tls=(cert, key)` makes smtpd offer STARTTLS with that certificate.
     """
 
-    def __init__(self, domains=("peer.test",), hostname="peer.test", refuse=None, tls=None, name="postfix"):
+    def __init__(self, domains=("peer.test",), hostname="peer.test", refuse=None, tls=None, name="postfix",
+                 relay_to=None):
+        """`relay_to=port`: instead of storing mail, relay it for `domains` to 127.0.0.1:port
+        (a Postfix peer of the same load, for the benchmark)."""
         ensure_postfix()
+        self.relay_to = relay_to
         self.domains = [d.lower() for d in domains]
         self.hostname = hostname
         self.root = _peer_dir(name)
@@ -254,9 +258,7 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
 anvil_rate_time_unit = 60s
-virtual_mailbox_domains = {' '.join(self.domains)}
-virtual_mailbox_maps = texthash:{c / 'vmailbox'}
-virtual_mailbox_base = {self.mail}
+{self._routing()}virtual_mailbox_base = {self.mail}
 virtual_uid_maps = static:{self.uid}
 virtual_gid_maps = static:{self.gid}
 virtual_mailbox_limit = 0
@@ -283,6 +285,16 @@ readme_directory = no
                 line = "  ".join(f)
             out.append(line)
         (c / "master.cf").write_text("\n".join(out) + "\n")
+
+    def _routing(self):
+        if self.relay_to:
+            (self.conf / "transport").write_text("".join(f"{d} smtp:[{h.HOST}]:{self.relay_to}\n" for d in self.domains))
+            return (f"relay_domains = {' '.join(self.domains)}\n"
+                    f"transport_maps = texthash:{self.conf / 'transport'}\n"
+                    "smtp_tls_security_level = none\n"
+                    "smtp_dns_support_level = disabled\n")
+        return (f"virtual_mailbox_domains = {' '.join(self.domains)}\n"
+                f"virtual_mailbox_maps = texthash:{self.conf / 'vmailbox'}\n")
 
     def _write_refuse(self):
         (self.conf / "refuse").write_text("".join(f"{a.lower()} {reply}\n" for a, reply in self._refuse.items()))
