@@ -206,7 +206,7 @@ def test():
     for want in ("spf=fail", "dmarc=fail"):
         assert want in ar_bad, f"{want} missing in {ar_bad!r}"
     assert "dkim=pass" not in ar_bad, ar_bad
-    ok(f"inbound checks: signed sender.test -> spf/dkim/dmarc pass; fail.test -> spf=fail dmarc=fail, delivered (record)")
+    ok("inbound checks: signed sender.test -> spf/dkim/dmarc pass; fail.test -> spf=fail dmarc=fail, delivered (record)")
 
     # --- queue CLI --------------------------------------------------------------------
     peer.stop()
@@ -222,7 +222,7 @@ def test():
     m = peers.metrics(srv.http)
     assert m.get("tegami_queue_messages") == 3, f"tegami_queue_messages {m.get('tegami_queue_messages')}"
     assert "tegami_queue_oldest_seconds" in m, sorted(k for k in m if "queue" in k)
-    ok(f"peer down: three messages deferred (connect) in `queue list`/`queue show` and /metrics")
+    ok("peer down: three messages deferred (connect) in `queue list`/`queue show` and /metrics")
 
     t.cli("queue", "remove", ids[holds[2]])
     assert t.cli("queue", "show", ids[holds[2]], check=False).code != 0, "a removed message still shows"

@@ -87,7 +87,7 @@ def test():
     t = h.Tegami("failures")
     clock = peers.Clock(t.root)
     os.environ.update(clock.env())  # for serve and the CLI
-    peer = peers.PostfixPeer(refuse={"bad@peer.test": "550 5.1.1 <bad@peer.test>: no such user here"})
+    peer = peers.PostfixPeer(refuse={"bad@peer.test": "550 5.1.1 no such user here"})
     peer.start()
     t.write_config(peers.outbound_config(
         routes=[("peer.test", peer.port)],

@@ -763,7 +763,7 @@ def outbound_config(hostname="mx.tegami.test", tls=None, routes=(), dns=None, qu
     out += ["[queue]"] + [f"{k} = {toml_value(v)}" for k, v in (queue or {}).items()] + [""]
     for r in routes:
         domain, port, policy = (r + ("none",))[:3]
-        out += ["[[queue.route]]", f"domain = {toml_str(domain)}", f'host = "127.0.0.1"', f"port = {port}",
+        out += ["[[queue.route]]", f"domain = {toml_str(domain)}", 'host = "127.0.0.1"', f"port = {port}",
                 f"tls = {toml_str(policy)}", ""]
     return "\n".join(out)
 
@@ -883,7 +883,8 @@ def delivery_status(raw):
         text = blocks.replace("\r\n", "\n").strip("\n")
         blocks = [email.message_from_string(b) for b in text.split("\n\n") if b.strip()]
     assert len(blocks) >= 2, f"delivery-status needs a per-message and a per-recipient block: {blocks}"
-    fields = lambda b: {k.lower(): str(v).strip() for k, v in b.items()}  # noqa: E731
+    # Values unfolded (a long Diagnostic-Code is folded over lines).
+    fields = lambda b: {k.lower(): " ".join(str(v).split()) for k, v in b.items()}  # noqa: E731
     returned = ""
     for p in parts:
         if p.get_content_type() in ("text/rfc822-headers", "message/rfc822", "message/rfc822-headers"):
