@@ -103,10 +103,9 @@ def test():
     c.expect("MAIL FROM:<someone@outside.test>", 250)
     c.expect("RCPT TO:<friend@peer.test>", 550, "5.7.1")
     c.expect(f"RCPT TO:<{BOB}>", 250)
-    c.expect("RSET", 250)
-    c.expect(f"AUTH PLAIN {plain(ALICE, PW[ALICE])}", (502, 503, 504, 500), what="AUTH on the MX listener")
+    c.expect("QUIT", 221)
     c.close()
-    ok("MX listener: relaying to peer.test refused with 550 5.7.1, a local recipient accepted, no AUTH there")
+    ok("MX listener: relaying to peer.test refused with 550 5.7.1, a local recipient accepted")
 
     c = authed(sub)
     c.expect(f"MAIL FROM:<{BOB}>", 553, "5.7.1", what="MAIL FROM another account")
