@@ -354,6 +354,7 @@ async fn deliver_remote(
             return;
         }
     };
+    let body = without_return_path(body);
     let message = match shared.dkim.sign(&body) {
         Some(mut signed) => {
             signed.extend_from_slice(&body);
@@ -786,5 +787,46 @@ fn log_attempt(job: &QueuedMessage, r: &QueuedRecipient, attempt: &Attempt, verd
             outcome,
             "delivery attempt"
         ),
+    }
+}
+
+/// The queued bytes without the Return-Path field that reception put on top for the local
+/// copies: RFC 5321 section 4.4 leaves it to the final delivery, and a relay should not
+/// send one.
+fn without_return_path(mut body: Vec<u8>) -> Vec<u8> {
+    let mut end = 0;
+    while body.len() >= end + 12 && body[end..end + 12].eq_ignore_ascii_case(b"return-path:") {
+        // The field and its folded continuation lines.
+        let mut next = match body[end..].iter().position(|&b| b == b'\n') {
+            Some(i) => end + i + 1,
+            None => body.len(),
+        };
+        while next < body.len() && matches!(body[next], b' ' | b'\t') {
+            next = match body[next..].iter().position(|&b| b == b'\n') {
+                Some(i) => next + i + 1,
+                None => body.len(),
+            };
+        }
+        end = next;
+    }
+    body.drain(..end);
+    body
+}
+
+#[cfg(test)]
+mod return_path_tests {
+    use super::without_return_path;
+
+    #[test]
+    fn only_leading_return_path_fields_go() {
+        let body = b"Return-Path: <a@b>\r\nReceived: x\r\n\r\nReturn-Path: kept\r\n".to_vec();
+        assert_eq!(
+            without_return_path(body),
+            b"Received: x\r\n\r\nReturn-Path: kept\r\n"
+        );
+        let folded = b"return-path:\r\n <a@b>\r\nFrom: a\r\n".to_vec();
+        assert_eq!(without_return_path(folded), b"From: a\r\n");
+        let none = b"From: a\r\n\r\nbody".to_vec();
+        assert_eq!(without_return_path(none.clone()), none);
     }
 }

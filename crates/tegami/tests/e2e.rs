@@ -92,4 +92,11 @@ scripts! {
         archive => "archive",
         retention => "retention",
     }
+    outbound {
+        peers => "outbound_peers",
+        submission => "outbound_submission",
+        delivery => "outbound_delivery",
+        failures => "outbound_failures",
+        crash => "outbound_crash",
+    }
 }
