@@ -201,8 +201,10 @@ def test():
     ar_good = " ".join(str(v) for v in by_mid["<in-good@sender.test>"].get_all("Authentication-Results") or [])
     ar_bad = " ".join(str(v) for v in by_mid["<in-bad@fail.test>"].get_all("Authentication-Results") or [])
     assert ar_good.startswith(HOSTNAME), f"Authentication-Results not from {HOSTNAME}: {ar_good!r}"
-    for want in ("spf=pass", "dkim=pass", "header.d=sender.test", "dmarc=pass"):
+    for want in ("spf=pass", "dkim=pass", "dmarc=pass", "header.from=sender.test"):
         assert want in ar_good, f"{want} missing in {ar_good!r}"
+    # RFC 8601 names the signing domain with header.d or the identity with header.i.
+    assert "header.d=sender.test" in ar_good or "header.i=@sender.test" in ar_good, ar_good
     for want in ("spf=fail", "dmarc=fail"):
         assert want in ar_bad, f"{want} missing in {ar_bad!r}"
     assert "dkim=pass" not in ar_bad, ar_bad

@@ -55,7 +55,8 @@ class DownPeer:
         self.sock.listen(16)
         self.times = []
         self._stop = False
-        threading.Thread(target=self._loop, daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
 
     def _loop(self):
         while not self._stop:
@@ -71,8 +72,15 @@ class DownPeer:
             c.close()
 
     def close(self):
+        # shutdown() wakes the thread blocked in accept(); close() alone leaves the kernel's
+        # listening socket alive until accept returns, so it could take one more connection.
         self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        self._thread.join(5)
 
 
 def dsns(srv):
@@ -190,6 +198,7 @@ worth the wait
     ok(f"after {DELAY_NOTICE} s: one delay DSN (Action delayed, Status {r['status']}, Will-Retry-Until)")
 
     down.close()
+    attempts_while_down = len(down.times)
     peer.start()
     # The last retry wait repeats.
     clock.advance_to(last + RETRY[-1] + 5)
@@ -198,7 +207,7 @@ worth the wait
     peers.wait_until("an empty queue", lambda: peers.queue_size(srv) == 0, 30)
     time.sleep(1)
     assert len(dsns(srv)) == 2, f"{len(dsns(srv))} DSNs: a second delay or a failure notice was sent"
-    assert len(down.times) == len(RETRY) + 1, f"{len(down.times)} attempts on the down peer"
+    assert attempts_while_down == len(RETRY) + 1, f"{attempts_while_down} attempts on the down peer"
     ok("peer back: delivered at the next retry (last wait repeats), queue empty, no further notice")
 
     srv.stop()

@@ -558,7 +558,10 @@ async fn deliver_local(shared: &Arc<Shared>, job: QueuedMessage) {
     let recipients = job.recipients.clone();
     let outcome = shared
         .blocking(move |store| {
-            let body = store.queue_body(id)?;
+            // Final delivery: the Return-Path field says where bounces go (`<>` for a
+            // notice), as the SMTP listener writes it for the mail it receives.
+            let mut body = format!("Return-Path: <{sender}>\r\n").into_bytes();
+            body.extend(without_return_path(store.queue_body(id)?));
             let mut accounts: Vec<AccountId> = Vec::new();
             let mut forward: Vec<String> = Vec::new();
             let mut results = Vec::new();

@@ -79,11 +79,8 @@ pub fn dkim(
         Some(record) if !new && selector.is_none() => (record, false),
         _ => {
             // Selectors that sort by date, so the newest key is the one that signs.
-            let selector = selector.unwrap_or_else(|| {
-                jiff::Zoned::now()
-                    .strftime("tg%Y%m%d%H%M")
-                    .to_string()
-            });
+            let selector =
+                selector.unwrap_or_else(|| jiff::Zoned::now().strftime("tg%Y%m%d%H%M").to_string());
             let record = outbound::generate_dkim(&dir, &domain, &selector)
                 .with_context(|| format!("cannot make a DKIM key for {domain}"))?;
             (record, true)

@@ -146,7 +146,10 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         let keys = outbound::DkimKeys::load(&dir)
             .with_context(|| format!("cannot load the DKIM keys in {}", dir.display()))?;
         for (domain, selector) in keys.domains() {
-            info!(domain, selector, "DKIM key loaded: mail from this domain is signed");
+            info!(
+                domain,
+                selector, "DKIM key loaded: mail from this domain is signed"
+            );
         }
         Arc::new(keys)
     };

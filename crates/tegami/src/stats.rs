@@ -740,7 +740,9 @@ fn outbound_counters() -> Vec<tegami_http::Family> {
                     "tegami_outbound_failed" => "Recipients that failed for good (bounced).",
                     "tegami_outbound_attempts" => "Delivery attempts, one per recipient.",
                     "tegami_outbound_connections" => "SMTP connections opened to other servers.",
-                    "tegami_outbound_notices" => "Delivery status notices (bounces, delays) queued.",
+                    "tegami_outbound_notices" => {
+                        "Delivery status notices (bounces, delays) queued."
+                    }
                     "tegami_outbound_rate_limited" => {
                         "Messages held back by a destination's rate limit."
                     }
@@ -751,10 +753,7 @@ fn outbound_counters() -> Vec<tegami_http::Family> {
                 families.len() - 1
             }
         };
-        let family = std::mem::replace(
-            &mut families[index],
-            Family::new("", "", Kind::Counter),
-        );
+        let family = std::mem::replace(&mut families[index], Family::new("", "", Kind::Counter));
         families[index] = family.with(&sample.labels, sample.value as f64);
     }
     families
