@@ -233,6 +233,8 @@ class Tegami:
         # default to theirs: tests side by side need a free port each (`Server.http`).
         if http and "--http" not in extra:
             argv += ["--http", f"{HOST}:0"]
+        if "--submission" not in extra:
+            argv += ["--submission", f"{HOST}:0"]
         argv += list(extra)
         stderr_path = self.root / f"serve-{self._serves}.stderr"
         srv = Server(self, argv, stderr_path)
