@@ -321,7 +321,7 @@ async fn relay_after_auth_is_queued() {
     c.expect("RCPT TO:<nobody@x.test>", "550 5.1.1").await;
     let reply = c.data(MESSAGE).await;
     assert!(reply.starts_with("250"), "{reply}");
-    tokio::time::timeout(Duration::from_secs(5), server.queue.notified())
+    tokio::time::timeout(Duration::from_secs(30), server.queue.notified())
         .await
         .expect("the queue is woken");
     let queued = server.store.queue_list().unwrap();
@@ -375,7 +375,7 @@ async fn mx_alias_forwarding_is_queued_with_the_original_sender() {
         .data("From: someone@remote.test\nSubject: fwd\n\nHi.")
         .await;
     assert!(reply.starts_with("250"), "{reply}");
-    tokio::time::timeout(Duration::from_secs(5), server.queue.notified())
+    tokio::time::timeout(Duration::from_secs(30), server.queue.notified())
         .await
         .expect("the queue is woken");
     let queued = server.store.queue_list().unwrap();
