@@ -35,6 +35,20 @@ pub struct SmtpConfig {
     pub queue: Option<Arc<tokio::sync::Notify>>,
     /// SPF, DKIM and DMARC checks of mail arriving on the MX listener.
     pub inbound: Option<InboundChecks>,
+    /// Takes mail for addresses it claims (the newsletter's VERP bounce addresses)
+    /// instead of a mailbox.
+    pub bounces: Option<Arc<dyn BounceSink>>,
+}
+
+/// Mail for addresses that are not mailboxes but a program's input: bounces coming back
+/// to the newsletter's VERP envelope senders. The sink decides which addresses are its own
+/// and takes the message durably before the client hears 250.
+pub trait BounceSink: Send + Sync {
+    /// Whether mail for this recipient goes to the sink (cheap: no I/O).
+    fn claims(&self, recipient: &str) -> bool;
+    /// Takes one message for one claimed recipient; blocking (called on a blocking
+    /// thread). An error defers the whole message with a 451.
+    fn accept(&self, recipient: &str, message: &[u8]) -> Result<(), String>;
 }
 
 /// How the submission listener treats logins.
@@ -66,6 +80,7 @@ impl SmtpConfig {
             throttle: None,
             queue: None,
             inbound: None,
+            bounces: None,
         }
     }
 }

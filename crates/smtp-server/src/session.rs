@@ -47,6 +47,8 @@ struct Envelope {
     /// On submission, the addresses the logged-in account may send as (lower case), for
     /// the check of the From header after DATA.
     senders: Vec<String>,
+    /// Recipients the bounce sink claimed.
+    bounces: Vec<String>,
 }
 
 /// The account a submission client logged in as.
@@ -285,6 +287,7 @@ impl Session {
                     accounts: Vec::new(),
                     remote: Vec::new(),
                     senders,
+                    bounces: Vec::new(),
                 });
                 self.send(reply(250, (2, 1, 0), "Sender OK"));
             }
@@ -392,6 +395,16 @@ impl Session {
                 }
             },
         };
+        if let Some(sink) = &self.config.bounces
+            && self.login.is_none()
+            && sink.claims(&address)
+        {
+            let envelope = self.envelope.as_mut().expect("checked above");
+            envelope.recipients.push(address.clone());
+            envelope.bounces.push(address);
+            self.send(reply(250, (2, 1, 5), "Recipient OK"));
+            return Ok(Flow::Continue);
+        }
         let store = self.store.clone();
         let lookup = address.clone();
         let resolution = tokio::task::spawn_blocking(move || store.resolve(&lookup)).await;
@@ -575,6 +588,14 @@ impl Session {
         drop(content);
 
         let size = message.len();
+        let message = match self.to_bounce_sink(&envelope.bounces, message).await {
+            Ok(message) => message,
+            Err(refused) => return refused,
+        };
+        if envelope.accounts.is_empty() && envelope.remote.is_empty() {
+            info!(id, from = %return_path, bounces = envelope.bounces.len(), size, "message taken by the bounce handler");
+            return reply(250, (2, 0, 0), &format!("Message accepted, id {id}"));
+        }
         let store = self.store.clone();
         let accounts = envelope.accounts;
         let outbound = (!envelope.remote.is_empty()).then(|| Outbound {
@@ -615,6 +636,44 @@ impl Session {
                     (4, 3, 0),
                     "Could not store the message, try again later",
                 )
+            }
+        }
+    }
+
+    /// Hands the message to the bounce sink once per claimed recipient, on a blocking
+    /// thread; gives the message back for the other recipients.
+    async fn to_bounce_sink(&self, claimed: &[String], message: Vec<u8>) -> Result<Vec<u8>, Reply> {
+        let Some(sink) = self.config.bounces.clone() else {
+            return Ok(message);
+        };
+        if claimed.is_empty() {
+            return Ok(message);
+        }
+        let claimed = claimed.to_vec();
+        let taken = tokio::task::spawn_blocking(move || {
+            for recipient in &claimed {
+                sink.accept(recipient, &message)?;
+            }
+            Ok::<_, String>(message)
+        })
+        .await;
+        match taken {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(e)) => {
+                warn!(error = %e, "the bounce handler could not take a message");
+                Err(reply(
+                    451,
+                    (4, 3, 0),
+                    "Could not store the message, try again later",
+                ))
+            }
+            Err(e) => {
+                warn!(error = %e, "bounce handler task failed");
+                Err(reply(
+                    451,
+                    (4, 3, 0),
+                    "Could not store the message, try again later",
+                ))
             }
         }
     }
