@@ -465,8 +465,8 @@ pub trait Newsletters: Send + Sync {
         now: i64,
     ) -> Result<()>;
     /// Records a bounce and counts it on the subscriber, and disables the subscriber
-    /// (`Bounced`) once its hard bounces reach `hard_limit`, in one transaction. Returns
-    /// the subscriber as it is afterwards.
+    /// (`Bounced`) once its hard bounces reach `hard_limit` (0: never), in one transaction.
+    /// An unsubscribed subscriber stays unsubscribed. Returns the subscriber afterwards.
     fn bounce(
         &self,
         about: HistoryRef,
