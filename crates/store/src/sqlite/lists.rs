@@ -854,6 +854,30 @@ impl Newsletters for SqliteStore {
         self.record_impl(about, subscriber, outcome, detail, now)
     }
 
+    fn record_many(
+        &self,
+        about: HistoryRef,
+        outcome: Outcome,
+        subscribers: &[SubscriberId],
+        now: i64,
+    ) -> Result<u64> {
+        let members: Vec<u32> = subscribers
+            .iter()
+            .map(|&s| member(s))
+            .collect::<Result<_>>()?;
+        self.write(move |ctx| {
+            let mut set = load_set(ctx.conn, about, outcome)?;
+            let before = set.len();
+            set.extend(members);
+            let added = set.len() - before;
+            if added > 0 {
+                save_set(ctx.conn, about, outcome, &set)?;
+                bump_daily(ctx.conn, now, about, outcome, added)?;
+            }
+            Ok(added)
+        })
+    }
+
     fn bounce(
         &self,
         about: HistoryRef,
