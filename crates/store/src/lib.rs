@@ -8,6 +8,7 @@ pub mod archive;
 mod blob;
 mod check;
 mod error;
+mod lists;
 mod password;
 mod sqlite;
 mod types;
@@ -17,6 +18,7 @@ pub use check::{
     AffectedMessage, CheckOptions, CheckReport, OptimizeReport, Progress, human_bytes,
 };
 pub use error::StoreError;
+pub use lists::*;
 pub use sqlite::archive::{
     ArchiveOutcome, ArchivePlan, ArchiveProgress, ArchiveReport, ArchiveRequest, Indexer, Phase,
     batch_size as archive_batch_size,

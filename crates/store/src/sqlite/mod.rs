@@ -3,6 +3,8 @@
 pub mod archive;
 pub mod backup;
 mod check;
+mod history;
+mod lists;
 mod mailboxes;
 mod optimize;
 mod queue;

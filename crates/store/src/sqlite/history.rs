@@ -1,0 +1,1 @@
+//! `Newsletters` history for SQLite: bitmaps, daily totals, raw events, pruning.
