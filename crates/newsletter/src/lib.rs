@@ -11,3 +11,9 @@ pub use bounce::{Bounce, parse_bounce};
 pub use message::{Letter, build_message, quoted_printable, rfc5322_date};
 pub use template::{Tracked, Vars, escape_html, render, track_links};
 pub use token::{Keys, Origin, Token};
+
+mod engine;
+mod http;
+
+pub use engine::{BATCH, BatchOutcome, Engine, NewsletterConfig, NewsletterError, PRUNE_BATCH};
+pub use http::router;
