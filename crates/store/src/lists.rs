@@ -464,9 +464,19 @@ pub trait Newsletters: Send + Sync {
         detail: Option<&str>,
         now: i64,
     ) -> Result<()>;
+    /// Adds many subscribers to one set in one transaction and the number that joined
+    /// anew to the day's total, without raw events: for benchmarks and migrations from
+    /// other tools. Returns how many joined anew.
+    fn record_many(
+        &self,
+        about: HistoryRef,
+        outcome: Outcome,
+        subscribers: &[SubscriberId],
+        now: i64,
+    ) -> Result<u64>;
     /// Records a bounce and counts it on the subscriber, and disables the subscriber
-    /// (`Bounced`) once its hard bounces reach `hard_limit`, in one transaction. Returns
-    /// the subscriber as it is afterwards.
+    /// (`Bounced`) once its hard bounces reach `hard_limit` (0: never), in one transaction.
+    /// An unsubscribed subscriber stays unsubscribed. Returns the subscriber afterwards.
     fn bounce(
         &self,
         about: HistoryRef,

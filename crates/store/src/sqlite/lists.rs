@@ -1,220 +1,967 @@
-//! `Newsletters` for SQLite: lists, subscribers, campaigns, sequences and steps.
+//! `Newsletters` for SQLite: lists, subscribers, campaigns, sequences and steps, the
+//! exactly-once enqueueing of rendered mail and the step-mail schedule.
+//!
+//! History (bitmaps, daily totals, raw events) is in `history.rs`; this file records into
+//! it from inside its own writer requests, so a status change or a bounce and its history
+//! commit together.
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use roaring::RoaringBitmap;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
-use crate::*;
+use super::history::{self, bump_daily, insert_event, load_set, member, record_in, save_set};
+use super::queue::{Envelope, insert_queued, snapshot};
+use crate::{
+    Campaign, CampaignId, CampaignState, DailyTotal, HistoryEvent, HistoryRef, ImportCounts, List,
+    ListId, Mail, NewCampaign, NewStep, NewSubscriber, Newsletters, Outcome, Result, Sequence,
+    SequenceId, Step, StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus,
+};
 
-fn unfinished<T>() -> Result<T> {
-    Err(StoreError::Invalid("not implemented yet".into()))
+/// Rows per transaction in an import: big enough to share the fsync, small enough not to
+/// hold the writer for long.
+const IMPORT_BATCH: usize = 1000;
+
+const LIST_COLUMNS: &str = "id, name, from_address, from_name, double_opt_in, created";
+const SUBSCRIBER_COLUMNS: &str = "id, list_id, email, name, attributes, status, created, \
+     confirmed, hard_bounces, soft_bounces";
+const CAMPAIGN_COLUMNS: &str = "id, list_id, subject, text, html, send_at, state, \
+     rate_per_second, rate_per_domain, created";
+const SEQUENCE_COLUMNS: &str = "id, list_id, name, time_zone, join_existing, created";
+const STEP_COLUMNS: &str =
+    "id, sequence_id, position, days_after, send_minute, subject, text, html";
+
+fn bad_column(index: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, what.into())
+}
+
+fn list_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<List> {
+    Ok(List {
+        id: ListId(r.get(0)?),
+        name: r.get(1)?,
+        from_address: r.get(2)?,
+        from_name: r.get(3)?,
+        double_opt_in: r.get(4)?,
+        created: r.get(5)?,
+    })
+}
+
+fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscriber> {
+    let attributes: String = r.get(4)?;
+    let status: String = r.get(5)?;
+    Ok(Subscriber {
+        id: SubscriberId(r.get(0)?),
+        list: ListId(r.get(1)?),
+        email: r.get(2)?,
+        name: r.get(3)?,
+        attributes: decode_attributes(&attributes),
+        status: SubscriberStatus::parse(&status)
+            .ok_or_else(|| bad_column(5, format!("unknown subscriber status '{status}'")))?,
+        created: r.get(6)?,
+        confirmed: r.get(7)?,
+        hard_bounces: r.get(8)?,
+        soft_bounces: r.get(9)?,
+    })
+}
+
+fn campaign_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Campaign> {
+    let state: String = r.get(6)?;
+    Ok(Campaign {
+        id: CampaignId(r.get(0)?),
+        list: ListId(r.get(1)?),
+        subject: r.get(2)?,
+        text: r.get(3)?,
+        html: r.get(4)?,
+        send_at: r.get(5)?,
+        state: CampaignState::parse(&state)
+            .ok_or_else(|| bad_column(6, format!("unknown campaign state '{state}'")))?,
+        rate_per_second: r.get(7)?,
+        rate_per_domain: r.get(8)?,
+        created: r.get(9)?,
+    })
+}
+
+fn sequence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sequence> {
+    Ok(Sequence {
+        id: SequenceId(r.get(0)?),
+        list: ListId(r.get(1)?),
+        name: r.get(2)?,
+        time_zone: r.get(3)?,
+        join_existing: r.get(4)?,
+        created: r.get(5)?,
+    })
+}
+
+fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Step> {
+    Ok(Step {
+        id: StepId(r.get(0)?),
+        sequence: SequenceId(r.get(1)?),
+        position: r.get(2)?,
+        days_after: r.get(3)?,
+        send_minute: r.get(4)?,
+        subject: r.get(5)?,
+        text: r.get(6)?,
+        html: r.get(7)?,
+    })
+}
+
+/// Attributes as text: one `key\tvalue` per line, with `\\`, `\t` and `\n` escaped. The
+/// store has no JSON dependency and needs none for a flat map of strings.
+fn encode_attributes(attributes: &BTreeMap<String, String>) -> String {
+    fn escape(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (key, value) in attributes {
+        escape(&mut out, key);
+        out.push('\t');
+        escape(&mut out, value);
+        out.push('\n');
+    }
+    out
+}
+
+fn decode_attributes(text: &str) -> BTreeMap<String, String> {
+    fn unescape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('t') => out.push('\t'),
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        }
+        out
+    }
+    text.lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(k, v)| (unescape(k), unescape(v)))
+        .collect()
+}
+
+/// An address as stored: trimmed, domain in lower case; `Invalid` if it is not local@domain.
+fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim();
+    match email.rsplit_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.is_empty()
+                && domain.contains('.')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                && !email.contains(['<', '>', ',']) =>
+        {
+            Ok(format!("{local}@{}", domain.to_lowercase()))
+        }
+        _ => Err(StoreError::Invalid(format!(
+            "'{email}' is not an address (expected user@domain)"
+        ))),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn not_found(what: String) -> StoreError {
+    StoreError::NotFound { what }
+}
+
+/// Inserts one subscriber; `Ok(None)` when its address is already on the list.
+fn insert_subscriber(
+    conn: &Connection,
+    list: ListId,
+    email: &str,
+    row: &NewSubscriber,
+    now: i64,
+) -> Result<Option<SubscriberId>> {
+    let confirmed = (row.status == SubscriberStatus::Active).then_some(now);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO nl_subscribers (list_id, email, name, attributes, status, created, confirmed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            list.0,
+            email,
+            row.name,
+            encode_attributes(&row.attributes),
+            row.status.as_str(),
+            now,
+            confirmed
+        ]);
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let id = conn.last_insert_rowid();
+    // Ids are the members of 32-bit history bitmaps; four billion subscribers are far
+    // away, but a wrong id would be silent, so refuse instead (the request rolls back).
+    if u32::try_from(id).is_err() {
+        return Err(StoreError::Invalid(
+            "subscriber ids are exhausted (the history bitmaps hold 32-bit ids)".into(),
+        ));
+    }
+    Ok(Some(SubscriberId(id)))
+}
+
+fn subscriber_in(conn: &Connection, id: SubscriberId) -> Result<Subscriber> {
+    conn.prepare_cached(&format!(
+        "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers WHERE id = ?1"
+    ))?
+    .query_row([id.0], subscriber_row)
+    .optional()?
+    .ok_or_else(|| not_found(format!("subscriber {}", id.0)))
+}
+
+fn list_exists(conn: &Connection, list: ListId) -> Result<()> {
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT id FROM nl_lists WHERE id = ?1")?
+        .query_row([list.0], |r| r.get(0))
+        .optional()?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| not_found(format!("list {}", list.0)))
+}
+
+fn steps_of(conn: &Connection, sequence: SequenceId) -> Result<Vec<Step>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {STEP_COLUMNS} FROM nl_steps WHERE sequence_id = ?1 ORDER BY position"
+        ))?
+        .query_map([sequence.0], step_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+fn time_zone(name: &str) -> Result<TimeZone> {
+    TimeZone::get(name).map_err(|e| StoreError::Invalid(format!("time zone '{name}': {e}")))
+}
+
+/// When a step is due for a subscriber who started at `start`: `days_after` calendar days
+/// after the start's date in the zone, at `send_minute` there (a minute that a DST change
+/// skips is taken as the one after the gap, as jiff's "compatible" rule does).
+fn due_at(zone: &TimeZone, start: i64, step: &Step) -> Result<i64> {
+    let invalid = |e: jiff::Error| StoreError::Invalid(format!("step {} timing: {e}", step.id.0));
+    let date = Timestamp::from_second(start)
+        .map_err(invalid)?
+        .to_zoned(zone.clone())
+        .date()
+        .checked_add(i64::from(step.days_after).days())
+        .map_err(invalid)?;
+    let minute = i8::try_from(step.send_minute % 60).unwrap_or(0);
+    let hour = i8::try_from(step.send_minute / 60).unwrap_or(0);
+    let due = date
+        .at(hour, minute, 0, 0)
+        .to_zoned(zone.clone())
+        .map_err(invalid)?;
+    Ok(due.timestamp().as_second())
+}
+
+/// The wall clock, for the queue rows of [`Newsletters::enqueue_mails`].
+fn wall_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteStore {
+    fn list_by_name(&self, name: &str) -> Result<List> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {LIST_COLUMNS} FROM nl_lists WHERE name = ?1"
+            ))?
+            .query_row([name], list_row)
+            .optional()?
+            .ok_or_else(|| not_found(format!("list '{name}'")))
+        })
+    }
 }
 
 impl Newsletters for SqliteStore {
     fn list_add(
         &self,
-        _name: &str,
-        _from_address: &str,
-        _from_name: &str,
-        _double_opt_in: bool,
-        _now: i64,
+        name: &str,
+        from_address: &str,
+        from_name: &str,
+        double_opt_in: bool,
+        now: i64,
     ) -> Result<ListId> {
-        unfinished()
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(StoreError::Invalid(format!(
+                "'{name}' is not a list name (no spaces, not empty)"
+            )));
+        }
+        let from_address = normalize_email(from_address)?;
+        let from_name = from_name.trim().to_string();
+        self.write(move |ctx| {
+            let inserted = ctx.conn.execute(
+                "INSERT INTO nl_lists (name, from_address, from_name, double_opt_in, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, from_address, from_name, double_opt_in, now],
+            );
+            match inserted {
+                Ok(_) => Ok(ListId(ctx.conn.last_insert_rowid())),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                    what: format!("list '{name}'"),
+                }),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 
     fn lists(&self) -> Result<Vec<List>> {
-        unfinished()
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {LIST_COLUMNS} FROM nl_lists ORDER BY name"
+                ))?
+                .query_map([], list_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
     }
 
-    fn list(&self, _name: &str) -> Result<List> {
-        unfinished()
+    fn list(&self, name: &str) -> Result<List> {
+        self.list_by_name(name.trim())
     }
 
-    fn list_by_id(&self, _id: ListId) -> Result<List> {
-        unfinished()
+    fn list_by_id(&self, id: ListId) -> Result<List> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {LIST_COLUMNS} FROM nl_lists WHERE id = ?1"
+            ))?
+            .query_row([id.0], list_row)
+            .optional()?
+            .ok_or_else(|| not_found(format!("list {}", id.0)))
+        })
     }
 
-    fn list_remove(&self, _name: &str) -> Result<()> {
-        unfinished()
+    fn list_remove(&self, name: &str) -> Result<()> {
+        let list = self.list_by_name(name.trim())?;
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            let campaigns: Vec<i64> = conn
+                .prepare("SELECT id FROM nl_campaigns WHERE list_id = ?1")?
+                .query_map([list.id.0], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in campaigns {
+                history::forget(conn, HistoryRef::Campaign(CampaignId(id)))?;
+            }
+            let steps: Vec<i64> = conn
+                .prepare(
+                    "SELECT s.id FROM nl_steps s JOIN nl_sequences q ON q.id = s.sequence_id
+                     WHERE q.list_id = ?1",
+                )?
+                .query_map([list.id.0], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in steps {
+                history::forget(conn, HistoryRef::Step(StepId(id)))?;
+            }
+            // Subscribers, campaigns, sequences and steps go by ON DELETE CASCADE.
+            conn.execute("DELETE FROM nl_lists WHERE id = ?1", [list.id.0])?;
+            Ok(())
+        })
     }
 
     fn subscriber_add(
         &self,
-        _list: ListId,
-        _subscriber: NewSubscriber,
-        _now: i64,
+        list: ListId,
+        subscriber: NewSubscriber,
+        now: i64,
     ) -> Result<SubscriberId> {
-        unfinished()
+        let email = normalize_email(&subscriber.email)?;
+        self.write(move |ctx| {
+            list_exists(ctx.conn, list)?;
+            insert_subscriber(ctx.conn, list, &email, &subscriber, now)?.ok_or_else(|| {
+                StoreError::AlreadyExists {
+                    what: format!("subscriber '{email}'"),
+                }
+            })
+        })
     }
 
     fn subscriber_import(
         &self,
-        _list: ListId,
-        _rows: Vec<NewSubscriber>,
-        _now: i64,
+        list: ListId,
+        rows: Vec<NewSubscriber>,
+        now: i64,
     ) -> Result<ImportCounts> {
-        unfinished()
+        let mut counts = ImportCounts::default();
+        let mut valid = Vec::with_capacity(rows.len());
+        for (index, row) in rows.into_iter().enumerate() {
+            match normalize_email(&row.email) {
+                Ok(email) => valid.push((email, row)),
+                Err(e) => counts.invalid.push((index, e.to_string())),
+            }
+        }
+        self.read(|conn| list_exists(conn, list))?;
+        let mut rows = valid.into_iter().peekable();
+        while rows.peek().is_some() {
+            let batch: Vec<_> = rows.by_ref().take(IMPORT_BATCH).collect();
+            let (added, present) = self.write(move |ctx| {
+                list_exists(ctx.conn, list)?;
+                let (mut added, mut present) = (0u64, 0u64);
+                for (email, row) in &batch {
+                    match insert_subscriber(ctx.conn, list, email, row, now)? {
+                        Some(_) => added += 1,
+                        None => present += 1,
+                    }
+                }
+                Ok((added, present))
+            })?;
+            counts.added += added;
+            counts.present += present;
+        }
+        Ok(counts)
     }
 
     fn subscribers(
         &self,
-        _list: ListId,
-        _after: Option<SubscriberId>,
-        _limit: usize,
+        list: ListId,
+        after: Option<SubscriberId>,
+        limit: usize,
     ) -> Result<Vec<Subscriber>> {
-        unfinished()
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers
+                     WHERE list_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ))?
+                .query_map(
+                    params![list.0, after.map_or(0, |a| a.0), limit],
+                    subscriber_row,
+                )?
+                .collect::<rusqlite::Result<_>>()?)
+        })
     }
 
-    fn subscriber(&self, _id: SubscriberId) -> Result<Subscriber> {
-        unfinished()
+    fn subscriber(&self, id: SubscriberId) -> Result<Subscriber> {
+        self.read(|conn| subscriber_in(conn, id))
     }
 
-    fn subscriber_by_email(&self, _list: ListId, _email: &str) -> Result<Subscriber> {
-        unfinished()
+    fn subscriber_by_email(&self, list: ListId, email: &str) -> Result<Subscriber> {
+        let email = email.trim();
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers
+                 WHERE list_id = ?1 AND email = ?2 COLLATE NOCASE"
+            ))?
+            .query_row(params![list.0, email], subscriber_row)
+            .optional()?
+            .ok_or_else(|| not_found(format!("subscriber '{email}'")))
+        })
     }
 
     fn subscriber_set_status(
         &self,
-        _id: SubscriberId,
-        _status: SubscriberStatus,
-        _from: Option<HistoryRef>,
-        _now: i64,
+        id: SubscriberId,
+        status: SubscriberStatus,
+        from: Option<HistoryRef>,
+        now: i64,
     ) -> Result<()> {
-        unfinished()
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            subscriber_in(conn, id)?;
+            conn.prepare_cached(
+                "UPDATE nl_subscribers SET status = ?2,
+                     confirmed = CASE WHEN ?2 = 'active' THEN coalesce(confirmed, ?3)
+                                      ELSE confirmed END
+                 WHERE id = ?1",
+            )?
+            .execute(params![id.0, status.as_str(), now])?;
+            if status == SubscriberStatus::Unsubscribed {
+                match from {
+                    Some(about) => {
+                        record_in(conn, about, id, Outcome::Unsubscribe, None, now)?;
+                    }
+                    None => insert_event(
+                        conn,
+                        now,
+                        None,
+                        Some(id),
+                        Outcome::Unsubscribe.as_str(),
+                        None,
+                    )?,
+                }
+            }
+            Ok(())
+        })
     }
 
-    fn subscriber_remove(&self, _id: SubscriberId) -> Result<()> {
-        unfinished()
+    fn subscriber_remove(&self, id: SubscriberId) -> Result<()> {
+        self.write(move |ctx| {
+            let removed = ctx
+                .conn
+                .execute("DELETE FROM nl_subscribers WHERE id = ?1", [id.0])?;
+            if removed == 0 {
+                return Err(not_found(format!("subscriber {}", id.0)));
+            }
+            Ok(())
+        })
     }
 
-    fn subscriber_counts(&self, _list: ListId) -> Result<BTreeMap<&'static str, u64>> {
-        unfinished()
+    fn subscriber_counts(&self, list: ListId) -> Result<BTreeMap<&'static str, u64>> {
+        self.read(|conn| {
+            let mut counts: BTreeMap<&'static str, u64> = SubscriberStatus::ALL
+                .iter()
+                .map(|s| (s.as_str(), 0))
+                .collect();
+            let mut stmt = conn.prepare_cached(
+                "SELECT status, count(*) FROM nl_subscribers WHERE list_id = ?1 GROUP BY status",
+            )?;
+            let mut rows = stmt.query([list.0])?;
+            while let Some(row) = rows.next()? {
+                let status: String = row.get(0)?;
+                if let Some(status) = SubscriberStatus::parse(&status) {
+                    counts.insert(status.as_str(), row.get(1)?);
+                }
+            }
+            Ok(counts)
+        })
     }
 
-    fn campaign_add(&self, _campaign: NewCampaign) -> Result<CampaignId> {
-        unfinished()
+    fn campaign_add(&self, campaign: NewCampaign) -> Result<CampaignId> {
+        self.write(move |ctx| {
+            list_exists(ctx.conn, campaign.list)?;
+            ctx.conn.execute(
+                "INSERT INTO nl_campaigns (list_id, subject, text, html, send_at, state,
+                     rate_per_second, rate_per_domain, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    campaign.list.0,
+                    campaign.subject,
+                    campaign.text,
+                    campaign.html,
+                    campaign.send_at,
+                    campaign.state.as_str(),
+                    campaign.rate_per_second,
+                    campaign.rate_per_domain,
+                    campaign.created
+                ],
+            )?;
+            Ok(CampaignId(ctx.conn.last_insert_rowid()))
+        })
     }
 
     fn campaigns(&self) -> Result<Vec<Campaign>> {
-        unfinished()
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {CAMPAIGN_COLUMNS} FROM nl_campaigns ORDER BY id DESC"
+                ))?
+                .query_map([], campaign_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
     }
 
-    fn campaign(&self, _id: CampaignId) -> Result<Campaign> {
-        unfinished()
+    fn campaign(&self, id: CampaignId) -> Result<Campaign> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {CAMPAIGN_COLUMNS} FROM nl_campaigns WHERE id = ?1"
+            ))?
+            .query_row([id.0], campaign_row)
+            .optional()?
+            .ok_or_else(|| not_found(format!("campaign {}", id.0)))
+        })
     }
 
-    fn campaign_set_state(&self, _id: CampaignId, _state: CampaignState) -> Result<()> {
-        unfinished()
+    fn campaign_set_state(&self, id: CampaignId, state: CampaignState) -> Result<()> {
+        self.write(move |ctx| {
+            let changed = ctx.conn.execute(
+                "UPDATE nl_campaigns SET state = ?2 WHERE id = ?1",
+                params![id.0, state.as_str()],
+            )?;
+            if changed == 0 {
+                return Err(not_found(format!("campaign {}", id.0)));
+            }
+            Ok(())
+        })
     }
 
     fn campaign_pending(
         &self,
-        _id: CampaignId,
-        _after: Option<SubscriberId>,
-        _limit: usize,
+        id: CampaignId,
+        after: Option<SubscriberId>,
+        limit: usize,
     ) -> Result<Vec<Subscriber>> {
-        unfinished()
+        let campaign = self.campaign(id)?;
+        self.read(|conn| {
+            snapshot(conn, |conn| {
+                let sent = load_set(conn, HistoryRef::Campaign(id), Outcome::Sent)?;
+                // Streams the list in id order and stops at `limit`: the ones already sent
+                // are skipped without a query each.
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers
+                     WHERE list_id = ?1 AND status = 'active' AND id > ?2 ORDER BY id"
+                ))?;
+                let mut rows = stmt.query(params![campaign.list.0, after.map_or(0, |a| a.0)])?;
+                let mut pending = Vec::new();
+                while pending.len() < limit {
+                    let Some(row) = rows.next()? else { break };
+                    let id: i64 = row.get(0)?;
+                    if u32::try_from(id).is_ok_and(|id| sent.contains(id)) {
+                        continue;
+                    }
+                    pending.push(subscriber_row(row)?);
+                }
+                Ok(pending)
+            })
+        })
     }
 
-    fn enqueue_mails(&self, _about: HistoryRef, _mails: &[Mail], _now: i64) -> Result<usize> {
-        unfinished()
+    fn enqueue_mails(&self, about: HistoryRef, mails: &[Mail], now: i64) -> Result<usize> {
+        let mut checked = Vec::with_capacity(mails.len());
+        for mail in mails {
+            let envelope = Envelope::new(&mail.envelope)?.ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the mail for subscriber {} has no recipient",
+                    mail.subscriber.0
+                ))
+            })?;
+            checked.push((member(mail.subscriber)?, envelope, mail.message.clone()));
+        }
+        // Queue rows are due at once. A clock ahead of the wall clock (tests that simulate
+        // days) must not hold them back from a queue that runs on the wall clock.
+        let due = now.min(wall_clock());
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            let mut sent = load_set(conn, about, Outcome::Sent)?;
+            let mut queued = 0usize;
+            for (subscriber, envelope, body) in &checked {
+                // The ledger: someone in the set is never queued again, whatever crashed
+                // between an earlier batch and this one.
+                if !sent.insert(*subscriber) {
+                    continue;
+                }
+                insert_queued(conn, envelope, body, due)?;
+                queued += 1;
+            }
+            if queued > 0 {
+                save_set(conn, about, Outcome::Sent, &sent)?;
+                bump_daily(conn, now, about, Outcome::Sent, queued as u64)?;
+            }
+            Ok(queued)
+        })
     }
 
     fn sequence_add(
         &self,
-        _list: ListId,
-        _name: &str,
-        _time_zone: &str,
-        _join_existing: bool,
-        _now: i64,
+        list: ListId,
+        name: &str,
+        time_zone_name: &str,
+        join_existing: bool,
+        now: i64,
     ) -> Result<SequenceId> {
-        unfinished()
+        time_zone(time_zone_name)?;
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(StoreError::Invalid("a sequence needs a name".into()));
+        }
+        let zone = time_zone_name.to_string();
+        self.write(move |ctx| {
+            list_exists(ctx.conn, list)?;
+            let inserted = ctx.conn.execute(
+                "INSERT INTO nl_sequences (list_id, name, time_zone, join_existing, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![list.0, name, zone, join_existing, now],
+            );
+            match inserted {
+                Ok(_) => Ok(SequenceId(ctx.conn.last_insert_rowid())),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                    what: format!("sequence '{name}'"),
+                }),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 
-    fn step_add(&self, _sequence: SequenceId, _step: NewStep) -> Result<StepId> {
-        unfinished()
+    fn step_add(&self, sequence: SequenceId, step: NewStep) -> Result<StepId> {
+        if step.send_minute >= 24 * 60 {
+            return Err(StoreError::Invalid(format!(
+                "send minute {} is not a minute of the day (0-1439)",
+                step.send_minute
+            )));
+        }
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT id FROM nl_sequences WHERE id = ?1",
+                    [sequence.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Err(not_found(format!("sequence {}", sequence.0)));
+            }
+            conn.execute(
+                "INSERT INTO nl_steps (sequence_id, position, days_after, send_minute, subject,
+                     text, html)
+                 VALUES (?1, (SELECT coalesce(max(position), 0) + 1 FROM nl_steps
+                              WHERE sequence_id = ?1), ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    sequence.0,
+                    step.days_after,
+                    step.send_minute,
+                    step.subject,
+                    step.text,
+                    step.html
+                ],
+            )?;
+            Ok(StepId(conn.last_insert_rowid()))
+        })
     }
 
-    fn step(&self, _id: StepId) -> Result<Step> {
-        unfinished()
+    fn step(&self, id: StepId) -> Result<Step> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {STEP_COLUMNS} FROM nl_steps WHERE id = ?1"
+            ))?
+            .query_row([id.0], step_row)
+            .optional()?
+            .ok_or_else(|| not_found(format!("step {}", id.0)))
+        })
     }
 
     fn sequences(&self) -> Result<Vec<(Sequence, Vec<Step>)>> {
-        unfinished()
+        self.read(|conn| {
+            snapshot(conn, |conn| {
+                let sequences: Vec<Sequence> = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
+                    ))?
+                    .query_map([], sequence_row)?
+                    .collect::<rusqlite::Result<_>>()?;
+                sequences
+                    .into_iter()
+                    .map(|s| Ok((s.clone(), steps_of(conn, s.id)?)))
+                    .collect()
+            })
+        })
     }
 
-    fn sequence_remove(&self, _id: SequenceId) -> Result<()> {
-        unfinished()
+    fn sequence_remove(&self, id: SequenceId) -> Result<()> {
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            for step in steps_of(conn, id)? {
+                history::forget(conn, HistoryRef::Step(step.id))?;
+            }
+            let removed = conn.execute("DELETE FROM nl_sequences WHERE id = ?1", [id.0])?;
+            if removed == 0 {
+                return Err(not_found(format!("sequence {}", id.0)));
+            }
+            Ok(())
+        })
     }
 
-    fn steps_due(&self, _now: i64, _limit: usize) -> Result<Vec<(Step, Subscriber)>> {
-        unfinished()
+    fn steps_due(&self, now: i64, limit: usize) -> Result<Vec<(Step, Subscriber)>> {
+        self.read(|conn| {
+            snapshot(conn, |conn| {
+                let sequences: Vec<Sequence> = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
+                    ))?
+                    .query_map([], sequence_row)?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut due: Vec<(Step, Subscriber)> = Vec::new();
+                for sequence in sequences {
+                    if due.len() >= limit {
+                        break;
+                    }
+                    let steps = steps_of(conn, sequence.id)?;
+                    if steps.is_empty() {
+                        continue;
+                    }
+                    let zone = match time_zone(&sequence.time_zone) {
+                        Ok(zone) => zone,
+                        Err(e) => {
+                            tracing::warn!(sequence = sequence.id.0, error = %e, "sequence skipped");
+                            continue;
+                        }
+                    };
+                    // One bitmap per step, read once per call: the whole schedule of a
+                    // list is then one scan of its active subscribers.
+                    let sent: Vec<RoaringBitmap> = steps
+                        .iter()
+                        .map(|s| load_set(conn, HistoryRef::Step(s.id), Outcome::Sent))
+                        .collect::<Result<_>>()?;
+                    let mut found: Vec<(usize, SubscriberId)> = Vec::new();
+                    {
+                        let mut stmt = conn.prepare_cached(
+                            "SELECT id, coalesce(confirmed, created) FROM nl_subscribers
+                             WHERE list_id = ?1 AND status = 'active' ORDER BY id",
+                        )?;
+                        let mut rows = stmt.query([sequence.list.0])?;
+                        while due.len() + found.len() < limit {
+                            let Some(row) = rows.next()? else { break };
+                            let id: i64 = row.get(0)?;
+                            let mut start: i64 = row.get(1)?;
+                            if start < sequence.created {
+                                if !sequence.join_existing {
+                                    continue;
+                                }
+                                start = sequence.created;
+                            }
+                            let Ok(bit) = u32::try_from(id) else { continue };
+                            // The first step not yet sent: the ones before it all were,
+                            // so steps go out in order and never twice.
+                            let Some(next) = sent.iter().position(|s| !s.contains(bit)) else {
+                                continue;
+                            };
+                            if due_at(&zone, start, &steps[next])? <= now {
+                                found.push((next, SubscriberId(id)));
+                            }
+                        }
+                    }
+                    for (next, id) in found {
+                        due.push((steps[next].clone(), subscriber_in(conn, id)?));
+                    }
+                }
+                Ok(due)
+            })
+        })
     }
 
     fn record(
         &self,
-        _about: HistoryRef,
-        _subscriber: SubscriberId,
-        _outcome: Outcome,
-        _detail: Option<&str>,
-        _now: i64,
+        about: HistoryRef,
+        subscriber: SubscriberId,
+        outcome: Outcome,
+        detail: Option<&str>,
+        now: i64,
     ) -> Result<()> {
-        unfinished()
+        self.record_impl(about, subscriber, outcome, detail, now)
+    }
+
+    fn record_many(
+        &self,
+        about: HistoryRef,
+        outcome: Outcome,
+        subscribers: &[SubscriberId],
+        now: i64,
+    ) -> Result<u64> {
+        let members: Vec<u32> = subscribers
+            .iter()
+            .map(|&s| member(s))
+            .collect::<Result<_>>()?;
+        self.write(move |ctx| {
+            let mut set = load_set(ctx.conn, about, outcome)?;
+            let before = set.len();
+            set.extend(members);
+            let added = set.len() - before;
+            if added > 0 {
+                save_set(ctx.conn, about, outcome, &set)?;
+                bump_daily(ctx.conn, now, about, outcome, added)?;
+            }
+            Ok(added)
+        })
     }
 
     fn bounce(
         &self,
-        _about: HistoryRef,
-        _subscriber: SubscriberId,
-        _hard: bool,
-        _detail: Option<&str>,
-        _hard_limit: u32,
-        _now: i64,
+        about: HistoryRef,
+        subscriber: SubscriberId,
+        hard: bool,
+        detail: Option<&str>,
+        hard_limit: u32,
+        now: i64,
     ) -> Result<Subscriber> {
-        unfinished()
+        member(subscriber)?;
+        let detail = detail.map(str::to_string);
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            subscriber_in(conn, subscriber)?;
+            let outcome = if hard {
+                Outcome::HardBounce
+            } else {
+                Outcome::SoftBounce
+            };
+            record_in(conn, about, subscriber, outcome, detail.as_deref(), now)?;
+            if hard {
+                conn.execute(
+                    "UPDATE nl_subscribers SET hard_bounces = hard_bounces + 1 WHERE id = ?1",
+                    [subscriber.0],
+                )?;
+                // An unsubscribed address stays unsubscribed: that was the reader's choice.
+                conn.execute(
+                    "UPDATE nl_subscribers SET status = 'bounced'
+                     WHERE id = ?1 AND ?2 > 0 AND hard_bounces >= ?2
+                       AND status IN ('active', 'unconfirmed')",
+                    params![subscriber.0, hard_limit],
+                )?;
+            } else {
+                conn.execute(
+                    "UPDATE nl_subscribers SET soft_bounces = soft_bounces + 1 WHERE id = ?1",
+                    [subscriber.0],
+                )?;
+            }
+            subscriber_in(conn, subscriber)
+        })
     }
 
-    fn log_action(&self, _about: Option<HistoryRef>, _detail: &str, _now: i64) -> Result<()> {
-        unfinished()
+    fn log_action(&self, about: Option<HistoryRef>, detail: &str, now: i64) -> Result<()> {
+        self.log_action_impl(about, detail, now)
     }
 
-    fn received_by(&self, _about: HistoryRef, _outcome: Outcome) -> Result<Vec<SubscriberId>> {
-        unfinished()
+    fn received_by(&self, about: HistoryRef, outcome: Outcome) -> Result<Vec<SubscriberId>> {
+        self.received_by_impl(about, outcome)
     }
 
-    fn count(&self, _about: HistoryRef, _outcome: Outcome) -> Result<u64> {
-        unfinished()
+    fn count(&self, about: HistoryRef, outcome: Outcome) -> Result<u64> {
+        self.count_impl(about, outcome)
     }
 
-    fn history_of(&self, _subscriber: SubscriberId) -> Result<Vec<(HistoryRef, Outcome)>> {
-        unfinished()
+    fn history_of(&self, subscriber: SubscriberId) -> Result<Vec<(HistoryRef, Outcome)>> {
+        self.history_of_impl(subscriber)
     }
 
-    fn daily_totals(&self, _since_day: i64) -> Result<Vec<DailyTotal>> {
-        unfinished()
+    fn daily_totals(&self, since_day: i64) -> Result<Vec<DailyTotal>> {
+        self.daily_totals_impl(since_day)
     }
 
     fn events(
         &self,
-        _about: Option<HistoryRef>,
-        _since: i64,
-        _limit: usize,
+        about: Option<HistoryRef>,
+        since: i64,
+        limit: usize,
     ) -> Result<Vec<HistoryEvent>> {
-        unfinished()
+        self.events_impl(about, since, limit)
     }
 
-    fn prune_events(&self, _before: i64, _batch: usize) -> Result<u64> {
-        unfinished()
+    fn prune_events(&self, before: i64, batch: usize) -> Result<u64> {
+        self.prune_events_impl(before, batch)
     }
 
     fn history_bytes(&self) -> Result<u64> {
-        unfinished()
+        self.history_bytes_impl()
     }
 
-    fn links(&self, _about: HistoryRef) -> Result<Vec<String>> {
-        unfinished()
+    fn links(&self, about: HistoryRef) -> Result<Vec<String>> {
+        self.links_impl(about)
     }
 
-    fn set_links(&self, _about: HistoryRef, _urls: &[String]) -> Result<()> {
-        unfinished()
+    fn set_links(&self, about: HistoryRef, urls: &[String]) -> Result<()> {
+        self.set_links_impl(about, urls)
     }
 }

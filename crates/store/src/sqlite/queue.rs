@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// An envelope checked and ready to be written: recipients deduplicated, domains found.
-struct Envelope {
+pub(super) struct Envelope {
     sender: String,
     account: Option<AccountId>,
     /// (address as given, lower-case domain), first spelling of each address kept.
@@ -28,7 +28,7 @@ struct Envelope {
 
 impl Envelope {
     /// `Ok(None)` for an envelope without recipients: there is nothing to queue.
-    fn new(outbound: &Outbound) -> Result<Option<Envelope>> {
+    pub(super) fn new(outbound: &Outbound) -> Result<Option<Envelope>> {
         let mut seen = HashSet::new();
         let mut recipients = Vec::with_capacity(outbound.recipients.len());
         for address in &outbound.recipients {
@@ -59,7 +59,12 @@ impl Envelope {
 }
 
 /// Writes one message and its recipients, all due at `now`.
-fn insert_queued(conn: &Connection, envelope: &Envelope, body: &[u8], now: i64) -> Result<QueueId> {
+pub(super) fn insert_queued(
+    conn: &Connection,
+    envelope: &Envelope,
+    body: &[u8],
+    now: i64,
+) -> Result<QueueId> {
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO queue_messages (sender, account_id, size, created, body)
@@ -132,7 +137,10 @@ fn recipient_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(QueueId, QueuedRe
 }
 
 /// Runs `f` inside one read transaction, so that what it reads describes one moment.
-fn snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+pub(super) fn snapshot<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
     conn.execute_batch("BEGIN")?;
     let result = f(conn);
     // A pooled connection must not go back with its transaction still open.

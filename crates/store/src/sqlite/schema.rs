@@ -174,6 +174,109 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);
      CREATE INDEX queue_recipients_message ON queue_recipients(message_id);",
+    // Version 6: newsletters and step mail (`lists.rs`, `history.rs`). Subscriber ids are
+    // the members of the history bitmaps, so they are global, never reused (AUTOINCREMENT)
+    // and must stay below 2^32. An address is unique per list whatever its case.
+    //
+    // A sequence's `join_existing` decides what a subscriber who started before the
+    // sequence was `created` gets: nothing (0), or the sequence counted from its creation
+    // (1). One column instead of a members table: joining is a pure function of the
+    // subscriber's start, so there is nothing to write per subscriber and nothing to keep
+    // in step with imports and confirmations.
+    //
+    // The history is bounded by design: `history_sets` holds one roaring bitmap of
+    // subscriber ids per (campaign or step, outcome), a few KB for 20,000 subscribers;
+    // `history_daily` a handful of rows a day; `history_events` (click URLs, bounce texts,
+    // the action log) is pruned by age in small batches, oldest first through its `at`
+    // index. No row is written per mail sent.
+    "CREATE TABLE nl_lists (
+         id            INTEGER PRIMARY KEY,
+         name          TEXT NOT NULL UNIQUE,
+         from_address  TEXT NOT NULL,
+         from_name     TEXT NOT NULL,
+         double_opt_in INTEGER NOT NULL,
+         created       INTEGER NOT NULL
+     );
+     CREATE TABLE nl_subscribers (
+         id           INTEGER PRIMARY KEY AUTOINCREMENT,
+         list_id      INTEGER NOT NULL REFERENCES nl_lists(id) ON DELETE CASCADE,
+         email        TEXT NOT NULL,
+         name         TEXT NOT NULL,
+         attributes   TEXT NOT NULL,
+         status       TEXT NOT NULL
+                          CHECK (status IN ('unconfirmed', 'active', 'unsubscribed', 'bounced')),
+         created      INTEGER NOT NULL,
+         confirmed    INTEGER NULL,
+         hard_bounces INTEGER NOT NULL DEFAULT 0,
+         soft_bounces INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE UNIQUE INDEX nl_subscribers_email ON nl_subscribers(list_id, email COLLATE NOCASE);
+     CREATE TABLE nl_campaigns (
+         id              INTEGER PRIMARY KEY,
+         list_id         INTEGER NOT NULL REFERENCES nl_lists(id) ON DELETE CASCADE,
+         subject         TEXT NOT NULL,
+         text            TEXT NOT NULL,
+         html            TEXT NULL,
+         send_at         INTEGER NOT NULL,
+         state           TEXT NOT NULL,
+         rate_per_second INTEGER NOT NULL,
+         rate_per_domain INTEGER NOT NULL,
+         created         INTEGER NOT NULL
+     );
+     CREATE INDEX nl_campaigns_list ON nl_campaigns(list_id);
+     CREATE TABLE nl_sequences (
+         id            INTEGER PRIMARY KEY,
+         list_id       INTEGER NOT NULL REFERENCES nl_lists(id) ON DELETE CASCADE,
+         name          TEXT NOT NULL,
+         time_zone     TEXT NOT NULL,
+         join_existing INTEGER NOT NULL,
+         created       INTEGER NOT NULL,
+         UNIQUE (list_id, name)
+     );
+     CREATE TABLE nl_steps (
+         id          INTEGER PRIMARY KEY,
+         sequence_id INTEGER NOT NULL REFERENCES nl_sequences(id) ON DELETE CASCADE,
+         position    INTEGER NOT NULL,
+         days_after  INTEGER NOT NULL,
+         send_minute INTEGER NOT NULL CHECK (send_minute BETWEEN 0 AND 1439),
+         subject     TEXT NOT NULL,
+         text        TEXT NOT NULL,
+         html        TEXT NULL,
+         UNIQUE (sequence_id, position)
+     );
+     CREATE TABLE history_sets (
+         kind    TEXT NOT NULL,
+         ref     INTEGER NOT NULL,
+         outcome TEXT NOT NULL,
+         bitmap  BLOB NOT NULL,
+         PRIMARY KEY (kind, ref, outcome)
+     );
+     CREATE TABLE history_daily (
+         day     INTEGER NOT NULL,
+         kind    TEXT NOT NULL,
+         ref     INTEGER NOT NULL,
+         outcome TEXT NOT NULL,
+         count   INTEGER NOT NULL,
+         PRIMARY KEY (day, kind, ref, outcome)
+     ) WITHOUT ROWID;
+     CREATE TABLE history_events (
+         id         INTEGER PRIMARY KEY,
+         at         INTEGER NOT NULL,
+         kind       TEXT NULL,
+         ref        INTEGER NULL,
+         subscriber INTEGER NULL,
+         event      TEXT NOT NULL,
+         detail     TEXT NULL
+     );
+     CREATE INDEX history_events_at ON history_events(at);
+     CREATE INDEX history_events_ref ON history_events(kind, ref, at);
+     CREATE TABLE history_links (
+         kind     TEXT NOT NULL,
+         ref      INTEGER NOT NULL,
+         position INTEGER NOT NULL,
+         url      TEXT NOT NULL,
+         PRIMARY KEY (kind, ref, position)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
