@@ -627,3 +627,53 @@ fn old_events_are_pruned_and_daily_totals_stay() {
         e.config().keep_days,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_sends_a_due_campaign_and_stops_on_shutdown() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 250, T0 - 3600);
+    // Due now by the real clock the engine runs on.
+    let now = jiff::Timestamp::now().as_second();
+    let c = f
+        .store
+        .campaign_add(NewCampaign {
+            list: l,
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+            send_at: now - 1,
+            state: CampaignState::Scheduled,
+            rate_per_second: 0,
+            rate_per_domain: 0,
+            created: now - 10,
+        })
+        .unwrap();
+    let waker = Arc::new(tokio::sync::Notify::new());
+    let e = Engine::new(
+        f.store.clone(),
+        NewsletterConfig {
+            poll: std::time::Duration::from_millis(50),
+            ..config()
+        },
+        waker.clone(),
+        gate::Clock::with_zone(jiff::tz::TimeZone::UTC),
+    )
+    .unwrap();
+    let trigger = net::ShutdownTrigger::new();
+    let task = tokio::spawn(e.run(trigger.subscribe()));
+    // The queue is woken once something is queued.
+    tokio::time::timeout(std::time::Duration::from_secs(10), waker.notified())
+        .await
+        .expect("the queue was never woken");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.store.campaign(c).unwrap().state != CampaignState::Done {
+        assert!(std::time::Instant::now() < deadline, "campaign not done");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(queued(&f.store).len(), 250);
+    tokio::time::timeout(std::time::Duration::from_secs(10), trigger.shutdown())
+        .await
+        .expect("the engine did not stop");
+    task.await.unwrap();
+}
