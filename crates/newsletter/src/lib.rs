@@ -1,1 +1,19 @@
-//! Newsletters and step mail (issue 10). SKELETON: see /work/notes/contract-10.md.
+//! Newsletters and step mail (issue 10): templates, message building, signed tokens and
+//! VERP addresses, bounce parsing, and (with the store's `Newsletters` trait) the sender,
+//! the step scheduler, the bounce sink and the HTTP routes.
+
+mod bounce;
+mod message;
+mod template;
+mod token;
+
+pub use bounce::{Bounce, parse_bounce};
+pub use message::{Letter, build_message, quoted_printable, rfc5322_date};
+pub use template::{Tracked, Vars, escape_html, render, track_links};
+pub use token::{Keys, Origin, Token};
+
+mod engine;
+mod http;
+
+pub use engine::{BATCH, BatchOutcome, Engine, NewsletterConfig, NewsletterError, PRUNE_BATCH};
+pub use http::router;

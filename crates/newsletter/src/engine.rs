@@ -1,0 +1,792 @@
+//! The engine: renders campaigns and step mail into the outbound queue (exactly once, at
+//! a throttled rate), takes bounces from the SMTP listener, and prunes old raw events.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use store::{
+    Campaign, CampaignId, CampaignState, HistoryRef, List, ListId, Mail, Newsletters, Outbound,
+    SqliteStore, StepId, StoreError, Subscriber, SubscriberId,
+};
+use tokio::sync::Notify;
+
+use crate::message::{Letter, build_message};
+use crate::parse_bounce;
+use crate::template::{Tracked, Vars, render, track_links};
+use crate::token::{Keys, Origin, Token};
+
+/// The `[newsletter]` settings, resolved.
+#[derive(Debug, Clone)]
+pub struct NewsletterConfig {
+    /// The public URL of the HTTP listener, without a trailing slash: links and
+    /// unsubscribe URLs start with it.
+    pub base_url: String,
+    /// One of our domains: VERP envelope senders live there, and Message-IDs and List-Ids
+    /// name it.
+    pub bounce_domain: String,
+    pub verp_prefix: String,
+    /// Hard bounces that disable a subscriber.
+    pub hard_bounce_limit: u32,
+    /// Days raw events (clicks, bounce texts, the action log) are kept.
+    pub keep_days: u32,
+    pub track_clicks: bool,
+    /// Accepted for the configuration's sake; no open tracking pixel is sent yet.
+    pub track_opens: bool,
+    /// Messages per second for a campaign that sets no rate of its own; 0 = no limit.
+    pub rate_per_second: u32,
+    /// How often campaigns and steps are looked at.
+    pub poll: Duration,
+}
+
+impl Default for NewsletterConfig {
+    fn default() -> Self {
+        NewsletterConfig {
+            base_url: "http://127.0.0.1:8025".into(),
+            bounce_domain: "localhost".into(),
+            verp_prefix: "bounces".into(),
+            hard_bounce_limit: 1,
+            keep_days: 90,
+            track_clicks: true,
+            track_opens: false,
+            rate_per_second: 50,
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NewsletterError {
+    #[error("newsletter key {path}: {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Mails rendered per batch: one `enqueue_mails` transaction.
+pub const BATCH: usize = 200;
+/// Raw events deleted per transaction by the pruner.
+pub const PRUNE_BATCH: usize = 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// The newsletter engine; cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<SqliteStore>,
+    pub(crate) config: NewsletterConfig,
+    pub(crate) keys: Keys,
+    pub(crate) waker: Arc<Notify>,
+    pub(crate) clock: gate::Clock,
+    /// Throttle state of the campaigns being sent (lives as long as the process: a
+    /// restart begins with a full bucket, which is at most one second's worth).
+    pacers: Mutex<HashMap<CampaignId, Pacer>>,
+}
+
+impl Engine {
+    /// The key for tokens and VERP addresses is `<data>/newsletter.key`, beside the
+    /// database, made on first use.
+    pub fn new(
+        store: Arc<SqliteStore>,
+        config: NewsletterConfig,
+        queue_waker: Arc<Notify>,
+        clock: gate::Clock,
+    ) -> Result<Engine, NewsletterError> {
+        let path = store
+            .db_path()
+            .parent()
+            .map(|dir| dir.join("newsletter.key"))
+            .unwrap_or_else(|| PathBuf::from("newsletter.key"));
+        let keys = Keys::load_or_create(&path).map_err(|source| NewsletterError::Key {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Engine::with_keys(store, config, keys, queue_waker, clock))
+    }
+
+    pub fn with_keys(
+        store: Arc<SqliteStore>,
+        mut config: NewsletterConfig,
+        keys: Keys,
+        queue_waker: Arc<Notify>,
+        clock: gate::Clock,
+    ) -> Engine {
+        config.base_url = config.base_url.trim_end_matches('/').to_string();
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                keys,
+                waker: queue_waker,
+                clock,
+                pacers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub fn config(&self) -> &NewsletterConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.unix()
+    }
+
+    /// The bounce sink for `SmtpConfig::bounces`.
+    pub fn bounce_sink(&self) -> Arc<dyn smtp_server::BounceSink> {
+        Arc::new(self.clone())
+    }
+
+    /// The HTTP routes (see [`crate::router`]).
+    pub fn router(&self) -> axum::Router {
+        crate::http::router(self.clone())
+    }
+
+    /// The campaign sender, the step scheduler and the pruner, until shutdown. Each stops
+    /// at a safe point: after a batch's transaction, never inside one.
+    pub async fn run(self, shutdown: net::Shutdown) {
+        tokio::join!(
+            self.clone().run_campaigns(shutdown.clone()),
+            self.clone().run_steps(shutdown.clone()),
+            self.run_pruner(shutdown),
+        );
+    }
+
+    async fn run_campaigns(self, mut shutdown: net::Shutdown) {
+        while !shutdown.is_shutting_down() {
+            let engine = self.clone();
+            let now = self.now();
+            let wait = match tokio::task::spawn_blocking(move || engine.campaigns_tick(now)).await {
+                Ok(Ok(Some(wait))) => wait,
+                Ok(Ok(None)) => self.inner.config.poll,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "newsletter: campaign sending failed");
+                    self.inner.config.poll
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "newsletter: campaign sender panicked");
+                    self.inner.config.poll
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.requested() => {}
+            }
+        }
+    }
+
+    async fn run_steps(self, mut shutdown: net::Shutdown) {
+        while !shutdown.is_shutting_down() {
+            let engine = self.clone();
+            let now = self.now();
+            match tokio::task::spawn_blocking(move || engine.send_due_steps(now)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "newsletter: step mail failed"),
+                Err(e) => tracing::error!(error = %e, "newsletter: step scheduler panicked"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.config.poll) => {}
+                _ = shutdown.requested() => {}
+            }
+        }
+    }
+
+    async fn run_pruner(self, mut shutdown: net::Shutdown) {
+        while !shutdown.is_shutting_down() {
+            loop {
+                let engine = self.clone();
+                let now = self.now();
+                match tokio::task::spawn_blocking(move || engine.prune_once(now)).await {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => {
+                        tracing::debug!(removed = n, "newsletter: pruned events");
+                        if shutdown.is_shutting_down() {
+                            return;
+                        }
+                        // Let writers in between batches.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "newsletter: pruning failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = shutdown.requested() => {}
+            }
+        }
+    }
+
+    /// One pruning batch: raw events older than `keep_days` before `now`.
+    pub fn prune_once(&self, now: i64) -> Result<u64, StoreError> {
+        let before = now - i64::from(self.inner.config.keep_days) * 86_400;
+        self.inner.store.prune_events(before, PRUNE_BATCH)
+    }
+
+    /// Every pruning batch due at `now`; returns the rows removed.
+    pub fn prune_all(&self, now: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            match self.prune_once(now)? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
+    /// One pass over the campaigns: starts the scheduled ones that are due, sends one
+    /// batch of each campaign being sent (as far as its throttle allows), and marks
+    /// finished ones Done. Returns how soon to look again when something is still being
+    /// sent, `None` when nothing is.
+    pub fn campaigns_tick(&self, now: i64) -> Result<Option<Duration>, StoreError> {
+        let store = &self.inner.store;
+        let mut busy = false;
+        let mut soonest = Duration::from_secs(1);
+        for campaign in store.campaigns()? {
+            match campaign.state {
+                CampaignState::Scheduled if campaign.send_at <= now => {
+                    store.campaign_set_state(campaign.id, CampaignState::Sending)?;
+                    store.log_action(
+                        Some(HistoryRef::Campaign(campaign.id)),
+                        "sending started",
+                        now,
+                    )?;
+                }
+                CampaignState::Sending => {}
+                _ => continue,
+            }
+            busy = true;
+            match self.campaign_batch(&campaign, now)? {
+                BatchOutcome::Done => {
+                    // Paused or cancelled meanwhile? Then it stays as the operator said.
+                    if store.campaign(campaign.id)?.state == CampaignState::Sending {
+                        store.campaign_set_state(campaign.id, CampaignState::Done)?;
+                        store.log_action(
+                            Some(HistoryRef::Campaign(campaign.id)),
+                            "sending done",
+                            now,
+                        )?;
+                    }
+                    self.inner
+                        .pacers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&campaign.id);
+                }
+                BatchOutcome::Sent(_) => soonest = Duration::ZERO,
+                BatchOutcome::Throttled(wait) => soonest = soonest.min(wait),
+            }
+        }
+        Ok(busy.then_some(soonest))
+    }
+
+    /// Renders and queues one batch of a campaign, as many as the throttle allows now.
+    pub fn campaign_batch(
+        &self,
+        campaign: &Campaign,
+        now: i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        let store = &self.inner.store;
+        let pending = store.campaign_pending(campaign.id, None, BATCH)?;
+        if pending.is_empty() {
+            return Ok(BatchOutcome::Done);
+        }
+        let rate = if campaign.rate_per_second > 0 {
+            campaign.rate_per_second
+        } else {
+            self.inner.config.rate_per_second
+        };
+        let chosen: Vec<Subscriber> = {
+            let mut pacers = self.inner.pacers.lock().unwrap_or_else(|p| p.into_inner());
+            let pacer = pacers
+                .entry(campaign.id)
+                .or_insert_with(|| Pacer::new(rate, campaign.rate_per_domain));
+            pacer.set_rates(rate, campaign.rate_per_domain);
+            let now = Instant::now();
+            pending
+                .into_iter()
+                .filter(|s| pacer.take(domain_of(&s.email), now))
+                .collect()
+        };
+        if chosen.is_empty() {
+            let wait = self
+                .inner
+                .pacers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&campaign.id)
+                .map_or(Duration::from_millis(100), Pacer::wait);
+            return Ok(BatchOutcome::Throttled(wait));
+        }
+        let about = HistoryRef::Campaign(campaign.id);
+        let list = store.list_by_id(campaign.list)?;
+        let prepared = self.prepare(
+            about,
+            &campaign.subject,
+            &campaign.text,
+            campaign.html.as_deref(),
+        )?;
+        let mails: Vec<Mail> = chosen
+            .iter()
+            .map(|s| self.render_mail(about, &list, &prepared, s, now))
+            .collect();
+        let queued = store.enqueue_mails(about, &mails, now)?;
+        if queued > 0 {
+            self.inner.waker.notify_one();
+        }
+        tracing::debug!(campaign = campaign.id.0, queued, "newsletter: batch queued");
+        Ok(BatchOutcome::Sent(queued))
+    }
+
+    /// Renders and queues every step mail due at `now`; returns how many were queued.
+    pub fn send_due_steps(&self, now: i64) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let mut total = 0;
+        let mut lists: HashMap<ListId, List> = HashMap::new();
+        let mut prepared: HashMap<StepId, Prepared> = HashMap::new();
+        loop {
+            let due = store.steps_due(now, BATCH)?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let mut by_step: HashMap<StepId, Vec<Mail>> = HashMap::new();
+            for (step, subscriber) in &due {
+                let about = HistoryRef::Step(step.id);
+                if let Entry::Vacant(e) = prepared.entry(step.id) {
+                    e.insert(self.prepare(
+                        about,
+                        &step.subject,
+                        &step.text,
+                        step.html.as_deref(),
+                    )?);
+                }
+                if let Entry::Vacant(e) = lists.entry(subscriber.list) {
+                    e.insert(store.list_by_id(subscriber.list)?);
+                }
+                let mail = self.render_mail(
+                    about,
+                    &lists[&subscriber.list],
+                    &prepared[&step.id],
+                    subscriber,
+                    now,
+                );
+                by_step.entry(step.id).or_default().push(mail);
+            }
+            let mut queued = 0;
+            for (step, mails) in by_step {
+                queued += store.enqueue_mails(HistoryRef::Step(step), &mails, now)?;
+            }
+            if queued > 0 {
+                self.inner.waker.notify_one();
+            }
+            total += queued;
+            // Nothing queued from a full page means the store keeps offering mails it
+            // will not take: stop rather than spin.
+            if queued == 0 || due.len() < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// A campaign's or step's templates made ready: links replaced by tracking variables
+    /// and the original links stored (the same list every time for the same template).
+    fn prepare(
+        &self,
+        about: HistoryRef,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+    ) -> Result<Prepared, StoreError> {
+        let tracked = if self.inner.config.track_clicks {
+            let t = track_links(text, html);
+            if self.inner.store.links(about)? != t.links {
+                self.inner.store.set_links(about, &t.links)?;
+            }
+            t
+        } else {
+            Tracked {
+                text: text.to_string(),
+                html: html.map(str::to_string),
+                links: Vec::new(),
+            }
+        };
+        Ok(Prepared {
+            subject: subject.to_string(),
+            tracked,
+        })
+    }
+
+    fn render_mail(
+        &self,
+        about: HistoryRef,
+        list: &List,
+        prepared: &Prepared,
+        subscriber: &Subscriber,
+        now: i64,
+    ) -> Mail {
+        let config = &self.inner.config;
+        let keys = &self.inner.keys;
+        let origin = origin_of(about);
+        let sid = subscriber.id.0;
+        let unsubscribe_url = format!(
+            "{}/unsubscribe/{}",
+            config.base_url,
+            keys.sign(&Token::Unsubscribe {
+                origin: Some(origin),
+                subscriber: sid,
+            })
+        );
+        let links: Vec<String> = (0..prepared.tracked.links.len())
+            .map(|i| {
+                format!(
+                    "{}/c/{}",
+                    config.base_url,
+                    keys.sign(&Token::Click {
+                        origin,
+                        subscriber: sid,
+                        link: i as u32,
+                    })
+                )
+            })
+            .collect();
+        let vars = Vars {
+            name: &subscriber.name,
+            email: &subscriber.email,
+            attributes: &subscriber.attributes,
+            unsubscribe_url: &unsubscribe_url,
+            links: &links,
+        };
+        let subject = render(&prepared.subject, &vars, false);
+        let text = render(&prepared.tracked.text, &vars, false);
+        let html = prepared
+            .tracked
+            .html
+            .as_deref()
+            .map(|h| render(h, &vars, true));
+        let message = build_message(&Letter {
+            from_address: &list.from_address,
+            from_name: &list.from_name,
+            to_address: &subscriber.email,
+            to_name: &subscriber.name,
+            subject: &subject,
+            text: &text,
+            html: html.as_deref(),
+            list_name: &list.name,
+            domain: &config.bounce_domain,
+            unsubscribe_url: &unsubscribe_url,
+            date: now,
+        });
+        Mail {
+            subscriber: subscriber.id,
+            message,
+            envelope: Outbound {
+                sender: keys.verp(&config.verp_prefix, &config.bounce_domain, origin, sid),
+                recipients: vec![subscriber.email.clone()],
+                account: None,
+            },
+        }
+    }
+
+    /// The confirmation mail of a double opt-in, queued at once.
+    pub(crate) fn send_confirmation(
+        &self,
+        list: &List,
+        subscriber: &Subscriber,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let config = &self.inner.config;
+        let url = format!(
+            "{}/confirm/{}",
+            config.base_url,
+            self.inner.keys.sign(&Token::Confirm {
+                subscriber: subscriber.id.0
+            })
+        );
+        let text = format!(
+            "Please confirm your subscription to {} by opening this link:\n\n{url}\n\nIf you did not ask for it, ignore this mail: you will not hear from us again.\n",
+            list.name
+        );
+        let unsubscribe_url = format!(
+            "{}/unsubscribe/{}",
+            config.base_url,
+            self.inner.keys.sign(&Token::Unsubscribe {
+                origin: None,
+                subscriber: subscriber.id.0
+            })
+        );
+        let message = build_message(&Letter {
+            from_address: &list.from_address,
+            from_name: &list.from_name,
+            to_address: &subscriber.email,
+            to_name: &subscriber.name,
+            subject: &format!("Confirm your subscription to {}", list.name),
+            text: &text,
+            html: None,
+            list_name: &list.name,
+            domain: &config.bounce_domain,
+            unsubscribe_url: &unsubscribe_url,
+            date: now,
+        });
+        let envelope = Outbound {
+            sender: list.from_address.clone(),
+            recipients: vec![subscriber.email.clone()],
+            account: None,
+        };
+        store::Store::accept(self.inner.store.as_ref(), &message, &[], Some(&envelope))?;
+        self.inner.waker.notify_one();
+        Ok(())
+    }
+}
+
+/// What one call of [`Engine::campaign_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Queued this many (0 when every mail of the batch was already in the ledger).
+    Sent(usize),
+    /// The throttle allows nothing now; look again after this long.
+    Throttled(Duration),
+    /// Nobody is pending.
+    Done,
+}
+
+struct Prepared {
+    subject: String,
+    tracked: Tracked,
+}
+
+pub(crate) fn origin_of(about: HistoryRef) -> Origin {
+    match about {
+        HistoryRef::Campaign(c) => Origin::Campaign(c.0),
+        HistoryRef::Step(s) => Origin::Step(s.0),
+    }
+}
+
+pub(crate) fn about_of(origin: Origin) -> HistoryRef {
+    match origin {
+        Origin::Campaign(id) => HistoryRef::Campaign(CampaignId(id)),
+        Origin::Step(id) => HistoryRef::Step(StepId(id)),
+    }
+}
+
+fn domain_of(email: &str) -> String {
+    email
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .to_ascii_lowercase()
+}
+
+/// A token bucket: `rate` tokens a second, holding at most one second's worth.
+#[derive(Debug)]
+struct Bucket {
+    rate: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: Instant) -> Bucket {
+        Bucket {
+            rate,
+            tokens: f64::from(rate),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate)).min(f64::from(self.rate));
+        self.last = now;
+    }
+
+    fn available(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.rate == 0 || self.tokens >= 1.0
+    }
+
+    fn spend(&mut self) {
+        if self.rate > 0 {
+            self.tokens -= 1.0;
+        }
+    }
+
+    fn wait(&self) -> Duration {
+        if self.rate == 0 || self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / f64::from(self.rate))
+        }
+    }
+}
+
+/// A campaign's throttle: messages per second overall and per destination domain.
+#[derive(Debug)]
+struct Pacer {
+    overall: Bucket,
+    per_domain_rate: u32,
+    domains: HashMap<String, Bucket>,
+}
+
+impl Pacer {
+    fn new(rate: u32, per_domain: u32) -> Pacer {
+        Pacer {
+            overall: Bucket::new(rate, Instant::now()),
+            per_domain_rate: per_domain,
+            domains: HashMap::new(),
+        }
+    }
+
+    fn set_rates(&mut self, rate: u32, per_domain: u32) {
+        self.overall.rate = rate;
+        if per_domain != self.per_domain_rate {
+            self.per_domain_rate = per_domain;
+            self.domains.clear();
+        }
+    }
+
+    /// Takes a token for one message to `domain`, if both buckets have one.
+    fn take(&mut self, domain: String, now: Instant) -> bool {
+        if !self.overall.available(now) {
+            return false;
+        }
+        if self.per_domain_rate > 0 {
+            // Forget idle domains so the map stays the size of one batch's domains.
+            if self.domains.len() > 4 * BATCH {
+                self.domains.retain(|_, b| b.tokens < f64::from(b.rate));
+            }
+            let rate = self.per_domain_rate;
+            let bucket = self
+                .domains
+                .entry(domain)
+                .or_insert_with(|| Bucket::new(rate, now));
+            if !bucket.available(now) {
+                return false;
+            }
+            bucket.spend();
+        }
+        self.overall.spend();
+        true
+    }
+
+    fn wait(&self) -> Duration {
+        let w = self.overall.wait();
+        if w.is_zero() {
+            // Held back by a domain: its bucket refills within 1/rate seconds.
+            Duration::from_secs_f64(1.0 / f64::from(self.per_domain_rate.max(1)))
+                .min(Duration::from_secs(1))
+        } else {
+            w
+        }
+    }
+}
+
+impl smtp_server::BounceSink for Engine {
+    fn claims(&self, recipient: &str) -> bool {
+        let c = &self.inner.config;
+        self.inner
+            .keys
+            .decode_verp(&c.verp_prefix, &c.bounce_domain, recipient)
+            .is_some()
+    }
+
+    fn accept(&self, recipient: &str, message: &[u8]) -> Result<(), String> {
+        let c = &self.inner.config;
+        let Some((origin, subscriber)) =
+            self.inner
+                .keys
+                .decode_verp(&c.verp_prefix, &c.bounce_domain, recipient)
+        else {
+            return Err("not a bounce address of ours".into());
+        };
+        let about = about_of(origin);
+        let now = self.now();
+        let store = &self.inner.store;
+        let result = match parse_bounce(message) {
+            Some(bounce) => {
+                let detail = format!("{} {}", bounce.status, bounce.diagnostic);
+                tracing::info!(
+                    subscriber,
+                    hard = bounce.hard,
+                    status = %bounce.status,
+                    "newsletter: bounce"
+                );
+                store
+                    .bounce(
+                        about,
+                        SubscriberId(subscriber),
+                        bounce.hard,
+                        Some(&detail),
+                        c.hard_bounce_limit,
+                        now,
+                    )
+                    .map(drop)
+            }
+            // An autoreply or something unreadable: noted, not counted.
+            None => store.log_action(
+                Some(about),
+                &format!("unreadable mail at the bounce address of subscriber {subscriber}"),
+                now,
+            ),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            // The subscriber or campaign was removed since: nothing left to mark.
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_overall_and_per_domain() {
+        let now = Instant::now();
+        let mut p = Pacer::new(10, 2);
+        let taken = (0..20)
+            .filter(|i| p.take(format!("d{}", i % 3), now))
+            .count();
+        // Three domains, two each: six, under the overall ten.
+        assert_eq!(taken, 6);
+        let later = now + Duration::from_secs(1);
+        let mut p = Pacer::new(5, 0);
+        assert_eq!((0..20).filter(|_| p.take("x".into(), now)).count(), 5);
+        assert!(p.wait() > Duration::ZERO);
+        assert_eq!((0..20).filter(|_| p.take("x".into(), later)).count(), 5);
+        let mut unlimited = Pacer::new(0, 0);
+        assert_eq!(
+            (0..1000)
+                .filter(|_| unlimited.take("x".into(), now))
+                .count(),
+            1000
+        );
+    }
+
+    #[test]
+    fn origin_and_about_agree() {
+        for about in [
+            HistoryRef::Campaign(CampaignId(3)),
+            HistoryRef::Step(StepId(4)),
+        ] {
+            assert_eq!(about_of(origin_of(about)), about);
+        }
+    }
+}
