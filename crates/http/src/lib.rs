@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -175,23 +176,53 @@ pub fn maintenance_page(m: &Maintenance) -> String {
 /// How long a client is asked to wait when maintenance has no known end.
 const DEFAULT_RETRY_AFTER: u64 = 600;
 
-pub fn router(source: Arc<dyn Source>) -> Router {
+/// `/metrics`, `/health`, the maintenance fallback, and `extra`: routes of other parts of
+/// the server (the newsletter's subscribe, unsubscribe and click pages, its `/api`).
+pub fn router(source: Arc<dyn Source>, extra: Router) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(other)
         .with_state(source)
+        .merge(extra)
+        .layer(axum::middleware::from_fn(api_from_loopback_only))
 }
 
 /// Serves until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn Source>,
+    extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(source))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(source, extra).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// `/api/...` answers administrators' tools and lists subscribers' addresses: only peers
+/// on loopback may use it, even when the listener is public for unsubscribe and click
+/// links. (A reverse proxy on the same host must keep its own access rules for it.)
+async fn api_from_loopback_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if api && !peer.is_some_and(|ip| ip.is_loopback()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the /api endpoints answer only clients on this host\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn blocking<T: Send + 'static>(

@@ -169,7 +169,11 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Export(_)
         | Command::Archive(_)
         | Command::Retention(_)
-        | Command::Queue(_) => {
+        | Command::Queue(_)
+        | Command::List(_)
+        | Command::Subscriber(_)
+        | Command::Campaign(_)
+        | Command::Sequence(_) => {
             unreachable!("dispatched in main")
         }
     }

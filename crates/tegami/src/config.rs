@@ -48,6 +48,22 @@ pub struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub inbound: RawInbound,
+    #[serde(default)]
+    pub newsletter: RawNewsletter,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNewsletter {
+    pub base_url: Option<String>,
+    pub bounce_domain: Option<String>,
+    pub verp_prefix: Option<String>,
+    pub hard_bounce_limit: Option<u32>,
+    pub keep_days: Option<u32>,
+    pub track_clicks: Option<bool>,
+    pub track_opens: Option<bool>,
+    pub rate_per_second: Option<u32>,
+    pub poll_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +298,8 @@ pub struct Config {
     /// Name servers for MX lookups and inbound checks; empty = the system's.
     pub dns_servers: Vec<SocketAddr>,
     pub inbound: InboundSettings,
+    /// `bounce_domain` is "" when not configured: `serve` then takes the first local domain.
+    pub newsletter: newsletter::NewsletterConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -708,7 +726,54 @@ impl Config {
             },
             check_loopback: raw.inbound.check_loopback.unwrap_or(false),
         };
+        let newsletter = {
+            let n = raw.newsletter;
+            let default = newsletter::NewsletterConfig::default();
+            let base_url = n
+                .base_url
+                .unwrap_or_else(|| {
+                    format!(
+                        "http://{}",
+                        raw.http
+                            .listen
+                            .unwrap_or_else(|| "127.0.0.1:8025".parse().unwrap())
+                    )
+                })
+                .trim_end_matches('/')
+                .to_string();
+            if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+                bail!(
+                    "newsletter.base_url = {base_url:?} must be the http:// or https:// address readers reach the HTTP listener at"
+                );
+            }
+            let verp_prefix = n.verp_prefix.unwrap_or(default.verp_prefix);
+            if verp_prefix.is_empty()
+                || !verp_prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("newsletter.verp_prefix = {verp_prefix:?} must be letters, digits, - or _");
+            }
+            newsletter::NewsletterConfig {
+                base_url,
+                bounce_domain: n.bounce_domain.unwrap_or_default().to_ascii_lowercase(),
+                verp_prefix,
+                hard_bounce_limit: n.hard_bounce_limit.unwrap_or(default.hard_bounce_limit),
+                keep_days: positive(
+                    "newsletter.keep_days",
+                    n.keep_days.unwrap_or(default.keep_days).into(),
+                )? as u32,
+                track_clicks: n.track_clicks.unwrap_or(default.track_clicks),
+                track_opens: n.track_opens.unwrap_or(default.track_opens),
+                rate_per_second: n.rate_per_second.unwrap_or(default.rate_per_second),
+                poll: n
+                    .poll_secs
+                    .map(|s| Duration::from_secs(s.max(1)))
+                    .unwrap_or(default.poll),
+            }
+        };
         Ok(Config {
+            newsletter,
             submission,
             queue,
             dns_servers: raw.dns.servers,

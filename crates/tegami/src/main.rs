@@ -11,6 +11,7 @@ mod import;
 mod logging;
 mod maint;
 mod mbox;
+mod newsletter;
 mod ops;
 mod plan;
 mod queue;
@@ -103,6 +104,18 @@ enum Command {
     /// The outbound queue: list, show, retry, remove, flush.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Mailing lists for newsletters and step mail.
+    #[command(subcommand)]
+    List(newsletter::ListCommand),
+    /// Subscribers of a list: add, import and export CSV, unsubscribe, history.
+    #[command(subcommand)]
+    Subscriber(newsletter::SubscriberCommand),
+    /// Newsletter campaigns: create, pause, resume, cancel, totals.
+    #[command(subcommand)]
+    Campaign(newsletter::CampaignCommand),
+    /// Step-mail sequences: mails sent N days after someone subscribes.
+    #[command(subcommand)]
+    Sequence(newsletter::SequenceCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -131,6 +144,16 @@ fn tame_allocator() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tame_allocator() {}
+
+fn newsletter_command(
+    data: &std::path::Path,
+    config: Option<&std::path::Path>,
+    command: newsletter::Command,
+) -> anyhow::Result<ExitCode> {
+    logging::init_stderr("warn");
+    let config = config::Config::load(config)?;
+    newsletter::run(data, &config, command)
+}
 
 fn main() -> ExitCode {
     tame_allocator();
@@ -183,6 +206,26 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             queue::run(&cli.data, command)
         }
+        Command::List(c) => newsletter_command(
+            &cli.data,
+            cli.config.as_deref(),
+            newsletter::Command::List(c),
+        ),
+        Command::Subscriber(c) => newsletter_command(
+            &cli.data,
+            cli.config.as_deref(),
+            newsletter::Command::Subscriber(c),
+        ),
+        Command::Campaign(c) => newsletter_command(
+            &cli.data,
+            cli.config.as_deref(),
+            newsletter::Command::Campaign(c),
+        ),
+        Command::Sequence(c) => newsletter_command(
+            &cli.data,
+            cli.config.as_deref(),
+            newsletter::Command::Sequence(c),
+        ),
         Command::Doctor { json } => {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())

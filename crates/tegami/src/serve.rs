@@ -185,7 +185,23 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         throttle: Some(throttle.clone()),
         ..smtp.clone()
     });
+    // Newsletters and step mail: they send through the queue, take their bounces from the
+    // SMTP listener and their clicks and unsubscribes from the HTTP listener.
+    let newsletters = {
+        let mut nl = config.newsletter.clone();
+        if nl.bounce_domain.is_empty() {
+            nl.bounce_domain = domains_now(&store)
+                .await?
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| config.hostname.clone());
+        }
+        newsletter::Engine::new(sqlite.clone(), nl, queue_waker.clone(), clock.clone())
+            .context("cannot start the newsletter engine")?
+    };
+    let newsletter_task = tokio::spawn(newsletters.clone().run(trigger.subscribe()));
     let smtp = Arc::new(smtp_server::SmtpConfig {
+        bounces: Some(newsletters.bounce_sink()),
         inbound: config.inbound.checks.then(|| smtp_server::InboundChecks {
             dns: dns.clone(),
             policy: if config.inbound.enforce {
@@ -321,6 +337,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
+        newsletters.router(),
         async move {
             let _ = http_stopped.await;
         },
@@ -368,10 +385,16 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     smtp_task.abort();
     submission_task.abort();
     queue_task.abort();
+    newsletter_task.abort();
     pop3_task.abort();
     imap_task.abort();
     info!("stopped");
     Ok(())
+}
+
+async fn domains_now(store: &Arc<dyn Store>) -> anyhow::Result<Vec<String>> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || store.domains()).await??)
 }
 
 async fn bind(protocol: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

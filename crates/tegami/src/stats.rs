@@ -191,7 +191,10 @@ pub fn run(
                 usage_text(&ranked, by, clock.time_zone())
             }
         }
-        StatsCommand::Disk => disk_text(data, config, &store.totals()?, &store.growth()?),
+        StatsCommand::Disk => {
+            let history = store::Newsletters::history_bytes(&store)?;
+            disk_text(data, config, &store.totals()?, &store.growth()?, history)
+        }
         StatsCommand::Forecast => {
             let (free, total) = volume(data)?;
             forecast_text(
@@ -339,6 +342,7 @@ fn disk_text(
     config: &crate::config::Config,
     totals: &store::StoreTotals,
     growth: &[store::GrowthRow],
+    newsletter_history: u64,
 ) -> String {
     use std::fmt::Write as _;
     let h = store::human_bytes;
@@ -383,6 +387,12 @@ fn disk_text(
     for (name, bytes, note) in rows {
         let _ = writeln!(out, "{name:<9} {bytes:>14} bytes  {:>10}  {note}", h(bytes));
     }
+    let _ = writeln!(
+        out,
+        "newsletter history {newsletter_history} bytes ({}, inside the database): sets of who received, bounced, clicked; raw events kept {} days, daily totals forever",
+        h(newsletter_history),
+        config.newsletter.keep_days
+    );
     let size = |g: &store::GrowthRow| g.database_bytes + g.blob_bytes;
     if let Some(last) = growth.last() {
         for days in [1, 7, 30] {

@@ -99,4 +99,9 @@ scripts! {
         failures => "outbound_failures",
         crash => "outbound_crash",
     }
+    newsletter {
+        campaign => "newsletter_campaign",
+        crash => "newsletter_crash",
+        steps => "newsletter_steps",
+    }
 }
