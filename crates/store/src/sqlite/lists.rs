@@ -817,7 +817,10 @@ impl Newsletters for SqliteStore {
                             let Some(row) = rows.next()? else { break };
                             let id: i64 = row.get(0)?;
                             let mut start: i64 = row.get(1)?;
-                            if start < sequence.created {
+                            // Started at or before the sequence's creation (within its
+                            // second, as a script that adds and then creates does):
+                            // an existing subscriber, who joins only if asked to.
+                            if start <= sequence.created {
                                 if !sequence.join_existing {
                                     continue;
                                 }
