@@ -482,10 +482,12 @@ fn parse_csv(text: &[u8]) -> anyhow::Result<ParsedCsv> {
         }
         let mut attributes = BTreeMap::new();
         for (i, value) in record.iter().enumerate() {
-            if i != email_at && Some(i) != name_at && !value.is_empty() {
-                if let Some(key) = header.get(i) {
-                    attributes.insert(key.clone(), value.to_string());
-                }
+            if i != email_at
+                && Some(i) != name_at
+                && !value.is_empty()
+                && let Some(key) = header.get(i)
+            {
+                attributes.insert(key.clone(), value.to_string());
             }
         }
         parsed.rows.push((
