@@ -223,12 +223,11 @@ class Tegami:
         if self.config:
             argv += ["--config", str(self.config)]
         argv.append("serve")
-        if smtp:
-            argv += ["--smtp", f"{HOST}:0"]
-        if pop3:
-            argv += ["--pop3", f"{HOST}:0"]
-        if imap:
-            argv += ["--imap", f"{HOST}:0"]
+        # tegami always runs every listener, so each gets a free port even when the test has
+        # no use for it (`smtp`, `pop3`, `imap` False): left out, it would take its default
+        # port and collide with a test running beside it.
+        del smtp, pop3, imap
+        argv += ["--smtp", f"{HOST}:0", "--pop3", f"{HOST}:0", "--imap", f"{HOST}:0"]
         # The HTTP listener (/metrics, /health) defaults to 127.0.0.1:8025 like the others
         # default to theirs: tests side by side need a free port each (`Server.http`).
         if http and "--http" not in extra:

@@ -95,6 +95,10 @@ pub enum CampaignCommand {
         /// Messages per second (default: [newsletter] rate_per_second).
         #[arg(long)]
         rate: Option<u32>,
+        /// Messages per second to any one recipient domain (default: no limit of its own;
+        /// the queue's per-destination limits still hold).
+        #[arg(long)]
+        rate_per_domain: Option<u32>,
     },
     List {
         #[arg(long)]
@@ -460,18 +464,21 @@ fn parse_csv(text: &[u8]) -> anyhow::Result<ParsedCsv> {
         rows: Vec::new(),
         bad: Vec::new(),
     };
+    // Line numbers come from byte offsets: the reader's own line count skips blank lines.
+    let mut lines = LineCounter::new(text);
     let mut record = csv::StringRecord::new();
     loop {
-        let line = reader.position().line();
+        let at = reader.position().byte();
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                parsed.bad.push((line.max(1), format!("unreadable: {e}")));
+                let line = lines.line_at(e.position().map_or(at, |p| p.byte()));
+                parsed.bad.push((line, format!("unreadable: {e}")));
                 continue;
             }
         }
-        let line = record.position().map_or(line, |p| p.line());
+        let line = lines.line_at(record.position().map_or(at, |p| p.byte()));
         if record.iter().all(|f| f.is_empty()) {
             continue;
         }
@@ -506,6 +513,35 @@ fn parse_csv(text: &[u8]) -> anyhow::Result<ParsedCsv> {
     Ok(parsed)
 }
 
+/// Turns byte offsets, met in ascending order, into 1-based line numbers.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        LineCounter {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let byte = (byte as usize).min(self.text.len());
+        if byte > self.offset {
+            self.line += self.text[self.offset..byte]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            self.offset = byte;
+        }
+        self.line
+    }
+}
+
 fn campaigns(
     store: &SqliteStore,
     command: CampaignCommand,
@@ -521,6 +557,7 @@ fn campaigns(
             html,
             at,
             rate,
+            rate_per_domain,
         } => {
             let list = store.list(&list)?;
             let send_at = match at {
@@ -545,7 +582,7 @@ fn campaigns(
                 send_at,
                 state: CampaignState::Scheduled,
                 rate_per_second: rate.unwrap_or(default_rate),
-                rate_per_domain: 0,
+                rate_per_domain: rate_per_domain.unwrap_or(0),
                 created: now,
             })?;
             println!("campaign {}", id.0);
