@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::message::{Letter, build_message};
 use crate::parse_bounce;
-use crate::template::{Tracked, Vars, render, track_links};
+use crate::template::{Tracked, Vars, add_open_pixel, render, track_links};
 use crate::token::{Keys, Origin, Token};
 
 /// The `[newsletter]` settings, resolved.
@@ -33,7 +33,8 @@ pub struct NewsletterConfig {
     /// Days raw events (clicks, bounce texts, the action log) are kept.
     pub keep_days: u32,
     pub track_clicks: bool,
-    /// Accepted for the configuration's sake; no open tracking pixel is sent yet.
+    /// Adds an invisible pixel (`/o/<token>`) to the HTML part of campaign and step mail
+    /// and records its fetches as opens. Off by default: mail stays free of it.
     pub track_opens: bool,
     /// Messages per second for a campaign that sets no rate of its own; 0 = no limit.
     pub rate_per_second: u32,
@@ -475,11 +476,22 @@ impl Engine {
         };
         let subject = render(&prepared.subject, &vars, false);
         let text = render(&prepared.tracked.text, &vars, false);
-        let html = prepared
-            .tracked
-            .html
-            .as_deref()
-            .map(|h| render(h, &vars, true));
+        let html = prepared.tracked.html.as_deref().map(|h| {
+            let html = render(h, &vars, true);
+            if config.track_opens {
+                let pixel = format!(
+                    "{}/o/{}",
+                    config.base_url,
+                    keys.sign(&Token::Open {
+                        origin,
+                        subscriber: sid,
+                    })
+                );
+                add_open_pixel(&html, &pixel)
+            } else {
+                html
+            }
+        });
         let message = build_message(&Letter {
             from_address: &list.from_address,
             from_name: &list.from_name,

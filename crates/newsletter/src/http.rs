@@ -1,6 +1,6 @@
 //! The newsletter's HTTP routes, merged by the binary into the HTTP listener: the public
-//! subscribe form, confirmation, unsubscribe (RFC 8058 one-click), click redirects, and
-//! read-only JSON for the admin.
+//! subscribe form, confirmation, unsubscribe (RFC 8058 one-click), click redirects, the
+//! open-tracking pixel, and read-only JSON for the admin.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,6 +28,7 @@ pub fn router(engine: Engine) -> Router {
             get(unsubscribe_page).post(unsubscribe),
         )
         .route("/c/{token}", get(click))
+        .route("/o/{token}", get(open))
         .route("/api/lists", get(api_lists))
         .route("/api/lists/{name}/subscribers", get(api_subscribers))
         .route("/api/campaigns", get(api_campaigns))
@@ -376,6 +377,47 @@ async fn click(State(engine): State<Engine>, Path(token): Path<String>) -> Respo
     }
 }
 
+/// A 1x1 transparent GIF, the open-tracking pixel's answer.
+pub(crate) const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// The open-tracking pixel: records an open (the first joins the set, every one counts in
+/// the day's total) and answers the image whether or not that could be recorded. The route
+/// is served whatever `track_opens` says, so mail sent while it was on keeps working.
+async fn open(State(engine): State<Engine>, Path(token): Path<String>) -> Response {
+    let Some(Token::Open { origin, subscriber }) = engine.keys().verify(&token) else {
+        return not_found();
+    };
+    let about = about_of(origin);
+    let recorded = blocking(&engine, move |engine| {
+        engine.inner.store.record(
+            about,
+            SubscriberId(subscriber),
+            Outcome::Open,
+            None,
+            engine.now(),
+        )
+    })
+    .await;
+    match recorded {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::warn!(error = %e, "newsletter: open not recorded"),
+        None => tracing::warn!("newsletter: open not recorded"),
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PIXEL_GIF,
+    )
+        .into_response()
+}
+
 async fn api_lists(State(engine): State<Engine>) -> Response {
     json_result(
         blocking(&engine, |engine| {
@@ -522,6 +564,7 @@ async fn api_sequences(State(engine): State<Engine>) -> Response {
                         "clicks": store.count(about, Outcome::Click)?,
                         "hard_bounces": store.count(about, Outcome::HardBounce)?,
                         "unsubscribes": store.count(about, Outcome::Unsubscribe)?,
+                        "opens": store.count(about, Outcome::Open)?,
                     }));
                 }
                 out.push(json!({
@@ -543,6 +586,13 @@ async fn api_sequences(State(engine): State<Engine>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_is_a_1x1_gif() {
+        assert!(PIXEL_GIF.starts_with(b"GIF89a"));
+        assert_eq!(&PIXEL_GIF[6..10], &[1, 0, 1, 0]);
+        assert_eq!(PIXEL_GIF.last(), Some(&0x3b));
+    }
 
     #[test]
     fn forms() {

@@ -9,7 +9,7 @@ mod token;
 
 pub use bounce::{Bounce, parse_bounce};
 pub use message::{Letter, build_message, quoted_printable, rfc5322_date};
-pub use template::{Tracked, Vars, escape_html, render, track_links};
+pub use template::{Tracked, Vars, add_open_pixel, escape_html, render, track_links};
 pub use token::{Keys, Origin, Token};
 
 mod engine;

@@ -1,5 +1,6 @@
 //! Templates: `{{name}}`, `{{email}}`, `{{attr.KEY}}`, `{{unsubscribe_url}}` and the
-//! tracked links `{{link.N}}`, and the link rewriting that makes those.
+//! tracked links `{{link.N}}`, the link rewriting that makes those, and the open-tracking
+//! pixel.
 
 use std::collections::BTreeMap;
 
@@ -95,6 +96,28 @@ pub fn track_links(text: &str, html: Option<&str>) -> Tracked {
     let text = rewrite_text(text, &mut links);
     let html = html.map(|h| rewrite_html(h, &mut links));
     Tracked { text, html, links }
+}
+
+/// Adds the open-tracking pixel (an invisible 1x1 image loading `url`) to a rendered HTML
+/// part: just before its last `</body>` (in any case), or at the end when it has none.
+pub fn add_open_pixel(html: &str, url: &str) -> String {
+    let pixel = format!(
+        "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">",
+        escape_html(url)
+    );
+    let lower = html.to_ascii_lowercase();
+    let body_end = lower.rmatch_indices("</body").map(|(i, _)| i).find(|&i| {
+        lower[i + "</body".len()..]
+            .bytes()
+            .next()
+            .is_some_and(|b| b == b'>' || b.is_ascii_whitespace())
+    });
+    let at = body_end.unwrap_or(html.len());
+    let mut out = String::with_capacity(html.len() + pixel.len());
+    out.push_str(&html[..at]);
+    out.push_str(&pixel);
+    out.push_str(&html[at..]);
+    out
 }
 
 fn link_index(links: &mut Vec<String>, url: &str) -> usize {
@@ -231,6 +254,40 @@ mod tests {
         check("no vars {{ unclosed", false, "no vars {{ unclosed");
         check("", false, "");
         check("{{name}}{{email}}", false, "Anna <B> & Coanna@example.org");
+    }
+
+    #[test]
+    fn open_pixel_goes_before_the_body_end_or_last() {
+        let img =
+            "<img src=\"http://h/o/T\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">";
+        assert_eq!(
+            add_open_pixel("<html><body><p>Hi</p></body></html>", "http://h/o/T"),
+            format!("<html><body><p>Hi</p>{img}</body></html>")
+        );
+        assert_eq!(
+            add_open_pixel("<HTML><BODY>x</BODY >\n</HTML>", "http://h/o/T"),
+            format!("<HTML><BODY>x{img}</BODY >\n</HTML>")
+        );
+        // The last one counts; "</bodyx" is not the end of the body.
+        assert_eq!(
+            add_open_pixel("<p>&lt;/body&gt;</p></body></bodyx>", "http://h/o/T"),
+            format!("<p>&lt;/body&gt;</p>{img}</body></bodyx>")
+        );
+        assert_eq!(
+            add_open_pixel("<p>Hi</p>", "http://h/o/T"),
+            format!("<p>Hi</p>{img}")
+        );
+        assert_eq!(add_open_pixel("", "http://h/o/T"), img);
+        // The URL is escaped as an attribute value.
+        assert!(
+            add_open_pixel("", "http://h/o/T?a=1&b=\"")
+                .contains("src=\"http://h/o/T?a=1&amp;b=&quot;\"")
+        );
+        // Non-ASCII before the end stays intact.
+        assert_eq!(
+            add_open_pixel("<body>こんにちは</Body>", "http://h/o/T"),
+            format!("<body>こんにちは{img}</Body>")
+        );
     }
 
     fn tracked(text: &str, html: Option<&str>) -> (String, Option<String>, Vec<String>) {

@@ -1,4 +1,4 @@
-//! Signed tokens (click, unsubscribe, confirm) and VERP envelope senders: what we hand out
+//! Signed tokens (click, open, unsubscribe, confirm) and VERP envelope senders: what we hand out
 //! in URLs and addresses must come back unchanged, so each carries an HMAC-SHA256 under a
 //! key only this server holds.
 
@@ -55,6 +55,8 @@ pub enum Token {
     },
     /// Confirms a double opt-in subscription.
     Confirm { subscriber: i64 },
+    /// The open-tracking pixel of the mail from `origin` to `subscriber`.
+    Open { origin: Origin, subscriber: i64 },
 }
 
 /// Payload: purpose, origin letter (or '-'), origin id, subscriber, link; 22 bytes.
@@ -130,6 +132,7 @@ impl Keys {
             } => (b'k', Some(origin), subscriber, link),
             Token::Unsubscribe { origin, subscriber } => (b'u', origin, subscriber, 0),
             Token::Confirm { subscriber } => (b'o', None, subscriber, 0),
+            Token::Open { origin, subscriber } => (b'p', Some(origin), subscriber, 0),
         };
         bytes.push(purpose);
         bytes.push(origin.map_or(b'-', Origin::letter));
@@ -165,6 +168,10 @@ impl Keys {
             }),
             b'u' => Some(Token::Unsubscribe { origin, subscriber }),
             b'o' => Some(Token::Confirm { subscriber }),
+            b'p' => Some(Token::Open {
+                origin: origin?,
+                subscriber,
+            }),
             _ => None,
         }
     }
@@ -254,6 +261,14 @@ mod tests {
                 subscriber: 2,
             },
             Token::Confirm { subscriber: 99 },
+            Token::Open {
+                origin: Origin::Campaign(7),
+                subscriber: 12345,
+            },
+            Token::Open {
+                origin: Origin::Step(2),
+                subscriber: 1,
+            },
         ] {
             let text = k.sign(&token);
             assert!(

@@ -531,6 +531,250 @@ async fn clicks_redirect_and_forged_tokens_are_refused() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+fn engine_with(store: &Arc<SqliteStore>, config: NewsletterConfig) -> Engine {
+    Engine::new(
+        store.clone(),
+        config,
+        Arc::new(tokio::sync::Notify::new()),
+        gate::Clock::with_zone(jiff::tz::TimeZone::UTC),
+    )
+    .unwrap()
+}
+
+/// The text and HTML parts of every queued mail.
+fn parts(store: &SqliteStore) -> Vec<(String, Option<String>)> {
+    store
+        .queue_list()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let body = store.queue_body(m.id).unwrap();
+            let p = mail_parser::MessageParser::default().parse(&body).unwrap();
+            let text = p.body_text(0).unwrap().into_owned();
+            // mail_parser makes an HTML body from a text-only mail: look for a real part.
+            let has_html = body
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"text/html"));
+            let html = has_html.then(|| p.body_html(0).unwrap().into_owned());
+            (text, html)
+        })
+        .collect()
+}
+
+#[test]
+fn open_pixel_only_with_track_opens_and_only_in_html() {
+    // Off (the default): no pixel anywhere.
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 3, T0 - 3600);
+    campaign(&f.store, l);
+    assert!(!config().track_opens);
+    engine(&f.store).campaigns_tick(T0).unwrap();
+    let mails = parts(&f.store);
+    assert_eq!(mails.len(), 3);
+    for (text, html) in &mails {
+        assert!(!text.contains("/o/"), "{text}");
+        let html = html.as_ref().unwrap();
+        assert!(!html.contains("/o/") && !html.contains("<img"), "{html}");
+    }
+
+    // On: one pixel per HTML part, at its end (no </body> in this template), none in text.
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 3, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let e = engine_with(
+        &f.store,
+        NewsletterConfig {
+            track_opens: true,
+            ..config()
+        },
+    );
+    e.campaigns_tick(T0).unwrap();
+    let mails = parts(&f.store);
+    assert_eq!(mails.len(), 3);
+    let mut pixels = Vec::new();
+    for (text, html) in &mails {
+        assert!(!text.contains("/o/"), "{text}");
+        let html = html.as_ref().unwrap();
+        assert_eq!(html.matches("<img").count(), 1, "{html}");
+        let start = html.find("<img src=\"http://news.example.com/o/").unwrap();
+        let tail = &html[start..];
+        assert!(tail.ends_with("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">"));
+        let token = tail["<img src=\"http://news.example.com/o/".len()..]
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(matches!(
+            e.keys().verify(token),
+            Some(newsletter::Token::Open { origin: newsletter::Origin::Campaign(id), .. }) if id == c.0
+        ));
+        pixels.push(token.to_string());
+    }
+    // Each subscriber has a pixel of its own.
+    pixels.sort();
+    pixels.dedup();
+    assert_eq!(pixels.len(), 3);
+
+    // A text-only campaign gets none even with tracking on.
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 1, T0 - 3600);
+    f.store
+        .campaign_add(NewCampaign {
+            list: l,
+            subject: "Plain".into(),
+            text: "Hello {{name}}\n".into(),
+            html: None,
+            send_at: T0,
+            state: CampaignState::Scheduled,
+            rate_per_second: 0,
+            rate_per_domain: 0,
+            created: T0 - 3600,
+        })
+        .unwrap();
+    engine_with(
+        &f.store,
+        NewsletterConfig {
+            track_opens: true,
+            ..config()
+        },
+    )
+    .campaigns_tick(T0)
+    .unwrap();
+    let mails = parts(&f.store);
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].1.is_none());
+    assert!(!mails[0].0.contains("/o/"));
+}
+
+#[tokio::test]
+async fn opens_are_recorded_and_answered_with_a_gif() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 2, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let e = engine_with(
+        &f.store,
+        NewsletterConfig {
+            track_opens: true,
+            ..config()
+        },
+    );
+    e.campaigns_tick(T0).unwrap();
+    let m = &f.store.queue_list().unwrap()[0];
+    let s = f
+        .store
+        .subscriber_by_email(l, &m.recipients[0].address)
+        .unwrap();
+    let body = f.store.queue_body(m.id).unwrap();
+    let p = mail_parser::MessageParser::default().parse(&body).unwrap();
+    let html = p.body_html(0).unwrap().into_owned();
+    let prefix = "<img src=\"http://news.example.com";
+    let start = html.find(prefix).unwrap() + prefix.len();
+    let path = html[start..].split('"').next().unwrap().to_string();
+    assert!(path.starts_with("/o/"), "{path}");
+    let router = e.router();
+
+    let get = |uri: String| {
+        let router = router.clone();
+        async move {
+            let response = router
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, headers, bytes)
+        }
+    };
+
+    // Opened twice: one member of the set, two in the day's total.
+    for _ in 0..2 {
+        let (status, headers, bytes) = get(path.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "image/gif");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(bytes.starts_with(b"GIF89a"), "{bytes:?}");
+        assert_eq!(&bytes[6..10], &[1, 0, 1, 0]);
+    }
+    let about = HistoryRef::Campaign(c);
+    assert_eq!(
+        f.store.received_by(about, Outcome::Open).unwrap(),
+        vec![s.id]
+    );
+    let opens: u64 = f
+        .store
+        .daily_totals(0)
+        .unwrap()
+        .iter()
+        .filter(|t| t.outcome == Outcome::Open && t.about == about)
+        .map(|t| t.count)
+        .sum();
+    assert_eq!(opens, 2);
+    // An open is not a click.
+    assert!(
+        f.store
+            .received_by(about, Outcome::Click)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Forged, altered, other purposes, other keys: 404 and nothing recorded.
+    let mut altered = path.clone();
+    let last = altered.pop().unwrap();
+    altered.push(if last == 'A' { 'B' } else { 'A' });
+    let other_keys = newsletter::Keys::from_secret(b"another key, another key, another");
+    let foreign = format!(
+        "/o/{}",
+        other_keys.sign(&newsletter::Token::Open {
+            origin: newsletter::Origin::Campaign(c.0),
+            subscriber: s.id.0,
+        })
+    );
+    let confirm = format!(
+        "/o/{}",
+        e.keys()
+            .sign(&newsletter::Token::Confirm { subscriber: s.id.0 })
+    );
+    let click = format!(
+        "/o/{}",
+        e.keys().sign(&newsletter::Token::Click {
+            origin: newsletter::Origin::Campaign(c.0),
+            subscriber: s.id.0,
+            link: 0,
+        })
+    );
+    let other = f
+        .store
+        .subscriber_by_email(l, &f.store.queue_list().unwrap()[1].recipients[0].address)
+        .unwrap();
+    assert_ne!(other.id, s.id);
+    for bad in [altered, foreign, confirm, click, "/o/xyz".to_string()] {
+        let (status, headers, _) = get(bad.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+        assert_ne!(
+            headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"image/gif"[..])
+        );
+    }
+    assert_eq!(
+        f.store.received_by(about, Outcome::Open).unwrap(),
+        vec![s.id]
+    );
+    let events = f.store.events(Some(about), 0, 100).unwrap();
+    assert_eq!(events.iter().filter(|e| e.event == "open").count(), 2);
+
+    // The campaign's JSON totals count opens too.
+    let (status, _, body) = call(&router, "GET", &format!("/api/campaigns/{}", c.0), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["totals"]["open"], 1);
+}
+
 #[tokio::test]
 async fn double_opt_in_subscription() {
     let f = fixture();

@@ -276,15 +276,18 @@ pub enum Outcome {
     SoftBounce,
     Click,
     Unsubscribe,
+    /// The mail's open-tracking pixel was fetched (only with open tracking on).
+    Open,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Sent,
         Outcome::HardBounce,
         Outcome::SoftBounce,
         Outcome::Click,
         Outcome::Unsubscribe,
+        Outcome::Open,
     ];
 
     /// The `outcome` column and the `event` of its raw events.
@@ -295,6 +298,7 @@ impl Outcome {
             Outcome::SoftBounce => "soft_bounce",
             Outcome::Click => "click",
             Outcome::Unsubscribe => "unsubscribe",
+            Outcome::Open => "open",
         }
     }
 
@@ -454,7 +458,7 @@ pub trait Newsletters: Send + Sync {
 
     // History.
     /// Records an outcome: the subscriber joins the (about, outcome) set; the day's total
-    /// grows when it joined anew, and for every click; a raw event keeps `detail` (cut to
+    /// grows when it joined anew, and for every click and every open; a raw event keeps `detail` (cut to
     /// [`MAX_EVENT_DETAIL`] bytes).
     fn record(
         &self,
@@ -513,4 +517,21 @@ pub trait Newsletters: Send + Sync {
     fn links(&self, about: HistoryRef) -> Result<Vec<String>>;
     /// Replaces the stored URLs of a campaign or step.
     fn set_links(&self, about: HistoryRef, urls: &[String]) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_round_trip_and_are_distinct() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        let names: std::collections::BTreeSet<_> =
+            Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(names.len(), Outcome::ALL.len());
+        assert_eq!(Outcome::parse("open"), Some(Outcome::Open));
+        assert_eq!(Outcome::parse("opened"), None);
+    }
 }

@@ -144,8 +144,8 @@ pub(super) fn record_in(
     if new {
         save_set(conn, about, outcome, &set)?;
     }
-    // A set says who clicked; the daily total counts every click.
-    if new || outcome == Outcome::Click {
+    // A set says who clicked or opened; the daily total counts every click and open.
+    if new || matches!(outcome, Outcome::Click | Outcome::Open) {
         bump_daily(conn, now, about, outcome, 1)?;
     }
     insert_event(
