@@ -401,6 +401,27 @@ fn existing_subscribers_join_from_the_sequence_creation_when_asked() {
 }
 
 #[test]
+fn within_the_second_of_creation_the_subscriber_order_tells_existing_from_new() {
+    let (_dir, store) = store();
+    let list = store
+        .list_add("news", "n@example.com", "", false, T0)
+        .unwrap();
+    // A script: one subscriber, the sequence, another subscriber, all in one second.
+    store
+        .subscriber_add(list, active("before@example.org"), T0)
+        .unwrap();
+    let seq = store.sequence_add(list, "new", "UTC", false, T0).unwrap();
+    store.step_add(seq, step(0, 12 * 60, "s1")).unwrap();
+    store
+        .subscriber_add(list, active("after@example.org"), T0)
+        .unwrap();
+    assert_eq!(
+        send_due(&store, T0 + 12 * 3600),
+        pairs(&[("s1", "after@example.org")])
+    );
+}
+
+#[test]
 fn steps_due_honours_the_limit_and_scales() {
     let (_dir, store) = store();
     let list = store

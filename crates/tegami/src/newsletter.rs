@@ -529,8 +529,13 @@ impl<'a> LineCounter<'a> {
         }
     }
 
+    /// The line of the first byte at or after `byte` that is not a line end: a record's
+    /// position is where the reader began, before the blank lines it skipped.
     fn line_at(&mut self, byte: u64) -> u64 {
-        let byte = (byte as usize).min(self.text.len());
+        let mut byte = (byte as usize).min(self.text.len());
+        while byte < self.text.len() && matches!(self.text[byte], b'\r' | b'\n') {
+            byte += 1;
+        }
         if byte > self.offset {
             self.line += self.text[self.offset..byte]
                 .iter()
@@ -633,7 +638,7 @@ fn campaigns(
         CampaignCommand::Recipients { id, outcome } => {
             let Some(outcome) = Outcome::parse(&outcome) else {
                 bail!(
-                    "--outcome {outcome:?} is not one of sent, hard_bounce, soft_bounce, click, unsubscribe"
+                    "--outcome {outcome:?} is not one of sent, hard_bounce, soft_bounce, click, unsubscribe, open"
                 );
             };
             let ids = store.received_by(HistoryRef::Campaign(CampaignId(id)), outcome)?;

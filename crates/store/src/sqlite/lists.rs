@@ -682,8 +682,13 @@ impl Newsletters for SqliteStore {
         self.write(move |ctx| {
             list_exists(ctx.conn, list)?;
             let inserted = ctx.conn.execute(
-                "INSERT INTO nl_sequences (list_id, name, time_zone, join_existing, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                // `existing_upto`: the list's newest subscriber now. Subscribers up to it
+                // who had started are the existing ones (ids only grow, so a subscriber
+                // added in the same second after the sequence is still new).
+                "INSERT INTO nl_sequences (list_id, name, time_zone, join_existing, created,
+                                           existing_upto)
+                 VALUES (?1, ?2, ?3, ?4, ?5,
+                         (SELECT coalesce(max(id), 0) FROM nl_subscribers WHERE list_id = ?1))",
                 params![list.0, name, zone, join_existing, now],
             );
             match inserted {
@@ -793,6 +798,9 @@ impl Newsletters for SqliteStore {
                     if steps.is_empty() {
                         continue;
                     }
+                    let existing_upto: i64 = conn
+                        .prepare_cached("SELECT existing_upto FROM nl_sequences WHERE id = ?1")?
+                        .query_row([sequence.id.0], |r| r.get(0))?;
                     let zone = match time_zone(&sequence.time_zone) {
                         Ok(zone) => zone,
                         Err(e) => {
@@ -817,10 +825,9 @@ impl Newsletters for SqliteStore {
                             let Some(row) = rows.next()? else { break };
                             let id: i64 = row.get(0)?;
                             let mut start: i64 = row.get(1)?;
-                            // Started at or before the sequence's creation (within its
-                            // second, as a script that adds and then creates does):
-                            // an existing subscriber, who joins only if asked to.
-                            if start <= sequence.created {
+                            // On the list and started when the sequence was made: an
+                            // existing subscriber, who joins only if asked to.
+                            if id <= existing_upto && start <= sequence.created {
                                 if !sequence.join_existing {
                                     continue;
                                 }

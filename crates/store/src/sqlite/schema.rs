@@ -231,6 +231,7 @@ const MIGRATIONS: &[&str] = &[
          time_zone     TEXT NOT NULL,
          join_existing INTEGER NOT NULL,
          created       INTEGER NOT NULL,
+         existing_upto INTEGER NOT NULL DEFAULT 0,
          UNIQUE (list_id, name)
      );
      CREATE TABLE nl_steps (
