@@ -52,6 +52,11 @@ struct Shared {
 struct State {
     /// Recipients handed to a task and not yet settled.
     claimed: HashSet<RecipientId>,
+    /// Recipients settled since the current look at the queue began. That look may have
+    /// read them as due before their settlement committed, so it must not hand them out
+    /// again (that would send a delivered recipient twice). Cleared as each look begins:
+    /// what settled before a read is in what it reads.
+    cooling: HashSet<RecipientId>,
     destinations: HashMap<String, Dest>,
 }
 
@@ -135,6 +140,7 @@ impl Shared {
         let mut state = self.lock();
         for r in recipients {
             state.claimed.remove(&r.id);
+            state.cooling.insert(r.id);
         }
     }
 
@@ -152,6 +158,7 @@ impl Shared {
 
 /// One look at the queue: claims what is due and not claimed, and starts the tasks.
 async fn dispatch(shared: &Arc<Shared>, shutdown: &Shutdown) -> Result<(), StoreError> {
+    shared.lock().cooling.clear();
     let now = shared.now();
     let batch = shared.config.batch.max(1);
     let (due, domains) = shared
@@ -177,7 +184,7 @@ async fn dispatch(shared: &Arc<Shared>, shutdown: &Shutdown) -> Result<(), Store
             let mut local = Vec::new();
             let mut remote: HashMap<String, (Destination, Vec<QueuedRecipient>)> = HashMap::new();
             for r in &message.recipients {
-                if state.claimed.contains(&r.id) {
+                if state.claimed.contains(&r.id) || state.cooling.contains(&r.id) {
                     continue;
                 }
                 if domains.contains(&r.domain) {
