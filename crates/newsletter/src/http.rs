@@ -1,17 +1,18 @@
 //! The newsletter's HTTP routes, merged by the binary into the HTTP listener: the public
 //! subscribe form, confirmation, unsubscribe (RFC 8058 one-click), click redirects, the
-//! open-tracking pixel, and read-only JSON for the admin.
+//! open-tracking pixel, and JSON for the admin: reads, and the same changes the CLI makes.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{
-    CampaignId, HistoryRef, NewSubscriber, Newsletters, Outcome, StoreError, SubscriberId,
-    SubscriberStatus,
+    CampaignId, CampaignState, HistoryRef, NewCampaign, NewStep, NewSubscriber, Newsletters,
+    Outcome, SequenceId, StoreError, SubscriberId, SubscriberStatus,
 };
 
 use crate::engine::{Engine, about_of};
@@ -29,11 +30,26 @@ pub fn router(engine: Engine) -> Router {
         )
         .route("/c/{token}", get(click))
         .route("/o/{token}", get(open))
-        .route("/api/lists", get(api_lists))
-        .route("/api/lists/{name}/subscribers", get(api_subscribers))
-        .route("/api/campaigns", get(api_campaigns))
+        .route("/api/lists", get(api_lists).post(api_list_add))
+        .route("/api/lists/{name}", delete(api_list_remove))
+        .route(
+            "/api/lists/{name}/subscribers",
+            get(api_subscribers).post(api_subscriber_add),
+        )
+        .route(
+            "/api/lists/{name}/subscribers/{email}",
+            delete(api_subscriber_remove),
+        )
+        .route(
+            "/api/lists/{name}/subscribers/{email}/unsubscribe",
+            post(api_subscriber_unsubscribe),
+        )
+        .route("/api/campaigns", get(api_campaigns).post(api_campaign_add))
         .route("/api/campaigns/{id}", get(api_campaign))
-        .route("/api/sequences", get(api_sequences))
+        .route("/api/campaigns/{id}/{action}", post(api_campaign_state))
+        .route("/api/sequences", get(api_sequences).post(api_sequence_add))
+        .route("/api/sequences/{id}", delete(api_sequence_remove))
+        .route("/api/sequences/{id}/steps", post(api_step_add))
         .with_state(engine)
 }
 
@@ -86,12 +102,23 @@ fn json_response(status: StatusCode, value: Value) -> Response {
 }
 
 fn json_result(result: Option<Result<Value, StoreError>>) -> Response {
+    json_result_with(StatusCode::OK, result)
+}
+
+/// Like [`json_result`], answering `status` on success: 201 for what was created.
+fn json_result_with(status: StatusCode, result: Option<Result<Value, StoreError>>) -> Response {
     match result {
-        Some(Ok(v)) => json_response(StatusCode::OK, v),
+        Some(Ok(v)) => json_response(status, v),
         Some(Err(StoreError::NotFound { what })) => json_response(
             StatusCode::NOT_FOUND,
             json!({ "error": format!("{what} not found") }),
         ),
+        Some(Err(e @ StoreError::AlreadyExists { .. })) => {
+            json_response(StatusCode::CONFLICT, json!({ "error": e.to_string() }))
+        }
+        Some(Err(StoreError::Invalid(e))) => {
+            json_response(StatusCode::BAD_REQUEST, json!({ "error": e }))
+        }
         Some(Err(e)) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({ "error": e.to_string() }),
@@ -578,6 +605,350 @@ async fn api_sequences(State(engine): State<Engine>) -> Response {
                 }));
             }
             Ok(Value::Array(out))
+        })
+        .await,
+    )
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    json_response(StatusCode::BAD_REQUEST, json!({ "error": message.into() }))
+}
+
+/// A JSON request body, or the 400 answer saying why it is not one.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(bad_request(format!("bad request body: {e}"))))
+}
+
+/// A numeric id from the path; anything else names nothing (404).
+fn parse_id(id: &str, what: &str) -> Result<i64, Box<Response>> {
+    id.parse::<i64>().map_err(|_| {
+        Box::new(json_response(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("no such {what}") }),
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListAdd {
+    name: String,
+    from_address: String,
+    #[serde(default)]
+    from_name: String,
+    #[serde(default)]
+    double_opt_in: bool,
+}
+
+async fn api_list_add(State(engine): State<Engine>, body: Bytes) -> Response {
+    let req: ListAdd = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if req.name.trim().is_empty() || req.from_address.trim().is_empty() {
+        return bad_request("name and from_address must not be empty");
+    }
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let id = engine.inner.store.list_add(
+                &req.name,
+                &req.from_address,
+                &req.from_name,
+                req.double_opt_in,
+                engine.now(),
+            )?;
+            Ok(json!({ "id": id.0 }))
+        })
+        .await,
+    )
+}
+
+async fn api_list_remove(State(engine): State<Engine>, Path(name): Path<String>) -> Response {
+    json_result(
+        blocking(&engine, move |engine| {
+            engine.inner.store.list_remove(&name)?;
+            Ok(json!({ "removed": name }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriberAdd {
+    email: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    confirmed: bool,
+}
+
+async fn api_subscriber_add(
+    State(engine): State<Engine>,
+    Path(list): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: SubscriberAdd = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let store = &engine.inner.store;
+            let list = store.list(&list)?;
+            // As the CLI: active when confirmed by the caller or the list has no double opt-in.
+            let status = if req.confirmed || !list.double_opt_in {
+                SubscriberStatus::Active
+            } else {
+                SubscriberStatus::Unconfirmed
+            };
+            let id = store.subscriber_add(
+                list.id,
+                NewSubscriber {
+                    email: req.email,
+                    name: req.name,
+                    attributes: req.attributes,
+                    status,
+                },
+                engine.now(),
+            )?;
+            Ok(json!({ "id": id.0, "status": status.as_str() }))
+        })
+        .await,
+    )
+}
+
+async fn api_subscriber_remove(
+    State(engine): State<Engine>,
+    Path((list, email)): Path<(String, String)>,
+) -> Response {
+    json_result(
+        blocking(&engine, move |engine| {
+            let store = &engine.inner.store;
+            let list = store.list(&list)?;
+            let s = store.subscriber_by_email(list.id, &email)?;
+            store.subscriber_remove(s.id)?;
+            Ok(json!({ "id": s.id.0, "removed": s.email }))
+        })
+        .await,
+    )
+}
+
+async fn api_subscriber_unsubscribe(
+    State(engine): State<Engine>,
+    Path((list, email)): Path<(String, String)>,
+) -> Response {
+    json_result(
+        blocking(&engine, move |engine| {
+            let store = &engine.inner.store;
+            let list = store.list(&list)?;
+            let s = store.subscriber_by_email(list.id, &email)?;
+            store.subscriber_set_status(
+                s.id,
+                SubscriberStatus::Unsubscribed,
+                None,
+                engine.now(),
+            )?;
+            Ok(json!({ "id": s.id.0, "status": SubscriberStatus::Unsubscribed.as_str() }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignAdd {
+    list: String,
+    subject: String,
+    text: String,
+    html: Option<String>,
+    send_at: Option<i64>,
+    rate_per_second: Option<u32>,
+    rate_per_domain: Option<u32>,
+}
+
+async fn api_campaign_add(State(engine): State<Engine>, body: Bytes) -> Response {
+    let req: CampaignAdd = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let store = &engine.inner.store;
+            let now = engine.now();
+            let list = store.list(&req.list)?;
+            let id = store.campaign_add(NewCampaign {
+                list: list.id,
+                subject: req.subject,
+                text: req.text,
+                html: req.html,
+                send_at: req.send_at.unwrap_or(now),
+                state: CampaignState::Scheduled,
+                rate_per_second: req
+                    .rate_per_second
+                    .unwrap_or(engine.config().rate_per_second),
+                rate_per_domain: req.rate_per_domain.unwrap_or(0),
+                created: now,
+            })?;
+            Ok(json!({ "id": id.0 }))
+        })
+        .await,
+    )
+}
+
+/// Whether a campaign in state `from` may become `to`, as the CLI allows.
+fn state_change_allowed(from: CampaignState, to: CampaignState) -> bool {
+    match to {
+        CampaignState::Paused => matches!(from, CampaignState::Scheduled | CampaignState::Sending),
+        CampaignState::Sending => from == CampaignState::Paused,
+        CampaignState::Cancelled => !matches!(from, CampaignState::Done | CampaignState::Cancelled),
+        _ => false,
+    }
+}
+
+enum StateChange {
+    Done(Value),
+    Refused(String),
+}
+
+async fn api_campaign_state(
+    State(engine): State<Engine>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let to = match action.as_str() {
+        "pause" => CampaignState::Paused,
+        "resume" => CampaignState::Sending,
+        "cancel" => CampaignState::Cancelled,
+        _ => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({ "error": format!("no such action {action:?}") }),
+            );
+        }
+    };
+    let id = match parse_id(&id, "campaign") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let result = blocking(&engine, move |engine| -> Result<StateChange, StoreError> {
+        let store = &engine.inner.store;
+        let c = store.campaign(CampaignId(id))?;
+        if !state_change_allowed(c.state, to) {
+            return Ok(StateChange::Refused(format!(
+                "campaign {id} is {}; it cannot become {}",
+                c.state.as_str(),
+                to.as_str()
+            )));
+        }
+        store.campaign_set_state(c.id, to)?;
+        Ok(StateChange::Done(
+            json!({ "id": c.id.0, "state": to.as_str() }),
+        ))
+    })
+    .await;
+    match result {
+        Some(Ok(StateChange::Refused(e))) => {
+            json_response(StatusCode::CONFLICT, json!({ "error": e }))
+        }
+        Some(Ok(StateChange::Done(v))) => json_response(StatusCode::OK, v),
+        Some(Err(e)) => json_result(Some(Err(e))),
+        None => json_result(None),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SequenceAdd {
+    list: String,
+    name: String,
+    time_zone: Option<String>,
+    #[serde(default)]
+    join_existing: bool,
+}
+
+async fn api_sequence_add(State(engine): State<Engine>, body: Bytes) -> Response {
+    let req: SequenceAdd = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let store = &engine.inner.store;
+            let list = store.list(&req.list)?;
+            let id = store.sequence_add(
+                list.id,
+                &req.name,
+                req.time_zone.as_deref().unwrap_or("UTC"),
+                req.join_existing,
+                engine.now(),
+            )?;
+            Ok(json!({ "id": id.0 }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepAdd {
+    days_after: u32,
+    send_minute: u16,
+    subject: String,
+    text: String,
+    html: Option<String>,
+}
+
+async fn api_step_add(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id, "sequence") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: StepAdd = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if req.send_minute >= 1440 {
+        return bad_request("send_minute must be below 1440 (minutes after midnight)");
+    }
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let step = engine.inner.store.step_add(
+                SequenceId(id),
+                NewStep {
+                    days_after: req.days_after,
+                    send_minute: req.send_minute,
+                    subject: req.subject,
+                    text: req.text,
+                    html: req.html,
+                },
+            )?;
+            Ok(json!({ "id": step.0 }))
+        })
+        .await,
+    )
+}
+
+async fn api_sequence_remove(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "sequence") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    json_result(
+        blocking(&engine, move |engine| {
+            engine.inner.store.sequence_remove(SequenceId(id))?;
+            Ok(json!({ "removed": id }))
         })
         .await,
     )
