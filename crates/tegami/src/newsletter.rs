@@ -622,7 +622,7 @@ fn campaigns(
                 println!("campaign {} ({})", c.id.0, c.state.as_str());
                 println!("subject  {}", c.subject);
                 println!("list     {}", store.list_by_id(c.list)?.name);
-                println!("send at  {}", date(c.send_at));
+                println!("send at  {}", crate::queue::date(c.send_at));
                 for outcome in Outcome::ALL {
                     println!(
                         "{:<12} {}",
@@ -641,16 +641,18 @@ fn campaigns(
                     "--outcome {outcome:?} is not one of sent, hard_bounce, soft_bounce, click, unsubscribe, open"
                 );
             };
-            let ids = store.received_by(HistoryRef::Campaign(CampaignId(id)), outcome)?;
+            let campaign = store.campaign(CampaignId(id))?;
+            let ids: std::collections::HashSet<_> = store
+                .received_by(HistoryRef::Campaign(campaign.id), outcome)?
+                .into_iter()
+                .collect();
+            // The list's subscribers page by page (a few queries, not one per id), in id
+            // order as the set is; ids of subscribers removed since name nobody and drop out.
+            let list = store.list_by_id(campaign.list)?;
             let mut out = std::io::stdout().lock();
-            for subscriber in ids {
-                match store.subscriber(subscriber) {
-                    Ok(s) => {
-                        let _ = writeln!(out, "{}", s.email);
-                    }
-                    // Removed since: the history keeps its id, which names nobody now.
-                    Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
+            for s in all_subscribers(store, &list)? {
+                if ids.contains(&s.id) {
+                    let _ = writeln!(out, "{}", s.email);
                 }
             }
         }
@@ -797,12 +799,6 @@ pub fn sequence_json(s: &store::Sequence, steps: &[store::Step]) -> serde_json::
 fn read_template(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the template {} (UTF-8 text)", path.display()))
-}
-
-fn date(unix: i64) -> String {
-    jiff::Timestamp::from_second(unix)
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|_| unix.to_string())
 }
 
 #[cfg(test)]

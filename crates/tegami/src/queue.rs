@@ -201,7 +201,8 @@ fn sender(address: &str) -> String {
     }
 }
 
-fn date(unix: i64) -> String {
+/// A Unix time as the CLI prints it (UTC).
+pub(crate) fn date(unix: i64) -> String {
     jiff::Timestamp::from_second(unix)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|_| unix.to_string())

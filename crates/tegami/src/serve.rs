@@ -346,10 +346,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     println!("tegami ready");
     std::io::stdout().flush()?;
     info!(data = %data.display(), hostname = %config.hostname, "tegami is ready");
-    let domains = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.domains()).await??
-    };
+    let domains = domains_now(&store).await?;
     if domains.is_empty() {
         info!(
             "no domains yet: add one with `tegami domain add example.com`, then an account with \
