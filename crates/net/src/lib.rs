@@ -1,6 +1,8 @@
 //! What every protocol listener shares: the accept loop with its limits, graceful shutdown,
-//! and streams that can switch to TLS in the middle of a session (STARTTLS, STLS).
+//! streams that can switch to TLS in the middle of a session (STARTTLS, STLS) or start in
+//! it (implicit TLS), and the certificates behind them, chosen by SNI and reloaded in place.
 
+mod certs;
 mod counts;
 mod listener;
 mod shutdown;
@@ -9,10 +11,13 @@ mod throttle;
 mod tls;
 mod wire;
 
+pub use certs::{
+    CertFiles, CertSources, Certificates, LoadedCert, ReloadReport, SniResolver, load_cert,
+};
 pub use counts::{SessionCounts, SessionGuard};
 pub use listener::{Connection, ListenerConfig, serve};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stream::Stream;
 pub use throttle::LoginThrottle;
-pub use tls::{TlsError, load_tls};
+pub use tls::{HANDSHAKE_TIMEOUT, TlsError, load_tls};
 pub use wire::{Read, Wire};

@@ -19,6 +19,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Written to a client turned away because the listener is full, then the socket closes.
     pub busy_reply: &'static [u8],
+    /// Implicit TLS (RFC 8314): the handshake runs before the session starts, within
+    /// `HANDSHAKE_TIMEOUT`, and the session gets a stream that is already TLS.
+    pub implicit_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// One accepted client, handed to the protocol's session.
@@ -73,14 +76,24 @@ pub async fn serve<F, Fut>(
             });
             continue;
         };
-        let connection = Connection {
-            stream: Stream::Plain(tcp),
-            peer,
-            local,
-            shutdown: shutdown.clone(),
-        };
         let session = session.clone();
+        let implicit_tls = config.implicit_tls.clone();
+        let protocol = config.protocol;
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let stream = match implicit_tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => match crate::tls::accept_implicit(tcp, tls, protocol, peer).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
+            let connection = Connection {
+                stream,
+                peer,
+                local,
+                shutdown,
+            };
             session(connection).await;
             drop(permit);
         });

@@ -70,6 +70,8 @@ pub struct RawNewsletter {
 #[serde(deny_unknown_fields)]
 pub struct RawSubmission {
     pub listen: Option<SocketAddr>,
+    /// Submission over implicit TLS (RFC 8314, port 465).
+    pub tls_listen: Option<SocketAddr>,
     /// AUTH only inside TLS, except from loopback (default true).
     pub require_tls: Option<bool>,
     pub max_connections: Option<usize>,
@@ -246,6 +248,8 @@ pub struct RawSmtp {
 #[serde(deny_unknown_fields)]
 pub struct RawPop3 {
     pub listen: Option<SocketAddr>,
+    /// POP3 over implicit TLS (port 995).
+    pub tls_listen: Option<SocketAddr>,
     pub max_connections: Option<usize>,
     pub command_timeout_secs: Option<u64>,
 }
@@ -254,6 +258,8 @@ pub struct RawPop3 {
 #[serde(deny_unknown_fields)]
 pub struct RawImap {
     pub listen: Option<SocketAddr>,
+    /// IMAP over implicit TLS (port 993).
+    pub tls_listen: Option<SocketAddr>,
     pub max_connections: Option<usize>,
     pub max_connections_per_account: Option<usize>,
     pub command_timeout_secs: Option<u64>,
@@ -264,8 +270,20 @@ pub struct RawImap {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// The default certificate (served to clients without SNI or with an unknown name).
+    pub cert: Option<PathBuf>,
+    /// Its key; left out, the key is read from the `cert` file.
+    pub key: Option<PathBuf>,
+    /// More certificates, chosen by the name the client asks for (SNI).
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
     pub cert: PathBuf,
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,7 +300,9 @@ pub struct Config {
     pub smtp: SmtpListener,
     pub pop3: Pop3Listener,
     pub imap: ImapListener,
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The configured certificates, the default first; None without a `[tls]` section.
+    /// Certificates in `DATA/acme/certs/` are loaded besides (see `tls_sources`).
+    pub tls: Option<Vec<net::CertFiles>>,
     pub log: LogConfig,
     pub disk: gate::DiskThresholds,
     pub schedule: Schedule,
@@ -305,6 +325,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct SubmissionListener {
     pub listen: SocketAddr,
+    /// Implicit TLS; None when not bound (no certificate).
+    pub tls_listen: Option<SocketAddr>,
     pub require_tls: bool,
     pub max_connections: usize,
 }
@@ -465,6 +487,8 @@ pub struct SmtpListener {
 #[derive(Debug, Clone)]
 pub struct Pop3Listener {
     pub listen: SocketAddr,
+    /// Implicit TLS; None when not bound (no certificate).
+    pub tls_listen: Option<SocketAddr>,
     pub max_connections: usize,
     pub command_timeout: Duration,
 }
@@ -472,6 +496,8 @@ pub struct Pop3Listener {
 #[derive(Debug, Clone)]
 pub struct ImapListener {
     pub listen: SocketAddr,
+    /// Implicit TLS; None when not bound (no certificate).
+    pub tls_listen: Option<SocketAddr>,
     pub max_connections: usize,
     pub max_connections_per_account: usize,
     pub command_timeout: Duration,
@@ -540,6 +566,7 @@ impl Config {
                 .pop3
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:2110".parse().unwrap()),
+            tls_listen: raw.pop3.tls_listen,
             max_connections: positive(
                 "pop3.max_connections",
                 raw.pop3.max_connections.unwrap_or(200) as u64,
@@ -555,6 +582,7 @@ impl Config {
                 .imap
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:2143".parse().unwrap()),
+            tls_listen: raw.imap.tls_listen,
             max_connections: positive(
                 "imap.max_connections",
                 raw.imap.max_connections.unwrap_or(500) as u64,
@@ -708,6 +736,7 @@ impl Config {
                 .submission
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:2587".parse().unwrap()),
+            tls_listen: raw.submission.tls_listen,
             require_tls: raw.submission.require_tls.unwrap_or(true),
             max_connections: positive(
                 "submission.max_connections",
@@ -772,7 +801,8 @@ impl Config {
                     .unwrap_or(default.poll),
             }
         };
-        Ok(Config {
+        let tls = raw.tls.map(resolve_tls).transpose()?;
+        let mut config = Config {
             newsletter,
             submission,
             queue,
@@ -793,10 +823,78 @@ impl Config {
             smtp,
             pop3,
             imap,
-            tls: raw.tls.map(|t| (t.cert, t.key)),
+            tls,
             log,
-        })
+        };
+        if config.tls.is_some() {
+            config.default_implicit_tls();
+        }
+        Ok(config)
     }
+
+    /// Gives each implicit-TLS listener not set explicitly its default loopback address.
+    /// Called when there is a certificate: at resolve time for `[tls]`, and by `serve` when
+    /// only ACME certificates exist.
+    pub fn default_implicit_tls(&mut self) {
+        let default = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        self.imap.tls_listen.get_or_insert(default(2993));
+        self.pop3.tls_listen.get_or_insert(default(2995));
+        self.submission.tls_listen.get_or_insert(default(2465));
+    }
+
+    /// The implicit-TLS listeners that are set: (name, flag, address).
+    pub fn implicit_tls_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        [
+            ("imaps", self.imap.tls_listen),
+            ("pop3s", self.pop3.tls_listen),
+            ("submissions", self.submission.tls_listen),
+        ]
+        .into_iter()
+        .filter_map(|(name, addr)| Some((name, addr?)))
+        .collect()
+    }
+
+    /// Where the server's certificates come from: `[tls]`, then `DATA/acme/certs/*.pem`.
+    pub fn tls_sources(&self, data: &Path) -> net::CertSources {
+        net::CertSources {
+            configured: self.tls.clone().unwrap_or_default(),
+            dir: Some(acme_cert_dir(data)),
+        }
+    }
+}
+
+/// Where the ACME client keeps issued certificates: one PEM file per certificate holding
+/// the chain and then its key, replaced atomically.
+pub fn acme_cert_dir(data: &Path) -> PathBuf {
+    data.join("acme").join("certs")
+}
+
+fn resolve_tls(raw: RawTls) -> anyhow::Result<Vec<net::CertFiles>> {
+    let mut certs = Vec::new();
+    match (raw.cert, raw.key) {
+        (Some(cert), key) => certs.push(net::CertFiles {
+            key: key.unwrap_or_else(|| cert.clone()),
+            cert,
+        }),
+        (None, Some(key)) => bail!(
+            "[tls] key = {:?} has no cert: add `cert = \"/path/to/fullchain.pem\"` beside it",
+            key.display().to_string()
+        ),
+        (None, None) => {}
+    }
+    for c in raw.certificates {
+        certs.push(net::CertFiles {
+            key: c.key.unwrap_or_else(|| c.cert.clone()),
+            cert: c.cert,
+        });
+    }
+    if certs.is_empty() {
+        bail!(
+            "[tls] names no certificate: set `cert` and `key`, or add [[tls.certificates]] \
+             entries, or remove the [tls] section"
+        );
+    }
+    Ok(certs)
 }
 
 /// The queue's settings. The default back-off doubles from five minutes to four hours and

@@ -116,7 +116,7 @@ pub fn run(data: &Path, config: &Config, json: bool) -> anyhow::Result<ExitCode>
         data_directory(&data, config),
         store(&data, config.wal.cap_bytes),
         listeners(&data, config),
-        tls(config, &clock.now()),
+        tls(&data, config, &clock.now()),
         clock_group(&clock, clock_error),
         maintenance(&data, &clock),
         checks(&data, config, &clock),
@@ -1039,14 +1039,16 @@ fn listener_verdict(addr: SocketAddr, probe: io::Result<()>, running: bool) -> (
 // ---------------------------------------------------------------------------------------
 // TLS
 
-fn tls(config: &Config, now: &Zoned) -> Group {
+fn tls(data: &Path, config: &Config, now: &Zoned) -> Group {
     let mut g = Group::new("TLS");
     let exposed: Vec<String> = [config.smtp.listen, config.pop3.listen]
         .iter()
         .filter(|a| !a.ip().is_loopback())
         .map(|a| a.to_string())
         .collect();
-    let Some((cert, key)) = &config.tls else {
+    let sources = config.tls_sources(data);
+    let files = sources.files();
+    if files.is_empty() {
         if exposed.is_empty() {
             g.ok("TLS", "not configured (the listeners are on loopback only)");
         } else {
@@ -1066,8 +1068,56 @@ fn tls(config: &Config, now: &Zoned) -> Group {
             );
         }
         return g;
+    }
+    let configured = sources.configured.len();
+    let mut names = Vec::new();
+    for (i, files) in files.iter().enumerate() {
+        let setting = if i < configured {
+            "[tls] cert and key"
+        } else {
+            "the ACME certificate"
+        };
+        names.extend(one_certificate(&mut g, files, setting, now));
+    }
+    // With several certificates, one of them must cover the server's own name.
+    let verdict = if names.iter().any(|n| cert_name_matches(n, &config.hostname)) {
+        fine()
+    } else {
+        warn(format!(
+            "no certificate is issued for the server name {}: clients that check names will \
+             refuse it; get a certificate for {}, or set `hostname` to a name one covers",
+            config.hostname, config.hostname
+        ))
     };
-    let cert_read = certificate(&mut g, cert, &config.hostname, now);
+    g.judge("certificate names", names.join(", "), verdict);
+    let implicit: Vec<String> = config
+        .implicit_tls_listeners()
+        .iter()
+        .map(|(name, addr)| format!("{name} {addr}"))
+        .collect();
+    g.ok(
+        "implicit TLS",
+        if implicit.is_empty() {
+            "listeners at their defaults (127.0.0.1:2993, :2995, :2465)".to_string()
+        } else {
+            implicit.join(", ")
+        },
+    );
+    g
+}
+
+/// One certificate and its key: readable, valid, not expiring soon, belonging together.
+/// Returns the names it covers (none when it cannot be read).
+fn one_certificate(
+    g: &mut Group,
+    files: &net::CertFiles,
+    setting: &str,
+    now: &Zoned,
+) -> Vec<String> {
+    let Some(names) = certificate(g, &files.cert, setting, now) else {
+        return Vec::new();
+    };
+    let key = &files.key;
     let key_read = match fs::metadata(key).and_then(|m| File::open(key).map(|_| m)) {
         Ok(meta) => {
             let mode = meta.mode() & 0o7777;
@@ -1087,29 +1137,31 @@ fn tls(config: &Config, now: &Zoned) -> Group {
             true
         }
         Err(e) => {
-            let hint = unreadable_hint(&e, "[tls] key");
+            let hint = unreadable_hint(&e, setting);
             g.judge("key", format!("{}: {e}", key.display()), fail(hint));
             false
         }
     };
-    if !(cert_read && key_read) {
-        return g;
-    }
-    match net::load_tls(cert, key) {
-        Ok(_) => g.ok(
-            "key pair",
-            "the certificate and key load as the server loads them",
-        ),
-        Err(e) => g.judge(
-            "key pair",
-            e.to_string(),
-            fail(
-                "the server will not start with this pair: check that the key belongs to the \
-                  certificate (PEM files)",
+    if key_read {
+        match net::load_cert(files) {
+            Ok(_) => g.ok(
+                "key pair",
+                format!(
+                    "{}: the certificate and key load as the server loads them",
+                    files.cert.display()
+                ),
             ),
-        ),
+            Err(e) => g.judge(
+                "key pair",
+                e.to_string(),
+                fail(format!(
+                    "the server will not serve this certificate: check that the key belongs to \
+                     the certificate (PEM files; {setting})"
+                )),
+            ),
+        }
     }
-    g
+    names
 }
 
 /// What to do about a file the server needs and doctor cannot read.
@@ -1123,18 +1175,15 @@ fn unreadable_hint(e: &io::Error, setting: &str) -> String {
     }
 }
 
-/// The certificate's validity and names; false when it cannot be read at all.
-fn certificate(g: &mut Group, path: &Path, hostname: &str, now: &Zoned) -> bool {
+/// The certificate's validity; its names, or None when it cannot be read at all.
+fn certificate(g: &mut Group, path: &Path, setting: &str, now: &Zoned) -> Option<Vec<String>> {
+    let file = path.display();
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {
-            let hint = unreadable_hint(&e, "[tls] cert");
-            g.judge(
-                "certificate",
-                format!("{}: {e}", path.display()),
-                fail(hint),
-            );
-            return false;
+            let hint = unreadable_hint(&e, setting);
+            g.judge("certificate", format!("{file}: {e}"), fail(hint));
+            return None;
         }
     };
     let pem = x509_parser::pem::Pem::iter_from_buffer(&bytes)
@@ -1143,23 +1192,23 @@ fn certificate(g: &mut Group, path: &Path, hostname: &str, now: &Zoned) -> bool 
     let Some(pem) = pem else {
         g.judge(
             "certificate",
-            format!("{}: no PEM certificate in it", path.display()),
-            fail(
-                "[tls] cert must name a PEM file starting with -----BEGIN CERTIFICATE----- \
-                  (the full chain, server certificate first)",
-            ),
+            format!("{file}: no PEM certificate in it"),
+            fail(format!(
+                "{setting} must name a PEM file starting with -----BEGIN CERTIFICATE----- \
+                  (the full chain, server certificate first)"
+            )),
         );
-        return true;
+        return Some(Vec::new());
     };
     let cert = match pem.parse_x509() {
         Ok(cert) => cert,
         Err(e) => {
             g.judge(
                 "certificate",
-                format!("{}: {e}", path.display()),
+                format!("{file}: {e}"),
                 fail("the certificate is damaged: install it again"),
             );
-            return true;
+            return Some(Vec::new());
         }
     };
     let validity = cert.validity();
@@ -1177,38 +1226,36 @@ fn certificate(g: &mut Group, path: &Path, hostname: &str, now: &Zoned) -> bool 
             .unwrap_or_default()
     };
     let (level, days) = expiry(not_before, not_after, now.timestamp().as_second());
+    let subject = cert.subject();
     let (value, verdict) = match level {
         Expiry::NotYetValid => (
-            format!("{}, valid only from {}", cert.subject(), date(not_before)),
+            format!("{file}: {subject}, valid only from {}", date(not_before)),
             fail("check this machine's clock, or the certificate"),
         ),
         Expiry::Expired => (
             format!(
-                "{}, expired {} ({} days ago)",
-                cert.subject(),
+                "{file}: {subject}, expired {} ({} days ago)",
                 date(not_after),
                 -days
             ),
             fail(
-                "renew it (for example `certbot renew`) and restart tegami: clients refuse an \
-                 expired certificate",
+                "renew it (for example `certbot renew`): clients refuse an expired \
+                 certificate; tegami serves the new file within seconds of it changing",
             ),
         ),
         Expiry::Soon => (
             format!(
-                "{}, expires {} (in {days} days)",
-                cert.subject(),
+                "{file}: {subject}, expires {} (in {days} days)",
                 date(not_after)
             ),
             warn(
-                "renew it now and restart tegami; automatic renewal usually acts 30 days \
-                 ahead, so it may be failing",
+                "renew it now; automatic renewal (ACME) acts 30 days ahead, so it may be \
+                 failing: see log/tegami.log",
             ),
         ),
         Expiry::Valid => (
             format!(
-                "{}, expires {} (in {days} days)",
-                cert.subject(),
+                "{file}: {subject}, expires {} (in {days} days)",
                 date(not_after)
             ),
             fine(),
@@ -1236,17 +1283,7 @@ fn certificate(g: &mut Group, path: &Path, hostname: &str, now: &Zoned) -> bool 
             .map(str::to_string)
             .collect();
     }
-    let verdict = if names.iter().any(|n| cert_name_matches(n, hostname)) {
-        fine()
-    } else {
-        warn(format!(
-            "it is not issued for the server name {hostname}: clients that check names will \
-             refuse it; \
-             get a certificate for {hostname}, or set `hostname` to a name it covers"
-        ))
-    };
-    g.judge("certificate names", names.join(", "), verdict);
-    true
+    Some(names)
 }
 
 #[derive(Debug, PartialEq, Eq)]

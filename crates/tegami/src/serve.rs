@@ -39,6 +39,15 @@ pub struct Listeners {
     /// HTTP address for /metrics and /health (default 127.0.0.1:8025).
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// IMAP over implicit TLS (default 127.0.0.1:2993 when a certificate is configured).
+    #[arg(long)]
+    imaps: Option<SocketAddr>,
+    /// POP3 over implicit TLS (default 127.0.0.1:2995 when a certificate is configured).
+    #[arg(long)]
+    pop3s: Option<SocketAddr>,
+    /// Submission over implicit TLS (default 127.0.0.1:2465 when a certificate is configured).
+    #[arg(long)]
+    submissions: Option<SocketAddr>,
 }
 
 pub fn run(
@@ -52,6 +61,15 @@ pub fn run(
     override_addr(listeners.pop3, &mut config.pop3.listen);
     override_addr(listeners.imap, &mut config.imap.listen);
     override_addr(listeners.http, &mut config.http);
+    for (flag, field) in [
+        (listeners.imaps, &mut config.imap.tls_listen),
+        (listeners.pop3s, &mut config.pop3.tls_listen),
+        (listeners.submissions, &mut config.submission.tls_listen),
+    ] {
+        if flag.is_some() {
+            *field = flag;
+        }
+    }
 
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create data directory {}", data.display()))?;
@@ -103,7 +121,7 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
+async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
     let sqlite: Arc<SqliteStore> = {
         let dir = data.to_path_buf();
         Arc::new(
@@ -114,10 +132,10 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     };
     sqlite.archives().set_prefix(&config.archive.imap_prefix);
     let store: Arc<dyn Store> = sqlite.clone();
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(net::load_tls(cert, key)?),
-        None => None,
-    };
+    let certs = load_certificates(data, &mut config).await?;
+    let tls = certs.as_ref().map(|c| c.server_config());
+    let hup = Arc::new(tokio::sync::Notify::new());
+    let certs_task = certs.map(|certs| tokio::spawn(certs.watch(CERT_POLL, hup.clone())));
 
     let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
     let gate = gate::Gate::start(gate::GateConfig {
@@ -135,6 +153,9 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     let pop3_listener = bind("pop3", config.pop3.listen).await?;
     let imap_listener = bind("imap", config.imap.listen).await?;
     let http_listener = bind("http", config.http).await?;
+    let imaps_listener = bind_tls("imaps", config.imap.tls_listen).await?;
+    let pop3s_listener = bind_tls("pop3s", config.pop3.tls_listen).await?;
+    let submissions_listener = bind_tls("submissions", config.submission.tls_listen).await?;
 
     let trigger = ShutdownTrigger::new();
     let throttle = Arc::new(net::LoginThrottle::default());
@@ -221,29 +242,32 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
             protocol: "smtp",
             max_connections: config.smtp.max_connections,
             busy_reply: smtp_server::BUSY_REPLY,
+            implicit_tls: None,
         },
         trigger.subscribe(),
         move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
     ));
-    let submission_store = store.clone();
-    let submission_gate = gate.clone();
+    let submission_session = {
+        let (store, gate) = (store.clone(), gate.clone());
+        move |conn| smtp_server::run(conn, submission.clone(), store.clone(), gate.clone())
+    };
     let submission_task = tokio::spawn(net::serve(
         submission_listener,
         ListenerConfig {
             protocol: "submission",
             max_connections: config.submission.max_connections,
             busy_reply: smtp_server::BUSY_REPLY,
+            implicit_tls: None,
         },
         trigger.subscribe(),
-        move |conn| {
-            smtp_server::run(
-                conn,
-                submission.clone(),
-                submission_store.clone(),
-                submission_gate.clone(),
-            )
-        },
+        submission_session.clone(),
     ));
+    let submissions_task = serve_tls(
+        submissions_listener,
+        implicit("submissions", config.submission.max_connections, &tls),
+        &trigger,
+        submission_session,
+    );
 
     let pop3 = Arc::new(pop3_server::Pop3Server::new(
         pop3_server::Pop3Config {
@@ -256,16 +280,24 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         gate.clone(),
         throttle.clone(),
     ));
+    let pop3_session = move |conn| pop3_server::run(conn, pop3.clone());
     let pop3_task = tokio::spawn(net::serve(
         pop3_listener,
         ListenerConfig {
             protocol: "pop3",
             max_connections: config.pop3.max_connections,
             busy_reply: pop3_server::BUSY_REPLY,
+            implicit_tls: None,
         },
         trigger.subscribe(),
-        move |conn| pop3_server::run(conn, pop3.clone()),
+        pop3_session.clone(),
     ));
+    let pop3s_task = serve_tls(
+        pop3s_listener,
+        implicit("pop3s", config.pop3.max_connections, &tls),
+        &trigger,
+        pop3_session,
+    );
 
     // Every committed change reaches open IMAP sessions at once, IDLE above all.
     let changes = Arc::new(imap_server::Changes::default());
@@ -285,16 +317,24 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         changes,
         throttle.clone(),
     ));
+    let imap_session = move |conn| imap_server::run(conn, imap.clone());
     let imap_task = tokio::spawn(net::serve(
         imap_listener,
         ListenerConfig {
             protocol: "imap",
             max_connections: config.imap.max_connections,
             busy_reply: imap_server::BUSY_REPLY,
+            implicit_tls: None,
         },
         trigger.subscribe(),
-        move |conn| imap_server::run(conn, imap.clone()),
+        imap_session.clone(),
     ));
+    let imaps_task = serve_tls(
+        imaps_listener,
+        implicit("imaps", config.imap.max_connections, &tls),
+        &trigger,
+        imap_session,
+    );
 
     let schedule_task = tokio::spawn(crate::schedule::run(
         config.schedule.clone(),
@@ -354,7 +394,7 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         );
     }
 
-    wait_for_signal().await?;
+    wait_for_signal(&hup).await?;
     info!("stopping: letting sessions finish");
     if tokio::time::timeout(GRACE, trigger.shutdown())
         .await
@@ -385,6 +425,12 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     newsletter_task.abort();
     pop3_task.abort();
     imap_task.abort();
+    for task in [imaps_task, pop3s_task, submissions_task, certs_task]
+        .into_iter()
+        .flatten()
+    {
+        task.abort();
+    }
     info!("stopped");
     Ok(())
 }
@@ -404,13 +450,95 @@ async fn bind(protocol: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; each SIGHUP meanwhile asks for the certificates to be read
+/// again (`hup`).
+async fn wait_for_signal(hup: &tokio::sync::Notify) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("received SIGTERM"),
-        _ = int.recv() => info!("received SIGINT"),
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("received SIGTERM"); break }
+            _ = int.recv() => { info!("received SIGINT"); break }
+            _ = hangup.recv() => {
+                info!("received SIGHUP: reading the certificates again");
+                hup.notify_one();
+            }
+        }
     }
     Ok(())
+}
+
+/// How often the certificate files are looked at for changes.
+const CERT_POLL: Duration = Duration::from_secs(2);
+
+/// Loads the configured certificates and those the ACME client keeps in the data directory.
+/// TLS is on when there is at least one; then the implicit-TLS listeners get their default
+/// addresses. Without any, asking for an implicit-TLS listener is an error.
+async fn load_certificates(
+    data: &Path,
+    config: &mut Config,
+) -> anyhow::Result<Option<Arc<net::Certificates>>> {
+    let sources = config.tls_sources(data);
+    let certs = tokio::task::spawn_blocking(move || net::Certificates::load(sources))
+        .await?
+        .context("cannot load the [tls] certificates (check cert and key in the config file)")?;
+    if certs.is_empty() {
+        if let Some((name, addr)) = config.implicit_tls_listeners().first() {
+            bail!(
+                "--{name} {addr} needs a certificate: set [tls] cert and key in the config file                  (or let ACME obtain one), or leave out {name} / [{}] tls_listen",
+                match *name {
+                    "imaps" => "imap",
+                    "pop3s" => "pop3",
+                    _ => "submission",
+                }
+            );
+        }
+        return Ok(None);
+    }
+    config.default_implicit_tls();
+    Ok(Some(Arc::new(certs)))
+}
+
+/// The listener settings of an implicit-TLS listener.
+fn implicit(
+    protocol: &'static str,
+    max_connections: usize,
+    tls: &Option<Arc<rustls::ServerConfig>>,
+) -> ListenerConfig {
+    ListenerConfig {
+        protocol,
+        max_connections,
+        // A client turned away expects a TLS handshake, not a plaintext reply: just close.
+        busy_reply: b"",
+        implicit_tls: tls.clone(),
+    }
+}
+
+/// Runs an implicit-TLS listener if it is bound.
+fn serve_tls<F, Fut>(
+    listener: Option<TcpListener>,
+    config: ListenerConfig,
+    trigger: &ShutdownTrigger,
+    session: F,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: Fn(net::Connection) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = listener?;
+    Some(tokio::spawn(net::serve(
+        listener,
+        config,
+        trigger.subscribe(),
+        session,
+    )))
+}
+
+async fn bind_tls(protocol: &str, addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(bind(protocol, addr).await?)),
+        None => Ok(None),
+    }
 }
