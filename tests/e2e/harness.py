@@ -234,6 +234,16 @@ class Tegami:
             argv += ["--http", f"{HOST}:0"]
         if "--submission" not in extra:
             argv += ["--submission", f"{HOST}:0"]
+        # With a certificate (configured, or issued by ACME into the data directory) the
+        # implicit-TLS listeners are bound too, at default ports unless given: free ones here.
+        acme_certs = self.data / "acme" / "certs"
+        has_cert = (self.config and "[tls" in self.config.read_text()) or (
+            acme_certs.is_dir() and any(acme_certs.glob("*.pem"))
+        )
+        if has_cert:
+            for flag in ("--imaps", "--pop3s", "--submissions"):
+                if flag not in extra:
+                    argv += [flag, f"{HOST}:0"]
         argv += list(extra)
         stderr_path = self.root / f"serve-{self._serves}.stderr"
         srv = Server(self, argv, stderr_path)

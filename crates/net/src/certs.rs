@@ -92,9 +92,9 @@ pub struct LoadedCert {
 /// names and validity of the end-entity certificate.
 pub fn load_cert(files: &CertFiles) -> Result<LoadedCert, TlsError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        std::fs::read(path).map_err(|error| TlsError::Read {
             path: path.into(),
-            source,
+            error,
         })
     };
     let cert_pem = read(&files.cert)?;
@@ -122,9 +122,9 @@ pub fn load_cert(files: &CertFiles) -> Result<LoadedCert, TlsError> {
     let signing = provider
         .key_provider
         .load_private_key(key_der)
-        .map_err(|source| TlsError::Key {
+        .map_err(|error| TlsError::Key {
             path: files.key.clone(),
-            source,
+            error,
         })?;
     let key = CertifiedKey::new(chain, signing);
     if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =

@@ -19,10 +19,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    // The I/O error is part of the message, not a `source`: shown once in an error chain.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate(PathBuf),
@@ -30,11 +31,8 @@ pub enum TlsError {
     BadCertificate { path: PathBuf, reason: String },
     #[error("{0}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
     NoKey(PathBuf),
-    #[error("{path}: the private key cannot be used: {source}")]
-    Key {
-        path: PathBuf,
-        source: rustls::Error,
-    },
+    #[error("{path}: the private key cannot be used: {error}")]
+    Key { path: PathBuf, error: rustls::Error },
     #[error("the key in {key} does not belong to the certificate in {cert}")]
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("certificate and key do not make a usable TLS configuration: {0}")]

@@ -1007,6 +1007,68 @@ mod tests {
         assert!(config.tls.is_none());
     }
 
+    fn resolve(text: &str) -> anyhow::Result<Config> {
+        Config::resolve(toml::from_str(text)?)
+    }
+
+    #[test]
+    fn implicit_tls_listens_by_default_only_with_a_certificate() {
+        let none = resolve("").unwrap();
+        assert!(none.implicit_tls_listeners().is_empty());
+        let with = resolve("[tls]\ncert = \"a.pem\"\nkey = \"a.key\"").unwrap();
+        let addrs: Vec<String> = with
+            .implicit_tls_listeners()
+            .iter()
+            .map(|(name, addr)| format!("{name} {addr}"))
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                "imaps 127.0.0.1:2993",
+                "pop3s 127.0.0.1:2995",
+                "submissions 127.0.0.1:2465"
+            ]
+        );
+        let set = resolve(
+            "[imap]\ntls_listen = \"0.0.0.0:993\"\n[tls]\ncert = \"a.pem\"\nkey = \"a.key\"",
+        )
+        .unwrap();
+        assert_eq!(set.imap.tls_listen.unwrap().to_string(), "0.0.0.0:993");
+        // Without [tls] an explicit address is kept: `serve` refuses it unless ACME
+        // certificates exist.
+        let alone = resolve("[pop3]\ntls_listen = \"127.0.0.1:995\"").unwrap();
+        assert_eq!(alone.implicit_tls_listeners().len(), 1);
+    }
+
+    #[test]
+    fn tls_certificates_default_first_and_one_file_keys() {
+        let config = resolve(
+            "[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\n\
+             [[tls.certificates]]\ncert = \"both.pem\"",
+        )
+        .unwrap();
+        let certs = config.tls.unwrap();
+        let pairs: Vec<(&str, &str)> = certs
+            .iter()
+            .map(|c| (c.cert.to_str().unwrap(), c.key.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a.pem", "a.key"),
+                ("b.pem", "b.key"),
+                ("both.pem", "both.pem")
+            ]
+        );
+        let only_list = resolve("[[tls.certificates]]\ncert = \"b.pem\"").unwrap();
+        assert_eq!(only_list.tls.unwrap().len(), 1);
+        let e = resolve("[tls]\nkey = \"a.key\"").unwrap_err().to_string();
+        assert!(e.contains("has no cert"), "{e}");
+        let e = resolve("[tls]").unwrap_err().to_string();
+        assert!(e.contains("names no certificate"), "{e}");
+    }
+
     #[test]
     fn unknown_keys_and_zero_limits_are_refused() {
         assert!(toml::from_str::<RawConfig>("[smtp]\nmax_mesage_size = 5").is_err());

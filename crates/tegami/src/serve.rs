@@ -487,7 +487,8 @@ async fn load_certificates(
     if certs.is_empty() {
         if let Some((name, addr)) = config.implicit_tls_listeners().first() {
             bail!(
-                "--{name} {addr} needs a certificate: set [tls] cert and key in the config file                  (or let ACME obtain one), or leave out {name} / [{}] tls_listen",
+                "--{name} {addr} needs a certificate: set [tls] cert and key in the config file \
+                 (or let ACME obtain one), or leave out --{name} and [{}] tls_listen",
                 match *name {
                     "imaps" => "imap",
                     "pop3s" => "pop3",

@@ -57,6 +57,7 @@ scripts! {
         bad_input => "bad_input",
         lock => "lock",
         tls => "tls",
+        tls_implicit => "tls_implicit",
     }
     imap {
         commands => "imap_commands",
