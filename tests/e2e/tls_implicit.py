@@ -9,10 +9,12 @@ key in one file), and the default for no or unknown names; a certificate replace
 is served to the next connection without a restart; SIGHUP reads a file the poll could not
 see change; a bad replacement keeps the old certificate in service and logs one line; a
 client that never starts its handshake is dropped after the deadline; a missing
-certificate at start, and an implicit-TLS flag without any certificate, are one-line errors.
+certificate at start, and an implicit-TLS flag without any certificate, are one-line errors;
+`doctor` names each certificate's file and judges expiry (21 days), expired and mismatched.
 """
 
 import imaplib
+import json
 import os
 import poplib
 import shutil
@@ -47,7 +49,7 @@ class Ca:
                 "-subj", "/CN=tegami test CA", "-days", "2", "-keyout", str(self.key), "-out", str(self.pem))
         self.n = 0
 
-    def issue(self, org, names, ips=()):
+    def issue(self, org, names, ips=(), days=30):
         """Returns (cert PEM text, key PEM text) for CN=names[0], O=org."""
         self.n += 1
         base = self.root / f"leaf{self.n}"
@@ -57,7 +59,35 @@ class Ca:
         openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                 "-subj", f"/CN={names[0]}/O={org}", "-keyout", f"{base}.key", "-out", f"{base}.csr")
         openssl("x509", "-req", "-in", f"{base}.csr", "-CA", str(self.pem), "-CAkey", str(self.key),
-                "-set_serial", str(1000 + self.n), "-days", "30", "-extfile", str(ext), "-out", f"{base}.crt")
+                "-set_serial", str(1000 + self.n), "-days", str(days), "-extfile", str(ext), "-out", f"{base}.crt")
+        return (base.with_suffix(".crt").read_text(), base.with_suffix(".key").read_text())
+
+    def issue_dated(self, org, name, start, end):
+        """A certificate valid only from `start` to `end` (YYYYMMDDHHMMSSZ), via `openssl ca`."""
+        self.n += 1
+        base = self.root / f"leaf{self.n}"
+        db = self.root / "ca-db"
+        db.mkdir(exist_ok=True)
+        (db / "index.txt").touch()
+        (db / "serial").write_text(f"{5000 + self.n:04X}\n")
+        cnf = db / "ca.cnf"
+        cnf.write_text(f"""[ca]
+default_ca = test
+[test]
+database = {db}/index.txt
+new_certs_dir = {db}
+serial = {db}/serial
+default_md = sha256
+policy = any
+unique_subject = no
+[any]
+commonName = supplied
+organizationName = optional
+""")
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", f"/CN={name}/O={org}", "-keyout", f"{base}.key", "-out", f"{base}.csr")
+        openssl("ca", "-config", str(cnf), "-batch", "-notext", "-cert", str(self.pem), "-keyfile", str(self.key),
+                "-startdate", start, "-enddate", end, "-in", f"{base}.csr", "-out", f"{base}.crt")
         return (base.with_suffix(".crt").read_text(), base.with_suffix(".key").read_text())
 
     def context(self):
@@ -263,6 +293,46 @@ sent on port 465's equivalent
     assert srv.stop() == 0
     t.check_store()
 
+    # doctor: every certificate, configured or ACME, is checked and named by its file.
+    soon, expired, crossed = t.root / "soon.pem", t.root / "expired.pem", t.root / "crossed.crt"
+    soon.write_text("".join(ca.issue("soon", ["soon.test"], days=10)))
+    expired.write_text("".join(ca.issue_dated("old", "old.test", "20200101000000Z", "20200201000000Z")))
+    crossed.write_text(ca.issue("crossed", ["crossed.test"])[0])
+    (acme / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    t.write_config(f"""\
+hostname = "mail.a.test"
+[tls]
+cert = "{main_cert}"
+key = "{main_key}"
+[[tls.certificates]]
+cert = "{soon}"
+[[tls.certificates]]
+cert = "{expired}"
+[[tls.certificates]]
+cert = "{crossed}"
+key = "{main_key}"
+""")
+    r = t.cli("doctor", "--json", check=False)
+    assert r.code == 1, f"doctor should FAIL on an expired and a mismatched certificate: {r!r}"
+    found = [f for f in json.loads(r.out) if f["group"] == "TLS"]
+
+    def finding(item, path):
+        hits = [f for f in found if f["item"] == item and str(path) in f["value"]]
+        assert len(hits) == 1, f"no single TLS {item!r} finding naming {path}: {found}"
+        return hits[0]
+
+    assert finding("certificate", main_cert)["status"] == "OK"
+    f = finding("certificate", soon)
+    assert f["status"] == "WARN" and ("in 9 days" in f["value"] or "in 10 days" in f["value"]), f
+    f = finding("certificate", expired)
+    assert f["status"] == "FAIL" and "expired" in f["value"] and f["hint"], f
+    f = finding("key pair", crossed)
+    assert f["status"] == "FAIL" and "does not belong" in f["value"], f
+    f = finding("certificate", acme / "broken.pem")
+    assert f["status"] == "FAIL" and f["hint"], f
+    assert finding("certificate", acme_file)["status"] == "OK"
+    ok("doctor: each certificate by file: expiring in 10 days WARN, expired FAIL, key of another FAIL, bad ACME file FAIL")
+
     t.write_config(f"""\
 [tls]
 cert = "{t.root / 'gone.crt'}"
@@ -276,7 +346,19 @@ key = "{main_key}"
     assert "gone.crt" in lines[0] and "config file" in lines[0], f"no file or hint: {lines[0]}"
     ok(f"a missing certificate at start is one line: {lines[0]}")
 
+    # No [tls] at all, but a certificate issued by ACME: TLS is on, from that file alone
+    # (the broken file beside it is logged and skipped).
     t.write_config("hostname = \"mail.a.test\"\n")
+    srv = t.serve()
+    assert served(srv.port("imaps"), "acme.c.test", ca) == ("acme.c.test", "acme-2")
+    assert served(srv.port("pop3s"), None, ca) == ("acme.c.test", "acme-2")
+    s = h.smtp_client(srv.smtp)
+    assert s.has_extn("starttls"), f"no STARTTLS with an ACME certificate only: {s.esmtp_features}"
+    s.quit()
+    assert "broken.pem" in srv.log_text(), "the broken ACME file was not logged"
+    assert srv.stop() == 0
+    ok("no [tls] but an ACME certificate in DATA/acme/certs: implicit TLS and STARTTLS on")
+
     shutil.rmtree(acme)
     r = t.cli("serve", "--smtp", f"{h.HOST}:0", "--pop3", f"{h.HOST}:0", "--imap", f"{h.HOST}:0",
               "--submission", f"{h.HOST}:0", "--http", f"{h.HOST}:0", "--imaps", f"{h.HOST}:0",
