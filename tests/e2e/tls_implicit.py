@@ -234,13 +234,23 @@ sent on port 465's equivalent
     ok("SNI: exact names (any case), a wildcard, an ACME file, the default for none or unknown")
 
     pid = srv.pid
+    # A session opened before the replacement goes on with the certificate it started with.
+    early = ca.context().wrap_socket(socket.create_connection((h.HOST, imaps), timeout=10),
+                                     server_hostname="mail.b.test")
+    early_file = early.makefile("rb")
+    assert early_file.readline().startswith(b"* OK"), "no IMAPS greeting"
     text, key = ca.issue("second", ["mail.b.test"])
     replace(b_key, key)
     replace(b_cert, text)
     wait_served(imaps, "mail.b.test", ca, ("mail.b.test", "second"))
     wait_served(subs, "mail.b.test", ca, ("mail.b.test", "second"))
     assert srv.alive() and srv.pid == pid
-    ok("a certificate replaced on disk is served to the next connections, no restart")
+    early.sendall(b"a1 NOOP\r\n")
+    assert early_file.readline().startswith(b"a1 OK"), "a session opened before the reload broke"
+    subject = dict(x[0] for x in early.getpeercert()["subject"])
+    assert subject["organizationName"] == "first", subject
+    early.close()
+    ok("a certificate replaced on disk is served to the next connections, no restart; a session in flight keeps its own")
 
     # Rewritten in place with the same size and mtime: the poll cannot see it, SIGHUP can.
     before = os.stat(acme_file)

@@ -980,11 +980,25 @@ fn listeners(data: &Path, config: &Config) -> Group {
             false
         }
     };
+    let implicit = config
+        .implicit_tls_listeners()
+        .into_iter()
+        .map(|(name, addr)| {
+            let name = match name {
+                "imaps" => "IMAPS",
+                "pop3s" => "POP3S",
+                _ => "Submissions",
+            };
+            (name, addr)
+        });
     for (name, addr) in [
         ("SMTP", config.smtp.listen),
         ("Submission", config.submission.listen),
         ("POP3", config.pop3.listen),
-    ] {
+    ]
+    .into_iter()
+    .chain(implicit)
+    {
         // Binding and dropping at once: nothing listens, nothing is left behind.
         let probe = TcpListener::bind(addr).map(drop);
         let (value, verdict) = listener_verdict(addr, probe, running);
