@@ -466,12 +466,26 @@ const RETRY_HINT: &str = "fix the file (PEM chain, then a key that belongs to it
                           again when it changes or on SIGHUP";
 
 fn log_loaded(cert: &LoadedCert, what: &str) {
-    info!(
-        file = %cert.files.cert.display(),
-        names = %cert.names.join(","),
-        not_after = cert.not_after,
-        "{what}"
-    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let days_left = (cert.not_after - now).div_euclid(86_400);
+    if cert.not_after <= now {
+        // Served all the same: refusing would only turn "expired" into "no TLS at all".
+        warn!(
+            file = %cert.files.cert.display(),
+            names = %cert.names.join(","),
+            "{what}, but it has EXPIRED: clients will refuse it; renew it (the new file is \
+             served within seconds)"
+        );
+    } else {
+        info!(
+            file = %cert.files.cert.display(),
+            names = %cert.names.join(","),
+            days_left,
+            "{what}"
+        );
+    }
 }
 
 #[cfg(test)]
