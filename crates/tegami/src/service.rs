@@ -273,7 +273,8 @@ impl Privileges {
         }
     }
 
-    /// Before the listeners are bound: root again, for ports below 1024.
+    /// Before the listeners are bound: root again, for ports below 1024. Only for the bind
+    /// phase, a few system calls long, during which no session runs yet.
     pub fn before_bind(&self) -> anyhow::Result<()> {
         if self.target.is_some() {
             // SAFETY: as in `assume`; the saved uid is root, so this is allowed.
