@@ -310,6 +310,7 @@ fn check(rc: libc::c_int, call: &str) -> anyhow::Result<()> {
     }
 }
 
+#[derive(Debug)]
 struct User {
     uid: libc::uid_t,
     gid: libc::gid_t,
@@ -409,6 +410,20 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::env::current_dir().unwrap(), here);
+    }
+
+    #[test]
+    fn users_and_groups_are_looked_up_by_name() {
+        let root = lookup_user("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(lookup_group("root").unwrap(), 0);
+        assert!(group_list("root", 0).unwrap().contains(&0));
+        let e = lookup_user("no-such-tegami-user").unwrap_err().to_string();
+        assert!(e.contains("does not exist") && e.contains("useradd"), "{e}");
+        let e = lookup_group("no-such-tegami-group")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
     }
 
     #[test]
