@@ -39,6 +39,7 @@ poplib._MAXLINE = 1 << 24
 _servers = []
 _finished = []  # stopped servers, kept so a later failure still shows their output
 _tempdirs = []
+_cleanups = []  # functions run at the end whatever happened (at_cleanup)
 _lock = threading.Lock()
 _checks = 0
 
@@ -106,9 +107,20 @@ def _dump_server_logs():
             print(f"(could not read the server's logs: {e})", flush=True)
 
 
+def at_cleanup(fn):
+    """Runs `fn` when the test ends, passed, failed or timed out (after its servers are
+    killed, newest first): for what a test changes outside its temporary directories."""
+    _cleanups.append(fn)
+
+
 def _cleanup():
     for srv in list(_servers):
         srv.force_kill()
+    while _cleanups:
+        try:
+            _cleanups.pop()()
+        except Exception as e:  # noqa: BLE001 - the rest must still run
+            print(f"# cleanup step failed: {e}", flush=True)
     for d in list(_tempdirs):
         shutil.rmtree(d, ignore_errors=True)
 

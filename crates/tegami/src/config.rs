@@ -50,6 +50,17 @@ pub struct RawConfig {
     pub inbound: RawInbound,
     #[serde(default)]
     pub newsletter: RawNewsletter,
+    #[serde(default)]
+    pub server: RawServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Started as root: the user `serve` switches to once every listener is bound.
+    pub user: Option<String>,
+    /// Its group; default the user's primary group.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +331,14 @@ pub struct Config {
     pub inbound: InboundSettings,
     /// `bounce_domain` is "" when not configured: `serve` then takes the first local domain.
     pub newsletter: newsletter::NewsletterConfig,
+    pub server: ServerSettings,
+}
+
+/// Who `serve` runs as after binding its listeners (`[server]`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerSettings {
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -820,6 +839,10 @@ impl Config {
             disk,
             schedule,
             hostname: raw.hostname.unwrap_or_else(default_hostname),
+            server: ServerSettings {
+                user: nonempty("[server] user", raw.server.user)?,
+                group: nonempty("[server] group", raw.server.group)?,
+            },
             smtp,
             pop3,
             imap,
@@ -971,6 +994,16 @@ fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
         routes,
         smart_host,
     })
+}
+
+/// An optional name that, when given, must be a name.
+fn nonempty(key: &str, value: Option<String>) -> anyhow::Result<Option<String>> {
+    match value {
+        Some(v) if v.trim().is_empty() => {
+            bail!("{key} is empty: name a user, or leave the key out")
+        }
+        v => Ok(v),
+    }
 }
 
 fn default_hostname() -> String {

@@ -18,6 +18,7 @@ mod queue;
 mod schedule;
 mod send;
 mod serve;
+mod service;
 mod stats;
 
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "tegami-data",
+        default_value = service::DEFAULT_DATA,
         env = "TEGAMI_DATA"
     )]
     data: PathBuf,
@@ -155,9 +156,30 @@ fn newsletter_command(
     newsletter::run(data, &config, command)
 }
 
+/// A relative data directory must exist unless it is the quick-start default; a missing one
+/// is created 0700 (serve creates its own, for the user it will run as). `doctor` reports
+/// what it finds, `plan` needs no store, and `restore` builds the directory it is given.
+fn data_dir_rules(cli: &Cli) -> anyhow::Result<()> {
+    if matches!(
+        cli.command,
+        Command::Doctor { .. } | Command::Plan(_) | Command::Restore(_)
+    ) {
+        return Ok(());
+    }
+    service::check_data_dir(&cli.data)?;
+    if !matches!(cli.command, Command::Serve(_)) {
+        service::create_data_dir(&cli.data, None)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tame_allocator();
     let cli = Cli::parse();
+    if let Err(e) = data_dir_rules(&cli) {
+        eprintln!("tegami: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),
         Command::Maint(command) => {

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::service::{Notifier, Privileges};
 use crate::{logging, override_addr};
 
 /// How long sessions get to finish (an in-flight DATA commit, say) after a stop signal.
@@ -71,17 +72,20 @@ pub fn run(
         }
     }
 
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create data directory {}", data.display()))?;
+    // Started as root with a [server] user, files are that user's from here on.
+    let privileges = Privileges::resolve(&config.server, data)?;
+    privileges.assume()?;
+    let notifier = Notifier::from_env()?;
     let _lock = lock_data_dir(data)?;
     logging::init_server(&data.join("log"), &config.log)?;
+    privileges.report();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tegami")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(data, config))?;
+    runtime.block_on(serve(data, config, &privileges, &notifier))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,7 +125,12 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
+async fn serve(
+    data: &Path,
+    mut config: Config,
+    privileges: &Privileges,
+    notifier: &Arc<Notifier>,
+) -> anyhow::Result<()> {
     let sqlite: Arc<SqliteStore> = {
         let dir = data.to_path_buf();
         Arc::new(
@@ -148,6 +157,7 @@ async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
         warn!(message = %maintenance.message, until = ?maintenance.until, "starting in maintenance mode: clients are turned away until it is lifted");
     }
 
+    privileges.before_bind()?;
     let smtp_listener = bind("smtp", config.smtp.listen).await?;
     let submission_listener = bind("submission", config.submission.listen).await?;
     let pop3_listener = bind("pop3", config.pop3.listen).await?;
@@ -156,6 +166,7 @@ async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
     let imaps_listener = bind_tls("imaps", config.imap.tls_listen).await?;
     let pop3s_listener = bind_tls("pop3s", config.pop3.tls_listen).await?;
     let submissions_listener = bind_tls("submissions", config.submission.tls_listen).await?;
+    privileges.after_bind()?;
 
     let trigger = ShutdownTrigger::new();
     let throttle = Arc::new(net::LoginThrottle::default());
@@ -385,6 +396,8 @@ async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
 
     println!("tegami ready");
     std::io::stdout().flush()?;
+    notifier.notify("READY=1\nSTATUS=accepting mail");
+    let watchdog_task = notifier.spawn_watchdog();
     info!(data = %data.display(), hostname = %config.hostname, "tegami is ready");
     let domains = domains_now(&store).await?;
     if domains.is_empty() {
@@ -395,6 +408,7 @@ async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
     }
 
     wait_for_signal(&hup).await?;
+    notifier.notify("STOPPING=1\nSTATUS=stopping: letting sessions finish");
     info!("stopping: letting sessions finish");
     if tokio::time::timeout(GRACE, trigger.shutdown())
         .await
@@ -410,6 +424,9 @@ async fn serve(data: &Path, mut config: Config) -> anyhow::Result<()> {
     flush_task.abort();
     alerts_task.abort();
     housekeeping_task.abort();
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
     let _ = http_stop.send(());
     if tokio::time::timeout(Duration::from_secs(5), http_task)
         .await

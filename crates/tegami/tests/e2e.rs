@@ -100,6 +100,9 @@ scripts! {
         failures => "outbound_failures",
         crash => "outbound_crash",
     }
+    service {
+        service_unit_and_deb => "service",
+    }
     newsletter {
         campaign => "newsletter_campaign",
         crash => "newsletter_crash",
