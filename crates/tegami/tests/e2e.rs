@@ -99,6 +99,13 @@ scripts! {
         failures => "outbound_failures",
         crash => "outbound_crash",
     }
+    hardening {
+        pop3_plaintext => "pop3_plaintext",
+        login_throttle => "login_throttle",
+        idle_connections => "idle_connections",
+        slowloris => "slowloris",
+        disk_burst => "disk_burst",
+    }
     newsletter {
         campaign => "newsletter_campaign",
         crash => "newsletter_crash",
