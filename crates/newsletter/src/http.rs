@@ -309,7 +309,7 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
         return too_many(
             &format!(
                 "Too many subscription requests from your address; please try again in {} minutes.",
-                wait.div_ceil(60)
+                (wait + 59) / 60
             ),
             wait,
         );
@@ -408,7 +408,7 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
         Some(Ok(Subscribed::TooSoon(wait))) => too_many(
             &format!(
                 "A confirmation mail was sent to this address recently: please look for it (and in the spam folder). Another can be sent in {} minutes.",
-                wait.div_ceil(60)
+                (wait + 59) / 60
             ),
             wait,
         ),

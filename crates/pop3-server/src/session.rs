@@ -303,13 +303,14 @@ impl Session {
     }
 
     async fn handle(&mut self, command: Command) -> std::io::Result<Flow> {
+        let plaintext_refused = self.plaintext_refused();
         match (&mut self.state, command) {
             (_, Command::Capa) => {
                 let in_auth = matches!(self.state, State::Authorization { .. });
                 let stls =
                     in_auth && self.server.config.tls.is_some() && !self.wire.stream.is_tls();
                 // RFC 2595: USER is not offered while it would be refused.
-                let user = !(in_auth && self.plaintext_refused());
+                let user = !(in_auth && plaintext_refused);
                 let caps = pop3_proto::capabilities(stls, user, &[]);
                 pop3_proto::multiline(
                     "Capability list follows",
@@ -323,7 +324,7 @@ impl Session {
                 return Ok(Flow::Close);
             }
             (State::Authorization { .. }, Command::User(_) | Command::Pass(_))
-                if self.plaintext_refused() =>
+                if plaintext_refused =>
             {
                 return Ok(self.refuse_plaintext());
             }
