@@ -75,8 +75,6 @@ data_timeout_secs = {TIMEOUT}
 command_timeout_secs = {TIMEOUT}
 [pop3]
 command_timeout_secs = {TIMEOUT}
-[limits]
-login_timeout_secs = 60
 """)
     t.domain("example.com")
     t.account("alice@example.com", PW)

@@ -10,6 +10,6 @@ mod watch;
 
 pub use clock::Clock;
 pub use disk::{DiskState, DiskThresholds};
-pub use room::{NoRoom, Reservation};
 pub use maint::{MaintError, Maintenance, Status, Window};
+pub use room::{NoRoom, Reservation};
 pub use watch::{ActiveMaintenance, Gate, GateConfig};

@@ -54,7 +54,9 @@ impl Drop for Reservation {
 
 /// The volume has no room for the message without going below the hard floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{free} bytes free, {reserved} promised to writes under way: no room for {wanted} more above the floor of {floor}")]
+#[error(
+    "{free} bytes free, {reserved} promised to writes under way: no room for {wanted} more above the floor of {floor}"
+)]
 pub struct NoRoom {
     pub free: u64,
     pub reserved: u64,

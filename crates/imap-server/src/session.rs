@@ -400,10 +400,9 @@ impl Session {
     /// Once TLS is available, passwords travel in clear only over loopback or when the
     /// config allows it. Without a certificate there is no other way, so it is allowed.
     fn plaintext_refused(&self) -> bool {
-        self.server.config.tls.is_some()
-            && !self.server.config.allow_plaintext_auth
-            && !self.wire.stream.is_tls()
-            && !(self.server.config.trust_loopback && self.peer.ip().to_canonical().is_loopback())
+        let config = &self.server.config;
+        let local = config.trust_loopback && self.peer.ip().to_canonical().is_loopback();
+        config.tls.is_some() && !config.allow_plaintext_auth && !self.wire.stream.is_tls() && !local
     }
 
     fn account(&self) -> Option<&Account> {

@@ -320,8 +320,14 @@ mod tests {
                 .record_failure();
         }
         let (addresses, accounts) = throttle.sizes();
-        assert!(addresses <= 100 && accounts <= 100, "{addresses} {accounts}");
+        assert!(
+            addresses <= 100 && accounts <= 100,
+            "{addresses} {accounts}"
+        );
         // The newest are remembered.
-        assert_eq!(throttle.failures(IpAddr::V4(999u32.into()), "user999"), (1, 1));
+        assert_eq!(
+            throttle.failures(IpAddr::V4(999u32.into()), "user999"),
+            (1, 1)
+        );
     }
 }

@@ -49,9 +49,7 @@ async fn server(config: NewsletterConfig) -> Server {
 /// POSTs the form from `source` (a loopback address) and returns the status and the body.
 async fn post(server: &Server, source: &str, form: &str) -> (u16, String) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{source}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut tcp = socket.connect(server.addr).await.unwrap();
     let request = format!(
         "POST /subscribe HTTP/1.1\r\nHost: news.example.com\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
@@ -114,12 +112,25 @@ async fn one_caller_is_limited_per_hour() {
         let form = format!("list=weekly&email=reader{i}%40example.org");
         assert_eq!(post(&server, "127.0.0.9", &form).await.0, 200);
     }
-    let (status, body) = post(&server, "127.0.0.9", "list=weekly&email=other%40example.org").await;
+    let (status, body) = post(
+        &server,
+        "127.0.0.9",
+        "list=weekly&email=other%40example.org",
+    )
+    .await;
     assert_eq!(status, 429, "{body}");
-    assert!(body.contains("Too many subscription requests from your address"), "{body}");
+    assert!(
+        body.contains("Too many subscription requests from your address"),
+        "{body}"
+    );
     assert_eq!(confirmations_to(&server.store, "other@example.org"), 0);
     // Another caller is not affected.
-    let (status, _) = post(&server, "127.0.0.10", "list=weekly&email=other%40example.org").await;
+    let (status, _) = post(
+        &server,
+        "127.0.0.10",
+        "list=weekly&email=other%40example.org",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(confirmations_to(&server.store, "other@example.org"), 1);
 }

@@ -253,10 +253,8 @@ impl Session {
     /// config allows it (RFC 2595 section 2.1). Without a certificate there is no other way.
     fn plaintext_refused(&self) -> bool {
         let config = &self.server.config;
-        config.tls.is_some()
-            && !config.allow_plaintext_auth
-            && !self.wire.stream.is_tls()
-            && !(config.trust_loopback && self.peer.ip().to_canonical().is_loopback())
+        let local = config.trust_loopback && self.peer.ip().to_canonical().is_loopback();
+        config.tls.is_some() && !config.allow_plaintext_auth && !self.wire.stream.is_tls() && !local
     }
 
     /// The refusal of a password sent in clear, with the way out.

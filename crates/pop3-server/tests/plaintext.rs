@@ -71,7 +71,9 @@ struct Client(BufReader<TcpStream>);
 
 impl Client {
     async fn connect(server: &Server) -> Client {
-        let mut c = Client(BufReader::new(TcpStream::connect(server.addr).await.unwrap()));
+        let mut c = Client(BufReader::new(
+            TcpStream::connect(server.addr).await.unwrap(),
+        ));
         assert!(c.line().await.starts_with("+OK"));
         c
     }
@@ -152,7 +154,10 @@ async fn plaintext_is_allowed_when_configured_from_loopback_or_without_tls() {
         let server = server(config, peer).await;
         let mut c = Client::connect(&server).await;
         assert!(c.capa().await.iter().any(|c| c == "USER"), "{peer}");
-        assert!(c.cmd("USER alice@x.test").await.starts_with("+OK"), "{peer}");
+        assert!(
+            c.cmd("USER alice@x.test").await.starts_with("+OK"),
+            "{peer}"
+        );
         assert!(c.cmd("PASS alice-pw").await.starts_with("+OK"), "{peer}");
     }
     // A loopback peer is remote when loopback is not trusted (a local proxy).
