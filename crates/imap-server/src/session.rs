@@ -615,7 +615,15 @@ impl Session {
         let who = user.clone();
         let server = self.server.clone();
         // Attempts from one address take turns, each failure's delay served before the next.
-        let attempt = server.throttle.attempt(self.peer.ip(), &user).await;
+        let Ok(attempt) = server.throttle.attempt(self.peer.ip(), &user).await else {
+            self.tagged(
+                tag,
+                "NO",
+                Some("UNAVAILABLE"),
+                "too many login attempts from your address are waiting; try again later",
+            );
+            return Ok(Flow::Close);
+        };
         let checked = blocking(self.store(), move |s| s.authenticate(&who, &password)).await;
         let id = match checked {
             Ok(Some(id)) => {

@@ -16,6 +16,6 @@ pub use counts::{SessionCounts, SessionGuard};
 pub use listener::{Connection, ListenerConfig, serve};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stream::Stream;
-pub use throttle::{Attempt, LoginThrottle};
+pub use throttle::{Attempt, Busy, LoginThrottle};
 pub use tls::{TlsError, load_tls};
 pub use wire::{Read, Wire};

@@ -21,6 +21,11 @@ use tokio::sync::OwnedMutexGuard;
 /// Failed logins are forgotten after this long without another.
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
+/// The longest an attempt waits for its address's turn. Past it the login is refused as
+/// busy without the password being looked at, so a queue of guesses cannot hold a session
+/// for ever.
+pub const MAX_TURN_WAIT: Duration = Duration::from_secs(60);
+
 /// Addresses and accounts remembered at most; the oldest is forgotten to make room, so an
 /// attacker spraying addresses or user names costs memory only up to this bound.
 const MAX_ENTRIES: usize = 10_000;
@@ -127,6 +132,11 @@ impl Default for LoginThrottle {
     }
 }
 
+/// Too many login attempts from this address are waiting already: try again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many login attempts from this address are waiting; try again later")]
+pub struct Busy;
+
 /// One login attempt's turn: taken before the password is checked, and reported as a
 /// success or a failure once it has been.
 pub struct Attempt<'a> {
@@ -153,8 +163,17 @@ impl LoginThrottle {
     }
 
     /// Waits for this address's turn to try a password for `account`. An address with no
-    /// attempt in flight goes at once.
-    pub async fn attempt(&self, peer: IpAddr, account: &str) -> Attempt<'_> {
+    /// attempt in flight goes at once; `Err(Busy)` after [`MAX_TURN_WAIT`] in the queue.
+    pub async fn attempt(&self, peer: IpAddr, account: &str) -> Result<Attempt<'_>, Busy> {
+        self.attempt_within(peer, account, MAX_TURN_WAIT).await
+    }
+
+    async fn attempt_within(
+        &self,
+        peer: IpAddr,
+        account: &str,
+        patience: Duration,
+    ) -> Result<Attempt<'_>, Busy> {
         let address = address_key(peer);
         let queue = {
             let mut inner = self.lock();
@@ -164,13 +183,15 @@ impl LoginThrottle {
             }
             inner.queues.entry(address).or_default().clone()
         };
-        let turn = queue.lock_owned().await;
-        Attempt {
+        let turn = tokio::time::timeout(patience, queue.lock_owned())
+            .await
+            .map_err(|_| Busy)?;
+        Ok(Attempt {
             throttle: self,
             address,
             account: account.to_lowercase(),
             _turn: turn,
-        }
+        })
     }
 
     /// How many recent failures count against an address and an account (for tests and logs).
@@ -252,11 +273,15 @@ mod tests {
         let throttle = LoginThrottle::default();
         let peer = ip("192.0.2.7");
         for _ in 0..3 {
-            throttle.attempt(peer, "bob").await.failed().await;
+            throttle.attempt(peer, "bob").await.unwrap().failed().await;
         }
-        throttle.attempt(peer, "mallory").await.succeeded();
+        throttle.attempt(peer, "mallory").await.unwrap().succeeded();
         assert_eq!(throttle.failures(peer, "bob"), (3, 3));
-        let next = throttle.attempt(peer, "bob").await.record_failure();
+        let next = throttle
+            .attempt(peer, "bob")
+            .await
+            .unwrap()
+            .record_failure();
         assert_eq!(next, delay_after(4));
     }
 
@@ -265,12 +290,17 @@ mod tests {
         let throttle = LoginThrottle::default();
         for i in 0..5 {
             let attacker = ip(&format!("198.51.100.{i}"));
-            throttle.attempt(attacker, "Alice").await.failed().await;
+            throttle
+                .attempt(attacker, "Alice")
+                .await
+                .unwrap()
+                .failed()
+                .await;
         }
         assert_eq!(throttle.failures(ip("203.0.113.9"), "alice"), (0, 5));
         // The owner from a clean address gets its turn at once.
         let started = tokio::time::Instant::now();
-        let attempt = throttle.attempt(ip("203.0.113.9"), "alice").await;
+        let attempt = throttle.attempt(ip("203.0.113.9"), "alice").await.unwrap();
         assert_eq!(started.elapsed(), Duration::ZERO);
         attempt.succeeded();
         assert_eq!(throttle.failures(ip("203.0.113.9"), "alice"), (0, 0));
@@ -278,6 +308,7 @@ mod tests {
         let delay = throttle
             .attempt(ip("198.51.100.99"), "alice")
             .await
+            .unwrap()
             .record_failure();
         assert_eq!(delay, delay_after(1));
     }
@@ -294,6 +325,7 @@ mod tests {
                     throttle
                         .attempt(peer, &format!("user{i}"))
                         .await
+                        .unwrap()
                         .failed()
                         .await;
                     started.elapsed()
@@ -310,6 +342,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_long_queue_answers_busy_instead_of_waiting_for_ever() {
+        let throttle = LoginThrottle::default();
+        let peer = ip("192.0.2.5");
+        let first = throttle.attempt(peer, "bob").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let second = throttle
+            .attempt_within(peer, "bob", Duration::from_secs(5))
+            .await;
+        assert_eq!(second.err(), Some(Busy));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        drop(first);
+        assert!(throttle.attempt(peer, "bob").await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn memory_is_bounded() {
         let throttle = LoginThrottle::with_capacity(100);
         for i in 0..1000u32 {
@@ -317,6 +364,7 @@ mod tests {
             throttle
                 .attempt(peer, &format!("user{i}"))
                 .await
+                .unwrap()
                 .record_failure();
         }
         let (addresses, accounts) = throttle.sizes();

@@ -360,7 +360,14 @@ impl Session {
         let who = name.clone();
         let server = self.server.clone();
         // Attempts from one address take turns, each failure's delay served before the next.
-        let attempt = server.throttle.attempt(self.peer.ip(), &name).await;
+        let Ok(attempt) = server.throttle.attempt(self.peer.ip(), &name).await else {
+            pop3_proto::err(
+                Some(ResponseCode::SysTemp),
+                "too many login attempts from your address are waiting; try again later",
+                &mut self.wire.output,
+            );
+            return Ok(Flow::Close);
+        };
         let checked =
             tokio::task::spawn_blocking(move || store.authenticate(&who, &password)).await;
         let account = match checked {

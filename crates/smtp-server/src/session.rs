@@ -1004,7 +1004,13 @@ impl Session {
         let throttle = self.config.throttle.clone();
         // Attempts from one address take turns, each failure's delay served before the next.
         let attempt = match &throttle {
-            Some(throttle) => Some(throttle.attempt(self.peer.ip(), &user).await),
+            Some(throttle) => match throttle.attempt(self.peer.ip(), &user).await {
+                Ok(attempt) => Some(attempt),
+                Err(busy) => {
+                    self.send(reply(421, (4, 7, 0), &format!("{busy}; closing")));
+                    return Ok(Flow::Close);
+                }
+            },
             None => None,
         };
         let checked =

@@ -975,4 +975,29 @@ mod tests {
                 .contains("max_recipients")
         );
     }
+
+    #[test]
+    fn abuse_limits_resolve_with_defaults_and_refuse_zero() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.limits.max_connections_per_address, 20);
+        assert_eq!(config.limits.login_timeout, Duration::from_secs(60));
+        assert!(config.limits.trust_loopback && !config.pop3.allow_plaintext_auth);
+        assert_eq!(config.newsletter.subscribe_per_hour, 20);
+        let raw: RawConfig = toml::from_str(
+            "[limits]\ntrust_loopback = false\nlogin_timeout_secs = 5\n[pop3]\nallow_plaintext_auth = true\n[newsletter]\nconfirm_interval_secs = 600",
+        )
+        .unwrap();
+        let config = Config::resolve(raw).unwrap();
+        assert!(!config.limits.trust_loopback && config.pop3.allow_plaintext_auth);
+        assert_eq!(config.limits.login_timeout, Duration::from_secs(5));
+        assert_eq!(config.newsletter.confirm_interval, Duration::from_secs(600));
+        for zero in [
+            "[limits]\nmax_connections_per_address = 0",
+            "[limits]\nlogin_timeout_secs = 0",
+            "[newsletter]\nsubscribe_per_hour = 0",
+        ] {
+            let raw: RawConfig = toml::from_str(zero).unwrap();
+            assert!(Config::resolve(raw).is_err(), "{zero}");
+        }
+    }
 }
