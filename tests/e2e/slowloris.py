@@ -57,6 +57,10 @@ def trickle(port, setup, payload, results, name):
                 said += chunk
             except socket.timeout:
                 pass
+            except ConnectionResetError:
+                # Closed with our trickled bytes unread: the kernel answers with a reset.
+                results[name] = (time.monotonic() - started, said)
+                return
         results[name] = (None, said)
     except Exception as e:  # noqa: BLE001 - reported by the main thread
         results[name] = (f"error: {type(e).__name__}: {e}", b"")
