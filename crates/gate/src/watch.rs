@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::disk::{self, DiskState, DiskThresholds};
 use crate::maint::{Maintenance, Status};
+use crate::room::{self, NoRoom, Reservation, Room};
 use crate::{Clock, oplog};
 
 #[derive(Debug, Clone)]
@@ -45,12 +46,15 @@ impl ActiveMaintenance {
 pub struct Gate {
     maintenance: watch::Receiver<Option<ActiveMaintenance>>,
     disk: watch::Receiver<DiskState>,
+    /// Free space promised to messages being written; none without a data directory.
+    room: Option<Arc<Room>>,
 }
 
 impl Gate {
     /// Looks once, synchronously, so the first connection already sees the truth, then
     /// starts the watcher task on the current tokio runtime.
     pub fn start(config: GateConfig) -> Arc<Gate> {
+        let room = Arc::new(Room::new(config.data_dir.clone(), config.thresholds));
         let mut watcher = Watcher {
             config,
             maintenance: None,
@@ -76,6 +80,7 @@ impl Gate {
         Arc::new(Gate {
             maintenance: maint_rx,
             disk: disk_rx,
+            room: Some(room),
         })
     }
 
@@ -83,7 +88,11 @@ impl Gate {
     pub fn open() -> Arc<Gate> {
         let (_, maintenance) = watch::channel(None);
         let (_, disk) = watch::channel(DiskState::Unknown);
-        Arc::new(Gate { maintenance, disk })
+        Arc::new(Gate {
+            maintenance,
+            disk,
+            room: None,
+        })
     }
 
     pub fn maintenance(&self) -> Option<ActiveMaintenance> {
@@ -110,6 +119,16 @@ impl Gate {
 
     pub fn disk(&self) -> DiskState {
         *self.disk.borrow()
+    }
+
+    /// Claims free space for a message of `bytes` about to be written, measured now and
+    /// net of every other claim, so concurrent deliveries cannot together pass the hard
+    /// floor. Hold the reservation until the message is committed or abandoned.
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation, NoRoom> {
+        match &self.room {
+            Some(room) => room.reserve(bytes),
+            None => Ok(room::unlimited()),
+        }
     }
 }
 

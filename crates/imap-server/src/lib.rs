@@ -29,6 +29,8 @@ pub struct ImapConfig {
     pub max_message_size: usize,
     /// RFC 3501 asks for at least 30 minutes of patience with an idle client.
     pub command_timeout: Duration,
+    /// How long a client may stay connected without logging in.
+    pub login_timeout: Duration,
     /// How long IDLE may last before the server ends it (RFC 2177: clients re-issue IDLE
     /// at least every 29 minutes).
     pub idle_timeout: Duration,
@@ -41,6 +43,9 @@ pub struct ImapConfig {
     /// Whether LOGIN and AUTHENTICATE are allowed before STARTTLS on a non-loopback peer
     /// when TLS is configured.
     pub allow_plaintext_auth: bool,
+    /// Whether loopback peers count as local (no TLS needed for passwords). False when a
+    /// proxy on this host forwards remote clients.
+    pub trust_loopback: bool,
 }
 
 impl Default for ImapConfig {
@@ -50,11 +55,13 @@ impl Default for ImapConfig {
             max_line_length: 64 * 1024,
             max_message_size: 25 * 1024 * 1024,
             command_timeout: Duration::from_secs(30 * 60),
+            login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30 * 60),
             max_errors: 20,
             max_connections_per_account: 20,
             tls: None,
             allow_plaintext_auth: false,
+            trust_loopback: true,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use imap_proto::response::{self, Esearch};
@@ -15,7 +16,7 @@ use imap_proto::{
     AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, Parsed, SearchKey,
     SearchReturn, SequenceSet, StatusItem, StoreOp,
 };
-use net::{Connection, Read, Shutdown, Wire};
+use net::{Admission, Connection, Read, Shutdown, Wire};
 use store::{AccountId, FlagOp, Flags, MailboxInfo, Store, StoreError};
 use tracing::{Instrument, debug, info, warn};
 
@@ -112,6 +113,12 @@ struct Session {
     reader: CommandReader,
     state: State,
     errors: usize,
+    admission: Admission,
+    /// When the session began: it must log in within `login_timeout` of it.
+    connected: Instant,
+    /// The command under way (its line, its literals): when its first byte came, and how
+    /// many bytes have come since, for its deadline.
+    command_started: Option<(Instant, usize)>,
 }
 
 pub async fn run(conn: Connection, server: Arc<ImapServer>) {
@@ -131,6 +138,9 @@ pub async fn run(conn: Connection, server: Arc<ImapServer>) {
             shutdown: conn.shutdown,
             state: State::NotAuthenticated,
             errors: 0,
+            admission: conn.admission,
+            connected: Instant::now(),
+            command_started: None,
         };
         if let Err(e) = session.serve().await {
             debug!(error = %e, "connection ended with an error");
@@ -175,6 +185,7 @@ impl Session {
         loop {
             match self.reader.parse(&mut self.wire.input) {
                 Ok(Parsed::Command(command)) => {
+                    self.command_started = None;
                     // Usage statistics: counted in memory by the store, flushed by the server.
                     // Replies are written in one batch after the command, so the output's
                     // growth is what the command sent.
@@ -249,9 +260,16 @@ impl Session {
                 _ = server.gate.maintenance_started() => {}
             }
         };
-        let timeout = self.server.config.command_timeout;
+        let timeout = self.next_wait();
+        let before = self.wire.input.len();
         match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
-            Read::Data | Read::Woken => Ok(true),
+            Read::Data => {
+                if let Some((_, bytes)) = &mut self.command_started {
+                    *bytes += self.wire.input.len().saturating_sub(before);
+                }
+                Ok(true)
+            }
+            Read::Woken => Ok(true),
             Read::Closed => Ok(false),
             Read::TimedOut => {
                 self.bye("autologout: idle for too long");
@@ -259,6 +277,31 @@ impl Session {
                 Ok(false)
             }
         }
+    }
+
+    /// How long the next read may wait: the idle timeout (shorter before login, and ending at
+    /// the login deadline), cut short by the deadline of a command under way (its line and
+    /// literals must arrive at a minimum average rate), so a client trickling bytes cannot
+    /// hold a command open for ever.
+    fn next_wait(&mut self) -> Duration {
+        let config = &self.server.config;
+        let now = Instant::now();
+        let idle = match self.state {
+            State::NotAuthenticated => config
+                .command_timeout
+                .min((self.connected + config.login_timeout).saturating_duration_since(now)),
+            _ => config.command_timeout,
+        };
+        let under_way = self.reader.in_progress() || !self.wire.input.is_empty();
+        if !under_way {
+            self.command_started = None;
+            return idle;
+        }
+        let (started, bytes) = *self
+            .command_started
+            .get_or_insert((now, self.wire.input.len()));
+        let grace = config.command_timeout.min(config.login_timeout);
+        net::pace::next_wait(idle, Some(net::pace::deadline(started, grace, bytes)), now)
     }
 
     /// Reads the client's answer to an AUTHENTICATE challenge. None when the connection
@@ -357,10 +400,9 @@ impl Session {
     /// Once TLS is available, passwords travel in clear only over loopback or when the
     /// config allows it. Without a certificate there is no other way, so it is allowed.
     fn plaintext_refused(&self) -> bool {
-        self.server.config.tls.is_some()
-            && !self.server.config.allow_plaintext_auth
-            && !self.wire.stream.is_tls()
-            && !self.peer.ip().is_loopback()
+        let config = &self.server.config;
+        let local = config.trust_loopback && self.peer.ip().to_canonical().is_loopback();
+        config.tls.is_some() && !config.allow_plaintext_auth && !self.wire.stream.is_tls() && !local
     }
 
     fn account(&self) -> Option<&Account> {
@@ -571,13 +613,28 @@ impl Session {
         password: String,
     ) -> std::io::Result<Flow> {
         let who = user.clone();
+        let server = self.server.clone();
+        // Attempts from one address take turns, each failure's delay served before the next.
+        let Ok(attempt) = server.throttle.attempt(self.peer.ip(), &user).await else {
+            self.tagged(
+                tag,
+                "NO",
+                Some("UNAVAILABLE"),
+                "too many login attempts from your address are waiting; try again later",
+            );
+            return Ok(Flow::Close);
+        };
         let checked = blocking(self.store(), move |s| s.authenticate(&who, &password)).await;
         let id = match checked {
-            Ok(Some(id)) => id,
+            Ok(Some(id)) => {
+                attempt.succeeded();
+                id
+            }
             Ok(None) => {
-                let delay = self.server.throttle.failed(self.peer.ip());
+                let delay = attempt.record_failure();
                 info!(user = %user, delay_secs = delay.as_secs(), "failed login");
                 tokio::time::sleep(delay).await;
+                drop(attempt);
                 self.tagged(
                     tag,
                     "NO",
@@ -591,7 +648,6 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        self.server.throttle.succeeded(self.peer.ip());
         let Some(slot) = self.server.enter(id) else {
             self.tagged(
                 tag,
@@ -602,6 +658,7 @@ impl Session {
             return Ok(Flow::Continue);
         };
         info!(user = %user, "logged in");
+        self.admission.logged_in();
         self.state = State::Authenticated(Account { id, _slot: slot });
         let caps = format!("CAPABILITY {}", self.capabilities());
         self.tagged(tag, "OK", Some(&caps), "logged in");

@@ -1,5 +1,5 @@
-//! The accept loop: a connection limit per listener, back-off on accept errors, and a
-//! shutdown signal handed to every connection.
+//! The accept loop: a connection limit per listener and per client address, back-off on
+//! accept errors, and a shutdown signal handed to every connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-use crate::{Shutdown, Stream};
+use crate::admission::{Admissions, Refusal};
+use crate::{Admission, Shutdown, Stream};
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -22,6 +22,11 @@ pub struct ListenerConfig {
     /// Implicit TLS (RFC 8314): the handshake runs before the session starts, within
     /// `HANDSHAKE_TIMEOUT`, and the session gets a stream that is already TLS.
     pub implicit_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections one client address (one /64 for IPv6) may hold before logging in;
+    /// 0 means no limit.
+    pub max_per_address: usize,
+    /// Loopback peers are exempt from `max_per_address`.
+    pub exempt_loopback: bool,
 }
 
 /// One accepted client, handed to the protocol's session.
@@ -30,6 +35,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub shutdown: Shutdown,
+    /// The connection's slot in the listener's limits; a session that logs in tells it.
+    pub admission: Admission,
 }
 
 /// Accepts connections until shutdown and runs `session` for each on its own task.
@@ -42,7 +49,11 @@ pub async fn serve<F, Fut>(
     F: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let admissions = Admissions::new(
+        config.max_connections,
+        config.max_per_address,
+        config.exempt_loopback,
+    );
     let session = Arc::new(session);
     let local = listener
         .local_addr()
@@ -67,14 +78,12 @@ pub async fn serve<F, Fut>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(protocol = config.protocol, %peer, "connection limit reached; turning a client away");
-            let busy = config.busy_reply;
-            tokio::spawn(async move {
-                let mut tcp = tcp;
-                let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(busy)).await;
-            });
-            continue;
+        let (slot, admission) = match admissions.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                turn_away(tcp, peer, &config, refusal);
+                continue;
+            }
         };
         let session = session.clone();
         let implicit_tls = config.implicit_tls.clone();
@@ -93,9 +102,27 @@ pub async fn serve<F, Fut>(
                 peer,
                 local,
                 shutdown,
+                admission,
             };
             session(connection).await;
-            drop(permit);
+            drop(slot);
         });
     }
+}
+
+/// Writes the busy reply to a client over a limit and closes, without holding up the loop.
+fn turn_away(tcp: tokio::net::TcpStream, peer: SocketAddr, config: &ListenerConfig, why: Refusal) {
+    match why {
+        Refusal::ListenerFull => {
+            tracing::warn!(protocol = config.protocol, %peer, "connection limit reached; turning a client away")
+        }
+        Refusal::AddressFull => {
+            tracing::info!(protocol = config.protocol, %peer, "too many connections from one address; turning it away")
+        }
+    }
+    let busy = config.busy_reply;
+    tokio::spawn(async move {
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(busy)).await;
+    });
 }

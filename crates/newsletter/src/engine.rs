@@ -40,6 +40,10 @@ pub struct NewsletterConfig {
     pub rate_per_second: u32,
     /// How often campaigns and steps are looked at.
     pub poll: Duration,
+    /// The subscribe form sends an address at most one confirmation mail in this long.
+    pub confirm_interval: Duration,
+    /// Subscribe requests one caller address may make in an hour.
+    pub subscribe_per_hour: u32,
 }
 
 impl Default for NewsletterConfig {
@@ -54,6 +58,8 @@ impl Default for NewsletterConfig {
             track_opens: false,
             rate_per_second: 50,
             poll: Duration::from_secs(5),
+            confirm_interval: Duration::from_secs(24 * 3600),
+            subscribe_per_hour: 20,
         }
     }
 }
@@ -92,6 +98,8 @@ pub(crate) struct Inner {
     /// Throttle state of the campaigns being sent (lives as long as the process: a
     /// restart begins with a full bucket, which is at most one second's worth).
     pacers: Mutex<HashMap<CampaignId, Pacer>>,
+    /// The subscribe form's limits on confirmation mail (`http.rs`).
+    pub(crate) subscribe_limits: crate::http::SubscribeLimits,
 }
 
 impl Engine {
@@ -131,6 +139,7 @@ impl Engine {
                 waker: queue_waker,
                 clock,
                 pacers: Mutex::new(HashMap::new()),
+                subscribe_limits: Default::default(),
             }),
         }
     }

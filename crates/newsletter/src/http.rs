@@ -178,9 +178,142 @@ enum Subscribed {
     Active,
     UnknownList,
     BadAddress,
+    /// A confirmation went to this address less than the interval ago (seconds left).
+    TooSoon(i64),
 }
 
-async fn subscribe(State(engine): State<Engine>, body: Bytes) -> Response {
+/// Limits on confirmation mail, so the public form cannot be used to flood a stranger's
+/// mailbox: one confirmation per address within `confirm_interval`, and at most
+/// `subscribe_per_hour` requests per caller address (per /64 for IPv6). In memory, bounded.
+#[derive(Default)]
+pub(crate) struct SubscribeLimits {
+    /// Address (lower case) -> when its last confirmation mail went out.
+    confirmations: std::sync::Mutex<Bounded<String>>,
+    /// Caller -> start of its hour and requests in it.
+    callers: std::sync::Mutex<Bounded<std::net::IpAddr>>,
+}
+
+/// Entries remembered at most per map; the oldest go first.
+const LIMIT_ENTRIES: usize = 10_000;
+
+/// A map of (since, count) bounded to `LIMIT_ENTRIES`.
+struct Bounded<K> {
+    entries: std::collections::HashMap<K, (i64, u32)>,
+}
+
+impl<K> Default for Bounded<K> {
+    fn default() -> Self {
+        Bounded {
+            entries: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Bounded<K> {
+    /// Counts one event for `key` in a window of `window` seconds starting at its first
+    /// event; `Err(seconds left)` when `max` were already counted in the window.
+    fn count(&mut self, key: &K, now: i64, window: i64, max: u32) -> Result<(), i64> {
+        if let Some((since, n)) = self.entries.get_mut(key) {
+            if now - *since < window {
+                if *n >= max {
+                    return Err(window - (now - *since));
+                }
+                *n += 1;
+                return Ok(());
+            }
+            *since = now;
+            *n = 1;
+            return Ok(());
+        }
+        if self.entries.len() >= LIMIT_ENTRIES {
+            self.entries.retain(|_, (since, _)| now - *since < window);
+            if self.entries.len() >= LIMIT_ENTRIES
+                && let Some(oldest) = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (since, _))| *since)
+                    .map(|(k, _)| k.clone())
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.entries.insert(key.clone(), (now, 1));
+        Ok(())
+    }
+}
+
+impl SubscribeLimits {
+    /// Counts a request from `caller`; `Err(seconds)` when it is over its hourly share.
+    fn caller(&self, caller: std::net::IpAddr, per_hour: u32, now: i64) -> Result<(), i64> {
+        let key = match caller.to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())
+            }
+            v4 => v4,
+        };
+        self.callers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(&key, now, 3600, per_hour)
+    }
+
+    /// Claims the one confirmation mail `email` may get per interval; `Err(seconds)` when
+    /// one went out less than an interval ago.
+    fn confirmation(&self, email: &str, interval: i64, now: i64) -> Result<(), i64> {
+        self.confirmations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(&email.to_lowercase(), now, interval, 1)
+    }
+}
+
+/// The answer to a subscribe request refused by the limits: 429 with the wait.
+fn too_many(text: &str, retry_after: i64) -> Response {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Subscription",
+        &format!("<p>{}</p>", escape_html(text)),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Largest subscribe form read.
+const FORM_LIMIT: usize = 64 * 1024;
+
+async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request) -> Response {
+    // The caller's address, when the listener recorded it (it does; tests calling the
+    // router directly may not).
+    let caller = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let Ok(body) = axum::body::to_bytes(request.into_body(), FORM_LIMIT).await else {
+        return page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Subscription",
+            "<p>The form is too large.</p>",
+        );
+    };
+    let config = engine.config();
+    if let Some(caller) = caller
+        && let Err(wait) =
+            engine
+                .inner
+                .subscribe_limits
+                .caller(caller, config.subscribe_per_hour, engine.now())
+    {
+        tracing::info!(%caller, "newsletter: subscribe request refused: too many from this address");
+        return too_many(
+            &format!(
+                "Too many subscription requests from your address; please try again in {} minutes.",
+                (wait + 59) / 60
+            ),
+            wait,
+        );
+    }
     let pairs = form_pairs(&String::from_utf8_lossy(&body));
     let (Some(list), Some(email)) = (field(&pairs, "list"), field(&pairs, "email")) else {
         return page(
@@ -194,6 +327,13 @@ async fn subscribe(State(engine): State<Engine>, body: Bytes) -> Response {
     let result = blocking(&engine, move |engine| -> Result<Subscribed, StoreError> {
         let store = &engine.inner.store;
         let now = engine.now();
+        let interval = engine.config().confirm_interval.as_secs() as i64;
+        let may_confirm = |email: &str| {
+            engine
+                .inner
+                .subscribe_limits
+                .confirmation(email, interval, now)
+        };
         let list = match store.list(&list) {
             Ok(l) => l,
             Err(StoreError::NotFound { .. }) => return Ok(Subscribed::UnknownList),
@@ -223,6 +363,9 @@ async fn subscribe(State(engine): State<Engine>, body: Bytes) -> Response {
             Err(StoreError::AlreadyExists { .. }) => {
                 let existing = store.subscriber_by_email(list.id, &email)?;
                 if existing.status == SubscriberStatus::Unconfirmed {
+                    if let Err(wait) = may_confirm(&existing.email) {
+                        return Ok(Subscribed::TooSoon(wait));
+                    }
                     engine.send_confirmation(&list, &existing, now)?;
                 }
                 return Ok(if list.double_opt_in {
@@ -239,6 +382,11 @@ async fn subscribe(State(engine): State<Engine>, body: Bytes) -> Response {
             now,
         )?;
         if list.double_opt_in {
+            // A new subscriber whose address had a confirmation for another list lately
+            // waits too: the limit protects the mailbox, whichever list is named.
+            if let Err(wait) = may_confirm(&subscriber.email) {
+                return Ok(Subscribed::TooSoon(wait));
+            }
             engine.send_confirmation(&list, &subscriber, now)?;
             Ok(Subscribed::Confirm)
         } else {
@@ -256,6 +404,13 @@ async fn subscribe(State(engine): State<Engine>, body: Bytes) -> Response {
             StatusCode::OK,
             "Subscribed",
             "<p>You are subscribed. Thank you!</p>",
+        ),
+        Some(Ok(Subscribed::TooSoon(wait))) => too_many(
+            &format!(
+                "A confirmation mail was sent to this address recently: please look for it (and in the spam folder). Another can be sent in {} minutes.",
+                (wait + 59) / 60
+            ),
+            wait,
         ),
         Some(Ok(Subscribed::UnknownList)) => page(
             StatusCode::NOT_FOUND,

@@ -21,10 +21,18 @@ pub struct Pop3Config {
     /// Longest command line accepted; RFC 2449 allows 255 octets, passwords may need more.
     pub max_line_length: usize,
     pub command_timeout: Duration,
+    /// How long a client may stay connected without logging in.
+    pub login_timeout: Duration,
     /// Protocol errors tolerated in one session before it is closed.
     pub max_errors: usize,
     /// Offered through STLS when present.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether USER and PASS are allowed outside TLS from a peer that is not local when
+    /// TLS is configured (RFC 2595 section 2.1 asks servers to refuse them).
+    pub allow_plaintext_auth: bool,
+    /// Whether loopback peers count as local (no TLS needed for passwords). False when a
+    /// proxy on this host forwards remote clients.
+    pub trust_loopback: bool,
 }
 
 impl Default for Pop3Config {
@@ -33,8 +41,11 @@ impl Default for Pop3Config {
             hostname: "localhost".into(),
             max_line_length: 1024,
             command_timeout: Duration::from_secs(600),
+            login_timeout: Duration::from_secs(60),
             max_errors: 20,
             tls: None,
+            allow_plaintext_auth: false,
+            trust_loopback: true,
         }
     }
 }

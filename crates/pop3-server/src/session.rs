@@ -7,8 +7,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use net::{Connection, Read, Shutdown, Wire};
+use net::{Admission, Connection, Read, Shutdown, Wire};
 use pop3_proto::{Command, CommandReader, ReadError, ResponseCode};
 use store::{AccountId, MailboxInfo, MessageMeta, Store};
 use tracing::{Instrument, debug, info, warn};
@@ -71,6 +72,11 @@ struct Session {
     reader: CommandReader,
     state: State,
     errors: usize,
+    admission: Admission,
+    /// When the session began: it must log in within `login_timeout` of it.
+    connected: Instant,
+    /// When the first byte of the command line still incomplete arrived.
+    line_started: Option<Instant>,
 }
 
 enum Flow {
@@ -91,6 +97,9 @@ pub async fn run(conn: Connection, server: Arc<Pop3Server>) {
             shutdown: conn.shutdown,
             state: State::Authorization { user: None },
             errors: 0,
+            admission: conn.admission,
+            connected: Instant::now(),
+            line_started: None,
         };
         if let Err(e) = session.serve().await {
             debug!(error = %e, "connection ended with an error");
@@ -116,7 +125,10 @@ impl Session {
         );
         loop {
             let command = match self.reader.parse(&mut self.wire.input) {
-                Ok(command) => command,
+                Ok(command) => {
+                    self.line_started = None;
+                    command
+                }
                 Err(ReadError::NeedMore) => {
                     self.wire.flush().await?;
                     if self.shutdown.is_shutting_down() {
@@ -201,7 +213,7 @@ impl Session {
                 _ = server.gate.maintenance_started() => {}
             }
         };
-        let timeout = self.server.config.command_timeout;
+        let timeout = self.next_wait();
         Ok(
             match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
                 Read::Data | Read::Woken => true,
@@ -209,6 +221,50 @@ impl Session {
                 Read::Closed | Read::TimedOut => false,
             },
         )
+    }
+
+    /// How long the next read may wait: the idle timeout (shorter before login, and ending
+    /// at the login deadline), cut short by the deadline of a command line under way, so a
+    /// client sending a byte now and then cannot keep a line open for ever.
+    fn next_wait(&mut self) -> std::time::Duration {
+        let config = &self.server.config;
+        let now = Instant::now();
+        let idle = match self.state {
+            State::Authorization { .. } => config
+                .command_timeout
+                .min((self.connected + config.login_timeout).saturating_duration_since(now)),
+            State::Transaction(_) => config.command_timeout,
+        };
+        let line = if self.wire.input.is_empty() {
+            self.line_started = None;
+            None
+        } else {
+            let started = *self.line_started.get_or_insert(now);
+            Some(net::pace::deadline(
+                started,
+                config.command_timeout.min(config.login_timeout),
+                self.wire.input.len(),
+            ))
+        };
+        net::pace::next_wait(idle, line, now)
+    }
+
+    /// Once TLS is available, passwords travel in clear only from a local peer or when the
+    /// config allows it (RFC 2595 section 2.1). Without a certificate there is no other way.
+    fn plaintext_refused(&self) -> bool {
+        let config = &self.server.config;
+        let local = config.trust_loopback && self.peer.ip().to_canonical().is_loopback();
+        config.tls.is_some() && !config.allow_plaintext_auth && !self.wire.stream.is_tls() && !local
+    }
+
+    /// The refusal of a password sent in clear, with the way out.
+    fn refuse_plaintext(&mut self) -> Flow {
+        pop3_proto::err(
+            Some(ResponseCode::Auth),
+            "passwords are not accepted over an unencrypted connection; use STLS first (or POP3 over TLS)",
+            &mut self.wire.output,
+        );
+        self.error()
     }
 
     /// Writes the maintenance reply and returns true when maintenance is in force.
@@ -245,12 +301,15 @@ impl Session {
     }
 
     async fn handle(&mut self, command: Command) -> std::io::Result<Flow> {
+        let plaintext_refused = self.plaintext_refused();
         match (&mut self.state, command) {
             (_, Command::Capa) => {
                 let in_auth = matches!(self.state, State::Authorization { .. });
                 let stls =
                     in_auth && self.server.config.tls.is_some() && !self.wire.stream.is_tls();
-                let caps = pop3_proto::capabilities(stls, true, &[]);
+                // RFC 2595: USER is not offered while it would be refused.
+                let user = !(in_auth && plaintext_refused);
+                let caps = pop3_proto::capabilities(stls, user, &[]);
                 pop3_proto::multiline(
                     "Capability list follows",
                     caps.iter().map(String::as_str),
@@ -261,6 +320,11 @@ impl Session {
             (State::Authorization { .. }, Command::Quit) => {
                 pop3_proto::ok("tegami POP3 server signing off", &mut self.wire.output);
                 return Ok(Flow::Close);
+            }
+            (State::Authorization { .. }, Command::User(_) | Command::Pass(_))
+                if plaintext_refused =>
+            {
+                return Ok(self.refuse_plaintext());
             }
             (State::Authorization { user }, Command::User(name)) => {
                 *user = Some(name);
@@ -294,14 +358,28 @@ impl Session {
     async fn login(&mut self, name: String, password: String) -> std::io::Result<Flow> {
         let store = self.store();
         let who = name.clone();
+        let server = self.server.clone();
+        // Attempts from one address take turns, each failure's delay served before the next.
+        let Ok(attempt) = server.throttle.attempt(self.peer.ip(), &name).await else {
+            pop3_proto::err(
+                Some(ResponseCode::SysTemp),
+                "too many login attempts from your address are waiting; try again later",
+                &mut self.wire.output,
+            );
+            return Ok(Flow::Close);
+        };
         let checked =
             tokio::task::spawn_blocking(move || store.authenticate(&who, &password)).await;
         let account = match checked {
-            Ok(Ok(Some(account))) => account,
+            Ok(Ok(Some(account))) => {
+                attempt.succeeded();
+                account
+            }
             Ok(Ok(None)) => {
-                let delay = self.server.throttle.failed(self.peer.ip());
+                let delay = attempt.record_failure();
                 info!(user = %name, delay_secs = delay.as_secs(), "failed login");
                 tokio::time::sleep(delay).await;
+                drop(attempt);
                 pop3_proto::err(
                     Some(ResponseCode::Auth),
                     "invalid user name or password",
@@ -328,7 +406,6 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        self.server.throttle.succeeded(self.peer.ip());
         let Some(lock) = self.server.lock_maildrop(account) else {
             pop3_proto::err(
                 Some(ResponseCode::InUse),
@@ -342,6 +419,7 @@ impl Session {
                 let size: u64 = messages.iter().map(|m| m.size).sum();
                 let text = format!("maildrop has {} messages ({size} octets)", messages.len());
                 info!(user = %name, messages = messages.len(), "logged in");
+                self.admission.logged_in();
                 self.state = State::Transaction(Maildrop {
                     read_ahead: VecDeque::new(),
                     deleted: vec![false; messages.len()],

@@ -20,7 +20,15 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     pub max_line_length: usize,
     pub command_timeout: Duration,
+    /// How long a client may wait before its first command (on submission: before it has
+    /// logged in); a command line under way must also arrive whole within it.
+    pub login_timeout: Duration,
+    /// A message must arrive whole within this, plus a second per `net::pace::MIN_RATE`
+    /// bytes; no single wait for data is longer either.
     pub data_timeout: Duration,
+    /// Whether loopback peers count as local (AUTH without TLS on submission). False when a
+    /// proxy on this host forwards remote clients.
+    pub trust_loopback: bool,
     /// Protocol errors tolerated in one session before it is closed.
     pub max_errors: usize,
     /// Offered through STARTTLS when present.
@@ -73,7 +81,9 @@ impl SmtpConfig {
             max_recipients: 100,
             max_line_length: 2048,
             command_timeout: Duration::from_secs(300),
+            login_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(600),
+            trust_loopback: true,
             max_errors: 20,
             tls: None,
             submission: None,

@@ -9,11 +9,12 @@
 //! their own addresses, and may relay).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gate::Gate;
 use std::net::SocketAddr;
 
-use net::{Connection, Read, Shutdown, Wire};
+use net::{Admission, Connection, Read, Shutdown, Wire};
 use smtp_proto::{
     Command, CommandError, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath,
     PathRole, ReadError, Reply, ReversePath,
@@ -49,6 +50,9 @@ struct Envelope {
     senders: Vec<String>,
     /// Recipients the bounce sink claimed.
     bounces: Vec<String>,
+    /// Free space claimed for the size the client declared (SIZE=), held until the
+    /// message is stored or dropped.
+    room: Option<gate::Reservation>,
 }
 
 /// The account a submission client logged in as.
@@ -70,6 +74,14 @@ struct Session {
     envelope: Option<Envelope>,
     login: Option<Login>,
     errors: usize,
+    admission: Admission,
+    /// When the session began: the first command (on submission: the login) is due
+    /// within `login_timeout` of it.
+    connected: Instant,
+    /// Whether a command has come yet.
+    spoke: bool,
+    /// When the first byte of the command line still incomplete arrived.
+    line_started: Option<Instant>,
 }
 
 enum Flow {
@@ -80,7 +92,8 @@ enum Flow {
 #[derive(Clone, Copy)]
 enum Phase {
     Commands,
-    Data,
+    /// Inside DATA, with the message's deadline.
+    Data(Instant),
 }
 
 /// Runs a session to its end. Errors end only this connection.
@@ -109,6 +122,10 @@ pub async fn run(
             envelope: None,
             login: None,
             errors: 0,
+            admission: conn.admission,
+            connected: Instant::now(),
+            spoke: false,
+            line_started: None,
         };
         if let Err(e) = session.serve().await {
             debug!(error = %e, "connection ended with an error");
@@ -133,7 +150,11 @@ impl Session {
         self.send(greeting);
         loop {
             let command = match self.reader.parse(&mut self.wire.input) {
-                Ok(command) => command,
+                Ok(command) => {
+                    self.line_started = None;
+                    self.spoke = true;
+                    command
+                }
                 Err(ReadError::NeedMore) => {
                     self.wire.flush().await?;
                     if self.shutdown.is_shutting_down() {
@@ -173,9 +194,12 @@ impl Session {
     /// Between commands (`phase` is `Commands`) a shutdown or the start of maintenance wakes
     /// it at once, so the session can say goodbye; inside DATA the message may finish.
     async fn read_more(&mut self, phase: Phase) -> std::io::Result<bool> {
+        let now = Instant::now();
         let timeout = match phase {
-            Phase::Commands => self.config.command_timeout,
-            Phase::Data => self.config.data_timeout,
+            Phase::Commands => self.command_wait(now),
+            Phase::Data(deadline) => {
+                net::pace::next_wait(self.config.data_timeout, Some(deadline), now)
+            }
         };
         let mut shutdown = self.shutdown.clone();
         let gate = self.gate.clone();
@@ -185,7 +209,7 @@ impl Session {
                     _ = shutdown.requested() => {}
                     _ = gate.maintenance_started() => {}
                 },
-                Phase::Data => std::future::pending().await,
+                Phase::Data(_) => std::future::pending().await,
             }
         };
         match self.wire.read_more(READ_CHUNK, timeout, wake).await? {
@@ -201,6 +225,50 @@ impl Session {
                 Ok(false)
             }
         }
+    }
+
+    /// How long to wait for command input: the command timeout, or before the first command
+    /// (on submission, before login) what is left of the login timeout; and a line under
+    /// way must arrive whole within the shorter of the two (a byte a second does not keep
+    /// it open).
+    fn command_wait(&mut self, now: Instant) -> Duration {
+        let config = &self.config;
+        let before_login = match config.submission {
+            Some(_) => self.login.is_none(),
+            None => !self.spoke,
+        };
+        let idle = if before_login {
+            config
+                .command_timeout
+                .min((self.connected + config.login_timeout).saturating_duration_since(now))
+        } else {
+            config.command_timeout
+        };
+        let line = if self.wire.input.is_empty() {
+            self.line_started = None;
+            None
+        } else {
+            let started = *self.line_started.get_or_insert(now);
+            Some(net::pace::deadline(
+                started,
+                config.command_timeout.min(config.login_timeout),
+                self.wire.input.len(),
+            ))
+        };
+        net::pace::next_wait(idle, line, now)
+    }
+
+    /// Claims free space for a message of `size` bytes; the 452 that defers it when the
+    /// volume has no room above the hard floor for it and every message being written.
+    fn reserve(&self, size: u64) -> Result<gate::Reservation, Reply> {
+        self.gate.reserve(size).map_err(|e| {
+            info!(size, reason = %e, "message deferred: no room reserved for it");
+            reply(
+                452,
+                (4, 3, 1),
+                "Insufficient system storage, try again later",
+            )
+        })
     }
 
     /// The reply that turns a client away while maintenance is in force: 421 defers the mail,
@@ -273,6 +341,14 @@ impl Session {
                     self.send(reply(552, (5, 3, 4), &text));
                     return Ok(Flow::Continue);
                 }
+                let room = match params.size.map(|size| self.reserve(size)) {
+                    None => None,
+                    Some(Ok(room)) => Some(room),
+                    Some(Err(deferred)) => {
+                        self.send(deferred);
+                        return Ok(Flow::Continue);
+                    }
+                };
                 let senders = match self.submission_sender(&from).await {
                     Ok(senders) => senders,
                     Err(refused) => {
@@ -288,6 +364,7 @@ impl Session {
                     remote: Vec::new(),
                     senders,
                     bounces: Vec::new(),
+                    room,
                 });
                 self.send(reply(250, (2, 1, 0), "Sender OK"));
             }
@@ -495,16 +572,24 @@ impl Session {
 
         let mut decoder = DataDecoder::new(self.config.max_message_size);
         let mut content = Vec::new();
+        let started = Instant::now();
+        let mut received = 0;
         let outcome = loop {
-            if let Some(outcome) = decoder.decode(&mut self.wire.input, &mut content) {
+            let before = self.wire.input.len();
+            let decoded = decoder.decode(&mut self.wire.input, &mut content);
+            received += before - self.wire.input.len();
+            if let Some(outcome) = decoded {
                 break outcome;
             }
-            if !self.read_more(Phase::Data).await? {
+            // The whole message is due by a deadline that grows with what has arrived, so
+            // a sender trickling bytes cannot hold the session for ever.
+            let deadline = net::pace::deadline(started, self.config.data_timeout, received);
+            if !self.read_more(Phase::Data(deadline)).await? {
                 // The client vanished or stalled mid-message: nothing was acknowledged.
                 return Ok(Flow::Close);
             }
         };
-        let envelope = self.envelope.take().expect("checked above");
+        let mut envelope = self.envelope.take().expect("checked above");
         match outcome {
             DataOutcome::Complete => {}
             other => {
@@ -518,6 +603,23 @@ impl Session {
         if let Some(deferred) = self.no_room() {
             self.send(deferred);
             return Ok(Flow::Continue);
+        }
+        // Room for what came (trace headers included), unless the declared size already
+        // holds enough; held until the store has answered.
+        let size = content.len() as u64 + 1024;
+        if envelope
+            .room
+            .as_ref()
+            .is_none_or(|r| r.bytes() < gate::room::cost(size))
+        {
+            envelope.room = None;
+            match self.reserve(size) {
+                Ok(room) => envelope.room = Some(room),
+                Err(deferred) => {
+                    self.send(deferred);
+                    return Ok(Flow::Continue);
+                }
+            }
         }
         let r = self.deliver(envelope, content).await;
         self.send(r);
@@ -812,7 +914,9 @@ impl Session {
     /// does not insist on TLS.
     fn auth_allowed(&self) -> bool {
         let require_tls = self.config.submission.is_some_and(|p| p.require_tls);
-        !require_tls || self.wire.stream.is_tls() || self.peer.ip().is_loopback()
+        !require_tls
+            || self.wire.stream.is_tls()
+            || (self.config.trust_loopback && self.peer.ip().to_canonical().is_loopback())
     }
 
     /// RFC 4954 AUTH with PLAIN or LOGIN, on the submission listener.
@@ -897,13 +1001,26 @@ impl Session {
         };
         let store = self.store.clone();
         let name = user.clone();
+        let throttle = self.config.throttle.clone();
+        // Attempts from one address take turns, each failure's delay served before the next.
+        let attempt = match &throttle {
+            Some(throttle) => match throttle.attempt(self.peer.ip(), &user).await {
+                Ok(attempt) => Some(attempt),
+                Err(busy) => {
+                    self.send(reply(421, (4, 7, 0), &format!("{busy}; closing")));
+                    return Ok(Flow::Close);
+                }
+            },
+            None => None,
+        };
         let checked =
             tokio::task::spawn_blocking(move || store.authenticate(&name, &password)).await;
         match checked {
             Ok(Ok(Some(account))) => {
-                if let Some(throttle) = &self.config.throttle {
-                    throttle.succeeded(self.peer.ip());
+                if let Some(attempt) = attempt {
+                    attempt.succeeded();
                 }
+                self.admission.logged_in();
                 info!(account = %user, "authenticated");
                 self.login = Some(Login {
                     account,
@@ -913,16 +1030,15 @@ impl Session {
                 Ok(Flow::Continue)
             }
             Ok(Ok(None)) => {
-                let delay = self
-                    .config
-                    .throttle
+                let delay = attempt
                     .as_ref()
-                    .map(|t| t.failed(self.peer.ip()))
+                    .map(|a| a.record_failure())
                     .unwrap_or_default();
                 info!(user = %user, delay_secs = delay.as_secs(), "failed login");
                 // Whatever the client pipelined meanwhile waits; the delay is the point.
                 self.wire.flush().await?;
                 tokio::time::sleep(delay).await;
+                drop(attempt);
                 self.send(reply(535, (5, 7, 8), "Authentication credentials invalid"));
                 Ok(self.error())
             }

@@ -115,6 +115,7 @@ async fn start(policy: DmarcPolicy, peer: &'static str) -> Server {
                 peer: peer.parse().unwrap(),
                 local: addr,
                 shutdown: shutdown.clone(),
+                admission: Default::default(),
             };
             tokio::spawn(smtp_server::run(
                 conn,

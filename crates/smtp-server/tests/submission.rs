@@ -77,6 +77,7 @@ async fn start(setup: Setup) -> Server {
                 peer,
                 local: addr,
                 shutdown: shutdown.clone(),
+                admission: Default::default(),
             };
             tokio::spawn(smtp_server::run(
                 conn,

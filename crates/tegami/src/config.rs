@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub newsletter: RawNewsletter,
     #[serde(default)]
     pub server: RawServer,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +63,20 @@ pub struct RawServer {
     pub user: Option<String>,
     /// Its group; default the user's primary group.
     pub group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Connections one client address (one /64 for IPv6) may hold on each listener before
+    /// logging in (on the SMTP listener: at all).
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a client may stay connected without logging in, or on the SMTP listener
+    /// before its first command.
+    pub login_timeout_secs: Option<u64>,
+    /// Loopback peers count as local: exempt from the per-address limit, and they may send
+    /// passwords without TLS (default true).
+    pub trust_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +91,10 @@ pub struct RawNewsletter {
     pub track_opens: Option<bool>,
     pub rate_per_second: Option<u32>,
     pub poll_secs: Option<u64>,
+    /// The subscribe form sends one address at most one confirmation mail in this long.
+    pub confirm_interval_secs: Option<u64>,
+    /// Subscribe requests one caller address may make in an hour.
+    pub subscribe_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,6 +283,8 @@ pub struct RawPop3 {
     pub tls_listen: Option<SocketAddr>,
     pub max_connections: Option<usize>,
     pub command_timeout_secs: Option<u64>,
+    /// USER and PASS without TLS from a peer that is not on loopback.
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,6 +354,7 @@ pub struct Config {
     /// `bounce_domain` is "" when not configured: `serve` then takes the first local domain.
     pub newsletter: newsletter::NewsletterConfig,
     pub server: ServerSettings,
+    pub limits: Limits,
 }
 
 /// Who `serve` runs as after binding its listeners (`[server]`).
@@ -339,6 +362,14 @@ pub struct Config {
 pub struct ServerSettings {
     pub user: Option<String>,
     pub group: Option<String>,
+}
+
+/// What every listener applies to clients that have not logged in.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections_per_address: usize,
+    pub login_timeout: Duration,
+    pub trust_loopback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -510,6 +541,7 @@ pub struct Pop3Listener {
     pub tls_listen: Option<SocketAddr>,
     pub max_connections: usize,
     pub command_timeout: Duration,
+    pub allow_plaintext_auth: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -595,6 +627,7 @@ impl Config {
                 // RFC 1939 asks for an inactivity timer of at least ten minutes.
                 raw.pop3.command_timeout_secs.unwrap_or(600),
             )?),
+            allow_plaintext_auth: raw.pop3.allow_plaintext_auth.unwrap_or(false),
         };
         let imap = ImapListener {
             listen: raw
@@ -818,11 +851,33 @@ impl Config {
                     .poll_secs
                     .map(|s| Duration::from_secs(s.max(1)))
                     .unwrap_or(default.poll),
+                confirm_interval: n
+                    .confirm_interval_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(default.confirm_interval),
+                subscribe_per_hour: positive(
+                    "newsletter.subscribe_per_hour",
+                    n.subscribe_per_hour
+                        .unwrap_or(default.subscribe_per_hour)
+                        .into(),
+                )? as u32,
             }
         };
         let tls = raw.tls.map(resolve_tls).transpose()?;
+        let limits = Limits {
+            max_connections_per_address: positive(
+                "limits.max_connections_per_address",
+                raw.limits.max_connections_per_address.unwrap_or(20) as u64,
+            )? as usize,
+            login_timeout: Duration::from_secs(positive(
+                "limits.login_timeout_secs",
+                raw.limits.login_timeout_secs.unwrap_or(60),
+            )?),
+            trust_loopback: raw.limits.trust_loopback.unwrap_or(true),
+        };
         let mut config = Config {
             newsletter,
+            limits,
             submission,
             queue,
             dns_servers: raw.dns.servers,
@@ -1112,5 +1167,30 @@ mod tests {
                 .to_string()
                 .contains("max_recipients")
         );
+    }
+
+    #[test]
+    fn abuse_limits_resolve_with_defaults_and_refuse_zero() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.limits.max_connections_per_address, 20);
+        assert_eq!(config.limits.login_timeout, Duration::from_secs(60));
+        assert!(config.limits.trust_loopback && !config.pop3.allow_plaintext_auth);
+        assert_eq!(config.newsletter.subscribe_per_hour, 20);
+        let raw: RawConfig = toml::from_str(
+            "[limits]\ntrust_loopback = false\nlogin_timeout_secs = 5\n[pop3]\nallow_plaintext_auth = true\n[newsletter]\nconfirm_interval_secs = 600",
+        )
+        .unwrap();
+        let config = Config::resolve(raw).unwrap();
+        assert!(!config.limits.trust_loopback && config.pop3.allow_plaintext_auth);
+        assert_eq!(config.limits.login_timeout, Duration::from_secs(5));
+        assert_eq!(config.newsletter.confirm_interval, Duration::from_secs(600));
+        for zero in [
+            "[limits]\nmax_connections_per_address = 0",
+            "[limits]\nlogin_timeout_secs = 0",
+            "[newsletter]\nsubscribe_per_hour = 0",
+        ] {
+            let raw: RawConfig = toml::from_str(zero).unwrap();
+            assert!(Config::resolve(raw).is_err(), "{zero}");
+        }
     }
 }

@@ -202,7 +202,9 @@ async fn serve(
         max_recipients: config.smtp.max_recipients,
         max_line_length: config.smtp.max_line_length,
         command_timeout: config.smtp.command_timeout,
+        login_timeout: config.limits.login_timeout,
         data_timeout: config.smtp.data_timeout,
+        trust_loopback: config.limits.trust_loopback,
         max_errors: config.smtp.max_errors,
         tls: tls.clone(),
         queue: Some(queue_waker.clone()),
@@ -254,6 +256,8 @@ async fn serve(
             max_connections: config.smtp.max_connections,
             busy_reply: smtp_server::BUSY_REPLY,
             implicit_tls: None,
+            max_per_address: config.limits.max_connections_per_address,
+            exempt_loopback: config.limits.trust_loopback,
         },
         trigger.subscribe(),
         move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
@@ -269,13 +273,15 @@ async fn serve(
             max_connections: config.submission.max_connections,
             busy_reply: smtp_server::BUSY_REPLY,
             implicit_tls: None,
+            max_per_address: config.limits.max_connections_per_address,
+            exempt_loopback: config.limits.trust_loopback,
         },
         trigger.subscribe(),
         submission_session.clone(),
     ));
     let submissions_task = serve_tls(
         submissions_listener,
-        implicit("submissions", config.submission.max_connections, &tls),
+        implicit("submissions", config.submission.max_connections, &config.limits, &tls),
         &trigger,
         submission_session,
     );
@@ -284,7 +290,10 @@ async fn serve(
         pop3_server::Pop3Config {
             hostname: config.hostname.clone(),
             command_timeout: config.pop3.command_timeout,
+            login_timeout: config.limits.login_timeout,
             tls: tls.clone(),
+            allow_plaintext_auth: config.pop3.allow_plaintext_auth,
+            trust_loopback: config.limits.trust_loopback,
             ..pop3_server::Pop3Config::default()
         },
         store.clone(),
@@ -299,13 +308,15 @@ async fn serve(
             max_connections: config.pop3.max_connections,
             busy_reply: pop3_server::BUSY_REPLY,
             implicit_tls: None,
+            max_per_address: config.limits.max_connections_per_address,
+            exempt_loopback: config.limits.trust_loopback,
         },
         trigger.subscribe(),
         pop3_session.clone(),
     ));
     let pop3s_task = serve_tls(
         pop3s_listener,
-        implicit("pop3s", config.pop3.max_connections, &tls),
+        implicit("pop3s", config.pop3.max_connections, &config.limits, &tls),
         &trigger,
         pop3_session,
     );
@@ -321,6 +332,8 @@ async fn serve(
             max_connections_per_account: config.imap.max_connections_per_account,
             tls: tls.clone(),
             allow_plaintext_auth: config.imap.allow_plaintext_auth,
+            login_timeout: config.limits.login_timeout,
+            trust_loopback: config.limits.trust_loopback,
             ..imap_server::ImapConfig::default()
         },
         store.clone(),
@@ -336,13 +349,15 @@ async fn serve(
             max_connections: config.imap.max_connections,
             busy_reply: imap_server::BUSY_REPLY,
             implicit_tls: None,
+            max_per_address: config.limits.max_connections_per_address,
+            exempt_loopback: config.limits.trust_loopback,
         },
         trigger.subscribe(),
         imap_session.clone(),
     ));
     let imaps_task = serve_tls(
         imaps_listener,
-        implicit("imaps", config.imap.max_connections, &tls),
+        implicit("imaps", config.imap.max_connections, &config.limits, &tls),
         &trigger,
         imap_session,
     );
@@ -523,6 +538,7 @@ async fn load_certificates(
 fn implicit(
     protocol: &'static str,
     max_connections: usize,
+    limits: &crate::config::Limits,
     tls: &Option<Arc<rustls::ServerConfig>>,
 ) -> ListenerConfig {
     ListenerConfig {
@@ -531,6 +547,8 @@ fn implicit(
         // A client turned away expects a TLS handshake, not a plaintext reply: just close.
         busy_reply: b"",
         implicit_tls: tls.clone(),
+        max_per_address: limits.max_connections_per_address,
+        exempt_loopback: limits.trust_loopback,
     }
 }
 

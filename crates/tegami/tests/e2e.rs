@@ -103,6 +103,13 @@ scripts! {
     service {
         service_unit_and_deb => "service",
     }
+    hardening {
+        pop3_plaintext => "pop3_plaintext",
+        login_throttle => "login_throttle",
+        idle_connections => "idle_connections",
+        slowloris => "slowloris",
+        disk_burst => "disk_burst",
+    }
     newsletter {
         campaign => "newsletter_campaign",
         crash => "newsletter_crash",
