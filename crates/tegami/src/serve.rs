@@ -333,15 +333,19 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         config.clone(),
         clock.clone(),
     ));
+    // ACME: HTTP-01 answered on the HTTP listener; the service starts once that serves.
+    let acme = config.acme.clone().map(|c| acme::Service::new(data.to_path_buf(), c));
+    let acme_routes = acme.as_ref().map(|s| s.router()).unwrap_or_default();
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
-        newsletters.router(),
+        newsletters.router().merge(acme_routes),
         async move {
             let _ = http_stopped.await;
         },
     ));
+    let acme_task = acme.map(|s| tokio::spawn(s.run(trigger.subscribe())));
 
     println!("tegami ready");
     std::io::stdout().flush()?;
@@ -370,6 +374,9 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     flush_task.abort();
     alerts_task.abort();
     housekeeping_task.abort();
+    if let Some(task) = acme_task {
+        task.abort();
+    }
     let _ = http_stop.send(());
     if tokio::time::timeout(Duration::from_secs(5), http_task)
         .await
