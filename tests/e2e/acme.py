@@ -14,7 +14,8 @@ through a dnsmasq started here. Checked:
 - with Pebble stopped, the certificate file stays byte for byte, a log line names the
   certificate, the error and a hint, `acme status` reports FAILING (exit 1), the webhook gets
   the `acme_renewal_failing` alert and /metrics shows it active;
-- Pebble back, the next retry renews and the status is clean again.
+- Pebble back (it keeps accounts in memory only, so it has forgotten tegami's): tegami
+  registers a new account, the next retry renews and the status is clean again.
 """
 
 import http.server
@@ -138,7 +139,7 @@ def cert_facts(path):
     """(serial, names, notAfter) of the file's first certificate, and whether its key matches."""
     text = path.read_text()
     first = text[:text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")] + "\n"
-    serial = openssl("x509", "-noout", "-serial", stdin=first.encode()).strip().split("=", 1)[1]
+    serial = openssl("x509", "-noout", "-serial", stdin=first.encode()).strip().split("=", 1)[1].lower()
     san = openssl("x509", "-noout", "-ext", "subjectAltName", stdin=first.encode())
     names = sorted(p.strip()[len("DNS:"):] for p in san.splitlines()[-1].split(",") if p.strip().startswith("DNS:"))
     key_start = text.index("-----BEGIN PRIVATE KEY-----")
@@ -260,7 +261,9 @@ webhook = "http://{h.HOST}:{hook.server_address[1]}/hook"
     wait_for("a renewal after Pebble came back",
              lambda: cert_facts(pem)[0] != serial2 and "FAILING" not in t.cli("acme", "status", check=False).out,
              on_fail=srv.describe_failure)
-    ok("Pebble back: the next retry renews and the status is clean")
+    assert "registering a new one" in srv.log_text(), "no log line about the new account"
+    assert account.read_bytes() != account_bytes and mode(account) == "0o600"
+    ok("Pebble back (with no memory of the account): a new account, the next retry renews, the status is clean")
 
     srv.stop()
     errors = [ln for ln in srv.log_text().splitlines() if "panick" in ln]

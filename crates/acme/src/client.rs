@@ -98,6 +98,14 @@ pub async fn load_or_create_account(data: &Path, config: &AcmeConfig) -> Result<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(path, e)),
     }
+    create_account(data, config).await
+}
+
+/// Registers a new account at `config.directory` and saves it in `account.json` (0600),
+/// replacing any other, before it is used.
+pub async fn create_account(data: &Path, config: &AcmeConfig) -> Result<Account, Error> {
+    let path = account_path(data);
+    let directory = config.directory.clone();
     let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
     let (account, credentials) = Account::builder_with_http(http_client(config.ca_file.as_deref())?)
         .create(
@@ -110,7 +118,11 @@ pub async fn load_or_create_account(data: &Path, config: &AcmeConfig) -> Result<
             None,
         )
         .await
-        .map_err(ca("creating the account"))?;
+        .map_err(|source| Error::Ca {
+            directory,
+            stage: "creating the account",
+            source,
+        })?;
     let file = AccountFile {
         directory: config.directory.clone(),
         credentials,

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use challenges::{Challenges, router};
-pub use client::{Issued, issue, load_or_create_account};
+pub use client::{Issued, create_account, issue, load_or_create_account};
 pub use files::{
     CertInfo, CertStatus, Due, Status, account_path, cert_path, certs_dir, due, read_cert,
     status_path, write_private,
@@ -64,7 +64,7 @@ pub enum Error {
     },
     #[error("{path} is not usable: {reason}")]
     BadFile { path: PathBuf, reason: String },
-    #[error("the ACME server {directory} failed while {stage}: {source}")]
+    #[error("the ACME server {directory} failed while {stage}: {}", chain(source))]
     Ca {
         directory: String,
         stage: &'static str,
@@ -104,12 +104,35 @@ impl Error {
         }
     }
 
+    /// The CA does not know the account in `account.json` (its database was reset, or the
+    /// account was deactivated): a new account is the way on.
+    pub fn is_unknown_account(&self) -> bool {
+        matches!(self, Error::Ca { source: instant_acme::Error::Api(p), .. }
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+    }
+
     fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
             source,
         }
     }
+}
+
+/// An error and its causes on one line ("client error (Connect): tcp connect error:
+/// Connection refused"), so the log says what actually failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// A host name tegami can ask a certificate for with HTTP-01: letters, digits, `-` and

@@ -12,7 +12,9 @@ use instant_acme::Account;
 use tracing::{info, warn};
 
 use crate::files::{CertStatus, Due, Status, cert_path, due, read_cert, write_private};
-use crate::{AcmeConfig, Challenges, Error, Issued, issue, load_or_create_account};
+use crate::{
+    AcmeConfig, Challenges, Error, Issued, create_account, issue, load_or_create_account,
+};
 
 pub struct Service {
     data: PathBuf,
@@ -193,15 +195,31 @@ impl Service {
         if account.is_none() {
             *account = Some(load_or_create_account(&self.data, &self.config).await?);
         }
-        let account = account.as_ref().expect("set above");
-        issue(
-            account,
+        let first = issue(
+            account.as_ref().expect("set above"),
             &self.config.directory,
             names,
             &self.challenges,
             self.config.timeout,
         )
-        .await
+        .await;
+        match first {
+            Err(e) if e.is_unknown_account() => {
+                warn!(directory = %self.config.directory, error = %e, "the CA does not know tegami's account; registering a new one");
+                let fresh = create_account(&self.data, &self.config).await?;
+                let issued = issue(
+                    &fresh,
+                    &self.config.directory,
+                    names,
+                    &self.challenges,
+                    self.config.timeout,
+                )
+                .await;
+                *account = Some(fresh);
+                issued
+            }
+            other => other,
+        }
     }
 }
 

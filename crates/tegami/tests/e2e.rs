@@ -104,4 +104,7 @@ scripts! {
         crash => "newsletter_crash",
         steps => "newsletter_steps",
     }
+    acme {
+        pebble => "acme",
+    }
 }
