@@ -14,6 +14,8 @@ through a dnsmasq started here. Checked:
 - with Pebble stopped, the certificate file stays byte for byte, a log line names the
   certificate, the error and a hint, `acme status` reports FAILING (exit 1), the webhook gets
   the `acme_renewal_failing` alert and /metrics shows it active;
+- a CA that answers errors (a name Pebble cannot resolve): its words and a hint in the log,
+  the other certificate untouched, no file for the refused one.
 - Pebble back (it keeps accounts in memory only, so it has forgotten tegami's): tegami
   registers a new account, the next retry renews and the status is clean again.
 """
@@ -265,6 +267,20 @@ webhook = "http://{h.HOST}:{hook.server_address[1]}/hook"
     assert account.read_bytes() != account_bytes and mode(account) == "0o600"
     ok("Pebble back (with no memory of the account): a new account, the next retry renews, the status is clean")
 
+    srv.stop()
+    # A CA that answers with an error: Pebble cannot resolve nx.test (dnsmasq: NXDOMAIN), so
+    # it refuses the challenge; the CA's own words reach the log, the other file stays.
+    config(30)
+    t.config.write_text(t.config.read_text().replace("[alerts]", '[[acme.certificate]]\nnames = ["nx.test"]\n[alerts]'))
+    good = pem.read_bytes()
+    srv = t.serve(extra=["--http", f"{h.HOST}:{http_port}"])
+    refused = wait_for("the CA's refusal in the log", lambda: [ln for ln in srv.log_text().splitlines()
+                                                             if "renewal failed" in ln and "certificate=nx.test" in ln],
+                       on_fail=srv.describe_failure)
+    assert "could not validate nx.test" in refused[0] and "could not resolve" in refused[0], refused[0]
+    assert "resolve to this server" in refused[0], refused[0]
+    assert pem.read_bytes() == good and not (pem.parent / "nx.test.pem").exists()
+    ok(f"a CA answering errors: logged in its own words, nothing written: {refused[0].split('error=', 1)[1][:200]}")
     srv.stop()
     errors = [ln for ln in srv.log_text().splitlines() if "panick" in ln]
     assert not errors, errors

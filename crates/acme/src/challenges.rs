@@ -62,11 +62,9 @@ async fn answer(State(challenges): State<Arc<Challenges>>, Path(token): Path<Str
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     match challenges.get(&token).filter(|_| well_formed) {
-        Some(key_authorization) => (
-            [(header::CONTENT_TYPE, "text/plain")],
-            key_authorization,
-        )
-            .into_response(),
+        Some(key_authorization) => {
+            ([(header::CONTENT_TYPE, "text/plain")], key_authorization).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no such ACME challenge\n").into_response(),
     }
 }

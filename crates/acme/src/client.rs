@@ -107,22 +107,23 @@ pub async fn create_account(data: &Path, config: &AcmeConfig) -> Result<Account,
     let path = account_path(data);
     let directory = config.directory.clone();
     let contact: Vec<&str> = config.contact.iter().map(String::as_str).collect();
-    let (account, credentials) = Account::builder_with_http(http_client(config.ca_file.as_deref())?)
-        .create(
-            &NewAccount {
-                contact: &contact,
-                terms_of_service_agreed: true,
-                only_return_existing: false,
-            },
-            config.directory.clone(),
-            None,
-        )
-        .await
-        .map_err(|source| Error::Ca {
-            directory,
-            stage: "creating the account",
-            source,
-        })?;
+    let (account, credentials) =
+        Account::builder_with_http(http_client(config.ca_file.as_deref())?)
+            .create(
+                &NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                config.directory.clone(),
+                None,
+            )
+            .await
+            .map_err(|source| Error::Ca {
+                directory,
+                stage: "creating the account",
+                source,
+            })?;
     let file = AccountFile {
         directory: config.directory.clone(),
         credentials,
@@ -219,10 +220,23 @@ pub async fn issue(
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
         .timeout(poll);
-    let status = order
-        .poll_ready(&policy)
-        .await
-        .map_err(ca("waiting for the challenges to be validated"))?;
+    // An invalid order comes back as the order's problem; the authorization names the
+    // host and holds the CA's own words, which is what the operator needs.
+    let status = match order.poll_ready(&policy).await {
+        Ok(status) => status,
+        Err(instant_acme::Error::Api(problem)) => {
+            return Err(why_invalid(&mut order)
+                .await
+                .unwrap_or_else(|| Error::Challenge {
+                    name: names.join(", "),
+                    detail: problem
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| problem.to_string()),
+                }));
+        }
+        Err(e) => return Err(ca("waiting for the challenges to be validated")(e)),
+    };
     if status != OrderStatus::Ready {
         return Err(why_invalid(&mut order)
             .await

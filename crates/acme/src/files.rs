@@ -255,23 +255,19 @@ mod tests {
         let c = cert(&["example.com", "mail.example.com"], 90 * day);
         assert_eq!(
             due(Some(&c), &names, 0, before),
-            Due::NotYet {
-                renew_at: 60 * day
-            }
+            Due::NotYet { renew_at: 60 * day }
         );
-        assert_eq!(due(Some(&c), &names, 60 * day - 1, before), Due::NotYet {
-            renew_at: 60 * day
-        });
+        assert_eq!(
+            due(Some(&c), &names, 60 * day - 1, before),
+            Due::NotYet { renew_at: 60 * day }
+        );
         assert_eq!(
             due(Some(&c), &names, 60 * day, before),
             Due::Expiring {
                 not_after: 90 * day
             }
         );
-        assert_eq!(
-            due(Some(&c), &names[..1], 0, before),
-            Due::NamesChanged
-        );
+        assert_eq!(due(Some(&c), &names[..1], 0, before), Due::NamesChanged);
         assert_eq!(
             due(Some(&c), &names, 0, Duration::from_secs(u64::MAX)),
             Due::Expiring {
@@ -302,8 +298,16 @@ mod tests {
                 .unwrap_err()
                 .contains("does not belong")
         );
-        assert!(parse_cert_file(pem.as_bytes()).unwrap_err().contains("no PKCS#8"));
-        assert!(parse_cert_file(b"junk").unwrap_err().contains("no certificate"));
+        assert!(
+            parse_cert_file(pem.as_bytes())
+                .unwrap_err()
+                .contains("no PKCS#8")
+        );
+        assert!(
+            parse_cert_file(b"junk")
+                .unwrap_err()
+                .contains("no certificate")
+        );
     }
 
     #[test]
@@ -322,7 +326,10 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["mail.example.com.pem"]);
-        assert_eq!(read_cert(&cert_path(dir.path(), "none.example")).unwrap(), None);
+        assert_eq!(
+            read_cert(&cert_path(dir.path(), "none.example")).unwrap(),
+            None
+        );
         assert!(matches!(read_cert(&path), Err(Error::BadFile { .. })));
     }
 

@@ -12,9 +12,7 @@ use instant_acme::Account;
 use tracing::{info, warn};
 
 use crate::files::{CertStatus, Due, Status, cert_path, due, read_cert, write_private};
-use crate::{
-    AcmeConfig, Challenges, Error, Issued, create_account, issue, load_or_create_account,
-};
+use crate::{AcmeConfig, Challenges, Error, Issued, create_account, issue, load_or_create_account};
 
 pub struct Service {
     data: PathBuf,
@@ -32,7 +30,10 @@ fn now() -> i64 {
 /// The wait after `failures` failures in a row: `first`, doubling, at most `cap`.
 pub(crate) fn backoff(failures: u32, first: Duration, cap: Duration) -> Duration {
     let shift = failures.saturating_sub(1).min(20);
-    first.saturating_mul(1 << shift).min(cap).max(Duration::from_secs(1))
+    first
+        .saturating_mul(1 << shift)
+        .min(cap)
+        .max(Duration::from_secs(1))
 }
 
 impl Service {
@@ -124,16 +125,15 @@ impl Service {
         }
         info!(certificate = %first, names = ?names, reason = why, directory = %self.config.directory, "asking the ACME server for a certificate");
         state.last_attempt = Some(now);
-        let result = match tokio::time::timeout(self.config.timeout, self.obtain(names, account))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout(self.config.timeout)),
-        }
-        .and_then(|issued| {
-            write_private(&path, issued.pem.as_bytes())?;
-            Ok(issued)
-        });
+        let result =
+            match tokio::time::timeout(self.config.timeout, self.obtain(names, account)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout(self.config.timeout)),
+            }
+            .and_then(|issued| {
+                write_private(&path, issued.pem.as_bytes())?;
+                Ok(issued)
+            });
         match result {
             Ok(issued) => {
                 info!(
@@ -230,7 +230,9 @@ mod tests {
     #[test]
     fn the_back_off_doubles_up_to_the_interval() {
         let s = Duration::from_secs;
-        let waits: Vec<_> = (1..=6).map(|f| backoff(f, s(60), s(600)).as_secs()).collect();
+        let waits: Vec<_> = (1..=6)
+            .map(|f| backoff(f, s(60), s(600)).as_secs())
+            .collect();
         assert_eq!(waits, [60, 120, 240, 480, 600, 600]);
         assert_eq!(backoff(1000, s(60), s(600)), s(600));
         assert_eq!(backoff(1, Duration::ZERO, s(600)), s(1));

@@ -277,7 +277,10 @@ fn acme_condition(failing: &[(String, acme::CertStatus)]) -> Condition {
     let lines: Vec<String> = failing
         .iter()
         .map(|(name, s)| {
-            let expires = match s.not_after.and_then(|t| jiff::Timestamp::from_second(t).ok()) {
+            let expires = match s
+                .not_after
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            {
                 Some(t) => format!("the current one expires {t} and stays in use"),
                 None => "there is no certificate for it yet".into(),
             };
@@ -626,7 +629,11 @@ mod tests {
             &config,
         ));
         assert!(c.active);
-        assert!(c.message.contains("mail.example.com: 3 failed"), "{}", c.message);
+        assert!(
+            c.message.contains("mail.example.com: 3 failed"),
+            "{}",
+            c.message
+        );
         assert!(c.message.contains("stays in use"), "{}", c.message);
     }
 

@@ -921,7 +921,9 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
     }
     for c in &raw.contact {
         if !c.starts_with("mailto:") || c.len() <= "mailto:".len() {
-            bail!("acme.contact = {c:?} must be a mailto: address, such as \"mailto:postmaster@example.com\"");
+            bail!(
+                "acme.contact = {c:?} must be a mailto: address, such as \"mailto:postmaster@example.com\""
+            );
         }
     }
     let mut lists = Vec::new();
@@ -930,7 +932,9 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
     }
     lists.extend(raw.certificate.into_iter().map(|c| c.names));
     if lists.is_empty() || lists.iter().any(Vec::is_empty) {
-        bail!("[acme] needs the host names to certify: names = [\"mail.example.com\"] (or [[acme.certificate]] tables, each with names)");
+        bail!(
+            "[acme] needs the host names to certify: names = [\"mail.example.com\"] (or [[acme.certificate]] tables, each with names)"
+        );
     }
     let mut certificates: Vec<Vec<String>> = Vec::new();
     for list in lists {
@@ -942,7 +946,10 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
             }
         }
         if certificates.iter().any(|c| c[0] == names[0]) {
-            bail!("two ACME certificates start with {:?}; the first name names the file, so each must differ", names[0]);
+            bail!(
+                "two ACME certificates start with {:?}; the first name names the file, so each must differ",
+                names[0]
+            );
         }
         certificates.push(names);
     }
@@ -1024,9 +1031,18 @@ mod tests {
         for (text, complaint) in [
             ("[acme]\nnames = [\"a.example\"]", "https://"),
             ("[acme]\ndirectory = \"https://x/d\"", "host names"),
-            ("[acme]\ndirectory = \"https://x/d\"\nnames = [\"*.example.com\"]", "wildcard"),
-            ("[acme]\ndirectory = \"https://x/d\"\nnames = [\"a.b\"]\ncontact = [\"a@b\"]", "mailto"),
-            ("[acme]\ndirectory = \"https://x/d\"\nnames = [\"a.b\"]\n[[acme.certificate]]\nnames = [\"a.b\"]", "first name"),
+            (
+                "[acme]\ndirectory = \"https://x/d\"\nnames = [\"*.example.com\"]",
+                "wildcard",
+            ),
+            (
+                "[acme]\ndirectory = \"https://x/d\"\nnames = [\"a.b\"]\ncontact = [\"a@b\"]",
+                "mailto",
+            ),
+            (
+                "[acme]\ndirectory = \"https://x/d\"\nnames = [\"a.b\"]\n[[acme.certificate]]\nnames = [\"a.b\"]",
+                "first name",
+            ),
         ] {
             let e = resolve(text).unwrap_err().to_string();
             assert!(e.contains(complaint), "{text}: {e}");

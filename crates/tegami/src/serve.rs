@@ -334,7 +334,10 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         clock.clone(),
     ));
     // ACME: HTTP-01 answered on the HTTP listener; the service starts once that serves.
-    let acme = config.acme.clone().map(|c| acme::Service::new(data.to_path_buf(), c));
+    let acme = config
+        .acme
+        .clone()
+        .map(|c| acme::Service::new(data.to_path_buf(), c));
     let acme_routes = acme.as_ref().map(|s| s.router()).unwrap_or_default();
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(tegami_http::serve(
