@@ -113,7 +113,11 @@ impl Service {
         let now = now();
         let why = match due(current.as_ref(), names, now, self.config.renew_before) {
             Due::NotYet { renew_at } => {
+                // A usable certificate that is not due leaves nothing failing (the names or
+                // renew_before may have changed since the last failure).
                 state.next_attempt = None;
+                state.failures = 0;
+                state.last_error = None;
                 return Some(renew_at);
             }
             Due::Missing => "no certificate yet",
