@@ -5,7 +5,9 @@
 //! The conditions follow the seed article: growth measured against the baseline (the
 //! average of the days before, +20 % by default) rather than one fixed "90 % full" alarm;
 //! several free-space levels; the last good backup too old; the scheduled check failed or
-//! skipped; the write-ahead log above its cap; mail refused for lack of space.
+//! skipped; the write-ahead log above its cap; mail refused for lack of space; an ACME
+//! certificate that could not be obtained or renewed (from `acme/status.json`, which the
+//! renewal service writes after every attempt).
 //!
 //! Mail to the admin goes straight to the store, past the disk guard's `min_free` (ordinary
 //! mail is deferred there, so that is exactly when the admin must hear of it), but never
@@ -99,6 +101,8 @@ pub struct Inputs {
     pub check: CheckStatus,
     pub wal_bytes: u64,
     pub wal_above_cap: bool,
+    /// ACME certificates whose last attempt failed: (first name, status).
+    pub acme_failing: Vec<(String, acme::CertStatus)>,
 }
 
 /// The last scheduled or manual check, as `log/maintenance.log` tells it.
@@ -255,6 +259,7 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
         inputs.disk,
         Some(DiskState::Low { .. } | DiskState::Critical { .. })
     );
+    out.push(acme_condition(&inputs.acme_failing));
     out.push(Condition {
         key: "delivery_refused_no_space".into(),
         active: refused,
@@ -265,6 +270,35 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
         ),
     });
     out
+}
+
+/// One condition for every ACME certificate: the admin hears which ones fail and why.
+fn acme_condition(failing: &[(String, acme::CertStatus)]) -> Condition {
+    let lines: Vec<String> = failing
+        .iter()
+        .map(|(name, s)| {
+            let expires = match s
+                .not_after
+                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            {
+                Some(t) => format!("the current one expires {t} and stays in use"),
+                None => "there is no certificate for it yet".into(),
+            };
+            format!(
+                "{name}: {} failed attempt(s), {expires}; last error: {}",
+                s.failures,
+                s.last_error.as_deref().unwrap_or("unknown")
+            )
+        })
+        .collect();
+    Condition {
+        key: "acme_renewal_failing".into(),
+        active: !failing.is_empty(),
+        message: format!(
+            "ACME certificate renewal is failing for {}; `tegami acme status` shows each one",
+            lines.join(" / ")
+        ),
+    }
 }
 
 /// Everything the task needs.
@@ -295,6 +329,18 @@ impl Context {
             check: check_status(&self.data),
             wal_bytes: self.monitor.wal_bytes.load(Ordering::Relaxed),
             wal_above_cap: self.monitor.wal_above_cap.load(Ordering::Relaxed),
+            acme_failing: match &self.config.acme {
+                Some(acme) => acme::Status::load(&self.data)
+                    .map(|status| {
+                        status
+                            .failing()
+                            .filter(|(name, _)| acme.certificates.iter().any(|c| &c[0] == *name))
+                            .map(|(name, s)| (name.clone(), s.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            },
         }
     }
 }
@@ -555,6 +601,40 @@ mod tests {
         assert!(active(true, None));
         assert!(!active(true, Some(20)));
         assert!(active(true, Some(40)));
+    }
+
+    #[test]
+    fn a_failing_acme_certificate_raises_one_alert_naming_it() {
+        let config = Config::load(None).unwrap();
+        let inputs = |failing| Inputs {
+            acme_failing: failing,
+            free: 1,
+            total: 1,
+            ..Inputs::default()
+        };
+        let find = |c: Vec<Condition>| {
+            c.into_iter()
+                .find(|c| c.key == "acme_renewal_failing")
+                .unwrap()
+        };
+        assert!(!find(conditions(&inputs(Vec::new()), &config)).active);
+        let status = acme::CertStatus {
+            failures: 3,
+            last_error: Some("the CA could not validate mail.example.com: 404".into()),
+            not_after: Some(1_800_000_000),
+            ..acme::CertStatus::default()
+        };
+        let c = find(conditions(
+            &inputs(vec![("mail.example.com".into(), status)]),
+            &config,
+        ));
+        assert!(c.active);
+        assert!(
+            c.message.contains("mail.example.com: 3 failed"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("stays in use"), "{}", c.message);
     }
 
     #[test]

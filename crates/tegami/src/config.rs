@@ -54,6 +54,7 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub limits: RawLimits,
+    pub acme: Option<RawAcme>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +78,35 @@ pub struct RawLimits {
     /// Loopback peers count as local: exempt from the per-address limit, and they may send
     /// passwords without TLS (default true).
     pub trust_loopback: Option<bool>,
+}
+
+/// `[acme]`: certificates obtained and renewed from an ACME CA (RFC 8555).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// The CA's directory URL.
+    pub directory: Option<String>,
+    /// `mailto:` addresses the CA may write to about the account.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// Host names for one certificate.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// More certificates, one table each.
+    #[serde(default)]
+    pub certificate: Vec<RawAcmeCertificate>,
+    pub renew_before_days: Option<u64>,
+    /// A PEM file of extra roots to trust for the directory's HTTPS.
+    pub ca_file: Option<PathBuf>,
+    pub check_interval_secs: Option<u64>,
+    pub retry_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcmeCertificate {
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -355,6 +385,8 @@ pub struct Config {
     pub newsletter: newsletter::NewsletterConfig,
     pub server: ServerSettings,
     pub limits: Limits,
+    /// `[acme]`, when configured.
+    pub acme: Option<acme::AcmeConfig>,
 }
 
 /// Who `serve` runs as after binding its listeners (`[server]`).
@@ -875,7 +907,9 @@ impl Config {
             )?),
             trust_loopback: raw.limits.trust_loopback.unwrap_or(true),
         };
+        let acme = raw.acme.map(resolve_acme).transpose()?;
         let mut config = Config {
+            acme,
             newsletter,
             limits,
             submission,
@@ -1061,6 +1095,72 @@ fn nonempty(key: &str, value: Option<String>) -> anyhow::Result<Option<String>> 
     }
 }
 
+/// `[acme]`: an https directory, mailto contacts, at least one certificate of valid host
+/// names, and no two certificates sharing a first name (it names the file).
+fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
+    let directory = raw.directory.unwrap_or_default();
+    if !directory.starts_with("https://") {
+        bail!(
+            "acme.directory = {directory:?} must be the CA's https:// directory URL \
+             (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)"
+        );
+    }
+    for c in &raw.contact {
+        if !c.starts_with("mailto:") || c.len() <= "mailto:".len() {
+            bail!(
+                "acme.contact = {c:?} must be a mailto: address, such as \"mailto:postmaster@example.com\""
+            );
+        }
+    }
+    let mut lists = Vec::new();
+    if !raw.names.is_empty() {
+        lists.push(raw.names);
+    }
+    lists.extend(raw.certificate.into_iter().map(|c| c.names));
+    if lists.is_empty() || lists.iter().any(Vec::is_empty) {
+        bail!(
+            "[acme] needs the host names to certify: names = [\"mail.example.com\"] (or [[acme.certificate]] tables, each with names)"
+        );
+    }
+    let mut certificates: Vec<Vec<String>> = Vec::new();
+    for list in lists {
+        let mut names = Vec::new();
+        for n in list {
+            let n = acme::check_name(&n).map_err(|e| anyhow::anyhow!("acme names: {e}"))?;
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if certificates.iter().any(|c| c[0] == names[0]) {
+            bail!(
+                "two ACME certificates start with {:?}; the first name names the file, so each must differ",
+                names[0]
+            );
+        }
+        certificates.push(names);
+    }
+    let days = raw.renew_before_days.unwrap_or(30);
+    let positive = |name: &str, value: u64| -> anyhow::Result<u64> {
+        if value == 0 {
+            bail!("acme.{name} must be greater than zero");
+        }
+        Ok(value)
+    };
+    Ok(acme::AcmeConfig {
+        directory,
+        contact: raw.contact,
+        certificates,
+        renew_before: Duration::from_secs(days.saturating_mul(86400)),
+        ca_file: raw.ca_file,
+        check_interval: Duration::from_secs(positive(
+            "check_interval_secs",
+            raw.check_interval_secs.unwrap_or(12 * 3600),
+        )?),
+        retry_first: Duration::from_secs(positive("retry_secs", raw.retry_secs.unwrap_or(300))?),
+        timeout: Duration::from_secs(positive("timeout_secs", raw.timeout_secs.unwrap_or(300))?),
+    })
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -1155,6 +1255,46 @@ mod tests {
         assert!(e.contains("has no cert"), "{e}");
         let e = resolve("[tls]").unwrap_err().to_string();
         assert!(e.contains("names no certificate"), "{e}");
+    }
+
+    #[test]
+    fn acme_certificates_are_resolved_and_checked() {
+        let resolve = |text: &str| Config::resolve(toml::from_str(text).unwrap());
+        let config = resolve(
+            "[acme]\ndirectory = \"https://ca.test/dir\"\ncontact = [\"mailto:a@example.com\"]\n\
+             names = [\"Mail.Example.com\", \"example.com\", \"mail.example.com\"]\n\
+             [[acme.certificate]]\nnames = [\"mx.example.net\"]\n",
+        )
+        .unwrap();
+        let acme = config.acme.unwrap();
+        assert_eq!(
+            acme.certificates,
+            [
+                vec!["mail.example.com".to_string(), "example.com".to_string()],
+                vec!["mx.example.net".to_string()]
+            ]
+        );
+        assert_eq!(acme.renew_before, Duration::from_secs(30 * 86400));
+        assert!(Config::load(None).unwrap().acme.is_none());
+        for (text, complaint) in [
+            ("[acme]\nnames = [\"a.example\"]", "https://"),
+            ("[acme]\ndirectory = \"https://x/d\"", "host names"),
+            (
+                "[acme]\ndirectory = \"https://x/d\"\nnames = [\"*.example.com\"]",
+                "wildcard",
+            ),
+            (
+                "[acme]\ndirectory = \"https://x/d\"\nnames = [\"a.b\"]\ncontact = [\"a@b\"]",
+                "mailto",
+            ),
+            (
+                "[acme]\ndirectory = \"https://x/d\"\nnames = [\"a.b\"]\n[[acme.certificate]]\nnames = [\"a.b\"]",
+                "first name",
+            ),
+        ] {
+            let e = resolve(text).unwrap_err().to_string();
+            assert!(e.contains(complaint), "{text}: {e}");
+        }
     }
 
     #[test]

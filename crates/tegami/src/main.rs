@@ -1,6 +1,7 @@
 //! The `tegami` command: thin glue between the command line, the config, the store and the
 //! protocol servers. Every failure ends as one line on stderr and a non-zero exit code.
 
+mod acme_cmd;
 mod admin;
 mod alerts;
 mod archive;
@@ -117,6 +118,9 @@ enum Command {
     /// Step-mail sequences: mails sent N days after someone subscribes.
     #[command(subcommand)]
     Sequence(newsletter::SequenceCommand),
+    /// ACME certificates: `acme status`.
+    #[command(subcommand)]
+    Acme(acme_cmd::AcmeCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -248,6 +252,11 @@ fn main() -> ExitCode {
             cli.config.as_deref(),
             newsletter::Command::Sequence(c),
         ),
+        Command::Acme(command) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| acme_cmd::run(&cli.data, &config, command))
+        }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())

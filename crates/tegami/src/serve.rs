@@ -399,15 +399,22 @@ async fn serve(
         config.clone(),
         clock.clone(),
     ));
+    // ACME: HTTP-01 answered on the HTTP listener; the service starts once that serves.
+    let acme = config
+        .acme
+        .clone()
+        .map(|c| acme::Service::new(data.to_path_buf(), c));
+    let acme_routes = acme.as_ref().map(|s| s.router()).unwrap_or_default();
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
-        newsletters.router(),
+        newsletters.router().merge(acme_routes),
         async move {
             let _ = http_stopped.await;
         },
     ));
+    let acme_task = acme.map(|s| tokio::spawn(s.run(trigger.subscribe())));
 
     println!("tegami ready");
     std::io::stdout().flush()?;
@@ -439,7 +446,7 @@ async fn serve(
     flush_task.abort();
     alerts_task.abort();
     housekeeping_task.abort();
-    if let Some(task) = watchdog_task {
+    for task in [watchdog_task, acme_task].into_iter().flatten() {
         task.abort();
     }
     let _ = http_stop.send(());
@@ -506,8 +513,10 @@ async fn wait_for_signal(hup: &tokio::sync::Notify) -> anyhow::Result<()> {
 const CERT_POLL: Duration = Duration::from_secs(2);
 
 /// Loads the configured certificates and those the ACME client keeps in the data directory.
-/// TLS is on when there is at least one; then the implicit-TLS listeners get their default
-/// addresses. Without any, asking for an implicit-TLS listener is an error.
+/// TLS is on when there is at least one, or when ACME is configured (on a first start its
+/// certificate arrives seconds later, picked up by the watcher; handshakes fail until then);
+/// then the implicit-TLS listeners get their default addresses. Without either, asking for
+/// an implicit-TLS listener is an error.
 async fn load_certificates(
     data: &Path,
     config: &mut Config,
@@ -516,7 +525,7 @@ async fn load_certificates(
     let certs = tokio::task::spawn_blocking(move || net::Certificates::load(sources))
         .await?
         .context("cannot load the [tls] certificates (check cert and key in the config file)")?;
-    if certs.is_empty() {
+    if certs.is_empty() && config.acme.is_none() {
         if let Some((name, addr)) = config.implicit_tls_listeners().first() {
             bail!(
                 "--{name} {addr} needs a certificate: set [tls] cert and key in the config file \

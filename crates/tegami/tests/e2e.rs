@@ -115,4 +115,7 @@ scripts! {
         crash => "newsletter_crash",
         steps => "newsletter_steps",
     }
+    acme {
+        pebble => "acme",
+    }
 }
