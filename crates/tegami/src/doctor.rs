@@ -844,11 +844,13 @@ fn archives(data: &Path) -> Group {
 fn sending(data: &Path, config: &Config) -> Group {
     let mut g = Group::new("sending");
     let sub = &config.submission;
-    if config.tls.is_none() && sub.require_tls && !sub.listen.ip().is_loopback() {
+    // ACME certificates count as much as configured ones: the server serves both.
+    let has_certificate = config.tls.is_some() || config.acme.is_some();
+    if !has_certificate && sub.require_tls && !sub.listen.ip().is_loopback() {
         g.judge(
             "submission AUTH",
-            "no [tls] certificate: only clients on loopback can log in to submit",
-            warn("set [tls] cert and key so users can authenticate over STARTTLS"),
+            "no certificate ([tls] or [acme]): only clients on loopback can log in to submit",
+            warn("set [tls] cert and key, or [acme], so users can authenticate over TLS"),
         );
     } else if !sub.require_tls {
         g.judge(
