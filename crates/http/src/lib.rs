@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+pub mod autoconfig;
+
 /// What the HTTP face asks of the server.
 pub trait Source: Send + Sync + 'static {
     /// Maintenance in force now, if any. Called on every request: must be cheap.

@@ -1,7 +1,7 @@
 //! Configuration in two steps: `RawConfig` mirrors the TOML file (every field optional),
 //! `Config` is the resolved, typed result with defaults applied and values checked.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,6 +50,39 @@ pub struct RawConfig {
     pub inbound: RawInbound,
     #[serde(default)]
     pub newsletter: RawNewsletter,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub clients: RawClients,
+}
+
+/// What the world sees of the server: the addresses and names that go into DNS, and who
+/// reads postmaster@ mail.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// The account (or alias) that receives postmaster@ of every local domain.
+    pub postmaster: Option<String>,
+    /// Where DMARC and TLS-RPT reports go (default: postmaster@ the domain).
+    pub report_address: Option<String>,
+    /// "testing" (default) or "enforce".
+    pub mta_sts_mode: Option<String>,
+}
+
+/// What mail clients are told (DNS SRV records, autoconfiguration): the host and ports
+/// they connect to, which behind NAT or a port mapping differ from the listen addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClients {
+    pub host: Option<String>,
+    pub imaps: Option<u16>,
+    pub imap: Option<u16>,
+    pub pop3s: Option<u16>,
+    pub pop3: Option<u16>,
+    pub submissions: Option<u16>,
+    pub submission: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +333,28 @@ pub struct Config {
     pub inbound: InboundSettings,
     /// `bounce_domain` is "" when not configured: `serve` then takes the first local domain.
     pub newsletter: newsletter::NewsletterConfig,
+    pub server: ServerSettings,
+    pub clients: ClientsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// Who receives postmaster@ of every local domain: `[server] postmaster`, else
+    /// `[alerts] admin`; `None` when neither is set.
+    pub postmaster: Option<String>,
+    /// `None`: postmaster@ each domain.
+    pub report_address: Option<String>,
+    pub mta_sts_mode: dns_records::MtaStsMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientsConfig {
+    /// Default: `hostname`.
+    pub host: String,
+    /// 0 = not offered.
+    pub ports: dns_records::ClientPorts,
 }
 
 #[derive(Debug, Clone)]
@@ -772,7 +827,12 @@ impl Config {
                     .unwrap_or(default.poll),
             }
         };
+        let hostname = raw.hostname.unwrap_or_else(default_hostname);
+        let server = resolve_server(raw.server, alerts.admin.as_deref())?;
+        let clients = resolve_clients(raw.clients, &hostname)?;
         Ok(Config {
+            server,
+            clients,
             newsletter,
             submission,
             queue,
@@ -789,7 +849,7 @@ impl Config {
             wal,
             disk,
             schedule,
-            hostname: raw.hostname.unwrap_or_else(default_hostname),
+            hostname,
             smtp,
             pop3,
             imap,
@@ -875,6 +935,67 @@ fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
     })
 }
 
+fn resolve_server(raw: RawServer, alerts_admin: Option<&str>) -> anyhow::Result<ServerSettings> {
+    let address = |key: &str, value: Option<String>| -> anyhow::Result<Option<String>> {
+        match value {
+            None => Ok(None),
+            Some(a) => {
+                let a = a.trim().to_ascii_lowercase();
+                match a.split_once('@') {
+                    Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
+                        Ok(Some(a))
+                    }
+                    _ => bail!("{key} = {a:?} is not an address (user@domain)"),
+                }
+            }
+        }
+    };
+    let mta_sts_mode = match raw.mta_sts_mode.as_deref() {
+        None | Some("testing") => dns_records::MtaStsMode::Testing,
+        Some("enforce") => dns_records::MtaStsMode::Enforce,
+        Some(other) => {
+            bail!("server.mta_sts_mode = {other:?} is not a mode: use \"testing\" or \"enforce\"")
+        }
+    };
+    Ok(ServerSettings {
+        public_ipv4: raw.public_ipv4,
+        public_ipv6: raw.public_ipv6,
+        postmaster: match address("server.postmaster", raw.postmaster)? {
+            Some(a) => Some(a),
+            None => alerts_admin.map(|a| a.trim().to_ascii_lowercase()),
+        },
+        report_address: address("server.report_address", raw.report_address)?,
+        mta_sts_mode,
+    })
+}
+
+fn resolve_clients(raw: RawClients, hostname: &str) -> anyhow::Result<ClientsConfig> {
+    let standard = dns_records::ClientPorts::default();
+    let host = raw
+        .host
+        .unwrap_or_else(|| hostname.to_string())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        bail!("clients.host = {host:?} is not a host name");
+    }
+    Ok(ClientsConfig {
+        host,
+        ports: dns_records::ClientPorts {
+            imaps: raw.imaps.unwrap_or(standard.imaps),
+            imap: raw.imap.unwrap_or(standard.imap),
+            pop3s: raw.pop3s.unwrap_or(standard.pop3s),
+            pop3: raw.pop3.unwrap_or(standard.pop3),
+            submissions: raw.submissions.unwrap_or(standard.submissions),
+            submission: raw.submission.unwrap_or(standard.submission),
+        },
+    })
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -907,6 +1028,27 @@ mod tests {
         assert_eq!(config.alerts.growth_percent, 20.0);
         assert_eq!(config.alerts.free_percent_levels, [20.0, 10.0, 5.0]);
         assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn postmaster_falls_back_to_the_alerts_admin_and_client_ports_to_the_standard() {
+        let parse = |text: &str| Config::resolve(toml::from_str(text).unwrap());
+        let config = parse("hostname = \"mx.example.com\"\n[alerts]\nadmin = \"Ops@example.com\"").unwrap();
+        assert_eq!(config.server.postmaster.as_deref(), Some("ops@example.com"));
+        assert_eq!(config.clients.host, "mx.example.com");
+        assert_eq!(config.clients.ports, dns_records::ClientPorts::default());
+        let config = parse(
+            "[server]\npostmaster = \"pm@example.com\"\n[alerts]\nadmin = \"ops@example.com\"\n[clients]\nhost = \"imap.example.com\"\nimaps = 10993\npop3 = 0",
+        )
+        .unwrap();
+        assert_eq!(config.server.postmaster.as_deref(), Some("pm@example.com"));
+        assert_eq!(config.clients.host, "imap.example.com");
+        assert_eq!((config.clients.ports.imaps, config.clients.ports.pop3), (10993, 0));
+        assert!(Config::load(None).unwrap().server.postmaster.is_none());
+        let err = parse("[server]\npostmaster = \"nobody\"").unwrap_err();
+        assert!(err.to_string().contains("server.postmaster"), "{err}");
+        let err = parse("[server]\nmta_sts_mode = \"on\"").unwrap_err();
+        assert!(err.to_string().contains("testing"), "{err}");
     }
 
     #[test]

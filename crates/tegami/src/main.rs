@@ -226,6 +226,11 @@ fn main() -> ExitCode {
             cli.config.as_deref(),
             newsletter::Command::Sequence(c),
         ),
+        Command::Domain(admin::DomainCommand::Records(args)) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| admin::records(&cli.data, &config, args))
+        }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())

@@ -113,6 +113,12 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         )
     };
     sqlite.archives().set_prefix(&config.archive.imap_prefix);
+    sqlite.set_postmaster(config.server.postmaster.clone());
+    if config.server.postmaster.is_none() {
+        warn!(
+            "mail to postmaster@ a domain without such an account or alias is refused: set [server] postmaster (or [alerts] admin) to the account that should read it"
+        );
+    }
     let store: Arc<dyn Store> = sqlite.clone();
     let tls = match &config.tls {
         Some((cert, key)) => Some(net::load_tls(cert, key)?),
@@ -337,7 +343,21 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
-        newsletters.router(),
+        newsletters.router().merge(tegami_http::autoconfig::router(
+            tegami_http::autoconfig::ClientSettings {
+                host: config.clients.host.clone(),
+                imaps: config.clients.ports.imaps,
+                imap: config.clients.ports.imap,
+                pop3s: config.clients.ports.pop3s,
+                pop3: config.clients.ports.pop3,
+                submissions: config.clients.ports.submissions,
+                submission: config.clients.ports.submission,
+                mta_sts_policy: Some(dns_records::mta_sts_policy(
+                    &config.hostname,
+                    config.server.mta_sts_mode,
+                )),
+            },
+        )),
         async move {
             let _ = http_stopped.await;
         },

@@ -104,4 +104,7 @@ scripts! {
         crash => "newsletter_crash",
         steps => "newsletter_steps",
     }
+    dns {
+        records_autoconfig_postmaster => "dns_records",
+    }
 }
