@@ -409,8 +409,16 @@ pub fn records(setup: &Setup) -> Vec<Record> {
     // preferred, so they are listed first; a port of 0 publishes "not offered".
     let ports = setup.ports;
     let services = [
-        ("_submissions._tcp", ports.submissions, "sending (submission over TLS)"),
-        ("_submission._tcp", ports.submission, "sending (submission with STARTTLS)"),
+        (
+            "_submissions._tcp",
+            ports.submissions,
+            "sending (submission over TLS)",
+        ),
+        (
+            "_submission._tcp",
+            ports.submission,
+            "sending (submission with STARTTLS)",
+        ),
         ("_imaps._tcp", ports.imaps, "reading (IMAP over TLS)"),
         ("_imap._tcp", ports.imap, "reading (IMAP with STARTTLS)"),
         ("_pop3s._tcp", ports.pop3s, "reading (POP3 over TLS)"),
@@ -632,12 +640,13 @@ pub fn compare(record: &Record, answer: &Answer) -> Verdict {
             }
         }
         (Kind::TlsRpt, Value::Txt { .. }) => {
-            if relevant.len() == 1
-                && tag(txt(&relevant[0]), "rua").is_some_and(|r| !r.is_empty())
-            {
+            if relevant.len() == 1 && tag(txt(&relevant[0]), "rua").is_some_and(|r| !r.is_empty()) {
                 verdict(Status::Ok, String::new())
             } else {
-                verdict(Status::Wrong, "one TLSRPTv1 record with a rua= is needed".into())
+                verdict(
+                    Status::Wrong,
+                    "one TLSRPTv1 record with a rua= is needed".into(),
+                )
             }
         }
         (
@@ -648,14 +657,18 @@ pub fn compare(record: &Record, answer: &Answer) -> Verdict {
                 ..
             },
         ) => {
+            // "Not offered" is the target "." whatever the port says (RFC 6186 section 4).
             let matches = relevant.iter().any(|v| {
                 matches!(v, Value::Srv { port, target, .. }
-                    if port == want_port && same_name(target, want_target))
+                    if same_name(target, want_target) && (port == want_port || *want_port == 0))
             });
             if matches {
                 verdict(Status::Ok, String::new())
             } else if *want_port == 0 {
-                verdict(Status::Wrong, "the service is not offered: publish target \".\"".into())
+                verdict(
+                    Status::Wrong,
+                    "the service is not offered: publish target \".\"".into(),
+                )
             } else {
                 verdict(
                     Status::Wrong,
@@ -673,7 +686,10 @@ pub fn compare(record: &Record, answer: &Answer) -> Verdict {
                 verdict(Status::Wrong, format!("should be an alias of {target}"))
             }
         }
-        _ => verdict(Status::Error, "internal: record kind and value disagree".into()),
+        _ => verdict(
+            Status::Error,
+            "internal: record kind and value disagree".into(),
+        ),
     }
 }
 

@@ -28,7 +28,10 @@ pub async fn lookup(resolver: &TokioResolver, name: &str, rtype: RType) -> Answe
         Ok(lookup) => lookup,
         Err(e) => {
             if let ProtoErrorKind::NoRecordsFound(no) = e.kind()
-                && matches!(no.response_code, ResponseCode::NXDomain | ResponseCode::NoError)
+                && matches!(
+                    no.response_code,
+                    ResponseCode::NXDomain | ResponseCode::NoError
+                )
             {
                 return Answer::NoRecords;
             }

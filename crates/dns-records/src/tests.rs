@@ -57,7 +57,10 @@ fn every_record_the_domain_needs_is_listed_once() {
     // The unknown IPv6 address is a comment with a hint, never a made-up value.
     let aaaa = find(&records, RType::AAAA, "mail.example.com");
     assert!(aaaa.expected.is_none());
-    assert!(aaaa.zone_line().starts_with("; mail.example.com. IN AAAA ?"));
+    assert!(
+        aaaa.zone_line()
+            .starts_with("; mail.example.com. IN AAAA ?")
+    );
     assert!(aaaa.zone_line().contains("public_ipv6"));
     let mta_sts = find(&records, RType::TXT, "_mta-sts.example.com");
     let id = mta_sts_id(&mta_sts_policy("mail.example.com", MtaStsMode::Testing));
@@ -75,10 +78,7 @@ fn a_missing_dkim_key_says_how_to_make_one() {
     let records = records(&s);
     let dkim = records.iter().find(|r| r.kind == Kind::Dkim).unwrap();
     assert!(dkim.expected.is_none());
-    assert!(
-        dkim.zone_line()
-            .contains("tegami domain dkim example.com")
-    );
+    assert!(dkim.zone_line().contains("tegami domain dkim example.com"));
     let verdict = compare(dkim, &Answer::NoRecords);
     assert_eq!(verdict.status, Status::Missing);
 }
@@ -134,7 +134,8 @@ fn check(rtype: RType, name: &str, answer: Answer, expect: Status) {
     let record = find(&records, rtype, name);
     let verdict = compare(record, &answer);
     assert_eq!(
-        verdict.status, expect,
+        verdict.status,
+        expect,
         "{} against {answer:?}: {verdict:?}",
         record.zone_line()
     );
@@ -175,21 +176,46 @@ fn comparisons() {
     check(RType::MX, d, NoRecords, Missing);
     check(RType::MX, d, Failed("timed out".into()), Error);
 
-    let ip = |s: &str| Value::Ip { ip: s.parse().unwrap() };
-    check(RType::A, "mail.example.com", Records(vec![ip("203.0.113.10")]), Ok);
-    check(RType::A, "mail.example.com", Records(vec![ip("198.51.100.1")]), Wrong);
+    let ip = |s: &str| Value::Ip {
+        ip: s.parse().unwrap(),
+    };
+    check(
+        RType::A,
+        "mail.example.com",
+        Records(vec![ip("203.0.113.10")]),
+        Ok,
+    );
+    check(
+        RType::A,
+        "mail.example.com",
+        Records(vec![ip("198.51.100.1")]),
+        Wrong,
+    );
     // An address not configured: found is "present", absent is "missing".
-    check(RType::AAAA, "mail.example.com", Records(vec![ip("2001:db8::1")]), Present);
+    check(
+        RType::AAAA,
+        "mail.example.com",
+        Records(vec![ip("2001:db8::1")]),
+        Present,
+    );
     check(RType::AAAA, "mail.example.com", NoRecords, Missing);
 
     // SPF among other TXT records at the apex; extra mechanisms are fine.
     check(
         RType::TXT,
         d,
-        Records(vec![txt("google-site-verification=x"), txt("v=spf1 mx -all")]),
+        Records(vec![
+            txt("google-site-verification=x"),
+            txt("v=spf1 mx -all"),
+        ]),
         Ok,
     );
-    check(RType::TXT, d, Records(vec![txt("v=spf1 mx include:_spf.other.net -all")]), Ok);
+    check(
+        RType::TXT,
+        d,
+        Records(vec![txt("v=spf1 mx include:_spf.other.net -all")]),
+        Ok,
+    );
     check(RType::TXT, d, Records(vec![txt("v=spf1 a ~all")]), Wrong);
     check(
         RType::TXT,
@@ -197,42 +223,120 @@ fn comparisons() {
         Records(vec![txt("v=spf1 mx -all"), txt("v=spf1 a -all")]),
         Wrong,
     );
-    check(RType::TXT, d, Records(vec![txt("v=spf10 mx -all")]), Missing);
+    check(
+        RType::TXT,
+        d,
+        Records(vec![txt("v=spf10 mx -all")]),
+        Missing,
+    );
     check(RType::TXT, d, Records(vec![txt("something else")]), Missing);
 
     let dkim = "tg1._domainkey.example.com";
-    check(RType::TXT, dkim, Records(vec![txt("v=DKIM1; k=ed25519; p=AAAA BBBB")]), Ok);
-    check(RType::TXT, dkim, Records(vec![txt("v=DKIM1; k=ed25519; p=CCCC")]), Wrong);
+    check(
+        RType::TXT,
+        dkim,
+        Records(vec![txt("v=DKIM1; k=ed25519; p=AAAA BBBB")]),
+        Ok,
+    );
+    check(
+        RType::TXT,
+        dkim,
+        Records(vec![txt("v=DKIM1; k=ed25519; p=CCCC")]),
+        Wrong,
+    );
     check(RType::TXT, dkim, NoRecords, Missing);
 
     let dmarc = "_dmarc.example.com";
-    check(RType::TXT, dmarc, Records(vec![txt("v=DMARC1; p=reject")]), Ok);
     check(
         RType::TXT,
         dmarc,
-        Records(vec![txt("v=DMARC1; p=quarantine; rua=mailto:x@example.com")]),
+        Records(vec![txt("v=DMARC1; p=reject")]),
         Ok,
     );
-    check(RType::TXT, dmarc, Records(vec![txt("v=DMARC1; p=none")]), Wrong);
+    check(
+        RType::TXT,
+        dmarc,
+        Records(vec![txt(
+            "v=DMARC1; p=quarantine; rua=mailto:x@example.com",
+        )]),
+        Ok,
+    );
+    check(
+        RType::TXT,
+        dmarc,
+        Records(vec![txt("v=DMARC1; p=none")]),
+        Wrong,
+    );
 
     let id = mta_sts_id(&mta_sts_policy("mail.example.com", MtaStsMode::Testing));
     let sts = "_mta-sts.example.com";
-    check(RType::TXT, sts, Records(vec![txt(&format!("v=STSv1; id={id}"))]), Ok);
-    check(RType::TXT, sts, Records(vec![txt("v=STSv1; id=20240101")]), Wrong);
+    check(
+        RType::TXT,
+        sts,
+        Records(vec![txt(&format!("v=STSv1; id={id}"))]),
+        Ok,
+    );
+    check(
+        RType::TXT,
+        sts,
+        Records(vec![txt("v=STSv1; id=20240101")]),
+        Wrong,
+    );
 
     let rpt = "_smtp._tls.example.com";
-    check(RType::TXT, rpt, Records(vec![txt("v=TLSRPTv1; rua=mailto:tls@example.com")]), Ok);
+    check(
+        RType::TXT,
+        rpt,
+        Records(vec![txt("v=TLSRPTv1; rua=mailto:tls@example.com")]),
+        Ok,
+    );
     check(RType::TXT, rpt, Records(vec![txt("v=TLSRPTv1;")]), Wrong);
 
     let imaps = "_imaps._tcp.example.com";
-    check(RType::SRV, imaps, Records(vec![srv(993, "mail.example.com")]), Ok);
-    check(RType::SRV, imaps, Records(vec![srv(994, "mail.example.com")]), Wrong);
-    check(RType::SRV, imaps, Records(vec![srv(993, "other.example.com")]), Wrong);
+    check(
+        RType::SRV,
+        imaps,
+        Records(vec![srv(993, "mail.example.com")]),
+        Ok,
+    );
+    check(
+        RType::SRV,
+        imaps,
+        Records(vec![srv(994, "mail.example.com")]),
+        Wrong,
+    );
+    check(
+        RType::SRV,
+        imaps,
+        Records(vec![srv(993, "other.example.com")]),
+        Wrong,
+    );
     check(RType::SRV, imaps, NoRecords, Missing);
 
+    // Not offered (pop3 = 0 in this setup): the target "." is what counts.
+    let mut s = setup();
+    s.ports.pop3 = 0;
+    let records = records(&s);
+    let pop3 = find(&records, RType::SRV, "_pop3._tcp.example.com");
+    assert_eq!(compare(pop3, &Records(vec![srv(1, "")])).status, Ok);
+    assert_eq!(
+        compare(pop3, &Records(vec![srv(110, "mail.example.com")])).status,
+        Wrong
+    );
+
     let cname = |t: &str| Value::Cname { target: t.into() };
-    check(RType::CNAME, "autoconfig.example.com", Records(vec![cname("mail.example.com")]), Ok);
-    check(RType::CNAME, "autodiscover.example.com", Records(vec![cname("www.example.com")]), Wrong);
+    check(
+        RType::CNAME,
+        "autoconfig.example.com",
+        Records(vec![cname("mail.example.com")]),
+        Ok,
+    );
+    check(
+        RType::CNAME,
+        "autodiscover.example.com",
+        Records(vec![cname("www.example.com")]),
+        Wrong,
+    );
     check(RType::CNAME, "mta-sts.example.com", NoRecords, Missing);
 }
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,12 +38,17 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub fn router(settings: ClientSettings) -> Router {
     let settings = std::sync::Arc::new(settings);
     Router::new()
-        .route("/.well-known/autoconfig/mail/config-v1.1.xml", get(thunderbird))
+        .route(
+            "/.well-known/autoconfig/mail/config-v1.1.xml",
+            get(thunderbird),
+        )
         .route("/mail/config-v1.1.xml", get(thunderbird))
         .route("/autodiscover/autodiscover.xml", post(autodiscover))
         .route("/Autodiscover/Autodiscover.xml", post(autodiscover))
         .route("/apple/mobileconfig", get(mobileconfig))
         .route("/.well-known/mta-sts.txt", get(mta_sts))
+        // Bodies over the limit are refused (413) before they are read whole.
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(settings)
 }
 
@@ -77,9 +82,9 @@ pub fn check_address(address: &str) -> Option<(String, String)> {
     let (local, domain) = address.rsplit_once('@')?;
     let local_ok = !local.is_empty()
         && local.len() <= 64
-        && local.bytes().all(|b| {
-            b.is_ascii_graphic() && !b"\"(),:;<>@[\\]".contains(&b)
-        });
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"(),:;<>@[\\]".contains(&b));
     let domain = check_domain(domain)?;
     local_ok.then(|| (format!("{local}@{domain}"), domain))
 }
@@ -94,7 +99,9 @@ fn check_domain(domain: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     ok.then_some(domain)
 }
@@ -155,11 +162,7 @@ pub fn escape(text: &str) -> String {
 /// Thunderbird asks `autoconfig.<domain>/mail/config-v1.1.xml?emailaddress=...` or
 /// `<domain>/.well-known/autoconfig/mail/config-v1.1.xml`. The domain comes from the
 /// address when given, else from the Host header.
-async fn thunderbird(
-    State(settings): Settings,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn thunderbird(State(settings): Settings, headers: HeaderMap, uri: Uri) -> Response {
     let domain = match query_param(&uri, "emailaddress").as_deref() {
         Some(address) => match check_address(address) {
             Some((_, domain)) => domain,
@@ -496,14 +499,21 @@ mod tests {
         assert_eq!(autodiscover_address(body), Some("bob@example.com"));
         assert_eq!(autodiscover_address("<Request></Request>"), None);
         let doc = autodiscover_xml(&settings(), "bob@example.com");
-        assert!(doc.contains("<Type>IMAP</Type>\n        <Server>mail.example.com</Server>\n        <Port>993</Port>"));
-        assert!(doc.contains("<Type>SMTP</Type>\n        <Server>mail.example.com</Server>\n        <Port>465</Port>"));
+        assert!(doc.contains(
+            "<Type>IMAP</Type>\n        <Server>mail.example.com</Server>\n        <Port>993</Port>"
+        ));
+        assert!(doc.contains(
+            "<Type>SMTP</Type>\n        <Server>mail.example.com</Server>\n        <Port>465</Port>"
+        ));
     }
 
     #[test]
     fn query_values_are_decoded() {
         let uri: Uri = "/x?a=1&email=bob%2Btag%40example.com&b".parse().unwrap();
-        assert_eq!(query_param(&uri, "email").as_deref(), Some("bob+tag@example.com"));
+        assert_eq!(
+            query_param(&uri, "email").as_deref(),
+            Some("bob+tag@example.com")
+        );
         assert_eq!(query_param(&uri, "b").as_deref(), Some(""));
         assert_eq!(query_param(&uri, "c"), None);
         let bad: Uri = "/x?email=%zz".parse().unwrap();

@@ -198,11 +198,7 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// The inputs of a domain's records, from the config and the domain's DKIM key.
-fn records_setup(
-    data: &Path,
-    config: &Config,
-    domain: &str,
-) -> anyhow::Result<dns_records::Setup> {
+fn records_setup(data: &Path, config: &Config, domain: &str) -> anyhow::Result<dns_records::Setup> {
     let dir = data.join("dkim");
     let dkim = outbound::dkim_record(&dir, domain)
         .with_context(|| format!("cannot read the DKIM keys in {}", dir.display()))?
@@ -229,7 +225,11 @@ pub fn records(data: &Path, config: &Config, args: RecordsArgs) -> anyhow::Resul
     let store = SqliteStore::open(data)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
     let domain = args.name.trim_end_matches('.').to_ascii_lowercase();
-    if !store.domains()?.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
+    if !store
+        .domains()?
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&domain))
+    {
         bail!(
             "{domain} is not one of this server's domains; add it first with `tegami domain add {domain}`"
         );
@@ -256,23 +256,44 @@ pub fn records(data: &Path, config: &Config, args: RecordsArgs) -> anyhow::Resul
         return Ok(ExitCode::SUCCESS);
     }
 
-    let resolver = outbound::resolver(&config.dns_servers).context("cannot set up DNS resolution")?;
+    let resolver =
+        outbound::resolver(&config.dns_servers).context("cannot set up DNS resolution")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let verdicts: Vec<dns_records::Verdict> = runtime.block_on(async {
-        let mut out = Vec::new();
-        for record in &records {
-            // A record whose name is not known (no DKIM key yet) is not asked for.
-            let answer = if record.name.contains('<') {
-                dns_records::Answer::NoRecords
-            } else {
-                dns_records::lookup(&resolver.0, &record.name, record.rtype).await
-            };
-            out.push(dns_records::compare(record, &answer));
+    // All questions at once: with a DNS server that does not answer, the command takes one
+    // resolver timeout, not one per record.
+    let answers: Vec<dns_records::Answer> = runtime.block_on(async {
+        let tasks: Vec<_> = records
+            .iter()
+            .map(|record| {
+                let resolver = resolver.clone();
+                let name = record.name.clone();
+                let rtype = record.rtype;
+                tokio::spawn(async move {
+                    // A record whose name is not known (no DKIM key yet) is not asked for.
+                    if name.contains('<') {
+                        dns_records::Answer::NoRecords
+                    } else {
+                        dns_records::lookup(&resolver.0, &name, rtype).await
+                    }
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(
+                task.await
+                    .unwrap_or_else(|e| dns_records::Answer::Failed(e.to_string())),
+            );
         }
-        out
+        answers
     });
+    let verdicts: Vec<dns_records::Verdict> = records
+        .iter()
+        .zip(&answers)
+        .map(|(record, answer)| dns_records::compare(record, answer))
+        .collect();
     let problems = verdicts.iter().filter(|v| v.status.is_problem()).count();
     if args.json {
         let out = serde_json::json!({

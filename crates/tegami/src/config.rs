@@ -1033,7 +1033,8 @@ mod tests {
     #[test]
     fn postmaster_falls_back_to_the_alerts_admin_and_client_ports_to_the_standard() {
         let parse = |text: &str| Config::resolve(toml::from_str(text).unwrap());
-        let config = parse("hostname = \"mx.example.com\"\n[alerts]\nadmin = \"Ops@example.com\"").unwrap();
+        let config =
+            parse("hostname = \"mx.example.com\"\n[alerts]\nadmin = \"Ops@example.com\"").unwrap();
         assert_eq!(config.server.postmaster.as_deref(), Some("ops@example.com"));
         assert_eq!(config.clients.host, "mx.example.com");
         assert_eq!(config.clients.ports, dns_records::ClientPorts::default());
@@ -1043,7 +1044,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.server.postmaster.as_deref(), Some("pm@example.com"));
         assert_eq!(config.clients.host, "imap.example.com");
-        assert_eq!((config.clients.ports.imaps, config.clients.ports.pop3), (10993, 0));
+        assert_eq!(
+            (config.clients.ports.imaps, config.clients.ports.pop3),
+            (10993, 0)
+        );
         assert!(Config::load(None).unwrap().server.postmaster.is_none());
         let err = parse("[server]\npostmaster = \"nobody\"").unwrap_err();
         assert!(err.to_string().contains("server.postmaster"), "{err}");
