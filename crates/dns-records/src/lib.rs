@@ -210,6 +210,8 @@ pub struct Record {
     /// How to fill in a value that is not known here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Not publishing it is fine (an IPv6 address the server may not have).
+    pub optional: bool,
 }
 
 impl Record {
@@ -222,6 +224,7 @@ impl Record {
             expected: Some(expected),
             why,
             hint: None,
+            optional: false,
         }
     }
 
@@ -234,6 +237,7 @@ impl Record {
             expected: None,
             why,
             hint: Some(hint),
+            optional: false,
         }
     }
 
@@ -323,13 +327,16 @@ pub fn records(setup: &Setup) -> Vec<Record> {
                 Value::Ip { ip: ip.into() },
                 format!("the IPv6 address of {host}"),
             ),
-            None => Record::unknown(
-                Group::Receiving,
-                Kind::Aaaa,
-                host.clone(),
-                format!("the IPv6 address of {host}, if it has one"),
-                "the server's public IPv6 address, if any: `ip -6 addr show scope global` or `curl -6 https://ifconfig.me`, then set [server] public_ipv6".into(),
-            ),
+            None => Record {
+                optional: true,
+                ..Record::unknown(
+                    Group::Receiving,
+                    Kind::Aaaa,
+                    host.clone(),
+                    format!("the IPv6 address of {host}, if it has one"),
+                    "the server's public IPv6 address, if any: `ip -6 addr show scope global` or `curl -6 https://ifconfig.me`, then set [server] public_ipv6".into(),
+                )
+            },
         });
     }
 
@@ -455,8 +462,8 @@ pub fn records(setup: &Setup) -> Vec<Record> {
         ));
     }
     for (label, who) in [
-        ("autoconfig", "Thunderbird and others"),
-        ("autodiscover", "Outlook"),
+        ("autoconfig", "Thunderbird and other clients fetch"),
+        ("autodiscover", "Outlook fetches"),
     ] {
         out.push(Record::new(
             Group::ClientDiscovery,
@@ -465,7 +472,7 @@ pub fn records(setup: &Setup) -> Vec<Record> {
             Value::Cname {
                 target: client_host.clone(),
             },
-            format!("{who} fetch their settings from tegami's HTTP listener here"),
+            format!("{who} their settings from tegami's HTTP listener here"),
         ));
     }
     out
@@ -547,7 +554,12 @@ pub fn compare(record: &Record, answer: &Answer) -> Verdict {
     };
     let Some(expected) = &record.expected else {
         let hint = record.hint.clone().unwrap_or_default();
-        return if relevant.is_empty() {
+        return if relevant.is_empty() && record.optional {
+            verdict(
+                Status::Ok,
+                format!("none published, which is fine ({hint})"),
+            )
+        } else if relevant.is_empty() {
             verdict(Status::Missing, hint)
         } else {
             verdict(Status::Present, format!("not compared: {hint}"))

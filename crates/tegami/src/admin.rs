@@ -377,6 +377,7 @@ fn render_check(records: &[dns_records::Record], verdicts: &[dns_records::Verdic
             record.name
         );
         match verdict.status {
+            dns_records::Status::Ok if record.expected.is_none() => line.push_str("none"),
             dns_records::Status::Ok => line.push_str(&expected),
             dns_records::Status::Present => {
                 line.push_str(&format!("found {}", verdict.found.join(", ")))
@@ -388,7 +389,7 @@ fn render_check(records: &[dns_records::Record], verdicts: &[dns_records::Verdic
                 line.push_str(&format!("expected {expected}"));
             }
         }
-        if !verdict.detail.is_empty() && verdict.status != dns_records::Status::Ok {
+        if !verdict.detail.is_empty() {
             line.push_str(&format!(" ({})", verdict.detail));
         }
         out.push_str(line.trim_end());
