@@ -114,10 +114,19 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     };
     sqlite.archives().set_prefix(&config.archive.imap_prefix);
     sqlite.set_postmaster(config.server.postmaster.clone());
-    if config.server.postmaster.is_none() {
-        warn!(
+    match &config.server.postmaster {
+        None => warn!(
             "mail to postmaster@ a domain without such an account or alias is refused: set [server] postmaster (or [alerts] admin) to the account that should read it"
-        );
+        ),
+        // A target that is nobody here would refuse postmaster@ mail all the same.
+        Some(target) => {
+            if let Ok(store::Resolution::UnknownUser) = sqlite.resolve(target) {
+                warn!(
+                    postmaster = %target,
+                    "the postmaster target is neither an account nor an alias here, so postmaster@ mail is refused: add it with `tegami account add`"
+                );
+            }
+        }
     }
     let store: Arc<dyn Store> = sqlite.clone();
     let tls = match &config.tls {
