@@ -4,6 +4,7 @@
 //!
 //! The crate knows nothing of the store or the gate: the binary hands it a [`Source`] that
 //! answers three questions, so this crate holds only HTTP and the text formats.
+//! [`autoconfig`] holds the routes mail clients configure themselves from.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -16,6 +17,8 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+
+pub mod autoconfig;
 
 /// What the HTTP face asks of the server.
 pub trait Source: Send + Sync + 'static {

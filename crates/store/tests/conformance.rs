@@ -114,6 +114,53 @@ fn resolution_follows_aliases_and_subaddresses_and_refuses_relay() {
 }
 
 #[test]
+fn postmaster_of_every_local_domain_reaches_the_configured_target() {
+    let (_dir, store) = store();
+    store.add_domain("example.net").unwrap();
+    let admin = store.add_account("admin@example.com", "pw").unwrap();
+    let pm = store.add_account("postmaster@example.net", "pw").unwrap();
+    // Not configured: no account, no alias, nobody.
+    assert_eq!(
+        store.resolve("postmaster@example.com").unwrap(),
+        Resolution::UnknownUser
+    );
+    store.set_postmaster(Some("Admin@Example.com".into()));
+    for address in [
+        "postmaster@example.com",
+        "PostMaster@EXAMPLE.COM",
+        "postmaster+dmarc@example.com",
+    ] {
+        assert_eq!(
+            store.resolve(address).unwrap(),
+            Resolution::Local(vec![admin]),
+            "{address}"
+        );
+    }
+    // An account of that name keeps its own mail; other names and domains are unchanged.
+    assert_eq!(
+        store.resolve("postmaster@example.net").unwrap(),
+        Resolution::Local(vec![pm])
+    );
+    assert_eq!(
+        store.resolve("webmaster@example.com").unwrap(),
+        Resolution::UnknownUser
+    );
+    assert_eq!(
+        store.resolve("postmaster@example.org").unwrap(),
+        Resolution::NotLocal
+    );
+    // A target elsewhere is forwarded.
+    store.set_postmaster(Some("ops@example.org".into()));
+    assert_eq!(
+        store.resolve("postmaster@example.com").unwrap(),
+        Resolution::Forward {
+            accounts: vec![],
+            remote: vec!["ops@example.org".into()]
+        }
+    );
+}
+
+#[test]
 fn one_blob_serves_every_recipient_and_goes_with_the_last_reference() {
     let (dir, store) = store();
     let alice = store.add_account("alice@example.com", "pw").unwrap();

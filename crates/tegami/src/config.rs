@@ -1,7 +1,7 @@
 //! Configuration in two steps: `RawConfig` mirrors the TOML file (every field optional),
 //! `Config` is the resolved, typed result with defaults applied and values checked.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     pub acme: Option<RawAcme>,
+    #[serde(default)]
+    pub clients: RawClients,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +66,14 @@ pub struct RawServer {
     pub user: Option<String>,
     /// Its group; default the user's primary group.
     pub group: Option<String>,
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// The account (or alias) that receives postmaster@ of every local domain.
+    pub postmaster: Option<String>,
+    /// Where DMARC and TLS-RPT reports go (default: postmaster@ the domain).
+    pub report_address: Option<String>,
+    /// "testing" (default) or "enforce".
+    pub mta_sts_mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +117,20 @@ pub struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub struct RawAcmeCertificate {
     pub names: Vec<String>,
+}
+
+/// What mail clients are told (DNS SRV records, autoconfiguration): the host and ports
+/// they connect to, which behind NAT or a port mapping differ from the listen addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClients {
+    pub host: Option<String>,
+    pub imaps: Option<u16>,
+    pub imap: Option<u16>,
+    pub pop3s: Option<u16>,
+    pub pop3: Option<u16>,
+    pub submissions: Option<u16>,
+    pub submission: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,13 +411,31 @@ pub struct Config {
     pub limits: Limits,
     /// `[acme]`, when configured.
     pub acme: Option<acme::AcmeConfig>,
+    pub clients: ClientsConfig,
 }
 
-/// Who `serve` runs as after binding its listeners (`[server]`).
-#[derive(Debug, Clone, Default)]
+/// `[server]`: who `serve` runs as after binding its listeners, and what the world sees of
+/// the server (the addresses that go into DNS, who reads postmaster@ mail).
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub user: Option<String>,
     pub group: Option<String>,
+    pub public_ipv4: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// Who receives postmaster@ of every local domain: `[server] postmaster`, else
+    /// `[alerts] admin`; `None` when neither is set.
+    pub postmaster: Option<String>,
+    /// `None`: postmaster@ each domain.
+    pub report_address: Option<String>,
+    pub mta_sts_mode: dns_records::MtaStsMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientsConfig {
+    /// Default: `hostname`.
+    pub host: String,
+    /// 0 = not offered.
+    pub ports: dns_records::ClientPorts,
 }
 
 /// What every listener applies to clients that have not logged in.
@@ -908,8 +950,13 @@ impl Config {
             trust_loopback: raw.limits.trust_loopback.unwrap_or(true),
         };
         let acme = raw.acme.map(resolve_acme).transpose()?;
+        let hostname = raw.hostname.unwrap_or_else(default_hostname);
+        let server = resolve_server(raw.server, alerts.admin.as_deref())?;
+        let clients = resolve_clients(raw.clients, &hostname)?;
         let mut config = Config {
             acme,
+            server,
+            clients,
             newsletter,
             limits,
             submission,
@@ -927,11 +974,7 @@ impl Config {
             wal,
             disk,
             schedule,
-            hostname: raw.hostname.unwrap_or_else(default_hostname),
-            server: ServerSettings {
-                user: nonempty("[server] user", raw.server.user)?,
-                group: nonempty("[server] group", raw.server.group)?,
-            },
+            hostname,
             smtp,
             pop3,
             imap,
@@ -1161,6 +1204,69 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
     })
 }
 
+fn resolve_server(raw: RawServer, alerts_admin: Option<&str>) -> anyhow::Result<ServerSettings> {
+    let address = |key: &str, value: Option<String>| -> anyhow::Result<Option<String>> {
+        match value {
+            None => Ok(None),
+            Some(a) => {
+                let a = a.trim().to_ascii_lowercase();
+                match a.split_once('@') {
+                    Some((local, domain)) if !local.is_empty() && domain.contains('.') => {
+                        Ok(Some(a))
+                    }
+                    _ => bail!("{key} = {a:?} is not an address (user@domain)"),
+                }
+            }
+        }
+    };
+    let mta_sts_mode = match raw.mta_sts_mode.as_deref() {
+        None | Some("testing") => dns_records::MtaStsMode::Testing,
+        Some("enforce") => dns_records::MtaStsMode::Enforce,
+        Some(other) => {
+            bail!("server.mta_sts_mode = {other:?} is not a mode: use \"testing\" or \"enforce\"")
+        }
+    };
+    Ok(ServerSettings {
+        user: nonempty("[server] user", raw.user)?,
+        group: nonempty("[server] group", raw.group)?,
+        public_ipv4: raw.public_ipv4,
+        public_ipv6: raw.public_ipv6,
+        postmaster: match address("server.postmaster", raw.postmaster)? {
+            Some(a) => Some(a),
+            None => alerts_admin.map(|a| a.trim().to_ascii_lowercase()),
+        },
+        report_address: address("server.report_address", raw.report_address)?,
+        mta_sts_mode,
+    })
+}
+
+fn resolve_clients(raw: RawClients, hostname: &str) -> anyhow::Result<ClientsConfig> {
+    let standard = dns_records::ClientPorts::default();
+    let host = raw
+        .host
+        .unwrap_or_else(|| hostname.to_string())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        bail!("clients.host = {host:?} is not a host name");
+    }
+    Ok(ClientsConfig {
+        host,
+        ports: dns_records::ClientPorts {
+            imaps: raw.imaps.unwrap_or(standard.imaps),
+            imap: raw.imap.unwrap_or(standard.imap),
+            pop3s: raw.pop3s.unwrap_or(standard.pop3s),
+            pop3: raw.pop3.unwrap_or(standard.pop3),
+            submissions: raw.submissions.unwrap_or(standard.submissions),
+            submission: raw.submission.unwrap_or(standard.submission),
+        },
+    })
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -1295,6 +1401,31 @@ mod tests {
             let e = resolve(text).unwrap_err().to_string();
             assert!(e.contains(complaint), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn postmaster_falls_back_to_the_alerts_admin_and_client_ports_to_the_standard() {
+        let parse = |text: &str| Config::resolve(toml::from_str(text).unwrap());
+        let config =
+            parse("hostname = \"mx.example.com\"\n[alerts]\nadmin = \"Ops@example.com\"").unwrap();
+        assert_eq!(config.server.postmaster.as_deref(), Some("ops@example.com"));
+        assert_eq!(config.clients.host, "mx.example.com");
+        assert_eq!(config.clients.ports, dns_records::ClientPorts::default());
+        let config = parse(
+            "[server]\npostmaster = \"pm@example.com\"\n[alerts]\nadmin = \"ops@example.com\"\n[clients]\nhost = \"imap.example.com\"\nimaps = 10993\npop3 = 0",
+        )
+        .unwrap();
+        assert_eq!(config.server.postmaster.as_deref(), Some("pm@example.com"));
+        assert_eq!(config.clients.host, "imap.example.com");
+        assert_eq!(
+            (config.clients.ports.imaps, config.clients.ports.pop3),
+            (10993, 0)
+        );
+        assert!(Config::load(None).unwrap().server.postmaster.is_none());
+        let err = parse("[server]\npostmaster = \"nobody\"").unwrap_err();
+        assert!(err.to_string().contains("server.postmaster"), "{err}");
+        let err = parse("[server]\nmta_sts_mode = \"on\"").unwrap_err();
+        assert!(err.to_string().contains("testing"), "{err}");
     }
 
     #[test]

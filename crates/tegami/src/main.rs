@@ -257,6 +257,11 @@ fn main() -> ExitCode {
             config::Config::load(cli.config.as_deref())
                 .and_then(|config| acme_cmd::run(&cli.data, &config, command))
         }
+        Command::Domain(admin::DomainCommand::Records(args)) => {
+            logging::init_stderr("warn");
+            config::Config::load(cli.config.as_deref())
+                .and_then(|config| admin::records(&cli.data, &config, args))
+        }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())

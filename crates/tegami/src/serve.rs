@@ -140,6 +140,21 @@ async fn serve(
         )
     };
     sqlite.archives().set_prefix(&config.archive.imap_prefix);
+    sqlite.set_postmaster(config.server.postmaster.clone());
+    match &config.server.postmaster {
+        None => warn!(
+            "mail to postmaster@ a domain without such an account or alias is refused: set [server] postmaster (or [alerts] admin) to the account that should read it"
+        ),
+        // A target that is nobody here would refuse postmaster@ mail all the same.
+        Some(target) => {
+            if let Ok(store::Resolution::UnknownUser) = sqlite.resolve(target) {
+                warn!(
+                    postmaster = %target,
+                    "the postmaster target is neither an account nor an alias here, so postmaster@ mail is refused: add it with `tegami account add`"
+                );
+            }
+        }
+    }
     let store: Arc<dyn Store> = sqlite.clone();
     let certs = load_certificates(data, &mut config).await?;
     let tls = certs.as_ref().map(|c| c.server_config());
@@ -409,7 +424,21 @@ async fn serve(
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
-        newsletters.router().merge(acme_routes),
+        newsletters.router().merge(acme_routes).merge(tegami_http::autoconfig::router(
+            tegami_http::autoconfig::ClientSettings {
+                host: config.clients.host.clone(),
+                imaps: config.clients.ports.imaps,
+                imap: config.clients.ports.imap,
+                pop3s: config.clients.ports.pop3s,
+                pop3: config.clients.ports.pop3,
+                submissions: config.clients.ports.submissions,
+                submission: config.clients.ports.submission,
+                mta_sts_policy: Some(dns_records::mta_sts_policy(
+                    &config.hostname,
+                    config.server.mta_sts_mode,
+                )),
+            },
+        )),
         async move {
             let _ = http_stopped.await;
         },

@@ -118,4 +118,7 @@ scripts! {
     acme {
         pebble => "acme",
     }
+    dns {
+        records_autoconfig_postmaster => "dns_records",
+    }
 }

@@ -55,6 +55,9 @@ pub struct SqliteStore {
     meter: stats::Meter,
     /// The read-only archives beside the store (`archive/`), which IMAP sees as mailboxes.
     archives: Archives,
+    /// Who receives postmaster@ of a local domain that has no account or alias of that name
+    /// (see [`SqliteStore::set_postmaster`]).
+    postmaster: RwLock<Option<String>>,
     /// This process's hold on the store (`recovery.rs`). Keep it the last field: it is
     /// dropped after every connection has closed, and only then is the shutdown clean.
     open_guard: recovery::OpenGuard,
@@ -82,8 +85,18 @@ impl SqliteStore {
             listener: RwLock::new(None),
             meter: stats::Meter::default(),
             archives: Archives::new(data_dir),
+            postmaster: RwLock::new(None),
             open_guard,
         })
+    }
+
+    /// RFC 5321 section 4.5.1: every domain must accept mail for postmaster@. When no
+    /// account or alias answers to postmaster@ a local domain, [`Store::resolve`] delivers
+    /// it to `target` (an account, an alias, or an address elsewhere). Resolution is the one
+    /// place that rule lives, so SMTP, submission and local delivery from the queue agree.
+    pub fn set_postmaster(&self, target: Option<String>) {
+        *self.postmaster.write().unwrap_or_else(|e| e.into_inner()) =
+            target.map(|t| t.trim().to_lowercase());
     }
 
     pub fn blobs(&self) -> &BlobStore {
@@ -641,6 +654,20 @@ impl Store for SqliteStore {
                     && let Some((base, _)) = local.split_once('+')
                 {
                     expand(conn, &format!("{base}@{domain}"), 0, &mut found)?;
+                }
+            }
+            if found.accounts.is_empty() && found.remote.is_empty() {
+                let local = address.split_once('@').map_or("", |(l, _)| l);
+                let base = local.split_once('+').map_or(local, |(b, _)| b);
+                let target = self
+                    .postmaster
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if base == "postmaster"
+                    && let Some(target) = target
+                {
+                    expand(conn, &target, 0, &mut found)?;
                 }
             }
             let Expansion {
