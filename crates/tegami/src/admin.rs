@@ -173,7 +173,8 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::List(_)
         | Command::Subscriber(_)
         | Command::Campaign(_)
-        | Command::Sequence(_) => {
+        | Command::Sequence(_)
+        | Command::Witness(_) => {
             unreachable!("dispatched in main")
         }
     }

@@ -6,6 +6,7 @@ mod alerts;
 mod archive;
 mod backup;
 mod config;
+mod ddns;
 mod doctor;
 mod import;
 mod logging;
@@ -19,6 +20,7 @@ mod schedule;
 mod send;
 mod serve;
 mod stats;
+mod witness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,6 +118,9 @@ enum Command {
     /// Step-mail sequences: mails sent N days after someone subscribes.
     #[command(subcommand)]
     Sequence(newsletter::SequenceCommand),
+    /// Heartbeats received from other servers: their address history.
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -226,6 +231,10 @@ fn main() -> ExitCode {
             cli.config.as_deref(),
             newsletter::Command::Sequence(c),
         ),
+        Command::Witness(command) => {
+            logging::init_stderr("warn");
+            witness::run(&cli.data, command)
+        }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())

@@ -317,6 +317,26 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         clock.clone(),
     ));
 
+    // DDNS and the witness: the updater and the heartbeats run as tasks; the witness
+    // endpoint joins the HTTP listener's routes; both report to the alerts.
+    let ddns_status = config
+        .ddns
+        .as_ref()
+        .map(|_| Arc::new(crate::ddns::Status::default()));
+    let witness_book = crate::witness::book(data, &config)?;
+    let ddns_task = config
+        .ddns
+        .clone()
+        .zip(ddns_status.clone())
+        .map(|(c, status)| {
+            let data = data.to_path_buf();
+            tokio::spawn(async move { crate::ddns::run(c, &data, status).await })
+        });
+    let heartbeat_task =
+        config.witness.send.clone().map(|(heartbeat, interval)| {
+            tokio::spawn(crate::witness::heartbeats(heartbeat, interval))
+        });
+
     let alerts = Arc::new(crate::alerts::Context {
         data: data.to_path_buf(),
         config: config.clone(),
@@ -325,6 +345,9 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
         monitor: monitor.clone(),
         alerts: Arc::default(),
+        ddns: ddns_status,
+        witness: witness_book.clone(),
+        started: ::ddns::unix_now(),
     });
     let alerts_task = tokio::spawn(crate::alerts::run(alerts.clone()));
     let housekeeping_task = tokio::spawn(crate::archive::housekeeping(
@@ -337,7 +360,10 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
-        newsletters.router(),
+        match &witness_book {
+            Some(book) => newsletters.router().merge(book.router()),
+            None => newsletters.router(),
+        },
         async move {
             let _ = http_stopped.await;
         },
@@ -370,6 +396,9 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
     flush_task.abort();
     alerts_task.abort();
     housekeeping_task.abort();
+    for task in ddns_task.iter().chain(&heartbeat_task) {
+        task.abort();
+    }
     let _ = http_stop.send(());
     if tokio::time::timeout(Duration::from_secs(5), http_task)
         .await

@@ -104,4 +104,7 @@ scripts! {
         crash => "newsletter_crash",
         steps => "newsletter_steps",
     }
+    address {
+        ddns_witness => "ddns_witness",
+    }
 }
