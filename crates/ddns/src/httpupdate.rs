@@ -68,12 +68,7 @@ pub fn fill(template: &str, record: &str, ip: IpAddr) -> String {
 /// Whether the answer says the update happened (2xx and no dyndns2 refusal word).
 pub fn verdict(status: u16, body: &[u8]) -> Result<(), HttpUpdateError> {
     let text = String::from_utf8_lossy(body);
-    let first = text
-        .trim()
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let first = text.split_whitespace().next().unwrap_or("").to_string();
     if !(200..300).contains(&status) {
         return Err(HttpUpdateError::Status {
             status,

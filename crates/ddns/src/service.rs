@@ -20,11 +20,12 @@ pub enum Updater {
 }
 
 impl Updater {
-    /// Names the record and the method; a change of either publishes again.
+    /// Names the record and the method, as log lines show them: "home.example.com (RFC
+    /// 2136 at 192.0.2.53:53)". A change of either publishes again.
     pub fn describe(&self) -> String {
         match self {
-            Updater::Rfc2136(u) => format!("{} by RFC 2136 at {}", u.record, u.server),
-            Updater::Http(u) => format!("{} by the HTTP update URL", u.record),
+            Updater::Rfc2136(u) => format!("{} (RFC 2136 at {})", u.record, u.server),
+            Updater::Http(u) => format!("{} (HTTP update URL)", u.record),
         }
     }
 }

@@ -303,18 +303,18 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
                 true,
                 match w.last_address {
                     Some(ip) => format!(
-                        "no heartbeat from {} for {} minutes (alert after {}); it last called from {ip}; \
+                        "no heartbeat from {} for {} (alert after {}); it last called from {ip}; \
                          `tegami witness log` shows its address history",
                         sender.name,
-                        w.silent_for.as_secs() / 60,
-                        sender.missing_after.as_secs() / 60
+                        span(w.silent_for),
+                        span(sender.missing_after)
                     ),
                     None => format!(
-                        "no heartbeat from {} since this server started {} minutes ago (alert after {}); \
+                        "no heartbeat from {} since this server started {} ago (alert after {}); \
                          check its [witness] url and token",
                         sender.name,
-                        w.silent_for.as_secs() / 60,
-                        sender.missing_after.as_secs() / 60
+                        span(w.silent_for),
+                        span(sender.missing_after)
                     ),
                 },
             ),
@@ -327,6 +327,16 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
         });
     }
     out
+}
+
+/// "45 s", "30 min", "2 h 05 min": a silence as people say it.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// Everything the task needs.

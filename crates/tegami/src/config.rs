@@ -1199,7 +1199,7 @@ mod tests {
         assert_eq!(u.server.to_string(), "192.0.2.53:53");
         assert_eq!(u.zone, "example.com");
         assert_eq!(ddns.interval, Duration::from_secs(300));
-        let err = |text: &str| resolve(text).unwrap_err().to_string();
+        let err = |text: &str| format!("{:#}", resolve(text).unwrap_err());
         assert!(err(base).contains("exactly one update method"));
         assert!(err(&format!("{base}server = \"192.0.2.53\"\n")).contains("tsig_key_file"));
         assert!(err(&format!("{rfc}interface = \"eth0\"\n")).contains("exactly one of check_url"));
@@ -1244,7 +1244,7 @@ mod tests {
             config.witness.senders[0].missing_after,
             Duration::from_secs(1800)
         );
-        let err = |text: &str| resolve(text).unwrap_err().to_string();
+        let err = |text: &str| format!("{:#}", resolve(text).unwrap_err());
         assert!(err(&good.replace("0123456789abcdef\"\n[", "short\"\n[")).contains("16"));
         assert!(err(&good.replace("\"home\"", "\"no spaces\"")).contains("letters"));
         assert!(err("[witness]\nurl = \"http://w.test/\"\n").contains("go together"));
