@@ -12,9 +12,11 @@ RFC 2136 (tegami A):
 - Restarted with the same address, tegami sends nothing (the state persisted).
 - The DNS server answers REFUSED: a log line with the rcode and a hint, and a
   `ddns_update_failed` alert; the update is retried, and goes through once the server
-  accepts again.
+  accepts again. NOTAUTH is logged with its own hint; an unsigned NOERROR (what a forger
+  without the key could send) is not taken for success.
 The HTTP update URL (tegami B, which also sends witness heartbeats):
-- One GET with the record's name, the address, and basic auth.
+- One GET with the record's name, the address, and basic auth; another server takes its
+  address from an interface (lo).
 The witness (tegami W receives, B sends every second):
 - B's first heartbeats find W down: a log line with the reason. Once W runs they are
   recorded; `tegami witness log` shows B's address history and last heartbeat.
@@ -69,6 +71,7 @@ class DnsServer:
         self.updates = []
         self.bad = []
         self.rcode = dns.rcode.NOERROR
+        self.unsigned = False  # answer without TSIG, as a forger without the key would
         self.lock = threading.Lock()
         threading.Thread(target=self.run, daemon=True).start()
 
@@ -107,6 +110,8 @@ class DnsServer:
                 self.updates.append(entry)
             reply = dns.message.make_response(msg)
             reply.set_rcode(self.rcode)
+            if self.unsigned:
+                reply.tsig = None
             self.sock.sendto(reply.to_wire(), peer)
 
     def snapshot(self):
@@ -273,6 +278,29 @@ timeout_secs = 3
     assert len(dns_server.added("203.0.113.30")) == tries + 1, f"updates after success: {dns_server.snapshot()}"
     assert not dns_server.bad, f"updates whose TSIG did not verify: {dns_server.bad}"
     ok("once the server accepts again, one more update goes through and then none")
+
+    dns_server.rcode = dns.rcode.NOTAUTH
+    Web.address = "203.0.113.40"
+    line = wait_for(
+        "the NOTAUTH failure in the log",
+        lambda: [x for x in srv.log_text().splitlines() if "203.0.113.40" in x and "NOTAUTH" in x],
+    )
+    assert "TSIG key" in line[0], f"no hint in {line[0]!r}"
+    ok("a NOTAUTH answer is logged with its hint (the zone, the key, the clock)")
+
+    dns_server.rcode = dns.rcode.NOERROR
+    dns_server.unsigned = True
+    unsigned_from = len(dns_server.added("203.0.113.40"))
+    wait_for("two unsigned NOERROR answers", lambda: len(dns_server.added("203.0.113.40")) >= unsigned_from + 2)
+    line = wait_for(
+        "the unverified answer in the log",
+        lambda: [x for x in srv.log_text().splitlines() if "203.0.113.40" in x and "does not verify" in x],
+    )
+    assert "now holds 203.0.113.40" not in srv.log_text()
+    dns_server.unsigned = False
+    wait_for("the signed success", lambda: "now holds 203.0.113.40" in srv.log_text())
+    ok("an unsigned NOERROR is not taken for success: retried until a signed answer comes")
+    assert not dns_server.bad, f"updates whose TSIG did not verify: {dns_server.bad}"
     assert srv.stop() == 0
 
 
@@ -303,6 +331,20 @@ interval_secs = 1
     assert path == "/nic/update?hostname=home.example.com&myip=192.0.2.77", path
     assert auth == "Basic " + base64.b64encode(b"home:pa ss").decode(), auth
     ok("the HTTP update URL is called once, with the name, the address and basic auth")
+
+    c = h.Tegami("ddns-interface")
+    c.write_config(f"""
+[ddns]
+record = "lo.example.com"
+interface = "lo"
+interval_secs = 1
+update_url = "{web.url('/nic/update')}?hostname={{name}}&myip={{ip}}"
+""")
+    by_interface = c.serve()
+    want = "/nic/update?hostname=lo.example.com&myip=127.0.0.1"
+    wait_for("the update from the interface's address", lambda: [p for p, _a in Web.nic_updates if p == want])
+    assert by_interface.stop() == 0
+    ok("with interface = \"lo\" the address comes from the interface (127.0.0.1)")
 
     line = wait_for(
         "the failed heartbeat in the log",
