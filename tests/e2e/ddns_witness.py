@@ -18,6 +18,7 @@ The HTTP update URL (tegami B, which also sends witness heartbeats):
 - One GET with the record's name, the address, and basic auth; another server takes its
   address from an interface (lo).
 The witness (tegami W receives, B sends every second):
+- W starts over a damaged record: kept aside, one log line, W serves.
 - B's first heartbeats find W down: a log line with the reason. Once W runs they are
   recorded; `tegami witness log` shows B's address history and last heartbeat.
 - Behind a trusted proxy, X-Forwarded-For gives the address; a wrong token and an unknown
@@ -366,7 +367,12 @@ name = "home"
 token = "{TOKEN}"
 missing_after_secs = 3
 """)
+    w.data.mkdir(parents=True)
+    (w.data / "witness.json").write_text('{"senders": {"home": ')
     witness = w.serve(extra=["--http", f"{h.HOST}:{w_port}"])
+    assert "the record was damaged" in witness.log_text(), witness.log_text()[-2000:]
+    assert list(w.data.glob("witness.json.damaged-*")), "the damaged record was not kept aside"
+    ok("a damaged witness record is kept aside with a log line; the server starts all the same")
     url = f"http://{h.HOST}:{w_port}/witness/heartbeat"
     wait_for("recorded heartbeats", lambda: "home: last heartbeat" in w.cli("witness", "log").out, timeout=10)
     time.sleep(2)

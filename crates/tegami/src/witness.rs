@@ -9,7 +9,7 @@ use std::time::Duration;
 use ::ddns::HttpClient;
 use ::ddns::witness::{Heartbeat, WitnessBook, WitnessLog};
 use clap::Subcommand;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::queue::date;
@@ -36,7 +36,18 @@ pub fn book(data: &Path, config: &Config) -> anyhow::Result<Option<Arc<WitnessBo
         .iter()
         .map(|s| (s.name.clone(), s.token.clone()))
         .collect();
-    let book = WitnessBook::open(path(data), &senders, w.trusted_proxies.clone(), w.limits)?;
+    let open = || WitnessBook::open(path(data), &senders, w.trusted_proxies.clone(), w.limits);
+    let book = match open() {
+        // A damaged record must not keep the mail server from starting: it is kept aside
+        // for a person to read, and a new one begins.
+        Err(e @ ::ddns::witness::WitnessError::Damaged { .. }) => {
+            let aside = data.join(format!("witness.json.damaged-{}", ::ddns::unix_now()));
+            std::fs::rename(path(data), &aside)?;
+            error!(error = %e, aside = %aside.display(), "witness: the record was damaged; kept aside, starting a new one");
+            open()?
+        }
+        other => other?,
+    };
     info!(
         senders = senders.len(),
         "witness: recording heartbeats at {}",
