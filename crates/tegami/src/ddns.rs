@@ -2,7 +2,7 @@
 //! outcome worth a line (a change, a failure, a recovery), and keeps the status the alert
 //! conditions read (`ddns_address_changed`, `ddns_update_failed`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ::ddns::{Ddns, HttpClient, Outcome};
@@ -52,7 +52,20 @@ impl Status {
     }
 }
 
-pub async fn run(config: ::ddns::Config, data: &Path, status: Arc<Status>) {
+/// Starts the updater when `[ddns]` is configured; its status is what the alerts read.
+pub fn start(
+    config: &crate::config::Config,
+    data: &Path,
+) -> (Option<Arc<Status>>, Option<tokio::task::JoinHandle<()>>) {
+    let Some(ddns) = config.ddns.clone() else {
+        return (None, None);
+    };
+    let status = Arc::new(Status::default());
+    let task = tokio::spawn(run(ddns, data.to_path_buf(), status.clone()));
+    (Some(status), Some(task))
+}
+
+async fn run(config: ::ddns::Config, data: PathBuf, status: Arc<Status>) {
     let client = match HttpClient::new(&[], config.timeout, MAX_ANSWER) {
         Ok(client) => client,
         Err(e) => {

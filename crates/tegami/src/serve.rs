@@ -317,25 +317,11 @@ async fn serve(data: &Path, config: Config) -> anyhow::Result<()> {
         clock.clone(),
     ));
 
-    // DDNS and the witness: the updater and the heartbeats run as tasks; the witness
-    // endpoint joins the HTTP listener's routes; both report to the alerts.
-    let ddns_status = config
-        .ddns
-        .as_ref()
-        .map(|_| Arc::new(crate::ddns::Status::default()));
+    // DDNS and the witness: tasks of their own; the witness endpoint joins the HTTP
+    // listener's routes; both report to the alerts.
+    let (ddns_status, ddns_task) = crate::ddns::start(&config, data);
     let witness_book = crate::witness::book(data, &config)?;
-    let ddns_task = config
-        .ddns
-        .clone()
-        .zip(ddns_status.clone())
-        .map(|(c, status)| {
-            let data = data.to_path_buf();
-            tokio::spawn(async move { crate::ddns::run(c, &data, status).await })
-        });
-    let heartbeat_task =
-        config.witness.send.clone().map(|(heartbeat, interval)| {
-            tokio::spawn(crate::witness::heartbeats(heartbeat, interval))
-        });
+    let heartbeat_task = crate::witness::start_heartbeats(&config);
 
     let alerts = Arc::new(crate::alerts::Context {
         data: data.to_path_buf(),

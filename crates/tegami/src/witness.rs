@@ -56,8 +56,14 @@ pub fn book(data: &Path, config: &Config) -> anyhow::Result<Option<Arc<WitnessBo
     Ok(Some(Arc::new(book)))
 }
 
+/// Starts sending heartbeats when `[witness] url` is configured.
+pub fn start_heartbeats(config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+    let (heartbeat, interval) = config.witness.send.clone()?;
+    Some(tokio::spawn(heartbeats(heartbeat, interval)))
+}
+
 /// Sends a heartbeat every `interval`; each failure is one log line with the reason.
-pub async fn heartbeats(heartbeat: Heartbeat, interval: Duration) {
+async fn heartbeats(heartbeat: Heartbeat, interval: Duration) {
     let client = match HttpClient::new(&[], Duration::from_secs(15), 4096) {
         Ok(client) => client,
         Err(e) => {
