@@ -191,7 +191,8 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         | Command::Subscriber(_)
         | Command::Campaign(_)
         | Command::Sequence(_)
-        | Command::Acme(_) => {
+        | Command::Acme(_)
+        | Command::Witness(_) => {
             unreachable!("dispatched in main")
         }
     }

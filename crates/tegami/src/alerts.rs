@@ -9,6 +9,10 @@
 //! certificate that could not be obtained or renewed (from `acme/status.json`, which the
 //! renewal service writes after every attempt).
 //!
+//! The DDNS updater and the witness add theirs: a changed public address (once per change),
+//! a DNS record that cannot be updated (while it lasts), and a configured witness sender
+//! whose heartbeat is overdue.
+//!
 //! Mail to the admin goes straight to the store, past the disk guard's `min_free` (ordinary
 //! mail is deferred there, so that is exactly when the admin must hear of it), but never
 //! below the hard floor, where no write is allowed.
@@ -103,6 +107,19 @@ pub struct Inputs {
     pub wal_above_cap: bool,
     /// ACME certificates whose last attempt failed: (first name, status).
     pub acme_failing: Vec<(String, acme::CertStatus)>,
+    /// The DDNS updater's current failure, and the address changes since the last evaluation.
+    pub ddns_failing: Option<String>,
+    pub ddns_change: Option<String>,
+    /// Per configured witness sender: how long since its last heartbeat (or since the
+    /// server started, when none came yet).
+    pub witness: Vec<WitnessAge>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitnessAge {
+    pub sender: String,
+    pub silent_for: Duration,
+    pub last_address: Option<std::net::IpAddr>,
 }
 
 /// The last scheduled or manual check, as `log/maintenance.log` tells it.
@@ -269,6 +286,51 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
             h(config.disk.min_free)
         ),
     });
+    if config.ddns.is_some() {
+        out.push(Condition {
+            key: "ddns_address_changed".into(),
+            active: inputs.ddns_change.is_some(),
+            message: inputs.ddns_change.clone().unwrap_or_default(),
+        });
+        out.push(Condition {
+            key: "ddns_update_failed".into(),
+            active: inputs.ddns_failing.is_some(),
+            message: format!(
+                "{}; see log/tegami.log (lines starting \"ddns:\")",
+                inputs.ddns_failing.clone().unwrap_or_default()
+            ),
+        });
+    }
+    for sender in &config.witness.senders {
+        let age = inputs.witness.iter().find(|w| w.sender == sender.name);
+        let (active, message) = match age {
+            Some(w) if w.silent_for > sender.missing_after => (
+                true,
+                match w.last_address {
+                    Some(ip) => format!(
+                        "no heartbeat from {} for {} (alert after {}); it last called from {ip}; \
+                         `tegami witness log` shows its address history",
+                        sender.name,
+                        span(w.silent_for),
+                        span(sender.missing_after)
+                    ),
+                    None => format!(
+                        "no heartbeat from {} since this server started {} ago (alert after {}); \
+                         check its [witness] url and token",
+                        sender.name,
+                        span(w.silent_for),
+                        span(sender.missing_after)
+                    ),
+                },
+            ),
+            _ => (false, String::new()),
+        };
+        out.push(Condition {
+            key: format!("witness_missing_{}", sender.name),
+            active,
+            message,
+        });
+    }
     out
 }
 
@@ -301,6 +363,16 @@ fn acme_condition(failing: &[(String, acme::CertStatus)]) -> Condition {
     }
 }
 
+/// "45 s", "30 min", "2 h 05 min": a silence as people say it.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// Everything the task needs.
 pub struct Context {
     pub data: PathBuf,
@@ -310,6 +382,11 @@ pub struct Context {
     pub clock: Clock,
     pub monitor: Arc<Monitor>,
     pub alerts: Arc<Alerts>,
+    pub ddns: Option<Arc<crate::ddns::Status>>,
+    pub witness: Option<Arc<::ddns::WitnessBook>>,
+    /// When the server started (seconds since the epoch): a sender never heard from is
+    /// overdue from then.
+    pub started: u64,
 }
 
 impl Context {
@@ -341,7 +418,27 @@ impl Context {
                     .unwrap_or_default(),
                 None => Vec::new(),
             },
+            ddns_failing: self.ddns.as_ref().and_then(|d| d.failing()),
+            // Taken by `run` only, so that reading the metrics never swallows a change.
+            ddns_change: None,
+            witness: self.witness_ages(::ddns::unix_now()),
         }
+    }
+
+    fn witness_ages(&self, now: u64) -> Vec<WitnessAge> {
+        let Some(book) = &self.witness else {
+            return Vec::new();
+        };
+        book.last_heartbeats()
+            .into_iter()
+            .map(|(sender, last)| WitnessAge {
+                sender,
+                silent_for: Duration::from_secs(
+                    now.saturating_sub(last.map_or(self.started, |b| b.time)),
+                ),
+                last_address: last.map(|b| b.address),
+            })
+            .collect()
     }
 }
 
@@ -354,7 +451,8 @@ pub async fn run(ctx: Arc<Context>) {
             let ctx = ctx.clone();
             tokio::task::spawn_blocking(move || ctx.inputs()).await
         };
-        let Ok(inputs) = gathered else { continue };
+        let Ok(mut inputs) = gathered else { continue };
+        inputs.ddns_change = ctx.ddns.as_ref().and_then(|d| d.take_changes());
         let conditions = conditions(&inputs, &ctx.config);
         let due = ctx
             .alerts
@@ -635,6 +733,69 @@ mod tests {
             c.message
         );
         assert!(c.message.contains("stays in use"), "{}", c.message);
+    }
+
+    #[test]
+    fn ddns_and_witness_conditions_follow_their_status() {
+        let raw: crate::config::RawConfig = toml::from_str(
+            r#"
+[ddns]
+record = "home.example.com"
+check_url = "http://127.0.0.1:9/ip"
+update_url = "http://127.0.0.1:9/update?host={name}&ip={ip}"
+[[witness.sender]]
+name = "home"
+token = "0123456789abcdef"
+missing_after_secs = 600
+"#,
+        )
+        .unwrap();
+        let config = Config::resolve(raw).unwrap();
+        let active = |inputs: &Inputs| -> Vec<String> {
+            conditions(inputs, &config)
+                .into_iter()
+                .filter(|c| c.active)
+                .map(|c| c.key)
+                .collect()
+        };
+        let quiet = Inputs {
+            free: 1,
+            total: 1,
+            witness: vec![WitnessAge {
+                sender: "home".into(),
+                silent_for: Duration::from_secs(599),
+                last_address: None,
+            }],
+            ..Inputs::default()
+        };
+        assert!(active(&quiet).is_empty());
+        let troubled = Inputs {
+            ddns_failing: Some("the DNS record could not be set".into()),
+            ddns_change: Some("changed from a to b".into()),
+            witness: vec![WitnessAge {
+                sender: "home".into(),
+                silent_for: Duration::from_secs(601),
+                last_address: Some("192.0.2.1".parse().unwrap()),
+            }],
+            ..quiet
+        };
+        assert_eq!(
+            active(&troubled),
+            [
+                "ddns_address_changed",
+                "ddns_update_failed",
+                "witness_missing_home"
+            ]
+        );
+        let message = conditions(&troubled, &config)
+            .into_iter()
+            .find(|c| c.key == "witness_missing_home")
+            .unwrap()
+            .message;
+        assert!(
+            message.contains("192.0.2.1") && message.contains("witness log"),
+            "{message}"
+        );
     }
 
     #[test]

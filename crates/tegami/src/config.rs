@@ -57,6 +57,9 @@ pub struct RawConfig {
     pub acme: Option<RawAcme>,
     #[serde(default)]
     pub clients: RawClients,
+    pub ddns: Option<RawDdns>,
+    #[serde(default)]
+    pub witness: RawWitness,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +134,67 @@ pub struct RawClients {
     pub pop3: Option<u16>,
     pub submissions: Option<u16>,
     pub submission: Option<u16>,
+}
+
+/// `[ddns]`: keep a DNS record pointing at this server's public address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDdns {
+    /// The name whose A (or AAAA) record is kept up to date.
+    pub record: String,
+    /// Where the address comes from: a URL that answers the caller's address as plain
+    /// text, or a network interface. Exactly one.
+    pub check_url: Option<String>,
+    pub interface: Option<String>,
+    /// "ipv4" (A record, default) or "ipv6" (AAAA).
+    pub family: Option<String>,
+    pub interval_secs: Option<u64>,
+    /// After a failed update the next try comes this soon (default 60, at most the interval).
+    pub retry_secs: Option<u64>,
+    pub ttl: Option<u32>,
+    /// RFC 2136: the DNS server ("192.0.2.53" or "192.0.2.53:53"), the zone (default: the
+    /// record without its first label), and a TSIG key (HMAC-SHA256) as name and base64
+    /// secret, or a BIND key file.
+    pub server: Option<String>,
+    pub zone: Option<String>,
+    pub tsig_key_name: Option<String>,
+    pub tsig_secret: Option<String>,
+    pub tsig_key_file: Option<PathBuf>,
+    /// Or an HTTP update URL with `{name}` and `{ip}`, and optional basic auth.
+    pub update_url: Option<String>,
+    pub update_username: Option<String>,
+    pub update_password: Option<String>,
+    /// Seconds one check or update may take.
+    pub timeout_secs: Option<u64>,
+}
+
+/// `[witness]`: heartbeats to another server, and receiving theirs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWitness {
+    /// Sending: the witness's URL (a tegami serves `/witness/heartbeat`), this server's
+    /// name there (default: hostname), the shared token, and how often.
+    pub url: Option<String>,
+    pub name: Option<String>,
+    pub token: Option<String>,
+    pub interval_secs: Option<u64>,
+    /// Receiving: the senders allowed, and what is kept of each.
+    #[serde(default)]
+    pub sender: Vec<RawWitnessSender>,
+    /// Peers whose X-Forwarded-For is believed (a reverse proxy on this host).
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub keep_heartbeats: Option<usize>,
+    pub keep_addresses: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWitnessSender {
+    pub name: String,
+    pub token: String,
+    /// Alert when no heartbeat came for this long (default 1800: three missed at 600).
+    pub missing_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,6 +476,8 @@ pub struct Config {
     /// `[acme]`, when configured.
     pub acme: Option<acme::AcmeConfig>,
     pub clients: ClientsConfig,
+    pub ddns: Option<::ddns::Config>,
+    pub witness: WitnessSettings,
 }
 
 /// `[server]`: who `serve` runs as after binding its listeners, and what the world sees of
@@ -444,6 +510,23 @@ pub struct Limits {
     pub max_connections_per_address: usize,
     pub login_timeout: Duration,
     pub trust_loopback: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct WitnessSettings {
+    /// Heartbeats this server sends, and how often.
+    pub send: Option<(::ddns::witness::Heartbeat, Duration)>,
+    /// Senders this server records; empty = no witness endpoint.
+    pub senders: Vec<WitnessSender>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub limits: ::ddns::WitnessLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct WitnessSender {
+    pub name: String,
+    pub token: String,
+    pub missing_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -953,7 +1036,11 @@ impl Config {
         let hostname = raw.hostname.unwrap_or_else(default_hostname);
         let server = resolve_server(raw.server, alerts.admin.as_deref())?;
         let clients = resolve_clients(raw.clients, &hostname)?;
+        let ddns = raw.ddns.map(resolve_ddns).transpose()?;
+        let witness = resolve_witness(raw.witness, &hostname)?;
         let mut config = Config {
+            ddns,
+            witness,
             acme,
             server,
             clients,
@@ -1267,6 +1354,177 @@ fn resolve_clients(raw: RawClients, hostname: &str) -> anyhow::Result<ClientsCon
     })
 }
 
+/// `[ddns]`: one address source, one update method, each checked here so that `serve`
+/// never starts an updater that cannot work.
+fn resolve_ddns(raw: RawDdns) -> anyhow::Result<::ddns::Config> {
+    let record = raw.record.trim().trim_end_matches('.').to_ascii_lowercase();
+    if record.is_empty() || !record.contains('.') {
+        bail!(
+            "ddns.record = {:?} must be a full host name such as \"home.example.com\"",
+            raw.record
+        );
+    }
+    let source = match (raw.check_url, raw.interface) {
+        (Some(url), None) => {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("ddns.check_url = {url:?} must be an http:// or https:// URL");
+            }
+            ::ddns::AddressSource::Url(url)
+        }
+        (None, Some(name)) => ::ddns::AddressSource::Interface(name),
+        _ => bail!(
+            "[ddns] needs exactly one of check_url (a URL that answers the caller's address) or interface (such as \"eth0\")"
+        ),
+    };
+    let family = match raw.family.as_deref() {
+        None | Some("ipv4") => ::ddns::Family::V4,
+        Some("ipv6") => ::ddns::Family::V6,
+        Some(other) => bail!("ddns.family = {other:?} must be \"ipv4\" or \"ipv6\""),
+    };
+    let interval = Duration::from_secs(raw.interval_secs.unwrap_or(300).max(1));
+    let retry = Duration::from_secs(raw.retry_secs.unwrap_or(60).max(1));
+    let timeout = Duration::from_secs(raw.timeout_secs.unwrap_or(15).max(1));
+    let ttl = raw.ttl.unwrap_or(300);
+    let updater = match (raw.server, raw.update_url) {
+        (Some(server), None) => {
+            let server: SocketAddr = server
+                .parse()
+                .or_else(|_| server.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    anyhow::anyhow!("ddns.server = {server:?} must be an address such as \"192.0.2.53\" or \"192.0.2.53:53\"")
+                })?;
+            let key = match (raw.tsig_key_file, raw.tsig_key_name, raw.tsig_secret) {
+                (Some(path), None, None) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| {
+                        format!("cannot read ddns.tsig_key_file {}", path.display())
+                    })?;
+                    ::ddns::TsigKey::parse_bind(&text)
+                        .with_context(|| format!("ddns.tsig_key_file {}", path.display()))?
+                }
+                (None, Some(name), Some(secret)) => {
+                    ::ddns::TsigKey::new(&name, &secret).context("ddns.tsig_secret")?
+                }
+                _ => bail!(
+                    "RFC 2136 updates are signed: give ddns.tsig_key_name and ddns.tsig_secret, or ddns.tsig_key_file (from `tsig-keygen -a hmac-sha256 NAME`)"
+                ),
+            };
+            let zone = match raw.zone {
+                Some(zone) => zone.trim_end_matches('.').to_ascii_lowercase(),
+                None => record
+                    .split_once('.')
+                    .map(|(_, z)| z.to_string())
+                    .unwrap_or_default(),
+            };
+            if record != zone && !record.ends_with(&format!(".{zone}")) {
+                bail!("ddns.record {record:?} is not inside ddns.zone {zone:?}");
+            }
+            ::ddns::Updater::Rfc2136(::ddns::Rfc2136 {
+                server,
+                zone,
+                record,
+                ttl,
+                key,
+                timeout,
+            })
+        }
+        (None, Some(template)) => {
+            if !template.starts_with("http://") && !template.starts_with("https://") {
+                bail!("ddns.update_url = {template:?} must be an http:// or https:// URL");
+            }
+            if !template.contains("{ip}") {
+                bail!(
+                    "ddns.update_url must contain {{ip}} where the new address goes (and {{name}} for the record)"
+                );
+            }
+            let auth = match (raw.update_username, raw.update_password) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => bail!("ddns.update_username and ddns.update_password go together"),
+            };
+            ::ddns::Updater::Http(::ddns::httpupdate::HttpUpdate {
+                template,
+                record,
+                auth,
+            })
+        }
+        _ => bail!(
+            "[ddns] needs exactly one update method: server (RFC 2136 with a TSIG key) or update_url (an HTTP update URL)"
+        ),
+    };
+    Ok(::ddns::Config {
+        source,
+        family,
+        interval,
+        retry,
+        timeout,
+        updater,
+    })
+}
+
+fn resolve_witness(raw: RawWitness, hostname: &str) -> anyhow::Result<WitnessSettings> {
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    let send = match (raw.url, raw.token) {
+        (None, None) => None,
+        (Some(url), Some(token)) => {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                bail!("witness.url = {url:?} must be an http:// or https:// URL");
+            }
+            if token.len() < 16 {
+                bail!(
+                    "witness.token must be at least 16 characters (a random one: `openssl rand -hex 24`)"
+                );
+            }
+            let name = raw.name.unwrap_or_else(|| hostname.to_string());
+            if !valid_name(&name) {
+                bail!("witness.name = {name:?} must be 1 to 64 letters, digits, '.', '-' or '_'");
+            }
+            let interval = Duration::from_secs(raw.interval_secs.unwrap_or(600).max(1));
+            Some((::ddns::witness::Heartbeat { url, name, token }, interval))
+        }
+        _ => bail!(
+            "witness.url and witness.token go together (the token the witness lists for this server)"
+        ),
+    };
+    let mut senders = Vec::new();
+    for s in raw.sender {
+        if !valid_name(&s.name) {
+            bail!(
+                "witness.sender name {:?} must be 1 to 64 letters, digits, '.', '-' or '_'",
+                s.name
+            );
+        }
+        if s.token.len() < 16 {
+            bail!(
+                "the token of witness.sender {:?} must be at least 16 characters",
+                s.name
+            );
+        }
+        if senders.iter().any(|o: &WitnessSender| o.name == s.name) {
+            bail!("witness.sender {:?} is listed twice", s.name);
+        }
+        senders.push(WitnessSender {
+            name: s.name,
+            token: s.token,
+            missing_after: Duration::from_secs(s.missing_after_secs.unwrap_or(1800).max(1)),
+        });
+    }
+    Ok(WitnessSettings {
+        send,
+        senders,
+        trusted_proxies: raw.trusted_proxies,
+        limits: ::ddns::WitnessLimits {
+            keep_heartbeats: raw.keep_heartbeats.unwrap_or(144).max(1),
+            keep_addresses: raw.keep_addresses.unwrap_or(1000).max(1),
+        },
+    })
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -1463,5 +1721,75 @@ mod tests {
             let raw: RawConfig = toml::from_str(zero).unwrap();
             assert!(Config::resolve(raw).is_err(), "{zero}");
         }
+    }
+
+    #[test]
+    fn ddns_needs_one_source_and_one_method() {
+        let resolve = |text: &str| {
+            toml::from_str::<RawConfig>(text)
+                .map_err(anyhow::Error::from)
+                .and_then(Config::resolve)
+        };
+        let base = "[ddns]\nrecord = \"home.example.com\"\ncheck_url = \"https://echo.test/ip\"\n";
+        let rfc = format!(
+            "{base}server = \"192.0.2.53\"\ntsig_key_name = \"k\"\ntsig_secret = \"c2VjcmV0\"\n"
+        );
+        let config = resolve(&rfc).unwrap();
+        let ddns = config.ddns.unwrap();
+        let ::ddns::Updater::Rfc2136(u) = &ddns.updater else {
+            panic!("not RFC 2136: {:?}", ddns.updater);
+        };
+        assert_eq!(u.server.to_string(), "192.0.2.53:53");
+        assert_eq!(u.zone, "example.com");
+        assert_eq!(ddns.interval, Duration::from_secs(300));
+        let err = |text: &str| format!("{:#}", resolve(text).unwrap_err());
+        assert!(err(base).contains("exactly one update method"));
+        assert!(err(&format!("{base}server = \"192.0.2.53\"\n")).contains("tsig_key_file"));
+        assert!(err(&format!("{rfc}interface = \"eth0\"\n")).contains("exactly one of check_url"));
+        assert!(err(&format!("{rfc}zone = \"example.org\"\n")).contains("not inside ddns.zone"));
+        assert!(
+            err(&format!(
+                "{base}update_url = \"https://dyn.test/u?h={{name}}\"\n"
+            ))
+            .contains("{ip}")
+        );
+        let key_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            key_file.path(),
+            "key \"k\" { algorithm hmac-md5; secret \"c2VjcmV0\"; };",
+        )
+        .unwrap();
+        let with_file = format!(
+            "{base}server = \"192.0.2.53:5353\"\ntsig_key_file = {:?}\n",
+            key_file.path().display().to_string()
+        );
+        assert!(
+            err(&with_file).contains("hmac-sha256"),
+            "{}",
+            err(&with_file)
+        );
+    }
+
+    #[test]
+    fn witness_senders_need_names_and_long_tokens() {
+        let resolve = |text: &str| {
+            toml::from_str::<RawConfig>(text)
+                .map_err(anyhow::Error::from)
+                .and_then(Config::resolve)
+        };
+        let good = "[witness]\nurl = \"http://w.test/witness/heartbeat\"\ntoken = \"0123456789abcdef\"\n\
+                    [[witness.sender]]\nname = \"home\"\ntoken = \"0123456789abcdef\"\n";
+        let config = resolve(good).unwrap();
+        let (heartbeat, interval) = config.witness.send.unwrap();
+        assert_eq!(heartbeat.name, config.hostname);
+        assert_eq!(interval, Duration::from_secs(600));
+        assert_eq!(
+            config.witness.senders[0].missing_after,
+            Duration::from_secs(1800)
+        );
+        let err = |text: &str| format!("{:#}", resolve(text).unwrap_err());
+        assert!(err(&good.replace("0123456789abcdef\"\n[", "short\"\n[")).contains("16"));
+        assert!(err(&good.replace("\"home\"", "\"no spaces\"")).contains("letters"));
+        assert!(err("[witness]\nurl = \"http://w.test/\"\n").contains("go together"));
     }
 }

@@ -7,6 +7,7 @@ mod alerts;
 mod archive;
 mod backup;
 mod config;
+mod ddns;
 mod doctor;
 mod import;
 mod logging;
@@ -21,6 +22,7 @@ mod send;
 mod serve;
 mod service;
 mod stats;
+mod witness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,6 +123,9 @@ enum Command {
     /// ACME certificates: `acme status`.
     #[command(subcommand)]
     Acme(acme_cmd::AcmeCommand),
+    /// Heartbeats received from other servers: their address history.
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 /// A listener address given on the command line overrides the config file.
@@ -261,6 +266,10 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             config::Config::load(cli.config.as_deref())
                 .and_then(|config| admin::records(&cli.data, &config, args))
+        }
+        Command::Witness(command) => {
+            logging::init_stderr("warn");
+            witness::run(&cli.data, command)
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");

@@ -398,6 +398,16 @@ async fn serve(
         clock.clone(),
     ));
 
+    // DDNS and the witness: tasks of their own; the witness endpoint joins the HTTP
+    // listener's routes; both report to the alerts.
+    let (ddns_status, ddns_task) = crate::ddns::start(&config, data);
+    let witness_book = crate::witness::book(data, &config)?;
+    let witness_routes = witness_book
+        .as_ref()
+        .map(|book| book.router())
+        .unwrap_or_default();
+    let heartbeat_task = crate::witness::start_heartbeats(&config);
+
     let alerts = Arc::new(crate::alerts::Context {
         data: data.to_path_buf(),
         config: config.clone(),
@@ -406,6 +416,9 @@ async fn serve(
         clock: clock.clone(),
         monitor: monitor.clone(),
         alerts: Arc::default(),
+        ddns: ddns_status,
+        witness: witness_book.clone(),
+        started: ::ddns::unix_now(),
     });
     let alerts_task = tokio::spawn(crate::alerts::run(alerts.clone()));
     let housekeeping_task = tokio::spawn(crate::archive::housekeeping(
@@ -438,7 +451,7 @@ async fn serve(
                     config.server.mta_sts_mode,
                 )),
             },
-        )),
+        )).merge(witness_routes),
         async move {
             let _ = http_stopped.await;
         },
@@ -475,7 +488,10 @@ async fn serve(
     flush_task.abort();
     alerts_task.abort();
     housekeeping_task.abort();
-    for task in [watchdog_task, acme_task].into_iter().flatten() {
+    for task in [watchdog_task, acme_task, ddns_task, heartbeat_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     let _ = http_stop.send(());

@@ -121,4 +121,7 @@ scripts! {
     dns {
         records_autoconfig_postmaster => "dns_records",
     }
+    address {
+        ddns_witness => "ddns_witness",
+    }
 }
