@@ -63,10 +63,20 @@ enum Command {
     Domain(admin::DomainCommand),
     /// Check the integrity of the metadata and of every message blob.
     Check {
-        /// Fix what can be fixed without losing mail (reference counts, orphan files,
-        /// indexes) and quarantine damaged blobs.
-        #[arg(long)]
+        /// Fix what can be fixed without losing mail (reference counts, indexes), quarantine
+        /// damaged blobs, and move unreferenced message bodies to quarantine/orphans/.
+        #[arg(long, conflicts_with = "recover_orphans")]
         repair: bool,
+        /// Instead of checking, put every unreferenced message body (in blobs/ or in
+        /// quarantine/orphans/) into a mailbox of --account, as unread mail.
+        #[arg(long, requires = "account")]
+        recover_orphans: bool,
+        /// The account that receives the recovered bodies.
+        #[arg(long, value_name = "ADDRESS", requires = "recover_orphans")]
+        account: Option<String>,
+        /// The mailbox they go to (created if missing).
+        #[arg(long, value_name = "NAME", default_value = "Recovered")]
+        mailbox: String,
     },
     /// Optimise the database: statistics, WAL checkpoint, free pages, orphan blobs.
     Optimize,
@@ -147,17 +157,30 @@ fn tame_allocator() {}
 
 fn newsletter_command(
     data: &std::path::Path,
-    config: Option<&std::path::Path>,
+    config: &config::Config,
     command: newsletter::Command,
 ) -> anyhow::Result<ExitCode> {
     logging::init_stderr("warn");
-    let config = config::Config::load(config)?;
-    newsletter::run(data, &config, command)
+    newsletter::run(data, config, command)
+}
+
+/// One line: the error and its causes, outermost first; and a failing exit code.
+fn fail(e: anyhow::Error) -> ExitCode {
+    let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!("tegami: {}", causes.join(": "));
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
     tame_allocator();
     let cli = Cli::parse();
+    // Every command validates the config it runs under, even one that reads nothing from it
+    // today: a broken file must stop `check` or `account list` as surely as `serve`, not be
+    // found at the next restart. (`serve` reads it again itself, with its listener flags.)
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
     let result = match cli.command {
         Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),
         Command::Maint(command) => {
@@ -166,23 +189,19 @@ fn main() -> ExitCode {
         }
         Command::Backup(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| backup::run(&cli.data, &config, command))
+            backup::run(&cli.data, &config, command)
         }
         Command::Restore(args) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| backup::restore(&cli.data, &config, args))
+            backup::restore(&cli.data, &config, args)
         }
         Command::Stats(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| stats::run(&cli.data, &config, command))
+            stats::run(&cli.data, &config, command)
         }
         Command::Plan(args) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| plan::run(&cli.data, &config, args))
+            plan::run(&cli.data, &config, args)
         }
         Command::Import(command) => {
             logging::init_stderr("warn");
@@ -194,13 +213,11 @@ fn main() -> ExitCode {
         }
         Command::Archive(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| archive::run(&cli.data, &config, command))
+            archive::run(&cli.data, &config, command)
         }
         Command::Retention(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| archive::run_retention(&cli.data, &config, command))
+            archive::run_retention(&cli.data, &config, command)
         }
         Command::Queue(command) => {
             logging::init_stderr("warn");
@@ -208,28 +225,27 @@ fn main() -> ExitCode {
         }
         Command::List(c) => newsletter_command(
             &cli.data,
-            cli.config.as_deref(),
+            &config,
             newsletter::Command::List(c),
         ),
         Command::Subscriber(c) => newsletter_command(
             &cli.data,
-            cli.config.as_deref(),
+            &config,
             newsletter::Command::Subscriber(c),
         ),
         Command::Campaign(c) => newsletter_command(
             &cli.data,
-            cli.config.as_deref(),
+            &config,
             newsletter::Command::Campaign(c),
         ),
         Command::Sequence(c) => newsletter_command(
             &cli.data,
-            cli.config.as_deref(),
+            &config,
             newsletter::Command::Sequence(c),
         ),
         Command::Doctor { json } => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| doctor::run(&cli.data, &config, json))
+            doctor::run(&cli.data, &config, json)
         }
         command => {
             logging::init_stderr("warn");
@@ -238,11 +254,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            // One line: the error and its causes, outermost first.
-            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("tegami: {}", causes.join(": "));
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
 }
