@@ -952,12 +952,29 @@ mod tests {
 
     #[test]
     fn a_log_level_that_is_no_level_is_refused() {
-        for good in ["info", "DEBUG", "off", "warn,store=debug", "info, imap_server=trace"] {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,store=debug",
+            "info, imap_server=trace",
+        ] {
             assert_eq!(log_level(good.to_string()).unwrap(), good);
         }
-        for bad in ["verbose!!", "", "info,", "loud", "store=", "=info", "info,verbose!!=debug"] {
+        for bad in [
+            "verbose!!",
+            "",
+            "info,",
+            "loud",
+            "store=",
+            "=info",
+            "info,verbose!!=debug",
+        ] {
             let e = log_level(bad.to_string()).unwrap_err().to_string();
-            assert!(e.starts_with("log.level = ") && e.contains("off, error, warn"), "{e}");
+            assert!(
+                e.starts_with("log.level = ") && e.contains("off, error, warn"),
+                "{e}"
+            );
         }
     }
 }

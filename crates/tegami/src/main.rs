@@ -223,26 +223,16 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             queue::run(&cli.data, command)
         }
-        Command::List(c) => newsletter_command(
-            &cli.data,
-            &config,
-            newsletter::Command::List(c),
-        ),
-        Command::Subscriber(c) => newsletter_command(
-            &cli.data,
-            &config,
-            newsletter::Command::Subscriber(c),
-        ),
-        Command::Campaign(c) => newsletter_command(
-            &cli.data,
-            &config,
-            newsletter::Command::Campaign(c),
-        ),
-        Command::Sequence(c) => newsletter_command(
-            &cli.data,
-            &config,
-            newsletter::Command::Sequence(c),
-        ),
+        Command::List(c) => newsletter_command(&cli.data, &config, newsletter::Command::List(c)),
+        Command::Subscriber(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Subscriber(c))
+        }
+        Command::Campaign(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Campaign(c))
+        }
+        Command::Sequence(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Sequence(c))
+        }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
             doctor::run(&cli.data, &config, json)
