@@ -104,6 +104,70 @@ fn check_beside_expunges_and_appends_finishes_healthy_every_time() {
     assert!(last.is_healthy() && last.orphan_files.is_empty(), "{last}");
 }
 
+/// Issue 16.8, the other half: `check` right after a restart that finished an interrupted
+/// archive failed the same way, because the archive's move releases (and the writer
+/// deletes) the live files of thousands of messages in a few seconds. Every check run
+/// while an archive moves old mail out must finish healthy with no orphan.
+#[test]
+fn check_beside_an_archive_move_finishes_healthy_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = store_with_inbox(dir.path());
+    let inbox = store.mailbox(account, "INBOX").unwrap();
+    let batch = (0..3000)
+        .map(|n| NewMessage {
+            bytes: message(n),
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            internal_date: Some(1000 + n as i64),
+        })
+        .collect();
+    store.append_batch(inbox.id, batch).unwrap();
+    for (id, _, _) in store.blobs().list().unwrap() {
+        age_file(&store.blobs().path(&id), Duration::from_secs(3600));
+    }
+    let store = Arc::new(store);
+    let done = Arc::new(AtomicBool::new(false));
+    let mover = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let request = store::ArchiveRequest {
+                before: 100_000,
+                account: None,
+                label: Some("old".into()),
+                batch: 25,
+                reserve_bytes: 0,
+            };
+            let indexer = |_: &[u8]| store::archive::Document::default();
+            let outcome = store.archive_create(&request, &indexer, &|_, _, _| {});
+            done.store(true, Ordering::Relaxed);
+            outcome.map(|o| o.created.map(|r| r.messages))
+        })
+    };
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    // Bounded: at most 60 checks, whether or not the move is done.
+    while !done.load(Ordering::Relaxed) && runs < 60 {
+        match store.check(&CheckOptions::default()) {
+            Ok(report) if report.is_healthy() && report.orphan_files.is_empty() => {}
+            Ok(report) => failures.push(format!("run {runs}: {report}")),
+            Err(e) => failures.push(format!("run {runs}: the check could not finish: {e}")),
+        }
+        runs += 1;
+    }
+    let moved = mover.join().unwrap().unwrap();
+    assert_eq!(moved, Some(3000));
+    assert!(runs >= 2, "only {runs} checks ran beside the move");
+    println!("{runs} checks beside the archive's move");
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} checks beside the archive's move failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let last = store.check(&CheckOptions::default()).unwrap();
+    assert!(last.is_healthy() && last.messages == 0, "{last}");
+}
+
 /// What a crash that cut the write-ahead log short leaves: the rows of some acknowledged
 /// messages gone, their body files still there. Closes the store, deletes the rows of the
 /// messages whose subject names one of `lost`, ages every blob file, and reopens.
