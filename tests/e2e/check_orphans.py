@@ -75,6 +75,8 @@ def test():
     assert not r.out.startswith("result: healthy"), r
     assert "3 unreferenced message bodies" in text, f"check does not count the unreferenced bodies: {r!r}"
     assert "--recover-orphans" in text, f"check does not say how to get them back: {r!r}"
+    h.note(r.out.splitlines()[0])
+    h.note(r.err.strip())
     ok(f"check: exit {r.code}, counts 3 unreferenced message bodies and says how to recover them")
 
     before = all_files(t)

@@ -263,6 +263,11 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
         0 => String::new(),
         n => format!(", {n} unreferenced message bodies"),
     };
+    let others = if report.repair {
+        report.not_fixed.len()
+    } else {
+        report.problems()
+    };
     if outstanding == 0 {
         let repaired = report.repaired.len() + report.quarantined.len();
         if report.repair && repaired > 0 {
@@ -270,6 +275,17 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
         } else {
             format!("healthy ({checked})")
         }
+    } else if others == 0 && !disk_low {
+        // Nothing is damaged; what is left is the operator's decision about these bodies.
+        let where_ = if report.repair {
+            " waiting in quarantine/orphans/"
+        } else {
+            ""
+        };
+        format!(
+            "{} unreferenced message bodies{where_}, possibly lost mail ({checked})",
+            report.unreferenced_bodies()
+        )
     } else if report.repair {
         format!(
             "{outstanding} problems not fixed, {} repaired, {} damaged blobs quarantined, \
