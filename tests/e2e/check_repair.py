@@ -10,7 +10,8 @@ deleted blob is found the same way. `check` sets no maintenance mode and does no
 optimise. Then, with the flipped byte back, an orphan blob older than 5 minutes, a young
 orphan and a wrong reference count added: `check --repair` moves the damaged blob to
 quarantine/<hash>, lists the affected messages, says what it could not fix and exits
-non-zero, recounts the reference, removes the old orphan and leaves the young one; a
+non-zero, recounts the reference, moves the old orphan to quarantine/orphans/ (never
+deleting it: it may be lost mail) and leaves the young one; a
 second `check` still fails on the damaged mail and on nothing else. The server then still
 serves every healthy message intact and never serves damaged bytes as if they were good.
 """
@@ -233,6 +234,8 @@ def test():
        "says what it could not fix")
 
     assert not orphans["old"].exists(), "check --repair left the orphan blob older than 5 minutes"
+    kept = t.data / "quarantine" / "orphans" / orphans["old"].name
+    assert kept.is_file() and kept.read_bytes() == old_data, f"check --repair did not keep the old orphan in {kept}"
     assert orphans["young"].exists(), "check --repair removed an orphan younger than 5 minutes (it may be a delivery in flight)"
     db = sqlite3.connect(t.data / "tegami.db")
     try:
@@ -243,7 +246,7 @@ def test():
     assert stored and stored[0] == uses[0], f"reference count after repair: stored {stored}, used by {uses[0]} messages"
     result = read(log / "maintenance_result.log")
     assert result and flipped.name in result, f"log/maintenance_result.log after the repair does not name the damaged blob: {result!r}"
-    ok("check --repair recounted the reference, removed the old orphan, kept the young one; result log written")
+    ok("check --repair recounted the reference, moved the old orphan to quarantine/orphans/, kept the young one; result log written")
 
     r = t.cli("check", check=False, timeout=120)
     text = r.out + r.err

@@ -286,7 +286,18 @@ pub(crate) fn list(root: &Path) -> Result<Vec<(BlobId, u64, std::time::SystemTim
         for file in read_dir_sorted(&a)? {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some(id) = BlobId::from_hex(name) {
-                let meta = fs::metadata(&file).map_err(StoreError::io(&file))?;
+                let meta = match fs::metadata(&file) {
+                    Ok(meta) => meta,
+                    // Deleted since the directory was read: a writer released it after a
+                    // commit (an expunge, an archive's move). Not there is not damage.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(StoreError::Io {
+                            path: file,
+                            source: e,
+                        });
+                    }
+                };
                 out.push((
                     id,
                     meta.len(),

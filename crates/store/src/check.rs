@@ -12,8 +12,10 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub struct CheckOptions {
-    /// Fix what can be fixed without losing mail: reference counts, orphan blob files and
-    /// indexes; move damaged blobs to `quarantine/` and say which mail needs a restore.
+    /// Fix what can be fixed without losing mail: reference counts and indexes; move
+    /// damaged blobs to `quarantine/` and say which mail needs a restore; move unreferenced
+    /// bodies to `quarantine/orphans/` (never deleting them) and delete only the files of
+    /// blobs a commit is recorded to have released.
     pub repair: bool,
     /// Told how far the verification of blobs has come; may be called from several threads.
     pub progress: Option<Progress>,
@@ -61,10 +63,20 @@ pub struct CheckReport {
     pub affected_messages: Vec<AffectedMessage>,
     /// Blobs whose stored reference count differs from the messages that use them.
     pub refcount_mismatches: Vec<String>,
-    /// Blob files that no message references (harmless, but wasted space).
+    /// Blob files in `blobs/` that no row names, old enough not to be a delivery in flight,
+    /// and not known to be released by a commit: message bodies that may have lost their
+    /// rows (a crash that cut the write-ahead log short), so possibly lost mail.
     pub orphan_files: Vec<String>,
     /// Orphans too young to judge: possibly a delivery in flight.
     pub young_files: u64,
+    /// Orphans a commit released while a backup held the blobs: garbage that the
+    /// optimisation (or the repair) deletes.
+    pub released_files: u64,
+    /// Unreferenced bodies waiting in `quarantine/orphans/` after the run, to be recovered
+    /// into a mailbox (`SqliteStore::recover_orphans`) or deleted by the operator.
+    pub waiting_orphans: u64,
+    /// Orphan files that `repair` moved to `quarantine/orphans/`, with where they went.
+    pub orphans_quarantined: Vec<String>,
     /// True when the check ran with `repair`.
     pub repair: bool,
     /// What `repair` changed in the metadata and among the blob files.
@@ -78,11 +90,22 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// True when no mail is damaged or unreachable and the metadata is consistent.
-    /// Orphan files do not count: they waste space but endanger nothing (a crash between a
-    /// blob's fsync and its commit leaves one), and `repair` removes them.
+    /// True when no mail is damaged or unreachable, the metadata is consistent and no
+    /// message body is unreferenced. An unreferenced body may be garbage (a crash between
+    /// a blob's fsync and its commit leaves one) or the only copy of a message whose row
+    /// was lost; only the operator can tell, so it counts until recovered or deleted.
     pub fn is_healthy(&self) -> bool {
-        self.problems() == 0
+        self.problems() == 0 && self.unreferenced_bodies() == 0
+    }
+
+    /// Message bodies no row names after the run, in `blobs/` or in `quarantine/orphans/`.
+    pub fn unreferenced_bodies(&self) -> u64 {
+        let in_blobs = if self.repair {
+            0
+        } else {
+            self.orphan_files.len() as u64
+        };
+        in_blobs + self.waiting_orphans
     }
 
     /// How many problems the check found (before any repair).
@@ -91,13 +114,15 @@ impl CheckReport {
     }
 
     /// How many problems are left: after a repair, what it could not fix; otherwise
-    /// everything found.
+    /// everything found. Unreferenced bodies count as one problem however many there are:
+    /// one decision settles them all.
     pub fn outstanding(&self) -> usize {
-        if self.repair {
+        let fixed_or_not = if self.repair {
             self.not_fixed.len()
         } else {
             self.problems()
-        }
+        };
+        fixed_or_not + usize::from(self.unreferenced_bodies() > 0)
     }
 }
 
@@ -139,7 +164,14 @@ impl fmt::Display for CheckReport {
         section(f, "damaged blob", &self.damaged_blobs, full)?;
         section(f, "affected message", &self.affected_messages, full)?;
         section(f, "reference count", &self.refcount_mismatches, full)?;
-        section(f, "orphan blob file", &self.orphan_files, full)?;
+        section(f, "unreferenced body", &self.orphan_files, full)?;
+        if self.released_files > 0 {
+            writeln!(
+                f,
+                "  {} blob files released by a commit wait for deletion (optimize removes them)",
+                self.released_files
+            )?;
+        }
         if self.young_files > 0 {
             writeln!(
                 f,
@@ -149,6 +181,7 @@ impl fmt::Display for CheckReport {
         }
         section(f, "repaired", &self.repaired, full)?;
         section(f, "quarantined", &self.quarantined, full)?;
+        section(f, "quarantined orphan", &self.orphans_quarantined, full)?;
         if self.reindexed {
             writeln!(
                 f,
@@ -156,6 +189,16 @@ impl fmt::Display for CheckReport {
             )?;
         }
         section(f, "not fixed", &self.not_fixed, full)?;
+        if self.unreferenced_bodies() > 0 {
+            writeln!(
+                f,
+                "  unreferenced message bodies: {} ({} in blobs/, {} in quarantine/orphans/): \
+                 no message names them, so they may be mail whose index entry was lost",
+                self.unreferenced_bodies(),
+                self.unreferenced_bodies() - self.waiting_orphans,
+                self.waiting_orphans
+            )?;
+        }
         Ok(())
     }
 }
@@ -181,9 +224,12 @@ pub struct OptimizeReport {
     /// Bytes of the database file (without its WAL) before and after.
     pub database_bytes_before: u64,
     pub database_bytes_after: u64,
-    /// Orphan blob files removed, and their bytes.
+    /// Orphan blob files removed (those a commit is recorded to have released), and their
+    /// bytes.
     pub orphans_removed: u64,
     pub orphan_bytes: u64,
+    /// Other old orphan files: possibly lost mail, moved to `quarantine/orphans/`.
+    pub orphans_quarantined: u64,
     /// Orphans young enough to be a delivery in flight, left alone.
     pub young_files: u64,
     /// Where the database files live (for the operator reading the report).
@@ -257,6 +303,14 @@ impl fmt::Display for OptimizeReport {
             self.orphans_removed,
             human_bytes(self.orphan_bytes)
         )?;
+        if self.orphans_quarantined > 0 {
+            writeln!(
+                f,
+                "  unreferenced message bodies moved to quarantine/orphans/: {} (possibly \
+                 lost mail: `tegami check` says how to recover them)",
+                self.orphans_quarantined
+            )?;
+        }
         if self.young_files > 0 {
             writeln!(
                 f,

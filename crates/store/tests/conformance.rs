@@ -251,8 +251,8 @@ fn concurrent_deliveries_are_group_committed_without_loss() {
 }
 
 #[test]
-fn check_finds_damaged_blobs_and_repairs_orphans() {
-    let (_dir, store) = store();
+fn check_finds_damaged_blobs_and_quarantines_orphans() {
+    let (dir, store) = store();
     let alice = store.add_account("alice@example.com", "pw").unwrap();
     store.deliver(b"intact\r\n", &[alice]).unwrap();
     store.deliver(b"will be damaged\r\n", &[alice]).unwrap();
@@ -285,11 +285,17 @@ fn check_finds_damaged_blobs_and_repairs_orphans() {
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(report.repaired.len(), 1, "{report}");
+    // An orphan may be the only copy of a message whose row was lost: moved, not deleted.
+    assert!(report.repaired.is_empty(), "{report}");
+    assert_eq!(report.orphans_quarantined.len(), 1, "{report}");
     assert!(!store.blobs().exists(&orphan));
+    let kept = dir.path().join(store::ORPHANS_DIR).join(orphan.to_string());
+    assert_eq!(std::fs::read(kept).unwrap(), b"nobody's\r\n");
     let report = store.check(&CheckOptions::default()).unwrap();
     assert!(
-        report.orphan_files.is_empty() && report.damaged_blobs.len() == 1,
+        report.orphan_files.is_empty()
+            && report.waiting_orphans == 1
+            && report.damaged_blobs.len() == 1,
         "{report}"
     );
 }
@@ -584,8 +590,8 @@ fn optimize_gives_the_pages_of_a_mass_expunge_back_and_truncates_the_wal() {
 }
 
 #[test]
-fn optimize_removes_old_orphan_blobs_and_keeps_young_ones() {
-    let (_dir, store, shared) = store_with_mail();
+fn optimize_quarantines_old_orphan_blobs_and_keeps_young_ones() {
+    let (dir, store, shared) = store_with_mail();
     let old = store.blobs().put(b"an old orphan\r\n").unwrap();
     let young = store.blobs().put(b"a delivery in flight\r\n").unwrap();
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -596,14 +602,20 @@ fn optimize_removes_old_orphan_blobs_and_keeps_young_ones() {
         .set_modified(an_hour_ago)
         .unwrap();
 
+    // No commit is known to have released the old orphan, so it may be lost mail: it goes
+    // to quarantine, not away (`optimize_deletes_only_orphans_a_commit_released` in
+    // check_online.rs has the released case).
     let report = store.optimize().unwrap();
-    assert_eq!(report.orphans_removed, 1, "{report}");
-    assert_eq!(report.orphan_bytes, 15, "{report}");
+    assert_eq!(report.orphans_removed, 0, "{report}");
+    assert_eq!(report.orphans_quarantined, 1, "{report}");
     assert_eq!(report.young_files, 1, "{report}");
     assert!(!store.blobs().exists(&old));
+    let kept = dir.path().join(store::ORPHANS_DIR).join(old.to_string());
+    assert_eq!(std::fs::read(kept).unwrap(), b"an old orphan\r\n");
     assert!(store.blobs().exists(&young));
     assert!(store.blobs().exists(&shared));
-    assert!(store.check(&CheckOptions::default()).unwrap().is_healthy());
+    let check = store.check(&CheckOptions::default()).unwrap();
+    assert_eq!(check.unreferenced_bodies(), 1, "{check}");
 }
 
 #[test]

@@ -162,7 +162,19 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             store.remove_alias(&address)?;
             println!("removed alias {address}");
         }
-        Command::Check { repair } => {
+        Command::Check {
+            recover_orphans: true,
+            account,
+            mailbox,
+            ..
+        } => {
+            let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
+            let account = account.context("--recover-orphans needs --account ADDRESS")?;
+            if !crate::ops::recover_orphans(&store, data, &clock, &account, &mailbox)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Check { repair, .. } => {
             let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
             let outcome =
                 crate::ops::check(&store, data, &clock, repair, crate::ops::Trigger::Manual)?;

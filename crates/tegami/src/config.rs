@@ -808,7 +808,7 @@ impl Config {
             allow_plaintext_auth: raw.imap.allow_plaintext_auth.unwrap_or(false),
         };
         let log = LogConfig {
-            level: raw.log.level.unwrap_or_else(|| "info".into()),
+            level: log_level(raw.log.level.unwrap_or_else(|| "info".into()))?,
             max_file_bytes: raw.log.max_file_bytes.unwrap_or(10 << 20).max(4096),
             max_files: raw.log.max_files.unwrap_or(5).max(1),
         };
@@ -1142,6 +1142,35 @@ fn resolve_tls(raw: RawTls) -> anyhow::Result<Vec<net::CertFiles>> {
 /// The queue's settings. The default back-off doubles from five minutes to four hours and
 /// then tries every four hours until five days have passed, about 35 attempts; a delay
 /// notice goes out after four hours, as RFC 5321 section 4.5.4.1 suggests.
+/// The levels `[log] level` takes, quietest first.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// `[log] level`: one level, or comma-separated directives such as `info,store=debug`, each
+/// a level or `target=level`. Anything else is refused, because the log filter would read
+/// it as the name of a module to log and log nothing else: a server that says nothing.
+fn log_level(text: String) -> anyhow::Result<String> {
+    let valid_target = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    let valid = text.split(',').all(|directive| {
+        let (target, level) = match directive.trim().split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, directive.trim()),
+        };
+        target.is_none_or(valid_target) && LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str())
+    });
+    if !valid {
+        bail!(
+            "log.level = {text:?} is not a log level: use one of {} (or directives such as \
+             \"info,store=debug\")",
+            LOG_LEVELS.join(", ")
+        );
+    }
+    Ok(text)
+}
+
 fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
     let retry: Vec<Duration> = raw
         .retry_secs
@@ -1791,5 +1820,33 @@ mod tests {
         assert!(err(&good.replace("0123456789abcdef\"\n[", "short\"\n[")).contains("16"));
         assert!(err(&good.replace("\"home\"", "\"no spaces\"")).contains("letters"));
         assert!(err("[witness]\nurl = \"http://w.test/\"\n").contains("go together"));
+    }
+
+    #[test]
+    fn a_log_level_that_is_no_level_is_refused() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,store=debug",
+            "info, imap_server=trace",
+        ] {
+            assert_eq!(log_level(good.to_string()).unwrap(), good);
+        }
+        for bad in [
+            "verbose!!",
+            "",
+            "info,",
+            "loud",
+            "store=",
+            "=info",
+            "info,verbose!!=debug",
+        ] {
+            let e = log_level(bad.to_string()).unwrap_err().to_string();
+            assert!(
+                e.starts_with("log.level = ") && e.contains("off, error, warn"),
+                "{e}"
+            );
+        }
     }
 }

@@ -261,7 +261,8 @@ fn import_mbox(
 ) -> anyhow::Result<()> {
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let len = f.metadata()?.len();
-    let mut target = Target::open(store, account, mailbox)?;
+    // Opened at the first message, so an input with none leaves no empty mailbox behind.
+    let mut target: Option<Target> = None;
     let bar = progress(len, "importing");
     let mut reader = mbox::Reader::new(BufReader::with_capacity(1 << 16, f));
     while let Some(item) = reader.next() {
@@ -275,6 +276,10 @@ fn import_mbox(
                         m.notes.join(", ")
                     ));
                 }
+                let target = match &mut target {
+                    Some(target) => target,
+                    None => target.insert(Target::open(store, account, mailbox)?),
+                };
                 target.add(store, tally, &m.bytes, m.flags, &[], m.internal_date)?;
             }
             Item::Skipped {
@@ -289,11 +294,23 @@ fn import_mbox(
             bar.set_position(reader.position());
         }
     }
-    target.flush(store)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(())
+    let Some(mut target) = target else {
+        // A file with no message in it is the wrong file, not an empty import.
+        let skipped = match tally.skipped.first() {
+            Some(first) => format!("; skipped {first}"),
+            None => String::new(),
+        };
+        bail!(
+            "{} holds no mail message ({len} bytes read{skipped}); an mbox file starts each \
+             message with a \"From \" line followed by mail headers (a Maildir is imported \
+             with `tegami import maildir`)",
+            file.display()
+        );
+    };
+    target.flush(store)
 }
 
 /// The folders of a Maildir++ tree: the root is INBOX, `.A.B` is `A/B` (see [`mailbox_for`]).

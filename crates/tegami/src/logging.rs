@@ -29,6 +29,10 @@ pub fn init_server(dir: &Path, config: &LogConfig) -> anyhow::Result<()> {
         config.max_file_bytes,
         config.max_files,
     )?;
+    // Resolving the config refused a level that is no level; this only guards a caller that
+    // built a `LogConfig` by hand, so a bad filter never silently becomes another one.
+    EnvFilter::try_new(&config.level)
+        .map_err(|e| anyhow::anyhow!("log.level = {:?} is not valid: {e}", config.level))?;
     let filter = || EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(

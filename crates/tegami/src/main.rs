@@ -67,10 +67,20 @@ enum Command {
     Domain(admin::DomainCommand),
     /// Check the integrity of the metadata and of every message blob.
     Check {
-        /// Fix what can be fixed without losing mail (reference counts, orphan files,
-        /// indexes) and quarantine damaged blobs.
-        #[arg(long)]
+        /// Fix what can be fixed without losing mail (reference counts, indexes), quarantine
+        /// damaged blobs, and move unreferenced message bodies to quarantine/orphans/.
+        #[arg(long, conflicts_with = "recover_orphans")]
         repair: bool,
+        /// Instead of checking, put every unreferenced message body (in blobs/ or in
+        /// quarantine/orphans/) into a mailbox of --account, as unread mail.
+        #[arg(long, requires = "account")]
+        recover_orphans: bool,
+        /// The account that receives the recovered bodies.
+        #[arg(long, value_name = "ADDRESS", requires = "recover_orphans")]
+        account: Option<String>,
+        /// The mailbox they go to (created if missing).
+        #[arg(long, value_name = "NAME", default_value = "Recovered")]
+        mailbox: String,
     },
     /// Optimise the database: statistics, WAL checkpoint, free pages, orphan blobs.
     Optimize,
@@ -157,12 +167,18 @@ fn tame_allocator() {}
 
 fn newsletter_command(
     data: &std::path::Path,
-    config: Option<&std::path::Path>,
+    config: &config::Config,
     command: newsletter::Command,
 ) -> anyhow::Result<ExitCode> {
     logging::init_stderr("warn");
-    let config = config::Config::load(config)?;
-    newsletter::run(data, &config, command)
+    newsletter::run(data, config, command)
+}
+
+/// One line: the error and its causes, outermost first; and a failing exit code.
+fn fail(e: anyhow::Error) -> ExitCode {
+    let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!("tegami: {}", causes.join(": "));
+    ExitCode::FAILURE
 }
 
 /// A relative data directory must exist unless it is the quick-start default; a missing one
@@ -189,6 +205,13 @@ fn main() -> ExitCode {
         eprintln!("tegami: {e:#}");
         return ExitCode::FAILURE;
     }
+    // Every command validates the config it runs under, even one that reads nothing from it
+    // today: a broken file must stop `check` or `account list` as surely as `serve`, not be
+    // found at the next restart. (`serve` reads it again itself, with its listener flags.)
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
     let result = match cli.command {
         Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),
         Command::Maint(command) => {
@@ -197,23 +220,19 @@ fn main() -> ExitCode {
         }
         Command::Backup(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| backup::run(&cli.data, &config, command))
+            backup::run(&cli.data, &config, command)
         }
         Command::Restore(args) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| backup::restore(&cli.data, &config, args))
+            backup::restore(&cli.data, &config, args)
         }
         Command::Stats(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| stats::run(&cli.data, &config, command))
+            stats::run(&cli.data, &config, command)
         }
         Command::Plan(args) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| plan::run(&cli.data, &config, args))
+            plan::run(&cli.data, &config, args)
         }
         Command::Import(command) => {
             logging::init_stderr("warn");
@@ -225,47 +244,33 @@ fn main() -> ExitCode {
         }
         Command::Archive(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| archive::run(&cli.data, &config, command))
+            archive::run(&cli.data, &config, command)
         }
         Command::Retention(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| archive::run_retention(&cli.data, &config, command))
+            archive::run_retention(&cli.data, &config, command)
         }
         Command::Queue(command) => {
             logging::init_stderr("warn");
             queue::run(&cli.data, command)
         }
-        Command::List(c) => newsletter_command(
-            &cli.data,
-            cli.config.as_deref(),
-            newsletter::Command::List(c),
-        ),
-        Command::Subscriber(c) => newsletter_command(
-            &cli.data,
-            cli.config.as_deref(),
-            newsletter::Command::Subscriber(c),
-        ),
-        Command::Campaign(c) => newsletter_command(
-            &cli.data,
-            cli.config.as_deref(),
-            newsletter::Command::Campaign(c),
-        ),
-        Command::Sequence(c) => newsletter_command(
-            &cli.data,
-            cli.config.as_deref(),
-            newsletter::Command::Sequence(c),
-        ),
+        Command::List(c) => newsletter_command(&cli.data, &config, newsletter::Command::List(c)),
+        Command::Subscriber(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Subscriber(c))
+        }
+        Command::Campaign(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Campaign(c))
+        }
+        Command::Sequence(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Sequence(c))
+        }
         Command::Acme(command) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| acme_cmd::run(&cli.data, &config, command))
+            acme_cmd::run(&cli.data, &config, command)
         }
         Command::Domain(admin::DomainCommand::Records(args)) => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| admin::records(&cli.data, &config, args))
+            admin::records(&cli.data, &config, args)
         }
         Command::Witness(command) => {
             logging::init_stderr("warn");
@@ -273,8 +278,7 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => {
             logging::init_stderr("warn");
-            config::Config::load(cli.config.as_deref())
-                .and_then(|config| doctor::run(&cli.data, &config, json))
+            doctor::run(&cli.data, &config, json)
         }
         command => {
             logging::init_stderr("warn");
@@ -283,11 +287,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            // One line: the error and its causes, outermost first.
-            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("tegami: {}", causes.join(": "));
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
 }

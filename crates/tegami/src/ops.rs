@@ -1,6 +1,7 @@
-//! The integrity check and the optimisation as operations: progress on a terminal, and the
-//! result logs in `log/` (`maintenance.log`, `maintenance_result.log`, `optimize.log`,
-//! `optimize_result.log`). Used by the CLI and by the server's daily schedule alike.
+//! The integrity check, the recovery of unreferenced message bodies and the optimisation as
+//! operations: progress on a terminal, and the result logs in `log/` (`maintenance.log`,
+//! `maintenance_result.log`, `optimize.log`, `optimize_result.log`). Used by the CLI and by
+//! the server's daily schedule alike.
 //!
 //! A manual run prints its report on standard output (and a progress bar on standard error
 //! when that is a terminal); a scheduled run, inside the server, prints nothing and leaves
@@ -13,7 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gate::oplog;
-use store::{CheckOptions, CheckReport, OptimizeReport, Store, human_bytes};
+use store::{
+    CheckOptions, CheckReport, ORPHANS_DIR, OptimizeReport, OrphanRecovery, SqliteStore, Store,
+    human_bytes,
+};
 
 /// Below this much free space on the data volume the disk guard refuses every write (the
 /// default hard floor, as in the manual), so the check counts it as a problem.
@@ -182,6 +186,67 @@ pub fn optimize(
     Ok(summary)
 }
 
+/// Appends every unreferenced message body to `mailbox` of `account`, unread (the logic is
+/// the store's, `SqliteStore::recover_orphans`); prints what it did and logs one line in
+/// `maintenance.log`. False when some files could not be taken back and are still waiting.
+pub fn recover_orphans(
+    store: &SqliteStore,
+    data_dir: &Path,
+    clock: &gate::Clock,
+    account: &str,
+    mailbox: &str,
+) -> anyhow::Result<bool> {
+    let log_dir = data_dir.join("log");
+    let result = store.recover_orphans(account, mailbox);
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            log_line(
+                &log_dir,
+                "maintenance.log",
+                clock,
+                &format!("recover-orphans failed: {e}"),
+            );
+            return Err(anyhow::Error::new(e).context("the recovery of orphans could not finish"));
+        }
+    };
+    let line = recovery_line(&report);
+    log_line(&log_dir, "maintenance.log", clock, &line);
+    println!("{line}");
+    for left in &report.left {
+        println!("  left in quarantine: {left}");
+    }
+    if report.young > 0 {
+        println!(
+            "  {} unreferenced blob files younger than five minutes were left alone (perhaps \
+             deliveries in flight); run again later if they stay",
+            report.young
+        );
+    }
+    if !report.left.is_empty() {
+        eprintln!(
+            "tegami: {} files in {} are not message bodies this store can take back (listed \
+             above); look at them and delete them when you are done",
+            report.left.len(),
+            data_dir.join(ORPHANS_DIR).display()
+        );
+    }
+    Ok(report.left.is_empty())
+}
+
+fn recovery_line(report: &OrphanRecovery) -> String {
+    format!(
+        "recovered {} unreferenced message bodies ({}) into {} mailbox {} as unread mail; \
+         {} were there already, {} moved from blobs/ to quarantine first",
+        report.recovered,
+        human_bytes(report.bytes),
+        report.account,
+        report.mailbox,
+        report.already_present,
+        report.quarantined
+    )
+}
+
 /// The one-line outcome of a check, as `maintenance.log` and the result log's first line
 /// say it. A healthy store gets just "healthy": the doctor reads these lines.
 fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
@@ -194,6 +259,15 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
     } else {
         ""
     };
+    let bodies = match report.unreferenced_bodies() {
+        0 => String::new(),
+        n => format!(", {n} unreferenced message bodies"),
+    };
+    let others = if report.repair {
+        report.not_fixed.len()
+    } else {
+        report.problems()
+    };
     if outstanding == 0 {
         let repaired = report.repaired.len() + report.quarantined.len();
         if report.repair && repaired > 0 {
@@ -201,10 +275,21 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
         } else {
             format!("healthy ({checked})")
         }
+    } else if others == 0 && !disk_low {
+        // Nothing is damaged; what is left is the operator's decision about these bodies.
+        let where_ = if report.repair {
+            " waiting in quarantine/orphans/"
+        } else {
+            ""
+        };
+        format!(
+            "{} unreferenced message bodies{where_}, possibly lost mail ({checked})",
+            report.unreferenced_bodies()
+        )
     } else if report.repair {
         format!(
             "{outstanding} problems not fixed, {} repaired, {} damaged blobs quarantined, \
-             {} messages affected{disk} ({checked})",
+             {} messages affected{bodies}{disk} ({checked})",
             report.repaired.len(),
             report.quarantined.len(),
             report.affected_messages.len()
@@ -212,7 +297,7 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
     } else {
         format!(
             "{outstanding} problems: {} database, {} damaged blobs ({} messages affected), \
-             {} reference counts{disk} ({checked})",
+             {} reference counts{bodies}{disk} ({checked})",
             report.database.len(),
             report.damaged_blobs.len(),
             report.affected_messages.len(),
@@ -244,6 +329,25 @@ fn hint(report: &CheckReport, disk_low: bool) -> String {
         }
         hints.push(line);
     }
+    let bodies = report.unreferenced_bodies();
+    if bodies > 0 {
+        let mut line = format!(
+            "{bodies} message bodies are named by no message: they may be mail whose index \
+             entry a crash lost. "
+        );
+        if !report.repair && !report.orphan_files.is_empty() {
+            line.push_str(
+                "`tegami check --repair` moves those in blobs/ to quarantine/orphans/ (it \
+                 deletes none); ",
+            );
+        }
+        line.push_str(&format!(
+            "`tegami check --recover-orphans --account ADDRESS` puts every one into that \
+             account's Recovered mailbox as unread mail; if you know they are not needed, \
+             delete {ORPHANS_DIR}/ in the data directory instead"
+        ));
+        hints.push(line);
+    }
     if disk_low {
         hints.push(format!(
             "the data volume has less than {} free: tegami refuses every write below that; \
@@ -257,10 +361,11 @@ fn hint(report: &CheckReport, disk_low: bool) -> String {
 /// What the optimisation did, in one line.
 fn what_was_done(report: &OptimizeReport) -> String {
     let mut done = format!(
-        "{} pages freed, {} orphan blob files removed, {} reclaimed; WAL {} -> {}; \
-         database {} -> {}",
+        "{} pages freed, {} orphan blob files removed, {} quarantined, {} reclaimed; \
+         WAL {} -> {}; database {} -> {}",
         report.pages_freed,
         report.orphans_removed,
+        report.orphans_quarantined,
         human_bytes(report.bytes_reclaimed()),
         human_bytes(report.wal_bytes_before),
         human_bytes(report.wal_bytes_after),

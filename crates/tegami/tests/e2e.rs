@@ -70,6 +70,9 @@ scripts! {
         maintenance => "maintenance",
         disk_guard => "disk_guard",
         check_repair => "check_repair",
+        check_online => "check_online",
+        check_orphans => "check_orphans",
+        config_refusals => "config_refusals",
         schedule => "schedule",
     }
     backup {

@@ -3,8 +3,13 @@
 //!
 //! It reads through one read transaction, a consistent snapshot, so it runs beside a live
 //! server. Files are listed before the snapshot starts; anything written after that is
-//! either in the snapshot or younger than the listing and left alone. The orphan scan here
-//! is shared with the optimisation (`optimize.rs`).
+//! either in the snapshot or younger than the listing and left alone. What the snapshot
+//! names may change before the check looks at it, so nothing is called damaged or orphaned
+//! on the snapshot's word alone: a blob found missing is damage only if a message still
+//! uses it, and a file found unnamed is an orphan only if it is still there and still
+//! unnamed under the current state (a writer deletes a released file just after its
+//! commit). The orphan scan here is shared with the optimisation (`optimize.rs`); what
+//! happens to orphans is in `orphans.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use super::orphans;
 use crate::{
     AffectedMessage, BlobId, BlobStore, CheckOptions, CheckReport, Progress, Result, Verdict,
 };
@@ -116,14 +122,20 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
         }
     }
 
-    let orphans = scan_orphans(&files, started, |id| {
+    let candidates = scan_orphans(&files, started, |id| {
         referenced.contains_key(id) || refcounts.contains_key(id)
     });
-    report.young_files = orphans.young;
-    for (id, size) in &orphans.old {
-        report
-            .orphan_files
-            .push(format!("blob {id} ({size} bytes)"));
+    report.young_files = candidates.young;
+    let released = orphans::released(store.blobs.root());
+    let old = orphans::still_orphans(store, candidates.old)?;
+    for (id, size) in &old {
+        if released.contains(id) {
+            report.released_files += 1;
+        } else {
+            report
+                .orphan_files
+                .push(format!("blob {id} ({size} bytes)"));
+        }
     }
 
     if options.repair {
@@ -133,10 +145,11 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
             wrong_counts,
             wrong_sizes,
             stale_uidnext,
-            orphans,
+            old,
             damaged,
         )?;
     }
+    report.waiting_orphans = orphans::waiting(&store.data_dir);
     Ok(report)
 }
 
@@ -341,30 +354,6 @@ pub(super) fn scan_orphans(
     orphans
 }
 
-/// Removes orphan files through the writer, which deletes them after its commit under the
-/// write lock, exactly as it deletes any blob that lost its last use. A file that a delivery
-/// has claimed since the scan (its row now exists) stays. Returns the ids removed.
-pub(super) fn remove_orphans(store: &SqliteStore, orphans: Vec<BlobId>) -> Result<Vec<BlobId>> {
-    if orphans.is_empty() {
-        return Ok(orphans);
-    }
-    store.write(move |ctx| {
-        let conn = ctx.conn;
-        let mut unused = conn.prepare_cached(
-            "SELECT NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?1)
-                AND NOT EXISTS (SELECT 1 FROM messages WHERE blob_hash = ?1)",
-        )?;
-        let mut removed = Vec::new();
-        for id in orphans {
-            if unused.query_row([&id.0[..]], |r| r.get::<_, bool>(0))? {
-                ctx.unreferenced.push(id);
-                removed.push(id);
-            }
-        }
-        Ok(removed)
-    })
-}
-
 /// Every blob hash the database names, in messages or in the reference counts.
 pub(super) fn known_blobs(conn: &Connection) -> Result<HashSet<BlobId>> {
     let mut stmt = conn.prepare("SELECT hash FROM blobs UNION SELECT blob_hash FROM messages")?;
@@ -381,7 +370,7 @@ fn repair(
     wrong_counts: Vec<BlobId>,
     wrong_sizes: Vec<(BlobId, u64)>,
     stale_uidnext: Vec<i64>,
-    orphans: Orphans,
+    old_orphans: Vec<(BlobId, u64)>,
     damaged: Vec<BlobId>,
 ) -> Result<()> {
     // Recount inside the writer so the fix reflects the data at commit time, not the snapshot.
@@ -444,11 +433,17 @@ fn repair(
     })?;
     report.repaired = fixed;
 
-    let ids = orphans.old.into_iter().map(|(id, _)| id).collect();
-    for id in remove_orphans(store, ids)? {
+    // Never deleted: an orphan may be the only copy of a message whose row was lost.
+    let swept = orphans::sweep(store, old_orphans)?;
+    for (id, _) in swept.removed {
+        report.repaired.push(format!(
+            "blob {id}: file of a blob a commit released, removed"
+        ));
+    }
+    for (id, to) in swept.quarantined {
         report
-            .repaired
-            .push(format!("blob {id}: orphan file removed"));
+            .orphans_quarantined
+            .push(format!("blob {id} -> {}", to.display()));
     }
 
     let quarantine_dir = store.data_dir.join("quarantine");

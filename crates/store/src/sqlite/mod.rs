@@ -7,6 +7,7 @@ mod history;
 mod lists;
 mod mailboxes;
 mod optimize;
+mod orphans;
 mod queue;
 mod recovery;
 mod retention;
@@ -28,6 +29,7 @@ use crate::{
     CheckReport, Copied, Delivered, FlagOp, FlagState, Flags, MailboxCounts, MailboxId,
     MailboxInfo, MessageId, MessageMeta, OptimizeReport, Resolution, Result, Store, StoreError,
 };
+pub use orphans::{ORPHANS_DIR, OrphanRecovery};
 use writer::{WriteCtx, Writer};
 
 pub use retention::Expired;

@@ -1,5 +1,6 @@
 //! The online optimisation of the SQLite backend: planner statistics, free pages given back
-//! to the file system, a WAL checkpoint, and orphan blob files removed.
+//! to the file system, a WAL checkpoint, and orphan blob files dealt with: deleted when a
+//! commit is known to have released them, quarantined otherwise.
 //!
 //! Every step that writes runs on the writer thread, as a job of its own between batches of
 //! deliveries, and the long ones (giving back free pages) are cut into short steps, so mail
@@ -12,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
-use super::check::{known_blobs, remove_orphans, scan_orphans};
-use super::{BUSY_TIMEOUT, SqliteStore};
+use super::check::{known_blobs, scan_orphans};
+use super::{BUSY_TIMEOUT, SqliteStore, orphans};
 use crate::{OptimizeReport, Result, human_bytes};
 
 /// Pages given back per step of incremental vacuum: a few megabytes, one short transaction.
@@ -43,16 +44,23 @@ pub(super) fn run(store: &SqliteStore) -> Result<OptimizeReport> {
     report.page_size = before.page_size;
     report.free_pages_before = before.free;
 
-    // Orphan blob files first: the same scan as the check, then the writer removes them.
+    // Orphan blob files first: the same scan as the check. Only those a commit is recorded
+    // to have released are deleted; the rest go to quarantine. Age alone is no proof: the
+    // orphans a crash that cut the write-ahead log short leaves are exactly as old as the
+    // acknowledged messages whose rows it lost, and deleting them (as this step once did)
+    // destroys their only copy. Quarantine instead of deletion for all would keep that
+    // mail too, but would also fill the quarantine with every message expunged while a
+    // backup ran and ask the operator about each; the record of releases tells the two
+    // apart at the one place that knows, the commit.
     let listed = SystemTime::now();
     let files = store.blobs.list()?;
     let known = store.read(known_blobs)?;
-    let orphans = scan_orphans(&files, listed, |id| known.contains(id));
-    report.young_files = orphans.young;
-    let sizes: std::collections::HashMap<_, _> = orphans.old.iter().copied().collect();
-    let removed = remove_orphans(store, orphans.old.iter().map(|(id, _)| *id).collect())?;
-    report.orphans_removed = removed.len() as u64;
-    report.orphan_bytes = removed.iter().map(|id| sizes[id]).sum();
+    let candidates = scan_orphans(&files, listed, |id| known.contains(id));
+    report.young_files = candidates.young;
+    let swept = orphans::sweep(store, candidates.old)?;
+    report.orphans_removed = swept.removed.len() as u64;
+    report.orphan_bytes = swept.removed.iter().map(|(_, size)| size).sum();
+    report.orphans_quarantined = swept.quarantined.len() as u64;
 
     // A bounded ANALYZE (a thousand rows per index) keeps this quick on a large database.
     store.writer.write_alone(|ctx| {

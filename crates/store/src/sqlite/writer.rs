@@ -181,7 +181,7 @@ fn run(conn: Connection, blobs: &BlobStore, requests: mpsc::Receiver<Box<dyn Job
         if !unreferenced.is_empty()
             && let Err(e) = remove_unreferenced(&conn, blobs, &unreferenced)
         {
-            // The files stay behind as orphans; `tegami check --repair` removes them.
+            // The files stay behind as orphans, unproven: the repair quarantines them.
             tracing::warn!(error = %e, "could not remove unreferenced blobs");
         }
         for job in batch {
@@ -237,33 +237,43 @@ fn commit_batch(
     Ok(())
 }
 
-/// Deletes the files of blobs that lost their last reference, unless a backup holds them.
+/// Deletes the files of blobs that lost their last reference, unless a backup holds them:
+/// then the hashes are recorded as released (`orphans.rs`), so the optimisation deletes the
+/// files later as proven garbage rather than taking them for lost mail.
 ///
 /// This holds the database's write lock while it looks and deletes: another process that
 /// wants to share one of these blobs must take the same lock and then finds the file
 /// either still referenced or already gone (and writes it again), never half-way.
 fn remove_unreferenced(conn: &Connection, blobs: &BlobStore, ids: &[BlobId]) -> Result<()> {
-    // A backup is copying: leave the files (orphans now; `optimize` removes them later).
-    let Some(_deleting) = crate::blob::BlobHold::for_deletion(blobs.root())? else {
-        tracing::debug!(
-            files = ids.len(),
-            "a backup holds the blobs; unreferenced files kept"
-        );
-        return Ok(());
-    };
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
         let mut still_used = conn.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?;
+        let mut unused = Vec::new();
         for id in ids {
             if still_used
                 .query_row([&id.0[..]], |_| Ok(()))
                 .optional()?
                 .is_none()
             {
-                blobs.remove(id)?;
+                unused.push(*id);
             }
         }
-        Ok(())
+        match crate::blob::BlobHold::for_deletion(blobs.root())? {
+            Some(_deleting) => {
+                for id in &unused {
+                    blobs.remove(id)?;
+                }
+                Ok(())
+            }
+            // A backup is copying: leave the files, recorded as released.
+            None => {
+                tracing::debug!(
+                    files = unused.len(),
+                    "a backup holds the blobs; unreferenced files kept"
+                );
+                super::orphans::record_released(blobs.root(), &unused)
+            }
+        }
     })();
     conn.execute_batch("COMMIT")?;
     result
