@@ -202,8 +202,7 @@ fn main() -> ExitCode {
     tame_allocator();
     let cli = Cli::parse();
     if let Err(e) = data_dir_rules(&cli) {
-        eprintln!("tegami: {e:#}");
-        return ExitCode::FAILURE;
+        return fail(e);
     }
     // Every command validates the config it runs under, even one that reads nothing from it
     // today: a broken file must stop `check` or `account list` as surely as `serve`, not be
