@@ -121,8 +121,11 @@ def test():
     assert r.code != 0 and "newsletter.key" in r.out and "newsletter.key" in r.err, r
     other = h.Tegami("backup-secrets-refused")
     r = other.cli("restore", str(bad), check=False)
-    assert r.code != 0 and "newsletter.key" in r.err and not other.data.exists(), r
-    ok("a backup whose newsletter.key changed: verify names it, restore refuses and creates nothing")
+    assert r.code != 0 and "newsletter.key" in r.err and "nothing was changed" in r.err, r
+    left = sorted(str(p.relative_to(other.data)) for p in other.data.rglob("*")) if other.data.exists() else []
+    assert all(p == "log" or p.startswith("log/") for p in left), f"a refused restore left {left}"
+    ok("a backup whose newsletter.key changed: verify names it, restore refuses and restores nothing "
+       "(only its refusal is logged)")
 
     # --- restore into a new data directory ----------------------------------------------------
     new = h.Tegami("backup-secrets-restored")

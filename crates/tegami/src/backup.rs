@@ -175,8 +175,6 @@ pub struct Outcome {
     pub id: String,
     /// What the CLI prints and `log/backup_result.log` holds.
     pub summary: String,
-    /// Some(ok) when the backup was verified after it was taken.
-    pub verified: Option<bool>,
     /// What is wrong, in one line, when the backup left damaged blobs out or does not
     /// verify; also the first line of `summary`.
     pub damage: Option<String>,
@@ -349,7 +347,6 @@ pub fn create(
     Ok(Outcome {
         id: m.id.clone(),
         summary,
-        verified,
         damage,
     })
 }
