@@ -773,7 +773,10 @@ fn a_blob_damaged_in_place_is_never_linked_into_a_backup_silently() {
     assert_eq!(three.manifest.damaged, 1);
     assert_eq!(three.manifest.blobs, 5);
     let bad_rel = format!("blobs/{}/{bad}", &bad.to_string()[..2]);
-    assert!(!three.path.join(&bad_rel).exists(), "the damaged blob is in the backup");
+    assert!(
+        !three.path.join(&bad_rel).exists(),
+        "the damaged blob is in the backup"
+    );
     assert!(!blob_files(&three.path).contains(&bad_rel));
     let checked = three.manifest.checked.unwrap();
     // The five intact blobs are trusted from the second backup's check; the modified one
@@ -849,7 +852,11 @@ fn dkim_keys_newsletter_key_acme_state_and_the_config_are_backed_up_and_restored
     write_mode(&key, b"-----BEGIN PRIVATE KEY-----\nsecret\n", 0o600);
     write_mode(&data.join("newsletter.key"), &[7u8; 32], 0o600);
     write_mode(&data.join("acme/account.key"), b"account key", 0o600);
-    write_mode(&data.join("acme/certs/mail.example.com.pem"), b"cert", 0o644);
+    write_mode(
+        &data.join("acme/certs/mail.example.com.pem"),
+        b"cert",
+        0o644,
+    );
     fs::set_permissions(
         data.join("acme"),
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
@@ -927,7 +934,10 @@ fn dkim_keys_newsletter_key_acme_state_and_the_config_are_backed_up_and_restored
             fs::metadata(&source).unwrap(),
             fs::metadata(restored.join(rel)).unwrap(),
         );
-        assert_eq!(fs::read(&source).unwrap(), fs::read(restored.join(rel)).unwrap());
+        assert_eq!(
+            fs::read(&source).unwrap(),
+            fs::read(restored.join(rel)).unwrap()
+        );
         assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{rel}");
         assert_eq!(b.nlink(), 1, "{rel} shares an inode with the backup");
         if is_root() {
@@ -955,14 +965,22 @@ fn a_backup_from_before_secrets_still_verifies_and_its_restore_keeps_the_live_ke
     let text: String = fs::read_to_string(&manifest)
         .unwrap()
         .lines()
-        .filter(|l| !l.starts_with("secret") && !l.starts_with("blobs_checked") && !l.starts_with("blobs_hashed") && !l.starts_with("blobs_trusted"))
+        .filter(|l| {
+            !l.starts_with("secret")
+                && !l.starts_with("blobs_checked")
+                && !l.starts_with("blobs_hashed")
+                && !l.starts_with("blobs_trusted")
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     fs::write(&manifest, &text).unwrap();
     let verified = backup::verify(&report.path, None).unwrap();
     assert!(verified.is_ok(), "{:?}", verified.problems);
     assert!(
-        verified.notes.iter().any(|n| n.contains("before backups held secrets")),
+        verified
+            .notes
+            .iter()
+            .any(|n| n.contains("before backups held secrets")),
         "{:?}",
         verified.notes
     );
@@ -972,22 +990,41 @@ fn a_backup_from_before_secrets_still_verifies_and_its_restore_keeps_the_live_ke
     write_mode(&data.join("newsletter.key"), &[9u8; 32], 0o600);
     let restored = backup::restore(&report.path, &data, &restore_options()).unwrap();
     assert!(restored.manifest.secrets.is_none());
-    assert!(restored.carried.contains(&"dkim".to_string()), "{:?}", restored.carried);
+    assert!(
+        restored.carried.contains(&"dkim".to_string()),
+        "{:?}",
+        restored.carried
+    );
     assert!(restored.carried.contains(&"newsletter.key".to_string()));
     assert_eq!(fs::read(data.join("newsletter.key")).unwrap(), [9u8; 32]);
-    assert_eq!(fs::read(data.join("dkim/example.com/sel.pem")).unwrap(), b"key");
+    assert_eq!(
+        fs::read(data.join("dkim/example.com/sel.pem")).unwrap(),
+        b"key"
+    );
 
     // A newer backup that holds no ACME state leaves the live one in place too.
     write_mode(&data.join("acme/account.key"), b"acme", 0o600);
     fs::remove_dir_all(data.join("acme")).unwrap();
     let newer = backup::create(&data, &options(&dir.path().join("backups"), "new")).unwrap();
     write_mode(&data.join("acme/account.key"), b"acme", 0o600);
-    let restored = backup::restore(&newer.path, &data, &RestoreOptions {
-        now_unix: NOW + 10,
-        ..restore_options()
-    })
+    let restored = backup::restore(
+        &newer.path,
+        &data,
+        &RestoreOptions {
+            now_unix: NOW + 10,
+            ..restore_options()
+        },
+    )
     .unwrap();
-    assert!(restored.carried.contains(&"acme".to_string()), "{:?}", restored.carried);
-    assert!(!restored.carried.contains(&"dkim".to_string()), "{:?}", restored.carried);
+    assert!(
+        restored.carried.contains(&"acme".to_string()),
+        "{:?}",
+        restored.carried
+    );
+    assert!(
+        !restored.carried.contains(&"dkim".to_string()),
+        "{:?}",
+        restored.carried
+    );
     assert_eq!(fs::read(data.join("acme/account.key")).unwrap(), b"acme");
 }

@@ -658,7 +658,11 @@ fn store(data: &Path, wal_cap: u64) -> Group {
         ),
         Ok(Some(stats)) => g.ok(
             "blobs",
-            format!("{}, {}", plural(stats.count, "file"), human_bytes(stats.bytes)),
+            format!(
+                "{}, {}",
+                plural(stats.count, "file"),
+                human_bytes(stats.bytes)
+            ),
         ),
         Ok(None) => g.ok("blobs", "blobs/ does not exist yet"),
         Err(e) => g.judge(
@@ -980,7 +984,11 @@ fn blob_stats(root: &Path) -> io::Result<Option<BlobStats>> {
                         Err(e) => {
                             stats.unreadable += 1;
                             stats.example.get_or_insert_with(|| {
-                                format!("blobs/{}/{}: {e}", a.file_name().to_string_lossy(), name.to_string_lossy())
+                                format!(
+                                    "blobs/{}/{}: {e}",
+                                    a.file_name().to_string_lossy(),
+                                    name.to_string_lossy()
+                                )
                             });
                         }
                     }

@@ -66,9 +66,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use create::{CreateOptions, CreateReport, create};
-pub use manifest::{Archive, BlobsChecked, CONFIG_DIR, FORMAT, Manifest, Secret, Trigger, Verified};
-pub use secrets::IN_DATA_DIR as SECRETS;
+pub use manifest::{
+    Archive, BlobsChecked, CONFIG_DIR, FORMAT, Manifest, Secret, Trigger, Verified,
+};
 pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use secrets::IN_DATA_DIR as SECRETS;
 pub use verify::{Problem, VerifyReport, verify};
 
 /// What an open did after an unclean shutdown (`SqliteStore::recovery`).

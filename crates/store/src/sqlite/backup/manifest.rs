@@ -357,11 +357,15 @@ fn parse_secrets(values: &HashMap<String, String>, count: u64) -> Result<Vec<Sec
             };
             let path = get("path")?.to_string();
             if !safe_path(&path) {
-                return Err(format!("{MANIFEST}: `secret.{n}.path` {path:?} leaves the backup"));
+                return Err(format!(
+                    "{MANIFEST}: `secret.{n}.path` {path:?} leaves the backup"
+                ));
             }
             let file = match values.get(&format!("secret.{n}.sha256")) {
                 None => None,
-                Some(hash) if valid_hash(hash) => Some((hash.to_ascii_lowercase(), number("bytes")?)),
+                Some(hash) if valid_hash(hash) => {
+                    Some((hash.to_ascii_lowercase(), number("bytes")?))
+                }
                 Some(_) => return Err(format!("{MANIFEST}: `secret.{n}.sha256` is not a SHA-256")),
             };
             Ok(Secret {
@@ -387,7 +391,9 @@ fn valid_hash(hash: &str) -> bool {
 pub fn safe_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
-        && path.split('/').all(|part| part != ".." && part != "." && !part.is_empty())
+        && path
+            .split('/')
+            .all(|part| part != ".." && part != "." && !part.is_empty())
 }
 
 /// Reads `manifest.toml` of the backup in `dir`.

@@ -181,7 +181,10 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
         // A secret the backup holds nothing of: the old directory's is the only one.
         let held = |name: &str| {
             manifest.secrets.iter().flatten().any(|s| {
-                s.path == name || s.path.strip_prefix(name).is_some_and(|r| r.starts_with('/'))
+                s.path == name
+                    || s.path
+                        .strip_prefix(name)
+                        .is_some_and(|r| r.starts_with('/'))
             })
         };
         let secrets_missing = secrets::IN_DATA_DIR.into_iter().filter(|name| !held(name));

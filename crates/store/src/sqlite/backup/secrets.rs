@@ -51,9 +51,10 @@ pub fn collect(data_dir: &Path, config: Option<&Path>, partial: &Path) -> Result
     }
     if let Some(config) = config {
         let origin = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
-        let name = origin
-            .file_name()
-            .map_or_else(|| "tegami.toml".into(), |n| n.to_string_lossy().into_owned());
+        let name = origin.file_name().map_or_else(
+            || "tegami.toml".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let dir = partial.join(CONFIG_DIR);
         fsutil::create_private_dir(&dir)?;
         let rel = format!("{CONFIG_DIR}/{name}");
@@ -136,7 +137,8 @@ fn add(
             let child = from.join(&name);
             let child_rel = format!("{rel}/{name}");
             if !super::manifest::safe_path(&child_rel) || child_rel.contains('\n') {
-                out.skipped.push(format!("{child_rel:?}: a name a backup cannot list"));
+                out.skipped
+                    .push(format!("{child_rel:?}: a name a backup cannot list"));
                 continue;
             }
             match fs::metadata(&child) {
@@ -146,9 +148,9 @@ fn add(
                 Ok(_) => out
                     .skipped
                     .push(format!("{child_rel}: not a file nor a directory")),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    out.skipped.push(format!("{child_rel}: a dangling symbolic link"))
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => out
+                    .skipped
+                    .push(format!("{child_rel}: a dangling symbolic link")),
                 Err(e) => return Err(BackupError::io(&child)(e)),
             }
         }

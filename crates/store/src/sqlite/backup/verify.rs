@@ -194,7 +194,10 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
             for secret in secrets {
                 let Some((sha256, _)) = &secret.file else {
                     if !dir.join(&secret.path).is_dir() {
-                        problem(&secret.path, "missing (a directory the manifest lists)".into());
+                        problem(
+                            &secret.path,
+                            "missing (a directory the manifest lists)".into(),
+                        );
                     }
                     continue;
                 };
