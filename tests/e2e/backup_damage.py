@@ -10,6 +10,12 @@ stop it) and, without --force, to replace an existing store. Then the good backu
 restored: the data directory is swapped (the old one kept as DATA.before-restore-TIME with
 the mail that arrived after the backup), log/ and backups/ move over, the restore is in
 log/backup.log, and a server on the restored data serves exactly the mail of the backup.
+
+Then regressions of issue 16: one byte of a live blob flipped in place (the same inode a
+linked backup holds): `backup create --verify` exits non-zero, says DAMAGED first, leaves the
+blob out and names it in damaged.txt; `check` finds it and `doctor` then exits non-zero with
+the failure first; a body the store's owner cannot read (mode 000) makes `doctor`, run as
+that owner, exit non-zero naming it.
 """
 
 import hashlib
@@ -144,6 +150,68 @@ def test():
     srv.stop()
     ok(f"restore --force swapped the data directory; the old one is {kept[0].name} with the later mail; "
        "log/ moved over; the restored server serves the backup's mail and check passes")
+
+    damaged_in_place(t)
+
+
+def doctor_failures(t):
+    """(exit code, the FAIL line doctor prints first, or "", the result)."""
+    r = t.cli("doctor", check=False)
+    lines = r.out.splitlines()
+    return r.code, (lines[1] if len(lines) > 1 and lines[1].startswith("FAIL:") else ""), r
+
+
+def damaged_in_place(t):
+    """Regressions (issue 16.7 and 16.12): a live blob damaged in place (same inode, so in
+    every backup that linked it too) used to be hard-linked into the next backup without a
+    word, and `backup create --verify` and `doctor` exited 0 on damage."""
+    code, fails, r = doctor_failures(t)
+    assert "Store" not in fails and "Checks" not in fails, f"doctor fails a healthy store: {r!r}"
+    blob = t.blob_files()[0]
+    size = blob.stat().st_size
+    with open(blob, "r+b") as f:
+        f.seek(size // 2)
+        byte = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([byte[0] ^ 1]))
+    into = t.root / "after-damage"
+    r = t.cli("backup", "create", "--to", str(into), "--verify", check=False, timeout=120)
+    assert r.code != 0, f"backup create exits 0 with a damaged blob: {r!r}"
+    assert r.out.startswith("DAMAGED:") and r.err.startswith("tegami: DAMAGED:"), f"damage not said first: {r!r}"
+    assert blob.name in r.out, r
+    bid = re.search(r"^backup (\S+) taken", r.out, re.M).group(1)
+    assert (into / bid / "damaged.txt").read_text().startswith(blob.name)
+    assert not (into / bid / "blobs" / blob.name[:2] / blob.name).exists(), "the damaged blob is in the backup"
+    assert "result: failed" in (t.data / "log" / "backup_result.log").read_text()
+    ok(f"a blob damaged in place: backup create --verify exits {r.code}, says DAMAGED first, leaves "
+       f"{blob.name[:12]}... out and names it in damaged.txt")
+
+    r = t.cli("check", check=False, timeout=120)
+    assert r.code != 0, f"check passes a damaged blob: {r!r}"
+    code, fails, r = doctor_failures(t)
+    assert code != 0 and "last check" in fails, f"doctor after a check that found damage: {r!r}"
+    ok(f"doctor after a check that found the damage exits {code} and says first: {fails[:100]}")
+
+    # Message bodies the server's own user cannot read: doctor run as that user fails.
+    uid, gid = 4242, 4243
+    os.chmod(t.root, 0o755)
+    for p in [t.data, *t.data.rglob("*")]:
+        os.lchown(p, uid, gid)
+    other = t.blob_files()[1]
+    os.chmod(other, 0)
+    r = h.CliResult(["doctor"], *_run_as(t, uid, gid, "doctor"))
+    lines = r.out.splitlines()
+    assert r.code != 0 and len(lines) > 1 and lines[1].startswith("FAIL:") and "blobs" in lines[1], \
+        f"doctor as the owner on unreadable bodies: {r!r}"
+    assert "cannot be read" in lines[1] and other.name in r.out, r
+    ok(f"doctor as the store's owner with a body it cannot read exits {r.code}: {lines[1][:100]}")
+
+
+def _run_as(t, uid, gid, *args):
+    import subprocess
+    p = subprocess.run([t.bin, "--data", str(t.data), *args], capture_output=True, timeout=60,
+                       user=uid, group=gid, extra_groups=[], stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,16 @@ def test():
     for rel in blob_paths(default_root, local):
         assert (default_root / local / rel).stat().st_ino == (t.data / rel).stat().st_ino, rel
     ok("into DATA/backups on the same file system every blob is the live store's own file, linked")
+
+    # Regression (issue 16.7): --copy-blobs after a linked backup in the same directory linked
+    # from that backup, and so shared the live store's inodes.
+    copied, _ = create(t, "--copy-blobs")
+    m5 = manifest(default_root, copied)
+    assert (m5["blobs_copied"], m5["blobs"]) == (35, 35), m5
+    shared = [rel for rel in blob_paths(default_root, copied)
+              if (default_root / copied / rel).stat().st_ino == (t.data / rel).stat().st_ino]
+    assert not shared, f"--copy-blobs shares {len(shared)} files with the live store, e.g. {shared[:2]}"
+    ok("copy_blobs after a linked backup in the same directory: 35 copied, no file shared with the live store")
     srv.stop()
 
     days = t.root / "daily"

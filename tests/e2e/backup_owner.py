@@ -7,7 +7,8 @@ its manifest. `tegami restore` run by root into a new directory then gives every
 directory and file that owner, the directories the data directory's mode and the files the
 database's mode (never less than the owner's read and write), so the service can start on
 it with no chown or chmod by hand; `--owner UID:GID` chooses another owner. A server on the
-restored directory serves the mail. Needs root.
+restored directory serves the mail. The secrets keep their own modes instead (newsletter.key
+stays 0600), with the service's owner, which `--owner` changes too. Needs root.
 """
 
 import os
@@ -62,10 +63,13 @@ def test():
     # and it must stay writable by the service.
     assert found["log/backup.log"][:2] == (UID, GID), found["log/backup.log"]
     found = {p: v for p, v in found.items() if not p.startswith("log")}
+    # A secret keeps its own mode (newsletter.key is made 0600), with the service's owner.
+    assert found.pop("newsletter.key") == (UID, GID, 0o600, False), "newsletter.key lost its mode or owner"
     wrong = {p: v for p, v in found.items() if v[:2] != (UID, GID) or v[2] != (0o750 if v[3] else 0o640)}
     assert not wrong, f"restored with other owners or modes: {list(wrong.items())[:5]}"
     assert len(found) > 10, found
-    ok(f"restore as root: all {len(found)} restored directories and files are {UID}:{GID}, directories 0750, files 0640")
+    ok(f"restore as root: all {len(found)} restored directories and files are {UID}:{GID}, directories 0750, files 0640; "
+       "newsletter.key keeps its 0600")
 
     srv = other.serve()
     assert len(h.pop3_fetch_all(srv.pop3, "alice@example.com", "alice-pw")) == 5

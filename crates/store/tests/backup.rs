@@ -707,3 +707,324 @@ fn a_damaged_archive_blob_is_recorded_not_fatal() {
     assert!(verified.is_ok(), "{:?}", verified.problems);
     assert_eq!(verified.notes.len(), 1, "{:?}", verified.notes);
 }
+
+/// The blob files of a backup, relative to it, from its `SHA256SUMS`.
+fn blob_files(backup: &Path) -> Vec<String> {
+    fs::read_to_string(backup.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once("  ").unwrap().1.to_string())
+        .filter(|p| p.starts_with("blobs/"))
+        .collect()
+}
+
+/// Flips one byte of a file in place: same inode, as a failing disk or a stray write
+/// would leave it (and so also in every backup that hard-linked it).
+fn flip_in_place(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let middle = file.metadata().unwrap().len() / 2;
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(middle)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(middle)).unwrap();
+    file.write_all(&[byte[0] ^ 1]).unwrap();
+}
+
+#[test]
+fn a_blob_damaged_in_place_is_never_linked_into_a_backup_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (store, ids) = store_with_mail(&data, 6);
+    let root = dir.path().join("backups");
+    // Blobs written in the second a backup begins are read again by the next one: wait.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The first backup links every blob from the live store and reads each one.
+    let one = backup::create(&data, &options(&root, "one")).unwrap();
+    let checked = one.manifest.checked.unwrap();
+    assert_eq!((checked.hashed, checked.trusted), (6, 0), "{checked:?}");
+    assert!(one.damaged.is_empty());
+
+    // An unchanged store: the second backup trusts the first one's check.
+    let two = backup::create(&data, &options(&root, "two")).unwrap();
+    let checked = two.manifest.checked.unwrap();
+    assert_eq!((checked.hashed, checked.trusted), (0, 6), "{checked:?}");
+
+    // One byte flips in the live blob, which both backups share through hard links.
+    let inbox = store.mailbox(ids[0], "INBOX").unwrap();
+    let bad = store.messages(inbox.id).unwrap()[0].blob;
+    flip_in_place(&store.blobs().path(&bad));
+    let three = backup::create(&data, &options(&root, "three")).unwrap();
+    assert_eq!(
+        three.damaged.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [bad],
+        "{:?}",
+        three.damaged
+    );
+    assert!(
+        three.damaged[0].1.contains("does not match its hash"),
+        "{}",
+        three.damaged[0].1
+    );
+    assert_eq!(three.manifest.damaged, 1);
+    assert_eq!(three.manifest.blobs, 5);
+    let bad_rel = format!("blobs/{}/{bad}", &bad.to_string()[..2]);
+    assert!(
+        !three.path.join(&bad_rel).exists(),
+        "the damaged blob is in the backup"
+    );
+    assert!(!blob_files(&three.path).contains(&bad_rel));
+    let checked = three.manifest.checked.unwrap();
+    // The five intact blobs are trusted from the second backup's check; the modified one
+    // was read (its modification time is after that check began) and refused.
+    assert_eq!((checked.hashed, checked.trusted), (0, 5), "{checked:?}");
+    let damaged = fs::read_to_string(three.path.join("damaged.txt")).unwrap();
+    assert!(damaged.starts_with(&bad.to_string()), "{damaged}");
+
+    // Into a new root (nothing to link from but the live store) it is refused the same way.
+    let fresh = backup::create(&data, &options(&dir.path().join("fresh"), "f")).unwrap();
+    assert_eq!(fresh.damaged.len(), 1, "{:?}", fresh.damaged);
+    assert!(!fresh.path.join(&bad_rel).exists());
+}
+
+#[test]
+fn copy_blobs_after_a_linked_backup_shares_no_inode_with_the_live_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 8);
+    let root = dir.path().join("backups");
+    let linked = backup::create(&data, &options(&root, "linked")).unwrap();
+    assert_eq!(linked.manifest.blobs_linked, 8);
+    let mut opts = options(&root, "copied");
+    opts.copy_blobs = true;
+    opts.now_unix = NOW + 1;
+    let copied = backup::create(&data, &opts).unwrap();
+    assert_eq!(
+        (copied.manifest.blobs_copied, copied.linked_from_previous),
+        (8, 0),
+        "{:?}",
+        copied.manifest
+    );
+    let blobs = blob_files(&copied.path);
+    assert_eq!(blobs.len(), 8);
+    for rel in &blobs {
+        let (live, mine) = (
+            fs::metadata(data.join(rel)).unwrap(),
+            fs::metadata(copied.path.join(rel)).unwrap(),
+        );
+        assert_ne!(live.ino(), mine.ino(), "{rel} is the live store's own file");
+    }
+    // A later --copy-blobs backup may link the copies: they are not the live store's.
+    let mut opts = options(&root, "again");
+    opts.copy_blobs = true;
+    opts.now_unix = NOW + 2;
+    let again = backup::create(&data, &opts).unwrap();
+    assert_eq!(again.linked_from_previous, 8, "{:?}", again.manifest);
+    for rel in &blobs {
+        assert_ne!(
+            fs::metadata(data.join(rel)).unwrap().ino(),
+            fs::metadata(again.path.join(rel)).unwrap().ino()
+        );
+    }
+}
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn write_mode(path: &Path, content: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn dkim_keys_newsletter_key_acme_state_and_the_config_are_backed_up_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 3);
+    let key = data.join("dkim/example.com/sel.pem");
+    write_mode(&key, b"-----BEGIN PRIVATE KEY-----\nsecret\n", 0o600);
+    write_mode(&data.join("newsletter.key"), &[7u8; 32], 0o600);
+    write_mode(&data.join("acme/account.key"), b"account key", 0o600);
+    write_mode(
+        &data.join("acme/certs/mail.example.com.pem"),
+        b"cert",
+        0o644,
+    );
+    fs::set_permissions(
+        data.join("acme"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let config = dir.path().join("etc/tegami.toml");
+    write_mode(&config, b"hostname = \"mail.example.com\"\n", 0o640);
+    if is_root() {
+        std::os::unix::fs::chown(&key, Some(4242), Some(4243)).unwrap();
+        std::os::unix::fs::chown(&config, Some(0), Some(4243)).unwrap();
+    }
+
+    let mut opts = options(&dir.path().join("backups"), "b");
+    opts.config_file = Some(config.clone());
+    let report = backup::create(&data, &opts).unwrap();
+    let secrets = report.manifest.secrets.clone().unwrap();
+    let paths: Vec<&str> = secrets.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "dkim",
+            "dkim/example.com",
+            "dkim/example.com/sel.pem",
+            "newsletter.key",
+            "acme",
+            "acme/account.key",
+            "acme/certs",
+            "acme/certs/mail.example.com.pem",
+            "config/tegami.toml",
+        ]
+    );
+    let find = |p: &str| secrets.iter().find(|s| s.path == p).unwrap();
+    assert_eq!(find("dkim/example.com/sel.pem").mode, 0o600);
+    assert_eq!(find("acme").mode, 0o700);
+    assert_eq!(find("acme/certs/mail.example.com.pem").mode, 0o644);
+    let cfg = find("config/tegami.toml");
+    assert_eq!(cfg.origin.as_deref(), Some(config.to_str().unwrap()));
+    assert_eq!(cfg.mode, 0o640);
+    // Listed with checksums in the manifest and in SHA256SUMS, kept private in the backup.
+    let sums = fs::read_to_string(report.path.join("SHA256SUMS")).unwrap();
+    let (hash, _) = find("newsletter.key").file.clone().unwrap();
+    assert!(sums.contains(&format!("{hash}  newsletter.key")), "{sums}");
+    let in_backup = fs::metadata(report.path.join("dkim/example.com/sel.pem")).unwrap();
+    assert_eq!(in_backup.mode() & 0o777, 0o600);
+    assert!(backup::verify(&report.path, None).unwrap().is_ok());
+
+    // A changed key in the backup is named by verify.
+    let copy = report.path.join("acme/account.key");
+    let whole = fs::read(&copy).unwrap();
+    fs::write(&copy, b"another key").unwrap();
+    let found = backup::verify(&report.path, None).unwrap();
+    let named: Vec<&str> = found.problems.iter().map(|p| p.file.as_str()).collect();
+    assert_eq!(named, ["acme/account.key"], "{:?}", found.problems);
+    fs::write(&copy, &whole).unwrap();
+    assert!(backup::verify(&report.path, None).unwrap().is_ok());
+
+    // Restored into a new directory: same bytes, same modes, owners kept (as root).
+    let restored = dir.path().join("restored");
+    let mut ropts = restore_options();
+    if is_root() {
+        ropts.owner = Some((report.manifest.owner_uid, report.manifest.owner_gid));
+    }
+    backup::restore(&report.path, &restored, &ropts).unwrap();
+    for (rel, source) in [
+        ("dkim/example.com/sel.pem", key.clone()),
+        ("newsletter.key", data.join("newsletter.key")),
+        ("acme/account.key", data.join("acme/account.key")),
+        (
+            "acme/certs/mail.example.com.pem",
+            data.join("acme/certs/mail.example.com.pem"),
+        ),
+        ("config/tegami.toml", config.clone()),
+    ] {
+        let (a, b) = (
+            fs::metadata(&source).unwrap(),
+            fs::metadata(restored.join(rel)).unwrap(),
+        );
+        assert_eq!(
+            fs::read(&source).unwrap(),
+            fs::read(restored.join(rel)).unwrap()
+        );
+        assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{rel}");
+        assert_eq!(b.nlink(), 1, "{rel} shares an inode with the backup");
+        if is_root() {
+            assert_eq!((a.uid(), a.gid()), (b.uid(), b.gid()), "{rel}");
+        }
+    }
+    let acme = fs::metadata(restored.join("acme")).unwrap();
+    assert_eq!(acme.mode() & 0o7777, 0o700);
+    // The restored store opens and its check is clean.
+    let check = SqliteStore::open(&restored)
+        .unwrap()
+        .check(&CheckOptions::default())
+        .unwrap();
+    assert!(check.damaged_blobs.is_empty(), "{check}");
+}
+
+#[test]
+fn a_backup_from_before_secrets_still_verifies_and_its_restore_keeps_the_live_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_store, _) = store_with_mail(&data, 3);
+    let report = backup::create(&data, &options(&dir.path().join("backups"), "old")).unwrap();
+    // What a backup made before secrets (and blob checks) were recorded looks like.
+    let manifest = report.path.join("manifest.toml");
+    let text: String = fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            !l.starts_with("secret")
+                && !l.starts_with("blobs_checked")
+                && !l.starts_with("blobs_hashed")
+                && !l.starts_with("blobs_trusted")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&manifest, &text).unwrap();
+    let verified = backup::verify(&report.path, None).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert!(
+        verified
+            .notes
+            .iter()
+            .any(|n| n.contains("before backups held secrets")),
+        "{:?}",
+        verified.notes
+    );
+
+    // The live directory got its keys after that backup; restoring it must not lose them.
+    write_mode(&data.join("dkim/example.com/sel.pem"), b"key", 0o600);
+    write_mode(&data.join("newsletter.key"), &[9u8; 32], 0o600);
+    let restored = backup::restore(&report.path, &data, &restore_options()).unwrap();
+    assert!(restored.manifest.secrets.is_none());
+    assert!(
+        restored.carried.contains(&"dkim".to_string()),
+        "{:?}",
+        restored.carried
+    );
+    assert!(restored.carried.contains(&"newsletter.key".to_string()));
+    assert_eq!(fs::read(data.join("newsletter.key")).unwrap(), [9u8; 32]);
+    assert_eq!(
+        fs::read(data.join("dkim/example.com/sel.pem")).unwrap(),
+        b"key"
+    );
+
+    // A newer backup that holds no ACME state leaves the live one in place too.
+    write_mode(&data.join("acme/account.key"), b"acme", 0o600);
+    fs::remove_dir_all(data.join("acme")).unwrap();
+    let newer = backup::create(&data, &options(&dir.path().join("backups"), "new")).unwrap();
+    write_mode(&data.join("acme/account.key"), b"acme", 0o600);
+    let restored = backup::restore(
+        &newer.path,
+        &data,
+        &RestoreOptions {
+            now_unix: NOW + 10,
+            ..restore_options()
+        },
+    )
+    .unwrap();
+    assert!(
+        restored.carried.contains(&"acme".to_string()),
+        "{:?}",
+        restored.carried
+    );
+    assert!(
+        !restored.carried.contains(&"dkim".to_string()),
+        "{:?}",
+        restored.carried
+    );
+    assert_eq!(fs::read(data.join("acme/account.key")).unwrap(), b"acme");
+}

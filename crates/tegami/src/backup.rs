@@ -35,7 +35,7 @@ pub enum BackupCommand {
         to: Option<PathBuf>,
         /// Copy every blob even where a hard link to the live store would do, so the backup
         /// shares no file with live data. Blobs already in the previous backup in the same
-        /// directory are still linked from there.
+        /// directory are still linked from there, unless that file is the live store's own.
         #[arg(long)]
         copy_blobs: bool,
         /// Verify the new backup completely before saying it is done.
@@ -86,6 +86,11 @@ pub struct RestoreArgs {
     /// Where to look up a backup id (default: `[backup] dir`, else DATA/backups).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Also put the config file the backup holds back where it was read from (the one in
+    /// use is kept beside it as PATH.before-restore-TIME). Without this flag it is only
+    /// restored as DATA/config/NAME, for you to compare and copy.
+    #[arg(long)]
+    restore_config: bool,
 }
 
 pub fn run(data: &Path, config: &Config, command: BackupCommand) -> anyhow::Result<ExitCode> {
@@ -98,9 +103,22 @@ pub fn run(data: &Path, config: &Config, command: BackupCommand) -> anyhow::Resu
             verify,
         } => {
             let root = to.unwrap_or_else(|| settings.root(data));
-            let outcome = create(data, &clock, &root, copy_blobs, verify, Trigger::Manual)?;
+            let outcome = create(
+                data,
+                &clock,
+                &root,
+                copy_blobs,
+                verify,
+                Trigger::Manual,
+                settings.config_file.as_deref(),
+            )?;
+            // Damage is said first, on stderr too, and fails the command: a backup that
+            // leaves mail out must not look like a good one to a script or a cron job.
+            if let Some(headline) = &outcome.damage {
+                eprintln!("tegami: {headline}");
+            }
             print!("{}", outcome.summary);
-            Ok(if outcome.verified == Some(false) {
+            Ok(if outcome.damage.is_some() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -157,8 +175,9 @@ pub struct Outcome {
     pub id: String,
     /// What the CLI prints and `log/backup_result.log` holds.
     pub summary: String,
-    /// Some(ok) when the backup was verified after it was taken.
-    pub verified: Option<bool>,
+    /// What is wrong, in one line, when the backup left damaged blobs out or does not
+    /// verify; also the first line of `summary`.
+    pub damage: Option<String>,
 }
 
 /// Takes a backup with progress and logs; used by `backup create` and the schedule.
@@ -169,6 +188,7 @@ pub fn create(
     copy_blobs: bool,
     verify_after: bool,
     trigger: Trigger,
+    config_file: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let log_dir = data.join("log");
     let started_at = clock.now();
@@ -190,6 +210,7 @@ pub fn create(
         now,
     );
     options.copy_blobs = copy_blobs;
+    options.config_file = config_file.map(Path::to_path_buf);
     let bar = (trigger == Trigger::Manual && std::io::stderr().is_terminal())
         .then(|| progress_bar("backing up"));
     options.progress = bar.clone().map(bar_progress);
@@ -236,6 +257,16 @@ pub fn create(
         human_bytes(m.bytes_copied),
         human_bytes(m.database_bytes)
     ));
+    if let Some(checked) = &m.checked {
+        summary.push_str(&format!(
+            "  checked: {} blobs read and hashed, {} trusted from the previous backup's check\n",
+            checked.hashed, checked.trusted
+        ));
+    }
+    summary.push_str(&format!("  secrets: {}\n", secrets_line(m)));
+    for skipped in &report.secrets_skipped {
+        summary.push_str(&format!("  not backed up: {skipped}\n"));
+    }
     if m.snapshots > 1 {
         summary.push_str(&format!(
             "  {} snapshots: mail was deleted while the backup ran\n",
@@ -251,6 +282,7 @@ pub fn create(
         summary.push_str(&format!("  removed an interrupted backup: {leftover}\n"));
     }
     let mut verified = None;
+    let mut verify_problems = String::new();
     if verify_after {
         let verification = verify(&report.path)?;
         summary.push_str(&format!("  verified: {}\n", verdict_line(&verification)));
@@ -258,12 +290,31 @@ pub fn create(
             summary.push_str(&format!("  problem: {problem}\n"));
         }
         verified = Some(verification.is_ok());
+        if !verification.is_ok() {
+            verify_problems = first_problems(&verification);
+        }
+    }
+    let damage = match (verified, report.damaged.len()) {
+        (Some(false), _) => Some(format!(
+            "DAMAGED: backup {} does not verify: {verify_problems}; do not rely on it",
+            m.id
+        )),
+        (_, 0) => None,
+        (_, n) => Some(format!(
+            "DAMAGED: {n} blobs of the live store are damaged or missing and were left out of \
+             backup {} (listed below and in its damaged.txt); their messages cannot be \
+             restored from it: run `tegami check`",
+            m.id
+        )),
+    };
+    if let Some(headline) = &damage {
+        summary.insert_str(0, &format!("{headline}\n"));
     }
     let seconds = started.elapsed().as_secs_f64();
     let result = match verified {
         Some(false) => format!("failed: backup {} does not verify", m.id),
         _ if !report.damaged.is_empty() => format!(
-            "ok with damage: backup {} ({} damaged blobs of the live store left out)",
+            "failed: backup {} left out {} damaged blobs of the live store",
             m.id,
             report.damaged.len()
         ),
@@ -296,8 +347,42 @@ pub fn create(
     Ok(Outcome {
         id: m.id.clone(),
         summary,
-        verified,
+        damage,
     })
+}
+
+/// What a backup holds besides the store, in one line.
+fn secrets_line(m: &Manifest) -> String {
+    let Some(secrets) = &m.secrets else {
+        return "none (taken before backups held secrets)".into();
+    };
+    let files: Vec<&str> = secrets
+        .iter()
+        .filter(|s| s.file.is_some() && s.origin.is_none())
+        .map(|s| s.path.as_str())
+        .collect();
+    let mut line = if files.is_empty() {
+        "no DKIM key, newsletter.key or ACME state in the data directory".to_string()
+    } else {
+        format!("{} files ({})", files.len(), abbreviated(&files, 4))
+    };
+    match secrets.iter().find(|s| s.origin.is_some()) {
+        Some(config) => line.push_str(&format!(
+            "; config file {}",
+            config.origin.as_deref().unwrap_or_default()
+        )),
+        None => line.push_str("; no config file (none was given with --config)"),
+    }
+    line
+}
+
+/// The first `n` items, and how many more.
+fn abbreviated(items: &[&str], n: usize) -> String {
+    let shown = items[..items.len().min(n)].join(", ");
+    match items.len().saturating_sub(n) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 fn counts(m: &Manifest) -> String {
@@ -639,6 +724,7 @@ pub fn scheduled(data: &Path, clock: &Clock, settings: &BackupConfig) -> anyhow:
         false,
         settings.verify,
         Trigger::Scheduled,
+        settings.config_file.as_deref(),
     )?;
     let retention = Retention {
         daily: settings.keep_daily,
@@ -801,6 +887,45 @@ pub fn restore(data: &Path, config: &Config, args: RestoreArgs) -> anyhow::Resul
         restored.blobs_copied,
         human_bytes(restored.bytes_copied)
     ));
+    text.push_str(&format!(
+        "  secrets: {}\n",
+        restored_secrets_line(m, &restored.carried)
+    ));
+    if let Some((rel, origin)) = m
+        .secrets
+        .iter()
+        .flatten()
+        .find_map(|s| Some((&s.path, s.origin.as_ref()?)))
+    {
+        let copy = restored.data_dir.join(rel);
+        if args.restore_config {
+            let kept = put_config_back(&copy, Path::new(origin), &clock)?;
+            text.push_str(&format!(
+                "  config file: put back at {origin}{}\n",
+                kept.map_or_else(String::new, |k| format!(
+                    " (the one there is kept as {})",
+                    k.display()
+                ))
+            ));
+        } else {
+            text.push_str(&format!(
+                "  config file: the one in use when the backup was taken ({origin}) is in {}; {}\n",
+                copy.display(),
+                match std::fs::read(origin) {
+                    Ok(now) if std::fs::read(&copy).is_ok_and(|c| c == now) =>
+                        "the file there now is the same".to_string(),
+                    Ok(_) => "the file there now differs: compare them, and copy it back or run \
+                              restore with --restore-config"
+                        .to_string(),
+                    Err(_) => "there is no file there now: copy it there (or run restore with \
+                               --restore-config)"
+                        .to_string(),
+                }
+            ));
+        }
+    } else if args.restore_config {
+        text.push_str("  config file: the backup holds none; nothing put back\n");
+    }
     if !restored.carried.is_empty() {
         text.push_str(&format!(
             "  kept from the current data directory: {}\n",
@@ -849,6 +974,103 @@ pub fn restore(data: &Path, config: &Config, args: RestoreArgs) -> anyhow::Resul
     }
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The secrets a restore brought back, in one line; `carried` is what moved over from the
+/// data directory it replaced.
+fn restored_secrets_line(m: &Manifest, carried: &[String]) -> String {
+    let kept: Vec<&str> = carried
+        .iter()
+        .map(String::as_str)
+        .filter(|c| backup::SECRETS.contains(c))
+        .collect();
+    match &m.secrets {
+        None if kept.is_empty() => "the backup holds none (taken before backups held secrets) \
+                                    and there were none to keep: copy the DKIM keys (dkim/) \
+                                    and newsletter.key from the old server if you have them"
+            .into(),
+        None => format!(
+            "the backup holds none (taken before backups held secrets); kept those of the \
+             data directory it replaced: {}",
+            kept.join(", ")
+        ),
+        Some(secrets) => {
+            let files: Vec<&str> = secrets
+                .iter()
+                .filter(|s| s.file.is_some() && s.origin.is_none())
+                .map(|s| s.path.as_str())
+                .collect();
+            let mut line = format!(
+                "{} files restored with their modes and owners ({})",
+                files.len(),
+                if files.is_empty() {
+                    "none in the backup".to_string()
+                } else {
+                    abbreviated(&files, 4)
+                }
+            );
+            if !kept.is_empty() {
+                line.push_str(&format!(
+                    "; kept from the data directory it replaced, which the backup has none \
+                     of: {}",
+                    kept.join(", ")
+                ));
+            }
+            line
+        }
+    }
+}
+
+/// Puts the restored config file back where it was read from, keeping a different file
+/// found there as `PATH.before-restore-TIME`. Returns that name when it kept one.
+fn put_config_back(copy: &Path, origin: &Path, clock: &Clock) -> anyhow::Result<Option<PathBuf>> {
+    let content = std::fs::read(copy).with_context(|| format!("cannot read {}", copy.display()))?;
+    let meta = std::fs::metadata(copy)?;
+    let kept = match std::fs::read(origin) {
+        Ok(now) if now == content => return Ok(None),
+        Ok(_) => {
+            let mut name = origin.as_os_str().to_owned();
+            name.push(format!(
+                ".before-restore-{}",
+                backup::compact_utc(clock.now().timestamp().as_second())
+            ));
+            let kept = PathBuf::from(name);
+            std::fs::rename(origin, &kept)
+                .with_context(|| format!("cannot keep {} aside", origin.display()))?;
+            Some(kept)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {}", origin.display()));
+        }
+    };
+    if let Some(parent) = origin.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    // Written by a temporary name and renamed, with the restored copy's mode and owner, so
+    // the file is never seen half written nor, for a moment, readable by anyone else.
+    let mut tmp = origin.as_os_str().to_owned();
+    tmp.push(".restoring");
+    let tmp = PathBuf::from(tmp);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(&content)?;
+        file.sync_all()?;
+    }
+    let _ = std::os::unix::fs::lchown(&tmp, Some(meta.uid()), Some(meta.gid()));
+    std::fs::set_permissions(&tmp, meta.permissions())?;
+    std::fs::rename(&tmp, origin)
+        .with_context(|| format!("cannot put the config file back at {}", origin.display()))?;
+    Ok(kept)
 }
 
 fn parse_owner(text: &str) -> anyhow::Result<(u32, u32)> {
@@ -986,6 +1208,8 @@ mod tests {
             damaged: 0,
             snapshots: 1,
             archives: Some(Vec::new()),
+            checked: None,
+            secrets: None,
             seconds: 0.0,
             sums_sha256: String::new(),
         };

@@ -667,6 +667,8 @@ pub struct BackupConfig {
     pub keep_daily: usize,
     pub keep_weekly: usize,
     pub verify: bool,
+    /// The config file this config was read from (absolute); every backup holds a copy.
+    pub config_file: Option<PathBuf>,
 }
 
 impl BackupConfig {
@@ -731,7 +733,10 @@ impl Config {
             }
             None => RawConfig::default(),
         };
-        Config::resolve(raw)
+        let mut config = Config::resolve(raw)?;
+        config.schedule.backup.config_file =
+            path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+        Ok(config)
     }
 
     pub fn resolve(raw: RawConfig) -> anyhow::Result<Config> {
@@ -852,6 +857,7 @@ impl Config {
                 keep_daily: raw.backup.keep_daily.unwrap_or(7),
                 keep_weekly: raw.backup.keep_weekly.unwrap_or(4),
                 verify: raw.backup.verify.unwrap_or(true),
+                config_file: None,
             },
         };
         let wal = WalConfig {

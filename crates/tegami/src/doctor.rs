@@ -150,6 +150,16 @@ fn render(data: &Path, findings: &[Finding]) -> String {
         .max()
         .unwrap_or(0);
     let mut out = format!("tegami doctor: {}\n", data.display());
+    // Failures first: whoever reads only the top (or a cron mail's first lines) must not
+    // miss that the store is damaged.
+    let failures: Vec<String> = findings
+        .iter()
+        .filter(|f| f.status == Level::Fail)
+        .map(|f| format!("{}: {}: {}", f.group, f.item, f.value))
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "FAIL: {}", failures.join("; "));
+    }
     let mut group = "";
     for f in findings {
         if f.group != group {
@@ -552,6 +562,24 @@ fn mount_of(path: &Path) -> Option<(String, String)> {
 // ---------------------------------------------------------------------------------------
 // Store
 
+/// What a store that cannot be read deserves: a failure when doctor runs as the data
+/// directory's owner or as root (the server could not read it either), else a warning that
+/// doctor may simply be the wrong user.
+fn unreadable(data: &Path, what: &str) -> Verdict {
+    let euid = rustix::process::geteuid().as_raw();
+    let owner = fs::metadata(data).map(|m| m.uid()).ok();
+    if euid == 0 || owner == Some(euid) {
+        fail(format!(
+            "{what} cannot be read even by {}: the server cannot serve this mail; fix the \
+             permissions (chown -R the server's user, chmod u+rw), or restore from a backup \
+             if the disk is failing",
+            if euid == 0 { "root" } else { "its owner" }
+        ))
+    } else {
+        warn(not_yours_hint())
+    }
+}
+
 fn store(data: &Path, wal_cap: u64) -> Group {
     let mut g = Group::new("Store");
     let db = data.join("tegami.db");
@@ -561,7 +589,7 @@ fn store(data: &Path, wal_cap: u64) -> Group {
         Err(e) if e.kind() != io::ErrorKind::NotFound => g.judge(
             "database",
             format!("tegami.db: {e}"),
-            warn(not_yours_hint()),
+            unreadable(data, "the database"),
         ),
         Err(_) => g.judge(
             "database",
@@ -605,7 +633,7 @@ fn store(data: &Path, wal_cap: u64) -> Group {
                 Err(SchemaError::Io(e)) => g.judge(
                     "schema version",
                     format!("cannot read tegami.db: {e}"),
-                    warn(not_yours_hint()),
+                    unreadable(data, "the database"),
                 ),
                 Err(SchemaError::Format(e)) => g.judge(
                     "schema version",
@@ -616,15 +644,31 @@ fn store(data: &Path, wal_cap: u64) -> Group {
         }
     }
     match blob_stats(&data.join("blobs")) {
-        Ok(Some((count, bytes))) => g.ok(
+        Ok(Some(stats)) if stats.unreadable > 0 => g.judge(
             "blobs",
-            format!("{}, {}", plural(count, "file"), human_bytes(bytes)),
+            format!(
+                "{}, {}; {} of the {} opened cannot be read ({})",
+                plural(stats.count, "file"),
+                human_bytes(stats.bytes),
+                stats.unreadable,
+                stats.opened,
+                stats.example.unwrap_or_default()
+            ),
+            unreadable(data, "message bodies"),
+        ),
+        Ok(Some(stats)) => g.ok(
+            "blobs",
+            format!(
+                "{}, {}",
+                plural(stats.count, "file"),
+                human_bytes(stats.bytes)
+            ),
         ),
         Ok(None) => g.ok("blobs", "blobs/ does not exist yet"),
         Err(e) => g.judge(
             "blobs",
             format!("cannot read blobs/: {e}"),
-            warn(not_yours_hint()),
+            unreadable(data, "blobs/ (every message body)"),
         ),
     }
     g
@@ -897,7 +941,23 @@ fn sending(data: &Path, config: &Config) -> Group {
     g
 }
 
-fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
+/// What `blob_stats` found: the blob files, and how many of those opened could not be.
+#[derive(Default)]
+struct BlobStats {
+    count: u64,
+    bytes: u64,
+    opened: u64,
+    unreadable: u64,
+    /// The first one that could not be read, with the error.
+    example: Option<String>,
+}
+
+/// How many blob files doctor opens (and reads a byte of) to find bodies that cannot be
+/// read: enough to notice a store whose files lost their owner or mode, cheap on any
+/// size of store. `tegami check` reads every one.
+const BLOBS_OPENED: u64 = 2000;
+
+fn blob_stats(root: &Path) -> io::Result<Option<BlobStats>> {
     let is_fan =
         |e: &fs::DirEntry| e.file_name().len() == 2 && e.file_type().is_ok_and(|t| t.is_dir());
     let top = match fs::read_dir(root) {
@@ -905,7 +965,7 @@ fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut stats = BlobStats::default();
     for a in top.flatten().filter(is_fan) {
         for file in fs::read_dir(a.path())?.flatten() {
             let name = file.file_name();
@@ -914,12 +974,31 @@ fn blob_stats(root: &Path) -> io::Result<Option<(u64, u64)>> {
                     .to_str()
                     .is_some_and(|n| n.bytes().all(|c| c.is_ascii_hexdigit()));
             if is_blob && let Ok(meta) = file.metadata() {
-                count += 1;
-                bytes += meta.len();
+                stats.count += 1;
+                stats.bytes += meta.len();
+                if stats.opened < BLOBS_OPENED {
+                    stats.opened += 1;
+                    let read = File::open(file.path()).and_then(|f| f.take(1).read(&mut [0u8]));
+                    match read {
+                        Ok(_) => {}
+                        // Removed since it was listed (an expunge): not a fault.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            stats.unreadable += 1;
+                            stats.example.get_or_insert_with(|| {
+                                format!(
+                                    "blobs/{}/{}: {e}",
+                                    a.file_name().to_string_lossy(),
+                                    name.to_string_lossy()
+                                )
+                            });
+                        }
+                    }
+                }
             }
         }
     }
-    Ok(Some((count, bytes)))
+    Ok(Some(stats))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1561,8 +1640,10 @@ fn last_run_verdict(
     check_at: Option<u16>,
     problems: bool,
 ) -> Verdict {
+    // A check that found problems found damage (unreadable bodies, a damaged database,
+    // wrong reference counts): that fails the diagnosis, it is not a warning.
     let found = if problems {
-        warn(
+        fail(
             "the last check found problems: `tegami check` shows the current state, \
              `tegami check --repair` fixes what can be fixed",
         )
@@ -2032,7 +2113,7 @@ mod tests {
         );
         assert_eq!(
             last_run_verdict("check", Some(60), None, true).0,
-            Level::Warn
+            Level::Fail
         );
         assert!(!result_has_problems(
             "result: healthy (3 messages, 2 blobs checked)\nstarted ...\n"

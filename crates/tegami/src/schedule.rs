@@ -20,6 +20,7 @@ use gate::{Clock, Gate, Maintenance, oplog};
 use store::Store;
 use tracing::{error, info, warn};
 
+use crate::backup::Outcome;
 use crate::config::{BackupConfig, Schedule};
 use crate::ops::{self, Trigger};
 
@@ -192,9 +193,14 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock) {
             })
             .await;
             match result {
-                Ok(Ok(outcome)) if outcome.verified == Some(false) => error!(
-                    backup = %outcome.id,
-                    "the scheduled backup does not verify; see log/backup_result.log"
+                Ok(Ok(Outcome {
+                    id,
+                    damage: Some(damage),
+                    ..
+                })) => error!(
+                    backup = %id,
+                    %damage,
+                    "the scheduled backup found damage; see log/backup_result.log"
                 ),
                 Ok(Ok(outcome)) => info!(backup = %outcome.id, "scheduled backup finished"),
                 Ok(Err(e)) => error!(error = %format!("{e:#}"), "scheduled backup failed"),

@@ -11,6 +11,9 @@
 //! archive/<id>/archive.db     each archive of the data directory (`archive/<digits>/`, never
 //!                             an `<id>.partial` one still being built), by VACUUM INTO
 //! archive/<id>/blobs/ab/<h>   and every blob file it holds
+//! dkim/, newsletter.key, acme/   the secrets of the data directory, copied with their
+//!                   modes and owners recorded in the manifest (`secrets.rs`)
+//! config/<name>     the config file in use (`--config`), and where it was read from
 //! damaged.txt       only when the live store or an archive had damaged blobs: which, and why
 //! verified.toml     written by `verify`: when, and what it found (not checksummed)
 //! ```
@@ -36,7 +39,14 @@
 //! Incremental: a blob (live or archived) already at the same path in the newest earlier
 //! backup in the same root is hard-linked from there; otherwise it is hard-linked from the
 //! live store (or archive) when both are on one file system, and copied (streamed, hashed,
-//! never held in memory) only when neither works.
+//! never held in memory) only when neither works. `--copy-blobs` never links a file that
+//! is the live store's own, not even through an earlier backup that linked it.
+//!
+//! No blob goes into a backup unchecked: each one linked is read and hashed, except one
+//! linked from an earlier backup that had checked every blob (its manifest says how) and
+//! that has not been written since that backup's manifest was. A blob whose bytes do not
+//! match its name is left out and named in `damaged.txt`, and the command says so and
+//! fails. The manifest records how many blobs were hashed and how many trusted.
 //! Nothing is reported done before it is durable: one `syncfs` flushes the new files, then
 //! the manifest is written, fsynced, and the directory renamed from `.<id>.partial` to
 //! `<id>`, so a backup either exists completely or not at all.
@@ -47,6 +57,7 @@ mod manifest;
 #[cfg(test)]
 mod migration_tests;
 mod restore;
+mod secrets;
 mod verify;
 
 use std::fs::{self, File};
@@ -55,8 +66,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use create::{CreateOptions, CreateReport, create};
-pub use manifest::{Archive, FORMAT, Manifest, Trigger, Verified};
+pub use manifest::{
+    Archive, BlobsChecked, CONFIG_DIR, FORMAT, Manifest, Secret, Trigger, Verified,
+};
 pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use secrets::IN_DATA_DIR as SECRETS;
 pub use verify::{Problem, VerifyReport, verify};
 
 /// What an open did after an unclean shutdown (`SqliteStore::recovery`).

@@ -12,8 +12,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::fsutil::{self, CopyError};
 use super::manifest::{
-    self, ARCHIVE_DATABASE, ARCHIVES, Archive, DAMAGED, DATABASE, Manifest, SUMS, Sum, Trigger,
+    self, ARCHIVE_DATABASE, ARCHIVES, Archive, BlobsChecked, DAMAGED, DATABASE, Manifest, SUMS,
+    Sum, Trigger,
 };
+use super::secrets;
 use super::{BackupError, EntryState, Progress, Result, RootLock};
 use crate::BlobId;
 use crate::sqlite::{Open, open_connection, schema};
@@ -33,8 +35,11 @@ pub struct CreateOptions {
     pub tegami_version: String,
     /// Copy blobs from the live store even where a hard link would do, so the backup
     /// shares no inode with live data. Blobs already in an earlier backup in the same root
-    /// are still linked from there.
+    /// are still linked from there, unless that file is the live store's own (the earlier
+    /// backup linked it).
     pub copy_blobs: bool,
+    /// The config file the server runs with, kept as `config/<its name>`.
+    pub config_file: Option<PathBuf>,
     pub progress: Option<Progress>,
     /// Wait as long as it takes for another backup in the same root (else half a minute).
     pub wait_for_lock: bool,
@@ -49,6 +54,7 @@ impl CreateOptions {
             now_unix,
             tegami_version: env!("CARGO_PKG_VERSION").to_string(),
             copy_blobs: false,
+            config_file: None,
             progress: None,
             wait_for_lock: false,
         }
@@ -67,11 +73,18 @@ pub struct CreateReport {
     pub previous: Option<String>,
     /// Interrupted backups found in the root and removed.
     pub leftovers_removed: Vec<String>,
+    /// What was found among the secrets but not backed up, and why.
+    pub secrets_skipped: Vec<String>,
 }
 
 /// Takes a backup of the store in `data_dir` while it may be in use.
 pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> {
     let started = Instant::now();
+    // Whole seconds, rounded down: a blob modified in the second the check began is read
+    // again by the next backup rather than trusted.
+    let checked_since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let live_db = data_dir.join(DATABASE);
     if !live_db.is_file() {
         return Err(BackupError::NoStore(data_dir.to_path_buf()));
@@ -158,6 +171,12 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
             damaged: built.damaged.len() as u64,
             snapshots: built.snapshots,
             archives: Some(built.archives),
+            checked: Some(BlobsChecked {
+                hashed: built.hashed,
+                trusted: built.trusted,
+                since_unix: checked_since,
+            }),
+            secrets: Some(built.secrets.secrets),
             seconds: started.elapsed().as_secs_f64(),
             sums_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sums_text)),
         };
@@ -178,6 +197,7 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
             linked_from_previous: built.linked_from_previous,
             previous: previous.map(|p| p.id),
             leftovers_removed: leftovers_removed.clone(),
+            secrets_skipped: built.secrets.skipped,
         })
     };
     finish().inspect_err(|_| {
@@ -251,19 +271,32 @@ struct Built {
     bytes_copied: u64,
     snapshots: u32,
     archives: Vec<Archive>,
+    /// Blobs read and hashed now, and blobs trusted from the previous backup's check.
+    hashed: u64,
+    trusted: u64,
+    secrets: secrets::Collected,
 }
 
 impl Built {
     /// Counts one blob that is now in the backup.
     fn count(&mut self, how: &Fetched) {
         match how {
-            Fetched::Linked { from_previous } => {
+            Fetched::Linked {
+                from_previous,
+                hashed,
+            } => {
                 self.linked += 1;
                 self.linked_from_previous += u64::from(*from_previous);
+                if *hashed {
+                    self.hashed += 1;
+                } else {
+                    self.trusted += 1;
+                }
             }
             Fetched::Copied { bytes } => {
                 self.copied += 1;
                 self.bytes_copied += bytes;
+                self.hashed += 1;
             }
             Fetched::Vanished | Fetched::Damaged(_) => {
                 unreachable!("only fetched blobs are counted")
@@ -277,6 +310,8 @@ impl Built {
 enum Fetched {
     Linked {
         from_previous: bool,
+        /// False when it was trusted from the previous backup's check instead of read.
+        hashed: bool,
     },
     Copied {
         bytes: u64,
@@ -291,6 +326,9 @@ struct Sources<'a> {
     previous: Option<PathBuf>,
     dest: &'a Path,
     copy_blobs: bool,
+    /// When the previous backup had checked every blob it holds: the time it began. A blob
+    /// file of it not modified since still has the bytes that were checked.
+    previous_checked: Option<SystemTime>,
     /// Cleared at the first sign that links cannot work (another file system), so a
     /// backup onto another disk does not try and fail once per blob.
     live_linkable: AtomicBool,
@@ -307,11 +345,13 @@ fn build(
     let db_out = partial.join(DATABASE);
     let blobs_out = partial.join("blobs");
     fsutil::create_private_dir(&blobs_out)?;
+    let previous_checked = previous.and_then(checked_at);
     let sources = Sources {
         live: data_dir.join("blobs"),
         previous: previous.map(|p| p.join("blobs")),
         dest: &blobs_out,
         copy_blobs: options.copy_blobs,
+        previous_checked,
         live_linkable: AtomicBool::new(true),
         previous_linkable: AtomicBool::new(true),
     };
@@ -448,6 +488,9 @@ fn build(
         bytes_copied: 0,
         snapshots,
         archives: Vec::new(),
+        hashed: 0,
+        trusted: 0,
+        secrets: secrets::Collected::default(),
     };
     let mut ids: Vec<&BlobId> = staged.keys().collect();
     ids.sort();
@@ -463,7 +506,19 @@ fn build(
         built.count(how);
     }
     built.bytes += built.blob_bytes;
-    let archive_damage = add_archives(data_dir, partial, previous, options, &done, &mut built)?;
+    let archive_damage = add_archives(
+        data_dir,
+        partial,
+        previous,
+        previous_checked,
+        options,
+        &done,
+        &mut built,
+    )?;
+    let mut collected = secrets::collect(data_dir, options.config_file.as_deref(), partial)?;
+    built.bytes += collected.bytes;
+    built.sums.append(&mut collected.sums);
+    built.secrets = collected;
     if !damaged.is_empty() || !archive_damage.is_empty() {
         // Live blobs by id (what `verify` matches against the database), archive blobs by
         // their path in the backup.
@@ -525,6 +580,7 @@ fn add_archives(
     data_dir: &Path,
     partial: &Path,
     previous: Option<&Path>,
+    previous_checked: Option<SystemTime>,
     options: &CreateOptions,
     done: &AtomicU64,
     built: &mut Built,
@@ -581,6 +637,7 @@ fn add_archives(
             previous: previous.map(|p| p.join(&rel).join("blobs")),
             dest: &blobs_out,
             copy_blobs: options.copy_blobs,
+            previous_checked,
             live_linkable: AtomicBool::new(true),
             previous_linkable: AtomicBool::new(true),
         };
@@ -622,37 +679,90 @@ fn add_archives(
     Ok(damage)
 }
 
-/// Brings one blob into the backup: a link from the previous backup, else a link from the
-/// live store, else a streamed copy that is checked against the blob's name.
+/// When the backup in `dir` says it checked every blob it holds: the time it began to.
+fn checked_at(dir: &Path) -> Option<SystemTime> {
+    let since = manifest::read(dir).ok()?.checked?.since_unix;
+    UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(since).ok()?))
+}
+
+/// Brings one blob into the backup, checked against its name: a link from the previous
+/// backup (read and hashed unless that backup had checked it and it has not been written
+/// since), else a link from the live store (read and hashed), else a streamed copy
+/// (hashed as it goes). A blob whose bytes do not match is never kept: it is reported
+/// damaged.
+///
+/// `--copy-blobs` never links a file that is the live store's own, even through the
+/// previous backup: the previous backup may have linked it.
 fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> {
     let hex = id.to_string();
     let rel = fsutil::blob_rel(&hex);
     let dest = sources.dest.join(&rel);
+    let live = sources.live.join(&rel);
     if let Some(previous) = &sources.previous
         && sources.previous_linkable.load(Ordering::Relaxed)
     {
-        match fs::hard_link(previous.join(&rel), &dest) {
-            Ok(()) => {
-                return Ok(Fetched::Linked {
-                    from_previous: true,
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if fsutil::link_impossible(&e) => {
-                if e.kind() == io::ErrorKind::CrossesDevices {
-                    sources.previous_linkable.store(false, Ordering::Relaxed);
+        let from = previous.join(&rel);
+        match fs::metadata(&from) {
+            Ok(meta) => {
+                let shares_live = sources.copy_blobs
+                    && fs::metadata(&live)
+                        .is_ok_and(|l| (l.dev(), l.ino()) == (meta.dev(), meta.ino()));
+                let trusted = sources
+                    .previous_checked
+                    .zip(meta.modified().ok())
+                    .is_some_and(|(checked, modified)| modified < checked);
+                if !shares_live {
+                    match fs::hard_link(&from, &dest) {
+                        Ok(()) if trusted => {
+                            return Ok(Fetched::Linked {
+                                from_previous: true,
+                                hashed: false,
+                            });
+                        }
+                        Ok(()) => {
+                            if matches!(fsutil::hash_file(&dest, buf), Ok((hash, _)) if hash == hex)
+                            {
+                                return Ok(Fetched::Linked {
+                                    from_previous: true,
+                                    hashed: true,
+                                });
+                            }
+                            // The previous backup's copy is damaged; the live store may
+                            // still have the blob intact.
+                            fs::remove_file(&dest).map_err(BackupError::io(&dest))?;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) if fsutil::link_impossible(&e) => {
+                            if e.kind() == io::ErrorKind::CrossesDevices {
+                                sources.previous_linkable.store(false, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => return Err(BackupError::io(dest)(e)),
+                    }
                 }
             }
-            Err(e) => return Err(BackupError::io(dest)(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackupError::io(from)(e)),
         }
     }
-    let live = sources.live.join(&rel);
     if !sources.copy_blobs && sources.live_linkable.load(Ordering::Relaxed) {
         match fs::hard_link(&live, &dest) {
             Ok(()) => {
-                return Ok(Fetched::Linked {
-                    from_previous: false,
-                });
+                return match fsutil::hash_file(&dest, buf) {
+                    Ok((hash, _)) if hash == hex => Ok(Fetched::Linked {
+                        from_previous: false,
+                        hashed: true,
+                    }),
+                    checked => {
+                        fs::remove_file(&dest).map_err(BackupError::io(&dest))?;
+                        Ok(Fetched::Damaged(match checked {
+                            Ok((_, bytes)) => {
+                                format!("content does not match its hash ({bytes} bytes read)")
+                            }
+                            Err(e) => format!("cannot be read: {e}"),
+                        }))
+                    }
+                };
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // The source is what is missing, unless the destination directory is.

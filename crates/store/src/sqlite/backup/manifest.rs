@@ -24,6 +24,8 @@ pub const DATABASE: &str = "tegami.db";
 /// The archives' directory, in a data directory and in a backup: `archive/<id>/`.
 pub const ARCHIVES: &str = "archive";
 pub const ARCHIVE_DATABASE: &str = "archive.db";
+/// Where the config file in use goes, in a backup and in a restored data directory.
+pub const CONFIG_DIR: &str = "config";
 
 /// Why a backup was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +96,45 @@ pub struct Manifest {
     /// taken before backups held archives: its restore keeps the archives of the data
     /// directory it replaces.
     pub archives: Option<Vec<Archive>>,
+    /// How the blobs were checked when they went in. None for a backup taken before
+    /// backups checked what they link: a later backup trusts none of its blobs.
+    pub checked: Option<BlobsChecked>,
+    /// The keys and state the server needs besides the store (DKIM keys,
+    /// `newsletter.key`, the ACME state) and the config file in use, with their modes and
+    /// owners. None for a backup taken before backups held them: its restore keeps those
+    /// of the data directory it replaces.
+    pub secrets: Option<Vec<Secret>>,
     pub seconds: f64,
     pub sums_sha256: String,
+}
+
+/// How the blobs of a backup (the live store's and the archives') were checked against
+/// their names when the backup was taken. Every blob is one or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobsChecked {
+    /// Read whole and hashed by this backup.
+    pub hashed: u64,
+    /// Linked from the previous backup, which had checked them, unchanged since (their
+    /// modification time is older than that backup's `since_unix`).
+    pub trusted: u64,
+    /// When (the real time, whatever clock the backup was stamped with) this backup began
+    /// to check blobs: a blob file of it last modified before then still has the bytes
+    /// that were checked.
+    pub since_unix: i64,
+}
+
+/// One file or directory a backup keeps besides the store: a key, ACME state, the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// Relative path, the same in the backup and in a restored data directory.
+    pub path: String,
+    /// `Some((sha256, bytes))` for a file, None for a directory.
+    pub file: Option<(String, u64)>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// For the config file: the path it was read from.
+    pub origin: Option<String>,
 }
 
 /// One archive in a backup: `archive/<id>/archive.db` and its blobs.
@@ -157,6 +196,28 @@ impl Manifest {
                     &format!("archive.{}.database_bytes", a.id),
                     a.database_bytes.into(),
                 );
+            }
+        }
+        if let Some(checked) = &self.checked {
+            n("blobs_hashed", checked.hashed.into());
+            n("blobs_trusted", checked.trusted.into());
+            n("blobs_checked_since_unix", checked.since_unix.into());
+        }
+        if let Some(secrets) = &self.secrets {
+            n("secrets", secrets.len() as i128);
+            for (i, secret) in secrets.iter().enumerate() {
+                let key = |name: &str| format!("secret.{}.{name}", i + 1);
+                let _ = writeln!(out, "{} = {}", key("path"), quote(&secret.path));
+                let _ = writeln!(out, "{} = \"{:04o}\"", key("mode"), secret.mode);
+                let _ = writeln!(out, "{} = {}", key("uid"), secret.uid);
+                let _ = writeln!(out, "{} = {}", key("gid"), secret.gid);
+                if let Some((sha256, bytes)) = &secret.file {
+                    let _ = writeln!(out, "{} = {}", key("sha256"), quote(sha256));
+                    let _ = writeln!(out, "{} = {bytes}", key("bytes"));
+                }
+                if let Some(origin) = &secret.origin {
+                    let _ = writeln!(out, "{} = {}", key("origin"), quote(origin));
+                }
             }
         }
         let _ = writeln!(out, "seconds = {:.3}", self.seconds);
@@ -229,6 +290,18 @@ impl Manifest {
                 None => None,
                 Some(_) => Some(parse_archives(&values, unsigned("archives")?, &unsigned)?),
             },
+            checked: match values.get("blobs_hashed") {
+                None => None,
+                Some(_) => Some(BlobsChecked {
+                    hashed: unsigned("blobs_hashed")?,
+                    trusted: unsigned("blobs_trusted")?,
+                    since_unix: num("blobs_checked_since_unix")? as i64,
+                }),
+            },
+            secrets: match values.get("secrets") {
+                None => None,
+                Some(_) => Some(parse_secrets(&values, unsigned("secrets")?)?),
+            },
             seconds: get("seconds")?
                 .parse()
                 .map_err(|_| format!("{MANIFEST}: `seconds` is not a number"))?,
@@ -264,6 +337,63 @@ fn parse_archives(
             })
         })
         .collect()
+}
+
+/// The `secret.<n>.*` keys, `n` from 1 to `count`. Paths are checked as `SHA256SUMS`
+/// paths are: a manifest cannot make a restore write outside the data directory.
+fn parse_secrets(values: &HashMap<String, String>, count: u64) -> Result<Vec<Secret>, String> {
+    (1..=count)
+        .map(|n| {
+            let get = |name: &str| -> Result<&str, String> {
+                values
+                    .get(&format!("secret.{n}.{name}"))
+                    .map(String::as_str)
+                    .ok_or_else(|| format!("{MANIFEST} has no `secret.{n}.{name}`"))
+            };
+            let number = |name: &str| -> Result<u64, String> {
+                get(name)?
+                    .parse()
+                    .map_err(|_| format!("{MANIFEST}: `secret.{n}.{name}` is not a number"))
+            };
+            let path = get("path")?.to_string();
+            if !safe_path(&path) {
+                return Err(format!(
+                    "{MANIFEST}: `secret.{n}.path` {path:?} leaves the backup"
+                ));
+            }
+            let file = match values.get(&format!("secret.{n}.sha256")) {
+                None => None,
+                Some(hash) if valid_hash(hash) => {
+                    Some((hash.to_ascii_lowercase(), number("bytes")?))
+                }
+                Some(_) => return Err(format!("{MANIFEST}: `secret.{n}.sha256` is not a SHA-256")),
+            };
+            Ok(Secret {
+                path,
+                file,
+                mode: u32::from_str_radix(get("mode")?, 8)
+                    .map_err(|_| format!("{MANIFEST}: `secret.{n}.mode` is not an octal mode"))?,
+                uid: u32::try_from(number("uid")?)
+                    .map_err(|_| format!("{MANIFEST}: `secret.{n}.uid` is too large"))?,
+                gid: u32::try_from(number("gid")?)
+                    .map_err(|_| format!("{MANIFEST}: `secret.{n}.gid` is too large"))?,
+                origin: values.get(&format!("secret.{n}.origin")).cloned(),
+            })
+        })
+        .collect()
+}
+
+fn valid_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A relative path that stays below the directory it is joined to.
+pub fn safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| part != ".." && part != "." && !part.is_empty())
 }
 
 /// Reads `manifest.toml` of the backup in `dir`.
@@ -338,11 +468,7 @@ pub fn parse_sums(text: &str) -> Result<Vec<Sum>, String> {
         }
         let bad = || format!("{SUMS} line {} is malformed: {line:?}", n + 1);
         let (hash, path) = line.split_once("  ").ok_or_else(bad)?;
-        let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
-        let safe_path = !path.is_empty()
-            && !path.starts_with('/')
-            && path.split('/').all(|part| part != ".." && !part.is_empty());
-        if !valid_hash || !safe_path {
+        if !valid_hash(hash) || !safe_path(path) {
             return Err(bad());
         }
         sums.push(Sum {
@@ -461,6 +587,37 @@ mod tests {
                     database_bytes: 8192,
                 },
             ]),
+            checked: Some(BlobsChecked {
+                hashed: 200,
+                trusted: 1000,
+                since_unix: 1_795_442_399,
+            }),
+            secrets: Some(vec![
+                Secret {
+                    path: "dkim".into(),
+                    file: None,
+                    mode: 0o755,
+                    uid: 4242,
+                    gid: 4243,
+                    origin: None,
+                },
+                Secret {
+                    path: "dkim/example.com/sel.pem".into(),
+                    file: Some(("cd".repeat(32), 1704)),
+                    mode: 0o600,
+                    uid: 4242,
+                    gid: 4243,
+                    origin: None,
+                },
+                Secret {
+                    path: "config/tegami.toml".into(),
+                    file: Some(("ef".repeat(32), 99)),
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 4243,
+                    origin: Some("/etc/tegami/tegami \"main\".toml".into()),
+                },
+            ]),
             seconds: 1.25,
             sums_sha256: "ab".repeat(32),
         }
@@ -479,17 +636,31 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_from_before_archives_still_reads() {
+    fn a_manifest_from_before_archives_and_secrets_still_reads() {
         let mut old = sample();
         old.archives = None;
+        old.checked = None;
+        old.secrets = None;
         let text = old.to_toml();
         assert!(!text.contains("archive"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(!text.contains("blobs_hashed"), "{text}");
         assert_eq!(Manifest::parse(&text).unwrap(), old);
         let none = Manifest {
             archives: Some(Vec::new()),
             ..sample()
         };
         assert_eq!(Manifest::parse(&none.to_toml()).unwrap(), none);
+    }
+
+    #[test]
+    fn a_manifest_cannot_send_a_secret_outside_the_data_directory() {
+        for evil in ["/etc/shadow", "../x", "dkim/../../x", "./x", ""] {
+            let mut m = sample();
+            m.secrets.as_mut().unwrap()[1].path = evil.into();
+            let err = Manifest::parse(&m.to_toml()).unwrap_err();
+            assert!(err.contains("secret.2.path"), "{evil}: {err}");
+        }
     }
 
     #[test]
@@ -500,7 +671,9 @@ mod tests {
         assert!(err.contains("incomplete"), "{err}");
         let err = Manifest::parse(&text[..text.len() / 2]).unwrap_err();
         assert!(
-            err.contains("incomplete") || err.contains("unterminated"),
+            err.contains("incomplete")
+                || err.contains("unterminated")
+                || err.contains("not a `key = value` line"),
             "{err}"
         );
     }

@@ -8,9 +8,15 @@
 //! `<data>.before-restore-<time>` for the operator to remove. What a backup does not hold
 //! (other backups, logs, the maintenance file) moves over from the old one; so do the
 //! archives, but only from a backup taken before backups held them. A newer backup brings
-//! its own, and an archive made after it holds messages its database still has.
+//! its own, and an archive made after it holds messages its database still has. The
+//! secrets (DKIM keys, `newsletter.key`, ACME state) come from the backup with the modes
+//! and owners it recorded; one the backup does not hold at all (every one, for a backup
+//! taken before backups held secrets) moves over from the old directory, so a restore
+//! never leaves a server that cannot sign or honour the links it sent. The config file
+//! the backup holds is restored as `config/<name>` in the data directory; putting it back
+//! where it was read from is the caller's choice (`tegami restore --restore-config`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,7 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::fsutil::{self, CopyError};
-use super::manifest::{self, ARCHIVE_DATABASE, ARCHIVES, DAMAGED, DATABASE, Manifest, SUMS};
+use super::manifest::{
+    self, ARCHIVE_DATABASE, ARCHIVES, DAMAGED, DATABASE, Manifest, SUMS, Secret,
+};
+use super::secrets;
 use super::{BackupError, Progress, Result};
 use crate::sqlite::schema;
 
@@ -169,7 +178,17 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
     fsutil::sync_dir(&parent)?;
     let mut carried = Vec::new();
     if live {
-        for entry in CARRIED {
+        // A secret the backup holds nothing of: the old directory's is the only one.
+        let held = |name: &str| {
+            manifest.secrets.iter().flatten().any(|s| {
+                s.path == name
+                    || s.path
+                        .strip_prefix(name)
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+        };
+        let secrets_missing = secrets::IN_DATA_DIR.into_iter().filter(|name| !held(name));
+        for entry in CARRIED.into_iter().chain(secrets_missing) {
             if entry == ARCHIVES && manifest.archives.is_some() {
                 continue;
             }
@@ -240,6 +259,27 @@ fn build(
     let mine = fs::metadata(dir).map_err(BackupError::io(dir))?;
     let owner = options.owner.unwrap_or((mine.uid(), mine.gid()));
 
+    let secrets: HashMap<&str, &Secret> = manifest
+        .secrets
+        .iter()
+        .flatten()
+        .map(|s| (s.path.as_str(), s))
+        .collect();
+    // A secret keeps its recorded owner, except that one owned by the data directory's
+    // owner follows the data directory to the owner it is restored for.
+    let secret_owner = |s: &Secret| {
+        options.owner.map(|owner| {
+            if (s.uid, s.gid) == (manifest.owner_uid, manifest.owner_gid) {
+                owner
+            } else {
+                (s.uid, s.gid)
+            }
+        })
+    };
+    for secret in secrets.values().filter(|s| s.file.is_none()) {
+        fsutil::create_private_dir_all(&dir.join(&secret.path))?;
+    }
+
     let total: u64 = manifest.bytes;
     let done = AtomicU64::new(0);
     let linkable = AtomicBool::new(true);
@@ -256,7 +296,9 @@ fn build(
                 .is_ok_and(|m| (m.uid(), m.gid()) == owner && m.mode() & 0o7777 == file_mode)
         };
         let database = sum.path == DATABASE || sum.path.ends_with(&format!("/{ARCHIVE_DATABASE}"));
-        if !database && linkable.load(Ordering::Relaxed) && shareable() {
+        // Secrets are always copies: they get their own mode and owner.
+        let secret = secrets.contains_key(sum.path.as_str());
+        if !database && !secret && linkable.load(Ordering::Relaxed) && shareable() {
             match fs::hard_link(&from, &to) {
                 Ok(()) => {
                     linked.fetch_add(1, Ordering::Relaxed);
@@ -307,16 +349,24 @@ fn build(
 
     let mut entries = fsutil::walk(dir)?;
     entries.push((dir.to_path_buf(), mine));
+    // Deepest first, so a directory's mode never keeps its own entries from being set.
+    entries.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
     for (path, meta) in &entries {
         if !meta.is_dir() && meta.nlink() > 1 {
             continue; // linked: it has them already
         }
-        let mode = if meta.is_dir() { dir_mode } else { file_mode };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(BackupError::io(path))?;
-        if let Some((uid, gid)) = options.owner {
+        let rel = path.strip_prefix(dir).ok().and_then(Path::to_str);
+        let (mode, owner) = match rel.and_then(|rel| secrets.get(rel)) {
+            Some(secret) => (secret.mode & 0o7777, secret_owner(secret)),
+            None if meta.is_dir() => (dir_mode, options.owner),
+            None => (file_mode, options.owner),
+        };
+        if let Some((uid, gid)) = owner {
+            // Owner first: a chown clears the set-id bits a mode may carry.
             std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(BackupError::io(path))?;
         }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(BackupError::io(path))?;
     }
     fsutil::sync_filesystem(dir)?;
     Ok((lock, counts))

@@ -1,5 +1,6 @@
 //! Verifying a backup: every checksum, and databases (the store's and each archive's) that
-//! open and pass SQLite's integrity check. Every problem names the file it is in.
+//! open and pass SQLite's integrity check, and every secret the manifest lists present with
+//! the checksum it recorded. Every problem names the file it is in.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -182,6 +183,42 @@ pub fn verify(dir: &Path, progress: Option<&Progress>) -> Result<VerifyReport> {
         if !sums.is_empty() && !listed(&path) {
             problem(&path, format!("not listed in {SUMS}"));
         }
+    }
+
+    match manifest.as_ref().map(|m| m.secrets.as_ref()) {
+        Some(Some(secrets)) => {
+            let listed: std::collections::HashMap<&str, &str> = sums
+                .iter()
+                .map(|s| (s.path.as_str(), s.sha256.as_str()))
+                .collect();
+            for secret in secrets {
+                let Some((sha256, _)) = &secret.file else {
+                    if !dir.join(&secret.path).is_dir() {
+                        problem(
+                            &secret.path,
+                            "missing (a directory the manifest lists)".into(),
+                        );
+                    }
+                    continue;
+                };
+                match listed.get(secret.path.as_str()) {
+                    None if !sums.is_empty() => {
+                        problem(&secret.path, format!("not listed in {SUMS}"))
+                    }
+                    Some(listed) if listed != sha256 => problem(
+                        &secret.path,
+                        format!("its checksum in {MANIFEST} differs from the one in {SUMS}"),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        Some(None) => notes.push(
+            "taken before backups held secrets: it has no DKIM key, newsletter.key, ACME state \
+             or config file; a restore keeps those of the data directory it replaces"
+                .into(),
+        ),
+        None => {}
     }
 
     let damaged = read_damaged(dir);
