@@ -296,7 +296,12 @@ async fn serve(
     ));
     let submissions_task = serve_tls(
         submissions_listener,
-        implicit("submissions", config.submission.max_connections, &config.limits, &tls),
+        implicit(
+            "submissions",
+            config.submission.max_connections,
+            &config.limits,
+            &tls,
+        ),
         &trigger,
         submission_session,
     );
@@ -433,25 +438,18 @@ async fn serve(
         .clone()
         .map(|c| acme::Service::new(data.to_path_buf(), c));
     let acme_routes = acme.as_ref().map(|s| s.router()).unwrap_or_default();
+    // Every face the HTTP listener serves besides its own (/metrics, /health): newsletter
+    // links and the admin API, ACME challenges, client autoconfiguration, the witness.
+    let routes = newsletters
+        .router()
+        .merge(acme_routes)
+        .merge(tegami_http::autoconfig::router(client_settings(&config)))
+        .merge(witness_routes);
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = tokio::spawn(tegami_http::serve(
         http_listener,
         Arc::new(crate::stats::ServerSource(alerts)),
-        newsletters.router().merge(acme_routes).merge(tegami_http::autoconfig::router(
-            tegami_http::autoconfig::ClientSettings {
-                host: config.clients.host.clone(),
-                imaps: config.clients.ports.imaps,
-                imap: config.clients.ports.imap,
-                pop3s: config.clients.ports.pop3s,
-                pop3: config.clients.ports.pop3,
-                submissions: config.clients.ports.submissions,
-                submission: config.clients.ports.submission,
-                mta_sts_policy: Some(dns_records::mta_sts_policy(
-                    &config.hostname,
-                    config.server.mta_sts_mode,
-                )),
-            },
-        )).merge(witness_routes),
+        routes,
         async move {
             let _ = http_stopped.await;
         },
@@ -517,6 +515,23 @@ async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// What mail clients are told by autoconfiguration, and the MTA-STS policy.
+fn client_settings(config: &Config) -> tegami_http::autoconfig::ClientSettings {
+    tegami_http::autoconfig::ClientSettings {
+        host: config.clients.host.clone(),
+        imaps: config.clients.ports.imaps,
+        imap: config.clients.ports.imap,
+        pop3s: config.clients.ports.pop3s,
+        pop3: config.clients.ports.pop3,
+        submissions: config.clients.ports.submissions,
+        submission: config.clients.ports.submission,
+        mta_sts_policy: Some(dns_records::mta_sts_policy(
+            &config.hostname,
+            config.server.mta_sts_mode,
+        )),
+    }
 }
 
 async fn domains_now(store: &Arc<dyn Store>) -> anyhow::Result<Vec<String>> {
