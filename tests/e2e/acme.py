@@ -24,6 +24,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -215,6 +216,30 @@ webhook = "http://{h.HOST}:{hook.server_address[1]}/hook"
     assert out.strip().endswith("OK"), out
     ok("issued by Pebble's intermediate: openssl verifies it up to Pebble's root")
 
+    def served_serial(name):
+        """The serial of the certificate the IMAPS listener shows a client asking for NAME,
+        or None while the handshake fails (the certificate not loaded yet)."""
+        try:
+            return _served_serial(name)
+        except (ssl.SSLError, OSError):
+            return None
+
+    def _served_serial(name):
+        ctx = ssl.create_default_context(cafile=str(pebble_root))
+        ctx.load_verify_locations(cadata=intermediate)
+        with socket.create_connection((h.HOST, srv.port("imaps")), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=name) as tls:
+                der = tls.getpeercert(binary_form=True)
+        out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"], input=der,
+                             capture_output=True, check=True).stdout.decode()
+        return out.strip().split("=", 1)[1].upper()
+
+    got = wait_for("the issued certificate on IMAPS", lambda: served_serial("mail.test"),
+                   on_fail=srv.describe_failure)
+    assert got == serial1.upper(), (got, serial1)
+    assert served_serial("www.mail.test") == serial1.upper()
+    ok("IMAPS serves the issued certificate (verified against Pebble's root) for both names, without a restart")
+
     status = t.cli("acme", "status")
     assert "mail.test" in status.out and serial1 in status.out and "FAILING" not in status.out, status
     ok("`tegami acme status` lists the certificate with its serial")
@@ -233,6 +258,9 @@ webhook = "http://{h.HOST}:{hook.server_address[1]}/hook"
     assert names == sorted(NAMES) and key_ok
     assert account.read_bytes() == account_bytes, "the account was not reused"
     ok(f"renewed once due: serial {serial1} -> {serial2}, same account, names and key checked")
+    wait_for("the renewed certificate on IMAPS", lambda: served_serial("mail.test") == serial2.upper(),
+             on_fail=srv.describe_failure)
+    ok("IMAPS serves the renewed certificate without a restart")
 
     pebble.stop()
     log_before = len(srv.log_text())

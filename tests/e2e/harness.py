@@ -249,7 +249,9 @@ class Tegami:
         # With a certificate (configured, or issued by ACME into the data directory) the
         # implicit-TLS listeners are bound too, at default ports unless given: free ones here.
         acme_certs = self.data / "acme" / "certs"
-        has_cert = (self.config and "[tls" in self.config.read_text()) or (
+        # ACME configured counts too: TLS is on from the start, before the first certificate.
+        config_text = self.config.read_text() if self.config else ""
+        has_cert = ("[tls" in config_text or "[acme" in config_text) or (
             acme_certs.is_dir() and any(acme_certs.glob("*.pem"))
         )
         if has_cert:
