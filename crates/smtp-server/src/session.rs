@@ -244,17 +244,12 @@ impl Session {
         } else {
             config.command_timeout
         };
-        let line = if self.wire.input.is_empty() {
-            self.line_started = None;
-            None
-        } else {
-            let started = *self.line_started.get_or_insert(now);
-            Some(net::pace::deadline(
-                started,
-                config.command_timeout.min(config.login_timeout),
-                self.wire.input.len(),
-            ))
-        };
+        let line = net::pace::line_deadline(
+            &mut self.line_started,
+            self.wire.input.len(),
+            config.command_timeout.min(config.login_timeout),
+            now,
+        );
         net::pace::next_wait(idle, line, now)
     }
 
