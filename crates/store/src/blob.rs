@@ -11,13 +11,13 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, io};
 
 /// The SHA-256 of a blob's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,7 +83,7 @@ impl BlobStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<BlobStore> {
         let root = root.into();
         let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
+        io::create_dir_all(&tmp, None).map_err(StoreError::io(&tmp))?;
         // Temporary files are never referenced, so any left by a crash are garbage. Young ones
         // may belong to a delivery in flight in another process (the CLI opens the store
         // beside a running server), so only files older than an hour are removed.
@@ -91,7 +91,7 @@ impl BlobStore {
         for entry in fs::read_dir(&tmp).map_err(StoreError::io(&tmp))?.flatten() {
             let modified = entry.metadata().and_then(|m| m.modified());
             if modified.is_ok_and(|m| m < stale) {
-                let _ = fs::remove_file(entry.path());
+                let _ = io::remove_file(&entry.path());
             }
         }
         sync_dir(&root)?;
@@ -133,11 +133,7 @@ impl BlobStore {
 
     /// Flushes everything written to the blobs' file system (one `syncfs`).
     pub(crate) fn sync_all(&self) -> Result<()> {
-        let dir = File::open(&self.root).map_err(StoreError::io(&self.root))?;
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
-            path: self.root.clone(),
-            source: e.into(),
-        })
+        io::syncfs(&self.root).map_err(StoreError::io(&self.root))
     }
 
     fn write(&self, id: &BlobId, data: &[u8], durable: bool) -> Result<()> {
@@ -152,16 +148,10 @@ impl BlobStore {
             std::process::id(),
             self.next_tmp.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(data)?;
-            if durable {
-                file.sync_all()?;
-            }
-            fs::rename(&tmp, &path)
-        })();
+        let written =
+            io::write_new(&tmp, data, None, durable).and_then(|()| io::rename(&tmp, &path));
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
+            let _ = io::remove_file(&tmp);
             return Err(StoreError::Io { path, source: e });
         }
         if durable { sync_dir(dir) } else { Ok(()) }
@@ -221,7 +211,7 @@ impl BlobStore {
         if !from.exists() {
             return Ok(None);
         }
-        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        io::create_dir_all(dir, None).map_err(StoreError::io(dir))?;
         let name = id.to_string();
         let mut to = dir.join(&name);
         let mut n = 1;
@@ -229,14 +219,14 @@ impl BlobStore {
             to = dir.join(format!("{name}.{n}"));
             n += 1;
         }
-        match fs::rename(&from, &to) {
+        match io::rename(&from, &to) {
             Ok(()) => {}
             // Quarantine on another file system (a mount point): copy, make durable, remove.
             Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-                fs::copy(&from, &to)
-                    .and_then(|_| File::open(&to)?.sync_all())
+                io::copy_new(&from, &to, None)
+                    .and_then(|_| io::sync_path(&to))
                     .map_err(StoreError::io(&to))?;
-                fs::remove_file(&from).map_err(StoreError::io(&from))?;
+                io::remove_file(&from).map_err(StoreError::io(&from))?;
             }
             Err(e) => {
                 return Err(StoreError::Io {
@@ -253,7 +243,7 @@ impl BlobStore {
     /// Removes a blob file; called only after the metadata that referenced it is gone.
     pub(crate) fn remove(&self, id: &BlobId) -> Result<()> {
         let path = self.path(id);
-        match fs::remove_file(&path) {
+        match io::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::Io { path, source: e }),
@@ -269,7 +259,7 @@ impl BlobStore {
         if dir.is_dir() {
             return Ok(());
         }
-        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        io::create_dir_all(dir, None).map_err(StoreError::io(dir))?;
         // A new directory entry is durable only once its parent directory is synced.
         sync_dir(dir.parent().expect("blob dirs have a parent"))
     }
@@ -359,9 +349,7 @@ fn hold_file(blobs: &Path) -> Result<File> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(dir))
+    io::sync_dir(dir).map_err(StoreError::io(dir))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ pub mod archive;
 mod blob;
 mod check;
 mod error;
+#[doc(hidden)]
+pub mod io;
 mod lists;
 mod password;
 mod sqlite;

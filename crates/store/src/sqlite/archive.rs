@@ -201,7 +201,7 @@ impl SqliteStore {
             }
         }
         let root = self.archives.root();
-        fs::create_dir_all(root).map_err(StoreError::io(root))?;
+        crate::io::create_dir_all(root, None).map_err(StoreError::io(root))?;
         plan.copies_bodies = device(root)? != device(self.blobs.root())?;
         // Measured on this format: rows and their indexes take about 600 bytes a message,
         // the full-text index about half the text it holds. Text is at most the message.
@@ -277,7 +277,7 @@ impl SqliteStore {
         let root = self.archives.root().to_path_buf();
         for partial in partial_dirs(&root) {
             tracing::warn!(dir = %partial.display(), "removing an archive that was never sealed");
-            fs::remove_dir_all(&partial).map_err(StoreError::io(&partial))?;
+            crate::io::remove_dir_all(&partial).map_err(StoreError::io(&partial))?;
         }
         let mut reports = Vec::new();
         for (id, dir) in archive::numbered_dirs(&root) {
@@ -313,11 +313,15 @@ impl SqliteStore {
         let root = self.archives.root().to_path_buf();
         let id = next_id(&root);
         let partial = root.join(format!("{id}.partial"));
-        fs::create_dir_all(partial.join("blobs")).map_err(StoreError::io(&partial))?;
+        crate::io::create_dir_all(&partial.join("blobs"), None)
+            .map_err(StoreError::io(&partial))?;
         let label = request.label.clone().unwrap_or_else(|| id.to_string());
         let created = super::now();
         let db_path = partial.join("archive.db");
-        let mut conn = Connection::open(&db_path)?;
+        let mut conn = crate::io::open_db(
+            &db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         // Nothing in a .partial archive is worth a journal: a crash throws it away whole.
         conn.pragma_update(None, "journal_mode", "OFF")?;
         conn.pragma_update(None, "synchronous", "OFF")?;
@@ -356,18 +360,11 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         set_meta(&conn, "state", "moving")?;
         drop(conn);
-        File::open(&db_path)
-            .and_then(|f| f.sync_all())
-            .map_err(StoreError::io(&db_path))?;
+        crate::io::sync_path(&db_path).map_err(StoreError::io(&db_path))?;
         // One flush for every linked or copied body and directory entry, then the rename
         // that makes the archive exist.
-        rustix::fs::syncfs(File::open(&partial).map_err(StoreError::io(&partial))?).map_err(
-            |e| StoreError::Io {
-                path: partial.clone(),
-                source: e.into(),
-            },
-        )?;
-        fs::rename(&partial, &report.dir).map_err(StoreError::io(&report.dir))?;
+        crate::io::syncfs(&partial).map_err(StoreError::io(&partial))?;
+        crate::io::rename(&partial, &report.dir).map_err(StoreError::io(&report.dir))?;
         sync_dir(&root)?;
         progress(Phase::Seal, 1, 1);
         report.timings.push((Phase::Seal, started.elapsed()));
@@ -675,7 +672,7 @@ impl SqliteStore {
         for hash in dropped_blobs {
             if let Some(blob) = BlobId::from_slice(&hash) {
                 let path = report.dir.join("blobs").join(blob.relative_path());
-                let _ = fs::remove_file(path);
+                let _ = crate::io::remove_file(&path);
             }
         }
         self.forget_moves(id)?;
@@ -686,7 +683,7 @@ impl SqliteStore {
         report.withdrawn = withdrawn;
         if count == 0 {
             // Everything was expunged meanwhile: an empty archive is only clutter.
-            fs::remove_dir_all(&report.dir).map_err(StoreError::io(&report.dir))?;
+            crate::io::remove_dir_all(&report.dir).map_err(StoreError::io(&report.dir))?;
         }
         // The live store shrank: give the space back now, not at the next scheduled run.
         self.optimize()?;
@@ -743,9 +740,9 @@ fn take_body(live: &Path, archive: &Path, hash: &[u8]) -> std::result::Result<Ve
     let target = archive.join(&relative);
     if !target.exists() {
         let dir = target.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::io::create_dir_all(dir, None).map_err(|e| format!("{}: {e}", dir.display()))?;
         let source = live.join(&relative);
-        match fs::hard_link(&source, &target) {
+        match crate::io::hard_link(&source, &target) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -754,10 +751,10 @@ fn take_body(live: &Path, archive: &Path, hash: &[u8]) -> std::result::Result<Ve
             // Another file system (EXDEV), or links not allowed: copy, and fsync the copy
             // (the seal's syncfs covers only the archive's own file system).
             Err(_) => {
-                let copied = fs::copy(&source, &target)
-                    .and_then(|_| File::open(&target).and_then(|f| f.sync_all()));
+                let copied = crate::io::copy_new(&source, &target, None)
+                    .and_then(|_| crate::io::sync_path(&target));
                 if let Err(e) = copied {
-                    let _ = fs::remove_file(&target);
+                    let _ = crate::io::remove_file(&target);
                     return Err(format!("cannot copy {}: {e}", source.display()));
                 }
             }
@@ -765,7 +762,7 @@ fn take_body(live: &Path, archive: &Path, hash: &[u8]) -> std::result::Result<Ve
     }
     let bytes = fs::read(&target).map_err(|e| format!("{}: {e}", target.display()))?;
     if BlobId::of(&bytes) != blob {
-        let _ = fs::remove_file(&target);
+        let _ = crate::io::remove_file(&target);
         return Err(format!("body {blob} is damaged (run `tegami check`)"));
     }
     Ok(bytes)
@@ -782,7 +779,7 @@ fn truncate(text: &mut String, max: usize) {
 }
 
 fn open_archive_db(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let conn = crate::io::open_db(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
@@ -827,7 +824,7 @@ struct ArchiveLock(#[allow(dead_code)] File);
 
 impl ArchiveLock {
     fn take(root: &Path) -> Result<ArchiveLock> {
-        fs::create_dir_all(root).map_err(StoreError::io(root))?;
+        crate::io::create_dir_all(root, None).map_err(StoreError::io(root))?;
         let path = root.join(".lock");
         let file = File::create(&path).map_err(StoreError::io(&path))?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {

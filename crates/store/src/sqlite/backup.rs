@@ -312,8 +312,8 @@ impl RootLock {
         }
         // Renamed first, so an interrupted removal never leaves something that looks whole.
         let doomed = self.root.join(format!(".{}.removing", entry.id));
-        fs::rename(&entry.path, &doomed).map_err(BackupError::io(&entry.path))?;
-        fs::remove_dir_all(&doomed).map_err(BackupError::io(&doomed))?;
+        crate::io::rename(&entry.path, &doomed).map_err(BackupError::io(&entry.path))?;
+        crate::io::remove_dir_all(&doomed).map_err(BackupError::io(&doomed))?;
         fsutil::sync_dir(&self.root)
     }
 
@@ -326,7 +326,7 @@ impl RootLock {
             let leftover = name.starts_with('.')
                 && (name.ends_with(".partial") || name.ends_with(".removing"));
             if leftover && entry.path().is_dir() {
-                fs::remove_dir_all(entry.path()).map_err(BackupError::io(entry.path()))?;
+                crate::io::remove_dir_all(&entry.path()).map_err(BackupError::io(entry.path()))?;
                 removed.push(name);
             }
         }

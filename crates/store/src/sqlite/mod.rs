@@ -68,7 +68,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the store in a data directory: `tegami.db` and `blobs/`.
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(data_dir).map_err(StoreError::io(data_dir))?;
+        crate::io::create_dir_all(data_dir, None).map_err(StoreError::io(data_dir))?;
         let db_path = data_dir.join("tegami.db");
         let mut open_guard = recovery::OpenGuard::acquire(data_dir)?;
         let new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
@@ -240,7 +240,7 @@ fn open_connection(path: &Path, open: Open) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)?;
+    let conn = crate::io::open_db(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if open == Open::New {
         // Only a database whose first page is not yet written takes this mode (switching

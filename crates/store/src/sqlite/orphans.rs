@@ -13,7 +13,6 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,10 +47,7 @@ pub(super) fn record_released(blobs_root: &Path, ids: &[BlobId]) -> Result<()> {
         text.push_str(&id.to_string());
         text.push('\n');
     }
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
+    crate::io::create(&path, crate::io::Create::Append, None)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(StoreError::io(&path))
 }
@@ -69,7 +65,7 @@ pub(super) fn released(blobs_root: &Path) -> HashSet<BlobId> {
 fn rewrite_released(blobs_root: &Path, keep: &HashSet<BlobId>) -> Result<()> {
     let path = blobs_root.join(RELEASED);
     if keep.is_empty() {
-        return match fs::remove_file(&path) {
+        return match crate::io::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(&path)(e)),
             _ => Ok(()),
         };
@@ -80,8 +76,8 @@ fn rewrite_released(blobs_root: &Path, keep: &HashSet<BlobId>) -> Result<()> {
         text.push('\n');
     }
     let tmp = blobs_root.join(".released.new");
-    fs::write(&tmp, text)
-        .and_then(|()| fs::rename(&tmp, &path))
+    crate::io::write(&tmp, text.as_bytes())
+        .and_then(|()| crate::io::rename(&tmp, &path))
         .map_err(StoreError::io(&path))
 }
 
@@ -280,7 +276,7 @@ impl SqliteStore {
                 report.recovered += 1;
                 report.bytes += bytes.len() as u64;
             }
-            fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            crate::io::remove_file(&path).map_err(StoreError::io(&path))?;
         }
         sync_dir(&dir)?;
         Ok(report)

@@ -168,7 +168,7 @@ impl OpenGuard {
         file.set_len(0)
             .and_then(|_| file.rewind())
             .and_then(|_| file.write_all(OPEN))
-            .and_then(|_| file.sync_all())
+            .and_then(|_| crate::io::sync_handle(file, &path))
             .map_err(StoreError::io(&path))?;
         Ok(())
     }
@@ -212,7 +212,9 @@ fn remove_temporary_files(tmp: &Path) -> u64 {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
+        if entry.file_type().is_ok_and(|t| t.is_file())
+            && crate::io::remove_file(&entry.path()).is_ok()
+        {
             removed += 1;
         }
     }
@@ -268,7 +270,7 @@ fn fix_refcounts(conn: &Connection, blobs_root: &Path) -> Result<u64> {
     tx.commit()?;
     for id in unused {
         let path: PathBuf = blobs_root.join(id.relative_path());
-        let _ = fs::remove_file(path);
+        let _ = crate::io::remove_file(&path);
     }
     if !wrong.is_empty() {
         tracing::warn!(

@@ -116,7 +116,7 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
     let built = match built {
         Ok(built) => built,
         Err(e) => {
-            let _ = fs::remove_dir_all(&partial);
+            let _ = crate::io::remove_dir_all(&partial);
             return Err(e);
         }
     };
@@ -188,7 +188,7 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
             give(&manifest_path, root_meta.uid(), root_meta.gid());
         }
         let path = options.root.join(&id);
-        fs::rename(&partial, &path).map_err(BackupError::io(&path))?;
+        crate::io::rename(&partial, &path).map_err(BackupError::io(&path))?;
         fsutil::sync_dir(&options.root)?;
         Ok(CreateReport {
             path,
@@ -201,7 +201,7 @@ pub fn create(data_dir: &Path, options: &CreateOptions) -> Result<CreateReport> 
         })
     };
     finish().inspect_err(|_| {
-        let _ = fs::remove_dir_all(&partial);
+        let _ = crate::io::remove_dir_all(&partial);
     })
 }
 
@@ -376,7 +376,7 @@ fn build(
             .collect();
         for id in unneeded {
             let path = blobs_out.join(fsutil::blob_rel(&id.to_string()));
-            fs::remove_file(&path).map_err(BackupError::io(&path))?;
+            crate::io::remove_file(&path).map_err(BackupError::io(&path))?;
             staged.remove(&id);
         }
         damaged.retain(|id, _| snapshot.blobs.contains_key(id));
@@ -532,7 +532,7 @@ fn build(
             )
             .collect();
         let path = partial.join(DAMAGED);
-        fs::write(&path, &text).map_err(BackupError::io(&path))?;
+        crate::io::write(&path, text.as_bytes()).map_err(BackupError::io(&path))?;
         built.sums.push(Sum {
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&text)),
             path: DAMAGED.into(),
@@ -712,7 +712,7 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
                     .zip(meta.modified().ok())
                     .is_some_and(|(checked, modified)| modified < checked);
                 if !shares_live {
-                    match fs::hard_link(&from, &dest) {
+                    match crate::io::hard_link(&from, &dest) {
                         Ok(()) if trusted => {
                             return Ok(Fetched::Linked {
                                 from_previous: true,
@@ -729,7 +729,7 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
                             }
                             // The previous backup's copy is damaged; the live store may
                             // still have the blob intact.
-                            fs::remove_file(&dest).map_err(BackupError::io(&dest))?;
+                            crate::io::remove_file(&dest).map_err(BackupError::io(&dest))?;
                         }
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                         Err(e) if fsutil::link_impossible(&e) => {
@@ -746,7 +746,7 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
         }
     }
     if !sources.copy_blobs && sources.live_linkable.load(Ordering::Relaxed) {
-        match fs::hard_link(&live, &dest) {
+        match crate::io::hard_link(&live, &dest) {
             Ok(()) => {
                 return match fsutil::hash_file(&dest, buf) {
                     Ok((hash, _)) if hash == hex => Ok(Fetched::Linked {
@@ -754,7 +754,7 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
                         hashed: true,
                     }),
                     checked => {
-                        fs::remove_file(&dest).map_err(BackupError::io(&dest))?;
+                        crate::io::remove_file(&dest).map_err(BackupError::io(&dest))?;
                         Ok(Fetched::Damaged(match checked {
                             Ok((_, bytes)) => {
                                 format!("content does not match its hash ({bytes} bytes read)")
@@ -784,17 +784,17 @@ fn fetch(sources: &Sources<'_>, id: &BlobId, buf: &mut [u8]) -> Result<Fetched> 
     match fsutil::copy_hashed(&live, &dest, None, buf) {
         Ok((hash, bytes)) if hash == hex => Ok(Fetched::Copied { bytes }),
         Ok((_, bytes)) => {
-            fs::remove_file(&dest).map_err(BackupError::io(&dest))?;
+            crate::io::remove_file(&dest).map_err(BackupError::io(&dest))?;
             Ok(Fetched::Damaged(format!(
                 "content does not match its hash ({bytes} bytes read)"
             )))
         }
         Err(CopyError::Source(e)) if e.kind() == io::ErrorKind::NotFound => {
-            let _ = fs::remove_file(&dest);
+            let _ = crate::io::remove_file(&dest);
             Ok(Fetched::Vanished)
         }
         Err(CopyError::Source(e)) => {
-            let _ = fs::remove_file(&dest);
+            let _ = crate::io::remove_file(&dest);
             Ok(Fetched::Damaged(format!("cannot be read: {e}")))
         }
         Err(CopyError::Destination(e)) => Err(BackupError::io(dest)(e)),
@@ -830,7 +830,7 @@ fn take_snapshot(live_db: &Path, out: &Path) -> Result<()> {
 /// Writes a consistent copy of the database `conn` reads to `out` (replacing one left by
 /// an earlier snapshot), readable by its owner only.
 fn vacuum_into(conn: &Connection, out: &Path) -> Result<()> {
-    match fs::remove_file(out) {
+    match crate::io::remove_file(out) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(BackupError::io(out)(e)),

@@ -1,69 +1,53 @@
 //! The file operations backups are made of: streamed and hashed copies, hard links, private
 //! directories, and making a whole tree durable at once.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::{BackupError, Result};
+use crate::io;
 
 /// Copies and hashes go through a buffer of this size: a blob is never held in memory whole.
 pub const BUFFER: usize = 1 << 20;
 
 /// Creates `dir` and any missing parents with mode 0700 (backups hold everyone's mail).
 pub fn create_private_dir_all(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(BackupError::io(dir))
+    io::create_dir_all(dir, Some(0o700)).map_err(BackupError::io(dir))
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(BackupError::io(dir))
+    io::create_dir(dir, Some(0o700)).map_err(BackupError::io(dir))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(BackupError::io(dir))
+    io::sync_dir(dir).map_err(BackupError::io(dir))
 }
 
 /// Writes a small file by a temporary name, fsyncs it, renames it into place and fsyncs
 /// the directory: readers see the old file or the new one, never half of it.
-pub fn write_durably(path: &Path, content: &[u8]) -> io::Result<()> {
+pub fn write_durably(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut file = io::create(&tmp, io::Create::Truncate, Some(0o600))?;
         file.write_all(content)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        file.sync()?;
+        io::rename(&tmp, path)
     })();
     if written.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = io::remove_file(&tmp);
     }
     written?;
-    File::open(dir)?.sync_all()
+    io::sync_dir(dir)
 }
 
 /// The SHA-256 (hex) and length of a file, read in pieces.
-pub fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<(String, u64)> {
+pub fn hash_file(path: &Path, buf: &mut [u8]) -> std::io::Result<(String, u64)> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -74,7 +58,7 @@ pub fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<(String, u64)> {
                 hasher.update(&buf[..n]);
                 size += n as u64;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
@@ -84,8 +68,8 @@ pub fn hash_file(path: &Path, buf: &mut [u8]) -> io::Result<(String, u64)> {
 /// Which side of a copy failed: the source (missing, unreadable) or the destination.
 #[derive(Debug)]
 pub enum CopyError {
-    Source(io::Error),
-    Destination(io::Error),
+    Source(std::io::Error),
+    Destination(std::io::Error),
 }
 
 /// Copies `from` to a new file `to` with mode `mode` (None: the source's), hashing what it
@@ -109,19 +93,14 @@ pub fn copy_hashed(
                 & 0o777
         }
     };
-    let mut dest = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(to)
-        .map_err(CopyError::Destination)?;
+    let mut dest = io::create(to, io::Create::New, Some(mode)).map_err(CopyError::Destination)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     loop {
         let n = match source.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CopyError::Source(e)),
         };
         hasher.update(&buf[..n]);
@@ -133,10 +112,12 @@ pub fn copy_hashed(
 
 /// True when an error means "hard links cannot work here" rather than "something is
 /// wrong": another file system, too many links to one inode, or no hard links at all.
-pub fn link_impossible(e: &io::Error) -> bool {
+pub fn link_impossible(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::CrossesDevices | io::ErrorKind::TooManyLinks | io::ErrorKind::Unsupported
+        std::io::ErrorKind::CrossesDevices
+            | std::io::ErrorKind::TooManyLinks
+            | std::io::ErrorKind::Unsupported
     ) || e.raw_os_error() == Some(EPERM)
 }
 
@@ -146,24 +127,14 @@ const EPERM: i32 = 1;
 /// directories. One call instead of an fsync per file and per directory, which for a
 /// backup of many thousand blobs is the difference between a moment and minutes.
 pub fn sync_filesystem(path: &Path) -> Result<()> {
-    let dir = File::open(path).map_err(BackupError::io(path))?;
-    rustix::fs::syncfs(&dir).map_err(|e| BackupError::io(path)(e.into()))
+    io::syncfs(path).map_err(BackupError::io(path))
 }
 
 /// Swaps two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`): at every
 /// moment each name points at one complete directory. `Unsupported` when the file system
 /// cannot do it.
-pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
-    match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
-        Ok(()) => Ok(()),
-        // The file system has no exchange, or the kernel has no renameat2.
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the file system cannot exchange two names atomically",
-        )),
-        Err(e) => Err(e.into()),
-    }
+pub fn rename_exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    io::rename_exchange(a, b)
 }
 
 /// The most threads that link, copy or hash files at once: enough to keep a disk busy.
@@ -283,7 +254,7 @@ mod tests {
                 assert!(y.join("in-x").exists());
                 assert!(!x.join("in-x").exists());
             }
-            Err(e) => assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}"),
         }
         sync_filesystem(dir.path()).unwrap();
     }

@@ -129,7 +129,7 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(BackupError::io(&data_dir)(e)),
     };
-    fs::create_dir_all(&parent).map_err(BackupError::io(&parent))?;
+    crate::io::create_dir_all(&parent, None).map_err(BackupError::io(&parent))?;
     let stamp = super::compact_utc(options.now_unix);
     let building = parent.join(format!("{name}.restoring-{stamp}"));
     let kept = parent.join(format!("{name}.before-restore-{stamp}"));
@@ -144,7 +144,7 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
     let (lock, counts) = match built {
         Ok(built) => built,
         Err(e) => {
-            let _ = fs::remove_dir_all(&building);
+            let _ = crate::io::remove_dir_all(&building);
             return Err(e);
         }
     };
@@ -153,26 +153,26 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
         match fsutil::rename_exchange(&building, &data_dir) {
             Ok(()) => {
                 // `building` now holds the old data.
-                fs::rename(&building, &kept).map_err(BackupError::io(&building))?;
+                crate::io::rename(&building, &kept).map_err(BackupError::io(&building))?;
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                fs::rename(&data_dir, &kept).map_err(BackupError::io(&data_dir))?;
-                if let Err(e) = fs::rename(&building, &data_dir) {
+                crate::io::rename(&data_dir, &kept).map_err(BackupError::io(&data_dir))?;
+                if let Err(e) = crate::io::rename(&building, &data_dir) {
                     // Put the live data back where it was; the restore did not happen.
-                    let _ = fs::rename(&kept, &data_dir);
-                    let _ = fs::remove_dir_all(&building);
+                    let _ = crate::io::rename(&kept, &data_dir);
+                    let _ = crate::io::remove_dir_all(&building);
                     return Err(BackupError::io(&data_dir)(e));
                 }
                 false
             }
             Err(e) => {
-                let _ = fs::remove_dir_all(&building);
+                let _ = crate::io::remove_dir_all(&building);
                 return Err(BackupError::io(&data_dir)(e));
             }
         }
     } else {
-        fs::rename(&building, &data_dir).map_err(BackupError::io(&data_dir))?;
+        crate::io::rename(&building, &data_dir).map_err(BackupError::io(&data_dir))?;
         true
     };
     fsutil::sync_dir(&parent)?;
@@ -194,7 +194,7 @@ pub fn restore(backup: &Path, data_dir: &Path, options: &RestoreOptions) -> Resu
             }
             let (from, to) = (kept.join(entry), data_dir.join(entry));
             if fs::symlink_metadata(&from).is_ok() && fs::symlink_metadata(&to).is_err() {
-                fs::rename(&from, &to).map_err(BackupError::io(&from))?;
+                crate::io::rename(&from, &to).map_err(BackupError::io(&from))?;
                 carried.push(entry.to_string());
             }
         }
@@ -299,7 +299,7 @@ fn build(
         // Secrets are always copies: they get their own mode and owner.
         let secret = secrets.contains_key(sum.path.as_str());
         if !database && !secret && linkable.load(Ordering::Relaxed) && shareable() {
-            match fs::hard_link(&from, &to) {
+            match crate::io::hard_link(&from, &to) {
                 Ok(()) => {
                     linked.fetch_add(1, Ordering::Relaxed);
                     let size = fs::metadata(&to).map_or(0, |m| m.len());

@@ -103,7 +103,7 @@ fn add(
         let (sha256, bytes) = match fsutil::copy_hashed(from, &to, Some(0o600), buf) {
             Ok(done) => done,
             Err(CopyError::Source(e)) => {
-                let _ = fs::remove_file(&to);
+                let _ = crate::io::remove_file(&to);
                 return Err(BackupError::Refused(format!(
                     "cannot read {}: {e}; a backup must hold every key (run the backup as the \
                      server's user or as root)",
