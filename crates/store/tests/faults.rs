@@ -1,0 +1,153 @@
+//! I/O fault injection: every file operation of a workload (a group-committed delivery, an
+//! IMAP MOVE, an expunge, a backup, an archive run), blob files and SQLite's own alike, is
+//! failed in turn, once with EIO and once with ENOSPC that lasts (a full disk). The store
+//! must answer with an error, never panic, lose nothing it acknowledged, keep working once
+//! the disk is well again, and reopen with a clean `check`.
+//!
+//! Bounded to a sample of the operations; `TEGAMI_FAULT_FULL=1` tries every one.
+
+mod io_common;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use io_common::{Ack, Workload, copy_tree, inventory, make_baseline, run, verify};
+use store::io::{EIO, ENOSPC, Fault, Plan};
+use store::{SqliteStore, Store};
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+}
+
+/// Points explored per workload and error in the bounded run.
+const BOUND: u64 = 24;
+
+fn explore(workload: Workload) {
+    count_panics();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    make_baseline(&template);
+
+    // One run without faults says how many operations the workload makes.
+    let total = {
+        let work = dir.path().join("count");
+        copy_tree(&template, &work.join("data"));
+        let (data, backups) = (work.join("data"), work.join("backups"));
+        // Installed before the store opens, so that SQLite's connections use its VFS.
+        let plan = Plan::new(&[&data, &backups]);
+        let _installed = plan.install();
+        let store = SqliteStore::open(&data).unwrap();
+        plan.reset();
+        let errors = run(workload, &store, &data, &backups, &|_| {});
+        assert!(errors.is_empty(), "{errors:?}");
+        drop(store);
+        eprintln!(
+            "{}: {} operations, {} sync points: {:?}",
+            workload.name(),
+            plan.ops(),
+            plan.syncs(),
+            plan.per_op()
+        );
+        plan.ops()
+    };
+
+    let mut explored = 0;
+    let mut failed_answers = 0;
+    let mut reached = 0;
+    for n in io_common::points(total, BOUND) {
+        for (errno, lasting) in [(EIO, false), (ENOSPC, true)] {
+            let context = format!(
+                "{} with operation {n} of {total} failing ({})",
+                workload.name(),
+                if errno == EIO {
+                    "EIO"
+                } else {
+                    "ENOSPC, lasting"
+                }
+            );
+            let work = dir.path().join(format!("{n}-{errno}"));
+            let (data, backups) = (work.join("data"), work.join("backups"));
+            copy_tree(&template, &data);
+            let plan = Plan::new(&[&data, &backups]);
+            let installed = plan.install();
+            let store = SqliteStore::open(&data).unwrap();
+            let owed = inventory(&store);
+            let acks = Mutex::new(Vec::new());
+            plan.reset();
+            plan.set_fault(if lasting {
+                Fault::From { at: n, errno }
+            } else {
+                Fault::Once { at: n, errno }
+            });
+            let errors = run(workload, &store, &data, &backups, &|a| {
+                acks.lock().unwrap().push(a)
+            });
+            // Group commit makes the count vary a little from run to run: a run may end
+            // before operation n.
+            reached += usize::from(plan.injected() > 0);
+            failed_answers += usize::from(!errors.is_empty());
+            // The disk is well again: the same store, without a restart, takes mail.
+            plan.heal();
+            let probe = io_common::message(900);
+            let a = store.accounts().unwrap()[0].id;
+            store
+                .deliver(&probe, &[a])
+                .unwrap_or_else(|e| panic!("{context}: no delivery after the fault: {e}"));
+            acks.lock().unwrap().push(Ack::Delivered(
+                io_common::A.into(),
+                store::BlobId::of(&probe),
+            ));
+            drop(store);
+            drop(installed);
+            let acks = acks.into_inner().unwrap();
+            verify(&data, &owed, &acks, &context);
+            assert_eq!(PANICS.load(Ordering::SeqCst), 0, "{context}: a panic");
+            std::fs::remove_dir_all(&work).unwrap();
+            explored += 1;
+        }
+    }
+    eprintln!(
+        "{}: {explored} fault points explored ({reached} reached, {failed_answers} answered \
+         with an error) in {:.1?}",
+        workload.name(),
+        started.elapsed()
+    );
+    assert!(failed_answers > 0, "no fault ever reached the caller");
+    assert!(
+        reached * 10 >= explored * 8,
+        "only {reached} of {explored} faults happened"
+    );
+}
+
+#[test]
+fn faults_in_a_group_committed_delivery() {
+    explore(Workload::Delivery);
+}
+
+#[test]
+fn faults_in_an_imap_move() {
+    explore(Workload::Move);
+}
+
+#[test]
+fn faults_in_an_expunge_and_optimize() {
+    explore(Workload::Expunge);
+}
+
+#[test]
+fn faults_in_a_backup() {
+    explore(Workload::Backup);
+}
+
+#[test]
+fn faults_in_an_archive_run() {
+    explore(Workload::Archive);
+}
