@@ -1,0 +1,173 @@
+//! Simulated power loss: a child process runs a workload against a copy of a small store
+//! under a `store::io::Plan` that, just before sync point k, takes back every write no
+//! fsync made durable (file bytes, and directory entries whose directory was not synced)
+//! and ends the process. The parent then reopens the store with the real backend and
+//! checks that every acknowledged message is intact, every acknowledged backup verifies,
+//! nothing owed before the workload went, and `check` is clean. k runs over the sync points
+//! of a delivery burst, an expunge with optimisation, a backup and an archive run (a bound
+//! sample; `TEGAMI_FAULT_FULL=1` for all of them).
+//!
+//! The child is this test binary again, running the same test with `TEGAMI_POWER_CHILD`
+//! set: a real process exit, so nothing of the crashed run (locks, SQLite's shared memory
+//! in this process, threads) survives into the reopen.
+
+mod io_common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use io_common::{Ack, Workload, copy_tree, inventory, make_baseline, run, verify};
+use store::io::{CRASH_EXIT, Plan};
+use store::{BlobId, SqliteStore};
+
+const BOUND: u64 = 16;
+
+/// In the child: runs the workload under a power-cut plan, writing each promise to
+/// `acks` as soon as it is made, and the sync points counted to `syncs` if no cut came.
+fn child(work: &Path, workload: Workload, crash_at: Option<u64>) {
+    let (data, backups) = (work.join("data"), work.join("backups"));
+    let plan = Plan::new(&[&data, &backups]);
+    plan.track_power(&work.join("stash"), crash_at).unwrap();
+    let _installed = plan.install();
+    let acks = std::sync::Mutex::new(
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work.join("acks"))
+            .unwrap(),
+    );
+    let store = SqliteStore::open(&data).unwrap();
+    run(workload, &store, &data, &backups, &|a| {
+        // Written at once: a crash of this process loses no byte already written.
+        let mut file = acks.lock().unwrap();
+        writeln!(file, "{}", a.to_line()).unwrap();
+    });
+    drop(store);
+    fs::write(work.join("syncs"), plan.syncs().to_string()).unwrap();
+}
+
+fn spawn(test: &str, work: &Path, workload: Workload, crash_at: Option<u64>) -> i32 {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("TEGAMI_POWER_CHILD", work)
+        .env("TEGAMI_POWER_WORKLOAD", workload.name())
+        .env(
+            "TEGAMI_POWER_CRASH",
+            crash_at.map_or(String::new(), |k| k.to_string()),
+        )
+        .output()
+        .unwrap();
+    let code = output.status.code().unwrap_or(-1);
+    if code != 0 && code != CRASH_EXIT {
+        panic!(
+            "child {} crash at {crash_at:?}: exit {code}\n{}\n{}",
+            workload.name(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    code
+}
+
+fn explore(test: &str, workload: Workload) {
+    if let Ok(work) = std::env::var("TEGAMI_POWER_CHILD") {
+        let crash = std::env::var("TEGAMI_POWER_CRASH").unwrap();
+        let workload = Workload::from_name(&std::env::var("TEGAMI_POWER_WORKLOAD").unwrap());
+        child(Path::new(&work), workload, crash.parse().ok());
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    make_baseline(&template);
+    let owed: BTreeSet<(String, BlobId)> = inventory(&SqliteStore::open(&template).unwrap());
+
+    // A run without a cut counts the sync points (opening and closing the store included).
+    let count = dir.path().join("count");
+    copy_tree(&template, &count.join("data"));
+    assert_eq!(spawn(test, &count, workload, None), 0);
+    let total: u64 = fs::read_to_string(count.join("syncs"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    verify(
+        &count.join("data"),
+        &owed,
+        &read_acks(&count),
+        "no power cut",
+    );
+
+    let (mut explored, mut cut) = (0, 0);
+    for k in io_common::points(total, BOUND) {
+        let work = dir.path().join(format!("cut-{k}"));
+        copy_tree(&template, &work.join("data"));
+        let code = spawn(test, &work, workload, Some(k));
+        cut += usize::from(code == CRASH_EXIT);
+        let acks = read_acks(&work);
+        let context = format!(
+            "{} with the power cut at sync point {k} of {total}",
+            workload.name()
+        );
+        verify(&work.join("data"), &owed, &acks, &context);
+        // The next backup after the cut works too (an interrupted one is cleaned away).
+        if workload == Workload::Backup {
+            let options = store::backup::CreateOptions::new(
+                work.join("backups"),
+                "after".into(),
+                store::backup::Trigger::Manual,
+                io_common::NOW,
+            );
+            let report = store::backup::create(&work.join("data"), &options)
+                .unwrap_or_else(|e| panic!("{context}: the next backup: {e}"));
+            assert!(store::backup::verify(&report.path, None).unwrap().is_ok());
+        }
+        fs::remove_dir_all(&work).unwrap();
+        explored += 1;
+    }
+    eprintln!(
+        "{}: {total} sync points, {explored} crash points explored ({cut} cut the power) in {:.1?}",
+        workload.name(),
+        started.elapsed()
+    );
+    assert!(
+        cut * 10 >= explored * 8,
+        "only {cut} of {explored} runs were cut"
+    );
+}
+
+fn read_acks(work: &Path) -> Vec<Ack> {
+    fs::read_to_string(work.join("acks"))
+        .unwrap_or_default()
+        .lines()
+        .map(Ack::from_line)
+        .collect()
+}
+
+#[test]
+fn power_loss_in_a_delivery_burst() {
+    explore("power_loss_in_a_delivery_burst", Workload::Delivery);
+}
+
+#[test]
+fn power_loss_in_an_expunge_and_optimize() {
+    explore("power_loss_in_an_expunge_and_optimize", Workload::Expunge);
+}
+
+#[test]
+fn power_loss_in_an_imap_move() {
+    explore("power_loss_in_an_imap_move", Workload::Move);
+}
+
+#[test]
+fn power_loss_in_a_backup() {
+    explore("power_loss_in_a_backup", Workload::Backup);
+}
+
+#[test]
+fn power_loss_in_an_archive_run() {
+    explore("power_loss_in_an_archive_run", Workload::Archive);
+}
