@@ -24,11 +24,27 @@ use io_common::{Ack, Workload, copy_tree, inventory, make_baseline, run, verify}
 use store::io::{CRASH_EXIT, Plan};
 use store::{BlobId, SqliteStore};
 
-const BOUND: u64 = 16;
+/// Crash points explored per workload in the bounded run: today that is every one.
+const BOUND: u64 = 40;
+
+/// When the child cuts the power.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Never: the run counts the sync points.
+    Never,
+    /// Just before sync point k.
+    At(u64),
+    /// Right after the workload's last answer, before the store closes.
+    AfterLastAnswer,
+}
 
 /// In the child: runs the workload under a power-cut plan, writing each promise to
 /// `acks` as soon as it is made, and the sync points counted to `syncs` if no cut came.
-fn child(work: &Path, workload: Workload, crash_at: Option<u64>) {
+fn child(work: &Path, workload: Workload, cut: Cut) {
+    let crash_at = match cut {
+        Cut::At(k) => Some(k),
+        _ => None,
+    };
     let (data, backups) = (work.join("data"), work.join("backups"));
     let plan = Plan::new(&[&data, &backups]);
     plan.track_power(&work.join("stash"), crash_at).unwrap();
@@ -46,25 +62,32 @@ fn child(work: &Path, workload: Workload, crash_at: Option<u64>) {
         let mut file = acks.lock().unwrap();
         writeln!(file, "{}", a.to_line()).unwrap();
     });
+    if let Cut::AfterLastAnswer = cut {
+        plan.cut_power();
+    }
     drop(store);
     fs::write(work.join("syncs"), plan.syncs().to_string()).unwrap();
 }
 
-fn spawn(test: &str, work: &Path, workload: Workload, crash_at: Option<u64>) -> i32 {
+fn spawn(test: &str, work: &Path, workload: Workload, cut: Cut) -> i32 {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env("TEGAMI_POWER_CHILD", work)
         .env("TEGAMI_POWER_WORKLOAD", workload.name())
         .env(
             "TEGAMI_POWER_CRASH",
-            crash_at.map_or(String::new(), |k| k.to_string()),
+            match cut {
+                Cut::Never => "never".to_string(),
+                Cut::At(k) => k.to_string(),
+                Cut::AfterLastAnswer => "end".to_string(),
+            },
         )
         .output()
         .unwrap();
     let code = output.status.code().unwrap_or(-1);
     if code != 0 && code != CRASH_EXIT {
         panic!(
-            "child {} crash at {crash_at:?}: exit {code}\n{}\n{}",
+            "child {} {cut:?}: exit {code}\n{}\n{}",
             workload.name(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
@@ -77,7 +100,12 @@ fn explore(test: &str, workload: Workload) {
     if let Ok(work) = std::env::var("TEGAMI_POWER_CHILD") {
         let crash = std::env::var("TEGAMI_POWER_CRASH").unwrap();
         let workload = Workload::from_name(&std::env::var("TEGAMI_POWER_WORKLOAD").unwrap());
-        child(Path::new(&work), workload, crash.parse().ok());
+        let cut = match crash.as_str() {
+            "never" => Cut::Never,
+            "end" => Cut::AfterLastAnswer,
+            k => Cut::At(k.parse().unwrap()),
+        };
+        child(Path::new(&work), workload, cut);
         return;
     }
     let started = Instant::now();
@@ -89,7 +117,7 @@ fn explore(test: &str, workload: Workload) {
     // A run without a cut counts the sync points (opening and closing the store included).
     let count = dir.path().join("count");
     copy_tree(&template, &count.join("data"));
-    assert_eq!(spawn(test, &count, workload, None), 0);
+    assert_eq!(spawn(test, &count, workload, Cut::Never), 0);
     let total: u64 = fs::read_to_string(count.join("syncs"))
         .unwrap()
         .parse()
@@ -102,14 +130,18 @@ fn explore(test: &str, workload: Workload) {
     );
 
     let (mut explored, mut cut) = (0, 0);
-    for k in io_common::points(total, BOUND) {
-        let work = dir.path().join(format!("cut-{k}"));
+    let cuts = io_common::points(total, BOUND)
+        .into_iter()
+        .map(Cut::At)
+        .chain([Cut::AfterLastAnswer]);
+    for at in cuts {
+        let work = dir.path().join(format!("cut-{explored}"));
         copy_tree(&template, &work.join("data"));
-        let code = spawn(test, &work, workload, Some(k));
+        let code = spawn(test, &work, workload, at);
         cut += usize::from(code == CRASH_EXIT);
         let acks = read_acks(&work);
         let context = format!(
-            "{} with the power cut at sync point {k} of {total}",
+            "{} with the power cut {at:?} (of {total} sync points)",
             workload.name()
         );
         verify(&work.join("data"), &owed, &acks, &context);

@@ -235,3 +235,6 @@ pub fn copy_new(from: &Path, to: &Path, mode: Option<u32>) -> io::Result<u64> {
 pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
     create(path, Create::Truncate, None)?.write_all(data)
 }
+
+#[cfg(test)]
+mod tests;

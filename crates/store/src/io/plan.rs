@@ -258,6 +258,17 @@ impl Plan {
         Ok(())
     }
 
+    /// Cuts the power now: takes back every write not durable and ends the process.
+    pub fn cut_power(&self) -> ! {
+        self.lock().power_cut()
+    }
+
+    /// Takes back every write not durable, as a power cut would, but goes on living: for
+    /// testing the model itself, with nothing of the store open.
+    pub fn take_back(&self) {
+        self.lock().take_back()
+    }
+
     /// Counts one operation, and fails it, or cuts the power before it, as planned. The
     /// guard it returns is held while the operation runs, so that a power cut on another
     /// thread never sees half an operation.
@@ -300,6 +311,12 @@ impl Inner {
 
     /// Takes back everything not durable, newest first, and ends the process.
     fn power_cut(&mut self) -> ! {
+        self.take_back();
+        std::process::exit(CRASH_EXIT)
+    }
+
+    /// Takes back every write not yet durable, newest first, and stops tracking.
+    fn take_back(&mut self) {
         if let Some(power) = self.power.take() {
             for (link, bytes) in power.files.values() {
                 let _ = fs::write(link, bytes);
@@ -336,7 +353,6 @@ impl Inner {
             }
             // The shared-memory index is rebuilt from the log by the next opener.
         }
-        std::process::exit(CRASH_EXIT)
     }
 }
 
