@@ -94,6 +94,14 @@ fn explore(workload: Workload) {
             // before operation n.
             reached += usize::from(plan.injected() > 0);
             failed_answers += usize::from(!errors.is_empty());
+            // A client is told to come back later, never that the server is broken.
+            for (error, transient) in &errors {
+                assert_ne!(
+                    *transient,
+                    Some(false),
+                    "{context}: {error} is not transient"
+                );
+            }
             // The disk is well again: the same store, without a restart, takes mail.
             plan.heal();
             let probe = io_common::message(900);
@@ -150,4 +158,77 @@ fn faults_in_a_backup() {
 #[test]
 fn faults_in_an_archive_run() {
     explore(Workload::Archive);
+}
+
+/// A restore builds the new data directory beside the live one and swaps them: whichever
+/// operation fails, the data directory afterwards is the old store or the whole restored
+/// one (both hold every message the backup holds), and it checks clean.
+#[test]
+fn faults_in_a_restore() {
+    count_panics();
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    make_baseline(&template.join("data"));
+    let options = store::backup::CreateOptions::new(
+        template.join("backups"),
+        "b1".into(),
+        store::backup::Trigger::Manual,
+        io_common::NOW,
+    );
+    store::backup::create(&template.join("data"), &options).unwrap();
+    let owed = inventory(&SqliteStore::open(&template.join("data")).unwrap());
+    let restore = |work: &std::path::Path| {
+        let options = store::backup::RestoreOptions {
+            owner: None,
+            now_unix: io_common::NOW,
+            progress: None,
+        };
+        store::backup::restore(&work.join("backups/b1"), &work.join("data"), &options)
+    };
+
+    let total = {
+        let work = dir.path().join("count");
+        copy_tree(&template, &work);
+        // The whole directory: the restore builds and swaps beside the data directory.
+        let plan = Plan::new(&[&work]);
+        let _installed = plan.install();
+        restore(&work).unwrap();
+        eprintln!(
+            "restore: {} operations, {} sync points: {:?}",
+            plan.ops(),
+            plan.syncs(),
+            plan.per_op()
+        );
+        plan.ops()
+    };
+    let (mut explored, mut failed_answers) = (0, 0);
+    for n in io_common::points(total, BOUND) {
+        for (errno, lasting) in [(EIO, false), (ENOSPC, true)] {
+            let context = format!("restore with operation {n} of {total} failing ({errno})");
+            let work = dir.path().join(format!("{n}-{errno}"));
+            copy_tree(&template, &work);
+            let plan = Plan::new(&[&work]);
+            let installed = plan.install();
+            plan.set_fault(if lasting {
+                Fault::From { at: n, errno }
+            } else {
+                Fault::Once { at: n, errno }
+            });
+            let result = restore(&work);
+            assert!(plan.injected() > 0, "{context}: no fault was injected");
+            failed_answers += usize::from(result.is_err());
+            drop(installed);
+            verify(&work.join("data"), &owed, &[], &context);
+            assert_eq!(PANICS.load(Ordering::SeqCst), 0, "{context}: a panic");
+            std::fs::remove_dir_all(&work).unwrap();
+            explored += 1;
+        }
+    }
+    eprintln!(
+        "restore: {explored} fault points explored ({failed_answers} answered with an error) \
+         in {:.1?}",
+        started.elapsed()
+    );
+    assert!(failed_answers > 0, "no fault ever reached the caller");
 }

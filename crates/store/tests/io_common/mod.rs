@@ -154,6 +154,15 @@ fn indexer(bytes: &[u8]) -> Document {
     }
 }
 
+/// An error the store answered with, and whether it is one a client is told to retry
+/// (SMTP 451, IMAP `NO [UNAVAILABLE]`); `None` for an operator's command (backup, archive),
+/// which has no client.
+pub type Answer = (String, Option<bool>);
+
+fn answer(e: store::StoreError) -> Answer {
+    (e.to_string(), Some(e.is_transient()))
+}
+
 /// Runs a workload; `ack` hears each promise as soon as it is made. Returns the errors
 /// the store answered with (a fault may make any operation fail; none may panic).
 pub fn run(
@@ -162,7 +171,7 @@ pub fn run(
     data: &Path,
     backups: &Path,
     ack: &(dyn Fn(Ack) + Sync),
-) -> Vec<String> {
+) -> Vec<Answer> {
     let a = store
         .accounts()
         .unwrap()
@@ -196,7 +205,7 @@ pub fn run(
                                         ack(Ack::Delivered(B.into(), blob));
                                     }
                                 }
-                                Err(e) => failed.lock().unwrap().push(e.to_string()),
+                                Err(e) => failed.lock().unwrap().push(answer(e)),
                             }
                         }
                     });
@@ -211,7 +220,7 @@ pub fn run(
                 let to = store.mailbox(a, "Kept").unwrap().id;
                 let uids: Vec<u32> = chosen.iter().map(|m| m.uid).collect();
                 if let Err(e) = store.move_messages(inbox, &uids, to) {
-                    errors.push(e.to_string());
+                    errors.push(answer(e));
                 }
             } else {
                 for m in &chosen {
@@ -219,10 +228,10 @@ pub fn run(
                 }
                 let ids: Vec<_> = chosen.iter().map(|m| m.id).collect();
                 if let Err(e) = store.expunge(inbox, &ids) {
-                    errors.push(e.to_string());
+                    errors.push(answer(e));
                 }
                 if let Err(e) = store.optimize() {
-                    errors.push(e.to_string());
+                    errors.push((e.to_string(), None));
                 }
             }
         }
@@ -231,7 +240,7 @@ pub fn run(
                 CreateOptions::new(backups.to_path_buf(), "b1".into(), Trigger::Manual, NOW);
             match backup::create(data, &options) {
                 Ok(report) => ack(Ack::Backup(report.path)),
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => errors.push((e.to_string(), None)),
             }
         }
         Workload::Archive => {
@@ -243,7 +252,7 @@ pub fn run(
                 reserve_bytes: 0,
             };
             if let Err(e) = store.archive_create(&request, &indexer, &|_, _, _| {}) {
-                errors.push(e.to_string());
+                errors.push((e.to_string(), None));
             }
         }
     }
