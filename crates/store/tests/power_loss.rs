@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use io_common::{Ack, Workload, copy_tree, inventory, make_baseline, run, verify};
 use store::io::{CRASH_EXIT, Plan};
-use store::{BlobId, SqliteStore};
+use store::{BlobId, SqliteStore, Store};
 
 /// Crash points explored per workload in the bounded run: today that is every one.
 const BOUND: u64 = 40;
@@ -69,11 +69,11 @@ fn child(work: &Path, workload: Workload, cut: Cut) {
     fs::write(work.join("syncs"), plan.syncs().to_string()).unwrap();
 }
 
-fn spawn(test: &str, work: &Path, workload: Workload, cut: Cut) -> i32 {
+fn spawn(test: &str, work: &Path, workload: &str, cut: Cut) -> i32 {
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env("TEGAMI_POWER_CHILD", work)
-        .env("TEGAMI_POWER_WORKLOAD", workload.name())
+        .env("TEGAMI_POWER_WORKLOAD", workload)
         .env(
             "TEGAMI_POWER_CRASH",
             match cut {
@@ -87,8 +87,7 @@ fn spawn(test: &str, work: &Path, workload: Workload, cut: Cut) -> i32 {
     let code = output.status.code().unwrap_or(-1);
     if code != 0 && code != CRASH_EXIT {
         panic!(
-            "child {} {cut:?}: exit {code}\n{}\n{}",
-            workload.name(),
+            "child {workload} {cut:?}: exit {code}\n{}\n{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -96,16 +95,18 @@ fn spawn(test: &str, work: &Path, workload: Workload, cut: Cut) -> i32 {
     code
 }
 
+fn cut_from_env() -> Cut {
+    match std::env::var("TEGAMI_POWER_CRASH").unwrap().as_str() {
+        "never" => Cut::Never,
+        "end" => Cut::AfterLastAnswer,
+        k => Cut::At(k.parse().unwrap()),
+    }
+}
+
 fn explore(test: &str, workload: Workload) {
     if let Ok(work) = std::env::var("TEGAMI_POWER_CHILD") {
-        let crash = std::env::var("TEGAMI_POWER_CRASH").unwrap();
         let workload = Workload::from_name(&std::env::var("TEGAMI_POWER_WORKLOAD").unwrap());
-        let cut = match crash.as_str() {
-            "never" => Cut::Never,
-            "end" => Cut::AfterLastAnswer,
-            k => Cut::At(k.parse().unwrap()),
-        };
-        child(Path::new(&work), workload, cut);
+        child(Path::new(&work), workload, cut_from_env());
         return;
     }
     let started = Instant::now();
@@ -117,7 +118,7 @@ fn explore(test: &str, workload: Workload) {
     // A run without a cut counts the sync points (opening and closing the store included).
     let count = dir.path().join("count");
     copy_tree(&template, &count.join("data"));
-    assert_eq!(spawn(test, &count, workload, Cut::Never), 0);
+    assert_eq!(spawn(test, &count, workload.name(), Cut::Never), 0);
     let total: u64 = fs::read_to_string(count.join("syncs"))
         .unwrap()
         .parse()
@@ -137,7 +138,7 @@ fn explore(test: &str, workload: Workload) {
     for at in cuts {
         let work = dir.path().join(format!("cut-{explored}"));
         copy_tree(&template, &work.join("data"));
-        let code = spawn(test, &work, workload, at);
+        let code = spawn(test, &work, workload.name(), at);
         cut += usize::from(code == CRASH_EXIT);
         let acks = read_acks(&work);
         let context = format!(
@@ -202,4 +203,110 @@ fn power_loss_in_a_backup() {
 #[test]
 fn power_loss_in_an_archive_run() {
     explore("power_loss_in_an_archive_run", Workload::Archive);
+}
+
+/// A restore builds the new data directory beside the live one, makes it durable, and
+/// swaps the two. Cut anywhere, the data directory is the old store or the whole restored
+/// one; once the restore has answered, the restored one.
+#[test]
+fn power_loss_in_a_restore() {
+    let test = "power_loss_in_a_restore";
+    let restore = |work: &Path| {
+        let options = store::backup::RestoreOptions {
+            owner: None,
+            now_unix: io_common::NOW,
+            progress: None,
+        };
+        store::backup::restore(&work.join("backups/b1"), &work.join("data"), &options)
+    };
+    if let Ok(work) = std::env::var("TEGAMI_POWER_CHILD") {
+        let work = Path::new(&work);
+        let cut = cut_from_env();
+        let plan = Plan::new(&[&work.join("tree")]);
+        let crash_at = match cut {
+            Cut::At(k) => Some(k),
+            _ => None,
+        };
+        plan.track_power(&work.join("stash"), crash_at).unwrap();
+        let _installed = plan.install();
+        restore(&work.join("tree")).unwrap();
+        fs::write(work.join("acks"), "restored\n").unwrap();
+        if let Cut::AfterLastAnswer = cut {
+            plan.cut_power();
+        }
+        fs::write(work.join("syncs"), plan.syncs().to_string()).unwrap();
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    let data = template.join("tree/data");
+    make_baseline(&data);
+    let options = store::backup::CreateOptions::new(
+        template.join("tree/backups"),
+        "b1".into(),
+        store::backup::Trigger::Manual,
+        io_common::NOW,
+    );
+    store::backup::create(&data, &options).unwrap();
+    let owed: BTreeSet<(String, BlobId)> = inventory(&SqliteStore::open(&data).unwrap());
+    // Delivered after the backup: only the old store has it, so it tells the two apart.
+    let later = io_common::message(700);
+    {
+        let store = SqliteStore::open(&data).unwrap();
+        let a = store.accounts().unwrap()[0].id;
+        store.deliver(&later, &[a]).unwrap();
+    }
+    let later = BlobId::of(&later);
+    let holds_later = |data: &Path| {
+        inventory(&SqliteStore::open(data).unwrap())
+            .iter()
+            .any(|(_, b)| *b == later)
+    };
+
+    let count = dir.path().join("count");
+    copy_tree(&template, &count);
+    assert_eq!(spawn(test, &count, "restore", Cut::Never), 0);
+    let total: u64 = fs::read_to_string(count.join("syncs"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!holds_later(&count.join("tree/data")));
+
+    let (mut explored, mut cut, mut old, mut new) = (0, 0, 0, 0);
+    let cuts = io_common::points(total, BOUND)
+        .into_iter()
+        .map(Cut::At)
+        .chain([Cut::AfterLastAnswer]);
+    for at in cuts {
+        let work = dir.path().join(format!("cut-{explored}"));
+        copy_tree(&template, &work);
+        let code = spawn(test, &work, "restore", at);
+        cut += usize::from(code == CRASH_EXIT);
+        let answered = work.join("acks").exists();
+        let context = format!("restore with the power cut {at:?} (of {total} sync points)");
+        let data = work.join("tree/data");
+        let was_old = holds_later(&data);
+        assert!(
+            !(answered && was_old),
+            "{context}: the restore answered but did not last"
+        );
+        verify(&data, &owed, &[], &context);
+        if was_old {
+            old += 1;
+        } else {
+            new += 1;
+        }
+        fs::remove_dir_all(&work).unwrap();
+        explored += 1;
+    }
+    eprintln!(
+        "restore: {total} sync points, {explored} crash points explored ({cut} cut the power; \
+         {old} left the old store, {new} the restored one) in {:.1?}",
+        started.elapsed()
+    );
+    assert!(
+        old > 0 && new > 0,
+        "the cuts fell on both sides of the swap"
+    );
 }
