@@ -8,7 +8,9 @@
 //! the store's claims of durability are tested, as redb and SQLite test theirs.
 //!
 //! Reads are not part of the seam: a failed read loses nothing, and the store already
-//! reports it as such.
+//! reports it as such. Nor are the lock files (`blobs/.hold`, `archive/.lock`, a backup
+//! root's `.lock`, the open marker's flock and emptying), owners and modes: they hold no
+//! mail.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -459,13 +459,12 @@ impl Plan {
         write: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<()> {
         let mut inner = self.begin(Op::Write).map_err(fault)?;
-        if let Some(power) = inner.power() {
-            if let Ok(meta) = file.metadata()
-                && !power.files.contains_key(&inode(&meta))
-            {
-                let before = fs::read(path).unwrap_or_default();
-                power.file_written(path, before);
-            }
+        if let Some(power) = inner.power()
+            && let Ok(meta) = file.metadata()
+            && !power.files.contains_key(&inode(&meta))
+        {
+            let before = fs::read(path).unwrap_or_default();
+            power.file_written(path, before);
         }
         write()
     }
