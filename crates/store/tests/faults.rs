@@ -18,12 +18,18 @@ use store::{SqliteStore, Store};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
+/// Counts every panic in the process, the store's own threads' included (a panic on the
+/// writer thread would otherwise only show as an error). Once: `cargo test` runs these
+/// tests as threads of one process.
 fn count_panics() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        previous(info);
-    }));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
 }
 
 /// Points explored per workload and error in the bounded run.
