@@ -53,7 +53,11 @@ pub(super) struct Moved {
 pub(super) fn upgrade(data_dir: &Path, schema_version: i64) -> Result<Moved> {
     let root = data_dir.join("blobs");
     let marker = root.join(MARKER);
-    if schema_version >= schema::CURRENT && marker.exists() {
+    // A database newer than this binary is refused by the migration, and a refusal must
+    // change nothing.
+    if schema_version > schema::CURRENT
+        || (schema_version == schema::CURRENT && marker.exists())
+    {
         return Ok(Moved::default());
     }
     if !root.is_dir() {
