@@ -55,9 +55,7 @@ pub(super) fn upgrade(data_dir: &Path, schema_version: i64) -> Result<Moved> {
     let marker = root.join(MARKER);
     // A database newer than this binary is refused by the migration, and a refusal must
     // change nothing.
-    if schema_version > schema::CURRENT
-        || (schema_version == schema::CURRENT && marker.exists())
-    {
+    if schema_version > schema::CURRENT || (schema_version == schema::CURRENT && marker.exists()) {
         return Ok(Moved::default());
     }
     if !root.is_dir() {
