@@ -23,6 +23,7 @@ import json
 import os
 import poplib
 import re
+import smtplib
 import sqlite3
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def imap_view(port, user, password):
         typ, data = m.select(f'"{name}"', readonly=True)
         assert typ == "OK", (name, data)
         uidvalidity = int(m.response("UIDVALIDITY")[1][0])
+        uidnext = int(m.response("UIDNEXT")[1][0])
         msgs = []
         typ, data = m.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE)")
         assert typ == "OK", (name, data)
@@ -80,7 +82,7 @@ def imap_view(port, user, password):
             raw = next(part[1] for part in body if isinstance(part, tuple))
             assert len(raw) == size, (user, name, uid, len(raw), size)
             msgs.append({"uid": uid, "flags": sorted(f for f in flags if f != "\\Recent"), "size": size, "sha256": sha(raw)})
-        boxes[name] = {"uidvalidity": uidvalidity, "messages": sorted(msgs, key=lambda x: x["uid"])}
+        boxes[name] = {"uidvalidity": uidvalidity, "uidnext": uidnext, "messages": sorted(msgs, key=lambda x: x["uid"])}
     m.logout()
     return boxes
 
@@ -161,8 +163,8 @@ def upgrade(vdir):
         for box, expected in want["mailboxes"].items():
             assert box in seen, f"v{version} {user}: mailbox {box!r} is gone; the server lists {sorted(seen)}"
             got = seen[box]
-            assert got["uidvalidity"] == expected["uidvalidity"], (
-                f"v{version} {user} {box}: UIDVALIDITY {got['uidvalidity']}, was {expected['uidvalidity']}")
+            for key in ("uidvalidity", "uidnext"):
+                assert got[key] == expected[key], f"v{version} {user} {box}: {key} {got[key]}, was {expected[key]}"
             assert got["messages"] == expected["messages"], (
                 f"v{version} {user} {box}:\n now  {got['messages']}\n was  {expected['messages']}")
         # A mailbox the old server did not have may appear (today's defaults), but empty.
@@ -170,11 +172,25 @@ def upgrade(vdir):
             assert not seen[box]["messages"], f"v{version} {user}: new mailbox {box} has mail: {seen[box]}"
         got = pop3_view(srv.pop3, user, want["password"])
         assert got == want["pop3"], f"v{version} {user} POP3:\n now  {got}\n was  {want['pop3']}"
+    # New mail after the upgrade takes the next UID, never one a client has seen.
+    user, want = next(iter(manifest["accounts"].items()))
+    s = smtplib.SMTP(h.HOST, srv.smtp, timeout=30)
+    s.sendmail("after@sender.test", [user], b"Subject: after the upgrade\r\n\r\nnew\r\n")
+    s.quit()
+    inbox = imap_view(srv.imap, user, want["password"])["INBOX"]
+    old_inbox = want["mailboxes"]["INBOX"]
+    assert inbox["messages"][:-1] == old_inbox["messages"], inbox
+    assert inbox["messages"][-1]["uid"] == old_inbox["uidnext"], (inbox["messages"][-1], old_inbox["uidnext"])
+    assert inbox["uidvalidity"] == old_inbox["uidvalidity"]
     srv.stop()
+    # And the newest tables take writes too (version 6 once shipped without a column).
+    t.cli("list", "add", "news", "--from", "news@example.org")
+    t.cli("sequence", "create", "news", "welcome", "--join-existing")
     messages = sum(len(b["messages"]) for a in manifest["accounts"].values() for b in a["mailboxes"].values())
     ok(f"v{version} ({manifest['commit']}, blobs in {manifest['blob_layout']}): migrated to {current}; "
        f"{messages} messages in {sum(len(a['mailboxes']) for a in manifest['accounts'].values())} mailboxes "
-       f"and {sum(len(a['pop3']) for a in manifest['accounts'].values())} POP3 UIDLs as the old clients saw them "
+       f"and {sum(len(a['pop3']) for a in manifest['accounts'].values())} POP3 UIDLs as the old clients saw them; "
+       f"new mail takes UID {inbox['messages'][-1]['uid']} (the old UIDNEXT); list add and sequence create work "
        f"({time.monotonic() - started:.1f} s)")
 
     t.check_store(f"after opening the v{version} store")
