@@ -73,8 +73,11 @@ pub(super) fn upgrade(data_dir: &Path, schema_version: i64) -> Result<Moved> {
             "blob files moved from blobs/ab/cd/<hash> to blobs/ab/<hash>"
         );
     }
-    if !marker.exists() {
-        write_marker(&root, &marker)?;
+    if !marker.exists()
+        && let Err(e) = write_marker(&root, &marker)
+    {
+        // Only a saving: without the marker the next open looks again, and finds nothing.
+        tracing::warn!(error = %e, "cannot record that blobs/ has the one-level layout");
     }
     Ok(moved)
 }
