@@ -91,7 +91,8 @@ def version_1_store(data, messages):
     db.execute("INSERT INTO mailboxes VALUES (1, 1, 'INBOX', 1700000000, ?)", (len(messages) + 1,))
     for uid, body in enumerate(messages, start=1):
         digest = hashlib.sha256(body).digest()
-        path = data / "blobs" / digest.hex()[:2] / digest.hex()
+        # Where version 1 kept bodies (blobs/ab/cd/<hash>); today's layout is one level.
+        path = data / "blobs" / digest.hex()[:2] / digest.hex()[2:4] / digest.hex()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
         db.execute("INSERT INTO blobs VALUES (?, ?, 1)", (digest, len(body)))

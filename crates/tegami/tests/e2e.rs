@@ -82,6 +82,7 @@ scripts! {
         incremental => "backup_incremental",
         schedule => "backup_schedule",
         upgrade => "backup_upgrade",
+        upgrade_fixtures => "upgrade_fixtures",
         secrets => "backup_secrets",
         recovery => "recovery",
     }

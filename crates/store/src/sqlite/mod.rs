@@ -4,6 +4,7 @@ pub mod archive;
 pub mod backup;
 mod check;
 mod history;
+mod layout;
 mod lists;
 mod mailboxes;
 mod optimize;
@@ -74,6 +75,8 @@ impl SqliteStore {
         let new = std::fs::metadata(&db_path).map_or(true, |m| m.len() == 0);
         let mut conn = open_connection(&db_path, if new { Open::New } else { Open::Write })?;
         open_guard.recover(&conn, data_dir)?;
+        // Before the backup, so that it finds every body where today's code looks.
+        layout::upgrade(data_dir, schema::version(&conn)?)?;
         backup::before_migration(&conn, data_dir)?;
         schema::migrate(&mut conn)?;
         let blobs = Arc::new(BlobStore::open(data_dir.join("blobs"))?);

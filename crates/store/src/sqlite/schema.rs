@@ -289,7 +289,34 @@ pub fn version(conn: &Connection) -> Result<i64> {
 
 /// Brings the database up to [`CURRENT`], one transaction per step.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
-    migrate_to(conn, CURRENT)
+    migrate_to(conn, CURRENT)?;
+    complete_version_6(conn)
+}
+
+/// Version 6 first shipped (commit 12359e1) without `nl_sequences.existing_upto`, which
+/// dc8a047 then added to that same step; a database made in between says version 6 and
+/// lacks it, and every `sequence create` on it failed. The column is added here, set so
+/// that those sequences keep the rule they were made under: an existing subscriber is
+/// known by start time alone.
+fn complete_version_6(conn: &mut Connection) -> Result<()> {
+    let incomplete: bool = conn.query_row(
+        "SELECT (SELECT count(*) FROM pragma_table_info('nl_sequences')) > 0
+            AND (SELECT count(*) FROM pragma_table_info('nl_sequences')
+                 WHERE name = 'existing_upto') = 0",
+        [],
+        |r| r.get(0),
+    )?;
+    if !incomplete {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "ALTER TABLE nl_sequences ADD COLUMN existing_upto INTEGER NOT NULL DEFAULT 0;
+         UPDATE nl_sequences SET existing_upto = 9223372036854775807;",
+    )?;
+    tx.commit()?;
+    tracing::info!("database schema 6 completed: nl_sequences.existing_upto added");
+    Ok(())
 }
 
 /// The SQL of the step that makes a database version `version`; tests read it to break
@@ -339,6 +366,43 @@ mod tests {
         let err = migrate(&mut conn).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
         assert!(err.to_string().contains("newer than this tegami"));
+    }
+
+    #[test]
+    fn a_version_6_database_from_before_existing_upto_is_completed() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 5).unwrap();
+        // Version 6 as commit 12359e1 wrote it.
+        let first = migration(6)
+            .unwrap()
+            .replace("existing_upto INTEGER NOT NULL DEFAULT 0,", "");
+        conn.execute_batch(&first).unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO nl_lists VALUES (1, 'news', 'n@example.com', '', 0, 0);
+             INSERT INTO nl_sequences (id, list_id, name, time_zone, join_existing, created)
+                 VALUES (1, 1, 'welcome', 'UTC', 1, 100);",
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        let upto: i64 = conn
+            .query_row(
+                "SELECT existing_upto FROM nl_sequences WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(upto, i64::MAX, "the old sequence keeps the time-only rule");
+        conn.execute(
+            "INSERT INTO nl_sequences (list_id, name, time_zone, join_existing, created, existing_upto)
+             VALUES (1, 'second', 'UTC', 0, 200, 0)",
+            [],
+        )
+        .unwrap();
+        // Complete now: the next open changes nothing.
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), CURRENT);
     }
 
     #[test]

@@ -20,6 +20,13 @@ fn store_at_version(dir: &Path, version: i64) -> Vec<u8> {
         .unwrap()
         .put(&body)
         .unwrap();
+    // Versions 1 to 3 kept bodies two levels deep (blobs/ab/cd/<hash>) until commit 2d71e23.
+    if version <= 3 {
+        let hex = blob.to_string();
+        let old = dir.join("blobs").join(&hex[0..2]).join(&hex[2..4]);
+        fs::create_dir_all(&old).unwrap();
+        fs::rename(dir.join("blobs").join(blob.relative_path()), old.join(&hex)).unwrap();
+    }
     // Only the version-1 columns: every later version keeps them.
     conn.execute_batch(
         "INSERT INTO domains (id, name, created) VALUES (1, 'example.com', 0);
@@ -99,6 +106,10 @@ fn every_earlier_schema_version_migrates_after_a_backup() {
         assert_eq!(manifest.schema_version, version);
         assert_eq!(manifest.trigger, super::Trigger::PreMigration);
         assert_eq!(manifest.messages, 1);
+        let kept = backups[0]
+            .join("blobs")
+            .join(crate::BlobId::of(&body).relative_path());
+        assert_eq!(fs::read(&kept).unwrap(), body, "from version {version}");
 
         // The backup is the old store: restored, it holds the old version, and opening it
         // migrates it again.
