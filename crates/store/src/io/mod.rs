@@ -170,6 +170,18 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Removes an empty directory; `DirectoryNotEmpty` (and nothing changed) otherwise.
+pub fn remove_dir(path: &Path) -> io::Result<()> {
+    match plan_for(path) {
+        None => fs::remove_dir(path),
+        // The plan models removal of a tree; an empty one is the same removal.
+        Some(p) => match fs::read_dir(path)?.next() {
+            None => p.remove_dir_all(path),
+            Some(_) => fs::remove_dir(path),
+        },
+    }
+}
+
 pub fn remove_dir_all(path: &Path) -> io::Result<()> {
     match plan_for(path) {
         None => fs::remove_dir_all(path),

@@ -20,7 +20,7 @@
 //! because only then may an older binary have written to the store since.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::schema;
 use crate::blob::{BlobId, sync_dir};
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, io};
 
 /// The marker written once `blobs/` holds no old-layout file.
 pub(super) const MARKER: &str = ".layout";
@@ -105,7 +105,7 @@ fn move_all(data_dir: &Path, root: &Path) -> Result<Moved> {
             }
             // The removals are durable before the directory goes; then `a` is synced below.
             sync_dir(&b)?;
-            match fs::remove_dir(&b) {
+            match io::remove_dir(&b) {
                 Ok(()) => touched = true,
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 // Something that is not a blob is left: keep it, it is not ours to delete.
@@ -147,14 +147,14 @@ fn move_one(data_dir: &Path, id: &BlobId, old: &Path, new: &Path, moved: &mut Mo
         moved.replaced_damaged += 1;
     } else {
         let dir = data_dir.join("quarantine").join("old-layout");
-        fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        io::create_dir_all(&dir, None).map_err(StoreError::io(&dir))?;
         let mut to = dir.join(id.to_string());
         let mut n = 1;
         while to.exists() {
             to = dir.join(format!("{id}.{n}"));
             n += 1;
         }
-        fs::rename(old, &to).map_err(StoreError::io(old))?;
+        io::rename(old, &to).map_err(StoreError::io(old))?;
         sync_dir(&dir)?;
         tracing::warn!(blob = %id, kept = %to.display(), "both copies of a blob are damaged; the old one is kept aside");
         moved.quarantined += 1;
@@ -164,7 +164,7 @@ fn move_one(data_dir: &Path, id: &BlobId, old: &Path, new: &Path, moved: &mut Mo
 
 /// Renames; false when `from` was already gone (another process moved it).
 fn rename(from: &Path, to: &Path) -> Result<bool> {
-    match fs::rename(from, to) {
+    match io::rename(from, to) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound && !from.exists() => Ok(false),
         Err(e) => Err(StoreError::io(from)(e)),
@@ -172,7 +172,7 @@ fn rename(from: &Path, to: &Path) -> Result<bool> {
 }
 
 fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+    match io::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(path)(e)),
@@ -223,10 +223,10 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
 fn write_marker(root: &Path, marker: &Path) -> Result<()> {
     let tmp = root.join(".layout.tmp");
     (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = io::create(&tmp, io::Create::Truncate, None)?;
         file.write_all(MARKER_TEXT)?;
-        file.sync_all()?;
-        fs::rename(&tmp, marker)
+        file.sync()?;
+        io::rename(&tmp, marker)
     })()
     .map_err(StoreError::io(marker))?;
     sync_dir(root)
