@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 const KNOWN: &[(Rule, &str)] = &[
     // The archive's full-text index (FTS5) moves behind the backend (issue 17).
     (Rule::SqlOutsideBackend, "crates/store/src/archive.rs"),
-    // StoreError::Sqlite carries rusqlite's error type out of the backend (issue 17).
-    (Rule::SqlOutsideBackend, "crates/store/src/error.rs"),
     // Hard-wired to SQLite until the conformance suite runs over the role traits (issue 17).
     (Rule::SqlOutsideBackend, "crates/store/tests/conformance.rs"),
     (
