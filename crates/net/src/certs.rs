@@ -439,7 +439,12 @@ impl Certificates {
 
     /// Looks at the files every `every` and reloads what changed; reloads everything when
     /// `hup` is notified (SIGHUP). Runs until aborted.
-    pub async fn watch(self: Arc<Self>, every: Duration, hup: Arc<Notify>) {
+    pub async fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        hup: Arc<Notify>,
+        mut stop: crate::Shutdown,
+    ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -447,6 +452,7 @@ impl Certificates {
             let force = tokio::select! {
                 _ = tick.tick() => false,
                 _ = hup.notified() => true,
+                _ = stop.requested() => return,
             };
             let certs = self.clone();
             // File reads and parsing stay off the async threads.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use store::{
-    Campaign, CampaignId, CampaignState, HistoryRef, List, ListId, Mail, Newsletters, Outbound,
-    SqliteStore, StepId, StoreError, Subscriber, SubscriberId,
+    Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef, List, ListId, Mail,
+    Newsletters, Outbound, SqliteStore, StepId, StoreError, Subscriber, SubscriberId, Transition,
 };
 use tokio::sync::Notify;
 
@@ -272,7 +272,11 @@ impl Engine {
         for campaign in store.campaigns()? {
             match campaign.state {
                 CampaignState::Scheduled if campaign.send_at <= now => {
-                    store.campaign_set_state(campaign.id, CampaignState::Sending)?;
+                    // Paused or cancelled since the list was read? Then it stays so.
+                    let started = store.campaign_apply(campaign.id, CampaignAction::Start)?;
+                    if !matches!(started, Transition::Moved { .. }) {
+                        continue;
+                    }
                     store.log_action(
                         Some(HistoryRef::Campaign(campaign.id)),
                         "sending started",
@@ -286,8 +290,8 @@ impl Engine {
             match self.campaign_batch(&campaign, now)? {
                 BatchOutcome::Done => {
                     // Paused or cancelled meanwhile? Then it stays as the operator said.
-                    if store.campaign(campaign.id)?.state == CampaignState::Sending {
-                        store.campaign_set_state(campaign.id, CampaignState::Done)?;
+                    let finished = store.campaign_apply(campaign.id, CampaignAction::Finish)?;
+                    if matches!(finished, Transition::Moved { .. }) {
                         store.log_action(
                             Some(HistoryRef::Campaign(campaign.id)),
                             "sending done",

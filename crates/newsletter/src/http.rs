@@ -11,8 +11,8 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{
-    CampaignId, CampaignState, HistoryRef, NewCampaign, NewStep, NewSubscriber, Newsletters,
-    Outcome, SequenceId, StoreError, SubscriberId, SubscriberStatus,
+    CampaignAction, CampaignId, CampaignState, HistoryRef, NewCampaign, NewStep, NewSubscriber,
+    Newsletters, Outcome, SequenceId, StoreError, SubscriberId, SubscriberStatus,
 };
 
 use crate::engine::{Engine, about_of};
@@ -957,16 +957,6 @@ async fn api_campaign_add(State(engine): State<Engine>, body: Bytes) -> Response
     )
 }
 
-/// Whether a campaign in state `from` may become `to`, as the CLI allows.
-fn state_change_allowed(from: CampaignState, to: CampaignState) -> bool {
-    match to {
-        CampaignState::Paused => matches!(from, CampaignState::Scheduled | CampaignState::Sending),
-        CampaignState::Sending => from == CampaignState::Paused,
-        CampaignState::Cancelled => !matches!(from, CampaignState::Done | CampaignState::Cancelled),
-        _ => false,
-    }
-}
-
 enum StateChange {
     Done(Value),
     Refused(String),
@@ -976,10 +966,10 @@ async fn api_campaign_state(
     State(engine): State<Engine>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    let to = match action.as_str() {
-        "pause" => CampaignState::Paused,
-        "resume" => CampaignState::Sending,
-        "cancel" => CampaignState::Cancelled,
+    let action = match action.as_str() {
+        "pause" => CampaignAction::Pause,
+        "resume" => CampaignAction::Resume,
+        "cancel" => CampaignAction::Cancel,
         _ => {
             return json_response(
                 StatusCode::NOT_FOUND,
@@ -992,19 +982,12 @@ async fn api_campaign_state(
         Err(r) => return *r,
     };
     let result = blocking(&engine, move |engine| -> Result<StateChange, StoreError> {
-        let store = &engine.inner.store;
-        let c = store.campaign(CampaignId(id))?;
-        if !state_change_allowed(c.state, to) {
-            return Ok(StateChange::Refused(format!(
-                "campaign {id} is {}; it cannot become {}",
-                c.state.as_str(),
-                to.as_str()
-            )));
-        }
-        store.campaign_set_state(c.id, to)?;
-        Ok(StateChange::Done(
-            json!({ "id": c.id.0, "state": to.as_str() }),
-        ))
+        let id = CampaignId(id);
+        let transition = engine.inner.store.campaign_apply(id, action)?;
+        Ok(match transition.refusal(id, action) {
+            Some(refused) => StateChange::Refused(refused),
+            None => StateChange::Done(json!({ "id": id.0, "state": action.target().as_str() })),
+        })
     })
     .await;
     match result {

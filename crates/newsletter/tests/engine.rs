@@ -10,8 +10,8 @@ use axum::http::{Request, StatusCode, header};
 use newsletter::{BatchOutcome, Engine, NewsletterConfig};
 use smtp_server::BounceSink;
 use store::{
-    CampaignState, HistoryRef, ListId, NewCampaign, NewStep, NewSubscriber, Newsletters, Outcome,
-    SqliteStore, Store, SubscriberId, SubscriberStatus,
+    CampaignAction, CampaignState, HistoryRef, ListId, NewCampaign, NewStep, NewSubscriber,
+    Newsletters, Outcome, SqliteStore, Store, SubscriberId, SubscriberStatus, Transition,
 };
 use tower::ServiceExt;
 
@@ -186,22 +186,98 @@ fn pause_and_cancel_stop_between_batches() {
     let e = engine(&f.store);
     assert!(e.campaigns_tick(T0).unwrap().is_some());
     assert_eq!(queued(&f.store).len(), 200);
-    f.store
-        .campaign_set_state(c, CampaignState::Paused)
-        .unwrap();
+    assert!(matches!(
+        f.store.campaign_apply(c, CampaignAction::Pause).unwrap(),
+        Transition::Moved { .. }
+    ));
     assert_eq!(e.campaigns_tick(T0).unwrap(), None);
     assert_eq!(queued(&f.store).len(), 200);
-    f.store
-        .campaign_set_state(c, CampaignState::Sending)
-        .unwrap();
+    assert!(matches!(
+        f.store.campaign_apply(c, CampaignAction::Resume).unwrap(),
+        Transition::Moved { .. }
+    ));
     assert!(e.campaigns_tick(T0).unwrap().is_some());
     assert_eq!(queued(&f.store).len(), 400);
-    f.store
-        .campaign_set_state(c, CampaignState::Cancelled)
-        .unwrap();
+    assert!(matches!(
+        f.store.campaign_apply(c, CampaignAction::Cancel).unwrap(),
+        Transition::Moved { .. }
+    ));
     assert_eq!(e.campaigns_tick(T0).unwrap(), None);
     assert_eq!(queued(&f.store).len(), 400);
     assert_eq!(f.store.campaign(c).unwrap().state, CampaignState::Cancelled);
+}
+
+/// Two operators (say the CLI and the JSON API) pause, resume and cancel a campaign while
+/// the sender starts and finishes it. Reading the state and then writing it, as both faces
+/// and the sender once did, lets a resume or a finish land after a cancel; applied as one
+/// conditional write, a cancel that succeeded is final, and every subscriber gets the mail
+/// at most once.
+#[test]
+fn campaign_actions_racing_the_sender_never_leave_a_forbidden_state() {
+    for round in 0..6u64 {
+        let f = fixture();
+        let l = list(&f.store, false);
+        add_subscribers(&f.store, l, 450, T0 - 3600);
+        let c = campaign(&f.store, l);
+        let e = engine(&f.store);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let operators: Vec<_> = (0..2u64)
+            .map(|who| {
+                let store = f.store.clone();
+                std::thread::spawn(move || {
+                    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (round * 31 + who + 1);
+                    let mut moved = Vec::new();
+                    for _ in 0..60 {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Cancels are rare, so the campaign lives long enough to race.
+                        let action = match seed % 20 {
+                            0 => CampaignAction::Cancel,
+                            1..=9 => CampaignAction::Pause,
+                            _ => CampaignAction::Resume,
+                        };
+                        let t = store.campaign_apply(c, action).unwrap();
+                        if let Transition::Moved { from, to } = t {
+                            assert!(
+                                action.allowed_from().contains(&from),
+                                "{action:?} from {from:?}"
+                            );
+                            assert_eq!(to, action.target());
+                            moved.push(action);
+                        }
+                    }
+                    moved
+                })
+            })
+            .collect();
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    e.campaigns_tick(T0).unwrap();
+                }
+            })
+        };
+        let moved: Vec<CampaignAction> = operators
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap();
+        let state = f.store.campaign(c).unwrap().state;
+        if moved.contains(&CampaignAction::Cancel) {
+            assert_eq!(state, CampaignState::Cancelled, "round {round}: {moved:?}");
+        }
+        let cancels = moved
+            .iter()
+            .filter(|a| **a == CampaignAction::Cancel)
+            .count();
+        assert!(cancels <= 1, "round {round}: cancelled {cancels} times");
+        for (address, n) in queued(&f.store) {
+            assert_eq!(n, 1, "round {round}: {address} queued {n} times");
+        }
+    }
 }
 
 #[test]

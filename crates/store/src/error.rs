@@ -22,8 +22,10 @@ pub enum StoreError {
     BlobCorrupt { blob: String, detail: String },
     #[error("blob {0} vanished before its delivery committed")]
     BlobVanished(String),
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed. The backend words it and says whether a retry may succeed
+    /// (busy, locked, disk full, an I/O error), so nothing above it names the backend.
+    #[error("database error: {message}")]
+    Database { message: String, transient: bool },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -49,13 +51,7 @@ impl StoreError {
             | StoreError::WriterGone
             | StoreError::CommitFailed(_)
             | StoreError::BlobVanished(_) => true,
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                rusqlite::ErrorCode::DatabaseBusy
-                    | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::DiskFull
-                    | rusqlite::ErrorCode::SystemIoFailure
-            ),
+            StoreError::Database { transient, .. } => *transient,
             _ => false,
         }
     }

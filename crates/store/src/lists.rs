@@ -160,6 +160,82 @@ impl CampaignState {
     }
 }
 
+/// What may happen to a campaign: the operator's three actions and the sender's two steps.
+/// Each names the states it may start from; the store applies one only from such a state,
+/// in one conditional write, so two callers and the sender can never race a campaign
+/// into a state the rules forbid (a cancelled campaign resumed, a paused one marked done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CampaignAction {
+    Pause,
+    Resume,
+    Cancel,
+    /// The sender: a scheduled campaign whose `send_at` has come.
+    Start,
+    /// The sender: every subscriber has been sent to.
+    Finish,
+}
+
+impl CampaignAction {
+    pub fn target(self) -> CampaignState {
+        match self {
+            CampaignAction::Pause => CampaignState::Paused,
+            CampaignAction::Resume | CampaignAction::Start => CampaignState::Sending,
+            CampaignAction::Cancel => CampaignState::Cancelled,
+            CampaignAction::Finish => CampaignState::Done,
+        }
+    }
+
+    /// The states this action may be applied in.
+    pub fn allowed_from(self) -> &'static [CampaignState] {
+        use CampaignState::*;
+        match self {
+            CampaignAction::Pause => &[Scheduled, Sending],
+            CampaignAction::Resume => &[Paused],
+            CampaignAction::Cancel => &[Draft, Scheduled, Sending, Paused],
+            CampaignAction::Start => &[Scheduled],
+            CampaignAction::Finish => &[Sending],
+        }
+    }
+
+    /// The operator's word for it (CLI subcommand, API path).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignAction::Pause => "pause",
+            CampaignAction::Resume => "resume",
+            CampaignAction::Cancel => "cancel",
+            CampaignAction::Start => "start",
+            CampaignAction::Finish => "finish",
+        }
+    }
+}
+
+/// What [`Newsletters::campaign_apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Applied; the campaign was in `from`.
+    Moved {
+        from: CampaignState,
+        to: CampaignState,
+    },
+    /// Not applied: the campaign is in `current`, which the action may not start from.
+    Refused { current: CampaignState },
+}
+
+impl Transition {
+    /// The operator's sentence for a refusal: "campaign 3 is done; it cannot become paused".
+    pub fn refusal(&self, id: CampaignId, action: CampaignAction) -> Option<String> {
+        match self {
+            Transition::Moved { .. } => None,
+            Transition::Refused { current } => Some(format!(
+                "campaign {} is {}; it cannot become {}",
+                id.0,
+                current.as_str(),
+                action.target().as_str()
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Campaign {
     pub id: CampaignId,
@@ -417,7 +493,9 @@ pub trait Newsletters: Send + Sync {
     /// Every campaign, newest first.
     fn campaigns(&self) -> Result<Vec<Campaign>>;
     fn campaign(&self, id: CampaignId) -> Result<Campaign>;
-    fn campaign_set_state(&self, id: CampaignId, state: CampaignState) -> Result<()>;
+    /// Applies `action` if the campaign's state at that moment allows it (see
+    /// [`CampaignAction::allowed_from`]), in one write; NotFound for an unknown campaign.
+    fn campaign_apply(&self, id: CampaignId, action: CampaignAction) -> Result<Transition>;
     /// Active subscribers of the campaign's list not yet in its `sent` set, in id order,
     /// those after `after`, at most `limit`.
     fn campaign_pending(

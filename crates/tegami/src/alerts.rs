@@ -442,11 +442,10 @@ impl Context {
     }
 }
 
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, mut stop: net::Shutdown) {
     let mut ticker = tokio::time::interval(ctx.config.alerts.check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
+    while stop.pause(ticker.tick()).await {
         let gathered = {
             let ctx = ctx.clone();
             tokio::task::spawn_blocking(move || ctx.inputs()).await

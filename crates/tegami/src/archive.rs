@@ -304,7 +304,13 @@ pub fn auto(
 /// day (at start, and early each day) the retention rules and the automatic archiving
 /// rules that are due.
 /// Each runs on a blocking thread; failures are logged and tried again at the next turn.
-pub async fn housekeeping(store: Arc<SqliteStore>, data: PathBuf, config: Config, clock: Clock) {
+pub async fn housekeeping(
+    store: Arc<SqliteStore>,
+    data: PathBuf,
+    config: Config,
+    clock: Clock,
+    mut stop: net::Shutdown,
+) {
     let blocking = |f: Box<dyn FnOnce() -> anyhow::Result<()> + Send>| async move {
         match tokio::task::spawn_blocking(f).await {
             Ok(Ok(())) => {}
@@ -329,7 +335,12 @@ pub async fn housekeeping(store: Arc<SqliteStore>, data: PathBuf, config: Config
     loop {
         let today = clock.now().date();
         if done_on == Some(today) {
-            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            if !stop
+                .pause(tokio::time::sleep(std::time::Duration::from_secs(600)))
+                .await
+            {
+                return;
+            }
             continue;
         }
         done_on = Some(today);
@@ -343,6 +354,9 @@ pub async fn housekeeping(store: Arc<SqliteStore>, data: PathBuf, config: Config
                 Ok(())
             }))
             .await;
+        }
+        if stop.is_shutting_down() {
+            return;
         }
         if !config.archive.auto.is_empty() {
             let (store, data, config, clock) =

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ::ddns::{Ddns, HttpClient, Outcome};
+use net::Shutdown;
 use tracing::{debug, error, info, warn};
+
+use crate::services::Services;
 
 /// The largest echo answer read; an address is a few dozen bytes.
 const MAX_ANSWER: usize = 4096;
@@ -56,16 +59,16 @@ impl Status {
 pub fn start(
     config: &crate::config::Config,
     data: &Path,
-) -> (Option<Arc<Status>>, Option<tokio::task::JoinHandle<()>>) {
-    let Some(ddns) = config.ddns.clone() else {
-        return (None, None);
-    };
+    services: &mut Services,
+) -> Option<Arc<Status>> {
+    let ddns = config.ddns.clone()?;
     let status = Arc::new(Status::default());
-    let task = tokio::spawn(run(ddns, data.to_path_buf(), status.clone()));
-    (Some(status), Some(task))
+    let (data, reported) = (data.to_path_buf(), status.clone());
+    services.start("ddns", |stop| run(ddns, data, reported, stop));
+    Some(status)
 }
 
-async fn run(config: ::ddns::Config, data: PathBuf, status: Arc<Status>) {
+async fn run(config: ::ddns::Config, data: PathBuf, status: Arc<Status>, mut stop: Shutdown) {
     let client = match HttpClient::new(&[], config.timeout, MAX_ANSWER) {
         Ok(client) => client,
         Err(e) => {
@@ -137,7 +140,9 @@ async fn run(config: ::ddns::Config, data: PathBuf, status: Arc<Status>) {
                 )));
             }
         }
-        tokio::time::sleep(wait).await;
+        if !stop.pause(tokio::time::sleep(wait)).await {
+            return;
+        }
     }
 }
 

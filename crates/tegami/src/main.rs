@@ -21,6 +21,7 @@ mod schedule;
 mod send;
 mod serve;
 mod service;
+mod services;
 mod stats;
 mod witness;
 

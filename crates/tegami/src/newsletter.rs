@@ -11,8 +11,9 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
 use store::{
-    Campaign, CampaignId, CampaignState, HistoryRef, List, NewCampaign, NewStep, NewSubscriber,
-    Newsletters, Outcome, SequenceId, SqliteStore, StoreError, Subscriber, SubscriberStatus,
+    Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef, List, NewCampaign, NewStep,
+    NewSubscriber, Newsletters, Outcome, SequenceId, SqliteStore, StoreError, Subscriber,
+    SubscriberStatus,
 };
 
 #[derive(Subcommand)]
@@ -632,9 +633,9 @@ fn campaigns(
                 }
             }
         }
-        CampaignCommand::Pause { id } => set_state(store, id, CampaignState::Paused)?,
-        CampaignCommand::Resume { id } => set_state(store, id, CampaignState::Sending)?,
-        CampaignCommand::Cancel { id } => set_state(store, id, CampaignState::Cancelled)?,
+        CampaignCommand::Pause { id } => apply(store, id, CampaignAction::Pause)?,
+        CampaignCommand::Resume { id } => apply(store, id, CampaignAction::Resume)?,
+        CampaignCommand::Cancel { id } => apply(store, id, CampaignAction::Cancel)?,
         CampaignCommand::Recipients { id, outcome } => {
             let Some(outcome) = Outcome::parse(&outcome) else {
                 bail!(
@@ -680,27 +681,13 @@ pub fn campaign_json(store: &SqliteStore, c: &Campaign) -> Result<serde_json::Va
     }))
 }
 
-fn set_state(store: &SqliteStore, id: i64, state: CampaignState) -> anyhow::Result<()> {
-    let c = store.campaign(CampaignId(id))?;
-    let allowed = match state {
-        CampaignState::Paused => {
-            matches!(c.state, CampaignState::Scheduled | CampaignState::Sending)
-        }
-        CampaignState::Sending => c.state == CampaignState::Paused,
-        CampaignState::Cancelled => {
-            !matches!(c.state, CampaignState::Done | CampaignState::Cancelled)
-        }
-        _ => false,
-    };
-    if !allowed {
-        bail!(
-            "campaign {id} is {}; it cannot become {}",
-            c.state.as_str(),
-            state.as_str()
-        );
+fn apply(store: &SqliteStore, id: i64, action: CampaignAction) -> anyhow::Result<()> {
+    let id = CampaignId(id);
+    let transition = store.campaign_apply(id, action)?;
+    if let Some(refused) = transition.refusal(id, action) {
+        bail!("{refused}");
     }
-    store.campaign_set_state(c.id, state)?;
-    println!("campaign {id}: {}", state.as_str());
+    println!("campaign {}: {}", id.0, action.target().as_str());
     Ok(())
 }
 

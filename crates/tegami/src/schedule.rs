@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use gate::maint::{check_skip_reason, hhmm};
 use gate::{Clock, Gate, Maintenance, oplog};
+use net::Shutdown;
 use store::Store;
 use tracing::{error, info, warn};
 
@@ -34,12 +35,26 @@ pub async fn run(
     store: Arc<dyn Store>,
     gate: Arc<Gate>,
     clock: Clock,
+    stop: Shutdown,
 ) {
-    // One future for both, so stopping the schedule stops both.
+    // One future for both, so the service ends when both have finished their step.
     tokio::join!(
-        backups(schedule.backup.clone(), data.clone(), clock.clone()),
-        checks(schedule, data, store, gate, clock),
+        backups(
+            schedule.backup.clone(),
+            data.clone(),
+            clock.clone(),
+            stop.clone()
+        ),
+        checks(schedule, data, store, gate, clock, stop),
     );
+}
+
+/// Just after the next minute begins, so each minute is looked at once.
+fn until_next_minute(now: &jiff::Zoned) -> Duration {
+    let into_minute = Duration::from_millis(
+        (now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000,
+    );
+    Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50)
 }
 
 async fn checks(
@@ -48,6 +63,7 @@ async fn checks(
     store: Arc<dyn Store>,
     gate: Arc<Gate>,
     clock: Clock,
+    mut stop: Shutdown,
 ) {
     let Some(check_at) = schedule.check_at else {
         return;
@@ -62,13 +78,12 @@ async fn checks(
             run_once(&schedule, &data, &store, &gate, &clock, check_at).await;
         }
         // Wake just after the next minute begins.
-        let into_minute = Duration::from_millis(
-            (now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000,
-        );
-        tokio::time::sleep(
-            Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50),
-        )
-        .await;
+        if !stop
+            .pause(tokio::time::sleep(until_next_minute(&now)))
+            .await
+        {
+            return;
+        }
     }
 }
 
@@ -157,7 +172,7 @@ async fn run_once(
     }
 }
 
-async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock) {
+async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock, mut stop: Shutdown) {
     let Some(at) = settings.at else {
         return;
     };
@@ -207,12 +222,11 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock) {
                 Err(e) => error!(error = %e, "scheduled backup task failed"),
             }
         }
-        let into_minute = Duration::from_millis(
-            (now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000,
-        );
-        tokio::time::sleep(
-            Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50),
-        )
-        .await;
+        if !stop
+            .pause(tokio::time::sleep(until_next_minute(&now)))
+            .await
+        {
+            return;
+        }
     }
 }

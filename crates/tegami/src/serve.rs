@@ -14,10 +14,11 @@ use clap::Args;
 use net::{ListenerConfig, ShutdownTrigger};
 use store::{SqliteStore, Store};
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::service::{Notifier, Privileges};
+use crate::services::Services;
 use crate::{logging, override_addr};
 
 /// How long sessions get to finish (an in-flight DATA commit, say) after a stop signal.
@@ -159,7 +160,14 @@ async fn serve(
     let certs = load_certificates(data, &mut config).await?;
     let tls = certs.as_ref().map(|c| c.server_config());
     let hup = Arc::new(tokio::sync::Notify::new());
-    let certs_task = certs.map(|certs| tokio::spawn(certs.watch(CERT_POLL, hup.clone())));
+    // Background jobs; they stop after the sessions, each finishing the step it is in.
+    let mut services = Services::new();
+    if let Some(certs) = certs {
+        let hup = hup.clone();
+        services.start("certificate reload", |stop| {
+            certs.watch(CERT_POLL, hup, stop)
+        });
+    }
 
     let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
     let gate = gate::Gate::start(gate::GateConfig {
@@ -184,6 +192,7 @@ async fn serve(
     privileges.after_bind()?;
 
     let trigger = ShutdownTrigger::new();
+    let mut listeners = Vec::new();
     let throttle = Arc::new(net::LoginThrottle::default());
 
     // One resolver for MX lookups and the inbound checks, so both share its cache.
@@ -209,7 +218,7 @@ async fn serve(
         clock.clone(),
     );
     let queue_waker = queue.waker();
-    let queue_task = tokio::spawn(queue.run(trigger.subscribe()));
+    services.start("outbound queue", |stop| queue.run(stop));
 
     let smtp = smtp_server::SmtpConfig {
         hostname: config.hostname.clone(),
@@ -248,7 +257,10 @@ async fn serve(
         newsletter::Engine::new(sqlite.clone(), nl, queue_waker.clone(), clock.clone())
             .context("cannot start the newsletter engine")?
     };
-    let newsletter_task = tokio::spawn(newsletters.clone().run(trigger.subscribe()));
+    {
+        let engine = newsletters.clone();
+        services.start("newsletters", |stop| engine.run(stop));
+    }
     let smtp = Arc::new(smtp_server::SmtpConfig {
         bounces: Some(newsletters.bounce_sink()),
         inbound: config.inbound.checks.then(|| smtp_server::InboundChecks {
@@ -264,46 +276,55 @@ async fn serve(
     });
     let smtp_store = store.clone();
     let smtp_gate = gate.clone();
-    let smtp_task = tokio::spawn(net::serve(
-        smtp_listener,
-        ListenerConfig {
-            protocol: "smtp",
-            max_connections: config.smtp.max_connections,
-            busy_reply: smtp_server::BUSY_REPLY,
-            implicit_tls: None,
-            max_per_address: config.limits.max_connections_per_address,
-            exempt_loopback: config.limits.trust_loopback,
-        },
-        trigger.subscribe(),
-        move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
+    listeners.push((
+        "smtp",
+        tokio::spawn(net::serve(
+            smtp_listener,
+            ListenerConfig {
+                protocol: "smtp",
+                max_connections: config.smtp.max_connections,
+                busy_reply: smtp_server::BUSY_REPLY,
+                implicit_tls: None,
+                max_per_address: config.limits.max_connections_per_address,
+                exempt_loopback: config.limits.trust_loopback,
+            },
+            trigger.subscribe(),
+            move |conn| smtp_server::run(conn, smtp.clone(), smtp_store.clone(), smtp_gate.clone()),
+        )),
     ));
     let submission_session = {
         let (store, gate) = (store.clone(), gate.clone());
         move |conn| smtp_server::run(conn, submission.clone(), store.clone(), gate.clone())
     };
-    let submission_task = tokio::spawn(net::serve(
-        submission_listener,
-        ListenerConfig {
-            protocol: "submission",
-            max_connections: config.submission.max_connections,
-            busy_reply: smtp_server::BUSY_REPLY,
-            implicit_tls: None,
-            max_per_address: config.limits.max_connections_per_address,
-            exempt_loopback: config.limits.trust_loopback,
-        },
-        trigger.subscribe(),
-        submission_session.clone(),
+    listeners.push((
+        "submission",
+        tokio::spawn(net::serve(
+            submission_listener,
+            ListenerConfig {
+                protocol: "submission",
+                max_connections: config.submission.max_connections,
+                busy_reply: smtp_server::BUSY_REPLY,
+                implicit_tls: None,
+                max_per_address: config.limits.max_connections_per_address,
+                exempt_loopback: config.limits.trust_loopback,
+            },
+            trigger.subscribe(),
+            submission_session.clone(),
+        )),
     ));
-    let submissions_task = serve_tls(
-        submissions_listener,
-        implicit(
-            "submissions",
-            config.submission.max_connections,
-            &config.limits,
-            &tls,
-        ),
-        &trigger,
-        submission_session,
+    listeners.extend(
+        serve_tls(
+            submissions_listener,
+            implicit(
+                "submissions",
+                config.submission.max_connections,
+                &config.limits,
+                &tls,
+            ),
+            &trigger,
+            submission_session,
+        )
+        .map(|task| ("submissions", task)),
     );
 
     let pop3 = Arc::new(pop3_server::Pop3Server::new(
@@ -321,24 +342,30 @@ async fn serve(
         throttle.clone(),
     ));
     let pop3_session = move |conn| pop3_server::run(conn, pop3.clone());
-    let pop3_task = tokio::spawn(net::serve(
-        pop3_listener,
-        ListenerConfig {
-            protocol: "pop3",
-            max_connections: config.pop3.max_connections,
-            busy_reply: pop3_server::BUSY_REPLY,
-            implicit_tls: None,
-            max_per_address: config.limits.max_connections_per_address,
-            exempt_loopback: config.limits.trust_loopback,
-        },
-        trigger.subscribe(),
-        pop3_session.clone(),
+    listeners.push((
+        "pop3",
+        tokio::spawn(net::serve(
+            pop3_listener,
+            ListenerConfig {
+                protocol: "pop3",
+                max_connections: config.pop3.max_connections,
+                busy_reply: pop3_server::BUSY_REPLY,
+                implicit_tls: None,
+                max_per_address: config.limits.max_connections_per_address,
+                exempt_loopback: config.limits.trust_loopback,
+            },
+            trigger.subscribe(),
+            pop3_session.clone(),
+        )),
     ));
-    let pop3s_task = serve_tls(
-        pop3s_listener,
-        implicit("pop3s", config.pop3.max_connections, &config.limits, &tls),
-        &trigger,
-        pop3_session,
+    listeners.extend(
+        serve_tls(
+            pop3s_listener,
+            implicit("pop3s", config.pop3.max_connections, &config.limits, &tls),
+            &trigger,
+            pop3_session,
+        )
+        .map(|task| ("pop3s", task)),
     );
 
     // Every committed change reaches open IMAP sessions at once, IDLE above all.
@@ -362,56 +389,60 @@ async fn serve(
         throttle.clone(),
     ));
     let imap_session = move |conn| imap_server::run(conn, imap.clone());
-    let imap_task = tokio::spawn(net::serve(
-        imap_listener,
-        ListenerConfig {
-            protocol: "imap",
-            max_connections: config.imap.max_connections,
-            busy_reply: imap_server::BUSY_REPLY,
-            implicit_tls: None,
-            max_per_address: config.limits.max_connections_per_address,
-            exempt_loopback: config.limits.trust_loopback,
-        },
-        trigger.subscribe(),
-        imap_session.clone(),
+    listeners.push((
+        "imap",
+        tokio::spawn(net::serve(
+            imap_listener,
+            ListenerConfig {
+                protocol: "imap",
+                max_connections: config.imap.max_connections,
+                busy_reply: imap_server::BUSY_REPLY,
+                implicit_tls: None,
+                max_per_address: config.limits.max_connections_per_address,
+                exempt_loopback: config.limits.trust_loopback,
+            },
+            trigger.subscribe(),
+            imap_session.clone(),
+        )),
     ));
-    let imaps_task = serve_tls(
-        imaps_listener,
-        implicit("imaps", config.imap.max_connections, &config.limits, &tls),
-        &trigger,
-        imap_session,
+    listeners.extend(
+        serve_tls(
+            imaps_listener,
+            implicit("imaps", config.imap.max_connections, &config.limits, &tls),
+            &trigger,
+            imap_session,
+        )
+        .map(|task| ("imaps", task)),
     );
 
-    let schedule_task = tokio::spawn(crate::schedule::run(
-        config.schedule.clone(),
-        data.to_path_buf(),
-        store.clone(),
-        gate.clone(),
-        clock.clone(),
-    ));
+    services.start("schedule", |stop| {
+        crate::schedule::run(
+            config.schedule.clone(),
+            data.to_path_buf(),
+            store.clone(),
+            gate.clone(),
+            clock.clone(),
+            stop,
+        )
+    });
 
     let monitor = Arc::new(crate::stats::Monitor::default());
-    let wal_task = tokio::spawn(crate::stats::bound_wal(
-        store.clone(),
-        config.wal.clone(),
-        monitor.clone(),
-    ));
-
-    let flush_task = tokio::spawn(crate::stats::flush_usage(
-        store.clone(),
-        config.stats.clone(),
-        clock.clone(),
-    ));
+    services.start("wal bound", |stop| {
+        crate::stats::bound_wal(store.clone(), config.wal.clone(), monitor.clone(), stop)
+    });
+    services.start("usage flush", |stop| {
+        crate::stats::flush_usage(store.clone(), config.stats.clone(), clock.clone(), stop)
+    });
 
     // DDNS and the witness: tasks of their own; the witness endpoint joins the HTTP
     // listener's routes; both report to the alerts.
-    let (ddns_status, ddns_task) = crate::ddns::start(&config, data);
+    let ddns_status = crate::ddns::start(&config, data, &mut services);
     let witness_book = crate::witness::book(data, &config)?;
     let witness_routes = witness_book
         .as_ref()
         .map(|book| book.router())
         .unwrap_or_default();
-    let heartbeat_task = crate::witness::start_heartbeats(&config);
+    crate::witness::start_heartbeats(&config, &mut services);
 
     let alerts = Arc::new(crate::alerts::Context {
         data: data.to_path_buf(),
@@ -425,13 +456,19 @@ async fn serve(
         witness: witness_book.clone(),
         started: ::ddns::unix_now(),
     });
-    let alerts_task = tokio::spawn(crate::alerts::run(alerts.clone()));
-    let housekeeping_task = tokio::spawn(crate::archive::housekeeping(
-        sqlite,
-        data.to_path_buf(),
-        config.clone(),
-        clock.clone(),
-    ));
+    {
+        let alerts = alerts.clone();
+        services.start("alerts", |stop| crate::alerts::run(alerts, stop));
+    }
+    services.start("housekeeping", |stop| {
+        crate::archive::housekeeping(
+            sqlite,
+            data.to_path_buf(),
+            config.clone(),
+            clock.clone(),
+            stop,
+        )
+    });
     // ACME: HTTP-01 answered on the HTTP listener; the service starts once that serves.
     let acme = config
         .acme
@@ -445,22 +482,27 @@ async fn serve(
         .merge(acme_routes)
         .merge(tegami_http::autoconfig::router(client_settings(&config)))
         .merge(witness_routes);
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(tegami_http::serve(
-        http_listener,
-        Arc::new(crate::stats::ServerSource(alerts)),
-        routes,
-        async move {
-            let _ = http_stopped.await;
-        },
-    ));
-    let acme_task = acme.map(|s| tokio::spawn(s.run(trigger.subscribe())));
+    services.start("http", |mut stop| async move {
+        let source = Arc::new(crate::stats::ServerSource(alerts));
+        let stopped = async move { stop.requested().await };
+        if let Err(e) = tegami_http::serve(http_listener, source, routes, stopped).await {
+            error!(error = %e, "the HTTP listener failed");
+        }
+    });
+    if let Some(acme) = acme {
+        services.start("acme", |stop| acme.run(stop));
+    }
+    notifier.start_watchdog(&mut services);
 
     println!("tegami ready");
     std::io::stdout().flush()?;
     notifier.notify("READY=1\nSTATUS=accepting mail");
-    let watchdog_task = notifier.spawn_watchdog();
-    info!(data = %data.display(), hostname = %config.hostname, "tegami is ready");
+    info!(
+        data = %data.display(),
+        hostname = %config.hostname,
+        services = %services.names().join(", "),
+        "tegami is ready"
+    );
     let domains = domains_now(&store).await?;
     if domains.is_empty() {
         info!(
@@ -481,37 +523,19 @@ async fn serve(
             "some sessions did not finish in time; stopping anyway"
         );
     }
-    schedule_task.abort();
-    wal_task.abort();
-    flush_task.abort();
-    alerts_task.abort();
-    housekeeping_task.abort();
-    for task in [watchdog_task, acme_task, ddns_task, heartbeat_task]
-        .into_iter()
-        .flatten()
-    {
-        task.abort();
+    notifier.notify("STATUS=stopping: letting background services finish their step");
+    info!(services = %services.names().join(", "), "stopping the background services");
+    let late = services.stop(GRACE).await;
+    if !late.is_empty() {
+        warn!(services = %late.join(", "), "stopped with services still busy");
     }
-    let _ = http_stop.send(());
-    if tokio::time::timeout(Duration::from_secs(5), http_task)
-        .await
-        .is_err()
-    {
-        warn!("the HTTP listener did not stop in time");
-    }
-    // What the sessions counted since the last flush is written before the store closes.
-    crate::stats::flush_now(&store, config.stats.keep_days, &clock).await;
-    smtp_task.abort();
-    submission_task.abort();
-    queue_task.abort();
-    newsletter_task.abort();
-    pop3_task.abort();
-    imap_task.abort();
-    for task in [imaps_task, pop3s_task, submissions_task, certs_task]
-        .into_iter()
-        .flatten()
-    {
-        task.abort();
+    for (name, task) in listeners {
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            warn!(listener = name, "the listener did not close in time");
+        }
     }
     info!("stopped");
     Ok(())

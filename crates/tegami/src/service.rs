@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
 
 use crate::config::ServerSettings;
+use crate::services::Services;
 
 /// The data directory when nobody names one: the quick start's, in the current directory.
 pub const DEFAULT_DATA: &str = "tegami-data";
@@ -108,21 +109,24 @@ impl Notifier {
     /// Pings the watchdog at half its timeout (WATCHDOG_USEC), for as long as the runtime runs
     /// tasks and its blocking pool (where the store works) answers; a wedged server stops
     /// pinging and systemd restarts it.
-    pub fn spawn_watchdog(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        self.target.as_ref()?;
-        let interval = watchdog_interval(
+    pub fn start_watchdog(self: &Arc<Self>, services: &mut Services) {
+        if self.target.is_none() {
+            return;
+        }
+        let Some(interval) = watchdog_interval(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
             std::env::var("WATCHDOG_PID").ok().as_deref(),
             std::process::id(),
-        )?;
+        ) else {
+            return;
+        };
         info!(
             every_ms = interval.as_millis() as u64,
             "pinging the service manager's watchdog"
         );
         let me = self.clone();
-        Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
+        services.start("watchdog", |mut stop| async move {
+            while stop.pause(tokio::time::sleep(interval)).await {
                 let pool = tokio::time::timeout(interval, tokio::task::spawn_blocking(|| ()));
                 if matches!(pool.await, Ok(Ok(()))) {
                     me.notify("WATCHDOG=1");
@@ -130,7 +134,7 @@ impl Notifier {
                     warn!("the blocking pool did not answer in time: skipping a watchdog ping");
                 }
             }
-        }))
+        });
     }
 }
 

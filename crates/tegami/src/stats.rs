@@ -27,12 +27,16 @@ pub struct Monitor {
 /// above half its cap, so that it stays under the cap between two looks. A checkpoint that
 /// readers kept from finishing is retried at the next look; a log still above the cap
 /// afterwards is logged at warn level once, and `monitor.wal_above_cap` says so.
-pub async fn bound_wal(store: Arc<dyn Store>, config: WalConfig, monitor: Arc<Monitor>) {
+pub async fn bound_wal(
+    store: Arc<dyn Store>,
+    config: WalConfig,
+    monitor: Arc<Monitor>,
+    mut stop: net::Shutdown,
+) {
     let trigger = config.cap_bytes / 2;
     let mut ticker = tokio::time::interval(config.check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
+    while stop.pause(ticker.tick()).await {
         let size = store.wal_bytes();
         monitor.wal_bytes.store(size, Ordering::Relaxed);
         if size <= trigger {
@@ -97,14 +101,16 @@ pub async fn flush_usage(
     store: Arc<dyn Store>,
     config: crate::config::StatsConfig,
     clock: gate::Clock,
+    mut stop: net::Shutdown,
 ) {
     let mut ticker = tokio::time::interval(config.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    loop {
-        ticker.tick().await;
+    while stop.pause(ticker.tick()).await {
         flush_now(&store, config.keep_days, &clock).await;
     }
+    // Services stop after the sessions, so this last flush holds everything they counted.
+    flush_now(&store, config.keep_days, &clock).await;
 }
 
 pub async fn flush_now(store: &Arc<dyn Store>, keep_days: u32, clock: &gate::Clock) {

@@ -9,10 +9,12 @@ use std::time::Duration;
 use ::ddns::HttpClient;
 use ::ddns::witness::{Heartbeat, WitnessBook, WitnessLog};
 use clap::Subcommand;
+use net::Shutdown;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::queue::date;
+use crate::services::Services;
 
 #[derive(Subcommand)]
 pub enum WitnessCommand {
@@ -57,13 +59,16 @@ pub fn book(data: &Path, config: &Config) -> anyhow::Result<Option<Arc<WitnessBo
 }
 
 /// Starts sending heartbeats when `[witness] url` is configured.
-pub fn start_heartbeats(config: &Config) -> Option<tokio::task::JoinHandle<()>> {
-    let (heartbeat, interval) = config.witness.send.clone()?;
-    Some(tokio::spawn(heartbeats(heartbeat, interval)))
+pub fn start_heartbeats(config: &Config, services: &mut Services) {
+    if let Some((heartbeat, interval)) = config.witness.send.clone() {
+        services.start("witness heartbeats", |stop| {
+            heartbeats(heartbeat, interval, stop)
+        });
+    }
 }
 
 /// Sends a heartbeat every `interval`; each failure is one log line with the reason.
-async fn heartbeats(heartbeat: Heartbeat, interval: Duration) {
+async fn heartbeats(heartbeat: Heartbeat, interval: Duration, mut stop: Shutdown) {
     let client = match HttpClient::new(&[], Duration::from_secs(15), 4096) {
         Ok(client) => client,
         Err(e) => {
@@ -74,8 +79,7 @@ async fn heartbeats(heartbeat: Heartbeat, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
-    loop {
-        ticker.tick().await;
+    while stop.pause(ticker.tick()).await {
         match heartbeat.send(&client).await {
             Ok(answer) => {
                 if failing {

@@ -107,6 +107,7 @@ scripts! {
     }
     service {
         service_unit_and_deb => "service",
+        background_services => "services",
     }
     hardening {
         pop3_plaintext => "pop3_plaintext",

@@ -17,9 +17,10 @@ use super::SqliteStore;
 use super::history::{self, bump_daily, insert_event, load_set, member, record_in, save_set};
 use super::queue::{Envelope, insert_queued, snapshot};
 use crate::{
-    Campaign, CampaignId, CampaignState, DailyTotal, HistoryEvent, HistoryRef, ImportCounts, List,
-    ListId, Mail, NewCampaign, NewStep, NewSubscriber, Newsletters, Outcome, Result, Sequence,
-    SequenceId, Step, StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus,
+    Campaign, CampaignAction, CampaignId, CampaignState, DailyTotal, HistoryEvent, HistoryRef,
+    ImportCounts, List, ListId, Mail, NewCampaign, NewStep, NewSubscriber, Newsletters, Outcome,
+    Result, Sequence, SequenceId, Step, StepId, StoreError, Subscriber, SubscriberId,
+    SubscriberStatus, Transition,
 };
 
 /// Rows per transaction in an import: big enough to share the fsync, small enough not to
@@ -586,16 +587,34 @@ impl Newsletters for SqliteStore {
         })
     }
 
-    fn campaign_set_state(&self, id: CampaignId, state: CampaignState) -> Result<()> {
+    fn campaign_apply(&self, id: CampaignId, action: CampaignAction) -> Result<Transition> {
         self.write(move |ctx| {
-            let changed = ctx.conn.execute(
-                "UPDATE nl_campaigns SET state = ?2 WHERE id = ?1",
-                params![id.0, state.as_str()],
-            )?;
-            if changed == 0 {
-                return Err(not_found(format!("campaign {}", id.0)));
+            // Read and conditional update in the writer's one transaction: nothing else
+            // writes in between, and the UPDATE's own condition says so a second time.
+            let from = ctx
+                .conn
+                .query_row(
+                    "SELECT state FROM nl_campaigns WHERE id = ?1",
+                    [id.0],
+                    |row| {
+                        let state: String = row.get(0)?;
+                        CampaignState::parse(&state).ok_or_else(|| {
+                            bad_column(0, format!("unknown campaign state '{state}'"))
+                        })
+                    },
+                )
+                .optional()?
+                .ok_or_else(|| not_found(format!("campaign {}", id.0)))?;
+            if !action.allowed_from().contains(&from) {
+                return Ok(Transition::Refused { current: from });
             }
-            Ok(())
+            let to = action.target();
+            let changed = ctx.conn.execute(
+                "UPDATE nl_campaigns SET state = ?2 WHERE id = ?1 AND state = ?3",
+                params![id.0, to.as_str(), from.as_str()],
+            )?;
+            debug_assert_eq!(changed, 1);
+            Ok(Transition::Moved { from, to })
         })
     }
 

@@ -36,6 +36,25 @@ use writer::{WriteCtx, Writer};
 pub use retention::Expired;
 pub use schema::CURRENT as SCHEMA_VERSION;
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        let transient = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _) if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+            )
+        );
+        StoreError::Database {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
 /// How deep aliases may point at aliases before we call it a loop.
 const MAX_ALIAS_DEPTH: usize = 8;
 
