@@ -316,7 +316,7 @@ impl Archive {
         // connection that may write can roll back; until then a read-only one cannot read.
         let journal = dir.join("archive.db-journal");
         if journal.exists() {
-            let rw = crate::io::open_db(&db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            let rw = crate::sqlite::vfs::open_db(&db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             rw.busy_timeout(std::time::Duration::from_secs(10))?;
             rw.query_row("SELECT count(*) FROM meta", [], |_| Ok(()))?;
         }
@@ -613,7 +613,7 @@ impl Archive {
         }) {
             // A read-only connection cannot run the command; open one that may.
             let db = self.dir.join("archive.db");
-            let checked = crate::io::open_db(
+            let checked = crate::sqlite::vfs::open_db(
                 &db,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             )

@@ -2,8 +2,8 @@
 //!
 //! Every change the store makes to its files (blob writes, renames, directory fsyncs,
 //! removals, links, backups and archives) goes through these functions, and SQLite's own
-//! file I/O can go through the VFS in `io/vfs.rs`. In production they are thin wrappers
-//! over `std::fs` and `rustix`. Tests put a [`Plan`] on a directory tree to fail the Nth
+//! file I/O can go through the SQLite backend's VFS (`sqlite/vfs.rs`), which asks the same
+//! plan. In production they are thin wrappers over `std::fs` and `rustix`. Tests put a [`Plan`] on a directory tree to fail the Nth
 //! operation (EIO, ENOSPC) or to simulate a power cut at a chosen sync point: that is how
 //! the store's claims of durability are tested, as redb and SQLite test theirs.
 //!
@@ -19,10 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod plan;
-mod vfs;
 
 pub use plan::{CRASH_EXIT, EIO, ENOSPC, Fault, Installed, Op, Plan, plan_for};
-pub(crate) use vfs::open_db;
 
 /// A file the store writes: opened through this module, so its writes and its fsync are
 /// seen by a test plan.
@@ -251,4 +249,4 @@ pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -77,7 +77,7 @@ pub struct Plan {
     inner: Mutex<Inner>,
 }
 
-pub(super) struct Inner {
+pub(crate) struct Inner {
     ops: u64,
     syncs: u64,
     fault: Fault,
@@ -186,9 +186,8 @@ impl Plan {
     }
 
     /// Puts the plan in force for every operation below its roots, SQLite's included
-    /// (connections opened from now on use the VFS of `vfs.rs`).
+    /// (connections opened from now on use the SQLite backend's VFS, `sqlite/vfs.rs`).
     pub fn install(self: &Arc<Plan>) -> Installed {
-        super::vfs::register();
         PLANS
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -627,7 +626,7 @@ impl Plan {
 // codes.
 impl Plan {
     /// A database file the VFS opened; `created` when it did not exist before.
-    pub(super) fn db_opened(&self, path: &Path, created: bool) {
+    pub(crate) fn db_opened(&self, path: &Path, created: bool) {
         if !created {
             return;
         }
@@ -638,7 +637,7 @@ impl Plan {
     }
 
     /// Before SQLite writes `len` bytes at `offset`: `read` fetches what is there now.
-    pub(super) fn db_write(
+    pub(crate) fn db_write(
         &self,
         path: &Path,
         offset: u64,
@@ -666,7 +665,7 @@ impl Plan {
         Ok(inner)
     }
 
-    pub(super) fn db_truncate(
+    pub(crate) fn db_truncate(
         &self,
         path: &Path,
         new_size: u64,
@@ -694,11 +693,11 @@ impl Plan {
 
     /// Before SQLite syncs a file; `dir_too` when SQLite's unix VFS syncs its directory with
     /// it (the first sync of a new log or journal).
-    pub(super) fn db_sync(&self) -> Result<MutexGuard<'_, Inner>, i32> {
+    pub(crate) fn db_sync(&self) -> Result<MutexGuard<'_, Inner>, i32> {
         self.begin(Op::DbSync)
     }
 
-    pub(super) fn db_synced(inner: &mut MutexGuard<'_, Inner>, path: &Path, dir_too: bool) {
+    pub(crate) fn db_synced(inner: &mut MutexGuard<'_, Inner>, path: &Path, dir_too: bool) {
         if let Some(power) = inner.power() {
             power.db.remove(path);
             if dir_too {
@@ -708,7 +707,7 @@ impl Plan {
     }
 
     /// Before SQLite deletes a file (a rollback journal, a log at the last close).
-    pub(super) fn db_delete(&self, path: &Path) -> Result<MutexGuard<'_, Inner>, i32> {
+    pub(crate) fn db_delete(&self, path: &Path) -> Result<MutexGuard<'_, Inner>, i32> {
         let mut inner = self.begin(Op::DbDelete)?;
         if let Some(power) = inner.power() {
             power.before_unlink(path);
@@ -717,7 +716,7 @@ impl Plan {
     }
 
     /// True when `path` was created and its name is not durable yet.
-    pub(super) fn db_name_pending(inner: &mut MutexGuard<'_, Inner>, path: &Path) -> bool {
+    pub(crate) fn db_name_pending(inner: &mut MutexGuard<'_, Inner>, path: &Path) -> bool {
         inner.power().is_some_and(|p| {
             p.dirs
                 .iter()

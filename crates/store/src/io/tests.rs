@@ -3,11 +3,9 @@
 use std::fs;
 use std::path::Path;
 
-use rusqlite::OpenFlags;
-
 use super::*;
 
-fn tracked(dir: &Path) -> (std::path::PathBuf, Arc<Plan>, Installed) {
+pub(crate) fn tracked(dir: &Path) -> (std::path::PathBuf, Arc<Plan>, Installed) {
     let root = dir.join("root");
     fs::create_dir_all(&root).unwrap();
     let plan = Plan::new(&[&root]);
@@ -51,41 +49,6 @@ fn syncfs_makes_everything_durable() {
     syncfs(&root).unwrap();
     plan.take_back();
     assert_eq!(fs::read(root.join("x/y/b")).unwrap(), b"a");
-}
-
-#[test]
-fn a_power_cut_takes_back_sqlite_writes_that_were_not_synced() {
-    let dir = tempfile::tempdir().unwrap();
-    let (root, plan, installed) = tracked(dir.path());
-    let db = root.join("t.db");
-    let conn = open_db(
-        &db,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-    )
-    .unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "FULL").unwrap();
-    conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
-        .unwrap();
-    let synced = plan.syncs();
-    assert!(synced > 0, "SQLite's syncs go through the VFS");
-    conn.pragma_update(None, "synchronous", "OFF").unwrap();
-    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
-    // Closing checkpoints the log into the database and deletes it, without a sync.
-    drop(conn);
-    assert!(!root.join("t.db-wal").exists());
-    plan.take_back();
-    drop(installed);
-
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let rows: Vec<i64> = conn
-        .prepare("SELECT x FROM t")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    assert_eq!(rows, [1]);
 }
 
 #[test]

@@ -318,7 +318,7 @@ impl SqliteStore {
         let label = request.label.clone().unwrap_or_else(|| id.to_string());
         let created = super::now();
         let db_path = partial.join("archive.db");
-        let mut conn = crate::io::open_db(
+        let mut conn = crate::sqlite::vfs::open_db(
             &db_path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_CREATE,
         )?;
@@ -779,7 +779,7 @@ fn truncate(text: &mut String, max: usize) {
 }
 
 fn open_archive_db(path: &Path) -> Result<Connection> {
-    let conn = crate::io::open_db(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let conn = crate::sqlite::vfs::open_db(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     // EXTRA, not FULL: in DELETE journal mode a commit is the journal's unlink, and only
     // EXTRA syncs the directory after it. Under FULL a power cut right after the commit

@@ -14,6 +14,7 @@ mod recovery;
 mod retention;
 mod schema;
 mod stats;
+pub(crate) mod vfs;
 mod wal;
 mod writer;
 
@@ -262,7 +263,7 @@ fn open_connection(path: &Path, open: Open) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = crate::io::open_db(path, flags)?;
+    let conn = crate::sqlite::vfs::open_db(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if open == Open::New {
         // Only a database whose first page is not yet written takes this mode (switching

@@ -15,7 +15,7 @@ use std::sync::{Arc, Once};
 use rusqlite::ffi;
 use rusqlite::{Connection, OpenFlags};
 
-use super::plan::{ENOSPC, Plan, plan_for};
+use crate::io::{ENOSPC, Plan, plan_for};
 
 const NAME: &CStr = c"tegami-io";
 
@@ -393,5 +393,46 @@ unsafe extern "C" fn x_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) ->
             Some(f) => f(real, delete),
             None => ffi::SQLITE_OK,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::tests::tracked;
+
+    #[test]
+    fn a_power_cut_takes_back_sqlite_writes_that_were_not_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, plan, installed) = tracked(dir.path());
+        let db = root.join("t.db");
+        let conn = open_db(
+            &db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "FULL").unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let synced = plan.syncs();
+        assert!(synced > 0, "SQLite's syncs go through the VFS");
+        conn.pragma_update(None, "synchronous", "OFF").unwrap();
+        conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        // Closing checkpoints the log into the database and deletes it, without a sync.
+        drop(conn);
+        assert!(!root.join("t.db-wal").exists());
+        plan.take_back();
+        drop(installed);
+
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows: Vec<i64> = conn
+            .prepare("SELECT x FROM t")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, [1]);
     }
 }
