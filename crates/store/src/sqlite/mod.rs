@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite in WAL mode for metadata, blob files for bodies.
 
 pub mod archive;
+pub(crate) mod archive_file;
 pub mod backup;
 mod check;
 mod history;
