@@ -20,11 +20,6 @@ use std::path::{Path, PathBuf};
 const KNOWN: &[(Rule, &str)] = &[
     // Hard-wired to SQLite until the conformance suite runs over the role traits (issue 17).
     (Rule::SqlOutsideBackend, "crates/store/tests/conformance.rs"),
-    (
-        Rule::SqlOutsideBackend,
-        "crates/store/tests/check_online.rs",
-    ),
-    (Rule::SqlOutsideBackend, "crates/store/tests/backup.rs"),
 ];
 
 /// The binaries: faces that may print.
