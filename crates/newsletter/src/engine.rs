@@ -574,7 +574,7 @@ impl Engine {
             recipients: vec![subscriber.email.clone()],
             account: None,
         };
-        store::Store::accept(self.inner.store.as_ref(), &message, &[], Some(&envelope))?;
+        store::Queue::accept(self.inner.store.as_ref(), &message, &[], Some(&envelope))?;
         self.inner.waker.notify_one();
         Ok(())
     }

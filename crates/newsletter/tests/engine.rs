@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use store::prelude::*;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -11,7 +12,7 @@ use newsletter::{BatchOutcome, Engine, NewsletterConfig};
 use smtp_server::BounceSink;
 use store::{
     CampaignAction, CampaignState, HistoryRef, ListId, NewCampaign, NewStep, NewSubscriber,
-    Newsletters, Outcome, SqliteStore, Store, SubscriberId, SubscriberStatus, Transition,
+    Newsletters, Outcome, SqliteStore, SubscriberId, SubscriberStatus, Transition,
 };
 use tower::ServiceExt;
 
@@ -943,7 +944,7 @@ fn old_events_are_pruned_and_daily_totals_stay() {
         .sum();
     assert_eq!(clicks, 2501);
     let _ = (
-        Store::queue_stats(f.store.as_ref()).unwrap(),
+        store::Queue::queue_stats(f.store.as_ref()).unwrap(),
         e.config().keep_days,
     );
 }

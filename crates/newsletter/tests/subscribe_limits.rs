@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use store::prelude::*;
 
 use newsletter::{Engine, NewsletterConfig};
-use store::{Newsletters, SqliteStore, Store};
+use store::{Newsletters, SqliteStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Server {

@@ -4,11 +4,12 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::prelude::*;
 
 use mail_parser::{MessageParser, MimeHeaders};
 use net::ShutdownTrigger;
 use outbound::{DkimKeys, Queue, QueueConfig, Routes, StaticRoute, Timeouts, TlsPolicy};
-use store::{AccountId, Outbound, QueueId, RecipientState, SqliteStore, Store};
+use store::{AccountId, Outbound, QueueId, RecipientState, SqliteStore};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 

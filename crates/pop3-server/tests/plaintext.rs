@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use store::prelude::*;
 
 use net::{Connection, ShutdownTrigger, Stream};
 use pop3_server::{Pop3Config, Pop3Server};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use store::{SqliteStore, Store};
+use store::SqliteStore;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

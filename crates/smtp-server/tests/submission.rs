@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::prelude::*;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

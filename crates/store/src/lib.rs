@@ -30,71 +30,52 @@ pub use types::*;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything the rest of tegami may ask of the store.
+/// `use store::prelude::*` brings every role's methods into scope (for callers holding
+/// `Arc<dyn Store>`) without taking their names.
+pub mod prelude {
+    pub use crate::{
+        Directory as _, Mailboxes as _, Maintenance as _, Newsletters as _, Queue as _,
+        Statistics as _, Store,
+    };
+}
+
+/// Everything the rest of tegami may ask of the store: the sum of its roles, so a caller
+/// holding `Arc<dyn Store>` reaches all of them. A session or service that needs fewer can
+/// be given only the roles it uses.
 ///
 /// Methods block: SQLite is a synchronous library, so async callers run them on a blocking
 /// thread pool. Every method that changes data returns only after the change is durable.
-pub trait Store: Send + Sync {
-    // Domains.
+pub trait Store: Directory + Mailboxes + Queue + Maintenance + Statistics {}
+
+impl<T: Directory + Mailboxes + Queue + Maintenance + Statistics + ?Sized> Store for T {}
+
+/// The addresses this server answers for: domains, accounts, aliases, and what a recipient resolves to.
+pub trait Directory: Send + Sync {
     fn add_domain(&self, name: &str) -> Result<()>;
     fn remove_domain(&self, name: &str) -> Result<()>;
     fn domains(&self) -> Result<Vec<String>>;
-
-    // Accounts.
     fn add_account(&self, address: &str, password: &str) -> Result<AccountId>;
     fn remove_account(&self, address: &str) -> Result<()>;
     fn set_password(&self, address: &str, password: &str) -> Result<()>;
     fn accounts(&self) -> Result<Vec<AccountInfo>>;
     /// Checks a password; `Ok(None)` for an unknown account or a wrong password alike.
     fn authenticate(&self, address: &str, password: &str) -> Result<Option<AccountId>>;
-
-    // Aliases.
     fn add_alias(&self, address: &str, targets: &[String]) -> Result<()>;
     fn remove_alias(&self, address: &str) -> Result<()>;
     fn aliases(&self) -> Result<Vec<AliasInfo>>;
-
     /// Decides what a recipient address means here: local accounts (after alias
     /// expansion), an unknown user in a local domain, or a domain we do not serve.
     fn resolve(&self, address: &str) -> Result<Resolution>;
-
-    /// Stores one message for every recipient account's INBOX. The body is written once
-    /// (content-addressed) and shared; the call returns after blob and metadata are on disk.
-    fn deliver(&self, message: &[u8], recipients: &[AccountId]) -> Result<Vec<Delivered>>;
-
-    // The outbound queue (`sqlite/queue.rs`).
-    /// Accepts one message in one transaction: delivered to the INBOX of each `local`
-    /// account and, when `outbound` is given, queued for its remote recipients. Durable on
-    /// return, so the caller may say 250.
-    fn accept(
-        &self,
-        message: &[u8],
-        local: &[AccountId],
-        outbound: Option<&Outbound>,
-    ) -> Result<Accepted>;
-    /// Queued messages with at least one recipient due (`Queued`, `next_attempt <= now`),
-    /// earliest due first, at most `limit`; each lists only its due recipients.
-    fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueuedMessage>>;
-    /// A queued message's bytes; `NotFound` once it left the queue.
-    fn queue_body(&self, id: QueueId) -> Result<Vec<u8>>;
-    /// Records an attempt's outcome for some recipients of one message and queues the
-    /// notices it caused, in one transaction. Adds one to `attempts` of each settled
-    /// recipient. A message with no recipient left `Queued` leaves the queue. Settling a
-    /// recipient that is gone (removed by an operator) is not an error.
-    fn queue_settle(&self, id: QueueId, settled: &[Settlement], notices: &[Notice]) -> Result<()>;
-    /// Every queued message with all its recipients, oldest first.
-    fn queue_list(&self) -> Result<Vec<QueuedMessage>>;
-    /// One queued message with all its recipients.
-    fn queue_get(&self, id: QueueId) -> Result<QueuedMessage>;
-    /// Makes the waiting recipients of one message (or of all, for `None`) due at `now`;
-    /// returns how many recipients changed.
-    fn queue_retry(&self, id: Option<QueueId>, now: i64) -> Result<u64>;
-    /// Drops a message from the queue without notice; `NotFound` if it is not there.
-    fn queue_remove(&self, id: QueueId) -> Result<()>;
-    fn queue_stats(&self) -> Result<QueueStats>;
     /// The addresses an account may send as: its own address and every alias that names
     /// it directly as a target, lower case.
     fn sender_addresses(&self, account: AccountId) -> Result<Vec<String>>;
+}
 
+/// What IMAP and POP3 need: mailboxes, messages, flags, bodies, and the change listener.
+pub trait Mailboxes: Send + Sync {
+    /// Stores one message for every recipient account's INBOX. The body is written once
+    /// (content-addressed) and shared; the call returns after blob and metadata are on disk.
+    fn deliver(&self, message: &[u8], recipients: &[AccountId]) -> Result<Vec<Delivered>>;
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo>;
     /// The messages of a mailbox in UID order.
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>>;
@@ -102,8 +83,6 @@ pub trait Store: Send + Sync {
     fn read_blob(&self, blob: &BlobId) -> Result<Vec<u8>>;
     /// Removes messages from a mailbox in one atomic transaction.
     fn expunge(&self, mailbox: MailboxId, messages: &[MessageId]) -> Result<()>;
-
-    // Mailboxes beyond INBOX, for IMAP.
     /// Every mailbox of an account, ordered by name.
     fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>>;
     /// A mailbox by id: `NotFound` once it was deleted.
@@ -122,8 +101,7 @@ pub trait Store: Send + Sync {
     /// Subscriptions are names, not mailboxes: a name may be subscribed without existing.
     fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
     fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
-
-    /// Stores one message into a mailbox by the same durable path as [`Store::deliver`].
+    /// Stores one message into a mailbox by the same durable path as [`Mailboxes::deliver`].
     /// `internal_date` defaults to now.
     fn append(
         &self,
@@ -153,19 +131,52 @@ pub trait Store: Send + Sync {
     /// Claims the \Recent messages of a mailbox for one session: returns the lowest UID
     /// not claimed before, and marks everything up to UIDNEXT as claimed.
     fn claim_recent(&self, mailbox: MailboxId) -> Result<u32>;
-
     /// Registers who is told of every committed change to a mailbox (one listener; a
     /// second call replaces the first).
     fn set_change_listener(&self, listener: std::sync::Arc<dyn ChangeListener>);
+}
 
+/// Accepting mail for local and remote recipients at once, and the outbound queue.
+pub trait Queue: Send + Sync {
+    /// Accepts one message in one transaction: delivered to the INBOX of each `local`
+    /// account and, when `outbound` is given, queued for its remote recipients. Durable on
+    /// return, so the caller may say 250.
+    fn accept(
+        &self,
+        message: &[u8],
+        local: &[AccountId],
+        outbound: Option<&Outbound>,
+    ) -> Result<Accepted>;
+    /// Queued messages with at least one recipient due (`Queued`, `next_attempt <= now`),
+    /// earliest due first, at most `limit`; each lists only its due recipients.
+    fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueuedMessage>>;
+    /// A queued message's bytes; `NotFound` once it left the queue.
+    fn queue_body(&self, id: QueueId) -> Result<Vec<u8>>;
+    /// Records an attempt's outcome for some recipients of one message and queues the
+    /// notices it caused, in one transaction. Adds one to `attempts` of each settled
+    /// recipient. A message with no recipient left `Queued` leaves the queue. Settling a
+    /// recipient that is gone (removed by an operator) is not an error.
+    fn queue_settle(&self, id: QueueId, settled: &[Settlement], notices: &[Notice]) -> Result<()>;
+    /// Every queued message with all its recipients, oldest first.
+    fn queue_list(&self) -> Result<Vec<QueuedMessage>>;
+    /// One queued message with all its recipients.
+    fn queue_get(&self, id: QueueId) -> Result<QueuedMessage>;
+    /// Makes the waiting recipients of one message (or of all, for `None`) due at `now`;
+    /// returns how many recipients changed.
+    fn queue_retry(&self, id: Option<QueueId>, now: i64) -> Result<u64>;
+    /// Drops a message from the queue without notice; `NotFound` if it is not there.
+    fn queue_remove(&self, id: QueueId) -> Result<()>;
+    fn queue_stats(&self) -> Result<QueueStats>;
+}
+
+/// Keeping the store healthy: the integrity check, optimisation, sizes and the log's bound.
+pub trait Maintenance: Send + Sync {
     /// Integrity check of metadata and every blob, against a consistent snapshot, beside a
     /// live server. With `repair` it also fixes what can be fixed without loss.
     fn check(&self, options: &CheckOptions) -> Result<CheckReport>;
-
     /// Online optimisation: planner statistics, WAL checkpoint, free pages given back to the
     /// file system, orphan blob files removed. Deliveries go on while it runs.
     fn optimize(&self) -> Result<OptimizeReport>;
-
     /// Counts and sizes of what is stored, from a consistent snapshot.
     fn totals(&self) -> Result<StoreTotals>;
     /// The write-ahead log's current size in bytes (a `stat`, no lock).
@@ -175,8 +186,10 @@ pub trait Store: Send + Sync {
     /// Readers that never pause starve SQLite's own passive checkpoints; this is what keeps
     /// the log under its cap (`[store] wal_cap_bytes`).
     fn checkpoint_wal(&self, patience: std::time::Duration) -> Result<WalCheckpoint>;
+}
 
-    // Usage statistics (bounded: see `sqlite/stats.rs`).
+/// Usage statistics, bounded (see `sqlite/stats.rs`).
+pub trait Statistics: Send + Sync {
     /// Adds to an account's usage in memory; no I/O, so sessions may call it per command.
     /// Deliveries and appends are counted by the store itself.
     fn record_usage(&self, account: AccountId, usage: Usage);

@@ -291,7 +291,7 @@ pub struct Outbound {
     pub account: Option<AccountId>,
 }
 
-/// What [`crate::Store::accept`] did with one message.
+/// What [`crate::Queue::accept`] did with one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     pub delivered: Vec<Delivered>,

@@ -1,8 +1,9 @@
 //! The behaviour every store backend must show, run against the embedded SQLite backend.
 
 use std::sync::Arc;
+use store::prelude::*;
 
-use store::{CheckOptions, Resolution, SqliteStore, Store, StoreError};
+use store::{CheckOptions, Resolution, SqliteStore, StoreError};
 
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();

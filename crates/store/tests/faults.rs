@@ -11,10 +11,11 @@ mod io_common;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use store::prelude::*;
 
 use io_common::{Ack, Workload, copy_tree, inventory, make_baseline, run, verify};
+use store::SqliteStore;
 use store::io::{EIO, ENOSPC, Fault, Plan};
-use store::{SqliteStore, Store};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 

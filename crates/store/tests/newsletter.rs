@@ -3,10 +3,11 @@
 //! over simulated days, bounces, and the bounded history (bitmaps, daily totals, pruning).
 
 use std::collections::BTreeMap;
+use store::prelude::*;
 
 use store::{
     CampaignId, CampaignState, HistoryRef, Mail, NewCampaign, NewStep, NewSubscriber, Newsletters,
-    Outbound, Outcome, SqliteStore, Store, StoreError, SubscriberId, SubscriberStatus,
+    Outbound, Outcome, SqliteStore, StoreError, SubscriberId, SubscriberStatus,
 };
 
 const DAY: i64 = 86_400;

@@ -19,10 +19,11 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
+use store::prelude::*;
 
 use io_common::{Ack, Workload, copy_tree, inventory, make_baseline, run, verify};
 use store::io::{CRASH_EXIT, Plan};
-use store::{BlobId, SqliteStore, Store};
+use store::{BlobId, SqliteStore};
 
 /// Crash points explored per workload in the bounded run: today that is every one.
 const BOUND: u64 = 40;

@@ -4,11 +4,12 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use store::prelude::*;
 
 use store::backup::{self, CreateOptions, RestoreOptions, Trigger};
 use store::{
     AccountId, ChangeListener, CheckOptions, MailboxId, Notice, Outbound, QueueId, QueueStats,
-    QueuedMessage, RecipientState, Resolution, Settlement, SqliteStore, Store, StoreError,
+    QueuedMessage, RecipientState, Resolution, Settlement, SqliteStore, StoreError,
 };
 
 fn now() -> i64 {

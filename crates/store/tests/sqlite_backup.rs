@@ -7,9 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use store::prelude::*;
 
 use store::backup::{self, CreateOptions, RestoreOptions, Trigger};
-use store::{AccountId, CheckOptions, SqliteStore, Store};
+use store::{AccountId, CheckOptions, SqliteStore};
 
 const NOW: i64 = 1_795_442_400; // 2026-11-23T14:00:00Z
 

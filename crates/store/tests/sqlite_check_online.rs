@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
+use store::prelude::*;
 
-use store::{AccountId, BlobId, CheckOptions, Flags, NewMessage, SqliteStore, Store};
+use store::{AccountId, BlobId, CheckOptions, Flags, NewMessage, SqliteStore};
 
 fn message(n: usize) -> Vec<u8> {
     let mut m = format!(

@@ -5,10 +5,11 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use store::prelude::*;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use store::{SqliteStore, Store};
+use store::SqliteStore;
 
 use crate::Command;
 use crate::config::Config;

@@ -18,11 +18,12 @@ use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::prelude::*;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use store::{
-    AccountId, BlobId, Flags, MailboxInfo, MessageMeta, NewMessage, SqliteStore, Store, StoreError,
+    AccountId, BlobId, Flags, MailboxInfo, MessageMeta, NewMessage, SqliteStore, StoreError,
 };
 
 use crate::mbox::{self, Item};

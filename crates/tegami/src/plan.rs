@@ -14,10 +14,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use store::prelude::*;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use store::{SqliteStore, Store, StoreTotals, human_bytes};
+use store::{SqliteStore, StoreTotals, human_bytes};
 
 use crate::config::Config;
 

@@ -6,11 +6,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use store::prelude::*;
 
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
-use store::{QueueId, QueuedMessage, RecipientState, SqliteStore, Store};
+use store::{QueueId, QueuedMessage, RecipientState, SqliteStore};
 
 #[derive(Subcommand)]
 pub enum QueueCommand {

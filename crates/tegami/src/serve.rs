@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use store::prelude::*;
 
 use anyhow::{Context, bail};
 use clap::Args;

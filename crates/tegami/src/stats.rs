@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use store::prelude::*;
 
 use store::Store;
 use tracing::{info, warn};

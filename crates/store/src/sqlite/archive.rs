@@ -21,6 +21,7 @@
 //!
 //! A rerun (or `resume`) after a crash in 4 or 5 repeats them: both are idempotent.
 
+use crate::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{SqliteStore, release_blob};
 use crate::archive::{self, Archives, Document, MAX_INDEXED_TEXT, index_text, set_meta};
 use crate::blob::sync_dir;
-use crate::{AccountId, BlobId, MailboxId, Result, Store, StoreError};
+use crate::{AccountId, BlobId, MailboxId, Result, StoreError};
 
 /// Messages removed from the live store per transaction: small enough that deliveries
 /// queued behind one wait milliseconds, large enough that the move is not all fsyncs.

@@ -25,12 +25,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::Directory;
 use crate::archive::{ArchiveMailbox, Archives};
 use crate::password;
 use crate::{
     AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, ChangeListener, CheckOptions,
     CheckReport, Copied, Delivered, FlagOp, FlagState, Flags, MailboxCounts, MailboxId,
-    MailboxInfo, MessageId, MessageMeta, OptimizeReport, Resolution, Result, Store, StoreError,
+    MailboxInfo, Mailboxes, Maintenance, MessageId, MessageMeta, OptimizeReport, Queue, Resolution,
+    Result, Statistics, StoreError,
 };
 pub use orphans::{ORPHANS_DIR, OrphanRecovery};
 use writer::{WriteCtx, Writer};
@@ -408,7 +410,7 @@ fn release_blob(ctx: &mut WriteCtx<'_>, hash: &[u8]) -> Result<()> {
     Ok(())
 }
 
-impl Store for SqliteStore {
+impl Directory for SqliteStore {
     fn add_domain(&self, name: &str) -> Result<()> {
         let name = normalize_domain(name)?;
         self.write(move |ctx| {
@@ -472,7 +474,6 @@ impl Store for SqliteStore {
                 params![address, domain_id, hash, now()],
             )?;
             let account = AccountId(ctx.conn.last_insert_rowid());
-            // One UIDVALIDITY serves all of them: it need only differ between mailboxes of
             // the same name.
             let uid_validity = mailboxes::next_uid_validity(ctx.conn)?;
             ctx.conn.execute(
@@ -600,7 +601,6 @@ impl Store for SqliteStore {
                     what: format!("account or alias '{address}'"),
                 });
             }
-            // A target in another domain is forwarded through the outbound queue; one in
             // ours must exist, or mail to the alias would vanish.
             for target in &targets {
                 let (_, target_domain) = target.rsplit_once('@').unwrap_or_default();
@@ -674,13 +674,12 @@ impl Store for SqliteStore {
             }
             let mut found = Expansion::default();
             expand(conn, &address, 0, &mut found)?;
-            if found.accounts.is_empty() && found.remote.is_empty() {
-                // Subaddressing: user+tag@domain reaches user@domain.
-                if let Some((local, _)) = address.split_once('@')
-                    && let Some((base, _)) = local.split_once('+')
-                {
-                    expand(conn, &format!("{base}@{domain}"), 0, &mut found)?;
-                }
+            if found.accounts.is_empty()
+                && found.remote.is_empty()
+                && let Some((local, _)) = address.split_once('@')
+                && let Some((base, _)) = local.split_once('+')
+            {
+                expand(conn, &format!("{base}@{domain}"), 0, &mut found)?;
             }
             if found.accounts.is_empty() && found.remote.is_empty() {
                 let local = address.split_once('@').map_or("", |(l, _)| l);
@@ -714,6 +713,12 @@ impl Store for SqliteStore {
         })
     }
 
+    fn sender_addresses(&self, account: AccountId) -> Result<Vec<String>> {
+        self.sender_addresses_impl(account)
+    }
+}
+
+impl Mailboxes for SqliteStore {
     fn deliver(&self, message: &[u8], recipients: &[AccountId]) -> Result<Vec<Delivered>> {
         let recipients = recipients.to_vec();
         let delivered = self.write_message(message, move |ctx, blob, size| {
@@ -723,56 +728,6 @@ impl Store for SqliteStore {
         let changed: Vec<_> = delivered.iter().map(|d| (d.account, d.mailbox)).collect();
         self.notify(&changed);
         Ok(delivered)
-    }
-
-    fn accept(
-        &self,
-        message: &[u8],
-        local: &[AccountId],
-        outbound: Option<&crate::Outbound>,
-    ) -> Result<crate::Accepted> {
-        self.queue_accept(message, local, outbound)
-    }
-
-    fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<crate::QueuedMessage>> {
-        self.queue_due_impl(now, limit)
-    }
-
-    fn queue_body(&self, id: crate::QueueId) -> Result<Vec<u8>> {
-        self.queue_body_impl(id)
-    }
-
-    fn queue_settle(
-        &self,
-        id: crate::QueueId,
-        settled: &[crate::Settlement],
-        notices: &[crate::Notice],
-    ) -> Result<()> {
-        self.queue_settle_impl(id, settled, notices)
-    }
-
-    fn queue_list(&self) -> Result<Vec<crate::QueuedMessage>> {
-        self.queue_list_impl()
-    }
-
-    fn queue_get(&self, id: crate::QueueId) -> Result<crate::QueuedMessage> {
-        self.queue_get_impl(id)
-    }
-
-    fn queue_retry(&self, id: Option<crate::QueueId>, now: i64) -> Result<u64> {
-        self.queue_retry_impl(id, now)
-    }
-
-    fn queue_remove(&self, id: crate::QueueId) -> Result<()> {
-        self.queue_remove_impl(id)
-    }
-
-    fn queue_stats(&self) -> Result<crate::QueueStats> {
-        self.queue_stats_impl()
-    }
-
-    fn sender_addresses(&self, account: AccountId) -> Result<Vec<String>> {
-        self.sender_addresses_impl(account)
     }
 
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
@@ -804,7 +759,6 @@ impl Store for SqliteStore {
 
     fn read_blob(&self, blob: &BlobId) -> Result<Vec<u8>> {
         match self.blobs.get(blob) {
-            // Gone from the live store: archived mail is read from its archive.
             Err(StoreError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound
                     && let Some(archived) = self.archives.read_blob(blob) =>
@@ -945,7 +899,6 @@ impl Store for SqliteStore {
 
     fn claim_recent(&self, mailbox: MailboxId) -> Result<u32> {
         if ArchiveMailbox::from_id(mailbox).is_some() {
-            // Nothing in an archive is ever new.
             return Ok(self.mailbox_by_id(mailbox)?.uid_next);
         }
         mailboxes::claim_recent(self, mailbox)
@@ -954,7 +907,57 @@ impl Store for SqliteStore {
     fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) {
         mailboxes::set_change_listener(self, listener)
     }
+}
 
+impl Queue for SqliteStore {
+    fn accept(
+        &self,
+        message: &[u8],
+        local: &[AccountId],
+        outbound: Option<&crate::Outbound>,
+    ) -> Result<crate::Accepted> {
+        self.queue_accept(message, local, outbound)
+    }
+
+    fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<crate::QueuedMessage>> {
+        self.queue_due_impl(now, limit)
+    }
+
+    fn queue_body(&self, id: crate::QueueId) -> Result<Vec<u8>> {
+        self.queue_body_impl(id)
+    }
+
+    fn queue_settle(
+        &self,
+        id: crate::QueueId,
+        settled: &[crate::Settlement],
+        notices: &[crate::Notice],
+    ) -> Result<()> {
+        self.queue_settle_impl(id, settled, notices)
+    }
+
+    fn queue_list(&self) -> Result<Vec<crate::QueuedMessage>> {
+        self.queue_list_impl()
+    }
+
+    fn queue_get(&self, id: crate::QueueId) -> Result<crate::QueuedMessage> {
+        self.queue_get_impl(id)
+    }
+
+    fn queue_retry(&self, id: Option<crate::QueueId>, now: i64) -> Result<u64> {
+        self.queue_retry_impl(id, now)
+    }
+
+    fn queue_remove(&self, id: crate::QueueId) -> Result<()> {
+        self.queue_remove_impl(id)
+    }
+
+    fn queue_stats(&self) -> Result<crate::QueueStats> {
+        self.queue_stats_impl()
+    }
+}
+
+impl Maintenance for SqliteStore {
     fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
         check::run(self, options)
     }
@@ -974,7 +977,9 @@ impl Store for SqliteStore {
     fn checkpoint_wal(&self, patience: std::time::Duration) -> Result<crate::WalCheckpoint> {
         wal::checkpoint(self, patience)
     }
+}
 
+impl Statistics for SqliteStore {
     fn record_usage(&self, account: AccountId, usage: crate::Usage) {
         self.meter.add(account, &usage);
     }

@@ -11,6 +11,7 @@
 //! optimisation move them to `quarantine/orphans/`, every check counts them until the
 //! operator has decided, and [`SqliteStore::recover_orphans`] turns them back into mail.
 
+use crate::prelude::*;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use rusqlite::Connection;
 use super::SqliteStore;
 use super::check::{known_blobs, scan_orphans};
 use crate::blob::sync_dir;
-use crate::{BlobId, Flags, Result, Store, StoreError};
+use crate::{BlobId, Flags, Result, StoreError};
 
 /// Where unreferenced bodies wait for the operator, below the data directory.
 pub const ORPHANS_DIR: &str = "quarantine/orphans";

@@ -86,7 +86,8 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CheckOptions, Flags, Store};
+    use crate::prelude::*;
+    use crate::{CheckOptions, Flags};
 
     #[test]
     fn only_old_mail_of_the_named_mailbox_goes() {

@@ -407,7 +407,8 @@ mod tests {
 
     #[test]
     fn a_version_1_database_keeps_its_mail_and_gains_the_imap_mailboxes() {
-        use crate::{AccountId, BlobStore, CheckOptions, Flags, SpecialUse, SqliteStore, Store};
+        use crate::prelude::*;
+        use crate::{AccountId, BlobStore, CheckOptions, Flags, SpecialUse, SqliteStore};
 
         let dir = tempfile::tempdir().unwrap();
         let message = b"Subject: old\r\n\r\nfrom before IMAP\r\n";

@@ -217,7 +217,7 @@ pub(super) fn growth(conn: &Connection) -> Result<Vec<GrowthRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Store;
+    use crate::prelude::*;
 
     fn store() -> (tempfile::TempDir, SqliteStore, AccountId, AccountId) {
         let dir = tempfile::tempdir().unwrap();

@@ -7,10 +7,11 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use store::prelude::*;
 
 use store::archive::Document;
 use store::backup::{self, CreateOptions, Trigger};
-use store::{ArchiveRequest, BlobId, CheckOptions, Flags, SqliteStore, Store};
+use store::{ArchiveRequest, BlobId, CheckOptions, Flags, SqliteStore};
 
 pub const NOW: i64 = 1_795_442_400;
 pub const A: &str = "a@example.com";

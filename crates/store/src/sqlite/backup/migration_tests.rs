@@ -1,13 +1,14 @@
 //! Safe upgrades: a store made by every earlier schema version migrates on open after a
 //! backup, and a migration that fails leaves the old data as it was.
 
+use crate::prelude::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
 use crate::sqlite::{Open, open_connection, schema};
-use crate::{BlobStore, SqliteStore, Store};
+use crate::{BlobStore, SqliteStore};
 
 /// A data directory as release `version` left it: one account with one message.
 fn store_at_version(dir: &Path, version: i64) -> Vec<u8> {
