@@ -9,10 +9,12 @@
 //! well-formed replies, round trips through the matching writer). A failed assertion is
 //! a panic, which the fuzzer reports as a crash.
 
+mod files;
 mod mime;
 mod proto;
 mod split;
 
+pub use files::{maildir, mbox};
 pub use mime::{mime_section, mime_structure};
 pub use proto::{imap_command, pop3_command, smtp_command, smtp_data};
 
@@ -25,4 +27,6 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("imap_command", imap_command),
     ("mime_structure", mime_structure),
     ("mime_section", mime_section),
+    ("mbox", mbox),
+    ("maildir", maildir),
 ];
