@@ -9,14 +9,18 @@
 //! well-formed replies, round trips through the matching writer). A failed assertion is
 //! a panic, which the fuzzer reports as a crash.
 
+mod bounce;
 mod files;
 mod mime;
 mod proto;
 mod split;
+mod web;
 
+pub use bounce::bounce;
 pub use files::{maildir, mbox};
 pub use mime::{mime_section, mime_structure};
 pub use proto::{imap_command, pop3_command, smtp_command, smtp_data};
+pub use web::http_request;
 
 /// Every target by name: the name is the `fuzz/fuzz_targets/<name>.rs` binary and the
 /// `fuzz/corpus/<name>/` directory.
@@ -29,4 +33,6 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("mime_section", mime_section),
     ("mbox", mbox),
     ("maildir", maildir),
+    ("http_request", http_request),
+    ("bounce", bounce),
 ];
