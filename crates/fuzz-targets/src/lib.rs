@@ -22,9 +22,12 @@ pub use mime::{mime_section, mime_structure};
 pub use proto::{imap_command, pop3_command, smtp_command, smtp_data};
 pub use web::http_request;
 
+/// A target's body: any bytes in, a panic for a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the name is the `fuzz/fuzz_targets/<name>.rs` binary and the
 /// `fuzz/corpus/<name>/` directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("smtp_command", smtp_command),
     ("smtp_data", smtp_data),
     ("pop3_command", pop3_command),

@@ -216,10 +216,9 @@ pub fn imap_command(data: &[u8]) {
             buf.extend_from_slice(piece);
             loop {
                 let result = match mode {
-                    0 => reader.parse_auth_response(&mut buf).map(|r| match r {
-                        None => None,
-                        Some(r) => Some(format!("{:?}", r)),
-                    }),
+                    0 => reader
+                        .parse_auth_response(&mut buf)
+                        .map(|r| r.map(|r| format!("{r:?}"))),
                     1 => reader
                         .parse_idle_done(&mut buf)
                         .map(|done| done.then(|| "DONE".to_string())),
