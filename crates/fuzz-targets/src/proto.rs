@@ -7,7 +7,8 @@ use crate::split::pieces;
 ///
 /// Asserts: the same commands and errors come out however the input is split across reads;
 /// the buffer never holds a whole line limit of unfinished input; every error has a 4xx or
-/// 5xx reply; a parsed path prints as text that parses back to the same path.
+/// 5xx reply; a parsed path prints as text that parses back to the same path; an AUTH
+/// initial response decodes as submission decodes it.
 pub fn smtp_command(data: &[u8]) {
     use smtp_proto::{Command, CommandReader, ForwardPath, ReadError, ReversePath};
 
@@ -44,6 +45,10 @@ pub fn smtp_command(data: &[u8]) {
                             Command::Rcpt { to } => {
                                 assert_eq!(ForwardPath::parse(&to.to_string()).as_ref(), Ok(to));
                             }
+                            Command::Auth {
+                                initial_response: Some(line),
+                                ..
+                            } => sasl(line),
                             _ => {}
                         }
                         out.push(Ok(command));
@@ -59,6 +64,21 @@ pub fn smtp_command(data: &[u8]) {
         whole, split,
         "the result depends on how the input was split"
     );
+}
+
+/// An AUTH response as submission decodes it (smtp-server's SASL PLAIN and LOGIN): a
+/// PLAIN response that gives a user and a password gives them again once re-encoded.
+fn sasl(line: &str) {
+    use smtp_server::sasl;
+
+    let Ok(response) = sasl::decode(line) else {
+        return;
+    };
+    if let Ok((user, password)) = sasl::plain(&response) {
+        let again = sasl::decode(&sasl::encode(&format!("\0{user}\0{password}")));
+        assert_eq!(again.and_then(|r| sasl::plain(&r)), Ok((user, password)));
+    }
+    let _ = sasl::login_field(response);
 }
 
 /// SMTP's DATA phase through `DataDecoder`, and the client's `encode_data` feeding it.
