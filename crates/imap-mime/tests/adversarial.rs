@@ -154,6 +154,19 @@ fn a_10_kb_message_takes_well_under_a_millisecond_or_two() {
 }
 
 #[test]
+fn a_message_part_that_is_only_a_header_does_not_trip_mail_parser() {
+    // Found by the mime_structure fuzz target: mail-parser's debug assertion "Invalid part
+    // ID, could not find multipart" fired on this, in any debug build.
+    let raw = b"Content-Type:multipart;boundary=e\n\n--eContent-Type:message/rfc822\n\n\
+                Content-Type:message/rfc822\n\n\n--e--";
+    let (structure, _) = exercise(raw.to_vec());
+    assert!(
+        structure.starts_with('(') && structure.ends_with(')'),
+        "{structure}"
+    );
+}
+
+#[test]
 fn garbage_still_makes_a_message() {
     for raw in [
         &b""[..],

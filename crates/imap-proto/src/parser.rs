@@ -323,7 +323,7 @@ impl CommandReader {
                         self.line_octets += buf.len();
                         self.frame.append(buf);
                         if self.line_octets > self.limits.max_line {
-                            return Err(self.too_long_midline());
+                            return Err(self.too_long_midline(start));
                         }
                         return Ok(Parsed::NeedMore);
                     };
@@ -399,9 +399,11 @@ impl CommandReader {
 
     /// The limit was passed before the end of the line: drop the command and skip the rest
     /// of the line.
-    fn too_long_midline(&mut self) -> ParseError {
+    fn too_long_midline(&mut self, start: usize) -> ParseError {
         let tag = cursor::leading_tag(&self.frame);
-        let keep = self.frame.len().saturating_sub(MAX_MARKER);
+        // Only the current line can announce a literal: earlier lines and literal data
+        // must not lend it a `{`.
+        let keep = self.frame.len().saturating_sub(MAX_MARKER).max(start);
         let tail = self.frame.split_off(keep);
         self.reset();
         self.tail = tail;
@@ -526,7 +528,14 @@ impl CommandReader {
 /// Recognizes `{n}` or `{n+}` followed by the line ending at the end of `line`, giving the
 /// size and whether the literal is synchronizing. A size too big for `u64` is reported as
 /// `u64::MAX`, which is over any limit.
+///
+/// Only the last [`MAX_MARKER`] octets are looked at, because that is all a line being
+/// discarded keeps of its end, and the answer must not depend on how the line arrived
+/// (found by the imap_command fuzz target). Digits that fill that window are a size too
+/// long to read: `u64::MAX` too.
 fn literal_marker(line: &[u8]) -> Option<(u64, bool)> {
+    let cut = line.len() > MAX_MARKER;
+    let line = &line[line.len().saturating_sub(MAX_MARKER)..];
     let line = line.strip_suffix(b"\n")?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = line.strip_suffix(b"}")?;
@@ -535,6 +544,9 @@ fn literal_marker(line: &[u8]) -> Option<(u64, bool)> {
         None => (line, true),
     };
     let digits = line.len() - line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 && cut && !line.is_empty() {
+        return Some((u64::MAX, sync));
+    }
     if digits == line.len() || line[..digits].last() != Some(&b'{') {
         return None;
     }

@@ -131,7 +131,8 @@ fn json_result_with(status: StatusCode, result: Option<Result<Value, StoreError>
 }
 
 /// `application/x-www-form-urlencoded` pairs (axum's own form support is not built in).
-pub(crate) fn form_pairs(body: &str) -> Vec<(String, String)> {
+/// Public for the fuzz target of the HTTP inputs (crates/fuzz-targets).
+pub fn form_pairs(body: &str) -> Vec<(String, String)> {
     body.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {

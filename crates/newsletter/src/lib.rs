@@ -16,4 +16,4 @@ mod engine;
 mod http;
 
 pub use engine::{BATCH, BatchOutcome, Engine, NewsletterConfig, NewsletterError, PRUNE_BATCH};
-pub use http::router;
+pub use http::{form_pairs, router};

@@ -1,7 +1,8 @@
 //! SMTP reception: drives `smtp-proto` over a network connection and delivers into the store.
 
 mod inbound;
-mod sasl;
+/// Public for the fuzz target of SMTP commands (crates/fuzz-targets).
+pub mod sasl;
 mod session;
 mod trace;
 

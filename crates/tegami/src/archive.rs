@@ -764,7 +764,7 @@ fn export_mbox(
         let count = archive.for_each(account, mailbox, |m| {
             let body = archive.read_blob(&m.blob)?;
             bytes += body.len() as u64;
-            if let Err(e) = crate::mbox::write_message(out, &body, m.internal_date) {
+            if let Err(e) = mailfile::mbox::write_message(out, &body, m.internal_date) {
                 failed = Some(e);
             }
             Ok(())

@@ -12,7 +12,6 @@ mod doctor;
 mod import;
 mod logging;
 mod maint;
-mod mbox;
 mod newsletter;
 mod ops;
 mod plan;

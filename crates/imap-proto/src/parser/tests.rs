@@ -1477,3 +1477,81 @@ fn mutated_commands_never_panic() {
         let _ = reader.parse_auth_response(&mut input.clone());
     }
 }
+
+#[test]
+fn a_literal_marker_longer_than_a_skipped_line_keeps_is_too_large_either_way() {
+    // Found by the imap_command fuzz target: read whole, an over-long line showed the `{`
+    // of its 31-digit marker and the literal after it was skipped; read in pieces, the
+    // line kept too little of its end to see the `{`, and the literal's bytes were read
+    // as commands. Now a marker too long to keep is too large however the line arrives
+    // (`run` checks every way of cutting), so its literal is skipped, with all after it.
+    let long = format!(
+        "a {} {{{}5+}}\r\nb NOOP\r\n",
+        "y".repeat(100),
+        "0".repeat(30)
+    );
+    assert_eq!(
+        run(small(), long.as_bytes()),
+        [Out::Err(Some("a".into()), ErrorKind::LineTooLong)]
+    );
+    // A marker of 20 digits is read, and is too large all the same.
+    let long = format!(
+        "a {} {{{}+}}\r\nb NOOP\r\n",
+        "y".repeat(100),
+        "9".repeat(20)
+    );
+    assert_eq!(
+        run(small(), long.as_bytes()),
+        [Out::Err(Some("a".into()), ErrorKind::LineTooLong)]
+    );
+    // On a line within the limit, such a marker is a literal too large to take.
+    let outs = run(
+        small(),
+        format!("a LOGIN {{{}5}}\r\n", "0".repeat(30)).as_bytes(),
+    );
+    assert!(
+        matches!(
+            outs.as_slice(),
+            [Out::Err(
+                Some(_),
+                ErrorKind::LiteralTooLarge { size: u64::MAX, .. }
+            )]
+        ),
+        "{outs:?}"
+    );
+}
+
+#[test]
+fn an_over_long_line_in_idle_is_read_the_same_however_it_arrives() {
+    // IDLE and AUTHENTICATE lines announce no literals: an over-long one ending in what
+    // looks like a marker is dropped alone, whether it arrives whole or in pieces.
+    let input = format!("{} {{4+}}\r\nDONE\r\nDONE\r\n", "y".repeat(200));
+    let feed = |chunks: &[&[u8]]| {
+        let mut reader = CommandReader::new(small());
+        let mut buf = Vec::new();
+        let mut outs = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match reader.parse_idle_done(&mut buf) {
+                    Ok(false) => break,
+                    other => outs.push(other),
+                }
+            }
+        }
+        outs
+    };
+    let whole = feed(&[input.as_bytes()]);
+    assert_eq!(
+        whole,
+        [
+            Err(ParseError::new(None, ErrorKind::LineTooLong)),
+            Ok(true),
+            Ok(true)
+        ]
+    );
+    let bytes: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+    assert_eq!(feed(&bytes), whole, "byte by byte");
+    let halves = input.as_bytes().split_at(150);
+    assert_eq!(feed(&[halves.0, halves.1]), whole, "in two");
+}

@@ -528,7 +528,14 @@ pub fn write_message(out: &mut impl Write, message: &[u8], internal_date: i64) -
             out.write_all(b">")?;
         }
         out.write_all(line)?;
-        out.write_all(b"\n")?;
+        // A line whose text ends in CR gets CRLF: the reader takes one CR before the LF
+        // as part of the line end, so after a plain LF that CR would be lost on import
+        // (found by the mbox fuzz target).
+        out.write_all(if line.last() == Some(&b'\r') {
+            b"\r\n"
+        } else {
+            b"\n"
+        })?;
     }
     out.write_all(b"\n")
 }
@@ -559,6 +566,21 @@ fn envelope_sender(message: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_ending_in_cr_survives_export_and_import() {
+        let message = b"Subject: cr\r\n\r\nbody\r\r\nnext\r\n".to_vec();
+        let mut mbox = Vec::new();
+        write_message(&mut mbox, &message, 0).unwrap();
+        let items: Vec<Item> = Reader::new(&mbox[..]).map(Result::unwrap).collect();
+        match items.as_slice() {
+            [Item::Message(m)] => assert_eq!(
+                String::from_utf8_lossy(&m.bytes),
+                String::from_utf8_lossy(&message)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Renders what the reader found, one line per item: `msg OFFSET FLAGS DATE NOTES` and
     /// the message with `\r\n` shown as `|`, or `skip OFFSET..END REASON`.
