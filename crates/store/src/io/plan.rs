@@ -108,6 +108,20 @@ struct DbUndo {
     saved: Vec<(u64, Vec<u8>)>,
 }
 
+impl DbUndo {
+    /// Keeps the bytes of `from..to` that the last sync made durable (none past its
+    /// length), before a write or a truncation changes them.
+    fn keep(&mut self, from: u64, to: u64, read: &mut dyn FnMut(u64, &mut [u8]) -> bool) {
+        let to = to.min(self.size);
+        if from < to {
+            let mut old = vec![0u8; (to - from) as usize];
+            if read(from, &mut old) {
+                self.saved.push((from, old));
+            }
+        }
+    }
+}
+
 enum DirUndo {
     /// A name made (file or directory): removed again.
     Created { path: PathBuf, dir: PathBuf },
@@ -654,13 +668,7 @@ impl Plan {
                     size,
                     saved: Vec::new(),
                 });
-            if offset < undo.size {
-                let end = (offset + len as u64).min(undo.size);
-                let mut old = vec![0u8; (end - offset) as usize];
-                if read(offset, &mut old) {
-                    undo.saved.push((offset, old));
-                }
-            }
+            undo.keep(offset, offset + len as u64, read);
         }
         Ok(inner)
     }
@@ -681,12 +689,7 @@ impl Plan {
                     size,
                     saved: Vec::new(),
                 });
-            if new_size < undo.size {
-                let mut old = vec![0u8; (undo.size - new_size) as usize];
-                if read(new_size, &mut old) {
-                    undo.saved.push((new_size, old));
-                }
-            }
+            undo.keep(new_size, undo.size, read);
         }
         Ok(inner)
     }
