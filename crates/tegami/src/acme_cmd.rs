@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::config::Config;
+use ops::config::Config;
 
 #[derive(Subcommand)]
 pub enum AcmeCommand {

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use store::SqliteStore;
 
 use crate::Command;
-use crate::config::Config;
+use ops::config::Config;
 
 #[derive(Subcommand)]
 pub enum AccountCommand {
@@ -171,21 +171,21 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
             let account = account.context("--recover-orphans needs --account ADDRESS")?;
-            if !crate::ops::recover_orphans(&store, data, &clock, &account, &mailbox)? {
+            if !crate::check::recover_orphans(&store, data, &clock, &account, &mailbox)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Check { repair, .. } => {
             let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
             let outcome =
-                crate::ops::check(&store, data, &clock, repair, crate::ops::Trigger::Manual)?;
+                crate::check::check(&store, data, &clock, repair, crate::check::Trigger::Manual)?;
             if !outcome.healthy {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Optimize => {
             let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
-            crate::ops::optimize(&store, data, &clock, crate::ops::Trigger::Manual)?;
+            crate::check::optimize(&store, data, &clock, crate::check::Trigger::Manual)?;
         }
         Command::Domain(DomainCommand::Records(_))
         | Command::Serve(_)

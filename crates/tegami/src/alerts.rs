@@ -28,8 +28,8 @@ use store::{GrowthRow, Resolution, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
 use crate::stats::Monitor;
+use ops::config::Config;
 
 /// One condition as evaluated: its key (stable, used in metrics and for rate limiting),
 /// whether it holds, and what to tell the admin.
@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn ddns_and_witness_conditions_follow_their_status() {
-        let raw: crate::config::RawConfig = toml::from_str(
+        let raw: ops::config::RawConfig = toml::from_str(
             r#"
 [ddns]
 record = "home.example.com"

@@ -15,7 +15,7 @@ use gate::{Clock, oplog};
 use store::archive::{ArchiveInfo, Document, SearchQuery};
 use store::{ArchiveReport, ArchiveRequest, Phase, SqliteStore, human_bytes};
 
-use crate::config::{AutoArchive, Config};
+use ops::config::{AutoArchive, Config};
 
 #[derive(Subcommand)]
 pub enum ArchiveCommand {

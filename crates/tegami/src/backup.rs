@@ -23,8 +23,8 @@ use jiff::tz::TimeZone;
 use store::backup::{self, CreateOptions, Entry, EntryState, Manifest, RestoreOptions, RootLock};
 use store::human_bytes;
 
-use crate::config::{BackupConfig, Config};
-use crate::ops::Trigger;
+use crate::check::Trigger;
+use ops::config::{BackupConfig, Config};
 
 #[derive(Subcommand)]
 pub enum BackupCommand {

@@ -57,7 +57,7 @@ impl Status {
 
 /// Starts the updater when `[ddns]` is configured; its status is what the alerts read.
 pub fn start(
-    config: &crate::config::Config,
+    config: &ops::config::Config,
     data: &Path,
     services: &mut Services,
 ) -> Option<Arc<Status>> {

@@ -18,7 +18,7 @@ use gate::{Clock, DiskState, DiskThresholds, Maintenance};
 use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
-use crate::config::Config;
+use ops::config::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]

@@ -11,7 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogConfig;
+use ops::config::LogConfig;
 
 /// Logs to stderr only: for the short-lived CLI commands.
 pub fn init_stderr(level: &str) {

@@ -6,15 +6,16 @@ mod admin;
 mod alerts;
 mod archive;
 mod backup;
-mod config;
+
+mod check;
 mod ddns;
 mod doctor;
 mod import;
 mod logging;
 mod maint;
 mod newsletter;
-mod ops;
 mod plan;
+mod progress;
 mod queue;
 mod schedule;
 mod send;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ops::config;
 
 #[derive(Parser)]
 #[command(
@@ -209,7 +211,7 @@ fn main() -> ExitCode {
     // found at the next restart. (`serve` reads it again itself, with its listener flags.)
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.into()),
     };
     let result = match cli.command {
         Command::Serve(listeners) => serve::run(&cli.data, cli.config.as_deref(), listeners),

@@ -173,7 +173,7 @@ pub enum Command {
 
 pub fn run(
     data: &Path,
-    config: &crate::config::Config,
+    config: &ops::config::Config,
     command: Command,
 ) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(data)

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use store::{SqliteStore, StoreTotals, human_bytes};
 
-use crate::config::Config;
+use ops::config::Config;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Model {

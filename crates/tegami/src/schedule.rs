@@ -22,8 +22,8 @@ use store::Store;
 use tracing::{error, info, warn};
 
 use crate::backup::Outcome;
-use crate::config::{BackupConfig, Schedule};
-use crate::ops::{self, Trigger};
+use crate::check::{self, Trigger};
+use ops::config::{BackupConfig, Schedule};
 
 /// How long to wait for the watcher to notice the maint file we set or removed; it looks
 /// every second, so this only runs out when the watcher is gone.
@@ -134,7 +134,7 @@ async fn run_once(
     }
     let (store, dir, clock_for_run) = (store.clone(), data.to_path_buf(), clock.clone());
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let outcome = ops::check(
+        let outcome = check::check(
             store.as_ref(),
             &dir,
             &clock_for_run,
@@ -144,7 +144,7 @@ async fn run_once(
         if !outcome.healthy {
             error!("the scheduled check found problems; see log/maintenance_result.log");
         }
-        ops::optimize(store.as_ref(), &dir, &clock_for_run, Trigger::Scheduled)?;
+        check::optimize(store.as_ref(), &dir, &clock_for_run, Trigger::Scheduled)?;
         Ok(())
     })
     .await;

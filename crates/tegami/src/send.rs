@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::{Config, TlsChoice};
+use ops::config::{Config, TlsChoice};
 
 pub fn tls_policy(choice: TlsChoice) -> outbound::TlsPolicy {
     match choice {

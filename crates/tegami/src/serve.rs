@@ -17,10 +17,10 @@ use store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
 use crate::service::{Notifier, Privileges};
 use crate::services::Services;
 use crate::{logging, override_addr};
+use ops::config::Config;
 
 /// How long sessions get to finish (an in-flight DATA commit, say) after a stop signal.
 const GRACE: Duration = Duration::from_secs(30);
@@ -632,7 +632,7 @@ async fn load_certificates(
 fn implicit(
     protocol: &'static str,
     max_connections: usize,
-    limits: &crate::config::Limits,
+    limits: &ops::config::Limits,
     tls: &Option<Arc<rustls::ServerConfig>>,
 ) -> ListenerConfig {
     ListenerConfig {

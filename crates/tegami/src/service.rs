@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
 
-use crate::config::ServerSettings;
 use crate::services::Services;
+use ops::config::ServerSettings;
 
 /// The data directory when nobody names one: the quick start's, in the current directory.
 pub const DEFAULT_DATA: &str = "tegami-data";

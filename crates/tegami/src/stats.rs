@@ -11,7 +11,7 @@ use store::prelude::*;
 use store::Store;
 use tracing::{info, warn};
 
-use crate::config::WalConfig;
+use ops::config::WalConfig;
 
 /// The server's live figures.
 #[derive(Debug, Default)]
@@ -100,7 +100,7 @@ pub async fn bound_wal(
 /// the server stops (the caller awaits [`flush_now`] then).
 pub async fn flush_usage(
     store: Arc<dyn Store>,
-    config: crate::config::StatsConfig,
+    config: ops::config::StatsConfig,
     clock: gate::Clock,
     mut stop: net::Shutdown,
 ) {
@@ -173,7 +173,7 @@ const DAY_SECS: i64 = 86_400;
 
 pub fn run(
     data: &std::path::Path,
-    config: &crate::config::Config,
+    config: &ops::config::Config,
     command: StatsCommand,
 ) -> anyhow::Result<std::process::ExitCode> {
     use anyhow::Context;
@@ -346,7 +346,7 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 fn disk_text(
     data: &std::path::Path,
-    config: &crate::config::Config,
+    config: &ops::config::Config,
     totals: &store::StoreTotals,
     growth: &[store::GrowthRow],
     newsletter_history: u64,
@@ -449,7 +449,7 @@ pub fn forecast(
     growth: &[store::GrowthRow],
     free: u64,
     total: u64,
-    config: &crate::config::Config,
+    config: &ops::config::Config,
 ) -> Forecast {
     let rates: Vec<(i64, f64)> = [7, 30]
         .iter()
@@ -862,7 +862,7 @@ mod tests {
         let growth = [g(100, 0), g(110, 1000), g(130, 3000)];
         assert_eq!(growth_rate(&growth, 30), Some((30, 100.0)));
         assert_eq!(growth_rate(&growth, 7), None);
-        let config = crate::config::Config::load(None).unwrap();
+        let config = ops::config::Config::load(None).unwrap();
         let f = forecast(&growth, config.disk.min_free + 10_000, 1 << 50, &config);
         let min_free = f
             .crossings

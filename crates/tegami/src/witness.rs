@@ -12,9 +12,9 @@ use clap::Subcommand;
 use net::Shutdown;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
 use crate::queue::date;
 use crate::services::Services;
+use ops::config::Config;
 
 #[derive(Subcommand)]
 pub enum WitnessCommand {

@@ -5,8 +5,47 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use std::fmt::Display;
+
 use serde::Deserialize;
+
+/// A config that cannot be used: what is wrong, naming the key, in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(ConfigError(format!($($arg)*)))
+    };
+}
+
+/// `context` and `with_context` for any failure that displays: the message, a colon, the
+/// cause, as every error line of the CLI reads.
+trait Context<T> {
+    fn context(self, what: impl Display) -> Result<T>;
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.map_err(|e| ConfigError(format!("{what}: {e}")))
+    }
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| ConfigError(format!("{}: {e}", what())))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.ok_or_else(|| ConfigError(what.to_string()))
+    }
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.ok_or_else(|| ConfigError(what().to_string()))
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -568,7 +607,7 @@ pub enum TlsChoice {
 }
 
 impl TlsChoice {
-    fn parse(key: &str, value: Option<&str>, default: TlsChoice) -> anyhow::Result<TlsChoice> {
+    fn parse(key: &str, value: Option<&str>, default: TlsChoice) -> Result<TlsChoice> {
         Ok(match value {
             None => default,
             Some("opportunistic") => TlsChoice::Opportunistic,
@@ -723,7 +762,7 @@ pub struct LogConfig {
 
 impl Config {
     /// Reads the config file if one was named; no file means every default.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(path: Option<&Path>) -> Result<Config> {
         let raw = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -739,8 +778,8 @@ impl Config {
         Ok(config)
     }
 
-    pub fn resolve(raw: RawConfig) -> anyhow::Result<Config> {
-        let positive = |name: &str, value: u64| -> anyhow::Result<u64> {
+    pub fn resolve(raw: RawConfig) -> Result<Config> {
+        let positive = |name: &str, value: u64| -> Result<u64> {
             if value == 0 {
                 bail!("{name} must be greater than zero");
             }
@@ -1117,7 +1156,7 @@ pub fn acme_cert_dir(data: &Path) -> PathBuf {
     data.join("acme").join("certs")
 }
 
-fn resolve_tls(raw: RawTls) -> anyhow::Result<Vec<net::CertFiles>> {
+fn resolve_tls(raw: RawTls) -> Result<Vec<net::CertFiles>> {
     let mut certs = Vec::new();
     match (raw.cert, raw.key) {
         (Some(cert), key) => certs.push(net::CertFiles {
@@ -1154,7 +1193,7 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 /// `[log] level`: one level, or comma-separated directives such as `info,store=debug`, each
 /// a level or `target=level`. Anything else is refused, because the log filter would read
 /// it as the name of a module to log and log nothing else: a server that says nothing.
-fn log_level(text: String) -> anyhow::Result<String> {
+fn log_level(text: String) -> Result<String> {
     let valid_target = |t: &str| {
         !t.is_empty()
             && t.chars()
@@ -1177,7 +1216,7 @@ fn log_level(text: String) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
+fn resolve_queue(raw: RawQueue) -> Result<QueueSettings> {
     let retry: Vec<Duration> = raw
         .retry_secs
         .unwrap_or_else(|| vec![300, 600, 1200, 2400, 4800, 9600, 14400])
@@ -1187,7 +1226,7 @@ fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
     if retry.is_empty() || retry.iter().any(|d| d.is_zero()) {
         bail!("queue.retry_secs must list at least one wait, each greater than zero");
     }
-    let at_least_one = |key: &str, value: usize| -> anyhow::Result<usize> {
+    let at_least_one = |key: &str, value: usize| -> Result<usize> {
         if value == 0 {
             bail!("{key} must be greater than zero");
         }
@@ -1251,7 +1290,7 @@ fn resolve_queue(raw: RawQueue) -> anyhow::Result<QueueSettings> {
 }
 
 /// An optional name that, when given, must be a name.
-fn nonempty(key: &str, value: Option<String>) -> anyhow::Result<Option<String>> {
+fn nonempty(key: &str, value: Option<String>) -> Result<Option<String>> {
     match value {
         Some(v) if v.trim().is_empty() => {
             bail!("{key} is empty: name a user, or leave the key out")
@@ -1262,7 +1301,7 @@ fn nonempty(key: &str, value: Option<String>) -> anyhow::Result<Option<String>> 
 
 /// `[acme]`: an https directory, mailto contacts, at least one certificate of valid host
 /// names, and no two certificates sharing a first name (it names the file).
-fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
+fn resolve_acme(raw: RawAcme) -> Result<acme::AcmeConfig> {
     let directory = raw.directory.unwrap_or_default();
     if !directory.starts_with("https://") {
         bail!(
@@ -1291,7 +1330,7 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
     for list in lists {
         let mut names = Vec::new();
         for n in list {
-            let n = acme::check_name(&n).map_err(|e| anyhow::anyhow!("acme names: {e}"))?;
+            let n = acme::check_name(&n).map_err(|e| ConfigError(format!("acme names: {e}")))?;
             if !names.contains(&n) {
                 names.push(n);
             }
@@ -1305,7 +1344,7 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
         certificates.push(names);
     }
     let days = raw.renew_before_days.unwrap_or(30);
-    let positive = |name: &str, value: u64| -> anyhow::Result<u64> {
+    let positive = |name: &str, value: u64| -> Result<u64> {
         if value == 0 {
             bail!("acme.{name} must be greater than zero");
         }
@@ -1326,8 +1365,8 @@ fn resolve_acme(raw: RawAcme) -> anyhow::Result<acme::AcmeConfig> {
     })
 }
 
-fn resolve_server(raw: RawServer, alerts_admin: Option<&str>) -> anyhow::Result<ServerSettings> {
-    let address = |key: &str, value: Option<String>| -> anyhow::Result<Option<String>> {
+fn resolve_server(raw: RawServer, alerts_admin: Option<&str>) -> Result<ServerSettings> {
+    let address = |key: &str, value: Option<String>| -> Result<Option<String>> {
         match value {
             None => Ok(None),
             Some(a) => {
@@ -1362,7 +1401,7 @@ fn resolve_server(raw: RawServer, alerts_admin: Option<&str>) -> anyhow::Result<
     })
 }
 
-fn resolve_clients(raw: RawClients, hostname: &str) -> anyhow::Result<ClientsConfig> {
+fn resolve_clients(raw: RawClients, hostname: &str) -> Result<ClientsConfig> {
     let standard = dns_records::ClientPorts::default();
     let host = raw
         .host
@@ -1391,7 +1430,7 @@ fn resolve_clients(raw: RawClients, hostname: &str) -> anyhow::Result<ClientsCon
 
 /// `[ddns]`: one address source, one update method, each checked here so that `serve`
 /// never starts an updater that cannot work.
-fn resolve_ddns(raw: RawDdns) -> anyhow::Result<::ddns::Config> {
+fn resolve_ddns(raw: RawDdns) -> Result<::ddns::Config> {
     let record = raw.record.trim().trim_end_matches('.').to_ascii_lowercase();
     if record.is_empty() || !record.contains('.') {
         bail!(
@@ -1426,7 +1465,7 @@ fn resolve_ddns(raw: RawDdns) -> anyhow::Result<::ddns::Config> {
                 .parse()
                 .or_else(|_| server.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
                 .map_err(|_| {
-                    anyhow::anyhow!("ddns.server = {server:?} must be an address such as \"192.0.2.53\" or \"192.0.2.53:53\"")
+                    ConfigError(format!("ddns.server = {server:?} must be an address such as \"192.0.2.53\" or \"192.0.2.53:53\""))
                 })?;
             let key = match (raw.tsig_key_file, raw.tsig_key_name, raw.tsig_secret) {
                 (Some(path), None, None) => {
@@ -1496,7 +1535,7 @@ fn resolve_ddns(raw: RawDdns) -> anyhow::Result<::ddns::Config> {
     })
 }
 
-fn resolve_witness(raw: RawWitness, hostname: &str) -> anyhow::Result<WitnessSettings> {
+fn resolve_witness(raw: RawWitness, hostname: &str) -> Result<WitnessSettings> {
     let valid_name = |name: &str| {
         !name.is_empty()
             && name.len() <= 64
@@ -1594,8 +1633,8 @@ mod tests {
         assert!(config.tls.is_none());
     }
 
-    fn resolve(text: &str) -> anyhow::Result<Config> {
-        Config::resolve(toml::from_str(text)?)
+    fn resolve(text: &str) -> Result<Config> {
+        Config::resolve(toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?)
     }
 
     #[test]
@@ -1762,7 +1801,7 @@ mod tests {
     fn ddns_needs_one_source_and_one_method() {
         let resolve = |text: &str| {
             toml::from_str::<RawConfig>(text)
-                .map_err(anyhow::Error::from)
+                .map_err(|e| ConfigError(e.to_string()))
                 .and_then(Config::resolve)
         };
         let base = "[ddns]\nrecord = \"home.example.com\"\ncheck_url = \"https://echo.test/ip\"\n";
@@ -1809,7 +1848,7 @@ mod tests {
     fn witness_senders_need_names_and_long_tokens() {
         let resolve = |text: &str| {
             toml::from_str::<RawConfig>(text)
-                .map_err(anyhow::Error::from)
+                .map_err(|e| ConfigError(e.to_string()))
                 .and_then(Config::resolve)
         };
         let good = "[witness]\nurl = \"http://w.test/witness/heartbeat\"\ntoken = \"0123456789abcdef\"\n\
