@@ -16,7 +16,7 @@ pub mod progress;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use store::{SqliteStore, Store};
+use store::{Directory as _, SqliteStore, Store};
 
 pub use config::Config;
 pub use error::{Error, Result};
