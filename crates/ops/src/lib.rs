@@ -8,10 +8,13 @@
 //! need no open store (doctor, restore, verifying a backup, the planner without a store) are
 //! free functions taking the data directory and the config.
 
+pub mod alerts;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod plan;
 pub mod progress;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
