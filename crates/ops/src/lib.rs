@@ -8,10 +8,15 @@
 //! need no open store (doctor, restore, verifying a backup, the planner without a store) are
 //! free functions taking the data directory and the config.
 
+pub mod check;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod files;
+pub mod maint;
+pub mod newsletter;
 pub mod progress;
+pub mod queue;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
