@@ -292,3 +292,31 @@ fn records_setup(ops: &Ops, domain: &str) -> Result<dns_records::Setup> {
         ports: config.clients.ports,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stored_in_lower_case_and_only_our_domains_are_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Ops::open(dir.path(), Config::load(None).unwrap()).unwrap();
+        assert_eq!(ops.domain_add("Example.COM").unwrap(), "example.com");
+        assert!(ops.require_domain("EXAMPLE.com.", "x").is_ok());
+        let e = ops.require_domain("other.org", "other.org").unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        assert_eq!(
+            ops.account_add("Ann@Example.com", "secret").unwrap(),
+            "ann@example.com"
+        );
+        assert_eq!(
+            ops.alias_add("Info@example.com", &["ann@example.com".into()])
+                .unwrap(),
+            "info@example.com"
+        );
+        assert_eq!(ops.accounts().unwrap()[0].address, "ann@example.com");
+        assert_eq!(ops.aliases().unwrap()[0].targets, ["ann@example.com"]);
+        let e = ops.domain_records("other.org").map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+    }
+}

@@ -414,6 +414,123 @@ fn read_template(path: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn open() -> (tempfile::TempDir, Ops) {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Ops::open(dir.path(), crate::Config::load(None).unwrap()).unwrap();
+        (dir, ops)
+    }
+
+    fn news(ops: &Ops, double_opt_in: bool) {
+        ops.list_add(&NewList {
+            name: "news".into(),
+            from_address: "news@example.com".into(),
+            from_name: String::new(),
+            double_opt_in,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_list_needs_a_name_and_a_from_address() {
+        let (_dir, ops) = open();
+        let e = ops
+            .list_add(&NewList {
+                name: "news".into(),
+                from_address: "news".into(),
+                ..NewList::default()
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        assert!(e.to_string().starts_with("--from \"news\""), "{e}");
+        let e = ops
+            .list_add(&NewList {
+                name: " ".into(),
+                from_address: "news@example.com".into(),
+                ..NewList::default()
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        assert!(ops.lists().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_import_reports_bad_rows_by_line_and_follows_the_lists_opt_in() {
+        let (dir, ops) = open();
+        news(&ops, false);
+        let file = dir.path().join("in.csv");
+        std::fs::write(
+            &file,
+            "email,name,city\n\
+             a@example.com,A,Kyoto\n\
+             ,Nobody,\n\
+             not-an-address,X,\n\
+             a@example.com,Again,\n",
+        )
+        .unwrap();
+        let report = ops.subscriber_import("news", &file).unwrap();
+        assert_eq!((report.added, report.present), (1, 1));
+        let lines: Vec<u64> = report.bad.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [3, 4]);
+        let all = ops.subscribers("news").unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].status, SubscriberStatus::Active);
+        assert_eq!(all[0].attributes["city"], "Kyoto");
+
+        // What an export writes, an import reads back.
+        let out = dir.path().join("out.csv");
+        assert_eq!(ops.subscriber_export("news", &out).unwrap(), 1);
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            text,
+            "email,name,status,city\na@example.com,A,active,Kyoto\n"
+        );
+    }
+
+    #[test]
+    fn campaign_actions_follow_the_state_machine() {
+        let (dir, ops) = open();
+        news(&ops, true);
+        let text = dir.path().join("t.txt");
+        std::fs::write(&text, "Hi {{name}}").unwrap();
+        let id = ops
+            .campaign_add(CampaignCreate {
+                list: "news".into(),
+                subject: "Hello".into(),
+                text,
+                at: Some("2099-01-01 09:00".into()),
+                ..CampaignCreate::default()
+            })
+            .unwrap()
+            .0;
+        let report = ops.campaign(id).unwrap().report;
+        assert_eq!(report.state, "scheduled");
+        assert_eq!(
+            report.rate_per_second,
+            ops.config().newsletter.rate_per_second
+        );
+        assert!(matches!(
+            ops.campaign_apply(id, CampaignAction::Resume),
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(
+            ops.campaign_apply(id, CampaignAction::Pause).unwrap(),
+            CampaignState::Paused
+        );
+        assert_eq!(
+            ops.campaign_apply(id, CampaignAction::Cancel).unwrap(),
+            CampaignState::Cancelled
+        );
+        let e = ops.campaign_apply(id, CampaignAction::Cancel).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("campaign {id} is cancelled; it cannot become cancelled")
+        );
+        assert!(matches!(
+            ops.campaign_apply(id + 1, CampaignAction::Pause),
+            Err(Error::Store(store::StoreError::NotFound { .. }))
+        ));
+    }
+
     #[test]
     fn attributes_are_key_value_pairs() {
         let pairs = vec!["plan = gold".to_string(), "city=Kyoto=East".to_string()];
