@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use store::{
-    CampaignAction, CampaignId, CampaignState, List, ListId, NewCampaign, NewStep, NewSubscriber,
-    Newsletters, SequenceId, StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus,
+    CampaignAction, CampaignId, CampaignState, HistoryRef, List, ListId, NewCampaign, NewStep,
+    NewSubscriber, Newsletters, Outcome, SequenceId, StepId, StoreError, Subscriber, SubscriberId,
+    SubscriberStatus,
 };
 
 /// A field of an admin request, so each face can name it its own way (a JSON key, a
@@ -487,6 +488,20 @@ pub fn campaign_add(
         rate_per_domain: request.rate_per_domain.unwrap_or(0),
         created: now,
     })?)
+}
+
+/// A campaign's totals: the size of each outcome's set (who), so a click counted twice by
+/// one reader is one here; the daily totals keep every click.
+pub fn campaign_totals(
+    store: &dyn Newsletters,
+    id: CampaignId,
+) -> Result<BTreeMap<&'static str, u64>> {
+    let about = HistoryRef::Campaign(id);
+    let mut totals = BTreeMap::new();
+    for outcome in Outcome::ALL {
+        totals.insert(outcome.as_str(), store.count(about, outcome)?);
+    }
+    Ok(totals)
 }
 
 /// The operator's actions on a campaign, by name ("pause", "resume", "cancel"); the

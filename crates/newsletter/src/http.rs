@@ -682,16 +682,12 @@ async fn api_campaign(State(engine): State<Engine>, Path(id): Path<String>) -> R
         blocking(&engine, move |engine| {
             let store = &engine.inner.store;
             let c = store.campaign(CampaignId(id))?;
-            let about = HistoryRef::Campaign(c.id);
-            let mut totals = serde_json::Map::new();
-            for outcome in Outcome::ALL {
-                totals.insert(outcome.as_str().into(), store.count(about, outcome)?.into());
-            }
+            let totals = admin::campaign_totals(newsletters(engine), c.id)?;
             let mut v = campaign_json(&c);
             v["text"] = c.text.clone().into();
             v["html"] = c.html.clone().into();
-            v["totals"] = Value::Object(totals);
-            v["links"] = store.links(about)?.into();
+            v["totals"] = json!(totals);
+            v["links"] = store.links(HistoryRef::Campaign(c.id))?.into();
             Ok(v)
         })
         .await,

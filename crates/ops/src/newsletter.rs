@@ -72,8 +72,7 @@ pub struct StepCreate {
     pub html: Option<PathBuf>,
 }
 
-/// A campaign with its totals: the size of each outcome's set (who), so a click counted
-/// twice by one reader is one here; the daily totals keep every click.
+/// A campaign with its totals (`newsletter::admin::campaign_totals`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignReport {
     pub id: i64,
@@ -287,11 +286,7 @@ impl Ops {
     }
 
     fn campaign_report(&self, c: &Campaign) -> Result<CampaignReport> {
-        let about = HistoryRef::Campaign(c.id);
-        let mut totals = BTreeMap::new();
-        for outcome in Outcome::ALL {
-            totals.insert(outcome.as_str(), self.newsletters().count(about, outcome)?);
-        }
+        let totals = admin::campaign_totals(self.newsletters(), c.id)?;
         Ok(CampaignReport {
             id: c.id.0,
             list: c.list.0,
