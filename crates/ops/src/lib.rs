@@ -9,11 +9,16 @@
 //! free functions taking the data directory and the config.
 
 pub mod alerts;
+pub mod check;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod files;
+pub mod maint;
+pub mod newsletter;
 pub mod plan;
 pub mod progress;
+pub mod queue;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
