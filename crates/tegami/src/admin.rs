@@ -86,13 +86,7 @@ pub struct RecordsArgs {
     json: bool,
 }
 
-/// The admin commands as main calls them. They read nothing from the config but the store's
-/// settings, so the defaults serve until main hands its config to [`run_with`].
-pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
-    run_with(data, &Config::load(None)?, command)
-}
-
-pub fn run_with(data: &Path, config: &Config, command: Command) -> anyhow::Result<ExitCode> {
+pub fn run(data: &Path, config: &Config, command: Command) -> anyhow::Result<ExitCode> {
     let ops = Ops::open(data, config.clone())?;
     match command {
         Command::Domain(DomainCommand::Add { name }) => {

@@ -36,13 +36,7 @@ pub enum QueueCommand {
     Flush,
 }
 
-/// `tegami queue` as main calls it: the queue needs nothing from the config but the
-/// store's settings, so the defaults serve until main hands its config to [`run_with`].
-pub fn run(data: &Path, command: QueueCommand) -> anyhow::Result<ExitCode> {
-    run_with(data, &Config::load(None)?, command)
-}
-
-pub fn run_with(data: &Path, config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+pub fn run(data: &Path, config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
     let ops = Ops::open(data, config.clone())?;
     match command {
         QueueCommand::List { json } => {
