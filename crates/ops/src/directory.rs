@@ -72,6 +72,23 @@ impl Ops {
         Ok(self.store().aliases()?)
     }
 
+    /// What is wrong with the postmaster setting, worded for the server's log: RFC 5321
+    /// wants postmaster@ every domain to reach someone, so no target, or a target that is
+    /// nobody here, means such mail is refused.
+    pub fn postmaster_problem(&self) -> Option<String> {
+        match &self.config().server.postmaster {
+            None => Some(
+                "mail to postmaster@ a domain without such an account or alias is refused: set [server] postmaster (or [alerts] admin) to the account that should read it".into(),
+            ),
+            Some(target) => match self.store().resolve(target) {
+                Ok(store::Resolution::UnknownUser) => Some(format!(
+                    "the postmaster target {target} is neither an account nor an alias here, so postmaster@ mail is refused: add it with `tegami account add`"
+                )),
+                _ => None,
+            },
+        }
+    }
+
     pub fn alias_remove(&self, address: &str) -> Result<()> {
         Ok(self.store().remove_alias(address)?)
     }
