@@ -9,6 +9,7 @@
 //! free functions taking the data directory and the config.
 
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod files;
 pub mod progress;
