@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod check;
 pub mod config;
 pub mod directory;
+pub mod doctor;
 pub mod error;
 pub mod files;
 pub mod maint;

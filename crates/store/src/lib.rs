@@ -27,6 +27,7 @@ pub use sqlite::archive::{
     ArchiveOutcome, ArchivePlan, ArchiveProgress, ArchiveReport, ArchiveRequest, Indexer, Phase,
     batch_size as archive_batch_size,
 };
+pub use sqlite::inspect;
 pub use sqlite::{Expired, ORPHANS_DIR, OrphanRecovery, SCHEMA_VERSION, SqliteStore, backup};
 pub use types::*;
 
