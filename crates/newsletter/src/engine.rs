@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use store::{
-    Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef, List, ListId, Mail,
-    Newsletters, Outbound, SqliteStore, StepId, StoreError, Subscriber, SubscriberId, Transition,
+    Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef, List, ListId, Mail, Mailing,
+    Outbound, StepId, StoreError, Subscriber, SubscriberId, Transition,
 };
 use tokio::sync::Notify;
 
@@ -90,7 +90,7 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    pub(crate) store: Arc<SqliteStore>,
+    pub(crate) store: Arc<dyn Mailing>,
     pub(crate) config: NewsletterConfig,
     pub(crate) keys: Keys,
     pub(crate) waker: Arc<Notify>,
@@ -103,19 +103,16 @@ pub(crate) struct Inner {
 }
 
 impl Engine {
-    /// The key for tokens and VERP addresses is `<data>/newsletter.key`, beside the
-    /// database, made on first use.
+    /// The key for tokens and VERP addresses is `<data>/newsletter.key` in the data
+    /// directory, made on first use (it is this node's secret, not the store's).
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: Arc<dyn Mailing>,
+        data: &Path,
         config: NewsletterConfig,
         queue_waker: Arc<Notify>,
         clock: gate::Clock,
     ) -> Result<Engine, NewsletterError> {
-        let path = store
-            .db_path()
-            .parent()
-            .map(|dir| dir.join("newsletter.key"))
-            .unwrap_or_else(|| PathBuf::from("newsletter.key"));
+        let path = data.join("newsletter.key");
         let keys = Keys::load_or_create(&path).map_err(|source| NewsletterError::Key {
             path: path.clone(),
             source,
@@ -124,7 +121,7 @@ impl Engine {
     }
 
     pub fn with_keys(
-        store: Arc<SqliteStore>,
+        store: Arc<dyn Mailing>,
         mut config: NewsletterConfig,
         keys: Keys,
         queue_waker: Arc<Notify>,

@@ -12,6 +12,7 @@ use tower::ServiceExt;
 fn engine(store: &Arc<SqliteStore>) -> Engine {
     Engine::new(
         store.clone(),
+        store.db_path().parent().unwrap(),
         NewsletterConfig {
             base_url: "http://news.example.com/".into(),
             bounce_domain: "example.com".into(),

@@ -41,6 +41,7 @@ fn config() -> NewsletterConfig {
 fn engine(store: &Arc<SqliteStore>) -> Engine {
     Engine::new(
         store.clone(),
+        store.db_path().parent().unwrap(),
         config(),
         Arc::new(tokio::sync::Notify::new()),
         gate::Clock::with_zone(jiff::tz::TimeZone::UTC),
@@ -611,6 +612,7 @@ async fn clicks_redirect_and_forged_tokens_are_refused() {
 fn engine_with(store: &Arc<SqliteStore>, config: NewsletterConfig) -> Engine {
     Engine::new(
         store.clone(),
+        store.db_path().parent().unwrap(),
         config,
         Arc::new(tokio::sync::Notify::new()),
         gate::Clock::with_zone(jiff::tz::TimeZone::UTC),
@@ -973,6 +975,7 @@ async fn run_sends_a_due_campaign_and_stops_on_shutdown() {
     let waker = Arc::new(tokio::sync::Notify::new());
     let e = Engine::new(
         f.store.clone(),
+        f.store.db_path().parent().unwrap(),
         NewsletterConfig {
             poll: std::time::Duration::from_millis(50),
             ..config()

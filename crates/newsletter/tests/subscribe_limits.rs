@@ -25,6 +25,7 @@ async fn server(config: NewsletterConfig) -> Server {
         .unwrap();
     let engine = Engine::new(
         store.clone(),
+        store.db_path().parent().unwrap(),
         NewsletterConfig {
             base_url: "http://news.example.com".into(),
             bounce_domain: "example.com".into(),

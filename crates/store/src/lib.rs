@@ -59,6 +59,12 @@ pub trait MailAccess: Directory + Mailboxes + Statistics {}
 
 impl<T: Directory + Mailboxes + Statistics + ?Sized> MailAccess for T {}
 
+/// What the newsletter engine needs: the lists and their history, and the rest of the store
+/// (it queues mail and resolves addresses like any sender).
+pub trait Mailing: Newsletters + Store {}
+
+impl<T: Newsletters + Store + ?Sized> Mailing for T {}
+
 /// The addresses this server answers for: domains, accounts, aliases, and what a recipient resolves to.
 pub trait Directory: Send + Sync {
     fn add_domain(&self, name: &str) -> Result<()>;

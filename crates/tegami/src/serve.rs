@@ -240,7 +240,7 @@ async fn serve(
                 .next()
                 .unwrap_or_else(|| config.hostname.clone());
         }
-        newsletter::Engine::new(sqlite.clone(), nl, queue_waker.clone(), clock.clone())
+        newsletter::Engine::new(sqlite.clone(), data, nl, queue_waker.clone(), clock.clone())
             .context("cannot start the newsletter engine")?
     };
     {
