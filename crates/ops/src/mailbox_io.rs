@@ -797,4 +797,143 @@ mod tests {
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(epoch_time(-5), UNIX_EPOCH - Duration::from_secs(5));
     }
+
+    fn installation() -> (tempfile::TempDir, Ops) {
+        let root = tempfile::tempdir().unwrap();
+        let ops = Ops::open(root.path(), crate::Config::load(None).unwrap()).unwrap();
+        ops.store().add_domain("example.com").unwrap();
+        ops.store()
+            .add_account("a@example.com", "secret-1")
+            .unwrap();
+        ops.store()
+            .add_account("b@example.com", "secret-2")
+            .unwrap();
+        (root, ops)
+    }
+
+    fn quiet() -> Reporter {
+        crate::progress::silent()
+    }
+
+    #[test]
+    fn an_mbox_goes_in_once_and_comes_out_byte_for_byte() {
+        let (root, ops) = installation();
+        let file = root.path().join("in.mbox");
+        fs::write(
+            &file,
+            "From x@example.org Mon Jan  4 10:00:00 2021\nSubject: one\n\nfirst\n\n\
+             From x@example.org Tue Jan  5 10:00:00 2021\nSubject: two\n\n>From quoted\n",
+        )
+        .unwrap();
+        let request = MboxImport {
+            file: file.clone(),
+            account: "A@example.com".into(),
+            mailbox: "Old".into(),
+        };
+        let first = ops.import_mbox(&request, &quiet()).unwrap();
+        assert_eq!((first.imported, first.present), (2, 0), "{first:?}");
+        assert!(first.log_error.is_none());
+        let again = ops.import_mbox(&request, &quiet()).unwrap();
+        assert_eq!((again.imported, again.present), (0, 2), "{again:?}");
+        let log = fs::read_to_string(root.path().join("log/import.log")).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log}");
+
+        let out = root.path().join("out.mbox");
+        let export = MboxExport {
+            account: "a@example.com".into(),
+            mailbox: "Old".into(),
+            file: out.clone(),
+        };
+        let report = ops.export_mbox(&export, &quiet()).unwrap();
+        assert_eq!(report.messages, 2);
+        let back = MboxImport {
+            file: out,
+            account: "b@example.com".into(),
+            mailbox: "INBOX".into(),
+        };
+        assert_eq!(ops.import_mbox(&back, &quiet()).unwrap().imported, 2);
+        let bodies = |account: &str, mailbox: &str| -> Vec<Vec<u8>> {
+            let store = ops.store();
+            let id = ops.account_id(account).unwrap();
+            let mb = store.mailbox(id, mailbox).unwrap();
+            store
+                .messages(mb.id)
+                .unwrap()
+                .iter()
+                .map(|m| store.read_blob(&m.blob).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            bodies("a@example.com", "Old"),
+            bodies("b@example.com", "INBOX")
+        );
+    }
+
+    #[test]
+    fn a_file_without_mail_and_an_unknown_account_are_refused() {
+        let (root, ops) = installation();
+        let file = root.path().join("notes.txt");
+        fs::write(&file, "just some text\n").unwrap();
+        let mut request = MboxImport {
+            file,
+            account: "a@example.com".into(),
+            mailbox: "INBOX".into(),
+        };
+        let e = ops.import_mbox(&request, &quiet()).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+        assert!(e.to_string().contains("holds no mail message"), "{e}");
+        request.account = "nobody@example.com".into();
+        let e = ops.import_mbox(&request, &quiet()).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_maildir_tree_comes_back_with_its_folders_and_messages() {
+        let (root, ops) = installation();
+        let file = root.path().join("in.mbox");
+        fs::write(
+            &file,
+            "From x@example.org Mon Jan  4 10:00:00 2021\nSubject: one\n\nfirst\n",
+        )
+        .unwrap();
+        for mailbox in ["INBOX", "Lists/rust.users"] {
+            let request = MboxImport {
+                file: file.clone(),
+                account: "a@example.com".into(),
+                mailbox: mailbox.into(),
+            };
+            ops.import_mbox(&request, &quiet()).unwrap();
+        }
+        let tree = root.path().join("tree");
+        let export = MaildirExport {
+            account: "a@example.com".into(),
+            dir: tree.clone(),
+            mailbox: None,
+        };
+        let report = ops.export_maildir(&export, &quiet()).unwrap();
+        assert_eq!(report.messages, 2, "{report:?}");
+        assert!(tree.join(".Lists.rust\\2eusers/cur").is_dir());
+        let e = ops.export_maildir(&export, &quiet()).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+
+        let import = MaildirImport {
+            dir: tree,
+            account: "b@example.com".into(),
+        };
+        let report = ops.import_maildir(&import, &quiet()).unwrap();
+        assert_eq!(
+            (report.imported, report.skipped.len()),
+            (2, 0),
+            "{report:?}"
+        );
+        let id = ops.account_id("b@example.com").unwrap();
+        let names: BTreeSet<String> = ops
+            .store()
+            .mailboxes(id)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert!(names.contains("Lists/rust.users"), "{names:?}");
+    }
 }
