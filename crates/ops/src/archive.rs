@@ -558,7 +558,7 @@ pub async fn housekeeping(
     let blocking = |f: Box<dyn FnOnce() -> Result<()> + Send>| async move {
         match tokio::task::spawn_blocking(f).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = error_text(&e), "housekeeping failed"),
+            Ok(Err(e)) => tracing::error!(error = e.one_line(), "housekeeping failed"),
             Err(e) => tracing::error!(error = %e, "housekeeping task failed"),
         }
     };
@@ -637,21 +637,6 @@ pub fn document(raw: &[u8]) -> Document {
         subject: field("Subject"),
         message_id: field("Message-ID"),
         text,
-    }
-}
-
-/// An error as one line, its causes after it, each once: what the CLI prints and the
-/// housekeeping logs. (`Io` and `Open` already show their cause in their own text.)
-pub fn error_text(e: &Error) -> String {
-    match e {
-        Error::Store(e) => chain_text(e),
-        Error::Open { data, source } => format!(
-            "cannot open the store in {}: {}",
-            data.display(),
-            chain_text(source)
-        ),
-        Error::Config(e) => chain_text(e),
-        other => other.to_string(),
     }
 }
 
@@ -972,16 +957,5 @@ mod tests {
                 human_bytes(2048)
             )
         );
-    }
-
-    #[test]
-    fn an_error_reads_as_one_line_with_each_cause_once() {
-        let io = Error::Io {
-            context: "cannot read x".into(),
-            source: std::io::Error::other("gone"),
-        };
-        assert_eq!(error_text(&io), "cannot read x: gone");
-        let store = Error::Store(store::StoreError::Invalid("bad".into()));
-        assert_eq!(error_text(&store), "bad");
     }
 }

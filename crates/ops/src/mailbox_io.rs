@@ -24,7 +24,7 @@ use store::{AccountId, BlobId, Flags, MailboxInfo, MessageMeta, NewMessage, Stor
 use mailfile::maildir::{self, folder_for, mailbox_for, maildir_flags, maildir_info};
 use mailfile::mbox::{self, Item};
 
-use crate::archive::{chain_text, error_text};
+use crate::archive::chain_text;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::{Reporter, Unit};
 use crate::{Ops, files};
@@ -166,13 +166,8 @@ impl Ops {
             Some(messages.iter().map(|m| m.size).sum()),
         );
         let file = &request.file;
-        let cannot_write = |e: Error| {
-            Error::failed(format!(
-                "cannot write {}: {}",
-                file.display(),
-                error_text(&e)
-            ))
-        };
+        let cannot_write =
+            |e: Error| Error::failed(format!("cannot write {}: {}", file.display(), e.one_line()));
         let result = files::replace_file(file, |out| {
             let mut bytes = 0;
             for m in &messages {
@@ -725,7 +720,7 @@ fn export_maildir(
             "export to {} stopped after {messages} messages (remove the directory before \
              exporting again): {}",
             dir.display(),
-            error_text(&e)
+            e.one_line()
         )));
     }
     let mut summary = format!(

@@ -94,8 +94,8 @@ pub enum RetentionCommand {
 }
 
 pub fn run(data: &Path, config: &Config, command: ArchiveCommand) -> anyhow::Result<ExitCode> {
-    let ops = Ops::open(data, config.clone()).map_err(failure)?;
-    archive(&ops, command).map_err(failure)
+    let ops = Ops::open(data, config.clone())?;
+    Ok(archive(&ops, command)?)
 }
 
 fn archive(ops: &Ops, command: ArchiveCommand) -> ops::Result<ExitCode> {
@@ -236,8 +236,8 @@ pub fn run_retention(
     command: RetentionCommand,
 ) -> anyhow::Result<ExitCode> {
     let RetentionCommand::Run { dry_run } = command;
-    let ops = Ops::open(data, config.clone()).map_err(failure)?;
-    let report = ops.retention_run(dry_run).map_err(failure)?;
+    let ops = Ops::open(data, config.clone())?;
+    let report = ops.retention_run(dry_run)?;
     if report.rules.is_empty() {
         println!("no retention configured (add a [retention] table, such as Trash = 30)");
     }
@@ -256,11 +256,6 @@ pub async fn housekeeping(
     stop: net::Shutdown,
 ) {
     ops::archive::housekeeping(store, data, config, clock, stop).await
-}
-
-/// An operation's error as `main` prints it: one line, each cause once.
-pub(crate) fn failure(e: ops::Error) -> anyhow::Error {
-    anyhow::Error::msg(ops::archive::error_text(&e))
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

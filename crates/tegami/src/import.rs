@@ -3,8 +3,6 @@
 //! in `ops::mailbox_io`. They open the store directly, so they work whether or not the
 //! server is running.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,8 +10,6 @@ use clap::Subcommand;
 use ops::Ops;
 use ops::config::Config;
 use ops::mailbox_io::{MaildirExport, MaildirImport, MboxExport, MboxImport};
-
-use crate::archive::failure;
 
 #[derive(Subcommand)]
 pub enum ImportCommand {
@@ -60,7 +56,7 @@ pub enum ExportCommand {
 /// give the store the same settings a bare open gave it.
 fn open(data: &Path) -> anyhow::Result<Ops> {
     let config = Config::load(None)?;
-    Ops::open(data, config).map_err(failure)
+    Ok(Ops::open(data, config)?)
 }
 
 pub fn run_import(data: &Path, command: ImportCommand) -> anyhow::Result<ExitCode> {
@@ -82,8 +78,7 @@ pub fn run_import(data: &Path, command: ImportCommand) -> anyhow::Result<ExitCod
         ImportCommand::Maildir { dir, account } => {
             ops.import_maildir(&MaildirImport { dir, account }, &progress)
         }
-    }
-    .map_err(failure)?;
+    }?;
     for skipped in &report.skipped {
         println!("skipped {skipped}");
     }
@@ -125,8 +120,7 @@ pub fn run_export(data: &Path, command: ExportCommand) -> anyhow::Result<ExitCod
             },
             &progress,
         ),
-    }
-    .map_err(failure)?;
+    }?;
     for note in &report.notes {
         println!("{note}");
     }
@@ -135,26 +129,4 @@ pub fn run_export(data: &Path, command: ExportCommand) -> anyhow::Result<ExitCod
         eprintln!("tegami: cannot write log/import.log: {e}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes a file whole or not at all, for `newsletter.rs` until it calls
-/// `ops::files::replace_file` itself: its writer's error comes back as it was, under
-/// "cannot write FILE", as before.
-pub(crate) fn replace_file<T>(
-    file: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let mut failed = None;
-    let result = ops::files::replace_file(file, |out| {
-        write(out).map_err(|e| {
-            let text = format!("{e:#}");
-            failed = Some(e);
-            ops::Error::failed(text)
-        })
-    });
-    match (result, failed) {
-        (Ok(value), _) => Ok(value),
-        (Err(_), Some(e)) => Err(e.context(format!("cannot write {}", file.display()))),
-        (Err(e), None) => Err(failure(e)),
-    }
 }
