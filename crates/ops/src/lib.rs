@@ -9,12 +9,14 @@
 //! free functions taking the data directory and the config.
 
 pub mod alerts;
+pub mod archive;
 pub mod check;
 pub mod config;
 pub mod directory;
 pub mod doctor;
 pub mod error;
 pub mod files;
+pub mod mailbox_io;
 pub mod maint;
 pub mod newsletter;
 pub mod plan;
