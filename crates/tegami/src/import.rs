@@ -52,15 +52,12 @@ pub enum ExportCommand {
     },
 }
 
-/// Import and export take nothing from the config file (they never have): the defaults
-/// give the store the same settings a bare open gave it.
-fn open(data: &Path) -> anyhow::Result<Ops> {
-    let config = Config::load(None)?;
-    Ok(Ops::open(data, config)?)
-}
-
-pub fn run_import(data: &Path, command: ImportCommand) -> anyhow::Result<ExitCode> {
-    let ops = open(data)?;
+pub fn run_import(
+    data: &Path,
+    config: &Config,
+    command: ImportCommand,
+) -> anyhow::Result<ExitCode> {
+    let ops = Ops::open(data, config.clone())?;
     let progress = crate::progress::terminal();
     let report = match command {
         ImportCommand::Mbox {
@@ -92,8 +89,12 @@ pub fn run_import(data: &Path, command: ImportCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_export(data: &Path, command: ExportCommand) -> anyhow::Result<ExitCode> {
-    let ops = open(data)?;
+pub fn run_export(
+    data: &Path,
+    config: &Config,
+    command: ExportCommand,
+) -> anyhow::Result<ExitCode> {
+    let ops = Ops::open(data, config.clone())?;
     let progress = crate::progress::terminal();
     let report = match command {
         ExportCommand::Mbox {

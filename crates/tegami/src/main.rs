@@ -237,11 +237,11 @@ fn main() -> ExitCode {
         }
         Command::Import(command) => {
             logging::init_stderr("warn");
-            import::run_import(&cli.data, command)
+            import::run_import(&cli.data, &config, command)
         }
         Command::Export(command) => {
             logging::init_stderr("warn");
-            import::run_export(&cli.data, command)
+            import::run_export(&cli.data, &config, command)
         }
         Command::Archive(command) => {
             logging::init_stderr("warn");
