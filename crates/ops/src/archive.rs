@@ -424,7 +424,7 @@ impl Ops {
 
 /// Applies every retention rule: mail older than the rule's days leaves that mailbox in every
 /// account. Each rule's line is appended to `log/retention.log` unless it is a dry run.
-pub fn retention(
+fn retention(
     store: &SqliteStore,
     data: &Path,
     config: &Config,
@@ -463,12 +463,7 @@ pub fn retention(
 
 /// Runs the automatic archiving rules that are due (a rule is due when no archive it made
 /// is younger than its `every_days`); returns what each did, one line each, as logged.
-pub fn auto(
-    store: &SqliteStore,
-    data: &Path,
-    config: &Config,
-    clock: &Clock,
-) -> Result<Vec<String>> {
+fn auto(store: &SqliteStore, data: &Path, config: &Config, clock: &Clock) -> Result<Vec<String>> {
     let now = clock.now();
     let mut lines = Vec::new();
     let archives: Vec<ArchiveInfo> = store
@@ -548,13 +543,7 @@ pub fn auto(
 /// day (at start, and early each day) the retention rules and the automatic archiving
 /// rules that are due. Each runs on a blocking thread; failures are logged and tried again
 /// at the next turn.
-pub async fn housekeeping(
-    store: Arc<SqliteStore>,
-    data: PathBuf,
-    config: Config,
-    clock: Clock,
-    mut stop: net::Shutdown,
-) {
+pub async fn housekeeping(ops: Arc<Ops>, mut stop: net::Shutdown) {
     let blocking = |f: Box<dyn FnOnce() -> Result<()> + Send>| async move {
         match tokio::task::spawn_blocking(f).await {
             Ok(Ok(())) => {}
@@ -563,21 +552,22 @@ pub async fn housekeeping(
         }
     };
     {
-        let (store, data, clock) = (store.clone(), data.clone(), clock.clone());
+        let ops = ops.clone();
         blocking(Box::new(move || {
-            for report in store.archive_resume(&|_, _, _| {})? {
-                log_report(&data, &clock, &report, "resumed at start");
+            for report in ops.sqlite().archive_resume(&|_, _, _| {})? {
+                log_report(ops.data(), ops.clock(), &report, "resumed at start");
             }
             Ok(())
         }))
         .await;
     }
+    let config = ops.config();
     if config.retention.is_empty() && config.archive.auto.is_empty() {
         return;
     }
     let mut done_on = None;
     loop {
-        let today = clock.now().date();
+        let today = ops.clock().now().date();
         if done_on == Some(today) {
             if !stop
                 .pause(tokio::time::sleep(std::time::Duration::from_secs(600)))
@@ -589,10 +579,9 @@ pub async fn housekeeping(
         }
         done_on = Some(today);
         if !config.retention.is_empty() {
-            let (store, data, config, clock) =
-                (store.clone(), data.clone(), config.clone(), clock.clone());
+            let ops = ops.clone();
             blocking(Box::new(move || {
-                for rule in retention(&store, &data, &config, &clock, false)?.rules {
+                for rule in ops.retention_run(false)?.rules {
                     tracing::info!("{}", rule.line);
                 }
                 Ok(())
@@ -603,10 +592,9 @@ pub async fn housekeeping(
             return;
         }
         if !config.archive.auto.is_empty() {
-            let (store, data, config, clock) =
-                (store.clone(), data.clone(), config.clone(), clock.clone());
+            let ops = ops.clone();
             blocking(Box::new(move || {
-                for line in auto(&store, &data, &config, &clock)? {
+                for line in ops.archive_auto()? {
                     tracing::info!("{line}");
                 }
                 Ok(())

@@ -4,13 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Subcommand;
-use gate::Clock;
 use ops::Ops;
 use ops::archive::{CreateRequest, ExportFormat, ExportRequest, SearchRequest};
-use store::{SqliteStore, human_bytes};
+use store::human_bytes;
 
 use ops::config::Config;
 
@@ -245,17 +243,6 @@ pub fn run_retention(
         println!("{}", rule.line);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The server's housekeeping service (see `ops::archive::housekeeping`).
-pub async fn housekeeping(
-    store: Arc<SqliteStore>,
-    data: PathBuf,
-    config: Config,
-    clock: Clock,
-    stop: net::Shutdown,
-) {
-    ops::archive::housekeeping(store, data, config, clock, stop).await
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

@@ -136,7 +136,7 @@ async fn serve(
     // Ops::open chooses and opens the backend, recovering after a crash first.
     let ops = {
         let (dir, config) = (data.to_path_buf(), config.clone());
-        tokio::task::spawn_blocking(move || Ops::open(&dir, config)).await??
+        Arc::new(tokio::task::spawn_blocking(move || Ops::open(&dir, config)).await??)
     };
     if let Some(problem) = ops.postmaster_problem() {
         warn!("{problem}");
@@ -447,13 +447,7 @@ async fn serve(
         services.start("alerts", |stop| crate::alerts::run(alerts, stop));
     }
     services.start("housekeeping", |stop| {
-        crate::archive::housekeeping(
-            sqlite,
-            data.to_path_buf(),
-            config.clone(),
-            clock.clone(),
-            stop,
-        )
+        ::ops::archive::housekeeping(ops.clone(), stop)
     });
     // ACME: HTTP-01 answered on the HTTP listener; the service starts once that serves.
     let acme = config
