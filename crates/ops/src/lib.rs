@@ -8,10 +8,12 @@
 //! need no open store (doctor, restore, verifying a backup, the planner without a store) are
 //! free functions taking the data directory and the config.
 
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod files;
 pub mod progress;
+pub mod schedule;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
