@@ -8,7 +8,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ops::progress::{Progress, Reporter, Unit};
 
 /// A reporter for a manual run: bars on a terminal, silence elsewhere.
-#[allow(dead_code, reason = "the faces take it up as their operations move into ops")]
 pub fn terminal() -> Reporter {
     if std::io::stderr().is_terminal() {
         Arc::new(Bars(Mutex::new(None)))
