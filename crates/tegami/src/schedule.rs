@@ -20,7 +20,7 @@ use gate::maint::hhmm;
 use gate::{Clock, Gate};
 use net::Shutdown;
 use ops::config::{BackupConfig, Schedule};
-use ops::schedule::{self as plan, Daily, until_next_minute};
+use ops::schedule::{Daily, until_next_minute};
 use store::Store;
 use tracing::{error, info, warn};
 
@@ -86,14 +86,14 @@ async fn run_once(
     clock: &Clock,
     check_at: u16,
 ) {
-    if let Some(reason) = plan::check_skipped(data, clock, check_at) {
+    if let Some(reason) = ops::schedule::check_skipped(data, clock, check_at) {
         warn!(%reason, "scheduled check skipped");
         return;
     }
     // The manual's behaviour, on request: maintenance mode for the length of the run.
     let set_maintenance = schedule.maintenance_during_check;
     if set_maintenance {
-        match plan::check_maintenance_set(data, clock) {
+        match ops::schedule::check_maintenance_set(data, clock) {
             // Start only once sessions are turned away, or the check is not "during" anything.
             Ok(()) => {
                 if tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(true))
@@ -131,7 +131,7 @@ async fn run_once(
     }
     if set_maintenance {
         // Lift only what we set: an operator may have taken over maintenance meanwhile.
-        match plan::check_maintenance_lift(data) {
+        match ops::schedule::check_maintenance_lift(data) {
             Ok(true) => {
                 let _ = tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(false)).await;
             }
@@ -156,7 +156,7 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock, mut stop: 
     );
     let (dir, start_clock, start_settings) = (data.clone(), clock.clone(), settings.clone());
     if let Ok(Some(missed)) = tokio::task::spawn_blocking(move || {
-        plan::backup_missed_at_start(&dir, &start_settings, &start_clock)
+        ops::schedule::backup_missed_at_start(&dir, &start_settings, &start_clock)
     })
     .await
     {
@@ -167,8 +167,10 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock, mut stop: 
         let now = clock.now();
         if daily.due(&now) {
             let (data, clock, settings) = (data.clone(), clock.clone(), settings.clone());
-            let result =
-                tokio::task::spawn_blocking(move || plan::backup(&data, &settings, &clock)).await;
+            let result = tokio::task::spawn_blocking(move || {
+                ops::schedule::backup(&data, &settings, &clock)
+            })
+            .await;
             match result {
                 Ok(Ok(created)) => match created.damage() {
                     Some(damage) => error!(
