@@ -243,6 +243,44 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_older_than_the_last_due_one_was_missed() {
+        use crate::backup::tests::plant;
+        use store::backup::Trigger::{PreMigration, Scheduled};
+        let root = tempfile::tempdir().unwrap();
+        let unix = |text: &str| at(text).timestamp().as_second();
+        plant(
+            root.path(),
+            "yesterday",
+            unix("2026-11-22T03:00:00"),
+            Scheduled,
+        );
+        // The store's own backup before a migration is not the schedule's.
+        plant(
+            root.path(),
+            "pre",
+            unix("2026-11-23T02:00:00"),
+            PreMigration,
+        );
+        let missed = missed_backup(root.path(), &at("2026-11-23T12:00:00"), 3 * 60).unwrap();
+        assert_eq!(
+            missed.to_string(),
+            "the scheduled backup due at 2026-11-23 03:00 did not happen; the newest backup, \
+             yesterday, is from 2026-11-22 03:00"
+        );
+        // Within the hour after it was due, yesterday's is the one that counts.
+        assert_eq!(
+            missed_backup(root.path(), &at("2026-11-23T03:30:00"), 3 * 60),
+            None
+        );
+        // Stamped a few seconds after it was due: taken, not missed.
+        plant(root.path(), "today", unix("2026-11-23T03:00:20"), Scheduled);
+        assert_eq!(
+            missed_backup(root.path(), &at("2026-11-23T12:00:00"), 3 * 60),
+            None
+        );
+    }
+
+    #[test]
     fn no_backup_at_all_was_not_missed() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(

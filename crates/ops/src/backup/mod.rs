@@ -277,3 +277,64 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A manifest with the fields retention and the schedule look at; the rest zero.
+    pub(crate) fn manifest(id: &str, created: i64, trigger: stored::Trigger) -> Manifest {
+        Manifest {
+            format: stored::FORMAT,
+            id: id.into(),
+            trigger,
+            tegami_version: "0".into(),
+            schema_version: 2,
+            created_unix: created,
+            source: String::new(),
+            host: String::new(),
+            owner_uid: 0,
+            owner_gid: 0,
+            dir_mode: 0o700,
+            file_mode: 0o600,
+            accounts: 0,
+            messages: 0,
+            blobs: 0,
+            blob_bytes: 0,
+            database_bytes: 0,
+            files: 0,
+            bytes: 0,
+            blobs_linked: 0,
+            blobs_copied: 0,
+            bytes_copied: 0,
+            damaged: 0,
+            snapshots: 1,
+            archives: Some(Vec::new()),
+            checked: None,
+            secrets: None,
+            seconds: 0.0,
+            sums_sha256: String::new(),
+        }
+    }
+
+    /// A finished backup in `root` as `list` finds it: a directory with its manifest.
+    pub(crate) fn plant(root: &Path, id: &str, created: i64, trigger: stored::Trigger) {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("manifest.toml"),
+            manifest(id, created, trigger).to_toml(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_newest_backup_is_never_a_pre_migration_one() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(newest(root.path()).is_none());
+        plant(root.path(), "old", 1_000, stored::Trigger::Scheduled);
+        plant(root.path(), "mine", 2_000, stored::Trigger::Manual);
+        plant(root.path(), "pre", 3_000, stored::Trigger::PreMigration);
+        assert_eq!(newest(root.path()).unwrap().id, "mine");
+    }
+}

@@ -223,45 +223,13 @@ pub fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::backup::Manifest;
 
     fn entry(id: &str, created: i64, trigger: stored::Trigger, verified: Option<bool>) -> Entry {
-        let manifest = Manifest {
-            format: stored::FORMAT,
-            id: id.into(),
-            trigger,
-            tegami_version: "0".into(),
-            schema_version: 2,
-            created_unix: created,
-            source: String::new(),
-            host: String::new(),
-            owner_uid: 0,
-            owner_gid: 0,
-            dir_mode: 0o700,
-            file_mode: 0o600,
-            accounts: 0,
-            messages: 0,
-            blobs: 0,
-            blob_bytes: 0,
-            database_bytes: 0,
-            files: 0,
-            bytes: 0,
-            blobs_linked: 0,
-            blobs_copied: 0,
-            bytes_copied: 0,
-            damaged: 0,
-            snapshots: 1,
-            archives: Some(Vec::new()),
-            checked: None,
-            secrets: None,
-            seconds: 0.0,
-            sums_sha256: String::new(),
-        };
         Entry {
             id: id.into(),
             path: PathBuf::from(id),
             state: EntryState::Complete {
-                manifest: Box::new(manifest),
+                manifest: Box::new(super::super::tests::manifest(id, created, trigger)),
                 verified: verified.map(|ok| stored::Verified {
                     at_unix: created,
                     ok,
