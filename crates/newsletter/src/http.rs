@@ -1,6 +1,7 @@
 //! The newsletter's HTTP routes, merged by the binary into the HTTP listener: the public
 //! subscribe form, confirmation, unsubscribe (RFC 8058 one-click), click redirects, the
-//! open-tracking pixel, and JSON for the admin: reads, and the same changes the CLI makes.
+//! open-tracking pixel, and JSON for the admin: reads, and the same changes the CLI makes,
+//! through the same rules (`admin.rs`).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,10 +12,13 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{
-    CampaignAction, CampaignId, CampaignState, HistoryRef, NewCampaign, NewStep, NewSubscriber,
-    Newsletters, Outcome, SequenceId, StoreError, SubscriberId, SubscriberStatus,
+    CampaignId, HistoryRef, NewStep, NewSubscriber, Newsletters, Outcome, SequenceId, StoreError,
+    SubscriberId, SubscriberStatus,
 };
 
+use crate::admin::{
+    self, AdminError, CampaignRequest, NewList, SequenceRequest, SubscriberRequest, SubscriberView,
+};
 use crate::engine::{Engine, about_of};
 use crate::template::escape_html;
 use crate::token::Token;
@@ -101,32 +105,30 @@ fn json_response(status: StatusCode, value: Value) -> Response {
         .into_response()
 }
 
-fn json_result(result: Option<Result<Value, StoreError>>) -> Response {
+fn json_result(result: Option<Result<Value, AdminError>>) -> Response {
     json_result_with(StatusCode::OK, result)
 }
 
-/// Like [`json_result`], answering `status` on success: 201 for what was created.
-fn json_result_with(status: StatusCode, result: Option<Result<Value, StoreError>>) -> Response {
+/// Like [`json_result`], answering `status` on success: 201 for what was created. A broken
+/// rule is 400, an unknown name 404, a taken name or a refused state change 409.
+fn json_result_with(status: StatusCode, result: Option<Result<Value, AdminError>>) -> Response {
+    let error =
+        |status: StatusCode, message: String| json_response(status, json!({ "error": message }));
     match result {
         Some(Ok(v)) => json_response(status, v),
-        Some(Err(StoreError::NotFound { what })) => json_response(
-            StatusCode::NOT_FOUND,
-            json!({ "error": format!("{what} not found") }),
-        ),
-        Some(Err(e @ StoreError::AlreadyExists { .. })) => {
-            json_response(StatusCode::CONFLICT, json!({ "error": e.to_string() }))
+        Some(Err(AdminError::Store(StoreError::NotFound { what }))) => {
+            error(StatusCode::NOT_FOUND, format!("{what} not found"))
         }
-        Some(Err(StoreError::Invalid(e))) => {
-            json_response(StatusCode::BAD_REQUEST, json!({ "error": e }))
+        Some(Err(AdminError::Store(e @ StoreError::AlreadyExists { .. }))) => {
+            error(StatusCode::CONFLICT, e.to_string())
         }
-        Some(Err(e)) => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": e.to_string() }),
-        ),
-        None => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ "error": "internal error" }),
-        ),
+        Some(Err(e @ AdminError::Refused(_))) => error(StatusCode::CONFLICT, e.to_string()),
+        Some(Err(AdminError::Store(StoreError::Invalid(e)))) => error(StatusCode::BAD_REQUEST, e),
+        Some(Err(e @ (AdminError::Invalid { .. } | AdminError::Unreadable(_)))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()),
     }
 }
 
@@ -340,11 +342,8 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
             Err(StoreError::NotFound { .. }) => return Ok(Subscribed::UnknownList),
             Err(e) => return Err(e),
         };
-        let status = if list.double_opt_in {
-            SubscriberStatus::Unconfirmed
-        } else {
-            SubscriberStatus::Active
-        };
+        // The form's caller vouches for nothing: a double opt-in list asks for a confirmation.
+        let status = admin::added_status(&list, false);
         let added = store.subscriber_add(
             list.id,
             NewSubscriber {
@@ -604,21 +603,7 @@ async fn open(State(engine): State<Engine>, Path(token): Path<String>) -> Respon
 async fn api_lists(State(engine): State<Engine>) -> Response {
     json_result(
         blocking(&engine, |engine| {
-            let store = &engine.inner.store;
-            let mut out = Vec::new();
-            for l in store.lists()? {
-                let counts = store.subscriber_counts(l.id)?;
-                out.push(json!({
-                    "id": l.id.0,
-                    "name": l.name,
-                    "from_address": l.from_address,
-                    "from_name": l.from_name,
-                    "double_opt_in": l.double_opt_in,
-                    "created": l.created,
-                    "subscribers": counts,
-                }));
-            }
-            Ok(Value::Array(out))
+            Ok(serde_json::to_value(admin::lists(newsletters(engine))?).expect("lists serialise"))
         })
         .await,
     )
@@ -649,22 +634,7 @@ async fn api_subscribers(
             let next = (rows.len() == limit)
                 .then(|| rows.last().map(|s| s.id.0))
                 .flatten();
-            let rows: Vec<Value> = rows
-                .into_iter()
-                .map(|s| {
-                    json!({
-                        "id": s.id.0,
-                        "email": s.email,
-                        "name": s.name,
-                        "attributes": s.attributes,
-                        "status": s.status.as_str(),
-                        "created": s.created,
-                        "confirmed": s.confirmed,
-                        "hard_bounces": s.hard_bounces,
-                        "soft_bounces": s.soft_bounces,
-                    })
-                })
-                .collect();
+            let rows: Vec<SubscriberView> = rows.into_iter().map(SubscriberView::from).collect();
             Ok(json!({ "subscribers": rows, "next_after": next }))
         })
         .await,
@@ -712,16 +682,12 @@ async fn api_campaign(State(engine): State<Engine>, Path(id): Path<String>) -> R
         blocking(&engine, move |engine| {
             let store = &engine.inner.store;
             let c = store.campaign(CampaignId(id))?;
-            let about = HistoryRef::Campaign(c.id);
-            let mut totals = serde_json::Map::new();
-            for outcome in Outcome::ALL {
-                totals.insert(outcome.as_str().into(), store.count(about, outcome)?.into());
-            }
+            let totals = admin::campaign_totals(newsletters(engine), c.id)?;
             let mut v = campaign_json(&c);
             v["text"] = c.text.clone().into();
             v["html"] = c.html.clone().into();
-            v["totals"] = Value::Object(totals);
-            v["links"] = store.links(about)?.into();
+            v["totals"] = json!(totals);
+            v["links"] = store.links(HistoryRef::Campaign(c.id))?.into();
             Ok(v)
         })
         .await,
@@ -786,6 +752,11 @@ fn parse_id(id: &str, what: &str) -> Result<i64, Box<Response>> {
     })
 }
 
+/// The store as the admin rules take it.
+fn newsletters(engine: &Engine) -> &dyn Newsletters {
+    engine.inner.store.as_ref()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListAdd {
@@ -802,19 +773,16 @@ async fn api_list_add(State(engine): State<Engine>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    if req.name.trim().is_empty() || req.from_address.trim().is_empty() {
-        return bad_request("name and from_address must not be empty");
-    }
+    let list = NewList {
+        name: req.name,
+        from_address: req.from_address,
+        from_name: req.from_name,
+        double_opt_in: req.double_opt_in,
+    };
     json_result_with(
         StatusCode::CREATED,
         blocking(&engine, move |engine| {
-            let id = engine.inner.store.list_add(
-                &req.name,
-                &req.from_address,
-                &req.from_name,
-                req.double_opt_in,
-                engine.now(),
-            )?;
+            let id = admin::list_add(newsletters(engine), &list, engine.now())?;
             Ok(json!({ "id": id.0 }))
         })
         .await,
@@ -852,27 +820,17 @@ async fn api_subscriber_add(
         Ok(r) => r,
         Err(r) => return *r,
     };
+    let request = SubscriberRequest {
+        email: req.email,
+        name: req.name,
+        attributes: req.attributes,
+        confirmed: req.confirmed,
+    };
     json_result_with(
         StatusCode::CREATED,
         blocking(&engine, move |engine| {
-            let store = &engine.inner.store;
-            let list = store.list(&list)?;
-            // As the CLI: active when confirmed by the caller or the list has no double opt-in.
-            let status = if req.confirmed || !list.double_opt_in {
-                SubscriberStatus::Active
-            } else {
-                SubscriberStatus::Unconfirmed
-            };
-            let id = store.subscriber_add(
-                list.id,
-                NewSubscriber {
-                    email: req.email,
-                    name: req.name,
-                    attributes: req.attributes,
-                    status,
-                },
-                engine.now(),
-            )?;
+            let (id, status) =
+                admin::subscriber_add(newsletters(engine), &list, request, engine.now())?;
             Ok(json!({ "id": id.0, "status": status.as_str() }))
         })
         .await,
@@ -885,10 +843,7 @@ async fn api_subscriber_remove(
 ) -> Response {
     json_result(
         blocking(&engine, move |engine| {
-            let store = &engine.inner.store;
-            let list = store.list(&list)?;
-            let s = store.subscriber_by_email(list.id, &email)?;
-            store.subscriber_remove(s.id)?;
+            let (_, s) = admin::subscriber_remove(newsletters(engine), &list, &email)?;
             Ok(json!({ "id": s.id.0, "removed": s.email }))
         })
         .await,
@@ -901,15 +856,8 @@ async fn api_subscriber_unsubscribe(
 ) -> Response {
     json_result(
         blocking(&engine, move |engine| {
-            let store = &engine.inner.store;
-            let list = store.list(&list)?;
-            let s = store.subscriber_by_email(list.id, &email)?;
-            store.subscriber_set_status(
-                s.id,
-                SubscriberStatus::Unsubscribed,
-                None,
-                engine.now(),
-            )?;
+            let (_, s) =
+                admin::subscriber_unsubscribe(newsletters(engine), &list, &email, engine.now())?;
             Ok(json!({ "id": s.id.0, "status": SubscriberStatus::Unsubscribed.as_str() }))
         })
         .await,
@@ -933,72 +881,47 @@ async fn api_campaign_add(State(engine): State<Engine>, body: Bytes) -> Response
         Ok(r) => r,
         Err(r) => return *r,
     };
+    let request = CampaignRequest {
+        list: req.list,
+        subject: req.subject,
+        text: req.text,
+        html: req.html,
+        send_at: req.send_at,
+        rate_per_second: req.rate_per_second,
+        rate_per_domain: req.rate_per_domain,
+    };
     json_result_with(
         StatusCode::CREATED,
         blocking(&engine, move |engine| {
-            let store = &engine.inner.store;
-            let now = engine.now();
-            let list = store.list(&req.list)?;
-            let id = store.campaign_add(NewCampaign {
-                list: list.id,
-                subject: req.subject,
-                text: req.text,
-                html: req.html,
-                send_at: req.send_at.unwrap_or(now),
-                state: CampaignState::Scheduled,
-                rate_per_second: req
-                    .rate_per_second
-                    .unwrap_or(engine.config().rate_per_second),
-                rate_per_domain: req.rate_per_domain.unwrap_or(0),
-                created: now,
-            })?;
+            let default_rate = engine.config().rate_per_second;
+            let id = admin::campaign_add(newsletters(engine), request, default_rate, engine.now())?;
             Ok(json!({ "id": id.0 }))
         })
         .await,
     )
 }
 
-enum StateChange {
-    Done(Value),
-    Refused(String),
-}
-
 async fn api_campaign_state(
     State(engine): State<Engine>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    let action = match action.as_str() {
-        "pause" => CampaignAction::Pause,
-        "resume" => CampaignAction::Resume,
-        "cancel" => CampaignAction::Cancel,
-        _ => {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                json!({ "error": format!("no such action {action:?}") }),
-            );
-        }
+    let Some(action) = admin::campaign_action(&action) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("no such action {action:?}") }),
+        );
     };
     let id = match parse_id(&id, "campaign") {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let result = blocking(&engine, move |engine| -> Result<StateChange, StoreError> {
-        let id = CampaignId(id);
-        let transition = engine.inner.store.campaign_apply(id, action)?;
-        Ok(match transition.refusal(id, action) {
-            Some(refused) => StateChange::Refused(refused),
-            None => StateChange::Done(json!({ "id": id.0, "state": action.target().as_str() })),
+    json_result(
+        blocking(&engine, move |engine| {
+            let state = admin::campaign_apply(newsletters(engine), CampaignId(id), action)?;
+            Ok(json!({ "id": id, "state": state.as_str() }))
         })
-    })
-    .await;
-    match result {
-        Some(Ok(StateChange::Refused(e))) => {
-            json_response(StatusCode::CONFLICT, json!({ "error": e }))
-        }
-        Some(Ok(StateChange::Done(v))) => json_response(StatusCode::OK, v),
-        Some(Err(e)) => json_result(Some(Err(e))),
-        None => json_result(None),
-    }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -1016,18 +939,16 @@ async fn api_sequence_add(State(engine): State<Engine>, body: Bytes) -> Response
         Ok(r) => r,
         Err(r) => return *r,
     };
+    let request = SequenceRequest {
+        list: req.list,
+        name: req.name,
+        time_zone: req.time_zone,
+        join_existing: req.join_existing,
+    };
     json_result_with(
         StatusCode::CREATED,
         blocking(&engine, move |engine| {
-            let store = &engine.inner.store;
-            let list = store.list(&req.list)?;
-            let id = store.sequence_add(
-                list.id,
-                &req.name,
-                req.time_zone.as_deref().unwrap_or("UTC"),
-                req.join_existing,
-                engine.now(),
-            )?;
+            let id = admin::sequence_add(newsletters(engine), &request, engine.now())?;
             Ok(json!({ "id": id.0 }))
         })
         .await,
@@ -1057,22 +978,17 @@ async fn api_step_add(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    if req.send_minute >= 1440 {
-        return bad_request("send_minute must be below 1440 (minutes after midnight)");
-    }
+    let step = NewStep {
+        days_after: req.days_after,
+        send_minute: req.send_minute,
+        subject: req.subject,
+        text: req.text,
+        html: req.html,
+    };
     json_result_with(
         StatusCode::CREATED,
         blocking(&engine, move |engine| {
-            let step = engine.inner.store.step_add(
-                SequenceId(id),
-                NewStep {
-                    days_after: req.days_after,
-                    send_minute: req.send_minute,
-                    subject: req.subject,
-                    text: req.text,
-                    html: req.html,
-                },
-            )?;
+            let step = admin::step_add(newsletters(engine), SequenceId(id), step)?;
             Ok(json!({ "id": step.0 }))
         })
         .await,

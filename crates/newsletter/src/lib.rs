@@ -12,6 +12,7 @@ pub use message::{Letter, build_message, quoted_printable, rfc5322_date};
 pub use template::{Tracked, Vars, add_open_pixel, escape_html, render, track_links};
 pub use token::{Keys, Origin, Token};
 
+pub mod admin;
 mod engine;
 mod http;
 

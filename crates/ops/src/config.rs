@@ -779,78 +779,9 @@ impl Config {
     }
 
     pub fn resolve(raw: RawConfig) -> Result<Config> {
-        let positive = |name: &str, value: u64| -> Result<u64> {
-            if value == 0 {
-                bail!("{name} must be greater than zero");
-            }
-            Ok(value)
-        };
-        let smtp = SmtpListener {
-            listen: raw
-                .smtp
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:2525".parse().unwrap()),
-            max_message_size: positive(
-                "smtp.max_message_size",
-                raw.smtp.max_message_size.unwrap_or(25 << 20),
-            )?,
-            max_recipients: positive(
-                "smtp.max_recipients",
-                raw.smtp.max_recipients.unwrap_or(100) as u64,
-            )? as usize,
-            max_line_length: raw.smtp.max_line_length.unwrap_or(2048).max(512),
-            command_timeout: Duration::from_secs(positive(
-                "smtp.command_timeout_secs",
-                raw.smtp.command_timeout_secs.unwrap_or(300),
-            )?),
-            data_timeout: Duration::from_secs(positive(
-                "smtp.data_timeout_secs",
-                raw.smtp.data_timeout_secs.unwrap_or(600),
-            )?),
-            max_connections: positive(
-                "smtp.max_connections",
-                raw.smtp.max_connections.unwrap_or(200) as u64,
-            )? as usize,
-            max_errors: raw.smtp.max_errors.unwrap_or(20).max(1),
-        };
-        let pop3 = Pop3Listener {
-            listen: raw
-                .pop3
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:2110".parse().unwrap()),
-            tls_listen: raw.pop3.tls_listen,
-            max_connections: positive(
-                "pop3.max_connections",
-                raw.pop3.max_connections.unwrap_or(200) as u64,
-            )? as usize,
-            command_timeout: Duration::from_secs(positive(
-                "pop3.command_timeout_secs",
-                // RFC 1939 asks for an inactivity timer of at least ten minutes.
-                raw.pop3.command_timeout_secs.unwrap_or(600),
-            )?),
-            allow_plaintext_auth: raw.pop3.allow_plaintext_auth.unwrap_or(false),
-        };
-        let imap = ImapListener {
-            listen: raw
-                .imap
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:2143".parse().unwrap()),
-            tls_listen: raw.imap.tls_listen,
-            max_connections: positive(
-                "imap.max_connections",
-                raw.imap.max_connections.unwrap_or(500) as u64,
-            )? as usize,
-            max_connections_per_account: positive(
-                "imap.max_connections_per_account",
-                raw.imap.max_connections_per_account.unwrap_or(20) as u64,
-            )? as usize,
-            command_timeout: Duration::from_secs(positive(
-                "imap.command_timeout_secs",
-                // RFC 3501 §5.4: an idle client gets at least 30 minutes.
-                raw.imap.command_timeout_secs.unwrap_or(30 * 60),
-            )?),
-            allow_plaintext_auth: raw.imap.allow_plaintext_auth.unwrap_or(false),
-        };
+        let smtp = resolve_smtp(raw.smtp)?;
+        let pop3 = resolve_pop3(raw.pop3)?;
+        let imap = resolve_imap(raw.imap)?;
         let log = LogConfig {
             level: log_level(raw.log.level.unwrap_or_else(|| "info".into()))?,
             max_file_bytes: raw.log.max_file_bytes.unwrap_or(10 << 20).max(4096),
@@ -866,217 +797,17 @@ impl Config {
             // The manual's floor: below 10 MB nothing is written.
             hard_floor: raw.disk.hard_floor_bytes.unwrap_or(10 << 20).min(min_free),
         };
-        let check_at = match raw.maintenance.check_at.as_deref() {
-            None => None,
-            Some(text) => {
-                let minute = gate::maint::parse_minutes(text).with_context(|| {
-                    format!("maintenance.check_at = {text:?} is not a time (HH:MM)")
-                })?;
-                if minute % 10 != 0 {
-                    bail!(
-                        "maintenance.check_at = {text:?} must fall on a ten-minute step (00, 10, ... 50)"
-                    );
-                }
-                Some(minute)
-            }
-        };
-        let backup_at = match raw.backup.at.as_deref() {
-            None => None,
-            Some(text) => Some(
-                gate::maint::parse_minutes(text)
-                    .with_context(|| format!("backup.at = {text:?} is not a time (HH:MM)"))?,
-            ),
-        };
-        let schedule = Schedule {
-            check_at,
-            maintenance_during_check: raw.maintenance.maintenance_during_check.unwrap_or(false),
-            backup: BackupConfig {
-                at: backup_at,
-                dir: raw.backup.dir,
-                keep_daily: raw.backup.keep_daily.unwrap_or(7),
-                keep_weekly: raw.backup.keep_weekly.unwrap_or(4),
-                verify: raw.backup.verify.unwrap_or(true),
-                config_file: None,
-            },
-        };
-        let wal = WalConfig {
-            cap_bytes: positive("wal.cap_bytes", raw.wal.cap_bytes.unwrap_or(64 << 20))?,
-            check_interval: Duration::from_millis(positive(
-                "wal.check_interval_ms",
-                raw.wal.check_interval_ms.unwrap_or(250),
-            )?),
-            patience: Duration::from_millis(positive(
-                "wal.checkpoint_patience_ms",
-                raw.wal.checkpoint_patience_ms.unwrap_or(5000),
-            )?),
-        };
-        let stats = StatsConfig {
-            keep_days: positive(
-                "stats.keep_days",
-                u64::from(raw.stats.keep_days.unwrap_or(400)),
-            )? as u32,
-            flush_interval: Duration::from_secs(positive(
-                "stats.flush_interval_secs",
-                raw.stats.flush_interval_secs.unwrap_or(60),
-            )?),
-        };
-        let mut levels = raw
-            .alerts
-            .free_percent_levels
-            .unwrap_or_else(|| vec![20.0, 10.0, 5.0]);
-        if levels.iter().any(|l| !(0.0..100.0).contains(l)) {
-            bail!("alerts.free_percent_levels must lie between 0 and 100");
-        }
-        levels.sort_by(|a, b| b.total_cmp(a));
-        if let Some(url) = &raw.alerts.webhook
-            && !url.starts_with("http://")
-        {
-            bail!(
-                "alerts.webhook = {url:?} must be an http:// URL (send it through a local relay for https)"
-            );
-        }
-        let alerts = AlertsConfig {
-            admin: raw.alerts.admin,
-            webhook: raw.alerts.webhook,
-            interval: Duration::from_secs(raw.alerts.interval_secs.unwrap_or(3600)),
-            check_interval: Duration::from_secs(positive(
-                "alerts.check_interval_secs",
-                raw.alerts.check_interval_secs.unwrap_or(60),
-            )?),
-            growth_percent: raw.alerts.growth_percent.unwrap_or(20.0).max(0.0),
-            baseline_days: positive(
-                "alerts.baseline_days",
-                u64::from(raw.alerts.baseline_days.unwrap_or(7)),
-            )? as u32,
-            free_percent_levels: levels,
-            backup_max_age: Duration::from_secs(
-                3600 * positive(
-                    "alerts.backup_max_age_hours",
-                    raw.alerts.backup_max_age_hours.unwrap_or(36),
-                )?,
-            ),
-        };
-        let imap_prefix = raw
-            .archive
-            .imap_prefix
-            .unwrap_or_else(|| store::archive::DEFAULT_PREFIX.to_string())
-            .trim_matches('/')
-            .to_string();
-        if imap_prefix.is_empty() || imap_prefix.eq_ignore_ascii_case("INBOX") {
-            bail!(
-                "archive.imap_prefix must be a mailbox name other than INBOX, such as \"Archive\""
-            );
-        }
-        let mut auto = Vec::new();
-        for rule in raw.archive.auto {
-            positive("archive.auto.older_than_days", rule.older_than_days.into())?;
-            auto.push(AutoArchive {
-                older_than_days: rule.older_than_days,
-                every_days: positive(
-                    "archive.auto.every_days",
-                    rule.every_days.unwrap_or(30).into(),
-                )? as u32,
-                account: rule.account,
-                label: rule.label.unwrap_or_else(|| "auto".into()),
-            });
-        }
-        for (mailbox, days) in &raw.retention {
-            if *days == 0 {
-                bail!("retention.{mailbox} must be at least one day");
-            }
-        }
-        let submission = SubmissionListener {
-            listen: raw
-                .submission
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:2587".parse().unwrap()),
-            tls_listen: raw.submission.tls_listen,
-            require_tls: raw.submission.require_tls.unwrap_or(true),
-            max_connections: positive(
-                "submission.max_connections",
-                raw.submission.max_connections.unwrap_or(200) as u64,
-            )? as usize,
-        };
+        let schedule = resolve_schedule(raw.maintenance, raw.backup)?;
+        let wal = resolve_wal(raw.wal)?;
+        let stats = resolve_stats(raw.stats)?;
+        let alerts = resolve_alerts(raw.alerts)?;
+        let archive = resolve_archive(raw.archive, &raw.retention)?;
+        let submission = resolve_submission(raw.submission)?;
         let queue = resolve_queue(raw.queue)?;
-        let inbound = InboundSettings {
-            checks: raw.inbound.checks.unwrap_or(true),
-            enforce: match raw.inbound.policy.as_deref() {
-                None | Some("record") => false,
-                Some("enforce") => true,
-                Some(other) => bail!(
-                    "inbound.policy = {other:?} is not a policy: use \"record\" or \"enforce\""
-                ),
-            },
-            check_loopback: raw.inbound.check_loopback.unwrap_or(false),
-        };
-        let newsletter = {
-            let n = raw.newsletter;
-            let default = newsletter::NewsletterConfig::default();
-            let base_url = n
-                .base_url
-                .unwrap_or_else(|| {
-                    format!(
-                        "http://{}",
-                        raw.http
-                            .listen
-                            .unwrap_or_else(|| "127.0.0.1:8025".parse().unwrap())
-                    )
-                })
-                .trim_end_matches('/')
-                .to_string();
-            if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
-                bail!(
-                    "newsletter.base_url = {base_url:?} must be the http:// or https:// address readers reach the HTTP listener at"
-                );
-            }
-            let verp_prefix = n.verp_prefix.unwrap_or(default.verp_prefix);
-            if verp_prefix.is_empty()
-                || !verp_prefix
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                bail!("newsletter.verp_prefix = {verp_prefix:?} must be letters, digits, - or _");
-            }
-            newsletter::NewsletterConfig {
-                base_url,
-                bounce_domain: n.bounce_domain.unwrap_or_default().to_ascii_lowercase(),
-                verp_prefix,
-                hard_bounce_limit: n.hard_bounce_limit.unwrap_or(default.hard_bounce_limit),
-                keep_days: positive(
-                    "newsletter.keep_days",
-                    n.keep_days.unwrap_or(default.keep_days).into(),
-                )? as u32,
-                track_clicks: n.track_clicks.unwrap_or(default.track_clicks),
-                track_opens: n.track_opens.unwrap_or(default.track_opens),
-                rate_per_second: n.rate_per_second.unwrap_or(default.rate_per_second),
-                poll: n
-                    .poll_secs
-                    .map(|s| Duration::from_secs(s.max(1)))
-                    .unwrap_or(default.poll),
-                confirm_interval: n
-                    .confirm_interval_secs
-                    .map(Duration::from_secs)
-                    .unwrap_or(default.confirm_interval),
-                subscribe_per_hour: positive(
-                    "newsletter.subscribe_per_hour",
-                    n.subscribe_per_hour
-                        .unwrap_or(default.subscribe_per_hour)
-                        .into(),
-                )? as u32,
-            }
-        };
+        let inbound = resolve_inbound(raw.inbound)?;
+        let newsletter = resolve_newsletter(raw.newsletter, raw.http.listen)?;
         let tls = raw.tls.map(resolve_tls).transpose()?;
-        let limits = Limits {
-            max_connections_per_address: positive(
-                "limits.max_connections_per_address",
-                raw.limits.max_connections_per_address.unwrap_or(20) as u64,
-            )? as usize,
-            login_timeout: Duration::from_secs(positive(
-                "limits.login_timeout_secs",
-                raw.limits.login_timeout_secs.unwrap_or(60),
-            )?),
-            trust_loopback: raw.limits.trust_loopback.unwrap_or(true),
-        };
+        let limits = resolve_limits(raw.limits)?;
         let acme = raw.acme.map(resolve_acme).transpose()?;
         let hostname = raw.hostname.unwrap_or_else(default_hostname);
         let server = resolve_server(raw.server, alerts.admin.as_deref())?;
@@ -1095,7 +826,7 @@ impl Config {
             queue,
             dns_servers: raw.dns.servers,
             inbound,
-            archive: ArchiveConfig { imap_prefix, auto },
+            archive,
             retention: raw.retention.into_iter().collect(),
             stats,
             alerts,
@@ -1148,6 +879,329 @@ impl Config {
             dir: Some(acme_cert_dir(data)),
         }
     }
+}
+
+/// A setting that must be greater than zero, named in the refusal.
+fn positive(name: &str, value: u64) -> Result<u64> {
+    if value == 0 {
+        bail!("{name} must be greater than zero");
+    }
+    Ok(value)
+}
+
+fn resolve_smtp(raw: RawSmtp) -> Result<SmtpListener> {
+    let smtp = SmtpListener {
+        listen: raw
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:2525".parse().unwrap()),
+        max_message_size: positive(
+            "smtp.max_message_size",
+            raw.max_message_size.unwrap_or(25 << 20),
+        )?,
+        max_recipients: positive(
+            "smtp.max_recipients",
+            raw.max_recipients.unwrap_or(100) as u64,
+        )? as usize,
+        max_line_length: raw.max_line_length.unwrap_or(2048).max(512),
+        command_timeout: Duration::from_secs(positive(
+            "smtp.command_timeout_secs",
+            raw.command_timeout_secs.unwrap_or(300),
+        )?),
+        data_timeout: Duration::from_secs(positive(
+            "smtp.data_timeout_secs",
+            raw.data_timeout_secs.unwrap_or(600),
+        )?),
+        max_connections: positive(
+            "smtp.max_connections",
+            raw.max_connections.unwrap_or(200) as u64,
+        )? as usize,
+        max_errors: raw.max_errors.unwrap_or(20).max(1),
+    };
+    Ok(smtp)
+}
+
+fn resolve_pop3(raw: RawPop3) -> Result<Pop3Listener> {
+    let pop3 = Pop3Listener {
+        listen: raw
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:2110".parse().unwrap()),
+        tls_listen: raw.tls_listen,
+        max_connections: positive(
+            "pop3.max_connections",
+            raw.max_connections.unwrap_or(200) as u64,
+        )? as usize,
+        command_timeout: Duration::from_secs(positive(
+            "pop3.command_timeout_secs",
+            // RFC 1939 asks for an inactivity timer of at least ten minutes.
+            raw.command_timeout_secs.unwrap_or(600),
+        )?),
+        allow_plaintext_auth: raw.allow_plaintext_auth.unwrap_or(false),
+    };
+    Ok(pop3)
+}
+
+fn resolve_imap(raw: RawImap) -> Result<ImapListener> {
+    let imap = ImapListener {
+        listen: raw
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:2143".parse().unwrap()),
+        tls_listen: raw.tls_listen,
+        max_connections: positive(
+            "imap.max_connections",
+            raw.max_connections.unwrap_or(500) as u64,
+        )? as usize,
+        max_connections_per_account: positive(
+            "imap.max_connections_per_account",
+            raw.max_connections_per_account.unwrap_or(20) as u64,
+        )? as usize,
+        command_timeout: Duration::from_secs(positive(
+            "imap.command_timeout_secs",
+            // RFC 3501 §5.4: an idle client gets at least 30 minutes.
+            raw.command_timeout_secs.unwrap_or(30 * 60),
+        )?),
+        allow_plaintext_auth: raw.allow_plaintext_auth.unwrap_or(false),
+    };
+    Ok(imap)
+}
+
+fn resolve_schedule(maintenance: RawMaintenance, backup: RawBackup) -> Result<Schedule> {
+    let check_at = match maintenance.check_at.as_deref() {
+        None => None,
+        Some(text) => {
+            let minute = gate::maint::parse_minutes(text).with_context(|| {
+                format!("maintenance.check_at = {text:?} is not a time (HH:MM)")
+            })?;
+            if minute % 10 != 0 {
+                bail!(
+                    "maintenance.check_at = {text:?} must fall on a ten-minute step (00, 10, ... 50)"
+                );
+            }
+            Some(minute)
+        }
+    };
+    let backup_at = match backup.at.as_deref() {
+        None => None,
+        Some(text) => Some(
+            gate::maint::parse_minutes(text)
+                .with_context(|| format!("backup.at = {text:?} is not a time (HH:MM)"))?,
+        ),
+    };
+    let schedule = Schedule {
+        check_at,
+        maintenance_during_check: maintenance.maintenance_during_check.unwrap_or(false),
+        backup: BackupConfig {
+            at: backup_at,
+            dir: backup.dir,
+            keep_daily: backup.keep_daily.unwrap_or(7),
+            keep_weekly: backup.keep_weekly.unwrap_or(4),
+            verify: backup.verify.unwrap_or(true),
+            config_file: None,
+        },
+    };
+    Ok(schedule)
+}
+
+fn resolve_wal(raw: RawWal) -> Result<WalConfig> {
+    let wal = WalConfig {
+        cap_bytes: positive("wal.cap_bytes", raw.cap_bytes.unwrap_or(64 << 20))?,
+        check_interval: Duration::from_millis(positive(
+            "wal.check_interval_ms",
+            raw.check_interval_ms.unwrap_or(250),
+        )?),
+        patience: Duration::from_millis(positive(
+            "wal.checkpoint_patience_ms",
+            raw.checkpoint_patience_ms.unwrap_or(5000),
+        )?),
+    };
+    Ok(wal)
+}
+
+fn resolve_stats(raw: RawStats) -> Result<StatsConfig> {
+    let stats = StatsConfig {
+        keep_days: positive("stats.keep_days", u64::from(raw.keep_days.unwrap_or(400)))? as u32,
+        flush_interval: Duration::from_secs(positive(
+            "stats.flush_interval_secs",
+            raw.flush_interval_secs.unwrap_or(60),
+        )?),
+    };
+    Ok(stats)
+}
+
+fn resolve_alerts(raw: RawAlerts) -> Result<AlertsConfig> {
+    let mut levels = raw
+        .free_percent_levels
+        .unwrap_or_else(|| vec![20.0, 10.0, 5.0]);
+    if levels.iter().any(|l| !(0.0..100.0).contains(l)) {
+        bail!("alerts.free_percent_levels must lie between 0 and 100");
+    }
+    levels.sort_by(|a, b| b.total_cmp(a));
+    if let Some(url) = &raw.webhook
+        && !url.starts_with("http://")
+    {
+        bail!(
+            "alerts.webhook = {url:?} must be an http:// URL (send it through a local relay for https)"
+        );
+    }
+    let alerts = AlertsConfig {
+        admin: raw.admin,
+        webhook: raw.webhook,
+        interval: Duration::from_secs(raw.interval_secs.unwrap_or(3600)),
+        check_interval: Duration::from_secs(positive(
+            "alerts.check_interval_secs",
+            raw.check_interval_secs.unwrap_or(60),
+        )?),
+        growth_percent: raw.growth_percent.unwrap_or(20.0).max(0.0),
+        baseline_days: positive(
+            "alerts.baseline_days",
+            u64::from(raw.baseline_days.unwrap_or(7)),
+        )? as u32,
+        free_percent_levels: levels,
+        backup_max_age: Duration::from_secs(
+            3600 * positive(
+                "alerts.backup_max_age_hours",
+                raw.backup_max_age_hours.unwrap_or(36),
+            )?,
+        ),
+    };
+    Ok(alerts)
+}
+
+fn resolve_archive(
+    raw: RawArchive,
+    retention: &std::collections::BTreeMap<String, u32>,
+) -> Result<ArchiveConfig> {
+    let imap_prefix = raw
+        .imap_prefix
+        .unwrap_or_else(|| store::archive::DEFAULT_PREFIX.to_string())
+        .trim_matches('/')
+        .to_string();
+    if imap_prefix.is_empty() || imap_prefix.eq_ignore_ascii_case("INBOX") {
+        bail!("archive.imap_prefix must be a mailbox name other than INBOX, such as \"Archive\"");
+    }
+    let mut auto = Vec::new();
+    for rule in raw.auto {
+        positive("archive.auto.older_than_days", rule.older_than_days.into())?;
+        auto.push(AutoArchive {
+            older_than_days: rule.older_than_days,
+            every_days: positive(
+                "archive.auto.every_days",
+                rule.every_days.unwrap_or(30).into(),
+            )? as u32,
+            account: rule.account,
+            label: rule.label.unwrap_or_else(|| "auto".into()),
+        });
+    }
+    for (mailbox, days) in retention {
+        if *days == 0 {
+            bail!("retention.{mailbox} must be at least one day");
+        }
+    }
+    Ok(ArchiveConfig { imap_prefix, auto })
+}
+
+fn resolve_submission(raw: RawSubmission) -> Result<SubmissionListener> {
+    let submission = SubmissionListener {
+        listen: raw
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:2587".parse().unwrap()),
+        tls_listen: raw.tls_listen,
+        require_tls: raw.require_tls.unwrap_or(true),
+        max_connections: positive(
+            "submission.max_connections",
+            raw.max_connections.unwrap_or(200) as u64,
+        )? as usize,
+    };
+    Ok(submission)
+}
+
+fn resolve_inbound(raw: RawInbound) -> Result<InboundSettings> {
+    let inbound = InboundSettings {
+        checks: raw.checks.unwrap_or(true),
+        enforce: match raw.policy.as_deref() {
+            None | Some("record") => false,
+            Some("enforce") => true,
+            Some(other) => {
+                bail!("inbound.policy = {other:?} is not a policy: use \"record\" or \"enforce\"")
+            }
+        },
+        check_loopback: raw.check_loopback.unwrap_or(false),
+    };
+    Ok(inbound)
+}
+
+fn resolve_newsletter(
+    n: RawNewsletter,
+    http: Option<SocketAddr>,
+) -> Result<newsletter::NewsletterConfig> {
+    let newsletter = {
+        let default = newsletter::NewsletterConfig::default();
+        let base_url = n
+            .base_url
+            .unwrap_or_else(|| {
+                format!(
+                    "http://{}",
+                    http.unwrap_or_else(|| "127.0.0.1:8025".parse().unwrap())
+                )
+            })
+            .trim_end_matches('/')
+            .to_string();
+        if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+            bail!(
+                "newsletter.base_url = {base_url:?} must be the http:// or https:// address readers reach the HTTP listener at"
+            );
+        }
+        let verp_prefix = n.verp_prefix.unwrap_or(default.verp_prefix);
+        if verp_prefix.is_empty()
+            || !verp_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!("newsletter.verp_prefix = {verp_prefix:?} must be letters, digits, - or _");
+        }
+        newsletter::NewsletterConfig {
+            base_url,
+            bounce_domain: n.bounce_domain.unwrap_or_default().to_ascii_lowercase(),
+            verp_prefix,
+            hard_bounce_limit: n.hard_bounce_limit.unwrap_or(default.hard_bounce_limit),
+            keep_days: positive(
+                "newsletter.keep_days",
+                n.keep_days.unwrap_or(default.keep_days).into(),
+            )? as u32,
+            track_clicks: n.track_clicks.unwrap_or(default.track_clicks),
+            track_opens: n.track_opens.unwrap_or(default.track_opens),
+            rate_per_second: n.rate_per_second.unwrap_or(default.rate_per_second),
+            poll: n
+                .poll_secs
+                .map(|s| Duration::from_secs(s.max(1)))
+                .unwrap_or(default.poll),
+            confirm_interval: n
+                .confirm_interval_secs
+                .map(Duration::from_secs)
+                .unwrap_or(default.confirm_interval),
+            subscribe_per_hour: positive(
+                "newsletter.subscribe_per_hour",
+                n.subscribe_per_hour
+                    .unwrap_or(default.subscribe_per_hour)
+                    .into(),
+            )? as u32,
+        }
+    };
+    Ok(newsletter)
+}
+
+fn resolve_limits(raw: RawLimits) -> Result<Limits> {
+    let limits = Limits {
+        max_connections_per_address: positive(
+            "limits.max_connections_per_address",
+            raw.max_connections_per_address.unwrap_or(20) as u64,
+        )? as usize,
+        login_timeout: Duration::from_secs(positive(
+            "limits.login_timeout_secs",
+            raw.login_timeout_secs.unwrap_or(60),
+        )?),
+        trust_loopback: raw.trust_loopback.unwrap_or(true),
+    };
+    Ok(limits)
 }
 
 /// Where the ACME client keeps issued certificates: one PEM file per certificate holding

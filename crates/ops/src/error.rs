@@ -28,7 +28,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The store would not open (locked by a newer binary's schema, damaged, unreadable).
-    #[error("cannot open the store in {}: {source}", data.display())]
+    #[error("cannot open the store in {}", data.display())]
     Open {
         data: std::path::PathBuf,
         #[source]
@@ -40,7 +40,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A file or directory outside the store: the context names it, the cause follows.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -62,6 +62,20 @@ impl Error {
     }
     pub fn failed(message: impl Display) -> Error {
         Error::Failed(message.to_string())
+    }
+
+    /// The message and its causes, outermost first, on one line: what a face shows.
+    /// (`Display` alone gives only the outermost, so that a face walking the chain does
+    /// not repeat a cause.)
+    pub fn one_line(&self) -> String {
+        let mut line = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            line.push_str(": ");
+            line.push_str(&e.to_string());
+            cause = e.source();
+        }
+        line
     }
 }
 

@@ -8,17 +8,25 @@
 //! need no open store (doctor, restore, verifying a backup, the planner without a store) are
 //! free functions taking the data directory and the config.
 
+pub mod alerts;
 pub mod backup;
+pub mod check;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod files;
+pub mod maint;
+pub mod newsletter;
+pub mod plan;
 pub mod progress;
+pub mod queue;
 pub mod schedule;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use store::{SqliteStore, Store};
+use store::{Directory as _, SqliteStore, Store};
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -195,7 +195,7 @@ pub fn backup(data: &Path, settings: &BackupConfig, clock: &Clock) -> Result<Cre
     };
     let created = backup::create(data, settings, clock, &request, &silent())?;
     if let Err(e) = backup::prune(data, settings, clock, &PruneRequest::default()) {
-        tracing::error!(error = %e, "pruning old backups failed after the scheduled backup");
+        tracing::error!(error = %e.one_line(), "pruning old backups failed after the scheduled backup");
     }
     Ok(created)
 }

@@ -7,6 +7,8 @@
 pub mod archive;
 mod blob;
 mod check;
+#[doc(hidden)]
+pub mod conformance;
 mod error;
 #[doc(hidden)]
 pub mod io;
@@ -69,6 +71,12 @@ pub trait Directory: Send + Sync {
     /// The addresses an account may send as: its own address and every alias that names
     /// it directly as a target, lower case.
     fn sender_addresses(&self, account: AccountId) -> Result<Vec<String>>;
+    /// RFC 5321 section 4.5.1: every domain must accept mail for postmaster@. When no
+    /// account or alias answers to postmaster@ a local domain, [`Directory::resolve`]
+    /// delivers it to `target` (an account, an alias, or an address elsewhere). Resolution
+    /// is the one place that rule lives, so SMTP, submission and local delivery from the
+    /// queue agree.
+    fn set_postmaster(&self, target: Option<String>);
 }
 
 /// What IMAP and POP3 need: mailboxes, messages, flags, bodies, and the change listener.

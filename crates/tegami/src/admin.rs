@@ -1,18 +1,19 @@
-//! The administrative commands: domains, accounts, aliases and the integrity check. They
-//! open the store directly, so they work whether or not the server is running. `domain
-//! records` asks `dns-records` which records a domain needs and, with `--check`, DNS.
+//! The faces of the administrative commands: domains, accounts, aliases (`ops::directory`)
+//! and the integrity check (`ops::check`). They open the store directly, so they work
+//! whether or not the server is running. `domain records` prints what a domain needs in
+//! DNS and, with `--check`, what DNS answers.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use store::prelude::*;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use store::SqliteStore;
+use ops::Ops;
+use ops::config::Config;
+use ops::directory::{CheckedRecord, DkimRequest};
 
 use crate::Command;
-use ops::config::Config;
 
 #[derive(Subcommand)]
 pub enum AccountCommand {
@@ -85,16 +86,15 @@ pub struct RecordsArgs {
     json: bool,
 }
 
-pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(data)
-        .with_context(|| format!("cannot open the store in {}", data.display()))?;
+pub fn run(data: &Path, config: &Config, command: Command) -> anyhow::Result<ExitCode> {
+    let ops = Ops::open(data, config.clone())?;
     match command {
         Command::Domain(DomainCommand::Add { name }) => {
-            store.add_domain(&name)?;
-            println!("added domain {}", name.to_lowercase());
+            let name = ops.domain_add(&name)?;
+            println!("added domain {name}");
         }
         Command::Domain(DomainCommand::List) => {
-            for name in store.domains()? {
+            for name in ops.domains()? {
                 println!("{name}");
             }
         }
@@ -103,19 +103,15 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             selector,
             new,
         }) => {
-            let ours = store
-                .domains()?
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(name.trim_end_matches('.')));
-            if !ours {
-                anyhow::bail!(
-                    "{name} is not one of this server's domains; add it first with `tegami domain add {name}`"
-                );
-            }
-            return crate::send::dkim(data, &name, selector, new);
+            let request = DkimRequest {
+                domain: name,
+                selector,
+                new,
+            };
+            return crate::send::dkim(&ops, &request);
         }
         Command::Domain(DomainCommand::Remove { name }) => {
-            store.remove_domain(&name)?;
+            ops.domain_remove(&name)?;
             println!("removed domain {name}");
         }
         Command::Account(AccountCommand::Add {
@@ -123,11 +119,11 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             password_stdin,
         }) => {
             let password = read_password(password_stdin)?;
-            store.add_account(&address, &password)?;
-            println!("added account {}", address.to_lowercase());
+            let address = ops.account_add(&address, &password)?;
+            println!("added account {address}");
         }
         Command::Account(AccountCommand::List) => {
-            for account in store.accounts()? {
+            for account in ops.accounts()? {
                 println!(
                     "{}\t{} messages\t{} bytes",
                     account.address, account.messages, account.bytes
@@ -135,7 +131,7 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Account(AccountCommand::Remove { address }) => {
-            store.remove_account(&address)?;
+            ops.account_remove(&address)?;
             println!("removed account {address} and its mail");
         }
         Command::Account(AccountCommand::Password {
@@ -143,24 +139,20 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             password_stdin,
         }) => {
             let password = read_password(password_stdin)?;
-            store.set_password(&address, &password)?;
+            ops.account_password(&address, &password)?;
             println!("password changed for {address}");
         }
         Command::Alias(AliasCommand::Add { address, targets }) => {
-            store.add_alias(&address, &targets)?;
-            println!(
-                "added alias {} -> {}",
-                address.to_lowercase(),
-                targets.join(", ")
-            );
+            let address = ops.alias_add(&address, &targets)?;
+            println!("added alias {address} -> {}", targets.join(", "));
         }
         Command::Alias(AliasCommand::List) => {
-            for alias in store.aliases()? {
+            for alias in ops.aliases()? {
                 println!("{}\t{}", alias.address, alias.targets.join(", "));
             }
         }
         Command::Alias(AliasCommand::Remove { address }) => {
-            store.remove_alias(&address)?;
+            ops.alias_remove(&address)?;
             println!("removed alias {address}");
         }
         Command::Check {
@@ -169,24 +161,11 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
             mailbox,
             ..
         } => {
-            let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
             let account = account.context("--recover-orphans needs --account ADDRESS")?;
-            if !crate::check::recover_orphans(&store, data, &clock, &account, &mailbox)? {
-                return Ok(ExitCode::FAILURE);
-            }
+            return crate::check::run_recover_orphans(&ops, &account, &mailbox);
         }
-        Command::Check { repair, .. } => {
-            let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
-            let outcome =
-                crate::check::check(&store, data, &clock, repair, crate::check::Trigger::Manual)?;
-            if !outcome.healthy {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Optimize => {
-            let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
-            crate::check::optimize(&store, data, &clock, crate::check::Trigger::Manual)?;
-        }
+        Command::Check { repair, .. } => return crate::check::run_check(&ops, repair),
+        Command::Optimize => return crate::check::run_optimize(&ops),
         Command::Domain(DomainCommand::Records(_))
         | Command::Serve(_)
         | Command::Maint(_)
@@ -212,126 +191,39 @@ pub fn run(data: &Path, command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The inputs of a domain's records, from the config and the domain's DKIM key.
-fn records_setup(data: &Path, config: &Config, domain: &str) -> anyhow::Result<dns_records::Setup> {
-    let dir = data.join("dkim");
-    let dkim = outbound::dkim_record(&dir, domain)
-        .with_context(|| format!("cannot read the DKIM keys in {}", dir.display()))?
-        .map(|r| (r.name, r.value));
-    Ok(dns_records::Setup {
-        domain: domain.to_string(),
-        mx_host: config.hostname.clone(),
-        client_host: config.clients.host.clone(),
-        ipv4: config.server.public_ipv4,
-        ipv6: config.server.public_ipv6,
-        dkim,
-        report_address: config
-            .server
-            .report_address
-            .clone()
-            .unwrap_or_else(|| format!("postmaster@{domain}")),
-        mta_sts_mode: config.server.mta_sts_mode,
-        ports: config.clients.ports,
-    })
-}
-
 /// `tegami domain records NAME [--check] [--json]`.
 pub fn records(data: &Path, config: &Config, args: RecordsArgs) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(data)
-        .with_context(|| format!("cannot open the store in {}", data.display()))?;
-    let domain = args.name.trim_end_matches('.').to_ascii_lowercase();
-    if !store
-        .domains()?
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case(&domain))
-    {
-        bail!(
-            "{domain} is not one of this server's domains; add it first with `tegami domain add {domain}`"
-        );
-    }
-    drop(store);
-    let setup = records_setup(data, config, &domain)?;
-    let records = dns_records::records(&setup);
-    let policy = dns_records::mta_sts_policy(&setup.mx_host, setup.mta_sts_mode);
+    let ops = Ops::open(data, config.clone())?;
+    let needed = ops.domain_records(&args.name)?;
     if !args.check {
         if args.json {
-            let out = serde_json::json!({
-                "domain": domain,
-                "mta_sts_policy": policy,
-                "records": records.iter().map(|r| {
-                    let mut v = serde_json::to_value(r).expect("records serialise");
-                    v["zone"] = r.zone_line().into();
-                    v
-                }).collect::<Vec<_>>(),
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", pretty(&needed.listing())?);
         } else {
-            print!("{}", render_zone(&setup, &records, &policy));
+            print!(
+                "{}",
+                render_zone(&needed.setup, &needed.records, &needed.policy)
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
-
-    let resolver =
-        outbound::resolver(&config.dns_servers).context("cannot set up DNS resolution")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    // All questions at once: with a DNS server that does not answer, the command takes one
-    // resolver timeout, not one per record.
-    let answers: Vec<dns_records::Answer> = runtime.block_on(async {
-        let tasks: Vec<_> = records
-            .iter()
-            .map(|record| {
-                let resolver = resolver.clone();
-                let name = record.name.clone();
-                let rtype = record.rtype;
-                tokio::spawn(async move {
-                    // A record whose name is not known (no DKIM key yet) is not asked for.
-                    if name.contains('<') {
-                        dns_records::Answer::NoRecords
-                    } else {
-                        dns_records::lookup(&resolver.0, &name, rtype).await
-                    }
-                })
-            })
-            .collect();
-        let mut answers = Vec::new();
-        for task in tasks {
-            answers.push(
-                task.await
-                    .unwrap_or_else(|e| dns_records::Answer::Failed(e.to_string())),
-            );
-        }
-        answers
-    });
-    let verdicts: Vec<dns_records::Verdict> = records
-        .iter()
-        .zip(&answers)
-        .map(|(record, answer)| dns_records::compare(record, answer))
-        .collect();
-    let problems = verdicts.iter().filter(|v| v.status.is_problem()).count();
+    let checked = needed.check(config)?;
     if args.json {
-        let out = serde_json::json!({
-            "domain": domain,
-            "ok": problems == 0,
-            "records": records.iter().zip(&verdicts).map(|(r, v)| {
-                let mut out = serde_json::to_value(r).expect("records serialise");
-                out["zone"] = r.zone_line().into();
-                out["status"] = v.status.as_str().into();
-                out["found"] = serde_json::to_value(&v.found).expect("strings serialise");
-                out["detail"] = v.detail.clone().into();
-                out
-            }).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", pretty(&checked)?);
     } else {
-        print!("{}", render_check(&records, &verdicts));
+        print!("{}", render_check(&checked.records));
     }
-    Ok(if problems == 0 {
+    Ok(if checked.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A report as indented JSON, its keys in alphabetical order as they have always been.
+fn pretty(report: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&serde_json::to_value(
+        report,
+    )?)?)
 }
 
 /// The records as a zone-file fragment: grouped, each under a one-line comment.
@@ -374,11 +266,18 @@ fn render_zone(
 }
 
 /// One line per record: status, type, name, and what was found against what is expected.
-fn render_check(records: &[dns_records::Record], verdicts: &[dns_records::Verdict]) -> String {
-    let width = records.iter().map(|r| r.name.len()).max().unwrap_or(0);
+fn render_check(checked: &[CheckedRecord]) -> String {
+    let width = checked
+        .iter()
+        .map(|c| c.record.name.len())
+        .max()
+        .unwrap_or(0);
     let mut out = String::new();
     let mut counts = [0usize; 5];
-    for (record, verdict) in records.iter().zip(verdicts) {
+    for CheckedRecord {
+        record, verdict, ..
+    } in checked
+    {
         counts[verdict.status as usize] += 1;
         let expected = record
             .expected
@@ -413,7 +312,7 @@ fn render_check(records: &[dns_records::Record], verdicts: &[dns_records::Verdic
     let [ok, missing, wrong, present, error] = counts;
     out.push_str(&format!(
         "{} records: {ok} ok, {missing} missing, {wrong} wrong, {present} present (not compared), {error} not answered\n",
-        records.len()
+        checked.len()
     ));
     out
 }

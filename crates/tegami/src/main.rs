@@ -253,7 +253,7 @@ fn main() -> ExitCode {
         }
         Command::Queue(command) => {
             logging::init_stderr("warn");
-            queue::run(&cli.data, command)
+            queue::run(&cli.data, &config, command)
         }
         Command::List(c) => newsletter_command(&cli.data, &config, newsletter::Command::List(c)),
         Command::Subscriber(c) => {
@@ -283,7 +283,7 @@ fn main() -> ExitCode {
         }
         command => {
             logging::init_stderr("warn");
-            admin::run(&cli.data, command)
+            admin::run(&cli.data, &config, command)
         }
     };
     match result {

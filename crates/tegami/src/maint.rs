@@ -1,12 +1,13 @@
-//! `tegami maint`: sets, lifts and shows maintenance mode by writing the `maint` file. It
-//! needs no running server, and the server notices the file within two seconds.
+//! `tegami maint`: the face of `ops::maint`, which sets, lifts and shows maintenance mode by
+//! writing the `maint` file. It needs no running server, and the server notices the file
+//! within two seconds.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
-use gate::{Clock, Maintenance, Status, Window, oplog};
+use gate::{Status, Window};
+use ops::maint::{MaintOn, MaintState};
 
 #[derive(Subcommand)]
 pub enum MaintCommand {
@@ -26,60 +27,37 @@ pub enum MaintCommand {
 }
 
 pub fn run(data: &Path, command: MaintCommand) -> anyhow::Result<ExitCode> {
-    let path = data.join("maint");
-    let clock = Clock::system().map_err(anyhow::Error::msg)?;
-    let now = clock.now();
-    let log_dir = data.join("log");
+    let clock = ops::clock()?;
     match command {
         MaintCommand::On { message, windows } => {
-            let windows = windows
-                .iter()
-                .map(|w| Window::parse(w))
-                .collect::<Result<Vec<_>, _>>()?;
-            std::fs::create_dir_all(data)
-                .with_context(|| format!("cannot create {}", data.display()))?;
-            let maintenance = Maintenance {
+            let operator = operator();
+            let request = MaintOn {
                 message,
                 windows,
-                set_by: Some(format!("{} with `tegami maint on`", operator())),
-                set_at: Some(now.timestamp()),
+                set_by: format!("{operator} with `tegami maint on`"),
+                operator,
             };
-            maintenance.save(&path)?;
-            let _ = oplog::append(
-                &log_dir,
-                "maintenance.log",
-                &now,
-                &format!("maintenance configured by {}", operator()),
-            );
-            print_status(Some(&maintenance), &now);
+            print_status(&ops::maint::on(data, &clock, request)?);
         }
-        MaintCommand::Off => match std::fs::remove_file(&path) {
-            Ok(()) => {
-                let _ = oplog::append(
-                    &log_dir,
-                    "maintenance.log",
-                    &now,
-                    &format!("maintenance lifted by {}", operator()),
-                );
+        MaintCommand::Off => {
+            if ops::maint::off(data, &clock, &operator())? {
                 println!("maintenance lifted");
+            } else {
+                println!("maintenance was not on");
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("maintenance was not on")
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
-        },
-        MaintCommand::Status => print_status(Maintenance::load(&path)?.as_ref(), &now),
+        }
+        MaintCommand::Status => print_status(&ops::maint::status(data, &clock)?),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_status(maintenance: Option<&Maintenance>, now: &jiff::Zoned) {
-    let Some(maintenance) = maintenance else {
+fn print_status(state: &MaintState) {
+    let Some(maintenance) = &state.maintenance else {
         println!("maintenance: off");
         return;
     };
     let fmt = |t: &jiff::Zoned| t.strftime("%Y-%m-%d %H:%M").to_string();
-    match maintenance.status_at(now) {
+    match state.status() {
         Status::Active {
             message,
             since,

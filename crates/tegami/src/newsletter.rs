@@ -1,20 +1,17 @@
-//! `tegami list | subscriber | campaign | sequence`: the operator's side of newsletters
-//! and step mail. The commands only change the database, so they work with the server up
-//! or down; the server's newsletter engine picks up what they change at its next look.
+//! `tegami list | subscriber | campaign | sequence`: the face of `ops::newsletter`, the
+//! operator's side of newsletters and step mail (whose rules the JSON API shares, in
+//! `newsletter::admin`). The commands only change the database, so they work with the
+//! server up or down; the server's newsletter engine picks up what they change.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use clap::Subcommand;
-use serde_json::json;
-use store::{
-    Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef, List, NewCampaign, NewStep,
-    NewSubscriber, Newsletters, Outcome, SequenceId, SqliteStore, StoreError, Subscriber,
-    SubscriberStatus,
-};
+use newsletter::admin::{NewList, SequenceRequest, SubscriberView};
+use ops::Ops;
+use ops::newsletter::{CampaignCreate, SequenceReport, StepCreate, SubscriberAdd};
+use store::{CampaignAction, Outcome};
 
 #[derive(Subcommand)]
 pub enum ListCommand {
@@ -176,20 +173,22 @@ pub fn run(
     config: &ops::config::Config,
     command: Command,
 ) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(data)
-        .with_context(|| format!("cannot open the store in {}", data.display()))?;
-    let clock = gate::Clock::system().map_err(anyhow::Error::msg)?;
-    let now = clock.unix();
+    let ops = Ops::open(data, config.clone())?;
     match command {
-        Command::List(c) => lists(&store, c, now),
-        Command::Subscriber(c) => subscribers(&store, c, now),
-        Command::Campaign(c) => campaigns(&store, c, &clock, config.newsletter.rate_per_second),
-        Command::Sequence(c) => sequences(&store, c, now),
+        Command::List(c) => lists(&ops, c),
+        Command::Subscriber(c) => subscribers(&ops, c),
+        Command::Campaign(c) => campaigns(&ops, c),
+        Command::Sequence(c) => sequences(&ops, c),
     }?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn lists(store: &SqliteStore, command: ListCommand, now: i64) -> anyhow::Result<()> {
+/// A report as one line of JSON, its keys in alphabetical order as they have always been.
+fn json_line(report: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_value(report)?.to_string())
+}
+
+fn lists(ops: &Ops, command: ListCommand) -> anyhow::Result<()> {
     match command {
         ListCommand::Add {
             name,
@@ -197,36 +196,31 @@ fn lists(store: &SqliteStore, command: ListCommand, now: i64) -> anyhow::Result<
             from_name,
             double_opt_in,
         } => {
-            if !from_address.contains('@') {
-                bail!("--from {from_address:?} is not an address (like news@example.com)");
-            }
-            let id = store.list_add(
-                &name,
-                &from_address,
-                from_name.as_deref().unwrap_or(""),
+            let list = NewList {
+                name,
+                from_address,
+                from_name: from_name.unwrap_or_default(),
                 double_opt_in,
-                now,
-            )?;
-            println!("list {} ({name})", id.0);
+            };
+            let id = ops.list_add(&list)?;
+            println!("list {} ({})", id.0, list.name);
         }
         ListCommand::List { json } => {
-            let mut out = Vec::new();
-            for list in store.lists()? {
-                let counts = store.subscriber_counts(list.id)?;
-                out.push((list, counts));
-            }
+            let all = ops.lists()?;
             if json {
-                let value: Vec<_> = out.iter().map(|(l, c)| list_json(l, c)).collect();
-                println!("{}", serde_json::Value::Array(value));
-            } else if out.is_empty() {
+                println!("{}", json_line(&all)?);
+            } else if all.is_empty() {
                 println!("no lists yet: `tegami list add NAME --from news@example.com`");
             } else {
-                for (list, counts) in out {
-                    let counts: Vec<String> =
-                        counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                for list in all {
+                    let counts: Vec<String> = list
+                        .subscribers
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect();
                     println!(
                         "{}\t{}\t{}\t{}{}",
-                        list.id.0,
+                        list.id,
                         list.name,
                         list.from_address,
                         counts.join(", "),
@@ -240,40 +234,14 @@ fn lists(store: &SqliteStore, command: ListCommand, now: i64) -> anyhow::Result<
             }
         }
         ListCommand::Remove { name } => {
-            store.list_remove(&name)?;
+            ops.list_remove(&name)?;
             println!("removed list {name} with its subscribers, campaigns and sequences");
         }
     }
     Ok(())
 }
 
-pub fn list_json(list: &List, counts: &BTreeMap<&'static str, u64>) -> serde_json::Value {
-    json!({
-        "id": list.id.0,
-        "name": list.name,
-        "from_address": list.from_address,
-        "from_name": list.from_name,
-        "double_opt_in": list.double_opt_in,
-        "created": list.created,
-        "subscribers": counts,
-    })
-}
-
-pub fn subscriber_json(s: &Subscriber) -> serde_json::Value {
-    json!({
-        "id": s.id.0,
-        "email": s.email,
-        "name": s.name,
-        "status": s.status.as_str(),
-        "attributes": s.attributes,
-        "created": s.created,
-        "confirmed": s.confirmed,
-        "hard_bounces": s.hard_bounces,
-        "soft_bounces": s.soft_bounces,
-    })
-}
-
-fn subscribers(store: &SqliteStore, command: SubscriberCommand, now: i64) -> anyhow::Result<()> {
+fn subscribers(ops: &Ops, command: SubscriberCommand) -> anyhow::Result<()> {
     match command {
         SubscriberCommand::Add {
             list,
@@ -282,94 +250,37 @@ fn subscribers(store: &SqliteStore, command: SubscriberCommand, now: i64) -> any
             attributes,
             confirmed,
         } => {
-            let list = store.list(&list)?;
-            let mut attrs = BTreeMap::new();
-            for pair in attributes {
-                let Some((key, value)) = pair.split_once('=') else {
-                    bail!("--attr {pair:?} is not KEY=VALUE");
-                };
-                attrs.insert(key.trim().to_string(), value.to_string());
-            }
-            let status = if confirmed || !list.double_opt_in {
-                SubscriberStatus::Active
-            } else {
-                SubscriberStatus::Unconfirmed
-            };
-            let id = store.subscriber_add(
-                list.id,
-                NewSubscriber {
-                    email: email.clone(),
-                    name: name.unwrap_or_default(),
-                    attributes: attrs,
-                    status,
-                },
-                now,
-            )?;
+            let (id, status) = ops.subscriber_add(SubscriberAdd {
+                list,
+                email: email.clone(),
+                name,
+                attributes,
+                confirmed,
+            })?;
             println!("subscriber {} ({email}, {})", id.0, status.as_str());
         }
         SubscriberCommand::Import { list, file } => {
-            let list = store.list(&list)?;
-            let text =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let parsed = parse_csv(&text)?;
-            let lines: Vec<u64> = parsed.rows.iter().map(|(line, _)| *line).collect();
-            let rows: Vec<NewSubscriber> = parsed
-                .rows
-                .into_iter()
-                .map(|(_, mut s)| {
-                    if !list.double_opt_in {
-                        s.status = SubscriberStatus::Active;
-                    }
-                    s
-                })
-                .collect();
-            let counts = store.subscriber_import(list.id, rows, now)?;
-            let mut bad: Vec<(u64, String)> = parsed.bad;
-            bad.extend(
-                counts
-                    .invalid
-                    .iter()
-                    .map(|(index, reason)| (lines[*index], reason.clone())),
-            );
-            bad.sort();
+            let report = ops.subscriber_import(&list, &file)?;
             println!(
                 "added {}, already present {}, invalid {}",
-                counts.added,
-                counts.present,
-                bad.len()
+                report.added,
+                report.present,
+                report.bad.len()
             );
-            for (line, reason) in bad {
+            for (line, reason) in report.bad {
                 println!("line {line}: {reason}");
             }
         }
         SubscriberCommand::Export { list, file } => {
-            let list = store.list(&list)?;
-            let all = all_subscribers(store, &list)?;
-            let mut keys: Vec<&String> = all.iter().flat_map(|s| s.attributes.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            let mut out = csv::Writer::from_writer(Vec::new());
-            let mut header = vec!["email", "name", "status"];
-            header.extend(keys.iter().map(|k| k.as_str()));
-            out.write_record(&header)?;
-            for s in &all {
-                let mut row = vec![s.email.as_str(), s.name.as_str(), s.status.as_str()];
-                row.extend(
-                    keys.iter()
-                        .map(|k| s.attributes.get(*k).map(String::as_str).unwrap_or("")),
-                );
-                out.write_record(&row)?;
-            }
-            let bytes = out.into_inner().context("cannot write the CSV")?;
-            crate::import::replace_file(&file, |out| Ok(out.write_all(&bytes)?))?;
-            println!("wrote {} subscribers to {}", all.len(), file.display());
+            let count = ops.subscriber_export(&list, &file)?;
+            println!("wrote {count} subscribers to {}", file.display());
         }
         SubscriberCommand::List { list, json } => {
-            let list = store.list(&list)?;
-            let all = all_subscribers(store, &list)?;
+            let all = ops.subscribers(&list)?;
             if json {
-                let value: Vec<_> = all.iter().map(subscriber_json).collect();
-                println!("{}", serde_json::Value::Array(value));
+                let views: Vec<SubscriberView> =
+                    all.into_iter().map(SubscriberView::from).collect();
+                println!("{}", json_line(&views)?);
             } else {
                 let mut out = std::io::stdout().lock();
                 for s in all {
@@ -385,34 +296,22 @@ fn subscribers(store: &SqliteStore, command: SubscriberCommand, now: i64) -> any
             }
         }
         SubscriberCommand::Remove { list, email } => {
-            let list = store.list(&list)?;
-            let s = store.subscriber_by_email(list.id, &email)?;
-            store.subscriber_remove(s.id)?;
+            let list = ops.subscriber_remove(&list, &email)?;
             println!("removed {email} from {}", list.name);
         }
         SubscriberCommand::Unsubscribe { list, email } => {
-            let list = store.list(&list)?;
-            let s = store.subscriber_by_email(list.id, &email)?;
-            store.subscriber_set_status(s.id, SubscriberStatus::Unsubscribed, None, now)?;
+            let list = ops.subscriber_unsubscribe(&list, &email)?;
             println!("unsubscribed {email} from {}", list.name);
         }
         SubscriberCommand::History { list, email, json } => {
-            let list = store.list(&list)?;
-            let s = store.subscriber_by_email(list.id, &email)?;
-            let history = store.history_of(s.id)?;
+            let history = ops.subscriber_history(&list, &email)?;
             if json {
-                let value: Vec<_> = history
-                    .iter()
-                    .map(|(about, outcome)| {
-                        json!({"kind": about.kind(), "id": about.id(), "outcome": outcome.as_str()})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(value));
+                println!("{}", json_line(&history)?);
             } else if history.is_empty() {
                 println!("{email} has received nothing yet");
             } else {
-                for (about, outcome) in history {
-                    println!("{} {}\t{}", about.kind(), about.id(), outcome.as_str());
+                for entry in history {
+                    println!("{} {}\t{}", entry.kind, entry.id, entry.outcome);
                 }
             }
         }
@@ -420,141 +319,7 @@ fn subscribers(store: &SqliteStore, command: SubscriberCommand, now: i64) -> any
     Ok(())
 }
 
-fn all_subscribers(store: &SqliteStore, list: &List) -> anyhow::Result<Vec<Subscriber>> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.subscribers(list.id, after, 5000)?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = Some(last.id);
-        all.extend(page);
-    }
-    Ok(all)
-}
-
-/// A CSV import: the good rows with their line numbers, and the lines refused here.
-struct ParsedCsv {
-    rows: Vec<(u64, NewSubscriber)>,
-    bad: Vec<(u64, String)>,
-}
-
-/// Reads "email,name,attr..." CSV (a header row first). Rows the CSV reader cannot make
-/// sense of, or without an address, are reported by line number; the store judges the
-/// addresses themselves.
-fn parse_csv(text: &[u8]) -> anyhow::Result<ParsedCsv> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text);
-    let header: Vec<String> = reader
-        .headers()
-        .context("the CSV file has no header row (email,name,...)")?
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    let Some(email_at) = header.iter().position(|h| h == "email") else {
-        bail!(
-            "the CSV header has no \"email\" column (found: {})",
-            header.join(",")
-        );
-    };
-    let name_at = header.iter().position(|h| h == "name");
-    let mut parsed = ParsedCsv {
-        rows: Vec::new(),
-        bad: Vec::new(),
-    };
-    // Line numbers come from byte offsets: the reader's own line count skips blank lines.
-    let mut lines = LineCounter::new(text);
-    let mut record = csv::StringRecord::new();
-    loop {
-        let at = reader.position().byte();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = lines.line_at(e.position().map_or(at, |p| p.byte()));
-                parsed.bad.push((line, format!("unreadable: {e}")));
-                continue;
-            }
-        }
-        let line = lines.line_at(record.position().map_or(at, |p| p.byte()));
-        if record.iter().all(|f| f.is_empty()) {
-            continue;
-        }
-        let email = record.get(email_at).unwrap_or("").to_string();
-        if email.is_empty() {
-            parsed.bad.push((line, "no email address".into()));
-            continue;
-        }
-        let mut attributes = BTreeMap::new();
-        for (i, value) in record.iter().enumerate() {
-            if i != email_at
-                && Some(i) != name_at
-                && !value.is_empty()
-                && let Some(key) = header.get(i)
-            {
-                attributes.insert(key.clone(), value.to_string());
-            }
-        }
-        parsed.rows.push((
-            line,
-            NewSubscriber {
-                email,
-                name: name_at
-                    .and_then(|i| record.get(i))
-                    .unwrap_or("")
-                    .to_string(),
-                attributes,
-                status: SubscriberStatus::Unconfirmed,
-            },
-        ));
-    }
-    Ok(parsed)
-}
-
-/// Turns byte offsets, met in ascending order, into 1-based line numbers.
-struct LineCounter<'a> {
-    text: &'a [u8],
-    offset: usize,
-    line: u64,
-}
-
-impl<'a> LineCounter<'a> {
-    fn new(text: &'a [u8]) -> Self {
-        LineCounter {
-            text,
-            offset: 0,
-            line: 1,
-        }
-    }
-
-    /// The line of the first byte at or after `byte` that is not a line end: a record's
-    /// position is where the reader began, before the blank lines it skipped.
-    fn line_at(&mut self, byte: u64) -> u64 {
-        let mut byte = (byte as usize).min(self.text.len());
-        while byte < self.text.len() && matches!(self.text[byte], b'\r' | b'\n') {
-            byte += 1;
-        }
-        if byte > self.offset {
-            self.line += self.text[self.offset..byte]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count() as u64;
-            self.offset = byte;
-        }
-        self.line
-    }
-}
-
-fn campaigns(
-    store: &SqliteStore,
-    command: CampaignCommand,
-    clock: &gate::Clock,
-    default_rate: u32,
-) -> anyhow::Result<()> {
-    let now = clock.unix();
+fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
     match command {
         CampaignCommand::Create {
             list,
@@ -565,133 +330,73 @@ fn campaigns(
             rate,
             rate_per_domain,
         } => {
-            let list = store.list(&list)?;
-            let send_at = match at {
-                None => now,
-                Some(at) => {
-                    let civil: jiff::civil::DateTime =
-                        at.replace(' ', "T").parse().with_context(|| {
-                            format!("--at {at:?} is not a date and time (YYYY-MM-DD HH:MM)")
-                        })?;
-                    civil
-                        .to_zoned(clock.time_zone().clone())
-                        .context("that time does not exist in the server's time zone")?
-                        .timestamp()
-                        .as_second()
-                }
-            };
-            let id = store.campaign_add(NewCampaign {
-                list: list.id,
+            let id = ops.campaign_add(CampaignCreate {
+                list,
                 subject,
-                text: read_template(&text)?,
-                html: html.as_deref().map(read_template).transpose()?,
-                send_at,
-                state: CampaignState::Scheduled,
-                rate_per_second: rate.unwrap_or(default_rate),
-                rate_per_domain: rate_per_domain.unwrap_or(0),
-                created: now,
+                text,
+                html,
+                at,
+                rate,
+                rate_per_domain,
             })?;
             println!("campaign {}", id.0);
         }
         CampaignCommand::List { json } => {
-            let all = store.campaigns()?;
+            let all = ops.campaigns()?;
             if json {
-                let value: Vec<_> = all
-                    .iter()
-                    .map(|c| campaign_json(store, c))
-                    .collect::<Result<_, _>>()?;
-                println!("{}", serde_json::Value::Array(value));
+                println!("{}", json_line(&all)?);
             } else {
                 for c in all {
                     println!(
                         "{}\t{}\tlist {}\t{} sent\t{}",
-                        c.id.0,
-                        c.state.as_str(),
-                        c.list.0,
-                        store.count(HistoryRef::Campaign(c.id), Outcome::Sent)?,
+                        c.id,
+                        c.state,
+                        c.list,
+                        c.totals.get(Outcome::Sent.as_str()).unwrap_or(&0),
                         c.subject
                     );
                 }
             }
         }
         CampaignCommand::Show { id, json } => {
-            let c = store.campaign(CampaignId(id))?;
-            let value = campaign_json(store, &c)?;
+            let detail = ops.campaign(id)?;
+            let c = &detail.report;
             if json {
-                println!("{value}");
+                println!("{}", json_line(c)?);
             } else {
-                println!("campaign {} ({})", c.id.0, c.state.as_str());
+                println!("campaign {} ({})", c.id, c.state);
                 println!("subject  {}", c.subject);
-                println!("list     {}", store.list_by_id(c.list)?.name);
+                println!("list     {}", detail.list_name);
                 println!("send at  {}", crate::queue::date(c.send_at));
                 for outcome in Outcome::ALL {
                     println!(
                         "{:<12} {}",
                         outcome.as_str(),
-                        value["totals"][outcome.as_str()]
+                        c.totals.get(outcome.as_str()).unwrap_or(&0)
                     );
                 }
             }
         }
-        CampaignCommand::Pause { id } => apply(store, id, CampaignAction::Pause)?,
-        CampaignCommand::Resume { id } => apply(store, id, CampaignAction::Resume)?,
-        CampaignCommand::Cancel { id } => apply(store, id, CampaignAction::Cancel)?,
+        CampaignCommand::Pause { id } => apply(ops, id, CampaignAction::Pause)?,
+        CampaignCommand::Resume { id } => apply(ops, id, CampaignAction::Resume)?,
+        CampaignCommand::Cancel { id } => apply(ops, id, CampaignAction::Cancel)?,
         CampaignCommand::Recipients { id, outcome } => {
-            let Some(outcome) = Outcome::parse(&outcome) else {
-                bail!(
-                    "--outcome {outcome:?} is not one of sent, hard_bounce, soft_bounce, click, unsubscribe, open"
-                );
-            };
-            let campaign = store.campaign(CampaignId(id))?;
-            let ids: std::collections::HashSet<_> = store
-                .received_by(HistoryRef::Campaign(campaign.id), outcome)?
-                .into_iter()
-                .collect();
-            // The list's subscribers page by page (a few queries, not one per id), in id
-            // order as the set is; ids of subscribers removed since name nobody and drop out.
-            let list = store.list_by_id(campaign.list)?;
             let mut out = std::io::stdout().lock();
-            for s in all_subscribers(store, &list)? {
-                if ids.contains(&s.id) {
-                    let _ = writeln!(out, "{}", s.email);
-                }
+            for email in ops.campaign_recipients(id, &outcome)? {
+                let _ = writeln!(out, "{email}");
             }
         }
     }
     Ok(())
 }
 
-/// A campaign with its totals: the size of each outcome's set (who), so a click counted
-/// twice by one reader is one here; the daily totals keep every click.
-pub fn campaign_json(store: &SqliteStore, c: &Campaign) -> Result<serde_json::Value, StoreError> {
-    let about = HistoryRef::Campaign(c.id);
-    let mut totals = serde_json::Map::new();
-    for outcome in Outcome::ALL {
-        totals.insert(outcome.as_str().into(), store.count(about, outcome)?.into());
-    }
-    Ok(json!({
-        "id": c.id.0,
-        "list": c.list.0,
-        "subject": c.subject,
-        "state": c.state.as_str(),
-        "send_at": c.send_at,
-        "rate_per_second": c.rate_per_second,
-        "created": c.created,
-        "totals": totals,
-    }))
-}
-
-fn apply(store: &SqliteStore, id: i64, action: CampaignAction) -> anyhow::Result<()> {
-    let id = CampaignId(id);
-    let transition = store.campaign_apply(id, action)?;
-    if let Some(refused) = transition.refusal(id, action) {
-        bail!("{refused}");
-    }
-    println!("campaign {}: {}", id.0, action.target().as_str());
+fn apply(ops: &Ops, id: i64, action: CampaignAction) -> anyhow::Result<()> {
+    let state = ops.campaign_apply(id, action)?;
+    println!("campaign {id}: {}", state.as_str());
     Ok(())
 }
 
-fn sequences(store: &SqliteStore, command: SequenceCommand, now: i64) -> anyhow::Result<()> {
+fn sequences(ops: &Ops, command: SequenceCommand) -> anyhow::Result<()> {
     match command {
         SequenceCommand::Create {
             list,
@@ -699,8 +404,12 @@ fn sequences(store: &SqliteStore, command: SequenceCommand, now: i64) -> anyhow:
             time_zone,
             join_existing,
         } => {
-            let list = store.list(&list)?;
-            let id = store.sequence_add(list.id, &name, &time_zone, join_existing, now)?;
+            let id = ops.sequence_add(&SequenceRequest {
+                list,
+                name,
+                time_zone: Some(time_zone),
+                join_existing,
+            })?;
             println!("sequence {}", id.0);
         }
         SequenceCommand::Step {
@@ -711,28 +420,24 @@ fn sequences(store: &SqliteStore, command: SequenceCommand, now: i64) -> anyhow:
             text,
             html,
         } => {
-            let minute = gate::maint::parse_minutes(&at)
-                .with_context(|| format!("--at {at:?} is not a time of day (HH:MM)"))?;
-            let step = store.step_add(
-                SequenceId(id),
-                NewStep {
-                    days_after: days,
-                    send_minute: minute,
-                    subject,
-                    text: read_template(&text)?,
-                    html: html.as_deref().map(read_template).transpose()?,
-                },
-            )?;
+            let step = ops.step_add(StepCreate {
+                sequence: id,
+                days,
+                at,
+                subject,
+                text,
+                html,
+            })?;
             println!("step {} of sequence {id}", step.0);
         }
         SequenceCommand::List { json } => {
-            let all = store.sequences()?;
+            let all = ops.sequences()?;
             if json {
-                let value: Vec<_> = all
+                let reports: Vec<SequenceReport> = all
                     .iter()
-                    .map(|(s, steps)| sequence_json(s, steps))
+                    .map(|(s, steps)| SequenceReport::new(s, steps))
                     .collect();
-                println!("{}", serde_json::Value::Array(value));
+                println!("{}", json_line(&reports)?);
             } else {
                 for (s, steps) in all {
                     println!(
@@ -758,71 +463,9 @@ fn sequences(store: &SqliteStore, command: SequenceCommand, now: i64) -> anyhow:
             }
         }
         SequenceCommand::Remove { id } => {
-            store.sequence_remove(SequenceId(id))?;
+            ops.sequence_remove(id)?;
             println!("removed sequence {id}");
         }
     }
     Ok(())
-}
-
-pub fn sequence_json(s: &store::Sequence, steps: &[store::Step]) -> serde_json::Value {
-    json!({
-        "id": s.id.0,
-        "list": s.list.0,
-        "name": s.name,
-        "time_zone": s.time_zone,
-        "join_existing": s.join_existing,
-        "created": s.created,
-        "steps": steps.iter().map(|st| json!({
-            "id": st.id.0,
-            "position": st.position,
-            "days_after": st.days_after,
-            "send_minute": st.send_minute,
-            "subject": st.subject,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn read_template(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the template {} (UTF-8 text)", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_rows_keep_their_line_numbers_and_bad_rows_are_named() {
-        let text = b"email,name,plan\n\
-            a@example.com,Alice,gold\n\
-            ,Nobody,\n\
-            \n\
-            \"b@example.com\",\"Bob, Jr.\",\n";
-        let parsed = parse_csv(text).unwrap();
-        let rows: Vec<(u64, &str, &str)> = parsed
-            .rows
-            .iter()
-            .map(|(l, s)| (*l, s.email.as_str(), s.name.as_str()))
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                (2, "a@example.com", "Alice"),
-                (5, "b@example.com", "Bob, Jr.")
-            ]
-        );
-        assert_eq!(parsed.rows[0].1.attributes["plan"], "gold");
-        assert!(parsed.rows[1].1.attributes.is_empty());
-        assert_eq!(parsed.bad, [(3, "no email address".to_string())]);
-    }
-
-    #[test]
-    fn a_csv_without_an_email_column_is_refused() {
-        let e = parse_csv(b"mail,name\na@b.c,A\n")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("email"), "{e}");
-    }
 }

@@ -1,4 +1,5 @@
-//! `tegami queue`: the operator's view of the outbound queue, and its levers.
+//! `tegami queue`: the face of `ops::queue`, the operator's view of the outbound queue and
+//! its levers (tables and dates here, everything else there).
 //!
 //! The commands change only the database, so they work with the server up or down; a
 //! running server sees a retried or flushed message at its next look at the queue (within
@@ -6,12 +7,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use store::prelude::*;
 
-use anyhow::Context;
 use clap::Subcommand;
-use serde_json::json;
-use store::{QueueId, QueuedMessage, RecipientState, SqliteStore};
+use ops::Ops;
+use ops::config::Config;
+use ops::queue::waiting;
+use store::{QueuedMessage, RecipientState};
 
 #[derive(Subcommand)]
 pub enum QueueCommand {
@@ -35,62 +36,41 @@ pub enum QueueCommand {
     Flush,
 }
 
-pub fn run(data: &Path, command: QueueCommand) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(data)
-        .with_context(|| format!("cannot open the store in {}", data.display()))?;
-    let now = gate::Clock::system().map_err(anyhow::Error::msg)?.unix();
+pub fn run(data: &Path, config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    let ops = Ops::open(data, config.clone())?;
     match command {
         QueueCommand::List { json } => {
-            let queue = store.queue_list()?;
+            let queue = ops.queue_list()?;
             if json {
-                let list: Vec<_> = queue.iter().map(|m| to_json(m, now)).collect();
-                println!("{}", serde_json::Value::Array(list));
-            } else if queue.is_empty() {
+                println!("{}", serde_json::to_value(queue.report())?);
+            } else if queue.messages.is_empty() {
                 println!("the queue is empty");
             } else {
-                print_list(&queue, now);
+                print_list(&queue.messages, queue.now);
             }
         }
         QueueCommand::Show { id, json } => {
-            let message = store.queue_get(QueueId(id))?;
-            let headers = store
-                .queue_body(QueueId(id))
-                .map(|body| header_block(&body))
-                .unwrap_or_default();
+            let entry = ops.queue_show(id)?;
             if json {
-                let mut value = to_json(&message, now);
-                value["headers"] = json!(headers);
-                println!("{value}");
+                println!("{}", serde_json::to_value(entry.report())?);
             } else {
-                print_one(&message, &headers, now);
+                print_one(&entry.message, &entry.headers, entry.now);
             }
         }
         QueueCommand::Retry { id } => {
-            let changed = store.queue_retry(Some(QueueId(id)), now)?;
-            if changed == 0 {
-                // Present but with nobody waiting cannot happen (settled messages leave the
-                // queue), so zero means the id is unknown.
-                store.queue_get(QueueId(id))?;
-            }
+            let changed = ops.queue_retry(id)?;
             println!("message {id}: {changed} recipient(s) due now");
         }
         QueueCommand::Remove { id } => {
-            store.queue_remove(QueueId(id))?;
+            ops.queue_remove(id)?;
             println!("message {id} removed from the queue (no bounce sent)");
         }
         QueueCommand::Flush => {
-            let changed = store.queue_retry(None, now)?;
+            let changed = ops.queue_flush()?;
             println!("{changed} recipient(s) due now");
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn waiting(message: &QueuedMessage) -> impl Iterator<Item = &store::QueuedRecipient> {
-    message
-        .recipients
-        .iter()
-        .filter(|r| r.state == RecipientState::Queued)
 }
 
 fn print_list(queue: &[QueuedMessage], now: i64) {
@@ -153,47 +133,6 @@ fn print_one(message: &QueuedMessage, headers: &str, now: i64) {
     }
 }
 
-fn to_json(message: &QueuedMessage, now: i64) -> serde_json::Value {
-    let recipients: Vec<_> = message
-        .recipients
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id.0,
-                "address": r.address,
-                "state": match r.state {
-                    RecipientState::Queued => "queued",
-                    RecipientState::Delivered => "delivered",
-                    RecipientState::Failed => "failed",
-                },
-                "attempts": r.attempts,
-                "next_attempt": r.next_attempt,
-                "last_reason": r.last_reason,
-                "last_error": r.last_error,
-                "delay_notified": r.delay_notified,
-            })
-        })
-        .collect();
-    json!({
-        "id": message.id.0,
-        "sender": message.sender,
-        "size": message.size,
-        "created": message.created,
-        "age_seconds": now - message.created,
-        "recipients": recipients,
-    })
-}
-
-/// The header block of a message (up to the first empty line), as text.
-fn header_block(body: &[u8]) -> String {
-    let end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 2)
-        .unwrap_or(body.len().min(64 * 1024));
-    String::from_utf8_lossy(&body[..end]).replace("\r\n", "\n")
-}
-
 fn sender(address: &str) -> String {
     if address.is_empty() {
         "<> (a bounce)".into()
@@ -241,11 +180,5 @@ mod tests {
         assert_eq!(span(600), "10m");
         assert_eq!(span(3 * 3600 + 5 * 60), "3h05m");
         assert_eq!(span(2 * 86400 + 4 * 3600), "2d04h");
-    }
-
-    #[test]
-    fn the_header_block_ends_at_the_empty_line() {
-        let body = b"From: a@b\r\nSubject: hi\r\n\r\nbody\r\n";
-        assert_eq!(header_block(body), "From: a@b\nSubject: hi\n");
     }
 }

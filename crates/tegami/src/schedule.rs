@@ -105,7 +105,9 @@ async fn run_once(
                     );
                 }
             }
-            Err(e) => error!(error = %e, "cannot set maintenance mode for the scheduled check"),
+            Err(e) => {
+                error!(error = %e.one_line(), "cannot set maintenance mode for the scheduled check")
+            }
         }
     }
     let (store, dir, clock_for_run) = (store.clone(), data.to_path_buf(), clock.clone());
@@ -137,7 +139,7 @@ async fn run_once(
             }
             Ok(false) => {}
             Err(e) => {
-                error!(error = %e, "cannot lift the maintenance mode set for the scheduled check")
+                error!(error = %e.one_line(), "cannot lift the maintenance mode set for the scheduled check")
             }
         }
     }
@@ -180,7 +182,7 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock, mut stop: 
                     ),
                     None => info!(backup = %created.id(), "scheduled backup finished"),
                 },
-                Ok(Err(e)) => error!(error = %chain(&e), "scheduled backup failed"),
+                Ok(Err(e)) => error!(error = %e.one_line(), "scheduled backup failed"),
                 Err(e) => error!(error = %e, "scheduled backup task failed"),
             }
         }
@@ -191,15 +193,4 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock, mut stop: 
             return;
         }
     }
-}
-
-/// An error and its causes in one line, as the CLI shows them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }

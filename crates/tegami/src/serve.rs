@@ -8,12 +8,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use store::prelude::*;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use net::{ListenerConfig, ShutdownTrigger};
-use store::{SqliteStore, Store};
+use ops::Ops;
+use store::Store;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
@@ -133,30 +133,15 @@ async fn serve(
     privileges: &Privileges,
     notifier: &Arc<Notifier>,
 ) -> anyhow::Result<()> {
-    let sqlite: Arc<SqliteStore> = {
-        let dir = data.to_path_buf();
-        Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-                .await?
-                .with_context(|| format!("cannot open the store in {}", data.display()))?,
-        )
+    // Ops::open chooses and opens the backend, recovering after a crash first.
+    let ops = {
+        let (dir, config) = (data.to_path_buf(), config.clone());
+        tokio::task::spawn_blocking(move || Ops::open(&dir, config)).await??
     };
-    sqlite.archives().set_prefix(&config.archive.imap_prefix);
-    sqlite.set_postmaster(config.server.postmaster.clone());
-    match &config.server.postmaster {
-        None => warn!(
-            "mail to postmaster@ a domain without such an account or alias is refused: set [server] postmaster (or [alerts] admin) to the account that should read it"
-        ),
-        // A target that is nobody here would refuse postmaster@ mail all the same.
-        Some(target) => {
-            if let Ok(store::Resolution::UnknownUser) = sqlite.resolve(target) {
-                warn!(
-                    postmaster = %target,
-                    "the postmaster target is neither an account nor an alias here, so postmaster@ mail is refused: add it with `tegami account add`"
-                );
-            }
-        }
+    if let Some(problem) = ops.postmaster_problem() {
+        warn!("{problem}");
     }
+    let sqlite = ops.sqlite().clone();
     let store: Arc<dyn Store> = sqlite.clone();
     let certs = load_certificates(data, &mut config).await?;
     let tls = certs.as_ref().map(|c| c.server_config());

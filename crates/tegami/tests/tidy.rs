@@ -9,6 +9,8 @@
 //! - A library crate never prints (`println!` and friends, indicatif): it returns what it
 //!   found and the faces (the `tegami` binary, the HTTP API) render it.
 //! - Every source file begins with its `//!` line saying what it is for.
+//! - The operations layer (`ops`) is shared by every face, so it takes none of a face's
+//!   tools: no anyhow (it returns typed errors), no clap, no indicatif.
 //!
 //! `KNOWN` lists the places that break a rule today and are being moved; each entry must
 //! still break it, so the list can only shrink.
@@ -17,10 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// (rule, file) pairs that break a rule today, each with the change that will fix it.
-const KNOWN: &[(Rule, &str)] = &[
-    // Hard-wired to SQLite until the conformance suite runs over the role traits (issue 17).
-    (Rule::SqlOutsideBackend, "crates/store/tests/conformance.rs"),
-];
+const KNOWN: &[(Rule, &str)] = &[];
 
 /// The binaries: faces that may print.
 const FACES: &[&str] = &["tegami", "loadgen"];
@@ -32,7 +31,11 @@ enum Rule {
     ProtoNotPure,
     LibraryPrints,
     NoModuleDoc,
+    FaceToolInOps,
 }
+
+/// What a face uses to talk to a person, and the operations layer must not.
+const FACE_TOOLS: &[&str] = &["anyhow", "clap", "indicatif"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Violation {
@@ -80,6 +83,15 @@ fn check_tree(root: &Path) -> Vec<Violation> {
                         detail: format!("a protocol crate depends on {bad}"),
                     });
                 }
+            }
+        }
+        if name == "ops" {
+            for tool in deps.iter().filter(|d| FACE_TOOLS.contains(&d.as_str())) {
+                found.push(Violation {
+                    rule: Rule::FaceToolInOps,
+                    file: relative(&dir.join("Cargo.toml")),
+                    detail: format!("the operations layer depends on {tool}, a face's tool"),
+                });
             }
         }
         let is_face = FACES.contains(&name.as_str());
@@ -286,6 +298,11 @@ fn each_rule_catches_a_planted_violation() {
         "crates/tegami/src/main.rs",
         "//! The CLI.\nfn main() { println!(\"hi\"); }\n",
     );
+    write(
+        "crates/ops/Cargo.toml",
+        "[package]\nname = \"ops\"\n\n[dependencies]\nstore.workspace = true\n\n[dev-dependencies]\nanyhow = \"1\"\n",
+    );
+    write("crates/ops/src/lib.rs", "//! Operations.\n");
     assert_eq!(check_tree(root), Vec::new());
 
     // Then one planted violation per rule.
@@ -294,6 +311,10 @@ fn each_rule_catches_a_planted_violation() {
         "[package]\nname = \"smtp-proto\"\n\n[dependencies]\ntokio = { workspace = true }\n",
     );
     write("crates/smtp-proto/src/lib.rs", "//! SMTP.\n");
+    write(
+        "crates/ops/Cargo.toml",
+        "[package]\nname = \"ops\"\n\n[dependencies]\nstore.workspace = true\nindicatif = \"0.18\"\n",
+    );
     write(
         "crates/gate/Cargo.toml",
         "[package]\nname = \"gate\"\n\n[dependencies.rusqlite]\nversion = \"0.37\"\n",
@@ -319,6 +340,7 @@ fn each_rule_catches_a_planted_violation() {
         (Rule::RusqliteDependency, "crates/gate/Cargo.toml"),
         (Rule::LibraryPrints, "crates/gate/src/lib.rs"),
         (Rule::NoModuleDoc, "crates/gate/src/nodoc.rs"),
+        (Rule::FaceToolInOps, "crates/ops/Cargo.toml"),
         (Rule::ProtoNotPure, "crates/smtp-proto/Cargo.toml"),
         (Rule::SqlOutsideBackend, "crates/store/src/archive.rs"),
         (Rule::SqlOutsideBackend, "crates/store/tests/conformance.rs"),

@@ -82,7 +82,7 @@ pub struct SqliteStore {
     /// The read-only archives beside the store (`archive/`), which IMAP sees as mailboxes.
     archives: Archives,
     /// Who receives postmaster@ of a local domain that has no account or alias of that name
-    /// (see [`SqliteStore::set_postmaster`]).
+    /// (see [`Directory::set_postmaster`]).
     postmaster: RwLock<Option<String>>,
     /// This process's hold on the store (`recovery.rs`). Keep it the last field: it is
     /// dropped after every connection has closed, and only then is the shutdown clean.
@@ -116,15 +116,6 @@ impl SqliteStore {
             postmaster: RwLock::new(None),
             open_guard,
         })
-    }
-
-    /// RFC 5321 section 4.5.1: every domain must accept mail for postmaster@. When no
-    /// account or alias answers to postmaster@ a local domain, [`Store::resolve`] delivers
-    /// it to `target` (an account, an alias, or an address elsewhere). Resolution is the one
-    /// place that rule lives, so SMTP, submission and local delivery from the queue agree.
-    pub fn set_postmaster(&self, target: Option<String>) {
-        *self.postmaster.write().unwrap_or_else(|e| e.into_inner()) =
-            target.map(|t| t.trim().to_lowercase());
     }
 
     pub fn blobs(&self) -> &BlobStore {
@@ -411,6 +402,11 @@ fn release_blob(ctx: &mut WriteCtx<'_>, hash: &[u8]) -> Result<()> {
 }
 
 impl Directory for SqliteStore {
+    fn set_postmaster(&self, target: Option<String>) {
+        *self.postmaster.write().unwrap_or_else(|e| e.into_inner()) =
+            target.map(|t| t.trim().to_lowercase());
+    }
+
     fn add_domain(&self, name: &str) -> Result<()> {
         let name = normalize_domain(name)?;
         self.write(move |ctx| {
