@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use gate::Gate;
 use net::LoginThrottle;
-use store::{AccountId, Store};
+use store::{AccountId, MailAccess};
 
 pub use changes::Changes;
 pub use session::run;
@@ -69,7 +69,7 @@ impl Default for ImapConfig {
 /// State shared by all IMAP sessions of one server.
 pub struct ImapServer {
     config: ImapConfig,
-    store: Arc<dyn Store>,
+    store: Arc<dyn MailAccess>,
     gate: Arc<Gate>,
     changes: Arc<Changes>,
     throttle: Arc<LoginThrottle>,
@@ -82,7 +82,7 @@ impl ImapServer {
     /// ([`Store::set_change_listener`]), or sessions learn of changes only when they ask.
     pub fn new(
         config: ImapConfig,
-        store: Arc<dyn Store>,
+        store: Arc<dyn MailAccess>,
         gate: Arc<Gate>,
         changes: Arc<Changes>,
         throttle: Arc<LoginThrottle>,

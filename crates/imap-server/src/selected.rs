@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use imap_proto::{SeqNum, SequenceSet};
-use store::{MailboxInfo, MessageMeta, Store};
+use store::{MailAccess, MailboxInfo, MessageMeta};
 use tokio::sync::watch;
 
 use crate::fetch::push_flags;
@@ -127,7 +127,7 @@ impl Selected {
     /// `expunge_allowed` false, expunged messages become ghosts instead of EXPUNGE lines.
     pub async fn refresh(
         &mut self,
-        store: &Arc<dyn Store>,
+        store: &Arc<dyn MailAccess>,
         out: &mut Vec<u8>,
         expunge_allowed: bool,
     ) -> store::Result<()> {

@@ -17,7 +17,7 @@ use imap_proto::{
     SearchReturn, SequenceSet, StatusItem, StoreOp,
 };
 use net::{Admission, Connection, Read, Shutdown, Wire};
-use store::{AccountId, FlagOp, Flags, MailboxInfo, Store, StoreError};
+use store::{AccountId, FlagOp, Flags, MailAccess, MailboxInfo, StoreError};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::fetch::{self, Target};
@@ -152,10 +152,10 @@ pub async fn run(conn: Connection, server: Arc<ImapServer>) {
 }
 
 /// Blocking store work, off the connection threads.
-async fn blocking<T, F>(store: &Arc<dyn Store>, work: F) -> Result<T, No>
+async fn blocking<T, F>(store: &Arc<dyn MailAccess>, work: F) -> Result<T, No>
 where
     T: Send + 'static,
-    F: FnOnce(&dyn Store) -> store::Result<T> + Send + 'static,
+    F: FnOnce(&dyn MailAccess) -> store::Result<T> + Send + 'static,
 {
     let store = store.clone();
     match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
@@ -168,7 +168,7 @@ where
 }
 
 impl Session {
-    fn store(&self) -> &Arc<dyn Store> {
+    fn store(&self) -> &Arc<dyn MailAccess> {
         &self.server.store
     }
 
@@ -1251,7 +1251,7 @@ fn split_flags(flags: &[Flag]) -> (Flags, Vec<String>) {
 /// Runs FETCH over the picked messages, a batch per blocking task, writing as it goes.
 /// Returns how many picked messages were already expunged and so not answered.
 async fn run_fetch(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn MailAccess>,
     server: &ImapServer,
     view: &mut Selected,
     wire: &mut Wire,
@@ -1362,7 +1362,7 @@ async fn run_fetch(
 
 /// Numbers (or UIDs) of the messages matching, ascending.
 async fn run_search(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn MailAccess>,
     view: &Selected,
     criteria: &SearchKey,
     uid: bool,

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod check;
 pub mod config;
 pub mod directory;
+pub mod doctor;
 pub mod error;
 pub mod files;
 pub mod maint;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gate::Gate;
 use net::LoginThrottle;
-use store::{AccountId, Store};
+use store::{AccountId, MailAccess};
 
 pub use session::run;
 
@@ -53,7 +53,7 @@ impl Default for Pop3Config {
 /// State shared by all POP3 sessions of one server.
 pub struct Pop3Server {
     config: Pop3Config,
-    store: Arc<dyn Store>,
+    store: Arc<dyn MailAccess>,
     gate: Arc<Gate>,
     /// Maildrops held by a session in the TRANSACTION state (RFC 1939's exclusive lock).
     locked: Mutex<HashSet<AccountId>>,
@@ -64,7 +64,7 @@ pub struct Pop3Server {
 impl Pop3Server {
     pub fn new(
         config: Pop3Config,
-        store: Arc<dyn Store>,
+        store: Arc<dyn MailAccess>,
         gate: Arc<Gate>,
         throttle: Arc<LoginThrottle>,
     ) -> Pop3Server {

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use net::{Admission, Connection, Read, Shutdown, Wire};
 use pop3_proto::{Command, CommandReader, ReadError, ResponseCode};
-use store::{AccountId, MailboxInfo, MessageMeta, Store};
+use store::{AccountId, MailAccess, MailboxInfo, MessageMeta};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::{MaildropLock, Pop3Server};
@@ -111,7 +111,7 @@ pub async fn run(conn: Connection, server: Arc<Pop3Server>) {
 }
 
 impl Session {
-    fn store(&self) -> Arc<dyn Store> {
+    fn store(&self) -> Arc<dyn MailAccess> {
         self.server.store.clone()
     }
 
@@ -508,7 +508,7 @@ impl Session {
 }
 
 async fn open_maildrop(
-    store: Arc<dyn Store>,
+    store: Arc<dyn MailAccess>,
     account: AccountId,
 ) -> store::Result<(MailboxInfo, Vec<MessageMeta>)> {
     tokio::task::spawn_blocking(move || {

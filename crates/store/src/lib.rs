@@ -27,6 +27,7 @@ pub use sqlite::archive::{
     ArchiveOutcome, ArchivePlan, ArchiveProgress, ArchiveReport, ArchiveRequest, Indexer, Phase,
     batch_size as archive_batch_size,
 };
+pub use sqlite::inspect;
 pub use sqlite::{Expired, ORPHANS_DIR, OrphanRecovery, SCHEMA_VERSION, SqliteStore, backup};
 pub use types::*;
 
@@ -36,7 +37,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// `Arc<dyn Store>`) without taking their names.
 pub mod prelude {
     pub use crate::{
-        Directory as _, Mailboxes as _, Maintenance as _, Newsletters as _, Queue as _,
+        Directory as _, MailAccess, Mailboxes as _, Maintenance as _, Newsletters as _, Queue as _,
         Statistics as _, Store,
     };
 }
@@ -47,9 +48,16 @@ pub mod prelude {
 ///
 /// Methods block: SQLite is a synchronous library, so async callers run them on a blocking
 /// thread pool. Every method that changes data returns only after the change is durable.
-pub trait Store: Directory + Mailboxes + Queue + Maintenance + Statistics {}
+pub trait Store: MailAccess + Queue + Maintenance {}
 
-impl<T: Directory + Mailboxes + Queue + Maintenance + Statistics + ?Sized> Store for T {}
+impl<T: MailAccess + Queue + Maintenance + ?Sized> Store for T {}
+
+/// What a session that reads mail needs (IMAP, POP3): who logs in, their mailboxes, and the
+/// usage meter, and nothing of the queue or of maintenance. An `Arc<dyn Store>` becomes an
+/// `Arc<dyn MailAccess>` by coercion.
+pub trait MailAccess: Directory + Mailboxes + Statistics {}
+
+impl<T: Directory + Mailboxes + Statistics + ?Sized> MailAccess for T {}
 
 /// The addresses this server answers for: domains, accounts, aliases, and what a recipient resolves to.
 pub trait Directory: Send + Sync {

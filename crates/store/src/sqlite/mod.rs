@@ -5,6 +5,7 @@ pub(crate) mod archive_file;
 pub mod backup;
 mod check;
 mod history;
+pub mod inspect;
 mod layout;
 mod lists;
 mod mailboxes;
