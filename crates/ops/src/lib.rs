@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod archive;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod directory;
@@ -22,6 +23,7 @@ pub mod newsletter;
 pub mod plan;
 pub mod progress;
 pub mod queue;
+pub mod schedule;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

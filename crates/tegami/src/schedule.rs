@@ -1,5 +1,6 @@
 //! The daily check and optimisation, and the daily backup, built into the server: no cron
-//! needed.
+//! needed. This is the service (its loop, its threads, the gate it waits on); what is due,
+//! skipped or missed, and what a scheduled backup does, `ops::schedule` decides.
 //!
 //! Once a day at `maintenance.check_at` (local time) the server runs the integrity check and
 //! then the optimisation, online, on a consistent snapshot. As in the manual it replaces,
@@ -15,15 +16,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gate::maint::{check_skip_reason, hhmm};
-use gate::{Clock, Gate, Maintenance, oplog};
+use gate::maint::hhmm;
+use gate::{Clock, Gate};
 use net::Shutdown;
+use ops::config::{BackupConfig, Schedule};
+use ops::schedule::{Daily, until_next_minute};
 use store::Store;
 use tracing::{error, info, warn};
 
-use crate::backup::Outcome;
 use crate::check::{self, Trigger};
-use ops::config::{BackupConfig, Schedule};
 
 /// How long to wait for the watcher to notice the maint file we set or removed; it looks
 /// every second, so this only runs out when the watcher is gone.
@@ -49,14 +50,6 @@ pub async fn run(
     );
 }
 
-/// Just after the next minute begins, so each minute is looked at once.
-fn until_next_minute(now: &jiff::Zoned) -> Duration {
-    let into_minute = Duration::from_millis(
-        (now.second() as u64) * 1000 + (now.subsec_nanosecond() as u64) / 1_000_000,
-    );
-    Duration::from_secs(60).saturating_sub(into_minute) + Duration::from_millis(50)
-}
-
 async fn checks(
     schedule: Schedule,
     data: PathBuf,
@@ -69,12 +62,10 @@ async fn checks(
         return;
     };
     info!(at = %hhmm(check_at), "daily check and optimisation scheduled");
-    let mut last_run: Option<jiff::civil::Date> = None;
+    let mut daily = Daily::new(check_at);
     loop {
         let now = clock.now();
-        let minute = now.hour() as u16 * 60 + now.minute() as u16;
-        if minute == check_at && last_run != Some(now.date()) {
-            last_run = Some(now.date());
+        if daily.due(&now) {
             run_once(&schedule, &data, &store, &gate, &clock, check_at).await;
         }
         // Wake just after the next minute begins.
@@ -95,29 +86,14 @@ async fn run_once(
     clock: &Clock,
     check_at: u16,
 ) {
-    let log_dir = data.join("log");
-    let maint_path = data.join("maint");
-    let maintenance = Maintenance::load(&maint_path).unwrap_or(None);
-    if let Some(reason) = check_skip_reason(check_at, maintenance.as_ref()) {
+    if let Some(reason) = ops::schedule::check_skipped(data, clock, check_at) {
         warn!(%reason, "scheduled check skipped");
-        let _ = oplog::append(
-            &log_dir,
-            "maintenance.log",
-            &clock.now(),
-            &format!("scheduled check skipped: {reason}"),
-        );
         return;
     }
     // The manual's behaviour, on request: maintenance mode for the length of the run.
     let set_maintenance = schedule.maintenance_during_check;
     if set_maintenance {
-        let during = Maintenance {
-            message: Some("Scheduled database check in progress".into()),
-            windows: Vec::new(),
-            set_by: Some("the scheduled check".into()),
-            set_at: Some(clock.now().timestamp()),
-        };
-        match during.save(&maint_path) {
+        match ops::schedule::check_maintenance_set(data, clock) {
             // Start only once sessions are turned away, or the check is not "during" anything.
             Ok(()) => {
                 if tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(true))
@@ -129,7 +105,9 @@ async fn run_once(
                     );
                 }
             }
-            Err(e) => error!(error = %e, "cannot set maintenance mode for the scheduled check"),
+            Err(e) => {
+                error!(error = %e.one_line(), "cannot set maintenance mode for the scheduled check")
+            }
         }
     }
     let (store, dir, clock_for_run) = (store.clone(), data.to_path_buf(), clock.clone());
@@ -155,18 +133,13 @@ async fn run_once(
     }
     if set_maintenance {
         // Lift only what we set: an operator may have taken over maintenance meanwhile.
-        let ours = Maintenance::load(&maint_path)
-            .ok()
-            .flatten()
-            .is_some_and(|m| m.set_by.as_deref() == Some("the scheduled check"));
-        if ours {
-            match std::fs::remove_file(&maint_path) {
-                Ok(()) => {
-                    let _ = tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(false)).await;
-                }
-                Err(e) => {
-                    error!(error = %e, "cannot lift the maintenance mode set for the scheduled check")
-                }
+        match ops::schedule::check_maintenance_lift(data) {
+            Ok(true) => {
+                let _ = tokio::time::timeout(GATE_NOTICE, gate.maintenance_seen(false)).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                error!(error = %e.one_line(), "cannot lift the maintenance mode set for the scheduled check")
             }
         }
     }
@@ -176,49 +149,40 @@ async fn backups(settings: BackupConfig, data: PathBuf, clock: Clock, mut stop: 
     let Some(at) = settings.at else {
         return;
     };
-    let root = settings.root(&data);
     info!(
         at = %hhmm(at),
-        dir = %root.display(),
+        dir = %settings.root(&data).display(),
         keep_daily = settings.keep_daily,
         keep_weekly = settings.keep_weekly,
         "daily backup scheduled"
     );
-    let (dir, now) = (root.clone(), clock.now());
-    if let Ok(Some(missed)) =
-        tokio::task::spawn_blocking(move || crate::backup::missed(&dir, &now, at)).await
+    let (dir, start_clock, start_settings) = (data.clone(), clock.clone(), settings.clone());
+    if let Ok(Some(missed)) = tokio::task::spawn_blocking(move || {
+        ops::schedule::backup_missed_at_start(&dir, &start_settings, &start_clock)
+    })
+    .await
     {
         error!(%missed, "scheduled backup missed");
-        let _ = oplog::append(
-            &data.join("log"),
-            "backup.log",
-            &clock.now(),
-            &format!("scheduled backup missed: {missed}"),
-        );
     }
-    let mut last_run: Option<jiff::civil::Date> = None;
+    let mut daily = Daily::new(at);
     loop {
         let now = clock.now();
-        let minute = now.hour() as u16 * 60 + now.minute() as u16;
-        if minute == at && last_run != Some(now.date()) {
-            last_run = Some(now.date());
+        if daily.due(&now) {
             let (data, clock, settings) = (data.clone(), clock.clone(), settings.clone());
             let result = tokio::task::spawn_blocking(move || {
-                crate::backup::scheduled(&data, &clock, &settings)
+                ops::schedule::backup(&data, &settings, &clock)
             })
             .await;
             match result {
-                Ok(Ok(Outcome {
-                    id,
-                    damage: Some(damage),
-                    ..
-                })) => error!(
-                    backup = %id,
-                    %damage,
-                    "the scheduled backup found damage; see log/backup_result.log"
-                ),
-                Ok(Ok(outcome)) => info!(backup = %outcome.id, "scheduled backup finished"),
-                Ok(Err(e)) => error!(error = %format!("{e:#}"), "scheduled backup failed"),
+                Ok(Ok(created)) => match created.damage() {
+                    Some(damage) => error!(
+                        backup = %created.id(),
+                        %damage,
+                        "the scheduled backup found damage; see log/backup_result.log"
+                    ),
+                    None => info!(backup = %created.id(), "scheduled backup finished"),
+                },
+                Ok(Err(e)) => error!(error = %e.one_line(), "scheduled backup failed"),
                 Err(e) => error!(error = %e, "scheduled backup task failed"),
             }
         }
