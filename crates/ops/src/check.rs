@@ -21,22 +21,7 @@ use crate::{Error, Ops, Result};
 /// default hard floor, as in the manual), so the check counts it as a problem.
 pub const DISK_FLOOR: u64 = 10 << 20;
 
-/// Who started a run: the operator by hand, or the server's daily schedule. The result log
-/// says which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Manual,
-    Scheduled,
-}
-
-impl Trigger {
-    pub fn label(self) -> &'static str {
-        match self {
-            Trigger::Manual => "manual",
-            Trigger::Scheduled => "scheduled",
-        }
-    }
-}
+pub use crate::progress::Trigger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckRequest {

@@ -28,6 +28,23 @@ pub trait Progress: Send + Sync {
     fn note(&self, _line: &str) {}
 }
 
+/// Who started a long operation: the operator by hand, or the server's daily schedule.
+/// The result logs and the backup manifest say which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Scheduled,
+}
+
+impl Trigger {
+    pub fn label(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Scheduled => "scheduled",
+        }
+    }
+}
+
 /// For callers that show nothing: scheduled runs, tests.
 pub struct Silent;
 

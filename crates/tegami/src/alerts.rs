@@ -44,7 +44,7 @@ impl Context {
             monitor: &self.monitor,
             witness: self.witness.as_deref(),
             started: self.started,
-            newest_backup: crate::backup::newest(&root).map(|e| e.created()),
+            newest_backup: ops::backup::newest(&root).map(|e| e.created()),
             ddns_failing: self.ddns.as_ref().and_then(|d| d.failing()),
         })
     }

@@ -263,16 +263,6 @@ fn prune_text(pruned: &backup::Pruned) -> String {
     text
 }
 
-/// The newest backup that finished in `root`; for doctor and alerts.
-pub fn newest(root: &Path) -> Option<store::backup::Entry> {
-    backup::newest(root)
-}
-
-/// The scheduled backup missed, in one line; for doctor.
-pub fn missed(root: &Path, now: &jiff::Zoned, at: u16) -> Option<String> {
-    ops::schedule::missed_backup(root, now, at).map(|m| m.to_string())
-}
-
 // ---------------------------------------------------------------------------------------
 // restore
 

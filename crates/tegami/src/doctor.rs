@@ -7,21 +7,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ops::config::Config;
-use ops::doctor::{Backups, Doctor, Report, Severity};
+use ops::doctor::{Doctor, Report, Severity};
 
 pub fn run(data: &Path, config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let doctor = Doctor::new(data);
-    // The backup area's findings about the backup directory (not in ops yet).
-    let root = config.schedule.backup.root(doctor.data());
-    let backups = Backups {
-        newest: crate::backup::newest(&root),
-        missed: config
-            .schedule
-            .backup
-            .at
-            .and_then(|at| crate::backup::missed(&root, &doctor.now(), at)),
-    };
-    let report = doctor.run(config, backups);
+    let report = doctor.run(config);
     let text = if json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {

@@ -165,7 +165,7 @@ pub fn create(
     let mut options = CreateOptions::new(
         root.clone(),
         stored::compact_utc(now),
-        trigger.stored(),
+        super::stored(trigger),
         now,
     );
     options.copy_blobs = request.copy_blobs;

@@ -28,24 +28,13 @@ pub use create::{CreateRequest, Created, create};
 pub use prune::{Decision, Keep, PruneRequest, Pruned, Retention, plan, prune};
 pub use restore::{Compared, ConfigFile, Owner, RestoreRequest, Restored, restore};
 
-/// Who asked for a backup: an operator now, or the daily schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Manual,
-    Scheduled,
-}
+pub use crate::progress::Trigger;
 
-impl Trigger {
-    /// As the logs and the manifest name it.
-    pub fn label(self) -> &'static str {
-        self.stored().label()
-    }
-
-    fn stored(self) -> stored::Trigger {
-        match self {
-            Trigger::Manual => stored::Trigger::Manual,
-            Trigger::Scheduled => stored::Trigger::Scheduled,
-        }
+/// The manifest's name for who asked.
+fn stored(trigger: Trigger) -> stored::Trigger {
+    match trigger {
+        Trigger::Manual => stored::Trigger::Manual,
+        Trigger::Scheduled => stored::Trigger::Scheduled,
     }
 }
 

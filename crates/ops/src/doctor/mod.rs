@@ -80,7 +80,6 @@ impl Report {
 }
 
 /// What the backup area knows about the backups under the config's backup directory.
-/// The face computes it (the backup operations are not in this crate yet) and hands it in.
 #[derive(Debug, Default)]
 pub struct Backups {
     /// The newest finished backup, pre-migration ones left out.
@@ -88,6 +87,22 @@ pub struct Backups {
     /// When a daily backup is configured and the one that should have run last did not:
     /// a sentence saying so.
     pub missed: Option<String>,
+}
+
+impl Backups {
+    /// Reads the backup directory the config names (never creating it).
+    pub fn read(data: &Path, config: &Config, now: &Zoned) -> Backups {
+        let root = config.schedule.backup.root(data);
+        Backups {
+            newest: crate::backup::newest(&root),
+            missed: config
+                .schedule
+                .backup
+                .at
+                .and_then(|at| crate::schedule::missed_backup(&root, now, at))
+                .map(|missed| missed.to_string()),
+        }
+    }
 }
 
 /// An examination of one data directory: the directory made absolute (without requiring it
@@ -125,7 +140,12 @@ impl Doctor {
     }
 
     /// Examines everything, area by area.
-    pub fn run(&self, config: &Config, backups: Backups) -> Report {
+    pub fn run(&self, config: &Config) -> Report {
+        self.run_with(config, Backups::read(&self.data, config, &self.clock.now()))
+    }
+
+    /// As [`Doctor::run`], with what is known of the backups given (tests).
+    pub fn run_with(&self, config: &Config, backups: Backups) -> Report {
         let data = &self.data;
         let clock = &self.clock;
         let groups = [
@@ -322,7 +342,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("absent");
         let config = Config::load(None).unwrap();
-        let report = Doctor::new(&data).run(&config, Backups::default());
+        let report = Doctor::new(&data).run_with(&config, Backups::default());
         assert_eq!(report.data, data);
         let first = |group: &str| {
             report
