@@ -3,16 +3,14 @@
 //! terminal); the server's daily schedule prints nothing and leaves one line in the server's
 //! log. The operations, and the result logs in `log/`, are ops'.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use ops::Ops;
-use ops::check::{CheckOutcome, CheckRequest, OptimizeOutcome};
+use ops::check::CheckRequest;
 use ops::progress::{Progress, Reporter, Unit};
-use store::Store;
 
-pub use ops::check::Trigger;
+use ops::check::Trigger;
 
 /// `tegami check [--repair]`: the report, a hint on standard error when the store is not
 /// healthy, and exit 1 then.
@@ -70,63 +68,6 @@ pub fn run_recover_orphans(ops: &Ops, account: &str, mailbox: &str) -> anyhow::R
 
 /// The check for the server's schedule (and any caller holding a store): a scheduled run
 /// prints nothing and says its result in one line of the server's log.
-pub fn check(
-    store: &dyn Store,
-    data_dir: &Path,
-    clock: &gate::Clock,
-    repair: bool,
-    trigger: Trigger,
-) -> anyhow::Result<CheckOutcome> {
-    let request = CheckRequest { repair, trigger };
-    let progress = reporter(trigger);
-    let outcome = ops::check::check(store, data_dir, clock, &request, &progress)?;
-    match trigger {
-        Trigger::Manual => {
-            print!("{}", outcome.summary);
-            if let Some(hint) = &outcome.hint {
-                eprintln!("tegami: {hint}");
-            }
-        }
-        // The schedule itself says loudly when the result is bad.
-        Trigger::Scheduled => tracing::info!(
-            result = %outcome.verdict,
-            seconds = outcome.seconds,
-            "scheduled check finished"
-        ),
-    }
-    Ok(outcome)
-}
-
-/// The optimisation for the server's schedule, like [`check`].
-pub fn optimize(
-    store: &dyn Store,
-    data_dir: &Path,
-    clock: &gate::Clock,
-    trigger: Trigger,
-) -> anyhow::Result<OptimizeOutcome> {
-    let progress = reporter(trigger);
-    let outcome = ops::check::optimize(store, data_dir, clock, trigger, &progress)?;
-    match trigger {
-        Trigger::Manual => print!("{}", outcome.summary),
-        Trigger::Scheduled => tracing::info!(
-            result = %outcome.done,
-            seconds = outcome.seconds,
-            "scheduled optimisation finished"
-        ),
-    }
-    Ok(outcome)
-}
-
-fn reporter(trigger: Trigger) -> Reporter {
-    match trigger {
-        Trigger::Manual => manual(),
-        // The operation logs what it could not write; the server has no terminal to tell.
-        Trigger::Scheduled => ops::progress::silent(),
-    }
-}
-
-/// A manual run's reporter: the terminal's bar, and every note on standard error whether
-/// or not that is a terminal (a result log that could not be written must be told).
 fn manual() -> Reporter {
     Arc::new(Notes(crate::progress::terminal()))
 }

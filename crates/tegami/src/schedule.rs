@@ -24,7 +24,7 @@ use ops::schedule::{Daily, until_next_minute};
 use store::Store;
 use tracing::{error, info, warn};
 
-use crate::check::{self, Trigger};
+use ops::check::{CheckRequest, Trigger};
 
 /// How long to wait for the watcher to notice the maint file we set or removed; it looks
 /// every second, so this only runs out when the watcher is gone.
@@ -112,17 +112,24 @@ async fn run_once(
     }
     let (store, dir, clock_for_run) = (store.clone(), data.to_path_buf(), clock.clone());
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let outcome = check::check(
-            store.as_ref(),
-            &dir,
-            &clock_for_run,
-            false,
-            Trigger::Scheduled,
-        )?;
+        let silent = ops::progress::silent();
+        let request = CheckRequest {
+            repair: false,
+            trigger: Trigger::Scheduled,
+        };
+        let outcome = ops::check::check(store.as_ref(), &dir, &clock_for_run, &request, &silent)?;
+        info!(result = %outcome.verdict, seconds = outcome.seconds, "scheduled check finished");
         if !outcome.healthy {
             error!("the scheduled check found problems; see log/maintenance_result.log");
         }
-        check::optimize(store.as_ref(), &dir, &clock_for_run, Trigger::Scheduled)?;
+        let outcome = ops::check::optimize(
+            store.as_ref(),
+            &dir,
+            &clock_for_run,
+            Trigger::Scheduled,
+            &silent,
+        )?;
+        info!(result = %outcome.done, seconds = outcome.seconds, "scheduled optimisation finished");
         Ok(())
     })
     .await;
