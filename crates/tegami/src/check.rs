@@ -1,7 +1,7 @@
 //! The faces of `ops::check`: `tegami check`, `check --recover-orphans` and `optimize` print
 //! the report on standard output (a progress bar on standard error when that is a
-//! terminal); the server's daily schedule prints nothing and leaves one line in the server's
-//! log. The operations, and the result logs in `log/`, are ops'.
+//! terminal). The operations, and the result logs in `log/`, are ops'; the server's daily
+//! run is in `schedule.rs`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
