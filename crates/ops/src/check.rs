@@ -164,7 +164,7 @@ pub fn check(
                 "maintenance_result.log",
                 &format!(
                     "result: {line}\n{}\n",
-                    times(&started_at, &clock.now(), seconds, trigger)
+                    trigger.run_times(&started_at, &clock.now(), seconds)
                 ),
                 progress,
             );
@@ -178,7 +178,7 @@ pub fn check(
     let verdict = verdict(&report, disk.low, outstanding);
     let summary = format!(
         "result: {verdict}\n{}\n{}\n{report:#}",
-        times(&started_at, &clock.now(), seconds, trigger),
+        trigger.run_times(&started_at, &clock.now(), seconds),
         disk.text
     );
     log_line(
@@ -233,7 +233,7 @@ pub fn optimize(
                 "optimize_result.log",
                 &format!(
                     "result: {line}\n{}\n",
-                    times(&started_at, &clock.now(), seconds, trigger)
+                    trigger.run_times(&started_at, &clock.now(), seconds)
                 ),
                 progress,
             );
@@ -243,7 +243,7 @@ pub fn optimize(
     let done = what_was_done(&report);
     let summary = format!(
         "result: {done}\n{}\n{report}",
-        times(&started_at, &clock.now(), seconds, trigger)
+        trigger.run_times(&started_at, &clock.now(), seconds)
     );
     log_line(
         &log_dir,
@@ -447,16 +447,6 @@ fn disk_line(data: &Path) -> Disk {
             low: false,
         },
     }
-}
-
-fn times(started: &jiff::Zoned, finished: &jiff::Zoned, seconds: f64, trigger: Trigger) -> String {
-    const FORMAT: &str = "%Y-%m-%d %H:%M:%S %z";
-    format!(
-        "{} run, started {}, finished {} ({seconds:.1} s)",
-        trigger.label(),
-        started.strftime(FORMAT),
-        finished.strftime(FORMAT)
-    )
 }
 
 /// A log line that cannot be written must not hide the report itself (a full disk is one

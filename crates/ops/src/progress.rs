@@ -43,6 +43,17 @@ impl Trigger {
             Trigger::Scheduled => "scheduled",
         }
     }
+
+    /// The line of a result log that says who ran it and when.
+    pub fn run_times(self, started: &jiff::Zoned, finished: &jiff::Zoned, seconds: f64) -> String {
+        const FORMAT: &str = "%Y-%m-%d %H:%M:%S %z";
+        format!(
+            "{} run, started {}, finished {} ({seconds:.1} s)",
+            self.label(),
+            started.strftime(FORMAT),
+            finished.strftime(FORMAT)
+        )
+    }
 }
 
 /// For callers that show nothing: scheduled runs, tests.

@@ -187,7 +187,7 @@ pub fn create(
                 &log_dir,
                 &format!(
                     "result: failed: {e}\n{}\n",
-                    times(&started_at, &clock.now(), seconds, trigger)
+                    trigger.run_times(&started_at, &clock.now(), seconds)
                 ),
             );
             return Err(from_backup_in(
@@ -235,7 +235,7 @@ pub fn create(
         &format!(
             "result: {}\n{}\n{}",
             created.result(),
-            times(&started_at, &clock.now(), seconds, trigger),
+            trigger.run_times(&started_at, &clock.now(), seconds),
             created.summary()
         ),
     );
@@ -265,14 +265,4 @@ fn secrets_line(m: &Manifest) -> String {
         None => line.push_str("; no config file (none was given with --config)"),
     }
     line
-}
-
-fn times(started: &jiff::Zoned, finished: &jiff::Zoned, seconds: f64, trigger: Trigger) -> String {
-    const FORMAT: &str = "%Y-%m-%d %H:%M:%S %z";
-    format!(
-        "{} run, started {}, finished {} ({seconds:.1} s)",
-        trigger.label(),
-        started.strftime(FORMAT),
-        finished.strftime(FORMAT)
-    )
 }
