@@ -135,24 +135,6 @@ fn pragma(db: &std::path::Path, name: &str) -> i64 {
     conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
 }
 
-/// Delivers `n` distinct messages to alice from a few threads (group commit keeps it quick).
-fn deliver_many(store: &Arc<SqliteStore>, alice: store::AccountId, n: usize) {
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                for i in (t..n).step_by(8) {
-                    let message = format!("Subject: {i}\r\n\r\n{}\r\n", "x".repeat(i % 300));
-                    store.deliver(message.as_bytes(), &[alice]).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-}
-
 #[test]
 fn new_databases_give_free_pages_back_incrementally() {
     let (dir, _store) = store();
@@ -165,7 +147,7 @@ fn optimize_gives_the_pages_of_a_mass_expunge_back_and_truncates_the_wal() {
     let db = dir.path().join("tegami.db");
     let alice = store.add_account("alice@example.com", "pw").unwrap();
     let store = Arc::new(store);
-    deliver_many(&store, alice, 1500);
+    store::conformance::deliver_many(&(store.clone() as Arc<dyn Store>), alice, 1500);
     let inbox = store.mailbox(alice, "INBOX").unwrap();
     let ids: Vec<_> = store
         .messages(inbox.id)

@@ -179,8 +179,9 @@ fn healthy(store: &dyn Store) {
     assert!(report.is_healthy(), "{report}");
 }
 
-/// Delivers `n` distinct messages to alice from a few threads (group commit keeps it quick).
-fn deliver_many(store: &Arc<dyn Store>, alice: AccountId, n: usize) {
+/// Delivers `n` distinct messages to alice from a few threads (group commit keeps it quick);
+/// also for a backend's own tests.
+pub fn deliver_many(store: &Arc<dyn Store>, alice: AccountId, n: usize) {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let store = store.clone();
