@@ -7,6 +7,7 @@ process exits 0 in a few seconds. The usage statistics are flushed once a minute
 (`[stats] flush_interval_secs`): with a flush interval of an hour, the messages sent just
 before the stop are in `stats usage` afterwards only because the usage service writes its
 last step on the way out (before, the service was aborted and a separate call did it).
+A SIGTERM sent as soon as `tegami ready` is read also stops it cleanly.
 """
 
 import json
@@ -55,6 +56,15 @@ def test():
     ann = [u for u in usage if u["account"] == "ann@example.com"]
     assert ann, f"the last flush did not happen: {usage}"
     ok("the usage service wrote its last flush on the way out: ann's 3 messages are counted")
+
+    # The signal handlers are in place before `tegami ready` is printed: a SIGTERM sent the
+    # moment it is read stops the server cleanly (before, the default action killed it in
+    # most of these runs).
+    for i in range(5):
+        quick = t.serve()
+        code = quick.stop(timeout=30)
+        assert code == 0, (i, code, quick.describe_failure())
+    ok("SIGTERM at the moment `tegami ready` is read: a clean stop, exit 0, 5 times of 5")
 
 
 if __name__ == "__main__":

@@ -474,6 +474,9 @@ async fn serve(
     }
     notifier.start_watchdog(&mut services);
 
+    // The handlers go in before anyone is told we are ready: a SIGTERM sent the moment
+    // "ready" is read must stop the server cleanly, not kill it by the default action.
+    let signals = Signals::install()?;
     println!("tegami ready");
     std::io::stdout().flush()?;
     notifier.notify("READY=1\nSTATUS=accepting mail");
@@ -491,7 +494,7 @@ async fn serve(
         );
     }
 
-    wait_for_signal(&hup).await?;
+    signals.wait(&hup).await;
     notifier.notify("STOPPING=1\nSTATUS=stopping: letting sessions finish");
     info!("stopping: letting sessions finish");
     if tokio::time::timeout(GRACE, trigger.shutdown())
@@ -553,24 +556,37 @@ async fn bind(protocol: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Waits for SIGTERM or SIGINT; each SIGHUP meanwhile asks for the certificates to be read
-/// again (`hup`).
-async fn wait_for_signal(hup: &tokio::sync::Notify) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("received SIGTERM"); break }
-            _ = int.recv() => { info!("received SIGINT"); break }
-            _ = hangup.recv() => {
-                info!("received SIGHUP: reading the certificates again");
-                hup.notify_one();
+/// The signals `serve` answers: SIGTERM and SIGINT stop it, SIGHUP reloads certificates.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; each SIGHUP meanwhile asks for the certificates to be
+    /// read again (`hup`).
+    async fn wait(mut self, hup: &tokio::sync::Notify) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { info!("received SIGTERM"); break }
+                _ = self.int.recv() => { info!("received SIGINT"); break }
+                _ = self.hangup.recv() => {
+                    info!("received SIGHUP: reading the certificates again");
+                    hup.notify_one();
+                }
             }
         }
     }
-    Ok(())
 }
 
 /// How often the certificate files are looked at for changes.
