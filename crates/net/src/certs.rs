@@ -147,30 +147,37 @@ pub fn load_cert(files: &CertFiles) -> Result<LoadedCert, TlsError> {
 
 type Description = (Vec<String>, String, i64, i64);
 
-fn describe(der: &CertificateDer<'_>) -> Result<Description, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    let mut names: Vec<String> = match cert.subject_alternative_name() {
+/// The host names a certificate is for, as written in it: its DNS subject alternative
+/// names, or its subject's common names when it has none.
+pub fn certificate_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let names: Vec<String> = match cert.subject_alternative_name() {
         Ok(Some(san)) => san
             .value
             .general_names
             .iter()
             .filter_map(|n| match n {
-                x509_parser::extensions::GeneralName::DNSName(name) => {
-                    Some(name.to_ascii_lowercase())
-                }
+                x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
                 _ => None,
             })
             .collect(),
         _ => Vec::new(),
     };
-    if names.is_empty() {
-        names = cert
-            .subject()
-            .iter_common_name()
-            .filter_map(|cn| cn.as_str().ok())
-            .map(str::to_ascii_lowercase)
-            .collect();
+    if !names.is_empty() {
+        return names;
     }
+    cert.subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(str::to_string)
+        .collect()
+}
+
+fn describe(der: &CertificateDer<'_>) -> Result<Description, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let names = certificate_names(&cert)
+        .iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     let validity = cert.validity();
     Ok((
         names,

@@ -15,7 +15,8 @@ mod wire;
 
 pub use admission::Admission;
 pub use certs::{
-    CertFiles, CertSources, Certificates, LoadedCert, ReloadReport, SniResolver, load_cert,
+    CertFiles, CertSources, Certificates, LoadedCert, ReloadReport, SniResolver, certificate_names,
+    load_cert,
 };
 pub use counts::{SessionCounts, SessionGuard};
 pub use listener::{Connection, ListenerConfig, serve};

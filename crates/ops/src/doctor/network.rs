@@ -366,27 +366,7 @@ fn certificate(g: &mut Group, path: &Path, setting: &str, now: &Zoned) -> Option
     };
     g.judge("certificate", value, verdict);
 
-    let mut names: Vec<String> = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    if names.is_empty() {
-        names = cert
-            .subject()
-            .iter_common_name()
-            .filter_map(|cn| cn.as_str().ok())
-            .map(str::to_string)
-            .collect();
-    }
-    Some(names)
+    Some(net::certificate_names(&cert))
 }
 
 #[derive(Debug, PartialEq, Eq)]
