@@ -370,6 +370,15 @@ impl Inner {
 }
 
 impl Power {
+    /// What a power cut must restore of the database file `path`, whose size is `size`
+    /// before its first change since the last sync.
+    fn db_undo(&mut self, path: &Path, size: u64) -> &mut DbUndo {
+        self.db.entry(path.to_path_buf()).or_insert_with(|| DbUndo {
+            size,
+            saved: Vec::new(),
+        })
+    }
+
     fn stash_path(&mut self) -> PathBuf {
         self.next += 1;
         self.stash.join(self.next.to_string())
@@ -661,13 +670,7 @@ impl Plan {
     ) -> Result<MutexGuard<'_, Inner>, i32> {
         let mut inner = self.begin(Op::DbWrite)?;
         if let Some(power) = inner.power() {
-            let undo = power
-                .db
-                .entry(path.to_path_buf())
-                .or_insert_with(|| DbUndo {
-                    size,
-                    saved: Vec::new(),
-                });
+            let undo = power.db_undo(path, size);
             undo.keep(offset, offset + len as u64, read);
         }
         Ok(inner)
@@ -682,13 +685,7 @@ impl Plan {
     ) -> Result<MutexGuard<'_, Inner>, i32> {
         let mut inner = self.begin(Op::DbTruncate)?;
         if let Some(power) = inner.power() {
-            let undo = power
-                .db
-                .entry(path.to_path_buf())
-                .or_insert_with(|| DbUndo {
-                    size,
-                    saved: Vec::new(),
-                });
+            let undo = power.db_undo(path, size);
             undo.keep(new_size, undo.size, read);
         }
         Ok(inner)
