@@ -2,8 +2,9 @@
 CLI in JSON, the HTTP routes without following redirects, VERP addresses, message bodies,
 DSNs built like Postfix's, and DKIM verification of many messages in one dkimpy process.
 
-Not a test by itself: newsletter_campaign.py, newsletter_crash.py and newsletter_steps.py
-import it (and bench/newsletter.py does too).
+Not a test by itself: the newsletter_*.py tests import it (and bench/newsletter.py does
+too). `LoopbackMx` is a minimal SMTP server for the tests that need a remote which refuses,
+defers or goes quiet after taking a message.
 
 What is relied on (the issue 10 contract, /work/notes/contract-10.md):
 - `[newsletter]` with base_url, bounce_domain, verp_prefix, hard_bounce_limit, keep_days,
@@ -21,8 +22,10 @@ import http.client as httpclient
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -351,3 +354,108 @@ def settled_count(peer, quiet=1.0, timeout=60):
 
 def parse_received(raw):
     return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+class LoopbackMx:
+    """A minimal SMTP server on 127.0.0.1: EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
+    `refuse` and `defer` map addresses to the reply their RCPT gets (5xx, 4xx), every time.
+    A message to an address in `hold` is recorded when its final dot arrives, and then the
+    server says nothing more on that connection: the moment between a remote taking a
+    message and the sender hearing so. Records every RCPT asked and every message taken."""
+
+    def __init__(self, refuse=None, defer=None, hold=()):
+        self.refuse = {a.lower(): r for a, r in (refuse or {}).items()}
+        self.defer = {a.lower(): r for a, r in (defer or {}).items()}
+        self.hold = {a.lower() for a in hold}
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((h.HOST, 0))
+        self.sock.listen(32)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.rcpts = []  # every address asked at RCPT, in order
+        self.messages = []  # (sender, [recipients], body bytes)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _session(self, c):
+        f = c.makefile("rb")
+
+        def say(line):
+            c.sendall(line.encode() + b"\r\n")
+
+        try:
+            say("220 mx.peer.test ESMTP loopback")
+            sender, rcpts = None, []
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                cmd = line.decode(errors="replace").strip()
+                verb = cmd[:4].upper()
+                if verb in ("EHLO", "HELO"):
+                    say("250-mx.peer.test")
+                    say("250 8BITMIME")
+                elif verb == "MAIL":
+                    sender, rcpts = cmd.split(":", 1)[1].strip().split(" ")[0].strip("<>"), []
+                    say("250 2.1.0 ok")
+                elif verb == "RCPT":
+                    addr = cmd.split(":", 1)[1].strip().split(" ")[0].strip("<>").lower()
+                    with self.lock:
+                        self.rcpts.append(addr)
+                    if addr in self.refuse:
+                        say(self.refuse[addr])
+                    elif addr in self.defer:
+                        say(self.defer[addr])
+                    else:
+                        rcpts.append(addr)
+                        say("250 2.1.5 ok")
+                elif verb == "DATA":
+                    if not rcpts:
+                        say("554 5.5.1 no valid recipients")
+                        continue
+                    say("354 go ahead")
+                    body = []
+                    while True:
+                        data = f.readline()
+                        if not data or data in (b".\r\n", b".\n"):
+                            break
+                        body.append(data[1:] if data.startswith(b"..") else data)
+                    with self.lock:
+                        self.messages.append((sender, list(rcpts), b"".join(body)))
+                    if self.hold & set(rcpts):
+                        # Taken, never acknowledged: the sender is left waiting until it
+                        # dies or times out.
+                        while f.readline():
+                            pass
+                        return
+                    say("250 2.0.0 queued")
+                elif verb == "RSET":
+                    sender, rcpts = None, []
+                    say("250 2.0.0 ok")
+                elif verb == "NOOP":
+                    say("250 2.0.0 ok")
+                elif verb == "QUIT":
+                    say("221 2.0.0 bye")
+                    return
+                else:
+                    say("502 5.5.2 not implemented")
+        except OSError:
+            return
+        finally:
+            c.close()
+
+    def received_by(self, address):
+        with self.lock:
+            return [m for m in self.messages if address in m[1]]
+
+    def asked(self, address):
+        with self.lock:
+            return self.rcpts.count(address)

@@ -18,10 +18,11 @@ takes about ten seconds, and the clock under the test's control (TEGAMI_CLOCK_FI
 
 Duplicates: enqueueing is exactly once (a subscriber in the `sent` set is never enqueued
 again), so no subscriber may hold two mails with different Message-IDs (two renderings),
-and `campaign recipients` lists each subscriber once. Copies of the same Message-ID come
-only from the queue's own window (outbound_crash.py: at most one per open connection,
-per_destination to the one destination), so they are at most per_destination for the one
-kill that hit a delivery run.
+and `campaign recipients` lists each subscriber once. Delivery is at most once for
+campaign mail (issue 21.5): a transaction is recorded before it starts and one that the
+kill cut off counts as sent, so nobody holds two copies of the same Message-ID either;
+the price is that the transactions under way at the kill (at most per_destination, to the
+one destination) may be lost, so that many subscribers may hold nothing.
 """
 
 import collections
@@ -94,7 +95,8 @@ def test():
     # --- 3: finish -------------------------------------------------------------------------------
     srv = nl.serve(t, http_port, pop3=False, imap=False)
     peers.wait_until(f"campaign {cid} done", lambda: nl.campaign(t, cid)[0] == "done", 120, interval=0.5)
-    peers.wait_until("every subscriber's mail at Postfix", lambda: peer.count() >= N, 120, interval=0.2)
+    peers.wait_until("the campaign's mail at Postfix", lambda: peer.count() >= N - PER_DESTINATION, 120,
+                     interval=0.2)
     peers.wait_until("an empty queue", lambda: peers.queue_size(srv) == 0, 60)
     total = nl.settled_count(peer, quiet=2.0)
     state, totals = nl.campaign(t, cid)
@@ -106,7 +108,8 @@ def test():
     for m in peer.messages():
         by_rcpt[m.recipient].append(m)
     missing = sorted(set(want) - set(by_rcpt))
-    assert not missing, f"{len(missing)} subscribers got nothing, e.g. {missing[:5]}"
+    assert len(missing) <= PER_DESTINATION, (f"{len(missing)} subscribers got nothing, more than the transactions "
+                                             f"one kill can cut off ({PER_DESTINATION}), e.g. {missing[:5]}")
     extra = sorted(set(by_rcpt) - set(want))
     assert not extra, f"mail for non-subscribers: {extra[:5]}"
     rendered_twice = {r: sorted({m.message_id for m in ms}) for r, ms in by_rcpt.items()
@@ -119,11 +122,10 @@ def test():
             assert sid == ids[r], f"{r}: VERP names subscriber {sid}, its id is {ids[r]}"
             assert f"Dear {want[r]}," in nl.part(m, "plain"), f"{r}: not its own mail"
     dups = total - len(by_rcpt)
-    assert dups <= PER_DESTINATION, (f"{dups} duplicate deliveries after one kill during delivery, more than the "
-                                     f"queue's window ({PER_DESTINATION} = per_destination): "
-                                     f"{[r for r, ms in by_rcpt.items() if len(ms) > 1][:10]}")
-    ok(f"campaign done after two kills: all {N} subscribers have their own mail, none enqueued twice, "
-       f"{dups} queue-window duplicates (bound {PER_DESTINATION}); queue empty")
+    assert dups == 0, (f"{dups} duplicate deliveries after one kill during delivery (campaign mail goes at most "
+                       f"once): {[r for r, ms in by_rcpt.items() if len(ms) > 1][:10]}")
+    ok(f"campaign done after two kills: {N - len(missing)} of {N} subscribers have their own mail, none twice "
+       f"(the kill cut off {len(missing)} transactions, bound {PER_DESTINATION}); queue empty")
 
     srv.stop()
     t.check_store("after the newsletter crash test")

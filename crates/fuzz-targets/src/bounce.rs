@@ -1,15 +1,17 @@
-//! Bounces: anything that arrives at the newsletter's VERP address (crates/newsletter),
+//! Bounces and feedback-loop reports: anything that arrives at the newsletter's VERP or
+//! feedback-loop address (crates/newsletter),
 //! and the DSNs tegami's own queue sends (crates/outbound), which must read back as what
 //! they report.
 
-use newsletter::{Keys, parse_bounce};
+use newsletter::{Keys, parse_bounce, parse_feedback_report};
 use outbound::{Dsn, DsnAction, DsnRecipient, build_dsn};
 
-/// The input as a bounce, as a VERP address, and as the facts and the original message of
-/// a DSN built by the queue.
+/// The input as a bounce, as an ARF feedback report, as a VERP address, and as the facts
+/// and the original message of a DSN built by the queue.
 ///
 /// Asserts: a bounce read has an RFC 3463 status (class 2, 4 or 5) and a hard bounce is
-/// not of class 4; its diagnostic is one line of at most 300 characters; a VERP address
+/// not of class 4; its diagnostic is one line of at most 300 characters; a feedback report
+/// has a type and keeps at most 10 recipients, 4 URLs and 1000 bytes a field; a VERP address
 /// that decodes re-encodes to one that decodes the same; and the queue's own DSN, whatever
 /// the reply text and the original message, reads back with the status and the hardness
 /// of the recipient it reports first among the worst.
@@ -19,6 +21,16 @@ pub fn bounce(data: &[u8]) {
         assert!(!(b.hard && b.status.starts_with('4')), "{b:?}");
         assert!(b.diagnostic.chars().count() <= 300, "{b:?}");
         assert!(!b.diagnostic.contains(['\r', '\n']), "{b:?}");
+    }
+
+    if let Some(r) = parse_feedback_report(data) {
+        assert!(!r.feedback_type.is_empty(), "{r:?}");
+        assert!(r.original_rcpt_to.len() <= 10, "{r:?}");
+        assert!(r.unsubscribe_urls.len() <= 4, "{r:?}");
+        let fields = [&r.user_agent, &r.original_mail_from, &r.source_ip];
+        for value in fields.into_iter().flatten().chain(&r.original_rcpt_to) {
+            assert!(value.len() <= 1000, "{r:?}");
+        }
     }
 
     let text = String::from_utf8_lossy(data);

@@ -191,20 +191,55 @@ pub fn router(source: Arc<dyn Source>, extra: Router) -> Router {
         .layer(axum::middleware::from_fn(api_from_loopback_only))
 }
 
-/// Serves until `shutdown` completes.
+/// Serves `app` (made by [`router`]) on plain HTTP until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    source: Arc<dyn Source>,
-    extra: Router,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(source, extra).into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
 }
+
+/// Serves one connection that is already TLS (the HTTPS listener's, accepted with its
+/// limits by `net::serve`) with `app`: HTTP/1.1 with keep-alive, a deadline on each
+/// request's header, and a graceful end (the request under way is answered, then the
+/// connection closes) once `shutdown` completes.
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        }
+        () = &mut shutdown => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// How long a client may take to send a request's header (slowloris).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `/api/...` answers administrators' tools and lists subscribers' addresses: only peers
 /// on loopback may use it, even when the listener is public for unsubscribe and click

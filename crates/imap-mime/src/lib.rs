@@ -4,6 +4,7 @@
 //! MIME parsing is mail-parser's; this crate maps its parts onto RFC 3501's part numbers
 //! and byte ranges and writes the IMAP forms with `imap_proto::encode`.
 
+mod display;
 mod search;
 mod section;
 mod structure;
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 
 use mail_parser::{HeaderName, HeaderValue};
 
+pub use crate::display::{Attachment, Displayed};
 use crate::search::Haystack;
 use crate::tree::Node;
 
@@ -96,6 +98,14 @@ impl<'a> Message<'a> {
         self.haystack().text_contains(needle)
     }
 
+    /// The lower-cased text SEARCH looks in, for a full-text index: every header block, and
+    /// every text part, each joined by newlines. Whatever [`Message::text_contains`],
+    /// [`Message::body_contains`] (the second) or [`Message::header_contains`] (the first)
+    /// finds is a substring of these.
+    pub fn search_text(&self) -> (String, String) {
+        self.haystack().joined()
+    }
+
     /// The first field named `field` of the top header, decoded for display (encoded words
     /// decoded, addresses as `name <address>`, message ids as written), for listings such as
     /// an archive's CSV export.
@@ -107,6 +117,11 @@ impl<'a> Message<'a> {
     /// headers and text included), as written: what a full-text index takes in.
     pub fn plain_text(&self) -> String {
         search::plain_text(&self.root, self.raw)
+    }
+
+    /// The text part, the HTML part and the attachments, as a mail reader shows them.
+    pub fn displayed(&self) -> Displayed {
+        display::displayed(&self.root, self.raw)
     }
 
     fn haystack(&self) -> &Haystack {

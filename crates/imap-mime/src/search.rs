@@ -3,10 +3,10 @@
 
 use std::borrow::Cow;
 
-use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::{Address, Header, HeaderName, HeaderValue};
 
+use crate::display::part_text;
 use crate::structure::decoded_text;
 use crate::tree::{Kind, Node, decode, raw_name, raw_value, unfold};
 
@@ -55,6 +55,11 @@ impl Haystack {
             }
             Kind::Opaque => {}
         }
+    }
+
+    /// The header blocks and the bodies, each joined by newlines.
+    pub fn joined(&self) -> (String, String) {
+        (self.headers.join("\n"), self.bodies.join("\n"))
     }
 
     pub fn body_contains(&self, needle: &str) -> bool {
@@ -203,12 +208,6 @@ fn body_text(node: &Node<'_>, buf: &[u8]) -> Option<String> {
         return None;
     }
     let bytes = decode(node.transfer_encoding(buf), &buf[node.body.clone()]);
-    let charset = ct
-        .and_then(|ct| ct.attribute("charset"))
-        .and_then(|c| charset_decoder(c.as_bytes()));
-    let text = match charset {
-        Some(decoder) => decoder(&bytes),
-        None => String::from_utf8_lossy(&bytes).into_owned(),
-    };
+    let text = part_text(node, &bytes);
     Some(if is_html { html_to_text(&text) } else { text })
 }

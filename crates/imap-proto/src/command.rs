@@ -61,11 +61,16 @@ pub enum CommandBody {
     },
 
     // Authenticated.
+    /// SELECT, with RFC 7162's CONDSTORE or QRESYNC parameter when given.
     Select {
         mailbox: String,
+        condstore: bool,
+        qresync: Option<Qresync>,
     },
     Examine {
         mailbox: String,
+        condstore: bool,
+        qresync: Option<Qresync>,
     },
     Create {
         mailbox: String,
@@ -84,18 +89,34 @@ pub enum CommandBody {
     Unsubscribe {
         mailbox: String,
     },
-    /// LIST reference pattern, plus RFC 5258/6154 selection and return options when given.
+    /// LIST reference pattern(s), plus the RFC 5258 selection and return options (with
+    /// RFC 6154's SPECIAL-USE and RFC 5819's STATUS) when given. A plain LIST has one
+    /// pattern and default options.
     List {
         reference: String,
-        pattern: String,
-        select_special_use: bool,
-        return_special_use: bool,
+        patterns: Vec<String>,
+        select: ListSelect,
+        ret: ListReturn,
     },
     Lsub {
         reference: String,
         pattern: String,
     },
     Namespace,
+    /// GETQUOTA root (RFC 9208).
+    GetQuota {
+        root: String,
+    },
+    /// GETQUOTAROOT mailbox.
+    GetQuotaRoot {
+        mailbox: String,
+    },
+    /// SETQUOTA root (resource limit ...): read so that it can be refused, since limits
+    /// are the administrator's to set.
+    SetQuota {
+        root: String,
+        limits: Vec<(String, u64)>,
+    },
     Status {
         mailbox: String,
         items: Vec<StatusItem>,
@@ -104,7 +125,7 @@ pub enum CommandBody {
     Append {
         mailbox: String,
         flags: Vec<Flag>,
-        date: Option<i64>,
+        date: Option<DateTime>,
         message: Vec<u8>,
     },
     Idle,
@@ -122,17 +143,23 @@ pub enum CommandBody {
         criteria: SearchKey,
         ret: SearchReturn,
     },
+    /// FETCH, with RFC 7162's modifiers: `(CHANGEDSINCE n)` answers only messages whose
+    /// mod-sequence is above n; `VANISHED` (UID FETCH only) adds the UIDs expunged since.
     Fetch {
         uid: bool,
         set: SequenceSet,
         items: Vec<FetchItem>,
+        changed_since: Option<u64>,
+        vanished: bool,
     },
+    /// STORE, with RFC 7162's `(UNCHANGEDSINCE n)`.
     Store {
         uid: bool,
         set: SequenceSet,
         op: StoreOp,
         silent: bool,
         flags: Vec<Flag>,
+        unchanged_since: Option<u64>,
     },
     Copy {
         uid: bool,
@@ -144,6 +171,50 @@ pub enum CommandBody {
         set: SequenceSet,
         mailbox: String,
     },
+}
+
+/// APPEND's date-time: the moment, and the zone it was written in (minutes east of UTC),
+/// which INTERNALDATE gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime {
+    pub seconds: i64,
+    pub zone_minutes: i16,
+}
+
+/// SELECT's `(QRESYNC (uidvalidity modseq [known-uids [(seq-match uid-match)]]))`
+/// (RFC 7162 §3.2.5): what the client remembers of the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qresync {
+    pub uid_validity: u32,
+    pub modseq: u64,
+    pub known_uids: Option<SequenceSet>,
+    /// Message numbers and the UIDs the client had at them, pairwise.
+    pub seq_match: Option<(SequenceSet, SequenceSet)>,
+}
+
+/// LIST selection options (RFC 5258 §3.1, RFC 6154 §5.2). REMOTE is accepted and has no
+/// field: tegami has no remote mailboxes, so asking for them changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListSelect {
+    /// Only subscribed names, existing or not.
+    pub subscribed: bool,
+    /// Only mailboxes with a special-use attribute.
+    pub special_use: bool,
+    /// Also list a matching parent whose descendants satisfy the other options, with
+    /// CHILDINFO saying which. The parser refuses it alone, as RFC 5258 requires.
+    pub recursive_match: bool,
+}
+
+/// LIST return options (RFC 5258 §3.2, RFC 6154 §5.1, RFC 5819). CHILDREN is accepted and
+/// has no field: \HasChildren and \HasNoChildren are always returned, which RFC 5258
+/// allows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListReturn {
+    /// \Subscribed on subscribed names (implied by the SUBSCRIBED selection option).
+    pub subscribed: bool,
+    pub special_use: bool,
+    /// STATUS (items): an untagged STATUS after each listed selectable mailbox.
+    pub status: Option<Vec<StatusItem>>,
 }
 
 /// SEARCH RETURN options (ESEARCH, RFC 4731) if given; `Plain` is the RFC 3501 form.
@@ -167,6 +238,12 @@ pub enum StatusItem {
     UidNext,
     UidValidity,
     Unseen,
+    /// RFC 7162.
+    HighestModSeq,
+    /// RFC 9051: messages flagged \Deleted.
+    Deleted,
+    /// RFC 9208: their size, which an EXPUNGE would give back to the quota.
+    DeletedStorage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +257,8 @@ pub enum StoreOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchItem {
     Flags,
+    /// MODSEQ (RFC 7162).
+    ModSeq,
     Uid,
     InternalDate,
     Rfc822Size,
@@ -248,4 +327,7 @@ pub enum SearchKey {
     Header(String, String),
     Body(String),
     Text(String),
+    /// MODSEQ n (RFC 7162): a mod-sequence of at least n. The optional entry name and
+    /// type are parsed and ignored: flags have no mod-sequence of their own here.
+    ModSeq(u64),
 }

@@ -285,6 +285,31 @@ pub fn list(out: &mut Vec<u8>, attributes: &[&str], delimiter: Option<char>, mai
     list_line(out, "LIST", attributes, delimiter, mailbox);
 }
 
+/// [`list`] with RFC 5258's CHILDINFO extended data item, the selection options some
+/// descendant satisfies: `* LIST () "/" "Foo" ("CHILDINFO" ("SUBSCRIBED"))\r\n`. An empty
+/// `child_info` writes the plain line.
+pub fn list_child_info(
+    out: &mut Vec<u8>,
+    attributes: &[&str],
+    delimiter: Option<char>,
+    mailbox: &str,
+    child_info: &[&str],
+) {
+    list(out, attributes, delimiter, mailbox);
+    if child_info.is_empty() {
+        return;
+    }
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(b" (\"CHILDINFO\" (");
+    for (i, option) in child_info.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        push_string(out, option.as_bytes());
+    }
+    out.extend_from_slice(b"))\r\n");
+}
+
 /// Appends `* LSUB (attributes) "delimiter" mailbox\r\n`.
 pub fn lsub(out: &mut Vec<u8>, attributes: &[&str], delimiter: Option<char>, mailbox: &str) {
     list_line(out, "LSUB", attributes, delimiter, mailbox);
@@ -332,17 +357,55 @@ pub fn status(out: &mut Vec<u8>, mailbox: &str, items: &[(StatusItem, u64)]) {
             StatusItem::UidNext => "UIDNEXT",
             StatusItem::UidValidity => "UIDVALIDITY",
             StatusItem::Unseen => "UNSEEN",
+            StatusItem::HighestModSeq => "HIGHESTMODSEQ",
+            StatusItem::Deleted => "DELETED",
+            StatusItem::DeletedStorage => "DELETED-STORAGE",
         };
         let _ = write!(Bytes(out), "{name} {value}");
     }
     out.extend_from_slice(b")\r\n");
 }
 
+/// Appends `* QUOTAROOT mailbox root ...\r\n` (RFC 9208).
+pub fn quota_root(out: &mut Vec<u8>, mailbox: &str, roots: &[&str]) {
+    out.extend_from_slice(b"* QUOTAROOT ");
+    push_mailbox(out, mailbox);
+    for root in roots {
+        out.push(b' ');
+        push_string(out, root.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `* QUOTA root (resource usage limit ...)\r\n` (RFC 9208); STORAGE counts
+/// units of 1024 bytes.
+pub fn quota(out: &mut Vec<u8>, root: &str, resources: &[(&str, u64, u64)]) {
+    out.extend_from_slice(b"* QUOTA ");
+    push_string(out, root.as_bytes());
+    out.extend_from_slice(b" (");
+    for (i, (name, usage, limit)) in resources.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        let _ = write!(Bytes(out), "{name} {usage} {limit}");
+    }
+    out.extend_from_slice(b")\r\n");
+}
+
 /// Appends `* SEARCH n n ...\r\n` (RFC 3501), the numbers in the order given.
 pub fn search(out: &mut Vec<u8>, numbers: &[u32]) {
+    search_modseq(out, numbers, None);
+}
+
+/// [`search`] with RFC 7162's `(MODSEQ n)` after the numbers: the highest mod-sequence
+/// of the messages found, for a SEARCH that used MODSEQ. Left out when nothing matched.
+pub fn search_modseq(out: &mut Vec<u8>, numbers: &[u32], modseq: Option<u64>) {
     out.extend_from_slice(b"* SEARCH");
     for n in numbers {
         let _ = write!(Bytes(out), " {n}");
+    }
+    if let Some(modseq) = modseq.filter(|_| !numbers.is_empty()) {
+        let _ = write!(Bytes(out), " (MODSEQ {modseq})");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -356,6 +419,8 @@ pub struct Esearch<'a> {
     /// The matches, written as a compact set; an empty slice is left out, as RFC 4731
     /// requires when nothing matched.
     pub all: Option<&'a [u32]>,
+    /// RFC 7162: the highest mod-sequence of the matches, for a search that used MODSEQ.
+    pub modseq: Option<u64>,
 }
 
 /// Appends `* ESEARCH (TAG "tag") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]\r\n`.
@@ -378,6 +443,9 @@ pub fn esearch(out: &mut Vec<u8>, tag: &str, uid: bool, result: &Esearch) {
     if let Some(all) = result.all.filter(|all| !all.is_empty()) {
         out.extend_from_slice(b" ALL ");
         push_uid_set(out, all);
+    }
+    if let Some(n) = result.modseq {
+        let _ = write!(Bytes(out), " MODSEQ {n}");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -451,15 +519,49 @@ pub fn push_flags(out: &mut Vec<u8>, flags: &[Flag]) {
     out.push(b')');
 }
 
-/// Appends an internal date as a quoted date-time in UTC: `"17-Jul-1996 02:44:25 +0000"`.
-/// `secs` is Unix time.
-pub fn push_internal_date(out: &mut Vec<u8>, secs: i64) {
-    let time = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+/// Appends an internal date as a quoted date-time in the zone it was given in:
+/// `"17-Jul-1996 02:44:25 -0700"`. `secs` is Unix time, `zone_minutes` east of UTC
+/// (beyond ±99:59, which no date-time can carry, UTC is used).
+pub fn push_internal_date(out: &mut Vec<u8>, secs: i64, zone_minutes: i16) {
+    let zone = if zone_minutes.unsigned_abs() <= 99 * 60 + 59 {
+        zone_minutes
+    } else {
+        0
+    };
+    let local = secs.saturating_add(i64::from(zone) * 60);
+    let time = jiff::Timestamp::from_second(local).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let sign = if zone < 0 { '-' } else { '+' };
+    let (hours, minutes) = (zone.unsigned_abs() / 60, zone.unsigned_abs() % 60);
     let _ = write!(
         Bytes(out),
-        "\"{}\"",
-        time.strftime("%d-%b-%Y %H:%M:%S +0000")
+        "\"{} {sign}{hours:02}{minutes:02}\"",
+        time.strftime("%d-%b-%Y %H:%M:%S")
     );
+}
+
+/// `* VANISHED [(EARLIER)] uid-set` (RFC 7162 §3.2.10) for ranges of UIDs, ascending;
+/// nothing for none. Long sets are split over several responses so that no line grows
+/// past what a client reads comfortably.
+pub fn vanished(out: &mut Vec<u8>, earlier: bool, ranges: &[(u32, u32)]) {
+    const PER_LINE: usize = 500;
+    for chunk in ranges.chunks(PER_LINE) {
+        out.extend_from_slice(if earlier {
+            b"* VANISHED (EARLIER) ".as_slice()
+        } else {
+            b"* VANISHED "
+        });
+        for (i, &(first, last)) in chunk.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if first == last {
+                let _ = write!(Bytes(out), "{first}");
+            } else {
+                let _ = write!(Bytes(out), "{first}:{last}");
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Appends a set of numbers compactly, keeping the given order: runs of consecutive
@@ -758,6 +860,14 @@ mod tests {
             "* LIST () NIL \"~peter/mail/&U,BTFw-/&ZeVnLIqe-\"\r\n",
         );
         check(
+            |o| list_child_info(o, &[], Some('/'), "Foo", &["SUBSCRIBED"]),
+            "* LIST () \"/\" \"Foo\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n",
+        );
+        check(
+            |o| list_child_info(o, &["\\NonExistent"], Some('/'), "a", &[]),
+            "* LIST (\\NonExistent) \"/\" \"a\"\r\n",
+        );
+        check(
             |o| lsub(o, &[], Some('.'), "a\"b"),
             "* LSUB () \".\" \"a\\\"b\"\r\n",
         );
@@ -798,6 +908,7 @@ mod tests {
                         max: Some(3800),
                         count: Some(4),
                         all: Some(&[7, 8, 9, 3800]),
+                        modseq: None,
                     },
                 )
             },
@@ -834,7 +945,7 @@ mod tests {
     fn internal_dates() {
         let date = |secs| {
             let mut out = Vec::new();
-            push_internal_date(&mut out, secs);
+            push_internal_date(&mut out, secs, 0);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(date(0), "\"01-Jan-1970 00:00:00 +0000\"");
@@ -842,6 +953,33 @@ mod tests {
         assert_eq!(date(951_782_400), "\"29-Feb-2000 00:00:00 +0000\"");
         assert_eq!(date(-1), "\"31-Dec-1969 23:59:59 +0000\"");
         assert_eq!(date(4_102_444_799), "\"31-Dec-2099 23:59:59 +0000\"");
+        // The zone the date was given in comes back, with the local time in it.
+        let zoned = |secs, zone| {
+            let mut out = Vec::new();
+            push_internal_date(&mut out, secs, zone);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(zoned(837_596_665, -420), "\"17-Jul-1996 02:44:25 -0700\"");
+        assert_eq!(zoned(837_596_665, 540), "\"17-Jul-1996 18:44:25 +0900\"");
+        assert_eq!(zoned(0, 330), "\"01-Jan-1970 05:30:00 +0530\"");
+        assert_eq!(zoned(0, -5999), "\"27-Dec-1969 20:01:00 -9959\"");
+        assert_eq!(zoned(0, 6000), "\"01-Jan-1970 00:00:00 +0000\"");
+    }
+
+    #[test]
+    fn vanished_responses() {
+        let mut out = Vec::new();
+        vanished(&mut out, true, &[(1, 3), (7, 7), (9, 4_000_000_000)]);
+        assert_eq!(out, b"* VANISHED (EARLIER) 1:3,7,9:4000000000\r\n");
+        out.clear();
+        vanished(&mut out, false, &[(5, 5)]);
+        assert_eq!(out, b"* VANISHED 5\r\n");
+        out.clear();
+        vanished(&mut out, false, &[]);
+        assert!(out.is_empty());
+        let many: Vec<(u32, u32)> = (0..501).map(|i| (i * 2 + 1, i * 2 + 1)).collect();
+        vanished(&mut out, true, &many);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
     }
 
     #[test]

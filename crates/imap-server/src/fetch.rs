@@ -24,7 +24,11 @@ pub(crate) fn needs_body(items: &[FetchItem]) -> bool {
     items.iter().any(|item| {
         !matches!(
             item,
-            FetchItem::Flags | FetchItem::Uid | FetchItem::InternalDate | FetchItem::Rfc822Size
+            FetchItem::Flags
+                | FetchItem::Uid
+                | FetchItem::InternalDate
+                | FetchItem::Rfc822Size
+                | FetchItem::ModSeq
         )
     })
 }
@@ -90,10 +94,14 @@ pub(crate) fn fetch_one(
     for item in items {
         match item {
             FetchItem::Uid | FetchItem::Flags => {}
+            FetchItem::ModSeq => {
+                sep(out);
+                out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes());
+            }
             FetchItem::InternalDate => {
                 sep(out);
                 out.extend_from_slice(b"INTERNALDATE ");
-                response::push_internal_date(out, meta.internal_date);
+                response::push_internal_date(out, meta.internal_date, meta.internal_zone);
             }
             FetchItem::Rfc822Size => {
                 sep(out);
@@ -202,7 +210,9 @@ mod tests {
             meta: MessageMeta {
                 id: MessageId(1),
                 uid: 7,
-                internal_date: 0,
+                internal_date: 837_596_665,
+                internal_zone: -420,
+                modseq: 12_345,
                 size: 42,
                 flags: Flags(flags),
                 keywords: keywords.iter().map(|k| k.to_string()).collect(),
@@ -237,8 +247,15 @@ mod tests {
             &[FetchItem::InternalDate],
             false,
             None,
-            "* 2 FETCH (INTERNALDATE \"01-Jan-1970 00:00:00 +0000\")\r\n",
+            "* 2 FETCH (INTERNALDATE \"17-Jul-1996 02:44:25 -0700\")\r\n",
         );
+        check(
+            &[FetchItem::Flags, FetchItem::ModSeq],
+            true,
+            None,
+            "* 2 FETCH (UID 7 FLAGS (\\Seen $Forwarded \\Recent) MODSEQ (12345))\r\n",
+        );
+        assert!(!needs_body(&[FetchItem::ModSeq, FetchItem::Uid]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod changes;
 mod fetch;
+mod list;
 mod search;
 mod selected;
 mod session;

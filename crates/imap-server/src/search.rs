@@ -6,6 +6,7 @@
 
 use imap_mime::Message;
 use imap_proto::{Flag, SearchKey, SeqNum, SequenceSet};
+use store::text_index::{TextField, TextQuery};
 use store::{Flags, MessageMeta};
 
 const DAY: i64 = 86_400;
@@ -36,6 +37,26 @@ pub(crate) fn needs_body(key: &SearchKey) -> bool {
         | SearchKey::Body(_)
         | SearchKey::Text(_) => true,
         _ => false,
+    }
+}
+
+/// What the full-text index can be asked for the criteria: a condition that every
+/// matching message satisfies (so its answer is a superset to verify), or `None` when the
+/// criteria do not restrict the text (a NOT, an OR with a side the index cannot narrow).
+pub(crate) fn text_query(key: &SearchKey) -> Option<TextQuery> {
+    match key {
+        SearchKey::And(keys) => {
+            let all: Vec<TextQuery> = keys.iter().filter_map(text_query).collect();
+            (!all.is_empty()).then_some(TextQuery::All(all))
+        }
+        SearchKey::Or(a, b) => Some(TextQuery::Either(vec![text_query(a)?, text_query(b)?])),
+        SearchKey::Text(needle) => Some(TextQuery::Contains(TextField::Any, needle.clone())),
+        SearchKey::Body(needle) => Some(TextQuery::Contains(TextField::Body, needle.clone())),
+        // Every header field of the top message is in the index's header text.
+        SearchKey::Header(_, needle) => {
+            Some(TextQuery::Contains(TextField::Headers, needle.clone()))
+        }
+        _ => None,
     }
 }
 
@@ -73,6 +94,19 @@ pub(crate) fn matches(
         }
         SearchKey::Body(needle) => message.is_some_and(|m| m.body_contains(needle)),
         SearchKey::Text(needle) => message.is_some_and(|m| m.text_contains(needle)),
+        SearchKey::ModSeq(n) => c.meta.modseq >= *n,
+    }
+}
+
+/// Whether the criteria use MODSEQ, so the response carries the highest mod-sequence
+/// found (RFC 7162 §3.1.5).
+pub(crate) fn uses_modseq(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::ModSeq(_) => true,
+        _ => false,
     }
 }
 
@@ -110,6 +144,8 @@ mod tests {
             id: MessageId(uid as i64),
             uid,
             internal_date: date,
+            internal_zone: 0,
+            modseq: u64::from(uid) * 10,
             size,
             flags: Flags(flags),
             keywords: vec!["$Work".into()],
@@ -167,7 +203,38 @@ mod tests {
             true,
         );
         check(And(vec![All, Larger(5000)]), false);
+        // MODSEQ n: at least n (this message's is 70).
+        check(ModSeq(70), true);
+        check(ModSeq(71), false);
+        assert!(uses_modseq(&Not(Box::new(ModSeq(1)))));
+        assert!(!uses_modseq(&All));
         // Body keys without the body (a blob that could not be read) match nothing.
         check(Text("x".into()), false);
+    }
+
+    #[test]
+    fn text_queries_keep_only_what_narrows() {
+        use SearchKey::*;
+        let has = |f, n: &str| TextQuery::Contains(f, n.into());
+        assert_eq!(text_query(&All), None);
+        assert_eq!(text_query(&Not(Box::new(Text("x".into())))), None);
+        assert_eq!(
+            text_query(&And(vec![Larger(5), Body("bb".into())])),
+            Some(TextQuery::All(vec![has(TextField::Body, "bb")]))
+        );
+        assert_eq!(
+            text_query(&Or(Box::new(Text("a".into())), Box::new(Larger(1)))),
+            None
+        );
+        assert_eq!(
+            text_query(&Or(
+                Box::new(Header("Subject".into(), "s".into())),
+                Box::new(Text("t".into()))
+            )),
+            Some(TextQuery::Either(vec![
+                has(TextField::Headers, "s"),
+                has(TextField::Any, "t")
+            ]))
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! difference as EXPUNGE, FETCH (FLAGS) and EXISTS/RECENT. While a non-UID FETCH, STORE or
 //! SEARCH runs, RFC 3501 §7.4.1 forbids EXPUNGE, because it would renumber the messages the
 //! client is naming; such messages stay in the view as ghosts until a command that may
-//! announce them.
+//! announce them. Once the client enabled CONDSTORE, flag changes carry MODSEQ; once it
+//! enabled QRESYNC, expunges are announced as VANISHED (RFC 7162 §3.2.10).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +27,10 @@ pub(crate) struct Selected {
     pub recent: HashSet<u32>,
     /// Wakes when the mailbox changes anywhere.
     pub changes: watch::Receiver<u64>,
+    /// The client enabled CONDSTORE: unsolicited FETCH responses carry MODSEQ.
+    pub condstore: bool,
+    /// The client enabled QRESYNC: expunges are told as VANISHED.
+    pub qresync: bool,
 }
 
 pub(crate) struct Entry {
@@ -62,6 +67,8 @@ impl Selected {
                 .collect(),
             recent,
             changes,
+            condstore: false,
+            qresync: false,
         }
     }
 
@@ -182,14 +189,15 @@ impl Selected {
             match fresh.peek() {
                 Some(m) if m.uid == entry.meta.uid => {
                     let m = fresh.next().expect("peeked");
-                    if m.flags != entry.meta.flags || m.keywords != entry.meta.keywords {
-                        entry.meta = m;
-                        out.extend_from_slice(
-                            format!("* {} FETCH (UID {} FLAGS ", index + 1, entry.meta.uid)
-                                .as_bytes(),
-                        );
-                        push_flags(out, &entry.meta, self.recent.contains(&entry.meta.uid));
-                        out.extend_from_slice(b")\r\n");
+                    // A CONDSTORE client learns of a change even when the flags came back
+                    // to what it saw: the mod-sequence it holds is out of date.
+                    let changed = m.flags != entry.meta.flags
+                        || m.keywords != entry.meta.keywords
+                        || (self.condstore && m.modseq != entry.meta.modseq);
+                    entry.meta = m;
+                    if changed {
+                        let recent = self.recent.contains(&entry.meta.uid);
+                        push_flag_change(out, index + 1, &entry.meta, recent, self.condstore);
                     }
                 }
                 _ => entry.expunged = true,
@@ -214,15 +222,28 @@ impl Selected {
         }
     }
 
-    /// Drops the ghosts, highest number first, so every EXPUNGE names a current number.
+    /// Drops the ghosts, highest number first, so every EXPUNGE names a current number;
+    /// for a QRESYNC client, one VANISHED names their UIDs instead.
     fn announce_expunges(&mut self, out: &mut Vec<u8>) {
+        let mut vanished: Vec<(u32, u32)> = Vec::new();
         for index in (0..self.messages.len()).rev() {
             if self.messages[index].expunged {
                 let gone = self.messages.remove(index);
                 self.recent.remove(&gone.meta.uid);
-                out.extend_from_slice(format!("* {} EXPUNGE\r\n", index + 1).as_bytes());
+                if self.qresync {
+                    vanished.push((gone.meta.uid, gone.meta.uid));
+                } else {
+                    out.extend_from_slice(format!("* {} EXPUNGE\r\n", index + 1).as_bytes());
+                }
             }
         }
+        vanished.reverse();
+        imap_proto::response::vanished(out, false, &merge_ranges(vanished));
+    }
+
+    /// The mod-sequence of the view: what HIGHESTMODSEQ says.
+    pub fn highest_modseq(&self) -> u64 {
+        self.info.modseq
     }
 
     /// Removes messages this session expunged itself, announcing each.
@@ -235,6 +256,36 @@ impl Selected {
         }
         self.announce_expunges(out);
     }
+}
+
+/// `* n FETCH (UID u FLAGS (...) [MODSEQ (m)])`: a message's flags changed.
+pub(crate) fn push_flag_change(
+    out: &mut Vec<u8>,
+    seq: usize,
+    meta: &MessageMeta,
+    recent: bool,
+    condstore: bool,
+) {
+    out.extend_from_slice(format!("* {seq} FETCH (UID {} FLAGS ", meta.uid).as_bytes());
+    push_flags(out, meta, recent);
+    if condstore {
+        out.extend_from_slice(format!(" MODSEQ ({})", meta.modseq).as_bytes());
+    }
+    out.extend_from_slice(b")\r\n");
+}
+
+/// Ascending ranges with touching ones joined.
+pub(crate) fn merge_ranges(ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some(prev) if prev.1.checked_add(1).is_some_and(|next| next >= first) => {
+                prev.1 = prev.1.max(last);
+            }
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
 }
 
 fn order(a: u32, b: u32) -> (u32, u32) {
@@ -251,6 +302,8 @@ mod tests {
             id: MessageId(uid as i64),
             uid,
             internal_date: 0,
+            internal_zone: 0,
+            modseq: u64::from(uid),
             size: 10,
             flags: Flags(flags),
             keywords: Vec::new(),
@@ -326,6 +379,33 @@ mod tests {
         assert_eq!(
             v.messages.iter().map(|e| e.meta.uid).collect::<Vec<_>>(),
             [3, 9, 12]
+        );
+    }
+
+    #[test]
+    fn condstore_and_qresync_clients_get_modseq_and_vanished() {
+        let mut v = view(&[3, 5, 9, 10]);
+        v.condstore = true;
+        v.qresync = true;
+        let mut out = Vec::new();
+        let mut changed = meta(3, 0);
+        changed.modseq = 40;
+        v.merge(
+            vec![changed, meta(10, Flags::FLAGGED)],
+            None,
+            &mut out,
+            true,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "* 1 FETCH (UID 3 FLAGS (\\Recent) MODSEQ (40))\r\n\
+             * 4 FETCH (UID 10 FLAGS (\\Flagged \\Recent) MODSEQ (10))\r\n\
+             * VANISHED 5,9\r\n"
+        );
+        assert_eq!(
+            merge_ranges(vec![(1, 2), (3, 3), (5, 7), (6, 9)]),
+            [(1, 3), (5, 9)]
         );
     }
 

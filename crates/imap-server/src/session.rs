@@ -13,16 +13,17 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use imap_proto::response::{self, Esearch};
 use imap_proto::{
-    AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, Parsed, SearchKey,
-    SearchReturn, SequenceSet, StatusItem, StoreOp,
+    AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, ListReturn,
+    ListSelect, Parsed, Qresync, SearchKey, SearchReturn, SeqNum, SequenceSet, StatusItem, StoreOp,
 };
 use net::{Admission, Connection, Read, Shutdown, Wire};
 use store::{AccountId, FlagOp, Flags, MailAccess, MailboxInfo, StoreError};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::fetch::{self, Target};
+use crate::list;
 use crate::search::{self, Bounds, Candidate};
-use crate::selected::Selected;
+use crate::selected::{Selected, merge_ranges, push_flag_change};
 use crate::{AccountSlot, ImapServer};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -73,6 +74,7 @@ impl From<StoreError> for No {
             StoreError::NotFound { .. } => "NONEXISTENT",
             StoreError::AlreadyExists { .. } => "ALREADYEXISTS",
             StoreError::Invalid(_) | StoreError::ReadOnly(_) => "CANNOT",
+            StoreError::OverQuota { .. } => "OVERQUOTA",
             e if e.is_transient() => "UNAVAILABLE",
             _ => "SERVERBUG",
         };
@@ -119,6 +121,11 @@ struct Session {
     /// The command under way (its line, its literals): when its first byte came, and how
     /// many bytes have come since, for its deadline.
     command_started: Option<(Instant, usize)>,
+    /// RFC 7162: the client used a CONDSTORE-enabling command (or ENABLE CONDSTORE), so
+    /// FETCH responses about flag changes carry MODSEQ from then on.
+    condstore: bool,
+    /// ENABLE QRESYNC was given: expunges are told as VANISHED, SELECT takes QRESYNC.
+    qresync: bool,
 }
 
 pub async fn run(conn: Connection, server: Arc<ImapServer>) {
@@ -141,6 +148,8 @@ pub async fn run(conn: Connection, server: Arc<ImapServer>) {
             admission: conn.admission,
             connected: Instant::now(),
             command_started: None,
+            condstore: false,
+            qresync: false,
         };
         if let Err(e) = session.serve().await {
             debug!(error = %e, "connection ended with an error");
@@ -381,8 +390,15 @@ impl Session {
             "MOVE",
             "UNSELECT",
             "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
             "ESEARCH",
             "CHILDREN",
+            "CONDSTORE",
+            "QRESYNC",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
         ];
         if matches!(self.state, State::NotAuthenticated) {
             if self.server.config.tls.is_some() && !self.wire.stream.is_tls() {
@@ -446,10 +462,31 @@ impl Session {
                 self.wire.output.extend_from_slice(id.as_bytes());
                 Ok(done("ID completed"))
             }
-            CommandBody::Enable(_) if authenticated => {
-                // None of the extensions that need enabling (CONDSTORE, UTF8=ACCEPT, ...)
-                // is offered, so nothing is enabled.
-                self.wire.output.extend_from_slice(b"* ENABLED\r\n");
+            CommandBody::Enable(names) if authenticated => {
+                // CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 §3.2.3) are the
+                // extensions offered that need enabling; others are not named back.
+                let mut enabled = Vec::new();
+                for name in names {
+                    if name.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
+                        self.condstore = true;
+                        enabled.push("CONDSTORE");
+                    } else if name.eq_ignore_ascii_case("QRESYNC") && !self.qresync {
+                        self.qresync = true;
+                        self.condstore = true;
+                        enabled.push("QRESYNC");
+                    }
+                }
+                if let State::Selected(_, view) = &mut self.state {
+                    view.condstore = self.condstore;
+                    view.qresync = self.qresync;
+                }
+                let mut line = b"* ENABLED".to_vec();
+                for name in enabled {
+                    line.push(b' ');
+                    line.extend_from_slice(name.as_bytes());
+                }
+                line.extend_from_slice(b"\r\n");
+                self.wire.output.extend_from_slice(&line);
                 Ok(done("ENABLE completed"))
             }
             CommandBody::StartTls if !authenticated => return self.start_tls(&tag).await,
@@ -671,24 +708,44 @@ impl Session {
         let account = self.account().map(|a| a.id).expect("authenticated");
         let store = self.server.store.clone();
         match body {
-            CommandBody::Select { mailbox } => self.select(account, mailbox, false).await,
-            CommandBody::Examine { mailbox } => self.select(account, mailbox, true).await,
+            CommandBody::Select {
+                mailbox,
+                condstore,
+                qresync,
+            } => {
+                self.select(account, mailbox, false, condstore, qresync)
+                    .await
+            }
+            CommandBody::Examine {
+                mailbox,
+                condstore,
+                qresync,
+            } => {
+                self.select(account, mailbox, true, condstore, qresync)
+                    .await
+            }
             CommandBody::Create {
                 mailbox,
                 special_use,
             } => {
                 self.writable()?;
-                if !special_use.is_empty() {
-                    return Err(No::new("USEATTR", "special-use mailboxes are fixed"));
-                }
+                let role = special_use_role(&special_use)?;
                 let name = mailbox.trim_end_matches('/').to_string();
                 if name.eq_ignore_ascii_case("INBOX") {
                     return Err(No::new("ALREADYEXISTS", "INBOX always exists"));
                 }
-                blocking(&store, move |s| {
+                let holder = blocking(&store, move |s| {
+                    let existing = s.mailboxes(account)?;
+                    // Told apart from a name already taken, for its response code; the
+                    // store checks the role again inside its write.
+                    if let Some(holder) = existing
+                        .iter()
+                        .find(|m| role.is_some_and(|r| m.special_use == Some(r)))
+                    {
+                        return Ok(Some(holder.name.clone()));
+                    }
+                    let existing: Vec<String> = existing.into_iter().map(|m| m.name).collect();
                     // Missing superior levels are created too (RFC 3501 §6.3.3).
-                    let existing: Vec<String> =
-                        s.mailboxes(account)?.into_iter().map(|m| m.name).collect();
                     let levels: Vec<&str> = name.split('/').collect();
                     for depth in 1..levels.len() {
                         let parent = levels[..depth].join("/");
@@ -696,9 +753,20 @@ impl Session {
                             s.create_mailbox(account, &parent)?;
                         }
                     }
-                    s.create_mailbox(account, &name)
+                    match role {
+                        Some(role) => s.create_special_use_mailbox(account, &name, role)?,
+                        None => s.create_mailbox(account, &name)?,
+                    };
+                    Ok(None)
                 })
                 .await?;
+                if let Some(holder) = holder {
+                    // RFC 6154 §3: a use that cannot be given is refused with USEATTR.
+                    return Err(No::new(
+                        "USEATTR",
+                        format!("{holder} already has that special use"),
+                    ));
+                }
                 Ok(done("CREATE completed"))
             }
             CommandBody::Delete { mailbox } => {
@@ -724,42 +792,16 @@ impl Session {
             }
             CommandBody::List {
                 reference,
-                pattern,
-                select_special_use,
-                ..
-            } => {
-                if pattern.is_empty() {
-                    // The hierarchy delimiter and root (RFC 3501 §6.3.8).
-                    self.wire
-                        .output
-                        .extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
-                    return Ok(done("LIST completed"));
-                }
-                let mailboxes = blocking(&store, move |s| s.mailboxes(account)).await?;
-                let pattern = format!("{reference}{pattern}");
-                for entry in list_entries(&mailboxes) {
-                    if !pattern_matches(&pattern, &entry.name) {
-                        continue;
-                    }
-                    if select_special_use && entry.special_use.is_none() {
-                        continue;
-                    }
-                    push_list_line(&mut self.wire.output, "LIST", &entry);
-                }
-                Ok(done("LIST completed"))
-            }
+                patterns,
+                select,
+                ret,
+            } => self.list(account, reference, patterns, select, ret).await,
             CommandBody::Lsub { reference, pattern } => {
                 let subscribed = blocking(&store, move |s| s.subscriptions(account)).await?;
                 let pattern = format!("{reference}{pattern}");
                 for name in subscribed {
-                    if pattern_matches(&pattern, &name) {
-                        let entry = ListEntry {
-                            name,
-                            special_use: None,
-                            noselect: false,
-                            children: None,
-                        };
-                        push_list_line(&mut self.wire.output, "LSUB", &entry);
+                    if list::pattern_matches(&pattern, &name) {
+                        response::lsub(&mut self.wire.output, &[], Some(list::DELIMITER), &name);
                     }
                 }
                 Ok(done("LSUB completed"))
@@ -770,7 +812,38 @@ impl Session {
                     .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
                 Ok(done("NAMESPACE completed"))
             }
+            // RFC 9208: one quota root, "", holds every mailbox of the account.
+            CommandBody::GetQuotaRoot { mailbox } => {
+                let name = mailbox.clone();
+                let quota = blocking(&store, move |s| {
+                    s.mailbox(account, &name)?;
+                    s.quota(account)
+                })
+                .await?;
+                response::quota_root(&mut self.wire.output, &mailbox, &[""]);
+                push_quota(&mut self.wire.output, &quota);
+                Ok(done("GETQUOTAROOT completed"))
+            }
+            CommandBody::GetQuota { root } => {
+                if !root.is_empty() {
+                    return Err(No::new(
+                        "NONEXISTENT",
+                        format!("no quota root \"{root}\"; the account's is \"\""),
+                    ));
+                }
+                let quota = blocking(&store, move |s| s.quota(account)).await?;
+                push_quota(&mut self.wire.output, &quota);
+                Ok(done("GETQUOTA completed"))
+            }
+            CommandBody::SetQuota { .. } => Err(No::new(
+                "NOPERM",
+                "quotas are set by the administrator (tegami account quota)",
+            )),
             CommandBody::Status { mailbox, items } => {
+                if items.contains(&StatusItem::HighestModSeq) {
+                    // A CONDSTORE-enabling command (RFC 7162 §3.1).
+                    self.condstore = true;
+                }
                 let name = mailbox.clone();
                 let (info, counts) = blocking(&store, move |s| {
                     let info = s.mailbox(account, &name)?;
@@ -778,20 +851,7 @@ impl Session {
                     Ok((info, counts))
                 })
                 .await?;
-                let values: Vec<String> = items
-                    .iter()
-                    .map(|item| match item {
-                        StatusItem::Messages => format!("MESSAGES {}", counts.messages),
-                        StatusItem::Recent => format!("RECENT {}", counts.recent),
-                        StatusItem::UidNext => format!("UIDNEXT {}", info.uid_next),
-                        StatusItem::UidValidity => format!("UIDVALIDITY {}", info.uid_validity),
-                        StatusItem::Unseen => format!("UNSEEN {}", counts.unseen),
-                    })
-                    .collect();
-                let out = &mut self.wire.output;
-                out.extend_from_slice(b"* STATUS ");
-                response::push_mailbox(out, &mailbox);
-                out.extend_from_slice(format!(" ({})\r\n", values.join(" ")).as_bytes());
+                push_status(&mut self.wire.output, &mailbox, &items, &info, &counts);
                 Ok(done("STATUS completed"))
             }
             CommandBody::Append {
@@ -810,7 +870,14 @@ impl Session {
                 let name = mailbox.clone();
                 let (info, delivered) = blocking(&store, move |s| {
                     let info = s.mailbox(account, &name)?;
-                    let delivered = s.append(info.id, &message, bits, &keywords, date)?;
+                    let delivered = s.append_in_zone(
+                        info.id,
+                        &message,
+                        bits,
+                        &keywords,
+                        date.map(|d| d.seconds),
+                        date.map_or(0, |d| d.zone_minutes),
+                    )?;
                     Ok((info, delivered))
                 })
                 .await
@@ -842,8 +909,109 @@ impl Session {
         }
     }
 
-    async fn select(&mut self, account: AccountId, mailbox: String, read_only: bool) -> Outcome {
-        // Selecting, even a mailbox that does not exist, leaves the previous one.
+    /// LIST in all its RFC 5258 forms; with RETURN (STATUS ...) each listed mailbox that
+    /// can be selected is followed by its STATUS (RFC 5819).
+    async fn list(
+        &mut self,
+        account: AccountId,
+        reference: String,
+        patterns: Vec<String>,
+        select: ListSelect,
+        ret: ListReturn,
+    ) -> Outcome {
+        if patterns.iter().any(String::is_empty) {
+            // The hierarchy delimiter and root (RFC 3501 §6.3.8).
+            response::list(
+                &mut self.wire.output,
+                &["\\Noselect"],
+                Some(list::DELIMITER),
+                "",
+            );
+        }
+        let patterns: Vec<String> = patterns.into_iter().filter(|p| !p.is_empty()).collect();
+        if patterns.is_empty() {
+            return Ok(done("LIST completed"));
+        }
+        let needs_subscriptions = select.subscribed || ret.subscribed;
+        let (mailboxes, subscriptions) = blocking(self.store(), move |s| {
+            let subscriptions = if needs_subscriptions {
+                s.subscriptions(account)?
+            } else {
+                Vec::new()
+            };
+            Ok((s.mailboxes(account)?, subscriptions))
+        })
+        .await?;
+        let listed = list::select(
+            &list::entries(&mailboxes, &subscriptions),
+            &reference,
+            &patterns,
+            select,
+        );
+        let Some(items) = ret.status.clone() else {
+            let out = &mut self.wire.output;
+            for line in &listed {
+                push_list(out, line, &ret);
+            }
+            return Ok(done("LIST completed"));
+        };
+        if items.contains(&StatusItem::HighestModSeq) {
+            // As STATUS (HIGHESTMODSEQ) is, a CONDSTORE-enabling command (RFC 7162 §3.1).
+            self.condstore = true;
+        }
+        let selectable: Vec<String> = listed
+            .iter()
+            .filter(|l| l.entry.kind == list::Kind::Mailbox)
+            .map(|l| l.entry.name.clone())
+            .collect();
+        let statuses = blocking(self.store(), move |s| {
+            let mut statuses = std::collections::HashMap::new();
+            for name in selectable {
+                // A mailbox deleted since it was listed gets no STATUS, which RFC 5819 §2
+                // allows for any mailbox the server cannot report on.
+                match s.mailbox(account, &name) {
+                    Ok(info) => {
+                        let counts = s.mailbox_counts(info.id)?;
+                        statuses.insert(name, (info, counts));
+                    }
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(statuses)
+        })
+        .await?;
+        let out = &mut self.wire.output;
+        for line in &listed {
+            push_list(out, line, &ret);
+            if let Some((info, counts)) = statuses.get(&line.entry.name) {
+                push_status(out, &line.entry.name, &items, info, counts);
+            }
+        }
+        Ok(done("LIST completed"))
+    }
+
+    async fn select(
+        &mut self,
+        account: AccountId,
+        mailbox: String,
+        read_only: bool,
+        condstore: bool,
+        qresync: Option<Qresync>,
+    ) -> Outcome {
+        if qresync.is_some() && !self.qresync {
+            return Err(No::bad("QRESYNC must be enabled first (ENABLE QRESYNC)"));
+        }
+        if condstore {
+            self.condstore = true;
+        }
+        // Selecting, even a mailbox that does not exist, leaves the previous one; a QRESYNC
+        // client is told where the old mailbox's responses end (RFC 7162 §3.2.11).
+        if self.qresync && matches!(self.state, State::Selected(..)) {
+            self.wire
+                .output
+                .extend_from_slice(b"* OK [CLOSED] previous mailbox closed\r\n");
+        }
         self.deselect();
         let changes = self.server.changes.clone();
         let name = mailbox.clone();
@@ -864,7 +1032,9 @@ impl Session {
         .await?;
         let read_only = read_only || info.read_only;
         let watch = changes.watch(info.id);
-        let view = Selected::new(info, read_only, messages, recent_from, watch);
+        let mut view = Selected::new(info, read_only, messages, recent_from, watch);
+        view.condstore = self.condstore;
+        view.qresync = self.qresync;
         let out = &mut self.wire.output;
         out.extend_from_slice(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
         out.extend_from_slice(if read_only {
@@ -896,6 +1066,18 @@ impl Session {
             )
             .as_bytes(),
         );
+        // Every mailbox keeps mod-sequences, so HIGHESTMODSEQ is always told (RFC 7162
+        // §3.1.2.1), whether or not the client enabled CONDSTORE.
+        out.extend_from_slice(
+            format!(
+                "* OK [HIGHESTMODSEQ {}] highest mod-sequence\r\n",
+                view.highest_modseq()
+            )
+            .as_bytes(),
+        );
+        if let Some(q) = qresync.filter(|q| q.uid_validity == view.info.uid_validity) {
+            self.resync(&mut view, q).await?;
+        }
         let account = match std::mem::replace(&mut self.state, State::NotAuthenticated) {
             State::Authenticated(account) => account,
             _ => unreachable!("deselect left the session authenticated"),
@@ -906,6 +1088,26 @@ impl Session {
             code: Some(code.into()),
             text: format!("{verb} completed"),
         })
+    }
+
+    /// QRESYNC's answer to a returning client (RFC 7162 §3.2.5): what vanished since its
+    /// mod-sequence, among the UIDs it knows, then the flags of what changed.
+    async fn resync(&mut self, view: &mut Selected, q: Qresync) -> Result<(), No> {
+        let mailbox = view.info.id;
+        let since = q.modseq;
+        let expunged = blocking(self.store(), move |s| s.expunged_since(mailbox, since)).await?;
+        let last_uid = view.info.uid_next.saturating_sub(1);
+        let known = q.known_uids.as_ref().map(|set| set_ranges(set, last_uid));
+        let vanished = vanished_answer(view, expunged, known.as_deref(), last_uid);
+        response::vanished(&mut self.wire.output, true, &vanished);
+        for (index, entry) in view.messages.iter().enumerate() {
+            let meta = &entry.meta;
+            if meta.modseq > since && known.as_deref().is_none_or(|k| in_ranges(k, meta.uid)) {
+                let recent = view.is_recent(meta.uid);
+                push_flag_change(&mut self.wire.output, index + 1, meta, recent, true);
+            }
+        }
+        Ok(())
     }
 
     // -- Selected -------------------------------------------------------------------------
@@ -926,8 +1128,13 @@ impl Session {
                         blocking(&store, move |s| s.expunge_deleted(mailbox, None)).await?;
                     }
                 }
+                let verb = if matches!(body, CommandBody::Close) {
+                    "CLOSE completed"
+                } else {
+                    "UNSELECT completed"
+                };
                 self.deselect();
-                Ok(done("CLOSE completed"))
+                Ok(done(verb))
             }
             CommandBody::Expunge | CommandBody::UidExpunge(_) => {
                 if view.read_only {
@@ -969,14 +1176,68 @@ impl Session {
                         .map_err(No::from)?;
                 }
                 let found = run_search(&store, view, &criteria, uid).await?;
-                push_search(&mut self.wire.output, tag, uid, &ret, &found);
+                // RFC 7162 §3.1.5: a search by MODSEQ tells the highest mod-sequence found.
+                let modseq = search::uses_modseq(&criteria).then(|| {
+                    self.condstore = true;
+                    view.condstore = true;
+                    found
+                        .iter()
+                        .filter_map(|&n| {
+                            let index = if uid {
+                                view.messages
+                                    .binary_search_by_key(&n, |e| e.meta.uid)
+                                    .ok()?
+                            } else {
+                                n as usize - 1
+                            };
+                            view.messages.get(index).map(|e| e.meta.modseq)
+                        })
+                        .max()
+                        .unwrap_or(0)
+                });
+                push_search(&mut self.wire.output, tag, uid, &ret, &found, modseq);
                 Ok(done("SEARCH completed"))
             }
-            CommandBody::Fetch { uid, set, items } => {
-                let picked = view.resolve(&set, uid).map_err(No::bad)?;
+            CommandBody::Fetch {
+                uid,
+                set,
+                items,
+                changed_since,
+                vanished,
+            } => {
+                if vanished && !self.qresync {
+                    return Err(No::bad("VANISHED needs QRESYNC enabled first"));
+                }
+                let mut picked = view.resolve(&set, uid).map_err(No::bad)?;
                 let mut items = items;
                 if uid && !items.contains(&FetchItem::Uid) {
                     items.insert(0, FetchItem::Uid);
+                }
+                // CHANGEDSINCE and MODSEQ enable CONDSTORE (RFC 7162 §3.1); CHANGEDSINCE
+                // answers only what changed after it, each with its MODSEQ (§3.1.4.1).
+                if changed_since.is_some() || items.contains(&FetchItem::ModSeq) {
+                    self.condstore = true;
+                    view.condstore = true;
+                }
+                if self.condstore && fetch::sets_seen(&items) && !items.contains(&FetchItem::ModSeq)
+                {
+                    // \Seen set by the fetch is a flag change, told with its mod-sequence.
+                    items.push(FetchItem::ModSeq);
+                }
+                if let Some(since) = changed_since {
+                    if !items.contains(&FetchItem::ModSeq) {
+                        items.push(FetchItem::ModSeq);
+                    }
+                    picked.retain(|&i| view.messages[i].meta.modseq > since);
+                    if vanished {
+                        let mailbox = view.info.id;
+                        let expunged =
+                            blocking(&store, move |s| s.expunged_since(mailbox, since)).await?;
+                        let last_uid = view.info.uid_next.saturating_sub(1);
+                        let asked = set_ranges(&set, last_uid);
+                        let gone = vanished_answer(view, expunged, Some(&asked), last_uid);
+                        response::vanished(&mut self.wire.output, true, &gone);
+                    }
                 }
                 let missing = run_fetch(
                     &store,
@@ -1002,7 +1263,13 @@ impl Session {
                 op,
                 silent,
                 flags,
+                unchanged_since,
             } => {
+                if unchanged_since.is_some() {
+                    self.condstore = true;
+                    view.condstore = true;
+                }
+                let condstore = self.condstore;
                 if view.read_only {
                     return Err(No::new(
                         "READ-ONLY",
@@ -1023,20 +1290,24 @@ impl Session {
                     StoreOp::Remove => FlagOp::Remove,
                 };
                 let mailbox = view.info.id;
-                let states = blocking(&store, move |s| {
-                    s.update_flags(mailbox, &uids, op, bits, &keywords)
+                let update = blocking(&store, move |s| {
+                    s.store_flags(mailbox, &uids, op, bits, &keywords, unchanged_since)
                 })
                 .await?;
-                for state in states {
-                    let Some(index) = view.messages.iter().position(|e| e.meta.uid == state.uid)
+                for state in update.states {
+                    let Ok(index) = view
+                        .messages
+                        .binary_search_by_key(&state.uid, |e| e.meta.uid)
                     else {
                         continue;
                     };
                     let entry = &mut view.messages[index];
+                    let changed = entry.meta.modseq != state.modseq;
                     entry.meta.flags = state.flags;
                     entry.meta.keywords = state.keywords;
+                    entry.meta.modseq = state.modseq;
+                    let out = &mut self.wire.output;
                     if !silent {
-                        let out = &mut self.wire.output;
                         out.extend_from_slice(format!("* {} FETCH (", index + 1).as_bytes());
                         if uid {
                             out.extend_from_slice(format!("UID {} ", state.uid).as_bytes());
@@ -1044,13 +1315,46 @@ impl Session {
                         out.extend_from_slice(b"FLAGS ");
                         let recent = view.is_recent(state.uid);
                         fetch::push_flags(out, &view.messages[index].meta, recent);
+                        if condstore {
+                            out.extend_from_slice(format!(" MODSEQ ({})", state.modseq).as_bytes());
+                        }
                         out.extend_from_slice(b")\r\n");
+                    } else if condstore && changed {
+                        // RFC 7162 §3.1.3: even .SILENT tells a CONDSTORE client the new
+                        // mod-sequence of what it changed.
+                        out.extend_from_slice(format!("* {} FETCH (", index + 1).as_bytes());
+                        if uid {
+                            out.extend_from_slice(format!("UID {} ", state.uid).as_bytes());
+                        }
+                        out.extend_from_slice(format!("MODSEQ ({}))\r\n", state.modseq).as_bytes());
                     }
                 }
+                // What was refused, by UID or by number as the command named them.
+                let mut modified: Vec<u32> = if uid {
+                    update.modified
+                } else {
+                    update
+                        .modified
+                        .iter()
+                        .filter_map(|&u| {
+                            view.messages.binary_search_by_key(&u, |e| e.meta.uid).ok()
+                        })
+                        .map(|i| i as u32 + 1)
+                        .collect()
+                };
+                modified.sort_unstable();
                 if !uid {
                     view.refresh(&store, &mut self.wire.output, false)
                         .await
                         .map_err(No::from)?;
+                }
+                if !modified.is_empty() {
+                    let mut code = b"MODIFIED ".to_vec();
+                    response::push_uid_set(&mut code, &modified);
+                    return Ok(Done {
+                        code: Some(String::from_utf8(code).expect("digits and punctuation")),
+                        text: "Conditional STORE failed for some messages".into(),
+                    });
                 }
                 Ok(done("STORE completed"))
             }
@@ -1193,6 +1497,69 @@ impl Session {
     }
 }
 
+/// The role CREATE's `(USE (...))` asks for, if any. The store keeps one role per mailbox
+/// and only the roles it gives every account (\All and \Flagged would be virtual
+/// mailboxes, which tegami does not have), so anything else is refused with USEATTR, as
+/// RFC 6154 §3 asks of a use the server cannot give.
+fn special_use_role(uses: &[String]) -> Result<Option<store::SpecialUse>, No> {
+    match uses {
+        [] => Ok(None),
+        [attribute] => store::SpecialUse::ALL
+            .into_iter()
+            .find(|role| role.attribute() == attribute)
+            .map(Some)
+            .ok_or_else(|| No::new("USEATTR", format!("{attribute} is not supported"))),
+        _ => Err(No::new("USEATTR", "a mailbox takes one special use here")),
+    }
+}
+
+fn push_list(out: &mut Vec<u8>, line: &list::Listed, ret: &ListReturn) {
+    response::list_child_info(
+        out,
+        &line.attributes(ret),
+        Some(list::DELIMITER),
+        &line.entry.name,
+        &line.child_info,
+    );
+}
+
+/// `* STATUS mailbox (...)`, for STATUS and for LIST-STATUS alike.
+fn push_status(
+    out: &mut Vec<u8>,
+    mailbox: &str,
+    items: &[StatusItem],
+    info: &MailboxInfo,
+    counts: &store::MailboxCounts,
+) {
+    let values: Vec<(StatusItem, u64)> = items
+        .iter()
+        .map(|&item| {
+            let value = match item {
+                StatusItem::Messages => counts.messages.into(),
+                StatusItem::Recent => counts.recent.into(),
+                StatusItem::UidNext => info.uid_next.into(),
+                StatusItem::UidValidity => info.uid_validity.into(),
+                StatusItem::Unseen => counts.unseen.into(),
+                StatusItem::HighestModSeq => info.modseq,
+                StatusItem::Deleted => counts.deleted.into(),
+                StatusItem::DeletedStorage => counts.deleted_bytes.div_ceil(1024),
+            };
+            (item, value)
+        })
+        .collect();
+    response::status(out, mailbox, &values);
+}
+
+/// `* QUOTA "" (STORAGE used limit)` in units of 1024 bytes (RFC 9208), rounded up so that
+/// a nearly full account never reads as having room; `()` for an account without a limit.
+fn push_quota(out: &mut Vec<u8>, quota: &store::Quota) {
+    let kib = |bytes: u64| bytes.div_ceil(1024);
+    match quota.limit {
+        Some(limit) => response::quota(out, "", &[("STORAGE", kib(quota.used), limit / 1024)]),
+        None => response::quota(out, "", &[]),
+    }
+}
+
 fn writable(server: &ImapServer) -> Result<(), No> {
     if server.gate.disk().accepts_writes() {
         Ok(())
@@ -1227,6 +1594,78 @@ fn uids_of(view: &Selected, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, No
         .filter(|&i| !view.messages[i].expunged)
         .map(|i| view.messages[i].meta.uid)
         .collect())
+}
+
+/// A set's ranges in ascending order, joined where they touch; `*` is `star`.
+fn set_ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
+    let value = |n: SeqNum| match n {
+        SeqNum::Value(v) => v,
+        SeqNum::Star => star,
+    };
+    let mut ranges: Vec<(u32, u32)> = set
+        .0
+        .iter()
+        .map(|&(a, b)| {
+            let (a, b) = (value(a), value(b));
+            (a.min(b), a.max(b))
+        })
+        .collect();
+    ranges.sort_unstable();
+    merge_ranges(ranges)
+}
+
+fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+    let at = ranges.partition_point(|r| r.1 < n);
+    ranges.get(at).is_some_and(|r| r.0 <= n)
+}
+
+/// The UIDs to name in VANISHED (EARLIER): the store's remembered expunges, within `known`
+/// when given; when the store forgot some (`None`), every UID within `known` (or up to
+/// `last_uid`) that the mailbox does not hold, as RFC 7162 §3.2.5.2 allows.
+fn vanished_answer(
+    view: &Selected,
+    expunged: Option<Vec<(u32, u32)>>,
+    known: Option<&[(u32, u32)]>,
+    last_uid: u32,
+) -> Vec<(u32, u32)> {
+    let whole = [(1, last_uid)];
+    let within = match known {
+        Some(known) => known,
+        None if last_uid == 0 => &[][..],
+        None => &whole[..],
+    };
+    let mut answer = Vec::new();
+    match expunged {
+        Some(ranges) => {
+            for (first, last) in ranges {
+                for &(a, b) in within {
+                    let (lo, hi) = (first.max(a), last.min(b));
+                    if lo <= hi {
+                        answer.push((lo, hi));
+                    }
+                }
+            }
+            answer.sort_unstable();
+        }
+        None => {
+            let present: Vec<u32> = view.messages.iter().map(|e| e.meta.uid).collect();
+            for &(a, b) in within {
+                // u64, so that the UID after u32::MAX is no UID rather than a wrap.
+                let mut next = u64::from(a.max(1));
+                let start = present.partition_point(|&u| u < a);
+                for &uid in present[start..].iter().take_while(|&&u| u <= b) {
+                    if u64::from(uid) > next {
+                        answer.push((next as u32, uid - 1));
+                    }
+                    next = u64::from(uid) + 1;
+                }
+                if next <= u64::from(b) {
+                    answer.push((next as u32, b));
+                }
+            }
+        }
+    }
+    merge_ranges(answer)
 }
 
 fn split_flags(flags: &[Flag]) -> (Flags, Vec<String>) {
@@ -1277,6 +1716,7 @@ async fn run_fetch(
                 if let Some(entry) = view.messages.iter_mut().find(|e| e.meta.uid == state.uid) {
                     entry.meta.flags = state.flags;
                     entry.meta.keywords = state.keywords;
+                    entry.meta.modseq = state.modseq;
                     seen_changed.insert(state.uid);
                 }
             }
@@ -1379,10 +1819,27 @@ async fn run_search(
         .map(|(i, e)| (i as u32 + 1, e.meta.clone(), view.is_recent(e.meta.uid)))
         .collect();
     let criteria = criteria.clone();
+    let mailbox = view.info.id;
     blocking(store, move |s| {
         let needs_body = search::needs_body(&criteria);
+        // The full-text index narrows the messages to read; each one it names is still
+        // verified below, and a failing index only means a full scan.
+        let narrowed =
+            search::text_query(&criteria).and_then(|q| match s.text_candidates(mailbox, &q) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "full-text index unusable; scanning");
+                    None
+                }
+            });
         let mut found = Vec::new();
         for (seq, meta, recent) in &candidates {
+            if narrowed
+                .as_ref()
+                .is_some_and(|n| !n.may_match(meta.uid, &meta.blob))
+            {
+                continue;
+            }
             let candidate = Candidate {
                 seq: *seq,
                 meta,
@@ -1405,9 +1862,16 @@ async fn run_search(
     .await
 }
 
-fn push_search(out: &mut Vec<u8>, tag: &str, uid: bool, ret: &SearchReturn, found: &[u32]) {
+fn push_search(
+    out: &mut Vec<u8>,
+    tag: &str,
+    uid: bool,
+    ret: &SearchReturn,
+    found: &[u32],
+    modseq: Option<u64>,
+) {
     match *ret {
-        SearchReturn::Plain => response::search(out, found),
+        SearchReturn::Plain => response::search_modseq(out, found, modseq),
         SearchReturn::Esearch {
             min,
             max,
@@ -1421,98 +1885,11 @@ fn push_search(out: &mut Vec<u8>, tag: &str, uid: bool, ret: &SearchReturn, foun
                 max: found.last().copied().filter(|_| max),
                 count: count.then_some(found.len() as u32),
                 all: all.then_some(found),
+                modseq: modseq.filter(|_| !found.is_empty()),
             };
             response::esearch(out, tag, uid, &result);
         }
     }
-}
-
-/// A name LIST shows: a mailbox, or a level above mailboxes that is not one itself.
-struct ListEntry {
-    name: String,
-    special_use: Option<store::SpecialUse>,
-    noselect: bool,
-    /// Some(true) for \HasChildren, Some(false) for \HasNoChildren (RFC 3348).
-    children: Option<bool>,
-}
-
-fn list_entries(mailboxes: &[MailboxInfo]) -> Vec<ListEntry> {
-    let names: std::collections::BTreeSet<&str> =
-        mailboxes.iter().map(|m| m.name.as_str()).collect();
-    let mut entries: std::collections::BTreeMap<String, ListEntry> = Default::default();
-    for m in mailboxes {
-        let has_children = names
-            .range::<str, _>((
-                std::ops::Bound::Excluded(m.name.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .next()
-            .is_some_and(|n| n.starts_with(&format!("{}/", m.name)));
-        entries.insert(
-            m.name.clone(),
-            ListEntry {
-                name: m.name.clone(),
-                special_use: m.special_use,
-                noselect: false,
-                children: Some(has_children),
-            },
-        );
-        // Levels above a mailbox that are not mailboxes still show, as \Noselect.
-        let mut parent = m.name.as_str();
-        while let Some((up, _)) = parent.rsplit_once('/') {
-            parent = up;
-            if !names.contains(parent) {
-                entries.entry(parent.to_string()).or_insert(ListEntry {
-                    name: parent.to_string(),
-                    special_use: None,
-                    noselect: true,
-                    children: Some(true),
-                });
-            }
-        }
-    }
-    entries.into_values().collect()
-}
-
-fn push_list_line(out: &mut Vec<u8>, verb: &str, entry: &ListEntry) {
-    let mut attributes: Vec<&str> = Vec::new();
-    if entry.noselect {
-        attributes.push("\\Noselect");
-    }
-    match entry.children {
-        Some(true) => attributes.push("\\HasChildren"),
-        Some(false) => attributes.push("\\HasNoChildren"),
-        None => {}
-    }
-    if let Some(use_) = entry.special_use {
-        attributes.push(use_.attribute());
-    }
-    out.extend_from_slice(format!("* {verb} ({}) \"/\" ", attributes.join(" ")).as_bytes());
-    response::push_mailbox(out, &entry.name);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// LIST wildcards: `*` matches anything, `%` anything but the delimiter. INBOX matches
-/// whatever case the pattern gives it.
-fn pattern_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some((b'%', rest)) => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != b'/')
-                .any(|i| go(rest, &n[i..])),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
-    let folded;
-    let pattern = if pattern.len() >= 5 && pattern[..5].eq_ignore_ascii_case("INBOX") {
-        folded = format!("INBOX{}", &pattern[5..]);
-        folded.as_str()
-    } else {
-        pattern
-    };
-    go(pattern.as_bytes(), name.as_bytes())
 }
 
 #[cfg(test)]
@@ -1520,42 +1897,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_patterns() {
-        assert!(pattern_matches("*", "a/b/c"));
-        assert!(pattern_matches("%", "INBOX"));
-        assert!(!pattern_matches("%", "a/b"));
-        assert!(pattern_matches("a/%", "a/b"));
-        assert!(!pattern_matches("a/%", "a/b/c"));
-        assert!(pattern_matches("inbox", "INBOX"));
-        assert!(pattern_matches("Arch*", "Archive"));
-        assert!(!pattern_matches("Arch", "Archive"));
-    }
-
-    #[test]
-    fn levels_without_a_mailbox_are_noselect() {
-        let info = |name: &str| MailboxInfo {
+    fn vanished_answers_from_memory_or_by_comparing_uids() {
+        let info = MailboxInfo {
             id: store::MailboxId(1),
             account: AccountId(1),
-            name: name.into(),
+            name: "INBOX".into(),
             uid_validity: 1,
-            uid_next: 1,
+            uid_next: 21,
             special_use: None,
-            modseq: 1,
+            modseq: 9,
             read_only: false,
         };
-        let entries = list_entries(&[info("INBOX"), info("a/b/c"), info("a/b")]);
-        let shown: Vec<(String, bool, Option<bool>)> = entries
-            .into_iter()
-            .map(|e| (e.name, e.noselect, e.children))
-            .collect();
+        let meta = |uid: u32| store::MessageMeta {
+            id: store::MessageId(uid.into()),
+            uid,
+            internal_date: 0,
+            internal_zone: 0,
+            modseq: 1,
+            size: 1,
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            blob: store::BlobId([0; 32]),
+        };
+        let (_, rx) = tokio::sync::watch::channel(0);
+        let view = Selected::new(info, false, [2, 5, 6, 20].map(meta).to_vec(), None, rx);
+        let v = |n| SeqNum::Value(n);
+        let known = set_ranges(&SequenceSet(vec![(v(9), v(1)), (v(15), SeqNum::Star)]), 20);
+        assert_eq!(known, [(1, 9), (15, 20)]);
+        assert!(in_ranges(&known, 9) && in_ranges(&known, 15) && !in_ranges(&known, 12));
+        // Remembered expunges, cut to what the client knows.
         assert_eq!(
-            shown,
-            [
-                ("INBOX".into(), false, Some(false)),
-                ("a".into(), true, Some(true)),
-                ("a/b".into(), false, Some(true)),
-                ("a/b/c".into(), false, Some(false)),
-            ]
+            vanished_answer(&view, Some(vec![(3, 4), (7, 16)]), Some(&known), 20),
+            [(3, 4), (7, 9), (15, 16)]
         );
+        // Forgotten: every UID the client knows that is not here.
+        assert_eq!(
+            vanished_answer(&view, None, Some(&known), 20),
+            [(1, 1), (3, 4), (7, 9), (15, 19)]
+        );
+        assert_eq!(
+            vanished_answer(&view, None, None, 20),
+            [(1, 1), (3, 4), (7, 19)]
+        );
+        assert_eq!(vanished_answer(&view, None, None, 0), []);
     }
 }

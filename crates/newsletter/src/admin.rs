@@ -12,10 +12,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use store::{
-    CampaignAction, CampaignId, CampaignState, HistoryRef, List, ListId, NewCampaign, NewStep,
-    NewSubscriber, Newsletters, Outcome, SequenceId, StepId, StoreError, Subscriber, SubscriberId,
-    SubscriberStatus,
+    CampaignAction, CampaignEdit, CampaignId, CampaignState, Edited, HistoryRef, List, ListId,
+    Mailing, NewCampaign, NewStep, NewSubscriber, Newsletters, Outbound, Outcome, Segment,
+    SequenceId, StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus, Suppression,
+    SuppressionReason, check_address,
 };
+
+use crate::NewsletterConfig;
+use crate::message::{Letter, build_message};
+use crate::template::{Rendered, Vars, render_parts};
 
 /// A field of an admin request, so each face can name it its own way (a JSON key, a
 /// command-line flag) in the one message the rule words.
@@ -24,6 +29,9 @@ pub enum Field {
     ListName,
     FromAddress,
     SendMinute,
+    SuppressionReason,
+    TestRecipient,
+    Subject,
 }
 
 impl Field {
@@ -33,6 +41,9 @@ impl Field {
             Field::ListName => "name",
             Field::FromAddress => "from_address",
             Field::SendMinute => "send_minute",
+            Field::SuppressionReason => "reason",
+            Field::TestRecipient => "to",
+            Field::Subject => "subject",
         }
     }
 
@@ -42,6 +53,9 @@ impl Field {
             Field::ListName => "the list name",
             Field::FromAddress => "--from",
             Field::SendMinute => "--at",
+            Field::SuppressionReason => "--reason",
+            Field::TestRecipient => "--to",
+            Field::Subject => "--subject",
         }
     }
 }
@@ -215,6 +229,45 @@ pub fn subscriber_unsubscribe(
     Ok((list, subscriber))
 }
 
+/// What a reader asks for on the unsubscribe page: this list only (also RFC 8058's
+/// one-click), or every list, now and later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveScope {
+    ThisList,
+    Everywhere,
+}
+
+/// A reader leaves through their unsubscribe link: the subscriber is unsubscribed (counted
+/// against `about`, the mail the link came in), and with [`LeaveScope::Everywhere`] their
+/// address goes on the global suppression list as "unsubscribed", so that no list's
+/// campaign or step mail reaches it again, including lists they join later by mistake.
+/// A subscriber removed since is as unsubscribed as can be: `Ok` all the same.
+pub fn reader_unsubscribe(
+    store: &dyn Newsletters,
+    subscriber: SubscriberId,
+    about: Option<HistoryRef>,
+    scope: LeaveScope,
+    now: i64,
+) -> Result<()> {
+    let s = match store.subscriber(subscriber) {
+        Ok(s) => s,
+        Err(StoreError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if s.status != SubscriberStatus::Unsubscribed {
+        store.subscriber_set_status(s.id, SubscriberStatus::Unsubscribed, about, now)?;
+    }
+    if scope == LeaveScope::Everywhere {
+        store.suppress(
+            &s.email,
+            SuppressionReason::Unsubscribed,
+            Some("asked on the unsubscribe page to leave every list"),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
 /// A subscriber as both faces show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriberView {
@@ -342,7 +395,12 @@ struct ParsedCsv {
     bad: Vec<(u64, String)>,
 }
 
-fn parse_csv(text: &[u8]) -> Result<ParsedCsv> {
+/// A CSV reader of an uploaded or imported file (rows may differ in length, fields are
+/// trimmed) and its header row in lower case; `expected` names the columns for the error.
+fn csv_with_header<'a>(
+    text: &'a [u8],
+    expected: &str,
+) -> Result<(csv::Reader<&'a [u8]>, Vec<String>)> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -350,13 +408,16 @@ fn parse_csv(text: &[u8]) -> Result<ParsedCsv> {
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| {
-            AdminError::Unreadable(format!(
-                "the CSV file has no header row (email,name,...): {e}"
-            ))
+            AdminError::Unreadable(format!("the CSV file has no header row ({expected}): {e}"))
         })?
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
+    Ok((reader, header))
+}
+
+fn parse_csv(text: &[u8]) -> Result<ParsedCsv> {
+    let (mut reader, header) = csv_with_header(text, "email,name,...")?;
     let Some(email_at) = header.iter().position(|h| h == "email") else {
         return Err(AdminError::Unreadable(format!(
             "the CSV header has no \"email\" column (found: {})",
@@ -451,6 +512,188 @@ impl<'a> LineCounter<'a> {
     }
 }
 
+// The suppression list.
+
+/// A suppression as both faces show it; `at` in Unix seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuppressionView {
+    pub address: String,
+    pub reason: &'static str,
+    pub at: i64,
+    pub note: Option<String>,
+}
+
+impl From<Suppression> for SuppressionView {
+    fn from(s: Suppression) -> Self {
+        SuppressionView {
+            address: s.address,
+            reason: s.reason.as_str(),
+            at: s.at,
+            note: s.note,
+        }
+    }
+}
+
+/// A reason by name, or the rule's words for a wrong one.
+pub fn suppression_reason(name: &str) -> Result<SuppressionReason> {
+    SuppressionReason::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = SuppressionReason::ALL.iter().map(|r| r.as_str()).collect();
+        invalid(
+            Field::SuppressionReason,
+            format!("{name:?} is not one of {}", names.join(", ")),
+        )
+    })
+}
+
+/// Puts an address on the suppression list by hand; `false` when it was there already
+/// (its first entry stays).
+pub fn suppress(
+    store: &dyn Newsletters,
+    address: &str,
+    reason: SuppressionReason,
+    note: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    Ok(store.suppress(address, reason, note, now)?)
+}
+
+/// The whole suppression list in address order, read page by page.
+pub fn all_suppressions(store: &dyn Newsletters) -> Result<Vec<Suppression>> {
+    let mut all: Vec<Suppression> = Vec::new();
+    loop {
+        let after = all.last().map(|s| s.address.clone());
+        let page = store.suppressions(after.as_deref(), 5000)?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page);
+    }
+}
+
+/// The suppression list as CSV, "address,reason,at,note" with `at` in RFC 3339 (UTC):
+/// what [`import_suppressions_csv`] reads back. Returns the bytes and the number of rows.
+pub fn export_suppressions_csv(store: &dyn Newsletters) -> Result<(Vec<u8>, usize)> {
+    let all = all_suppressions(store)?;
+    let cannot = |e: csv::Error| AdminError::Unreadable(format!("cannot write the CSV: {e}"));
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(["address", "reason", "at", "note"])
+        .map_err(cannot)?;
+    for s in &all {
+        let at = jiff::Timestamp::from_second(s.at)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| s.at.to_string());
+        out.write_record([
+            s.address.as_str(),
+            s.reason.as_str(),
+            at.as_str(),
+            s.note.as_deref().unwrap_or(""),
+        ])
+        .map_err(cannot)?;
+    }
+    let bytes = out
+        .into_inner()
+        .map_err(|e| AdminError::Unreadable(format!("cannot write the CSV: {e}")))?;
+    Ok((bytes, all.len()))
+}
+
+/// Imports a suppression list: CSV with a header row naming an "address" (or "email")
+/// column and, optionally, "reason", "at" (RFC 3339 or Unix seconds) and "note" — what
+/// [`export_suppressions_csv`] writes, or a subscriber export, whose "email" column is
+/// read and the rest ignored. A row without a reason takes `reason`; without a time, `now`.
+/// Bad rows are reported by line, as a subscriber import does.
+pub fn import_suppressions_csv(
+    store: &dyn Newsletters,
+    text: &[u8],
+    reason: SuppressionReason,
+    now: i64,
+) -> Result<ImportReport> {
+    let (mut reader, header) = csv_with_header(text, "address,reason,at,note")?;
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let Some(address_at) = column("address").or_else(|| column("email")) else {
+        return Err(AdminError::Unreadable(format!(
+            "the CSV header has no \"address\" column (found: {})",
+            header.join(",")
+        )));
+    };
+    let (reason_at, time_at, note_at) = (column("reason"), column("at"), column("note"));
+    let mut rows: Vec<Suppression> = Vec::new();
+    let mut lines: Vec<u64> = Vec::new();
+    let mut bad: Vec<(u64, String)> = Vec::new();
+    let mut counter = LineCounter::new(text);
+    let mut record = csv::StringRecord::new();
+    loop {
+        let at = reader.position().byte();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = counter.line_at(e.position().map_or(at, |p| p.byte()));
+                bad.push((line, format!("unreadable: {e}")));
+                continue;
+            }
+        }
+        let line = counter.line_at(record.position().map_or(at, |p| p.byte()));
+        if record.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        let get = |i: Option<usize>| i.and_then(|i| record.get(i)).filter(|v| !v.is_empty());
+        let Some(address) = get(Some(address_at)) else {
+            bad.push((line, "no address".into()));
+            continue;
+        };
+        let row_reason = match get(reason_at) {
+            None => reason,
+            Some(name) => match SuppressionReason::parse(name) {
+                Some(r) => r,
+                None => {
+                    bad.push((line, format!("{name:?} is not a suppression reason")));
+                    continue;
+                }
+            },
+        };
+        let when = match get(time_at) {
+            None => now,
+            Some(text) => match parse_time(text) {
+                Some(t) => t,
+                None => {
+                    bad.push((
+                        line,
+                        format!("{text:?} is not a time (RFC 3339 or Unix seconds)"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        lines.push(line);
+        rows.push(Suppression {
+            address: address.to_string(),
+            reason: row_reason,
+            at: when,
+            note: get(note_at).map(str::to_string),
+        });
+    }
+    let counts = store.suppress_many(rows)?;
+    bad.extend(
+        counts
+            .invalid
+            .iter()
+            .map(|(index, why)| (lines[*index], why.clone())),
+    );
+    bad.sort();
+    Ok(ImportReport {
+        added: counts.added,
+        present: counts.present,
+        bad,
+    })
+}
+
+/// RFC 3339 ("2026-01-01T09:00:00Z") or Unix seconds.
+fn parse_time(text: &str) -> Option<i64> {
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second()))
+}
+
 // Campaigns.
 
 /// A campaign to schedule; what is left out takes the defaults.
@@ -467,9 +710,34 @@ pub struct CampaignRequest {
     pub rate_per_second: Option<u32>,
     /// Default: no limit of its own (0).
     pub rate_per_domain: Option<u32>,
+    /// More lists by name; an address on several gets one mail.
+    pub also: Vec<String>,
+    /// Segment terms ([`store::Segment`]); none: every active subscriber.
+    pub segment: Vec<String>,
 }
 
-/// Schedules a campaign to every active subscriber of its list.
+/// Reads segment terms as every face takes them, one by one.
+pub fn parse_segment<S: AsRef<str>>(terms: &[S]) -> Result<Segment> {
+    Segment::parse(terms).map_err(AdminError::Unreadable)
+}
+
+/// The lists named by `also`, checked: each known, none twice, none the campaign's own.
+fn other_lists(store: &dyn Newsletters, first: &List, also: &[String]) -> Result<Vec<ListId>> {
+    let mut ids: Vec<ListId> = Vec::new();
+    for name in also {
+        let list = store.list(name.trim())?;
+        if list.id == first.id || ids.contains(&list.id) {
+            return Err(AdminError::Unreadable(format!(
+                "the list '{}' is named twice for one campaign",
+                list.name
+            )));
+        }
+        ids.push(list.id);
+    }
+    Ok(ids)
+}
+
+/// Schedules a campaign to the active subscribers of its lists who match its segment.
 pub fn campaign_add(
     store: &dyn Newsletters,
     request: CampaignRequest,
@@ -477,6 +745,8 @@ pub fn campaign_add(
     now: i64,
 ) -> Result<CampaignId> {
     let list = store.list(&request.list)?;
+    let segment = parse_segment(&request.segment)?;
+    let also = other_lists(store, &list, &request.also)?;
     Ok(store.campaign_add(NewCampaign {
         list: list.id,
         subject: request.subject,
@@ -487,7 +757,38 @@ pub fn campaign_add(
         rate_per_second: request.rate_per_second.unwrap_or(default_rate),
         rate_per_domain: request.rate_per_domain.unwrap_or(0),
         created: now,
+        also,
+        segment,
     })?)
+}
+
+/// A campaign's audience as the faces show it: its lists by name, its segment, and how
+/// many different addresses it selects now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Audience {
+    /// The campaign's lists, its first list first.
+    pub lists: Vec<String>,
+    /// The segment's terms; empty for every active subscriber.
+    pub segment: Vec<String>,
+    /// Different addresses among the lists' active subscribers that match the segment now
+    /// (the suppression list may still skip some when they are mailed).
+    pub count: u64,
+}
+
+/// Who campaign `id` goes to, counted now.
+pub fn campaign_audience(store: &dyn Newsletters, id: CampaignId) -> Result<Audience> {
+    let campaign = store.campaign(id)?;
+    let lists = campaign.lists();
+    let count = store.segment_count(&lists, &campaign.segment)?;
+    let mut names = Vec::with_capacity(lists.len());
+    for list in &lists {
+        names.push(store.list_by_id(*list)?.name);
+    }
+    Ok(Audience {
+        lists: names,
+        segment: campaign.segment.texts(),
+        count,
+    })
 }
 
 /// A campaign's totals: the size of each outcome's set (who), so a click counted twice by
@@ -522,12 +823,198 @@ pub fn campaign_apply(
     store: &dyn Newsletters,
     id: CampaignId,
     action: CampaignAction,
+    now: i64,
 ) -> Result<CampaignState> {
-    let transition = store.campaign_apply(id, action)?;
+    let transition = store.campaign_apply(id, action, now)?;
     match transition.refusal(id, action) {
         Some(refused) => Err(AdminError::Refused(refused)),
         None => Ok(action.target()),
     }
+}
+
+/// Changes what a campaign sends, when or how fast, while it has not started (a draft or
+/// scheduled); a draft given its start is scheduled. Refused once sending began: readers
+/// have the mail as it was, so a changed mail is a copy ([`campaign_copy`]).
+pub fn campaign_edit(
+    store: &dyn Newsletters,
+    id: CampaignId,
+    edit: CampaignEdit,
+    now: i64,
+) -> Result<()> {
+    if edit == CampaignEdit::default() {
+        return Err(AdminError::Unreadable(
+            "nothing to change: give a subject, templates, a start or rates".into(),
+        ));
+    }
+    if edit.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(invalid(Field::Subject, "must not be empty"));
+    }
+    match store.campaign_edit(id, edit, now)? {
+        Edited::Changed => Ok(()),
+        Edited::Refused { current } => Err(AdminError::Refused(format!(
+            "campaign {} is {}; only a draft or scheduled campaign can be edited, before \
+             sending begins (copy it to send a changed one)",
+            id.0,
+            current.as_str()
+        ))),
+    }
+}
+
+/// A new campaign from any campaign, in any state: the same list, subject, templates and
+/// rates, scheduled at `send_at`, or a draft without one (nothing goes out until it is
+/// given a start with [`campaign_edit`]). It has its own totals and history.
+pub fn campaign_copy(
+    store: &dyn Newsletters,
+    id: CampaignId,
+    send_at: Option<i64>,
+    now: i64,
+) -> Result<CampaignId> {
+    let from = store.campaign(id)?;
+    Ok(store.campaign_add(NewCampaign {
+        list: from.list,
+        subject: from.subject,
+        text: from.text,
+        html: from.html,
+        send_at: send_at.unwrap_or(now),
+        state: if send_at.is_some() {
+            CampaignState::Scheduled
+        } else {
+            CampaignState::Draft
+        },
+        rate_per_second: from.rate_per_second,
+        rate_per_domain: from.rate_per_domain,
+        created: now,
+        also: from.also,
+        segment: from.segment,
+    })?)
+}
+
+// Previews and test mails.
+
+/// The unsubscribe link of a preview or test mail: the real one would unsubscribe the
+/// reader whose data the operator borrowed, so this one names no token and does nothing.
+pub fn sample_unsubscribe_url(config: &NewsletterConfig) -> String {
+    format!("{}/unsubscribe/test", config.base_url.trim_end_matches('/'))
+}
+
+/// A campaign's mail rendered for one reader, through the sender's own render path
+/// ([`render_parts`]) but harmless to open: links stay the originals (a sent mail's go
+/// through `base_url/c/<token>`, which would count the operator's clicks), the unsubscribe
+/// link is [`sample_unsubscribe_url`], and there is no open pixel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub campaign: i64,
+    /// Whose data filled the templates: a subscriber's address, or none for a sample
+    /// reader without a name or attributes (so the templates' defaults show).
+    pub subscriber: Option<String>,
+    #[serde(flatten)]
+    pub rendered: Rendered,
+    /// Its lists, segment, and how many it selects now.
+    pub audience: Audience,
+}
+
+/// Renders campaign `id` (in any state, a draft too) for the subscriber of its list with
+/// address `subscriber`, or for a sample reader at `sample_address` without a name or
+/// attributes when none is chosen.
+pub fn campaign_preview(
+    store: &dyn Newsletters,
+    config: &NewsletterConfig,
+    id: CampaignId,
+    subscriber: Option<&str>,
+    sample_address: &str,
+) -> Result<Preview> {
+    let campaign = store.campaign(id)?;
+    let reader = match subscriber {
+        Some(email) => Some(reader_on(store, &campaign.lists(), email.trim())?),
+        None => None,
+    };
+    let no_attributes = BTreeMap::new();
+    let unsubscribe_url = sample_unsubscribe_url(config);
+    let vars = Vars {
+        name: reader.as_ref().map_or("", |r| r.name.as_str()),
+        email: reader.as_ref().map_or(sample_address, |r| r.email.as_str()),
+        attributes: reader.as_ref().map_or(&no_attributes, |r| &r.attributes),
+        unsubscribe_url: &unsubscribe_url,
+        links: &[],
+    };
+    let rendered = render_parts(
+        &campaign.subject,
+        &campaign.text,
+        campaign.html.as_deref(),
+        &vars,
+    );
+    Ok(Preview {
+        campaign: id.0,
+        subscriber: reader.map(|r| r.email),
+        rendered,
+        audience: campaign_audience(store, id)?,
+    })
+}
+
+/// The subscriber at `email` on the first of `lists` that has one; NotFound (naming the
+/// first list's lookup) when none has.
+fn reader_on(store: &dyn Newsletters, lists: &[ListId], email: &str) -> Result<Subscriber> {
+    let mut first_error = None;
+    for list in lists {
+        match store.subscriber_by_email(*list, email) {
+            Ok(s) => return Ok(s),
+            Err(e @ StoreError::NotFound { .. }) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(first_error
+        .unwrap_or_else(|| StoreError::NotFound {
+            what: format!("subscriber {email}"),
+        })
+        .into())
+}
+
+/// The address of the sample reader a preview without a chosen subscriber renders for.
+pub const SAMPLE_ADDRESS: &str = "reader@example.com";
+
+/// What [`campaign_test`] sends: the preview, "[TEST] " before its subject.
+pub const TEST_SUBJECT_PREFIX: &str = "[TEST] ";
+
+/// Sends one test mail of campaign `id` to `to`, rendered as [`campaign_preview`] renders
+/// it (for `subscriber`, or a sample reader at `to`), its subject prefixed
+/// [`TEST_SUBJECT_PREFIX`]. It goes through the outbound queue like any mail, but from the
+/// list's own address rather than a VERP one and outside `enqueue_mails`, so it is in no
+/// campaign total or history and a bounce of it touches no subscriber.
+pub fn campaign_test(
+    store: &dyn Mailing,
+    config: &NewsletterConfig,
+    id: CampaignId,
+    to: &str,
+    subscriber: Option<&str>,
+    now: i64,
+) -> Result<Preview> {
+    let to = check_address(to).map_err(|problem| invalid(Field::TestRecipient, problem))?;
+    let mut preview = campaign_preview(store, config, id, subscriber, &to)?;
+    preview.rendered.subject = format!("{TEST_SUBJECT_PREFIX}{}", preview.rendered.subject);
+    let campaign = store.campaign(id)?;
+    let list = store.list_by_id(campaign.list)?;
+    let message = build_message(&Letter {
+        from_address: &list.from_address,
+        from_name: &list.from_name,
+        to_address: &to,
+        to_name: "",
+        subject: &preview.rendered.subject,
+        text: &preview.rendered.text,
+        html: preview.rendered.html.as_deref(),
+        list_name: &list.name,
+        domain: &config.bounce_domain,
+        unsubscribe_url: &sample_unsubscribe_url(config),
+        date: now,
+    });
+    let envelope = Outbound {
+        sender: list.from_address.clone(),
+        recipients: vec![to],
+        account: None,
+    };
+    store.accept(&message, &[], Some(&envelope))?;
+    Ok(preview)
 }
 
 // Sequences.

@@ -3,20 +3,22 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use store::{
-    Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef, List, ListId, Mail, Mailing,
-    Outbound, StepId, StoreError, Subscriber, SubscriberId, Transition,
+    BouncePolicy, BounceRouter, Campaign, CampaignAction, CampaignId, CampaignState, HistoryRef,
+    List, ListId, Mail, Mailing, Outbound, StepId, StoreError, Subscriber, SubscriberId,
+    Transition,
 };
 use tokio::sync::Notify;
 
 use crate::message::{Letter, build_message};
-use crate::parse_bounce;
-use crate::template::{Tracked, Vars, add_open_pixel, render, track_links};
+use crate::template::{Rendered, Tracked, Vars, add_open_pixel, render_parts, track_links};
 use crate::token::{Keys, Origin, Token};
+use crate::{FeedbackReport, parse_bounce, parse_feedback_report};
 
 /// The `[newsletter]` settings, resolved.
 #[derive(Debug, Clone)]
@@ -28,8 +30,12 @@ pub struct NewsletterConfig {
     /// name it.
     pub bounce_domain: String,
     pub verp_prefix: String,
-    /// Hard bounces that disable a subscriber.
+    /// Hard bounces that disable a subscriber (0: never).
     pub hard_bounce_limit: u32,
+    /// Different mails that soft-bounced within `soft_bounce_days` and disable a
+    /// subscriber as a hard bounce would (0: never).
+    pub soft_bounce_limit: u32,
+    pub soft_bounce_days: u32,
     /// Days raw events (clicks, bounce texts, the action log) are kept.
     pub keep_days: u32,
     pub track_clicks: bool,
@@ -44,6 +50,78 @@ pub struct NewsletterConfig {
     pub confirm_interval: Duration,
     /// Subscribe requests one caller address may make in an hour.
     pub subscribe_per_hour: u32,
+    /// Callers of `/subscribe` trusted to have checked the address themselves (a signup
+    /// backend): on a list without double opt-in, their subscribers are active at once.
+    /// Anyone else's get a confirmation mail first, whatever the list says.
+    pub subscribe_trusted: Vec<Network>,
+}
+
+/// A block of IP addresses: an address and how many of its leading bits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// `192.0.2.0/24`, `2001:db8::/32`, or one address (all its bits count).
+    pub fn parse(text: &str) -> Result<Network, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{text}' is not an IP address or ADDRESS/BITS"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= bits => p,
+                _ => return Err(format!("'{text}': the prefix must be 0 to {bits}")),
+            },
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let keep = |bits: u32, prefix: u8| -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                (u128::MAX << (128 - u32::from(prefix))) >> (128 - bits)
+            }
+        };
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = keep(32, self.prefix);
+                (u128::from(u32::from(net)) & mask) == (u128::from(u32::from(ip)) & mask)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = keep(128, self.prefix);
+                (u128::from(net) & mask) == (u128::from(ip) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl NewsletterConfig {
+    /// Whether `/subscribe` may make this caller's subscribers active without a
+    /// confirmation (on lists without double opt-in).
+    pub fn trusts_subscriber(&self, caller: IpAddr) -> bool {
+        self.subscribe_trusted.iter().any(|n| n.contains(caller))
+    }
+
+    /// The store's view of the bounce limits.
+    pub fn bounce_policy(&self) -> BouncePolicy {
+        BouncePolicy {
+            hard_limit: self.hard_bounce_limit,
+            soft_limit: self.soft_bounce_limit,
+            soft_days: self.soft_bounce_days,
+        }
+    }
 }
 
 impl Default for NewsletterConfig {
@@ -53,6 +131,8 @@ impl Default for NewsletterConfig {
             bounce_domain: "localhost".into(),
             verp_prefix: "bounces".into(),
             hard_bounce_limit: 1,
+            soft_bounce_limit: 5,
+            soft_bounce_days: 30,
             keep_days: 90,
             track_clicks: true,
             track_opens: false,
@@ -60,6 +140,7 @@ impl Default for NewsletterConfig {
             poll: Duration::from_secs(5),
             confirm_interval: Duration::from_secs(24 * 3600),
             subscribe_per_hour: 20,
+            subscribe_trusted: Vec::new(),
         }
     }
 }
@@ -128,6 +209,15 @@ impl Engine {
         clock: gate::Clock,
     ) -> Engine {
         config.base_url = config.base_url.trim_end_matches('/').to_string();
+        // The outbound queue's settlements learn refusals at RCPT and give-ups first; the
+        // store records them as bounces in the same transaction when it can read the
+        // sender, which takes our key.
+        store.set_bounce_router(Arc::new(VerpRouter {
+            keys: keys.clone(),
+            verp_prefix: config.verp_prefix.clone(),
+            bounce_domain: config.bounce_domain.clone(),
+            policy: config.bounce_policy(),
+        }));
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -200,7 +290,15 @@ impl Engine {
         while !shutdown.is_shutting_down() {
             let engine = self.clone();
             let now = self.now();
-            match tokio::task::spawn_blocking(move || engine.send_due_steps(now)).await {
+            let budget = self.step_budget();
+            match tokio::task::spawn_blocking(move || engine.send_due_steps_at_most(now, budget))
+                .await
+            {
+                Ok(Ok(queued)) if queued == budget => tracing::info!(
+                    queued,
+                    rate = self.inner.config.rate_per_second,
+                    "newsletter: step mail is behind; the overdue mails go out at the configured rate"
+                ),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "newsletter: step mail failed"),
                 Err(e) => tracing::error!(error = %e, "newsletter: step scheduler panicked"),
@@ -270,15 +368,10 @@ impl Engine {
             match campaign.state {
                 CampaignState::Scheduled if campaign.send_at <= now => {
                     // Paused or cancelled since the list was read? Then it stays so.
-                    let started = store.campaign_apply(campaign.id, CampaignAction::Start)?;
+                    let started = store.campaign_apply(campaign.id, CampaignAction::Start, now)?;
                     if !matches!(started, Transition::Moved { .. }) {
                         continue;
                     }
-                    store.log_action(
-                        Some(HistoryRef::Campaign(campaign.id)),
-                        "sending started",
-                        now,
-                    )?;
                 }
                 CampaignState::Sending => {}
                 _ => continue,
@@ -287,14 +380,7 @@ impl Engine {
             match self.campaign_batch(&campaign, now)? {
                 BatchOutcome::Done => {
                     // Paused or cancelled meanwhile? Then it stays as the operator said.
-                    let finished = store.campaign_apply(campaign.id, CampaignAction::Finish)?;
-                    if matches!(finished, Transition::Moved { .. }) {
-                        store.log_action(
-                            Some(HistoryRef::Campaign(campaign.id)),
-                            "sending done",
-                            now,
-                        )?;
-                    }
+                    store.campaign_apply(campaign.id, CampaignAction::Finish, now)?;
                     self.inner
                         .pacers
                         .lock()
@@ -319,11 +405,10 @@ impl Engine {
         if pending.is_empty() {
             return Ok(BatchOutcome::Done);
         }
-        let rate = if campaign.rate_per_second > 0 {
-            campaign.rate_per_second
-        } else {
-            self.inner.config.rate_per_second
-        };
+        // The campaign's own rate, as `campaign show` reports it: the configured one was
+        // filled in when the campaign was made, and 0 is no limit (it silently became the
+        // configured rate here once).
+        let rate = campaign.rate_per_second;
         let chosen: Vec<Subscriber> = {
             let mut pacers = self.inner.pacers.lock().unwrap_or_else(|p| p.into_inner());
             let pacer = pacers
@@ -347,7 +432,14 @@ impl Engine {
             return Ok(BatchOutcome::Throttled(wait));
         }
         let about = HistoryRef::Campaign(campaign.id);
-        let list = store.list_by_id(campaign.list)?;
+        // Each reader gets the mail as one of the list they are on (its From and List-Id,
+        // and an unsubscribe link for that list), also in a campaign to several lists.
+        let mut lists: HashMap<ListId, List> = HashMap::new();
+        for s in &chosen {
+            if let Entry::Vacant(e) = lists.entry(s.list) {
+                e.insert(store.list_by_id(s.list)?);
+            }
+        }
         let prepared = self.prepare(
             about,
             &campaign.subject,
@@ -356,7 +448,7 @@ impl Engine {
         )?;
         let mails: Vec<Mail> = chosen
             .iter()
-            .map(|s| self.render_mail(about, &list, &prepared, s, now))
+            .map(|s| self.render_mail(about, &lists[&s.list], &prepared, s, now))
             .collect();
         let queued = store.enqueue_mails(about, &mails, now)?;
         if queued > 0 {
@@ -366,15 +458,45 @@ impl Engine {
         Ok(BatchOutcome::Sent(queued))
     }
 
+    /// How many step mails one look may queue: `rate_per_second` for every second until the
+    /// next look, so that the mails that fell due while the server was down (or while a
+    /// list grew faster than the rate) go out spaced at the configured rate, oldest first,
+    /// rather than all in one second; unlimited when the rate is 0.
+    fn step_budget(&self) -> usize {
+        let rate = self.inner.config.rate_per_second;
+        if rate == 0 {
+            return usize::MAX;
+        }
+        let per_look = f64::from(rate) * self.inner.config.poll.as_secs_f64();
+        (per_look.ceil() as usize).max(1)
+    }
+
     /// Renders and queues every step mail due at `now`; returns how many were queued.
     pub fn send_due_steps(&self, now: i64) -> Result<usize, StoreError> {
+        self.send_due_steps_at_most(now, usize::MAX)
+    }
+
+    /// [`Engine::send_due_steps`], queuing at most `limit` mails in the store's order
+    /// (sequence, then subscriber); the rest wait for the next call.
+    pub fn send_due_steps_at_most(&self, now: i64, limit: usize) -> Result<usize, StoreError> {
         let store = &self.inner.store;
         let mut total = 0;
         let mut lists: HashMap<ListId, List> = HashMap::new();
         let mut prepared: HashMap<StepId, Prepared> = HashMap::new();
+        let mut last_page: Vec<(StepId, SubscriberId)> = Vec::new();
         loop {
-            let due = store.steps_due(now, BATCH)?;
-            if due.is_empty() {
+            let room = limit.saturating_sub(total);
+            if room == 0 {
+                return Ok(total);
+            }
+            let mut due = store.steps_due(now, BATCH)?;
+            due.truncate(room);
+            // The same page twice means the store keeps offering mails it will not take:
+            // stop rather than spin. A page that queued nothing is not enough to tell: its
+            // readers may all have been suppressed, which is progress (they are done).
+            let page: Vec<(StepId, SubscriberId)> =
+                due.iter().map(|(step, s)| (step.id, s.id)).collect();
+            if due.is_empty() || page == last_page {
                 return Ok(total);
             }
             let mut by_step: HashMap<StepId, Vec<Mail>> = HashMap::new();
@@ -408,11 +530,10 @@ impl Engine {
                 self.inner.waker.notify_one();
             }
             total += queued;
-            // Nothing queued from a full page means the store keeps offering mails it
-            // will not take: stop rather than spin.
-            if queued == 0 || due.len() < BATCH {
+            if due.len() < BATCH {
                 return Ok(total);
             }
+            last_page = page;
         }
     }
 
@@ -484,10 +605,17 @@ impl Engine {
             unsubscribe_url: &unsubscribe_url,
             links: &links,
         };
-        let subject = render(&prepared.subject, &vars, false);
-        let text = render(&prepared.tracked.text, &vars, false);
-        let html = prepared.tracked.html.as_deref().map(|h| {
-            let html = render(h, &vars, true);
+        let Rendered {
+            subject,
+            text,
+            html,
+        } = render_parts(
+            &prepared.subject,
+            &prepared.tracked.text,
+            prepared.tracked.html.as_deref(),
+            &vars,
+        );
+        let html = html.map(|html| {
             if config.track_opens {
                 let pixel = format!(
                     "{}/o/{}",
@@ -718,6 +846,116 @@ impl Pacer {
     }
 }
 
+/// Reads the VERP senders of queued mail for the store (see [`store::BounceRouter`]).
+struct VerpRouter {
+    keys: Keys,
+    verp_prefix: String,
+    bounce_domain: String,
+    policy: BouncePolicy,
+}
+
+impl BounceRouter for VerpRouter {
+    fn route(&self, sender: &str) -> Option<(HistoryRef, SubscriberId)> {
+        let (origin, subscriber) =
+            self.keys
+                .decode_verp(&self.verp_prefix, &self.bounce_domain, sender)?;
+        Some((about_of(origin), SubscriberId(subscriber)))
+    }
+
+    fn policy(&self) -> BouncePolicy {
+        self.policy
+    }
+}
+
+impl Engine {
+    /// Whether `recipient` is the bare bounce address `<verp_prefix>@<bounce_domain>`: the
+    /// one an operator registers with mailbox providers' feedback loops, which send their
+    /// reports there rather than to the VERP address of each mail.
+    fn is_feedback_address(&self, recipient: &str) -> bool {
+        let c = &self.inner.config;
+        let recipient = recipient
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        recipient.rsplit_once('@').is_some_and(|(local, domain)| {
+            local.eq_ignore_ascii_case(&c.verp_prefix)
+                && domain.eq_ignore_ascii_case(&c.bounce_domain)
+        })
+    }
+
+    /// The mail and subscriber a feedback report is about, from what in it our key signed:
+    /// the VERP envelope sender (as `Original-Mail-From` or the original's `Return-Path`),
+    /// else the unsubscribe token in the original's `List-Unsubscribe`.
+    fn reported_mail(&self, report: &FeedbackReport) -> Option<(HistoryRef, SubscriberId)> {
+        let c = &self.inner.config;
+        let keys = &self.inner.keys;
+        let by_verp = report
+            .verp_candidates()
+            .find_map(|address| keys.decode_verp(&c.verp_prefix, &c.bounce_domain, address));
+        if let Some((origin, subscriber)) = by_verp {
+            return Some((about_of(origin), SubscriberId(subscriber)));
+        }
+        report.unsubscribe_urls.iter().find_map(|url| {
+            let (_, token) = url.rsplit_once("/unsubscribe/")?;
+            let token = token.split(['?', '#', '/']).next()?;
+            match keys.verify(token)? {
+                Token::Unsubscribe {
+                    origin: Some(origin),
+                    subscriber,
+                } => Some((about_of(origin), SubscriberId(subscriber))),
+                _ => None,
+            }
+        })
+    }
+
+    /// A feedback-loop report: a complaint about a mail of ours is recorded against it and
+    /// suppresses the reader's address everywhere. Only what our key signed names the
+    /// reader: a report naming an address in clear (`Original-Rcpt-To`) alone could be
+    /// forged by anyone to stop someone's mail, so it is logged and nothing more.
+    /// `delivered_to` is the mail the VERP address the report came to stands for, if it
+    /// came to one.
+    fn take_feedback(
+        &self,
+        report: &FeedbackReport,
+        delivered_to: Option<(HistoryRef, SubscriberId)>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let named = self.reported_mail(report).or(delivered_to);
+        let agent = report.user_agent.as_deref().unwrap_or("unnamed");
+        if !report.is_complaint() {
+            return store.log_action(
+                named.map(|(about, _)| about),
+                &format!(
+                    "feedback report of type {} from {agent}: not a complaint, nothing done",
+                    report.feedback_type
+                ),
+                now,
+            );
+        }
+        let Some((about, subscriber)) = named else {
+            return store.log_action(
+                None,
+                &format!(
+                    "feedback report ({}) from {agent} names no mail of ours (rcpt {}): nothing suppressed",
+                    report.feedback_type,
+                    report.original_rcpt_to.join(", ")
+                ),
+                now,
+            );
+        };
+        tracing::info!(
+            subscriber = subscriber.0,
+            feedback_type = %report.feedback_type,
+            "newsletter: complaint"
+        );
+        let detail = format!("{} via {agent}", report.feedback_type);
+        store
+            .complaint(about, subscriber, Some(&detail), now)
+            .map(drop)
+    }
+}
+
 impl smtp_server::BounceSink for Engine {
     fn claims(&self, recipient: &str) -> bool {
         let c = &self.inner.config;
@@ -725,25 +963,56 @@ impl smtp_server::BounceSink for Engine {
             .keys
             .decode_verp(&c.verp_prefix, &c.bounce_domain, recipient)
             .is_some()
+            || self.is_feedback_address(recipient)
     }
 
     fn accept(&self, recipient: &str, message: &[u8]) -> Result<(), String> {
         let c = &self.inner.config;
-        let Some((origin, subscriber)) =
-            self.inner
-                .keys
-                .decode_verp(&c.verp_prefix, &c.bounce_domain, recipient)
-        else {
-            return Err("not a bounce address of ours".into());
-        };
-        let about = about_of(origin);
         let now = self.now();
         let store = &self.inner.store;
-        let result = match parse_bounce(message) {
+        let verp = self
+            .inner
+            .keys
+            .decode_verp(&c.verp_prefix, &c.bounce_domain, recipient)
+            .map(|(origin, subscriber)| (about_of(origin), SubscriberId(subscriber)));
+        // A feedback report first: it carries the reported mail, whose text a bounce
+        // parser could take for a bounce's.
+        let result = if let Some(report) = parse_feedback_report(message) {
+            self.take_feedback(&report, verp, now)
+        } else if let Some((about, subscriber)) = verp {
+            self.take_bounce(about, subscriber, message, now)
+        } else if self.is_feedback_address(recipient) {
+            store.log_action(
+                None,
+                "mail at the feedback-loop address that is not a feedback report",
+                now,
+            )
+        } else {
+            return Err("not a bounce address of ours".into());
+        };
+        match result {
+            Ok(()) => Ok(()),
+            // The subscriber or campaign was removed since: nothing left to mark.
+            Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl Engine {
+    fn take_bounce(
+        &self,
+        about: HistoryRef,
+        subscriber: SubscriberId,
+        message: &[u8],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        match parse_bounce(message) {
             Some(bounce) => {
                 let detail = format!("{} {}", bounce.status, bounce.diagnostic);
                 tracing::info!(
-                    subscriber,
+                    subscriber = subscriber.0,
                     hard = bounce.hard,
                     status = %bounce.status,
                     "newsletter: bounce"
@@ -751,10 +1020,10 @@ impl smtp_server::BounceSink for Engine {
                 store
                     .bounce(
                         about,
-                        SubscriberId(subscriber),
+                        subscriber,
                         bounce.hard,
                         Some(&detail),
-                        c.hard_bounce_limit,
+                        self.inner.config.bounce_policy(),
                         now,
                     )
                     .map(drop)
@@ -762,15 +1031,12 @@ impl smtp_server::BounceSink for Engine {
             // An autoreply or something unreadable: noted, not counted.
             None => store.log_action(
                 Some(about),
-                &format!("unreadable mail at the bounce address of subscriber {subscriber}"),
+                &format!(
+                    "unreadable mail at the bounce address of subscriber {}",
+                    subscriber.0
+                ),
                 now,
             ),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            // The subscriber or campaign was removed since: nothing left to mark.
-            Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -800,6 +1066,26 @@ mod tests {
                 .count(),
             1000
         );
+    }
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let check =
+            |net: &str, ip: &str| Network::parse(net).unwrap().contains(ip.parse().unwrap());
+        assert!(check("192.0.2.0/24", "192.0.2.77"));
+        assert!(!check("192.0.2.0/24", "192.0.3.1"));
+        assert!(check("10.1.2.3", "10.1.2.3"));
+        assert!(!check("10.1.2.3", "10.1.2.4"));
+        assert!(check("0.0.0.0/0", "203.0.113.9"));
+        assert!(check("2001:db8::/32", "2001:db8:ffff::1"));
+        assert!(!check("2001:db8::/32", "2001:db9::1"));
+        assert!(check("::1", "::1"));
+        // An IPv4 caller seen through an IPv6 socket is still itself.
+        assert!(check("127.0.0.0/8", "::ffff:127.0.0.1"));
+        assert!(!check("::/0", "127.0.0.1"));
+        for bad in ["", "example.org", "10.0.0.0/33", "::/129", "10.0.0.0/x"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

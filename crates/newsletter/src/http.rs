@@ -18,8 +18,10 @@ use store::{
 
 use crate::admin::{
     self, AdminError, CampaignRequest, NewList, SequenceRequest, SubscriberRequest, SubscriberView,
+    SuppressionView,
 };
 use crate::engine::{Engine, about_of};
+use crate::report;
 use crate::template::escape_html;
 use crate::token::Token;
 
@@ -27,7 +29,7 @@ use crate::token::Token;
 pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/subscribe", post(subscribe))
-        .route("/confirm/{token}", get(confirm))
+        .route("/confirm/{token}", get(confirm_page).post(confirm))
         .route(
             "/unsubscribe/{token}",
             get(unsubscribe_page).post(unsubscribe),
@@ -49,11 +51,27 @@ pub fn router(engine: Engine) -> Router {
             post(api_subscriber_unsubscribe),
         )
         .route("/api/campaigns", get(api_campaigns).post(api_campaign_add))
-        .route("/api/campaigns/{id}", get(api_campaign))
+        .route(
+            "/api/campaigns/{id}",
+            get(api_campaign).patch(api_campaign_edit),
+        )
+        .route("/api/campaigns/{id}/copy", post(api_campaign_copy))
+        .route("/api/campaigns/{id}/report.csv", get(api_campaign_report))
+        .route("/api/steps/{id}/report.csv", get(api_step_report))
+        .route("/api/campaigns/{id}/preview", get(api_campaign_preview))
+        .route("/api/campaigns/{id}/test", post(api_campaign_test))
         .route("/api/campaigns/{id}/{action}", post(api_campaign_state))
         .route("/api/sequences", get(api_sequences).post(api_sequence_add))
         .route("/api/sequences/{id}", delete(api_sequence_remove))
         .route("/api/sequences/{id}/steps", post(api_step_add))
+        .route(
+            "/api/suppressions",
+            get(api_suppressions).post(api_suppression_add),
+        )
+        .route(
+            "/api/suppressions/{address}",
+            delete(api_suppression_remove),
+        )
         .with_state(engine)
 }
 
@@ -180,7 +198,8 @@ enum Subscribed {
     Confirm,
     Active,
     UnknownList,
-    BadAddress,
+    /// Why the address is not one.
+    BadAddress(String),
     /// A confirmation went to this address less than the interval ago (seconds left).
     TooSoon(i64),
 }
@@ -342,8 +361,16 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
             Err(StoreError::NotFound { .. }) => return Ok(Subscribed::UnknownList),
             Err(e) => return Err(e),
         };
-        // The form's caller vouches for nothing: a double opt-in list asks for a confirmation.
-        let status = admin::added_status(&list, false);
+        // The form's caller vouches for nothing: anyone can type a stranger's address, so
+        // every list asks that address for a confirmation, unless the caller is one the
+        // operator trusts to have checked it (a signup backend on a listed network) and
+        // the list does not want double opt-in anyway.
+        let trusted = caller.is_some_and(|c| engine.config().trusts_subscriber(c));
+        let status = if trusted && !list.double_opt_in {
+            SubscriberStatus::Active
+        } else {
+            SubscriberStatus::Unconfirmed
+        };
         let added = store.subscriber_add(
             list.id,
             NewSubscriber {
@@ -356,7 +383,7 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
         );
         let subscriber = match added {
             Ok(id) => store.subscriber(id)?,
-            Err(StoreError::Invalid(_)) => return Ok(Subscribed::BadAddress),
+            Err(StoreError::Invalid(why)) => return Ok(Subscribed::BadAddress(why)),
             // Someone on the list already: a second confirmation mail when still
             // unconfirmed, otherwise the same answer, so the form does not tell strangers
             // who is subscribed.
@@ -368,7 +395,7 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
                     }
                     engine.send_confirmation(&list, &existing, now)?;
                 }
-                return Ok(if list.double_opt_in {
+                return Ok(if existing.status == SubscriberStatus::Unconfirmed {
                     Subscribed::Confirm
                 } else {
                     Subscribed::Active
@@ -381,7 +408,7 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
             &format!("subscribed {} to {}", subscriber.email, list.name),
             now,
         )?;
-        if list.double_opt_in {
+        if subscriber.status == SubscriberStatus::Unconfirmed {
             // A new subscriber whose address had a confirmation for another list lately
             // waits too: the limit protects the mailbox, whichever list is named.
             if let Err(wait) = may_confirm(&subscriber.email) {
@@ -417,10 +444,10 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
             "Subscription",
             "<p>There is no such list.</p>",
         ),
-        Some(Ok(Subscribed::BadAddress)) => page(
+        Some(Ok(Subscribed::BadAddress(why))) => page(
             StatusCode::BAD_REQUEST,
             "Subscription",
-            "<p>That is not an email address.</p>",
+            &format!("<p>{}</p>", escape_html(&why)),
         ),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "newsletter: subscribe failed");
@@ -430,6 +457,24 @@ async fn subscribe(State(engine): State<Engine>, request: axum::extract::Request
     }
 }
 
+async fn confirm_page(State(engine): State<Engine>, Path(token): Path<String>) -> Response {
+    let Some(Token::Confirm { .. }) = engine.keys().verify(&token) else {
+        return not_found();
+    };
+    // A page with a button, not a confirmation: link scanners fetch every URL of a mail,
+    // and a scanned confirmation link would subscribe whoever's address was typed in.
+    page(
+        StatusCode::OK,
+        "Confirm your subscription",
+        &format!(
+            "<form method=\"post\" action=\"{}/confirm/{}\">\n<button type=\"submit\">Confirm my subscription</button>\n</form>",
+            escape_html(&engine.config().base_url),
+            escape_html(&token)
+        ),
+    )
+}
+
+/// The confirmation page's button.
 async fn confirm(State(engine): State<Engine>, Path(token): Path<String>) -> Response {
     let Some(Token::Confirm { subscriber }) = engine.keys().verify(&token) else {
         return not_found();
@@ -468,44 +513,58 @@ async fn unsubscribe_page(State(engine): State<Engine>, Path(token): Path<String
     let Some(Token::Unsubscribe { .. }) = engine.keys().verify(&token) else {
         return not_found();
     };
-    // A page with a button, not an unsubscribe: link scanners fetch every URL of a mail.
+    // A page with buttons, not an unsubscribe: link scanners fetch every URL of a mail.
+    let action = format!(
+        "{}/unsubscribe/{}",
+        escape_html(&engine.config().base_url),
+        escape_html(&token)
+    );
     page(
         StatusCode::OK,
         "Unsubscribe",
         &format!(
-            "<form method=\"post\" action=\"{}/unsubscribe/{}\">\n<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\n<button type=\"submit\">Unsubscribe</button>\n</form>",
-            escape_html(&engine.config().base_url),
-            escape_html(&token)
+            "<form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\n<button type=\"submit\">Unsubscribe</button>\n</form>\n\
+             <form method=\"post\" action=\"{action}\">\n<input type=\"hidden\" name=\"scope\" value=\"all\">\n<button type=\"submit\">Unsubscribe from every list of this sender</button>\n</form>"
         ),
     )
 }
 
-/// RFC 8058 one-click (body `List-Unsubscribe=One-Click`) and the page's button alike.
-async fn unsubscribe(State(engine): State<Engine>, Path(token): Path<String>) -> Response {
+/// RFC 8058 one-click (body `List-Unsubscribe=One-Click`) and the page's buttons alike;
+/// `scope=all` (the second button) leaves every list (`admin::reader_unsubscribe`).
+async fn unsubscribe(
+    State(engine): State<Engine>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
     let Some(Token::Unsubscribe { origin, subscriber }) = engine.keys().verify(&token) else {
         return not_found();
     };
-    let result = blocking(&engine, move |engine| -> Result<(), StoreError> {
-        let store = &engine.inner.store;
-        let s = store.subscriber(SubscriberId(subscriber))?;
-        if s.status != SubscriberStatus::Unsubscribed {
-            store.subscriber_set_status(
-                s.id,
-                SubscriberStatus::Unsubscribed,
-                origin.map(about_of),
-                engine.now(),
-            )?;
-        }
-        Ok(())
+    let pairs = form_pairs(&String::from_utf8_lossy(
+        &body[..body.len().min(FORM_LIMIT)],
+    ));
+    let scope = if field(&pairs, "scope") == Some("all") {
+        admin::LeaveScope::Everywhere
+    } else {
+        admin::LeaveScope::ThisList
+    };
+    let result = blocking(&engine, move |engine| {
+        admin::reader_unsubscribe(
+            newsletters(engine),
+            SubscriberId(subscriber),
+            origin.map(about_of),
+            scope,
+            engine.now(),
+        )
     })
     .await;
+    let text = match scope {
+        admin::LeaveScope::ThisList => "<p>You will receive no more mail from this list.</p>",
+        admin::LeaveScope::Everywhere => {
+            "<p>You will receive no more mail from any list of this sender.</p>"
+        }
+    };
     match result {
-        // A subscriber removed since is as unsubscribed as can be.
-        Some(Ok(())) | Some(Err(StoreError::NotFound { .. })) => page(
-            StatusCode::OK,
-            "Unsubscribed",
-            "<p>You will receive no more mail from this list.</p>",
-        ),
+        Some(Ok(())) => page(StatusCode::OK, "Unsubscribed", text),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "newsletter: unsubscribe failed");
             failed()
@@ -645,6 +704,8 @@ fn campaign_json(c: &store::Campaign) -> Value {
     json!({
         "id": c.id.0,
         "list": c.list.0,
+        "also": c.also.iter().map(|l| l.0).collect::<Vec<_>>(),
+        "segment": c.segment.texts(),
         "subject": c.subject,
         "send_at": c.send_at,
         "state": c.state.as_str(),
@@ -688,10 +749,58 @@ async fn api_campaign(State(engine): State<Engine>, Path(id): Path<String>) -> R
             v["html"] = c.html.clone().into();
             v["totals"] = json!(totals);
             v["links"] = store.links(HistoryRef::Campaign(c.id))?.into();
+            let clicks = report::link_clicks(newsletters(engine), HistoryRef::Campaign(c.id))?;
+            v["link_clicks"] = serde_json::to_value(clicks).expect("link clicks serialise");
             Ok(v)
         })
         .await,
     )
+}
+
+/// `GET /api/campaigns/<id>/report.csv`: the per-recipient report (`report::report_csv`).
+async fn api_campaign_report(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "campaign") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    csv_result(
+        blocking(&engine, move |engine| {
+            let store = newsletters(engine);
+            let campaign = store.campaign(CampaignId(id))?;
+            report::report_csv(store, HistoryRef::Campaign(campaign.id))
+        })
+        .await,
+    )
+}
+
+/// `GET /api/steps/<id>/report.csv`: the same for one step of a sequence.
+async fn api_step_report(State(engine): State<Engine>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id, "step") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    csv_result(
+        blocking(&engine, move |engine| {
+            let store = newsletters(engine);
+            let step = store.step(store::StepId(id))?;
+            report::report_csv(store, HistoryRef::Step(step.id))
+        })
+        .await,
+    )
+}
+
+/// A CSV answer (`text/csv`), or the JSON error [`json_result`] would give.
+fn csv_result(result: Option<Result<(Vec<u8>, usize), AdminError>>) -> Response {
+    match result {
+        Some(Ok((bytes, _))) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        Some(Err(e)) => json_result(Some(Err(e))),
+        None => json_result(None),
+    }
 }
 
 async fn api_sequences(State(engine): State<Engine>) -> Response {
@@ -867,7 +976,11 @@ async fn api_subscriber_unsubscribe(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CampaignAdd {
-    list: String,
+    list: Option<String>,
+    #[serde(default)]
+    lists: Vec<String>,
+    #[serde(default)]
+    segment: Vec<String>,
     subject: String,
     text: String,
     html: Option<String>,
@@ -881,8 +994,17 @@ async fn api_campaign_add(State(engine): State<Engine>, body: Bytes) -> Response
         Ok(r) => r,
         Err(r) => return *r,
     };
+    // `list` and `lists` together name the lists, `list` first; at least one.
+    let mut lists = req.list.into_iter().chain(req.lists);
+    let Some(list) = lists.next() else {
+        return json_result(Some(Err(AdminError::Unreadable(
+            "give the campaign's list: \"list\" or \"lists\"".into(),
+        ))));
+    };
     let request = CampaignRequest {
-        list: req.list,
+        list,
+        also: lists.collect(),
+        segment: req.segment,
         subject: req.subject,
         text: req.text,
         html: req.html,
@@ -917,8 +1039,158 @@ async fn api_campaign_state(
     };
     json_result(
         blocking(&engine, move |engine| {
-            let state = admin::campaign_apply(newsletters(engine), CampaignId(id), action)?;
+            let state =
+                admin::campaign_apply(newsletters(engine), CampaignId(id), action, engine.now())?;
             Ok(json!({ "id": id, "state": state.as_str() }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignPatch {
+    subject: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+    send_at: Option<i64>,
+    rate_per_second: Option<u32>,
+    rate_per_domain: Option<u32>,
+}
+
+/// `PATCH /api/campaigns/<id>`: changes a campaign that has not started; 409 once it has.
+async fn api_campaign_edit(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id, "campaign") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: CampaignPatch = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let edit = store::CampaignEdit {
+        subject: req.subject,
+        text: req.text,
+        html: req.html,
+        send_at: req.send_at,
+        rate_per_second: req.rate_per_second,
+        rate_per_domain: req.rate_per_domain,
+    };
+    json_result(
+        blocking(&engine, move |engine| {
+            admin::campaign_edit(newsletters(engine), CampaignId(id), edit, engine.now())?;
+            Ok(campaign_json(
+                &newsletters(engine).campaign(CampaignId(id))?,
+            ))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CampaignCopy {
+    send_at: Option<i64>,
+}
+
+/// `POST /api/campaigns/<id>/copy` `{"send_at"}`: a new campaign from this one, scheduled,
+/// or a draft without `send_at`. An empty body is a draft.
+async fn api_campaign_copy(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id, "campaign") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: CampaignCopy = if body.iter().all(u8::is_ascii_whitespace) {
+        CampaignCopy::default()
+    } else {
+        match parse_body(&body) {
+            Ok(r) => r,
+            Err(r) => return *r,
+        }
+    };
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let copy = admin::campaign_copy(
+                newsletters(engine),
+                CampaignId(id),
+                req.send_at,
+                engine.now(),
+            )?;
+            Ok(campaign_json(&newsletters(engine).campaign(copy)?))
+        })
+        .await,
+    )
+}
+
+/// `GET /api/campaigns/<id>/preview?subscriber=ADDRESS`: the campaign rendered for one
+/// subscriber of its list (or a sample reader without the parameter).
+async fn api_campaign_preview(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
+    let id = match parse_id(&id, "campaign") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let subscriber = query_param(&uri, "subscriber");
+    json_result(
+        blocking(&engine, move |engine| {
+            let preview = admin::campaign_preview(
+                newsletters(engine),
+                engine.config(),
+                CampaignId(id),
+                subscriber.as_deref(),
+                admin::SAMPLE_ADDRESS,
+            )?;
+            Ok(serde_json::to_value(preview).expect("a preview serialises"))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignTest {
+    to: String,
+    subscriber: Option<String>,
+}
+
+/// `POST /api/campaigns/<id>/test` `{"to", "subscriber"}`: queues one test mail.
+async fn api_campaign_test(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id, "campaign") {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: CampaignTest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    json_result(
+        blocking(&engine, move |engine| {
+            let preview = admin::campaign_test(
+                engine.inner.store.as_ref(),
+                engine.config(),
+                CampaignId(id),
+                &req.to,
+                req.subscriber.as_deref(),
+                engine.now(),
+            )?;
+            engine.inner.waker.notify_one();
+            Ok(serde_json::to_value(preview).expect("a preview serialises"))
         })
         .await,
     )
@@ -1040,4 +1312,74 @@ mod tests {
             vec![("List-Unsubscribe".into(), "One-Click".into())]
         );
     }
+}
+
+/// A page of the suppression list in address order: `?after=ADDRESS&limit=N` (100 by
+/// default, at most 1000); `next_after` names the next page's start when there may be one.
+async fn api_suppressions(State(engine): State<Engine>, uri: Uri) -> Response {
+    let after = query_param(&uri, "after");
+    let limit = query_param(&uri, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    json_result(
+        blocking(&engine, move |engine| {
+            let store = &engine.inner.store;
+            let rows = store.suppressions(after.as_deref(), limit)?;
+            let next = (rows.len() == limit)
+                .then(|| rows.last().map(|s| s.address.clone()))
+                .flatten();
+            let rows: Vec<SuppressionView> = rows.into_iter().map(SuppressionView::from).collect();
+            Ok(json!({
+                "suppressions": rows,
+                "next_after": next,
+                "total": store.suppression_count()?,
+            }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressionAdd {
+    address: String,
+    /// bounced, complained, unsubscribed or manual (the default).
+    reason: Option<String>,
+    note: Option<String>,
+}
+
+async fn api_suppression_add(State(engine): State<Engine>, body: Bytes) -> Response {
+    let req: SuppressionAdd = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    json_result_with(
+        StatusCode::CREATED,
+        blocking(&engine, move |engine| {
+            let reason = admin::suppression_reason(req.reason.as_deref().unwrap_or("manual"))?;
+            let added = admin::suppress(
+                newsletters(engine),
+                &req.address,
+                reason,
+                req.note.as_deref(),
+                engine.now(),
+            )?;
+            Ok(json!({ "address": store::suppression_key(&req.address), "added": added }))
+        })
+        .await,
+    )
+}
+
+async fn api_suppression_remove(
+    State(engine): State<Engine>,
+    Path(address): Path<String>,
+) -> Response {
+    json_result(
+        blocking(&engine, move |engine| {
+            engine.inner.store.unsuppress(&address)?;
+            Ok(json!({ "removed": store::suppression_key(&address) }))
+        })
+        .await,
+    )
 }

@@ -1,6 +1,6 @@
 //! Templates: `{{name}}`, `{{email}}`, `{{attr.KEY}}`, `{{unsubscribe_url}}` and the
-//! tracked links `{{link.N}}`, the link rewriting that makes those, and the open-tracking
-//! pixel.
+//! tracked links `{{link.N}}`, each with an optional default after a bar
+//! (`{{name|there}}`), the link rewriting that makes those, and the open-tracking pixel.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +15,10 @@ pub struct Vars<'a> {
     pub links: &'a [String],
 }
 
-/// Fills the variables of `template`. Unknown variables render empty; in HTML
-/// (`html = true`) every value is escaped, so a subscriber's name cannot inject markup.
+/// Fills the variables of `template`. A variable may carry a default after a bar,
+/// `{{name|there}}`, used when the value is missing or empty (a subscriber without a name);
+/// without one, unknown and missing variables render empty. In HTML (`html = true`) every
+/// value, defaults included, is escaped, so a subscriber's name cannot inject markup.
 pub fn render(template: &str, vars: &Vars<'_>, html: bool) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
@@ -25,7 +27,12 @@ pub fn render(template: &str, vars: &Vars<'_>, html: bool) -> String {
             break;
         };
         out.push_str(&rest[..start]);
-        let name = rest[start + 2..start + 2 + len].trim();
+        let inside = &rest[start + 2..start + 2 + len];
+        // The first bar splits, so a default may itself hold bars.
+        let (name, default) = match inside.split_once('|') {
+            Some((name, default)) => (name.trim(), default.trim()),
+            None => (inside.trim(), ""),
+        };
         let value = match name {
             "name" => Some(vars.name),
             "email" => Some(vars.email),
@@ -43,7 +50,7 @@ pub fn render(template: &str, vars: &Vars<'_>, html: bool) -> String {
                 }
             }
         };
-        let value = value.unwrap_or("");
+        let value = value.filter(|v| !v.is_empty()).unwrap_or(default);
         if html {
             out.push_str(&escape_html(value));
         } else {
@@ -53,6 +60,24 @@ pub fn render(template: &str, vars: &Vars<'_>, html: bool) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// One reader's subject, text and HTML part, before they become a MIME message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// Renders a mail's three templates for one reader: the one path the sender, the preview
+/// and the test mail share, so what an operator previews is what readers get.
+pub fn render_parts(subject: &str, text: &str, html: Option<&str>, vars: &Vars<'_>) -> Rendered {
+    Rendered {
+        subject: render(subject, vars, false),
+        text: render(text, vars, false),
+        html: html.map(|h| render(h, vars, true)),
+    }
 }
 
 pub fn escape_html(text: &str) -> String {
@@ -229,7 +254,10 @@ mod tests {
     }
 
     fn check(template: &str, html: bool, expect: &str) {
-        let attributes = BTreeMap::from([("city".to_string(), "Kyōto".to_string())]);
+        let attributes = BTreeMap::from([
+            ("city".to_string(), "Kyōto".to_string()),
+            ("empty".to_string(), String::new()),
+        ]);
         let links = vec!["http://h/c/L0".to_string()];
         assert_eq!(render(template, &vars(&attributes, &links), html), expect);
     }
@@ -254,6 +282,30 @@ mod tests {
         check("no vars {{ unclosed", false, "no vars {{ unclosed");
         check("", false, "");
         check("{{name}}{{email}}", false, "Anna <B> & Coanna@example.org");
+    }
+
+    #[test]
+    fn defaults_fill_missing_or_empty_values() {
+        check("Hi {{attr.first|there}}!", false, "Hi there!");
+        check(
+            "Hi {{ attr.first | dear reader }}!",
+            false,
+            "Hi dear reader!",
+        );
+        check("{{attr.city|nowhere}}", false, "Kyōto");
+        check("{{attr.empty|none}}", false, "none");
+        check("{{nope|x|y}}", false, "x|y");
+        check("{{attr.missing|}}", false, "");
+        check(
+            "<b>{{attr.missing|<you> & co}}</b>",
+            true,
+            "<b>&lt;you&gt; &amp; co</b>",
+        );
+        check(
+            "{{link.9|https://example.org}}",
+            false,
+            "https://example.org",
+        );
     }
 
     #[test]

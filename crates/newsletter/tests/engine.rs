@@ -8,11 +8,12 @@ use store::prelude::*;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use newsletter::{BatchOutcome, Engine, NewsletterConfig};
+use newsletter::{BatchOutcome, Engine, NewsletterConfig, admin};
 use smtp_server::BounceSink;
 use store::{
     CampaignAction, CampaignState, HistoryRef, ListId, NewCampaign, NewStep, NewSubscriber,
-    Newsletters, Outcome, SqliteStore, SubscriberId, SubscriberStatus, Transition,
+    Newsletters, Outcome, SqliteStore, StepId, StoreError, SubscriberId, SubscriberStatus,
+    SuppressionReason, Transition,
 };
 use tower::ServiceExt;
 
@@ -86,6 +87,8 @@ fn campaign(store: &SqliteStore, list: ListId) -> store::CampaignId {
             rate_per_second: 0,
             rate_per_domain: 0,
             created: T0 - 3600,
+            also: Vec::new(),
+            segment: store::Segment::default(),
         })
         .unwrap()
 }
@@ -99,6 +102,32 @@ fn queued(store: &SqliteStore) -> HashMap<String, usize> {
         }
     }
     out
+}
+
+/// Regression (issue 21.7): `--rate 0` sent at the configured rate while `campaign show`
+/// said 0. The campaign's rate is what the sender uses, and 0 is no limit.
+#[test]
+fn a_campaign_rate_of_zero_is_no_limit() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 60, T0 - 3600);
+    let c = campaign(&f.store, l); // rate_per_second 0
+    let e = Engine::new(
+        f.store.clone(),
+        f.store.db_path().parent().unwrap(),
+        NewsletterConfig {
+            rate_per_second: 5,
+            ..config()
+        },
+        Arc::new(tokio::sync::Notify::new()),
+        gate::Clock::with_zone(jiff::tz::TimeZone::UTC),
+    )
+    .unwrap();
+    assert_eq!(f.store.campaign(c).unwrap().rate_per_second, 0);
+    assert_eq!(
+        e.campaign_batch(&f.store.campaign(c).unwrap(), T0).unwrap(),
+        BatchOutcome::Sent(60)
+    );
 }
 
 #[test]
@@ -189,19 +218,25 @@ fn pause_and_cancel_stop_between_batches() {
     assert!(e.campaigns_tick(T0).unwrap().is_some());
     assert_eq!(queued(&f.store).len(), 200);
     assert!(matches!(
-        f.store.campaign_apply(c, CampaignAction::Pause).unwrap(),
+        f.store
+            .campaign_apply(c, CampaignAction::Pause, T0)
+            .unwrap(),
         Transition::Moved { .. }
     ));
     assert_eq!(e.campaigns_tick(T0).unwrap(), None);
     assert_eq!(queued(&f.store).len(), 200);
     assert!(matches!(
-        f.store.campaign_apply(c, CampaignAction::Resume).unwrap(),
+        f.store
+            .campaign_apply(c, CampaignAction::Resume, T0)
+            .unwrap(),
         Transition::Moved { .. }
     ));
     assert!(e.campaigns_tick(T0).unwrap().is_some());
     assert_eq!(queued(&f.store).len(), 400);
     assert!(matches!(
-        f.store.campaign_apply(c, CampaignAction::Cancel).unwrap(),
+        f.store
+            .campaign_apply(c, CampaignAction::Cancel, T0)
+            .unwrap(),
         Transition::Moved { .. }
     ));
     assert_eq!(e.campaigns_tick(T0).unwrap(), None);
@@ -239,7 +274,7 @@ fn campaign_actions_racing_the_sender_never_leave_a_forbidden_state() {
                             1..=9 => CampaignAction::Pause,
                             _ => CampaignAction::Resume,
                         };
-                        let t = store.campaign_apply(c, action).unwrap();
+                        let t = store.campaign_apply(c, action, T0).unwrap();
                         if let Transition::Moved { from, to } = t {
                             assert!(
                                 action.allowed_from().contains(&from),
@@ -425,7 +460,9 @@ fn a_dsn_to_a_verp_address_marks_the_subscriber() {
     };
     let sink = e.bounce_sink();
     assert!(sink.claims(&soft.sender));
-    assert!(!sink.claims("bounces@example.com"));
+    // The bare bounce address is the feedback-loop address (ARF reports), not a VERP one.
+    assert!(sink.claims("bounces@example.com"));
+    assert!(!sink.claims("other@example.com"));
     assert!(!sink.claims(&soft.sender.replace("@example.com", "@example.org")));
     let forged = {
         let s = sub(soft).id.0;
@@ -459,6 +496,202 @@ fn a_dsn_to_a_verp_address_marks_the_subscriber() {
     )
     .unwrap();
     assert_eq!(sub(soft).soft_bounces, 1);
+}
+
+/// What the outbound queue does when a campaign mail fails: the settlement with the DSN it
+/// would queue to the envelope sender. Regression: a 550 at RCPT (or a give-up) made a DSN
+/// to the VERP address that local delivery refused as an unknown user, so the subscriber
+/// stayed active with 0 bounces.
+#[test]
+fn failures_learned_by_the_queue_bounce_once_without_a_notice() {
+    use store::{Notice, Outbound, Settlement};
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 4, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let about = HistoryRef::Campaign(c);
+    let e = engine(&f.store);
+    e.campaigns_tick(T0).unwrap();
+    let messages = f.store.queue_list().unwrap();
+    assert_eq!(messages.len(), 4);
+    let sub = |m: &store::QueuedMessage| {
+        f.store
+            .subscriber_by_email(l, &m.recipients[0].address)
+            .unwrap()
+    };
+    let notice = |m: &store::QueuedMessage| Notice {
+        envelope: Outbound {
+            sender: String::new(),
+            recipients: vec![m.sender.clone()],
+            account: None,
+        },
+        message: dsn(&m.sender, "failed", "5.1.1"),
+    };
+    let (refused, delayed, delivered, forwarded) =
+        (&messages[0], &messages[1], &messages[2], &messages[3]);
+    let failed = [Settlement::Failed {
+        recipient: refused.recipients[0].id,
+        error: "550 5.1.1 no such user".into(),
+    }];
+    f.store
+        .queue_settle(refused.id, &failed, &[notice(refused)])
+        .unwrap();
+    let r = sub(refused);
+    assert_eq!((r.status, r.hard_bounces), (SubscriberStatus::Bounced, 1));
+    // The same settlement again (a confused caller, a replay) counts nothing twice.
+    f.store
+        .queue_settle(refused.id, &failed, &[notice(refused)])
+        .unwrap();
+    assert_eq!(sub(refused).hard_bounces, 1);
+    assert_eq!(f.store.count(about, Outcome::HardBounce).unwrap(), 1);
+    assert_eq!(f.store.count(about, Outcome::Failed).unwrap(), 1);
+
+    // A deferral is counted as deferred; the one that would send a delay notice is a soft
+    // bounce, and that notice is not queued either.
+    let deferred = |notified| Settlement::Deferred {
+        recipient: delayed.recipients[0].id,
+        next_attempt: T0 + 600,
+        reason: "4xx".into(),
+        error: "451 4.2.2 mailbox full".into(),
+        delay_notified: notified,
+    };
+    f.store
+        .queue_settle(delayed.id, &[deferred(false)], &[])
+        .unwrap();
+    assert_eq!(sub(delayed).soft_bounces, 0);
+    f.store
+        .queue_settle(delayed.id, &[deferred(true)], &[notice(delayed)])
+        .unwrap();
+    let d = sub(delayed);
+    assert_eq!(
+        (d.status, d.soft_bounces, d.hard_bounces),
+        (SubscriberStatus::Active, 1, 0)
+    );
+    assert_eq!(f.store.count(about, Outcome::Deferred).unwrap(), 1);
+
+    f.store
+        .queue_settle(
+            delivered.id,
+            &[Settlement::Delivered {
+                recipient: delivered.recipients[0].id,
+            }],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(f.store.count(about, Outcome::Delivered).unwrap(), 1);
+
+    // Mail whose sender is not one of our VERP addresses keeps its notice and touches no
+    // history: a forwarded message that fails goes back to whoever sent it.
+    let other = Outbound {
+        sender: "someone@elsewhere.example".into(),
+        recipients: vec!["gone@remote.example".into()],
+        account: None,
+    };
+    let accepted = f
+        .store
+        .accept(b"Subject: hi\r\n\r\nhi\r\n", &[], Some(&other))
+        .unwrap();
+    let id = accepted.queued.unwrap();
+    let rid = f.store.queue_get(id).unwrap().recipients[0].id;
+    let before = f.store.queue_list().unwrap().len();
+    f.store
+        .queue_settle(
+            id,
+            &[Settlement::Failed {
+                recipient: rid,
+                error: "550 5.1.1".into(),
+            }],
+            &[Notice {
+                envelope: Outbound {
+                    sender: String::new(),
+                    recipients: vec![other.sender.clone()],
+                    account: None,
+                },
+                message: b"Subject: bounce\r\n\r\nx\r\n".to_vec(),
+            }],
+        )
+        .unwrap();
+    // The failed message left, its notice came in: the queue holds as many as before.
+    let after = f.store.queue_list().unwrap();
+    assert_eq!(after.len(), before);
+    assert!(
+        after
+            .iter()
+            .any(|m| m.recipients[0].address == "someone@elsewhere.example")
+    );
+    // Only the refused subscriber bounced.
+    assert_eq!(sub(forwarded).status, SubscriberStatus::Active);
+    assert_eq!(f.store.count(about, Outcome::HardBounce).unwrap(), 1);
+}
+
+/// Regression (issue 21.5): a kill -9 between the remote's 250 and the settlement sent a
+/// campaign mail twice. The queue records the attempt first; after the restart an attempt
+/// without an outcome counts as sent, once, and only for campaign and step mail.
+#[test]
+fn an_unfinished_campaign_attempt_counts_as_sent_after_a_restart() {
+    use store::{Outbound, Settlement};
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 3, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let e = engine(&f.store);
+    e.campaigns_tick(T0).unwrap();
+    let other = Outbound {
+        sender: "someone@example.com".into(),
+        recipients: vec!["friend@remote.example".into()],
+        account: None,
+    };
+    f.store
+        .accept(b"Subject: hi\r\n\r\nhi\r\n", &[], Some(&other))
+        .unwrap();
+    let messages = f.store.queue_list().unwrap();
+    assert_eq!(messages.len(), 4);
+    let (campaign_mail, plain): (Vec<_>, Vec<_>) = messages
+        .into_iter()
+        .partition(|m| m.recipients[0].at_most_once);
+    assert_eq!((campaign_mail.len(), plain.len()), (3, 1));
+    // Every transaction begins; one campaign mail settles normally (deferred), the other
+    // two and the plain message are cut off by the "crash".
+    for m in campaign_mail.iter().chain(&plain) {
+        let ids: Vec<_> = m.recipients.iter().map(|r| r.id).collect();
+        f.store.queue_begin(m.id, &ids, T0).unwrap();
+    }
+    let deferred = &campaign_mail[0];
+    f.store
+        .queue_settle(
+            deferred.id,
+            &[Settlement::Deferred {
+                recipient: deferred.recipients[0].id,
+                next_attempt: T0 + 600,
+                reason: "4xx".into(),
+                error: "451 later".into(),
+                delay_notified: false,
+            }],
+            &[],
+        )
+        .unwrap();
+    drop(e);
+
+    let e = engine(&f.store);
+    assert_eq!(f.store.queue_unfinished(T0 + 5).unwrap(), 2);
+    // Only the deferred campaign mail and the plain message are still queued.
+    let left: Vec<_> = f
+        .store
+        .queue_list()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left, [deferred.id, plain[0].id]);
+    assert_eq!(
+        f.store
+            .count(HistoryRef::Campaign(c), Outcome::Delivered)
+            .unwrap(),
+        2
+    );
+    // A second restart finds nothing more to settle.
+    assert_eq!(f.store.queue_unfinished(T0 + 10).unwrap(), 0);
+    drop(e);
 }
 
 async fn call(
@@ -710,6 +943,8 @@ fn open_pixel_only_with_track_opens_and_only_in_html() {
             rate_per_second: 0,
             rate_per_domain: 0,
             created: T0 - 3600,
+            also: Vec::new(),
+            segment: store::Segment::default(),
         })
         .unwrap();
     engine_with(
@@ -880,13 +1115,28 @@ async fn double_opt_in_subscription() {
     assert_eq!(m.sender, "news@example.com");
     let urls = links_in(&f.store.queue_body(m.id).unwrap());
     let confirm = urls.iter().find(|u| u.starts_with("/confirm/")).unwrap();
-    let (status, _, _) = call(&router, "GET", confirm, "").await;
+    // A GET (a link scanner opening every URL of the mail) shows a button and confirms
+    // nothing (issue 21.4); the button's POST confirms.
+    let (status, _, page) = call(&router, "GET", confirm, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("method=\"post\"")
+            && page.contains(&format!("action=\"http://news.example.com{confirm}\"")),
+        "{page}"
+    );
+    assert_eq!(
+        f.store.subscriber(s.id).unwrap().status,
+        SubscriberStatus::Unconfirmed
+    );
+    let (status, _, _) = call(&router, "POST", confirm, "").await;
     assert_eq!(status, StatusCode::OK);
     let s = f.store.subscriber(s.id).unwrap();
     assert_eq!(s.status, SubscriberStatus::Active);
     assert!(s.confirmed.is_some());
-    let (status, _, _) = call(&router, "GET", &format!("{confirm}x"), "").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    for method in ["GET", "POST"] {
+        let (status, _, _) = call(&router, method, &format!("{confirm}x"), "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
 
     let (status, _, _) = call(
         &router,
@@ -970,6 +1220,8 @@ async fn run_sends_a_due_campaign_and_stops_on_shutdown() {
             rate_per_second: 0,
             rate_per_domain: 0,
             created: now - 10,
+            also: Vec::new(),
+            segment: store::Segment::default(),
         })
         .unwrap();
     let waker = Arc::new(tokio::sync::Notify::new());
@@ -1000,4 +1252,793 @@ async fn run_sends_a_due_campaign_and_stops_on_shutdown() {
         .await
         .expect("the engine did not stop");
     task.await.unwrap();
+}
+
+/// Runs a campaign to its end as the sender would; returns its state then.
+fn send_all(e: &Engine, store: &SqliteStore, c: store::CampaignId) -> CampaignState {
+    for _ in 0..100 {
+        if e.campaigns_tick(T0).unwrap().is_none() {
+            break;
+        }
+    }
+    store.campaign(c).unwrap().state
+}
+
+#[test]
+fn a_suppressed_address_gets_no_campaign_mail() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 450, T0 - 3600);
+    // Two addresses suppressed, one in other case than its subscriber's.
+    f.store
+        .suppress(
+            "READER2@D2.example.org",
+            SuppressionReason::Manual,
+            None,
+            T0,
+        )
+        .unwrap();
+    f.store
+        .suppress(
+            "reader300@d6.example.org",
+            SuppressionReason::Bounced,
+            None,
+            T0,
+        )
+        .unwrap();
+    let c = campaign(&f.store, l);
+    let e = engine(&f.store);
+    assert_eq!(send_all(&e, &f.store, c), CampaignState::Done);
+    let got = queued(&f.store);
+    assert_eq!(got.len(), 448);
+    assert!(!got.contains_key("reader2@d2.example.org"));
+    assert!(!got.contains_key("reader300@d6.example.org"));
+    assert!(got.values().all(|&n| n == 1));
+    // The counts tell what happened: 448 queued, 2 suppressed, none forgotten.
+    let about = HistoryRef::Campaign(c);
+    assert_eq!(f.store.count(about, Outcome::Sent).unwrap(), 448);
+    assert_eq!(f.store.count(about, Outcome::Suppressed).unwrap(), 2);
+}
+
+/// A feedback-loop report about `original` (a message as the reader's provider stored it),
+/// sent to `to`; `fields` are the report's own lines after Feedback-Type.
+fn arf(to: &str, fields: &str, original_type: &str, original: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: <fbl@isp.example.net>\r\nTo: <{to}>\r\nSubject: FW: complaint\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=feedback-report;\r\n\tboundary=\"arf\"\r\n\r\n--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n\r\n--arf\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: ISP-FBL/2.1\r\nVersion: 1\r\n{fields}\r\n--arf\r\nContent-Type: {original_type}\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(original);
+    out.extend_from_slice(b"\r\n--arf--\r\n");
+    out
+}
+
+#[test]
+fn an_arf_report_suppresses_its_address_and_the_next_campaign_skips_it() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 5, T0 - 3600);
+    let first = campaign(&f.store, l);
+    let e = engine(&f.store);
+    assert_eq!(send_all(&e, &f.store, first), CampaignState::Done);
+    let sink = e.bounce_sink();
+    let mail_to = |address: &str| {
+        let m = f
+            .store
+            .queue_list()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.recipients[0].address == address)
+            .unwrap();
+        let body = f.store.queue_body(m.id).unwrap();
+        (m.sender, body)
+    };
+
+    // A whole report at the feedback-loop address: the original's Return-Path is the VERP
+    // address the receiver recorded.
+    let (verp, body) = mail_to("reader0@d0.example.org");
+    let mut original = format!("Return-Path: <{verp}>\r\n").into_bytes();
+    original.extend_from_slice(&body);
+    let report = arf(
+        "bounces@example.com",
+        &format!("Original-Mail-From: <{verp}>\r\nOriginal-Rcpt-To: <reader0@d0.example.org>\r\n"),
+        "message/rfc822",
+        &original,
+    );
+    sink.accept("bounces@example.com", &report).unwrap();
+
+    // A redacted one, only the header of the original and no envelope: its List-Unsubscribe
+    // token still names the reader. It came to the VERP address of another reader's mail,
+    // which the report's own contents overrule.
+    let (_, body) = mail_to("reader1@d1.example.org");
+    let (other_verp, _) = mail_to("reader4@d4.example.org");
+    let head_end = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let report = arf(&other_verp, "", "text/rfc822-headers", &body[..head_end]);
+    sink.accept(&other_verp, &report).unwrap();
+
+    // A report that names an address only in clear could be anyone's forgery: logged only.
+    let forged = arf(
+        "bounces@example.com",
+        "Original-Rcpt-To: <reader3@d3.example.org>\r\n",
+        "text/rfc822-headers",
+        b"From: news@example.com\r\nTo: reader3@d3.example.org\r\nSubject: x\r\n\r\n",
+    );
+    sink.accept("bounces@example.com", &forged).unwrap();
+    // Other mail at the feedback-loop address is taken and noted, not a bounce.
+    sink.accept(
+        "bounces@example.com",
+        b"From: someone@example.net\r\nSubject: hello\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+
+    let about = HistoryRef::Campaign(first);
+    let sub = |email: &str| f.store.subscriber_by_email(l, email).unwrap();
+    let mut complained = f.store.received_by(about, Outcome::Complaint).unwrap();
+    complained.sort();
+    assert_eq!(
+        complained,
+        vec![
+            sub("reader0@d0.example.org").id,
+            sub("reader1@d1.example.org").id
+        ]
+    );
+    for email in ["reader0@d0.example.org", "reader1@d1.example.org"] {
+        let s = f.store.suppression(email).unwrap().unwrap();
+        assert_eq!(s.reason, SuppressionReason::Complained, "{email}");
+    }
+    assert_eq!(f.store.suppression_count().unwrap(), 2);
+    assert_eq!(
+        sub("reader3@d3.example.org").status,
+        SubscriberStatus::Active
+    );
+    assert_eq!(sub("reader4@d4.example.org").hard_bounces, 0);
+
+    // The next campaign goes to the three others only.
+    let before = f.store.queue_list().unwrap().len();
+    let second = campaign(&f.store, l);
+    assert_eq!(send_all(&e, &f.store, second), CampaignState::Done);
+    let mut got: Vec<String> = f.store.queue_list().unwrap()[before..]
+        .iter()
+        .map(|m| m.recipients[0].address.clone())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "reader2@d2.example.org",
+            "reader3@d3.example.org",
+            "reader4@d4.example.org"
+        ]
+    );
+    assert_eq!(
+        f.store
+            .count(HistoryRef::Campaign(second), Outcome::Suppressed)
+            .unwrap(),
+        2
+    );
+}
+
+/// A sequence on list `l` made two hours before T0 with one step, due at once.
+fn welcome_step(store: &SqliteStore, l: ListId) -> StepId {
+    let seq = store
+        .sequence_add(l, "welcome", "UTC", false, T0 - 7200)
+        .unwrap();
+    store
+        .step_add(
+            seq,
+            NewStep {
+                days_after: 0,
+                send_minute: 0,
+                subject: "Welcome {{name}}".into(),
+                text: "Hello".into(),
+                html: None,
+            },
+        )
+        .unwrap()
+}
+
+/// More suppressed readers due for a step than one page holds: one pass of the scheduler
+/// still reaches every other reader (a page that queued nothing used to end the pass).
+#[test]
+fn a_page_of_suppressed_readers_does_not_hold_step_mail_back() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    let step = welcome_step(&f.store, l);
+    add_subscribers(&f.store, l, 450, T0);
+    // The first 250 (in id order, the order steps are offered in) are suppressed.
+    let first: Vec<store::Suppression> = f
+        .store
+        .subscribers(l, None, 250)
+        .unwrap()
+        .into_iter()
+        .map(|s| store::Suppression {
+            address: s.email,
+            reason: SuppressionReason::Manual,
+            at: T0,
+            note: None,
+        })
+        .collect();
+    assert_eq!(f.store.suppress_many(first).unwrap().added, 250);
+    let e = engine(&f.store);
+    assert_eq!(e.send_due_steps(T0 + 60).unwrap(), 200);
+    let about = HistoryRef::Step(step);
+    assert_eq!(f.store.count(about, Outcome::Sent).unwrap(), 200);
+    assert_eq!(f.store.count(about, Outcome::Suppressed).unwrap(), 250);
+    assert_eq!(queued(&f.store).len(), 200);
+    assert_eq!(e.send_due_steps(T0 + 120).unwrap(), 0);
+}
+
+/// A preview renders what the sender sends to the same subscriber, with the original links
+/// and an unsubscribe link that does nothing; a missing value takes the template's default.
+#[test]
+fn a_preview_renders_a_chosen_subscriber_as_the_sender_does() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 5, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let who = "reader3@d3.example.org";
+    let preview = admin::campaign_preview(
+        f.store.as_ref(),
+        &config(),
+        c,
+        Some("READER3@d3.example.org"),
+        admin::SAMPLE_ADDRESS,
+    )
+    .unwrap();
+    assert_eq!(preview.subscriber.as_deref(), Some(who));
+    assert_eq!(preview.rendered.subject, "News for Reader 3");
+    assert_eq!(
+        preview.rendered.text,
+        "Hello Reader 3 in City3.\nRead https://example.net/article?id=1\nLeave: http://news.example.com/unsubscribe/test\n"
+    );
+    assert!(
+        preview
+            .rendered
+            .html
+            .as_deref()
+            .unwrap()
+            .contains(r#"<a href="https://example.net/other">"#)
+    );
+
+    // The mail the sender queues for the same reader says the same, links apart.
+    let e = engine(&f.store);
+    assert_eq!(send_all(&e, &f.store, c), CampaignState::Done);
+    let m = f
+        .store
+        .queue_list()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.recipients[0].address == who)
+        .unwrap();
+    let body = f.store.queue_body(m.id).unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&body).unwrap();
+    assert_eq!(parsed.subject().unwrap(), preview.rendered.subject);
+    let sent = parsed.body_text(0).unwrap();
+    assert_eq!(
+        sent.lines().next(),
+        preview.rendered.text.lines().next(),
+        "{sent}"
+    );
+
+    // Without a subscriber: a sample reader, whose missing name takes the default.
+    let d = f
+        .store
+        .campaign_add(NewCampaign {
+            subject: "Hi {{name|there}}".into(),
+            text: "{{attr.city|your town}} {{email}}".into(),
+            html: None,
+            list: l,
+            send_at: T0,
+            state: CampaignState::Draft,
+            rate_per_second: 0,
+            rate_per_domain: 0,
+            created: T0,
+            also: Vec::new(),
+            segment: store::Segment::default(),
+        })
+        .unwrap();
+    let sample =
+        admin::campaign_preview(f.store.as_ref(), &config(), d, None, admin::SAMPLE_ADDRESS)
+            .unwrap();
+    assert_eq!(sample.subscriber, None);
+    assert_eq!(sample.rendered.subject, "Hi there");
+    assert_eq!(sample.rendered.text, "your town reader@example.com");
+    assert!(sample.rendered.html.is_none());
+
+    // Someone not on the list is not found.
+    let err = admin::campaign_preview(
+        f.store.as_ref(),
+        &config(),
+        c,
+        Some("stranger@example.org"),
+        admin::SAMPLE_ADDRESS,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, admin::AdminError::Store(StoreError::NotFound { .. })),
+        "{err}"
+    );
+}
+
+/// A test mail goes through the queue to the address asked for, "[TEST] " before its
+/// subject, from the list's own address; it counts in nothing of the campaign's, and its
+/// reader still gets the real mail.
+#[test]
+fn a_test_mail_is_queued_outside_the_campaign() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 5, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let preview = admin::campaign_test(
+        f.store.as_ref(),
+        &config(),
+        c,
+        "Admin@Example.COM",
+        Some("reader3@d3.example.org"),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(preview.rendered.subject, "[TEST] News for Reader 3");
+    let all = f.store.queue_list().unwrap();
+    assert_eq!(all.len(), 1);
+    let m = &all[0];
+    assert_eq!(m.recipients[0].address, "Admin@example.com");
+    assert_eq!(m.sender, "news@example.com");
+    let body = f.store.queue_body(m.id).unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&body).unwrap();
+    assert_eq!(parsed.subject().unwrap(), "[TEST] News for Reader 3");
+    assert!(
+        parsed
+            .body_text(0)
+            .unwrap()
+            .contains("Hello Reader 3 in City3.")
+    );
+    let totals = admin::campaign_totals(f.store.as_ref(), c).unwrap();
+    assert!(totals.values().all(|&n| n == 0), "{totals:?}");
+
+    // A bad address is refused, naming the field; nothing more is queued.
+    let err = admin::campaign_test(f.store.as_ref(), &config(), c, "x@@y", None, T0).unwrap_err();
+    assert!(err.to_string().starts_with("to "), "{err}");
+    assert_eq!(f.store.queue_list().unwrap().len(), 1);
+
+    let e = engine(&f.store);
+    assert_eq!(send_all(&e, &f.store, c), CampaignState::Done);
+    assert_eq!(
+        f.store
+            .received_by(HistoryRef::Campaign(c), Outcome::Sent)
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+/// A scheduled campaign takes changes until its sender starts; after that an edit is
+/// refused, and a copy (of any campaign) is a new campaign with its own totals, a draft
+/// until it is given a start.
+#[test]
+fn edit_until_sending_begins_and_copy_any_campaign() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 250, T0 - 3600);
+    let c = campaign(&f.store, l);
+    let edit = |subject: Option<&str>, send_at: Option<i64>| store::CampaignEdit {
+        subject: subject.map(str::to_string),
+        send_at,
+        ..store::CampaignEdit::default()
+    };
+    admin::campaign_edit(
+        f.store.as_ref(),
+        c,
+        store::CampaignEdit {
+            text: Some("Changed for {{name}}".into()),
+            rate_per_second: Some(7),
+            ..edit(Some("Edited {{name|reader}}"), Some(T0 + 60))
+        },
+        T0 - 10,
+    )
+    .unwrap();
+    let edited = f.store.campaign(c).unwrap();
+    assert_eq!(
+        (
+            edited.subject.as_str(),
+            edited.text.as_str(),
+            edited.send_at
+        ),
+        ("Edited {{name|reader}}", "Changed for {{name}}", T0 + 60)
+    );
+    assert_eq!(edited.rate_per_second, 7);
+    assert_eq!(edited.state, CampaignState::Scheduled);
+    assert!(edited.html.is_some(), "what the edit left out stays");
+    // Nothing to change, or an empty subject, is refused before the store is asked.
+    let err =
+        admin::campaign_edit(f.store.as_ref(), c, store::CampaignEdit::default(), T0).unwrap_err();
+    assert!(matches!(err, admin::AdminError::Unreadable(_)), "{err}");
+    let err = admin::campaign_edit(f.store.as_ref(), c, edit(Some("  "), None), T0).unwrap_err();
+    assert!(matches!(err, admin::AdminError::Invalid { .. }), "{err}");
+
+    // One batch out: the campaign has started and takes no more changes.
+    // (Back to no limit, so the test runs at full speed.)
+    admin::campaign_edit(
+        f.store.as_ref(),
+        c,
+        store::CampaignEdit {
+            rate_per_second: Some(0),
+            ..edit(None, Some(T0))
+        },
+        T0,
+    )
+    .unwrap();
+    let e = engine(&f.store);
+    e.campaigns_tick(T0).unwrap();
+    assert_eq!(f.store.campaign(c).unwrap().state, CampaignState::Sending);
+    let err =
+        admin::campaign_edit(f.store.as_ref(), c, edit(Some("Too late"), None), T0).unwrap_err();
+    match err {
+        admin::AdminError::Refused(why) => assert!(why.contains("is sending"), "{why}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(
+        f.store.campaign(c).unwrap().subject,
+        "Edited {{name|reader}}"
+    );
+    assert_eq!(send_all(&e, &f.store, c), CampaignState::Done);
+    let m = f.store.queue_list().unwrap().into_iter().next().unwrap();
+    let body = f.store.queue_body(m.id).unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&body).unwrap();
+    assert!(parsed.subject().unwrap().starts_with("Edited Reader "));
+
+    // A copy without a start is a draft the sender leaves alone.
+    let copy = admin::campaign_copy(f.store.as_ref(), c, None, T0 + 100).unwrap();
+    let draft = f.store.campaign(copy).unwrap();
+    assert_eq!(draft.state, CampaignState::Draft);
+    assert_eq!(
+        (
+            draft.subject.as_str(),
+            draft.text.as_str(),
+            draft.html.clone()
+        ),
+        (
+            edited.subject.as_str(),
+            edited.text.as_str(),
+            edited.html.clone()
+        )
+    );
+    assert_eq!(draft.rate_per_second, 0);
+    let before = f.store.queue_list().unwrap().len();
+    for _ in 0..3 {
+        e.campaigns_tick(T0 + 200).unwrap();
+    }
+    assert_eq!(f.store.queue_list().unwrap().len(), before);
+    // Given a start, it is scheduled, and sends to everyone again under its own totals.
+    admin::campaign_edit(f.store.as_ref(), copy, edit(None, Some(T0 + 300)), T0 + 200).unwrap();
+    assert_eq!(
+        f.store.campaign(copy).unwrap().state,
+        CampaignState::Scheduled
+    );
+    for _ in 0..100 {
+        if e.campaigns_tick(T0 + 300).unwrap().is_none() {
+            break;
+        }
+    }
+    assert_eq!(f.store.campaign(copy).unwrap().state, CampaignState::Done);
+    let count = |id| {
+        f.store
+            .count(HistoryRef::Campaign(id), Outcome::Sent)
+            .unwrap()
+    };
+    assert_eq!((count(c), count(copy)), (250, 250));
+
+    // A copy with a start is scheduled at once.
+    let again = admin::campaign_copy(f.store.as_ref(), copy, Some(T0 + 900), T0 + 400).unwrap();
+    let again = f.store.campaign(again).unwrap();
+    assert_eq!(
+        (again.state, again.send_at),
+        (CampaignState::Scheduled, T0 + 900)
+    );
+}
+
+/// After an outage every subscriber's step is overdue at once: a look queues at most its
+/// budget, and the next looks take the rest, each reader once.
+#[test]
+fn overdue_step_mail_goes_out_a_budget_at_a_time() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    let step = welcome_step(&f.store, l);
+    add_subscribers(&f.store, l, 450, T0);
+    let e = engine(&f.store);
+    let later = T0 + 3 * 86_400;
+    let looks: Vec<usize> = (0..6)
+        .map(|i| e.send_due_steps_at_most(later + i, 100).unwrap())
+        .collect();
+    assert_eq!(looks, [100, 100, 100, 100, 50, 0]);
+    let about = HistoryRef::Step(step);
+    assert_eq!(f.store.count(about, Outcome::Sent).unwrap(), 450);
+    let rcpts = queued(&f.store);
+    assert_eq!(rcpts.len(), 450);
+    assert!(rcpts.values().all(|&n| n == 1), "every reader once");
+}
+
+/// Issue 21 segments: a campaign goes only to the subscribers its terms select, by
+/// attribute, join date and past behaviour, and the count the faces show agrees with what
+/// was queued.
+#[test]
+fn a_segment_sends_only_to_the_subscribers_it_selects() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    // reader0..reader299, City0..City299; 0..149 joined a day before 150..299.
+    add_subscribers(&f.store, l, 150, T0 - 86_400);
+    let late: Vec<NewSubscriber> = (150..300)
+        .map(|i| NewSubscriber {
+            email: format!("reader{i}@d{}.example.org", i % 7),
+            name: format!("Reader {i}"),
+            attributes: BTreeMap::from([
+                ("city".to_string(), format!("City{i}")),
+                (
+                    "plan".to_string(),
+                    if i % 2 == 0 { "gold" } else { "free" }.to_string(),
+                ),
+            ]),
+            status: SubscriberStatus::Active,
+        })
+        .collect();
+    f.store.subscriber_import(l, late, T0 - 3600).unwrap();
+    let e = engine(&f.store);
+    // A first campaign to everyone, which readers 0..9 then click.
+    let first = campaign(&f.store, l);
+    assert_eq!(send_all(&e, &f.store, first), CampaignState::Done);
+    let first_ids: Vec<SubscriberId> = f
+        .store
+        .received_by(HistoryRef::Campaign(first), Outcome::Sent)
+        .unwrap();
+    assert_eq!(first_ids.len(), 300);
+    for id in &first_ids[..10] {
+        f.store
+            .record(HistoryRef::Campaign(first), *id, Outcome::Click, None, T0)
+            .unwrap();
+    }
+    let before = queued(&f.store);
+
+    let terms = [
+        "plan=gold".to_string(),
+        format!("not-clicked:{}", first.0),
+        format!("received:{}", first.0),
+        "joined-after:2025-12-31".to_string(),
+    ];
+    let id = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            subject: "Gold".into(),
+            text: "Hi {{name}}\n".into(),
+            send_at: Some(T0),
+            rate_per_second: Some(0),
+            segment: terms.to_vec(),
+            ..Default::default()
+        },
+        0,
+        T0,
+    )
+    .unwrap();
+    let audience = admin::campaign_audience(f.store.as_ref(), id).unwrap();
+    assert_eq!(audience.segment, terms.to_vec());
+    assert_eq!(audience.lists, vec!["weekly".to_string()]);
+    // Gold is every even reader of 150..299: 75, none of whom clicked.
+    assert_eq!(audience.count, 75);
+    assert_eq!(send_all(&e, &f.store, id), CampaignState::Done);
+    let after = queued(&f.store);
+    let mut got: Vec<String> = after
+        .iter()
+        .filter(|(a, n)| before.get(*a) != Some(n))
+        .map(|(a, _)| a.clone())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (150..300)
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("reader{i}@d{}.example.org", i % 7))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        f.store
+            .count(HistoryRef::Campaign(id), Outcome::Sent)
+            .unwrap(),
+        75
+    );
+
+    // A click takes a reader out of a `not-clicked` segment and puts it in a `clicked` one.
+    let clicked = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            subject: "Clickers".into(),
+            text: "Hi\n".into(),
+            segment: vec![format!("clicked:{}", first.0), "city!=City3".into()],
+            ..Default::default()
+        },
+        0,
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        admin::campaign_audience(f.store.as_ref(), clicked)
+            .unwrap()
+            .count,
+        9
+    );
+    // A broken term is refused before anything is made.
+    let refused = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            subject: "x".into(),
+            text: "x".into(),
+            segment: vec!["opened:first".into()],
+            ..Default::default()
+        },
+        0,
+        T0,
+    );
+    assert!(
+        matches!(refused, Err(admin::AdminError::Unreadable(ref m)) if m.contains("campaign id"))
+    );
+}
+
+/// Issue 21: a campaign to two lists mails an address on both once (in any case), as the
+/// subscriber of the first list, and counts it there; an address unsubscribed from the
+/// first list gets it through the second; suppression still applies.
+#[test]
+fn a_campaign_to_two_lists_mails_a_shared_address_once() {
+    let f = fixture();
+    let a = list(&f.store, false);
+    let b = f
+        .store
+        .list_add(
+            "monthly",
+            "month@example.com",
+            "Monthly",
+            false,
+            T0 - 86_400,
+        )
+        .unwrap();
+    let add = |list: ListId, email: &str| {
+        f.store
+            .subscriber_add(
+                list,
+                NewSubscriber {
+                    email: email.into(),
+                    name: String::new(),
+                    attributes: BTreeMap::new(),
+                    status: SubscriberStatus::Active,
+                },
+                T0 - 3600,
+            )
+            .unwrap()
+    };
+    let a_both = add(a, "both@example.org");
+    let _b_both = add(b, "BOTH@example.org");
+    add(a, "only-a@example.org");
+    add(b, "only-b@example.org");
+    let a_left = add(a, "left-a@example.org");
+    let b_left = add(b, "left-a@example.org");
+    add(a, "barred@example.org");
+    add(b, "barred@example.org");
+    f.store
+        .subscriber_set_status(a_left, SubscriberStatus::Unsubscribed, None, T0)
+        .unwrap();
+    f.store
+        .suppress("barred@example.org", SuppressionReason::Manual, None, T0)
+        .unwrap();
+    let id = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            also: vec!["monthly".into()],
+            subject: "Both".into(),
+            text: "Hi\n".into(),
+            send_at: Some(T0),
+            ..Default::default()
+        },
+        0,
+        T0,
+    )
+    .unwrap();
+    let audience = admin::campaign_audience(f.store.as_ref(), id).unwrap();
+    assert_eq!(
+        audience.lists,
+        vec!["weekly".to_string(), "monthly".to_string()]
+    );
+    // both, only-a, only-b, left-a (through monthly), barred: suppression comes later.
+    assert_eq!(audience.count, 5);
+    let e = engine(&f.store);
+    assert_eq!(send_all(&e, &f.store, id), CampaignState::Done);
+    let got = queued(&f.store);
+    let mut addresses: Vec<(&str, usize)> = got.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        vec![
+            ("both@example.org", 1),
+            ("left-a@example.org", 1),
+            ("only-a@example.org", 1),
+            ("only-b@example.org", 1),
+        ]
+    );
+    let about = HistoryRef::Campaign(id);
+    let sent = f.store.received_by(about, Outcome::Sent).unwrap();
+    assert!(sent.contains(&a_both), "counted under the first list's row");
+    assert!(
+        sent.contains(&b_left),
+        "the second list's row when the first left"
+    );
+    assert_eq!(f.store.count(about, Outcome::Suppressed).unwrap(), 1);
+    // Naming a list twice is refused.
+    let twice = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            also: vec!["weekly".into()],
+            subject: "x".into(),
+            text: "x".into(),
+            ..Default::default()
+        },
+        0,
+        T0,
+    );
+    assert!(matches!(twice, Err(admin::AdminError::Unreadable(_))));
+}
+
+/// Regression guard for the ledger across lists: a reader mailed as the first list's
+/// subscriber who then leaves that list gets no second copy through the other list.
+#[test]
+fn leaving_the_first_list_after_being_mailed_brings_no_second_copy() {
+    let f = fixture();
+    let a = list(&f.store, false);
+    let b = f
+        .store
+        .list_add(
+            "monthly",
+            "month@example.com",
+            "Monthly",
+            false,
+            T0 - 86_400,
+        )
+        .unwrap();
+    add_subscribers(&f.store, a, 450, T0 - 3600);
+    add_subscribers(&f.store, b, 450, T0 - 3600);
+    let id = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            also: vec!["monthly".into()],
+            subject: "x".into(),
+            text: "x\n".into(),
+            send_at: Some(T0),
+            ..Default::default()
+        },
+        0,
+        T0,
+    )
+    .unwrap();
+    let e = engine(&f.store);
+    let c = f.store.campaign(id).unwrap();
+    f.store
+        .campaign_apply(id, CampaignAction::Start, T0)
+        .unwrap();
+    assert!(matches!(
+        e.campaign_batch(&c, T0).unwrap(),
+        BatchOutcome::Sent(_)
+    ));
+    // Everyone mailed so far leaves the first list.
+    for s in f
+        .store
+        .received_by(HistoryRef::Campaign(id), Outcome::Sent)
+        .unwrap()
+    {
+        f.store
+            .subscriber_set_status(s, SubscriberStatus::Unsubscribed, None, T0)
+            .unwrap();
+    }
+    assert_eq!(send_all(&e, &f.store, id), CampaignState::Done);
+    let got = queued(&f.store);
+    assert_eq!(got.len(), 450);
+    assert!(got.values().all(|&n| n == 1), "nobody twice");
 }

@@ -23,6 +23,9 @@ async fn server(config: NewsletterConfig) -> Server {
     store
         .list_add("weekly", "news@example.com", "Example News", true, now)
         .unwrap();
+    store
+        .list_add("open", "news@example.com", "Example News", false, now)
+        .unwrap();
     let engine = Engine::new(
         store.clone(),
         store.db_path().parent().unwrap(),
@@ -150,4 +153,62 @@ async fn a_confirmation_may_be_sent_again_after_the_interval() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(post(&server, "127.0.0.2", form).await.0, 200);
     assert_eq!(confirmations_to(&server.store, "slow@example.org"), 2);
+}
+
+/// Regression (issue 21.4): on a list without double opt-in, anyone could subscribe a
+/// stranger's address through the public form. Only a caller the operator trusts skips the
+/// confirmation now, and only on such a list.
+#[tokio::test]
+async fn only_trusted_callers_subscribe_without_a_confirmation() {
+    use store::SubscriberStatus;
+    let server = server(NewsletterConfig {
+        subscribe_trusted: vec![newsletter::Network::parse("127.0.0.2/32").unwrap()],
+        ..NewsletterConfig::default()
+    })
+    .await;
+    let status = |list: &str, email: &str| {
+        let list = server.store.list(list).unwrap();
+        server
+            .store
+            .subscriber_by_email(list.id, email)
+            .unwrap()
+            .status
+    };
+    let (code, _) = post(&server, "127.0.0.2", "list=open&email=signup%40example.org").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        status("open", "signup@example.org"),
+        SubscriberStatus::Active
+    );
+    assert_eq!(confirmations_to(&server.store, "signup@example.org"), 0);
+
+    let (code, body) = post(
+        &server,
+        "127.0.0.3",
+        "list=open&email=stranger%40example.org",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("confirm"), "{body}");
+    assert_eq!(
+        status("open", "stranger@example.org"),
+        SubscriberStatus::Unconfirmed
+    );
+    assert_eq!(confirmations_to(&server.store, "stranger@example.org"), 1);
+
+    // A trusted caller does not override a list that wants double opt-in.
+    let (code, _) = post(&server, "127.0.0.2", "list=weekly&email=both%40example.org").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        status("weekly", "both@example.org"),
+        SubscriberStatus::Unconfirmed
+    );
+
+    // Addresses that are not ones are refused with the reason (issue 21.2).
+    let (code, body) = post(&server, "127.0.0.2", "list=open&email=two%40%40remote.test").await;
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("two@@remote.test") && body.contains("not an address"),
+        "{body}"
+    );
 }

@@ -119,6 +119,8 @@ pub struct Inputs {
     /// Per configured witness sender: how long since its last heartbeat (or since the
     /// server started, when none came yet).
     pub witness: Vec<WitnessAge>,
+    /// Accounts at or past [`store::Quota::WARN_PERCENT`] of their storage limit.
+    pub near_quota: Vec<store::QuotaUse>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +175,13 @@ pub fn gather(sources: &Sources) -> Inputs {
             .witness
             .map(|book| witness_ages(book, sources.started, ::ddns::unix_now()))
             .unwrap_or_default(),
+        near_quota: sources
+            .store
+            .quota_usage()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|u| u.quota.nearly_full())
+            .collect(),
     }
 }
 
@@ -291,6 +300,7 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
         active,
         message,
     });
+    out.push(quota_condition(&inputs.near_quota));
     for level in &config.alerts.free_percent_levels {
         let free_pct = if inputs.total > 0 {
             inputs.free as f64 * 100.0 / inputs.total as f64
@@ -416,6 +426,37 @@ pub fn conditions(inputs: &Inputs, config: &Config) -> Vec<Condition> {
     out
 }
 
+/// One condition for the accounts nearly out of storage: their owners were warned by mail;
+/// the operator decides whether to raise a limit.
+fn quota_condition(near: &[store::QuotaUse]) -> Condition {
+    let shown: Vec<String> = near
+        .iter()
+        .take(5)
+        .map(|u| format!("{} ({} %)", u.address, u.quota.percent().unwrap_or(0)))
+        .collect();
+    let more = near.len().saturating_sub(shown.len());
+    let message = match near.len() {
+        0 => String::new(),
+        n => format!(
+            "{n} account{} at or past {} % of {} storage quota: {}{}; raise a limit with              `tegami account quota ADDRESS SIZE`, `tegami stats quota` lists them all",
+            if n == 1 { "" } else { "s" },
+            store::Quota::WARN_PERCENT,
+            if n == 1 { "its" } else { "their" },
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+        ),
+    };
+    Condition {
+        key: "accounts_near_quota".into(),
+        active: !near.is_empty(),
+        message,
+    }
+}
+
 /// One condition for every ACME certificate: the admin hears which ones fail and why.
 fn acme_condition(failing: &[(String, acme::CertStatus)]) -> Condition {
     let lines: Vec<String> = failing
@@ -458,18 +499,21 @@ fn span(d: Duration) -> String {
 // ---------------------------------------------------------------------------------------
 // Sending.
 
-/// Logs an alert that is due and sends it: by mail to `alerts.admin`, by POST to
-/// `alerts.webhook`. A failure to send is logged; it does not stop the next alert.
+/// Logs an alert that is due (in the server's log and in the history, `log/alerts.log`)
+/// and sends it: by mail to `alerts.admin`, by POST to `alerts.webhook`. A failure to send
+/// is logged; it does not stop the next alert.
 pub async fn send(
     store: Arc<dyn Store>,
     gate: Arc<Gate>,
     config: &Config,
     clock: &Clock,
+    data: &Path,
     alert: &Condition,
 ) {
     warn!(alert = %alert.key, message = %alert.message, "alert");
     let hostname = &config.hostname;
     let now = clock.now();
+    record(&data.join("log"), &now, alert);
     if let Some(admin) = config.alerts.admin.clone() {
         let message = alert_mail(hostname, &admin, alert, &now);
         let task =
@@ -494,6 +538,118 @@ pub async fn send(
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// History and the state now, for the faces.
+
+/// The alerts sent, one line each (`<time> <key>: <message>`), in `log/`.
+pub const HISTORY_LOG: &str = "alerts.log";
+
+/// How much of the history's end is read: alerts repeat at most once per `alerts.interval`
+/// per condition, so this holds weeks of them.
+const HISTORY_TAIL_BYTES: u64 = 256 * 1024;
+
+/// Appends one alert to the history. The alert is already in the server's log, so a
+/// history that cannot be written is only warned about.
+fn record(log_dir: &Path, now: &jiff::Zoned, alert: &Condition) {
+    // One line per alert, whatever the message holds.
+    let message = alert.message.replace(['\r', '\n'], " ");
+    if let Err(e) = gate::oplog::append(
+        log_dir,
+        HISTORY_LOG,
+        now,
+        &format!("{}: {message}", alert.key),
+    ) {
+        warn!(error = %e, "cannot append to log/{HISTORY_LOG}");
+    }
+}
+
+/// One alert of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// As the history stamps it: the server's local time, "YYYY-MM-DD HH:MM:SS +ZZZZ".
+    pub at: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// The alerts sent, newest first, at most `limit` (from the end of `log/alerts.log`).
+pub fn history(data: &Path, limit: usize) -> Result<Vec<Sent>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = data.join("log").join(HISTORY_LOG);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Io {
+                context: format!("cannot read {}", path.display()),
+                source: e,
+            });
+        }
+    };
+    let io = |source| Error::Io {
+        context: format!("cannot read {}", path.display()),
+        source,
+    };
+    let len = file.metadata().map_err(io)?.len();
+    let start = len.saturating_sub(HISTORY_TAIL_BYTES);
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).map_err(io)?;
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        // The first line read may have begun before the tail.
+        lines.remove(0);
+    }
+    Ok(lines
+        .into_iter()
+        .rev()
+        .filter_map(parse_sent)
+        .take(limit)
+        .collect())
+}
+
+fn parse_sent(line: &str) -> Option<Sent> {
+    let mut parts = line.splitn(4, ' ');
+    let (date, time, zone, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (key, message) = rest.split_once(": ")?;
+    Some(Sent {
+        at: format!("{date} {time} {zone}"),
+        key: key.to_string(),
+        message: message.to_string(),
+    })
+}
+
+/// The conditions that hold now, as far as they can be read without the running server's
+/// own state: its disk and WAL figures are measured afresh, and the DDNS updater's and the
+/// witness's conditions (which only their services know) are left out.
+pub fn active_now(ops: &crate::Ops) -> Vec<Condition> {
+    let data = ops.data();
+    let config = ops.config();
+    let store = ops.store();
+    let (free, total) = crate::stats::volume(data).unwrap_or((0, 0));
+    let now = ops.clock().now().timestamp().as_second();
+    let wal_bytes = store.wal_bytes();
+    let inputs = Inputs {
+        growth: store.growth().unwrap_or_default(),
+        free,
+        total,
+        disk: (total > 0).then(|| gate::disk::classify(free, &config.disk)),
+        backup_scheduled: config.schedule.backup.at.is_some(),
+        last_backup_age: crate::backup::newest(&config.schedule.backup.root(data))
+            .map(|e| Duration::from_secs((now - e.created()).max(0) as u64)),
+        check: check_status(data),
+        wal_bytes,
+        wal_above_cap: wal_bytes > config.wal.cap_bytes,
+        acme_failing: acme_failing(data, config),
+        ..Inputs::default()
+    };
+    conditions(&inputs, config)
+        .into_iter()
+        .filter(|c| c.active && !c.key.starts_with("ddns_") && !c.key.starts_with("witness_"))
+        .collect()
 }
 
 /// The mail to the admin: one alert, its key in the subject and in `X-Tegami-Alert`.
@@ -856,6 +1012,32 @@ missing_after_secs = 600
             message.contains("192.0.2.1") && message.contains("witness log"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_history_keeps_one_line_per_alert_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(history(dir.path(), 10).unwrap().is_empty());
+        let log = dir.path().join("log");
+        let at = |s: i64| {
+            jiff::Timestamp::from_second(1_800_000_000 + s)
+                .unwrap()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+        };
+        let alert = |key: &str, message: &str| Condition {
+            key: key.into(),
+            active: true,
+            message: message.into(),
+        };
+        record(&log, &at(0), &alert("wal_above_cap", "big: really"));
+        record(&log, &at(60), &alert("check_failed", "line one\nline two"));
+        let sent = history(dir.path(), 10).unwrap();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].key, "check_failed");
+        assert_eq!(sent[0].message, "line one line two");
+        assert_eq!(sent[1].at, "2027-01-15 08:00:00 +0000");
+        assert_eq!(sent[1].message, "big: really");
+        assert_eq!(history(dir.path(), 1).unwrap().len(), 1);
     }
 
     #[test]

@@ -18,6 +18,14 @@ use crate::error::{Error, Result};
 use crate::progress::{Reporter, Unit};
 use crate::{Ops, files};
 
+impl PlanReport {
+    /// Whether the run has room: what it writes plus the reserve the disk guard keeps must
+    /// be free (`archive create` refuses otherwise, with these figures).
+    pub fn fits(&self) -> bool {
+        self.needed_bytes.saturating_add(self.reserve_bytes) <= self.free_bytes
+    }
+}
+
 /// `archive create`: what goes (mail before a day, of one account or all) and its name.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
@@ -169,6 +177,26 @@ pub struct CheckedArchive {
 impl CheckedArchive {
     pub fn is_healthy(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// The verdict in one line, as `archive check` prints it (the problems follow it).
+    pub fn line(&self) -> String {
+        if self.is_healthy() {
+            format!(
+                "archive {}: healthy: {} messages, {} bodies ({}) verified",
+                self.id,
+                self.messages,
+                self.blobs,
+                human_bytes(self.bytes)
+            )
+        } else {
+            format!(
+                "archive {}: {} problems in {}",
+                self.id,
+                self.problems.len(),
+                self.dir.display()
+            )
+        }
     }
 }
 
@@ -377,6 +405,19 @@ impl Ops {
             messages,
             bytes,
         })
+    }
+
+    /// An archive's message list as CSV (the rows `archive export --csv` writes) into `out`,
+    /// as it is read: for a face that streams it. Returns the rows written.
+    pub fn archive_csv(
+        &self,
+        id: u32,
+        account: Option<&str>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        let archive = self.sqlite().archives().get(id)?;
+        write_csv(&archive, out, account, self.clock())
+            .map_err(|e| Error::failed(format!("the CSV of archive {id} was cut off: {e}")))
     }
 
     /// Verifies one archive (or all): database, full-text index, every body against its hash.
@@ -710,25 +751,42 @@ fn export_csv(
     progress: &Reporter,
 ) -> Result<(u64, u64)> {
     progress.phase("exporting", Unit::Items, None);
-    let cannot_write =
-        |e: &dyn std::fmt::Display| Error::failed(format!("cannot write {}: {e}", file.display()));
     let result = files::replace_file(file, |out| {
-        let mut csv = csv::Writer::from_writer(out);
-        csv.write_record([
-            "date",
-            "account",
-            "mailbox",
-            "from",
-            "to",
-            "subject",
-            "size",
-            "message_id",
-        ])
-        .map_err(|e| cannot_write(&e))?;
-        let mut failed = None;
-        let count = archive
-            .for_each(account, None, |m| {
-                if let Err(e) = csv.write_record([
+        write_csv(archive, out, account, clock)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", file.display())))
+    });
+    progress.finish();
+    Ok((result?, 0))
+}
+
+/// The message list as CSV into `out`, one row a message: what `archive export --csv`
+/// writes and the console sends. Returns the rows written; the error is the cause alone,
+/// for the caller to say where it was writing.
+/// The columns of `archive export --csv`, and of every CSV of archived mail the faces offer.
+pub(crate) const CSV_COLUMNS: [&str; 8] = [
+    "date",
+    "account",
+    "mailbox",
+    "from",
+    "to",
+    "subject",
+    "size",
+    "message_id",
+];
+
+fn write_csv(
+    archive: &Archive,
+    out: &mut dyn std::io::Write,
+    account: Option<&str>,
+    clock: &Clock,
+) -> std::result::Result<u64, String> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
+    let mut failed = None;
+    let count = archive
+        .for_each(account, None, |m| {
+            if failed.is_none()
+                && let Err(e) = csv.write_record([
                     rfc3339(m.internal_date, clock),
                     m.account,
                     m.mailbox,
@@ -737,20 +795,18 @@ fn export_csv(
                     m.subject,
                     m.size.to_string(),
                     m.message_id,
-                ]) {
-                    failed = Some(e);
-                }
-                Ok(())
-            })
-            .map_err(|e| cannot_write(&chain_text(&e)))?;
-        if let Some(e) = failed {
-            return Err(cannot_write(&e));
-        }
-        csv.flush().map_err(|e| cannot_write(&e))?;
-        Ok(count)
-    });
-    progress.finish();
-    Ok((result?, 0))
+                ])
+            {
+                failed = Some(e);
+            }
+            Ok(())
+        })
+        .map_err(|e| chain_text(&e))?;
+    if let Some(e) = failed {
+        return Err(e.to_string());
+    }
+    csv.flush().map_err(|e| e.to_string())?;
+    Ok(count)
 }
 
 fn export_mbox(
@@ -790,8 +846,8 @@ fn auto_label(rule: &AutoArchive, today: jiff::civil::Date) -> String {
     format!("{} {today}", rule.label)
 }
 
-/// Local midnight starting `day`, as Unix seconds.
-fn day_start(day: &str, clock: &Clock) -> Result<i64> {
+/// Local midnight starting `day` in the server's time zone, as Unix seconds.
+pub(crate) fn day_start(day: &str, clock: &Clock) -> Result<i64> {
     let date: jiff::civil::Date = day
         .parse()
         .map_err(|e| Error::invalid(format!("{day:?} is not a date; write YYYY-MM-DD: {e}")))?;
@@ -817,7 +873,7 @@ fn date_text(seconds: Option<i64>, clock: &Clock) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn rfc3339(seconds: i64, clock: &Clock) -> String {
+pub(crate) fn rfc3339(seconds: i64, clock: &Clock) -> String {
     jiff::Timestamp::from_second(seconds)
         .map(|t| {
             t.to_zoned(clock.now().time_zone().clone())

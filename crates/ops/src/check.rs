@@ -14,6 +14,7 @@ use store::{
     CheckOptions, CheckReport, ORPHANS_DIR, OptimizeReport, OrphanRecovery, Store, human_bytes,
 };
 
+use crate::error::IoContext;
 use crate::progress::{Reporter, Unit, for_store};
 use crate::{Error, Ops, Result};
 
@@ -261,6 +262,94 @@ pub fn optimize(
     })
 }
 
+/// The result logs a face can offer, by what ran: the latest run's report, replaced by
+/// each run. (The backup's is written by `ops::backup`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultLog {
+    Check,
+    Optimize,
+    Backup,
+}
+
+impl ResultLog {
+    pub const ALL: [ResultLog; 3] = [ResultLog::Check, ResultLog::Optimize, ResultLog::Backup];
+
+    /// The file's name in `log/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            ResultLog::Check => "maintenance_result.log",
+            ResultLog::Optimize => "optimize_result.log",
+            ResultLog::Backup => "backup_result.log",
+        }
+    }
+
+    /// The file, relative to the data directory.
+    pub fn path(self) -> String {
+        format!("log/{}", self.file())
+    }
+
+    /// Whether the result line (after `result: `) says the run went well: a check only
+    /// when it says "healthy" (the doctor judges by the same rule), the others unless they
+    /// failed.
+    pub fn good(self, result: &str) -> bool {
+        match self {
+            ResultLog::Check => result.starts_with("healthy"),
+            ResultLog::Optimize => !result.starts_with("optimize failed"),
+            ResultLog::Backup => !result.starts_with("failed"),
+        }
+    }
+}
+
+/// The latest run's result as its result log says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastResult {
+    pub log: ResultLog,
+    /// When the log was written (Unix seconds).
+    pub written: i64,
+    /// The first line without its `result: `.
+    pub result: String,
+    /// Who ran it and when (the log's second line).
+    pub run: String,
+    pub good: bool,
+}
+
+/// The latest result of `log`, or `None` when it never ran. Reads only the file's head.
+pub fn last_result(data: &Path, log: ResultLog) -> Result<Option<LastResult>> {
+    use std::io::Read;
+    let path = data.join("log").join(log.file());
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).io_context(|| format!("cannot read {}", path.display())),
+    };
+    let written = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map_or(0, |t| t.as_second());
+    let mut head = Vec::new();
+    file.take(4096)
+        .read_to_end(&mut head)
+        .io_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.lines().map(str::trim);
+    let first = lines.next().unwrap_or("");
+    let result = first
+        .strip_prefix("result:")
+        .unwrap_or(first)
+        .trim()
+        .to_string();
+    let run = lines.next().unwrap_or("").to_string();
+    Ok(Some(LastResult {
+        log,
+        written,
+        good: log.good(&result),
+        result,
+        run,
+    }))
+}
+
 /// "the check could not finish: <the store's error and its causes>".
 fn could_not_finish(what: &str, error: &dyn std::error::Error) -> Error {
     let mut line = format!("{what} could not finish: {error}");
@@ -496,6 +585,36 @@ mod tests {
         assert!(line.starts_with("1 problems:"), "{line}");
         assert!(line.contains("data volume nearly full"), "{line}");
         assert!(hint(&report, true).contains("free some space"));
+    }
+
+    #[test]
+    fn the_last_result_is_read_from_its_log_and_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(last_result(dir.path(), ResultLog::Check).unwrap(), None);
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        let write = |log: ResultLog, text: &str| {
+            std::fs::write(dir.path().join("log").join(log.file()), text).unwrap();
+            last_result(dir.path(), log).unwrap().unwrap()
+        };
+        let healthy = write(
+            ResultLog::Check,
+            "result: healthy (3 messages, 2 blobs checked)\nmanual run, started x\nmore\n",
+        );
+        assert!(healthy.good);
+        assert_eq!(healthy.result, "healthy (3 messages, 2 blobs checked)");
+        assert_eq!(healthy.run, "manual run, started x");
+        assert!(healthy.written > 0);
+        assert!(!write(ResultLog::Check, "result: 2 problems: 1 database\n").good);
+        assert!(
+            !write(
+                ResultLog::Optimize,
+                "result: optimize failed after 0.1 s: x\n"
+            )
+            .good
+        );
+        assert!(write(ResultLog::Optimize, "result: 3 pages freed\n").good);
+        assert!(!write(ResultLog::Backup, "result: failed: disk full\n").good);
+        assert!(write(ResultLog::Backup, "result: ok: backup 20261207T0300Z\n").good);
     }
 
     #[test]

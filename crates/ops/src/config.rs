@@ -99,6 +99,8 @@ pub struct RawConfig {
     pub ddns: Option<RawDdns>,
     #[serde(default)]
     pub witness: RawWitness,
+    #[serde(default)]
+    pub console: RawConsole,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +245,9 @@ pub struct RawNewsletter {
     pub bounce_domain: Option<String>,
     pub verp_prefix: Option<String>,
     pub hard_bounce_limit: Option<u32>,
+    /// Mails soft-bounced within `soft_bounce_days` that disable a subscriber (0: never).
+    pub soft_bounce_limit: Option<u32>,
+    pub soft_bounce_days: Option<u32>,
     pub keep_days: Option<u32>,
     pub track_clicks: Option<bool>,
     pub track_opens: Option<bool>,
@@ -252,6 +257,9 @@ pub struct RawNewsletter {
     pub confirm_interval_secs: Option<u64>,
     /// Subscribe requests one caller address may make in an hour.
     pub subscribe_per_hour: Option<u32>,
+    /// Callers of /subscribe (addresses or ADDRESS/BITS) whose subscribers to a list
+    /// without double opt-in are active at once; anyone else's get a confirmation mail.
+    pub subscribe_trusted: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,10 +381,26 @@ pub struct RawAlerts {
     pub backup_max_age_hours: Option<u64>,
 }
 
+/// `[console]`: the web console on the HTTP listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Allow signing in over plain HTTP from other hosts (a TLS proxy on another host).
+    pub allow_plain_http: Option<bool>,
+    /// A session unused this long ends (default 30).
+    pub session_idle_minutes: Option<u64>,
+    /// A session ends this long after sign-in (default 12).
+    pub session_hours: Option<u64>,
+    /// Cookies get `Secure`: set when a TLS proxy serves the console (default false).
+    pub secure_cookies: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<SocketAddr>,
+    /// HTTPS with the server's certificates (default 127.0.0.1:8443 when there is one).
+    pub tls_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,6 +479,10 @@ pub struct RawImap {
     pub command_timeout_secs: Option<u64>,
     /// LOGIN and AUTHENTICATE without TLS from a peer that is not on loopback.
     pub allow_plaintext_auth: Option<bool>,
+    /// Keep the full-text index of live mail (`index.db`) that SEARCH uses (default false:
+    /// it takes about 1.8 times the mail's size on disk and a third of the delivery rate on
+    /// two cores, which an operator should choose).
+    pub full_text_index: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -500,6 +528,8 @@ pub struct Config {
     pub stats: StatsConfig,
     pub alerts: AlertsConfig,
     pub http: SocketAddr,
+    /// The HTTPS listener: the same routes over TLS.
+    pub https: Option<SocketAddr>,
     pub archive: ArchiveConfig,
     /// (mailbox name, days kept), by name.
     pub retention: Vec<(String, u32)>,
@@ -517,6 +547,16 @@ pub struct Config {
     pub clients: ClientsConfig,
     pub ddns: Option<::ddns::Config>,
     pub witness: WitnessSettings,
+    pub console: ConsoleSettings,
+}
+
+/// `[console]`: who may sign in to the web console how, and for how long.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub allow_plain_http: bool,
+    pub session_idle: Duration,
+    pub session_lifetime: Duration,
+    pub secure_cookies: bool,
 }
 
 /// `[server]`: who `serve` runs as after binding its listeners, and what the world sees of
@@ -751,6 +791,8 @@ pub struct ImapListener {
     pub max_connections_per_account: usize,
     pub command_timeout: Duration,
     pub allow_plaintext_auth: bool,
+    /// The server runs the indexer of live mail (SEARCH then uses what it has indexed).
+    pub full_text_index: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -814,7 +856,9 @@ impl Config {
         let clients = resolve_clients(raw.clients, &hostname)?;
         let ddns = raw.ddns.map(resolve_ddns).transpose()?;
         let witness = resolve_witness(raw.witness, &hostname)?;
+        let console = resolve_console(raw.console)?;
         let mut config = Config {
+            console,
             ddns,
             witness,
             acme,
@@ -834,6 +878,7 @@ impl Config {
                 .http
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:8025".parse().unwrap()),
+            https: raw.http.tls_listen,
             wal,
             disk,
             schedule,
@@ -858,6 +903,7 @@ impl Config {
         self.imap.tls_listen.get_or_insert(default(2993));
         self.pop3.tls_listen.get_or_insert(default(2995));
         self.submission.tls_listen.get_or_insert(default(2465));
+        self.https.get_or_insert(default(8443));
     }
 
     /// The implicit-TLS listeners that are set: (name, flag, address).
@@ -866,6 +912,7 @@ impl Config {
             ("imaps", self.imap.tls_listen),
             ("pop3s", self.pop3.tls_listen),
             ("submissions", self.submission.tls_listen),
+            ("https", self.https),
         ]
         .into_iter()
         .filter_map(|(name, addr)| Some((name, addr?)))
@@ -887,6 +934,20 @@ fn positive(name: &str, value: u64) -> Result<u64> {
         bail!("{name} must be greater than zero");
     }
     Ok(value)
+}
+
+fn resolve_console(raw: RawConsole) -> Result<ConsoleSettings> {
+    let idle = positive(
+        "console.session_idle_minutes",
+        raw.session_idle_minutes.unwrap_or(30),
+    )?;
+    let hours = positive("console.session_hours", raw.session_hours.unwrap_or(12))?;
+    Ok(ConsoleSettings {
+        allow_plain_http: raw.allow_plain_http.unwrap_or(false),
+        session_idle: Duration::from_secs(idle * 60),
+        session_lifetime: Duration::from_secs(hours * 3600),
+        secure_cookies: raw.secure_cookies.unwrap_or(false),
+    })
 }
 
 fn resolve_smtp(raw: RawSmtp) -> Result<SmtpListener> {
@@ -942,6 +1003,7 @@ fn resolve_pop3(raw: RawPop3) -> Result<Pop3Listener> {
 
 fn resolve_imap(raw: RawImap) -> Result<ImapListener> {
     let imap = ImapListener {
+        full_text_index: raw.full_text_index.unwrap_or(false),
         listen: raw
             .listen
             .unwrap_or_else(|| "127.0.0.1:2143".parse().unwrap()),
@@ -1163,6 +1225,13 @@ fn resolve_newsletter(
             bounce_domain: n.bounce_domain.unwrap_or_default().to_ascii_lowercase(),
             verp_prefix,
             hard_bounce_limit: n.hard_bounce_limit.unwrap_or(default.hard_bounce_limit),
+            soft_bounce_limit: n.soft_bounce_limit.unwrap_or(default.soft_bounce_limit),
+            soft_bounce_days: positive(
+                "newsletter.soft_bounce_days",
+                n.soft_bounce_days
+                    .unwrap_or(default.soft_bounce_days)
+                    .into(),
+            )? as u32,
             keep_days: positive(
                 "newsletter.keep_days",
                 n.keep_days.unwrap_or(default.keep_days).into(),
@@ -1184,6 +1253,15 @@ fn resolve_newsletter(
                     .unwrap_or(default.subscribe_per_hour)
                     .into(),
             )? as u32,
+            subscribe_trusted: n
+                .subscribe_trusted
+                .unwrap_or_default()
+                .iter()
+                .map(|text| {
+                    newsletter::Network::parse(text)
+                        .map_err(|e| ConfigError(format!("newsletter.subscribe_trusted: {e}")))
+                })
+                .collect::<Result<_>>()?,
         }
     };
     Ok(newsletter)
@@ -1674,6 +1752,32 @@ mod tests {
     }
 
     #[test]
+    fn newsletter_bounce_limits_and_trusted_callers_resolve() {
+        let config = resolve(
+            "[newsletter]\nsoft_bounce_limit = 3\nsoft_bounce_days = 7\nsubscribe_trusted = [\"10.0.0.0/8\", \"::1\"]",
+        )
+        .unwrap();
+        let n = &config.newsletter;
+        assert_eq!((n.soft_bounce_limit, n.soft_bounce_days), (3, 7));
+        assert!(n.trusts_subscriber("10.9.8.7".parse().unwrap()));
+        assert!(n.trusts_subscriber("::1".parse().unwrap()));
+        assert!(!n.trusts_subscriber("192.0.2.1".parse().unwrap()));
+        assert!(
+            !resolve("")
+                .unwrap()
+                .newsletter
+                .trusts_subscriber("127.0.0.1".parse().unwrap())
+        );
+        let e = resolve("[newsletter]\nsubscribe_trusted = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(
+            e.to_string().starts_with("newsletter.subscribe_trusted: "),
+            "{e}"
+        );
+        let e = resolve("[newsletter]\nsoft_bounce_days = 0").unwrap_err();
+        assert!(e.to_string().contains("newsletter.soft_bounce_days"), "{e}");
+    }
+
+    #[test]
     fn defaults_need_no_file() {
         let config = Config::load(None).unwrap();
         assert_eq!(config.smtp.listen.to_string(), "127.0.0.1:2525");
@@ -1706,7 +1810,8 @@ mod tests {
             [
                 "imaps 127.0.0.1:2993",
                 "pop3s 127.0.0.1:2995",
-                "submissions 127.0.0.1:2465"
+                "submissions 127.0.0.1:2465",
+                "https 127.0.0.1:8443"
             ]
         );
         let set = resolve(

@@ -42,10 +42,24 @@ impl Ops {
         }
     }
 
-    /// Adds an account (its domain must exist) with an INBOX; returns its address as stored.
-    pub fn account_add(&self, address: &str, password: &str) -> Result<String> {
+    /// Adds an account (its domain must exist) with an INBOX, an administrator of the server
+    /// when `admin`; returns its address as stored.
+    pub fn account_add(&self, address: &str, password: &str, admin: bool) -> Result<String> {
         self.store().add_account(address, password)?;
+        if admin {
+            self.store().set_admin(address, true)?;
+        }
         Ok(address.to_lowercase())
+    }
+
+    /// Makes an account an administrator (the web console's operator screens) or not.
+    pub fn account_admin(&self, address: &str, admin: bool) -> Result<()> {
+        Ok(self.store().set_admin(address, admin)?)
+    }
+
+    /// Turns an account's second factor (TOTP, RFC 6238) on with `secret` (base32), or off.
+    pub fn account_totp(&self, address: &str, secret: Option<&str>) -> Result<()> {
+        Ok(self.store().set_totp_secret(address, secret)?)
     }
 
     /// Every account with its message count and size.
@@ -113,9 +127,17 @@ impl Ops {
                     .selector
                     .clone()
                     .unwrap_or_else(|| self.clock().now().strftime("tg%Y%m%d%H%M").to_string());
-                let record = outbound::generate_dkim(&dir, &domain, &selector).map_err(|e| {
-                    Error::failed(format!("cannot make a DKIM key for {domain}: {e}"))
-                })?;
+                let record =
+                    outbound::generate_dkim(&dir, &domain, &selector).map_err(|e| match e {
+                        // The selector is the caller's: a bad or taken one is their mistake.
+                        outbound::DkimError::Name(_) => {
+                            Error::invalid(format!("cannot make a DKIM key for {domain}: {e}"))
+                        }
+                        outbound::DkimError::Exists(_) => {
+                            Error::conflict(format!("cannot make a DKIM key for {domain}: {e}"))
+                        }
+                        _ => Error::failed(format!("cannot make a DKIM key for {domain}: {e}")),
+                    })?;
                 (record, Some(dir.join(&domain)))
             }
         };
@@ -172,6 +194,52 @@ pub struct DomainRecords {
 }
 
 impl DomainRecords {
+    /// The records as a zone-file fragment to paste into the domain's zone: grouped, each
+    /// under a one-line comment, then where the MTA-STS policy is served and the policy.
+    /// `domain records` prints it and the console shows it.
+    pub fn zone(&self) -> String {
+        let setup = &self.setup;
+        let domain = &setup.domain;
+        let mut out = format!(
+            "; DNS records for {domain}: paste them into its zone.\n\
+             ; Mail host {}; mail clients connect to {}.\n\
+             ; Once published, `tegami domain records {domain} --check` compares them with DNS.\n",
+            setup.mx_host, setup.client_host
+        );
+        if !setup.mx_host.contains('.') {
+            out.push_str(&format!(
+                "; WARNING: the host name {:?} is not a public name: set `hostname` in the config.\n",
+                setup.mx_host
+            ));
+        }
+        let mut group = None;
+        for record in &self.records {
+            if group != Some(record.group) {
+                group = Some(record.group);
+                out.push_str(&format!("\n; == {} ==\n", record.group.title()));
+            }
+            out.push_str(&format!("; {}\n{}\n", record.why, record.zone_line()));
+        }
+        out.push_str(&format!(
+            "\n; The MTA-STS policy is served by tegami's HTTP listener at /.well-known/mta-sts.txt.\n\
+             ; Senders fetch it from https://mta-sts.{domain}/.well-known/mta-sts.txt, so in\n\
+             ; production that name needs HTTPS on port 443 with a valid certificate (a reverse\n\
+             ; proxy in front of the HTTP listener). The policy:\n"
+        ));
+        for line in self.policy.lines() {
+            out.push_str(&format!(";   {line}\n"));
+        }
+        out
+    }
+
+    /// The DKIM record of the domain's signing key, when it has one.
+    pub fn dkim_record(&self) -> Option<&dns_records::Record> {
+        let (name, _) = self.setup.dkim.as_ref()?;
+        self.records
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name) && r.expected.is_some())
+    }
+
     /// The report of `domain records --json`.
     pub fn listing(&self) -> RecordsListing<'_> {
         RecordsListing {
@@ -323,7 +391,7 @@ mod tests {
         let e = ops.require_domain("other.org", "other.org").unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
         assert_eq!(
-            ops.account_add("Ann@Example.com", "secret").unwrap(),
+            ops.account_add("Ann@Example.com", "secret", false).unwrap(),
             "ann@example.com"
         );
         assert_eq!(
@@ -335,5 +403,44 @@ mod tests {
         assert_eq!(ops.aliases().unwrap()[0].targets, ["ann@example.com"]);
         let e = ops.domain_records("other.org").map(|_| ()).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
+        let bad = DkimRequest {
+            domain: "example.com".into(),
+            selector: Some("../x".into()),
+            new: true,
+        };
+        let e = ops.domain_dkim(&bad).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn the_dkim_record_and_the_zone_name_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Ops::open(dir.path(), Config::load(None).unwrap()).unwrap();
+        ops.domain_add("example.com").unwrap();
+        assert!(
+            ops.domain_records("example.com")
+                .unwrap()
+                .dkim_record()
+                .is_none()
+        );
+        let key = ops
+            .domain_dkim(&DkimRequest {
+                domain: "example.com".into(),
+                selector: Some("s1".into()),
+                new: false,
+            })
+            .unwrap();
+        assert!(key.made.is_some());
+        let needed = ops.domain_records("example.com").unwrap();
+        let record = needed.dkim_record().unwrap();
+        assert_eq!(record.name, "s1._domainkey.example.com");
+        assert!(needed.zone().contains(&record.zone_line()));
+        let again = DkimRequest {
+            domain: "example.com".into(),
+            selector: Some("s1".into()),
+            new: true,
+        };
+        let e = ops.domain_dkim(&again).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
     }
 }

@@ -37,22 +37,70 @@ impl MaintState {
     }
 }
 
-/// Sets maintenance: writes the file and logs who did it.
-pub fn on(data: &Path, clock: &gate::Clock, request: MaintOn) -> Result<MaintState> {
+/// The longest message clients are shown: it goes into one protocol reply line (SMTP 421,
+/// POP3 -ERR, IMAP BYE) beside the host name and the end time.
+pub const MESSAGE_MAX_CHARS: usize = 200;
+
+/// At most this many daily windows.
+pub const WINDOWS_MAX: usize = 24;
+
+/// What `request` would set, judged at the clock's now, without writing anything: the
+/// console's preview of what users will see, and the first step of [`on`].
+pub fn preview(clock: &gate::Clock, request: &MaintOn) -> Result<MaintState> {
+    let now = clock.now();
+    let maintenance = build(request, &now)?;
+    Ok(MaintState {
+        maintenance: Some(maintenance),
+        now,
+    })
+}
+
+/// The maintenance `request` describes, its windows and message checked.
+fn build(request: &MaintOn, now: &jiff::Zoned) -> Result<Maintenance> {
+    if request.windows.len() > WINDOWS_MAX {
+        return Err(Error::invalid(format!(
+            "{} windows given; at most {WINDOWS_MAX} are allowed",
+            request.windows.len()
+        )));
+    }
     let windows = request
         .windows
         .iter()
         .map(|w| Window::parse(w))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::invalid)?;
-    std::fs::create_dir_all(data).io_context(|| format!("cannot create {}", data.display()))?;
-    let now = clock.now();
-    let maintenance = Maintenance {
-        message: request.message,
-        windows,
-        set_by: Some(request.set_by),
-        set_at: Some(now.timestamp()),
+    let message = match request.message.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(m) => {
+            // The message goes into a protocol reply line: a line break there would let
+            // it speak as the server.
+            if m.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "the maintenance message must be one line without control characters",
+                ));
+            }
+            if m.chars().count() > MESSAGE_MAX_CHARS {
+                return Err(Error::invalid(format!(
+                    "the maintenance message has {} characters; at most {MESSAGE_MAX_CHARS} are allowed",
+                    m.chars().count()
+                )));
+            }
+            Some(m.to_string())
+        }
     };
+    Ok(Maintenance {
+        message,
+        windows,
+        set_by: Some(request.set_by.clone()),
+        set_at: Some(now.timestamp()),
+    })
+}
+
+/// Sets maintenance: writes the file and logs who did it.
+pub fn on(data: &Path, clock: &gate::Clock, request: MaintOn) -> Result<MaintState> {
+    let now = clock.now();
+    let maintenance = build(&request, &now)?;
+    std::fs::create_dir_all(data).io_context(|| format!("cannot create {}", data.display()))?;
     maintenance
         .save(&data.join("maint"))
         .map_err(Error::failed)?;
@@ -147,5 +195,71 @@ mod tests {
         .unwrap_err();
         assert!(matches!(e, Error::Invalid(_)), "{e}");
         assert!(!dir.path().join("maint").exists());
+    }
+
+    fn request(message: &str, windows: &[&str]) -> MaintOn {
+        MaintOn {
+            message: Some(message.into()),
+            windows: windows.iter().map(|w| w.to_string()).collect(),
+            set_by: "x".into(),
+            operator: "x".into(),
+        }
+    }
+
+    #[test]
+    fn a_message_that_would_break_a_reply_line_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "two\r\n250 lines",
+            "tab\there",
+            &"x".repeat(MESSAGE_MAX_CHARS + 1),
+        ] {
+            let e = on(dir.path(), &clock(), request(bad, &[])).unwrap_err();
+            assert!(matches!(e, Error::Invalid(_)), "{bad:?}: {e}");
+            assert!(!dir.path().join("maint").exists(), "{bad:?} wrote the file");
+        }
+        let longest = "メ".repeat(MESSAGE_MAX_CHARS);
+        let state = on(dir.path(), &clock(), request(&longest, &[])).unwrap();
+        assert_eq!(
+            state.maintenance.unwrap().message.as_deref(),
+            Some(&*longest)
+        );
+        let many: Vec<String> = (0..=WINDOWS_MAX)
+            .map(|h| format!("{:02}:00-{:02}:10", h % 24, h % 24))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            preview(&clock(), &request("m", &many)),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_preview_says_what_on_would_set_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = gate::Clock::with_zone(jiff::tz::TimeZone::UTC);
+        let now = clock.now();
+        let minute = now.hour() as u16 * 60 + now.minute() as u16;
+        let start = minute / 10 * 10;
+        let end = (start + 20) % 1440;
+        let window = format!("{}-{}", gate::maint::hhmm(start), gate::maint::hhmm(end));
+        let state = preview(&clock, &request("  disks  ", &[&window])).unwrap();
+        match state.status() {
+            Status::Active {
+                message,
+                since,
+                until,
+            } => {
+                assert_eq!(message, "disks");
+                assert!(since.unwrap() <= now && until.unwrap() > now);
+            }
+            other => panic!("a window around now is not in force: {other:?}"),
+        }
+        assert!(!dir.path().join("maint").exists());
+        let empty = preview(&clock, &request("", &[])).unwrap();
+        assert_eq!(
+            empty.maintenance.unwrap().message(),
+            gate::maint::DEFAULT_MESSAGE
+        );
     }
 }

@@ -54,10 +54,129 @@ pub struct PlanRequest {
     pub free_percent: f64,
 }
 
+impl Default for PlanRequest {
+    /// The defaults of `tegami plan` and of the console's planner form.
+    fn default() -> Self {
+        PlanRequest {
+            model: Model::Tegami,
+            mailboxes: None,
+            messages_per_day: None,
+            avg_message_kb: None,
+            moves_per_day_percent: 0.0,
+            avg_mailbox_gb: 0.0,
+            truncation_failure_days: 3.0,
+            move_days: 7.0,
+            days: 365.0,
+            overhead: 1.2,
+            free_percent: 20.0,
+        }
+    }
+}
+
 /// Plans with the request's model. The tegami model measures the store in `data` when
 /// there is one; a missing store is not created (planning must not leave a data directory
 /// behind).
 pub fn plan(data: &Path, config: &Config, request: &PlanRequest) -> Result<Plan> {
+    check(request)?;
+    let measured = match request.model {
+        Model::Tegami if data.join("tegami.db").exists() => {
+            Ops::open(data, config.clone())?.measure()?
+        }
+        _ => Measured::default(),
+    };
+    plan_with(config, request, &measured)
+}
+
+impl Ops {
+    /// [`plan`] on this open store (the console's planner, beside the running server).
+    pub fn plan(&self, request: &PlanRequest) -> Result<Plan> {
+        check(request)?;
+        let measured = match request.model {
+            Model::Tegami => self.measure()?,
+            Model::Exchange2010 => Measured::default(),
+        };
+        plan_with(self.config(), request, &measured)
+    }
+
+    /// What this server measures for the planner's inputs: its mailboxes, the messages one
+    /// mailbox received per day over the last 30 days of usage statistics (days with any
+    /// activity), and the average size of a stored message. A figure there is nothing to
+    /// measure from is `None`.
+    pub fn plan_inputs(&self) -> Result<PlanInputs> {
+        let totals = self.store().totals()?;
+        let measured = self.measure_with(totals)?;
+        Ok(PlanInputs {
+            mailboxes: (totals.accounts > 0).then_some(totals.accounts),
+            messages_per_day: measured.daily,
+            avg_message_kb: (totals.messages > 0)
+                .then(|| totals.message_bytes as f64 / totals.messages as f64 / 1024.0),
+        })
+    }
+
+    /// The store's totals when it holds mail, and the messages one mailbox received per day
+    /// over the last 30 days of usage statistics (days with any activity).
+    fn measure(&self) -> Result<Measured> {
+        self.measure_with(self.store().totals()?)
+    }
+
+    /// [`Ops::measure`] with the store's totals already read (they cost a snapshot's count).
+    fn measure_with(&self, totals: StoreTotals) -> Result<Measured> {
+        let store = self.store();
+        let now = self.clock().now().timestamp().as_second();
+        let days = store.usage_daily(now - 30 * 86_400)?;
+        let distinct: std::collections::BTreeSet<i64> = days.iter().map(|r| r.start).collect();
+        let received: u64 = days.iter().map(|r| r.usage.messages_in).sum();
+        let daily = (!distinct.is_empty() && totals.accounts > 0 && received > 0)
+            .then(|| received as f64 / distinct.len() as f64 / totals.accounts as f64);
+        Ok(Measured {
+            totals: (totals.messages > 0).then_some(totals),
+            daily,
+        })
+    }
+}
+
+/// The planner's inputs as this server measures them, to fill in a form.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PlanInputs {
+    pub mailboxes: Option<u64>,
+    pub messages_per_day: Option<f64>,
+    pub avg_message_kb: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct Measured {
+    totals: Option<StoreTotals>,
+    daily: Option<f64>,
+}
+
+fn check(request: &PlanRequest) -> Result<()> {
+    let figures = [
+        ("--mailboxes", request.mailboxes),
+        ("--messages-per-day", request.messages_per_day),
+        ("--avg-message-kb", request.avg_message_kb),
+        (
+            "--moves-per-day-percent",
+            Some(request.moves_per_day_percent),
+        ),
+        ("--avg-mailbox-gb", Some(request.avg_mailbox_gb)),
+        (
+            "--truncation-failure-days",
+            Some(request.truncation_failure_days),
+        ),
+        ("--move-days", Some(request.move_days)),
+        ("--days", Some(request.days)),
+        ("--overhead", Some(request.overhead)),
+        ("--free-percent", Some(request.free_percent)),
+    ];
+    for (name, value) in figures {
+        if let Some(v) = value
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(Error::invalid(format!(
+                "{name} must be a number of at least 0, not {v}"
+            )));
+        }
+    }
     if !(0.0..100.0).contains(&request.free_percent) {
         return Err(Error::invalid(
             "--free-percent must be at least 0 and below 100",
@@ -68,6 +187,10 @@ pub fn plan(data: &Path, config: &Config, request: &PlanRequest) -> Result<Plan>
             "--overhead must be at least 1 (1.2 adds 20 %)",
         ));
     }
+    Ok(())
+}
+
+fn plan_with(config: &Config, request: &PlanRequest, measured: &Measured) -> Result<Plan> {
     match request.model {
         Model::Exchange2010 => {
             let (Some(mailboxes), Some(messages), Some(kb)) = (
@@ -92,13 +215,12 @@ pub fn plan(data: &Path, config: &Config, request: &PlanRequest) -> Result<Plan>
             }))
         }
         Model::Tegami => {
-            let (measured, daily) = measure(data, config)?;
             let mut request = request.clone();
-            let rate_measured = request.messages_per_day.is_none() && daily.is_some();
+            let rate_measured = request.messages_per_day.is_none() && measured.daily.is_some();
             if request.messages_per_day.is_none() {
-                request.messages_per_day = daily;
+                request.messages_per_day = measured.daily;
             }
-            let profile = Profile::from_request_and_store(&request, measured.as_ref())?;
+            let profile = Profile::from_request_and_store(&request, measured.totals.as_ref())?;
             let mut plan = tegami(&profile, config);
             if rate_measured {
                 plan.notes.insert(
@@ -112,25 +234,6 @@ pub fn plan(data: &Path, config: &Config, request: &PlanRequest) -> Result<Plan>
             Ok(plan)
         }
     }
-}
-
-/// The store's totals, when the data directory holds a store with mail in it, and the
-/// messages one mailbox received per day over the last 30 days of usage statistics (days
-/// with any activity).
-fn measure(data: &Path, config: &Config) -> Result<(Option<StoreTotals>, Option<f64>)> {
-    if !data.join("tegami.db").exists() {
-        return Ok((None, None));
-    }
-    let ops = Ops::open(data, config.clone())?;
-    let store = ops.store();
-    let totals = store.totals()?;
-    let now = ops.clock().now().timestamp().as_second();
-    let days = store.usage_daily(now - 30 * 86_400)?;
-    let distinct: std::collections::BTreeSet<i64> = days.iter().map(|r| r.start).collect();
-    let received: u64 = days.iter().map(|r| r.usage.messages_in).sum();
-    let per_mailbox = (!distinct.is_empty() && totals.accounts > 0 && received > 0)
-        .then(|| received as f64 / distinct.len() as f64 / totals.accounts as f64);
-    Ok(((totals.messages > 0).then_some(totals), per_mailbox))
 }
 
 /// One line of the plan: what was computed, how, and the result.
@@ -599,6 +702,57 @@ mod tests {
             ..article()
         });
         assert_eq!(small.value("logs/mailbox/day"), Some(30.0));
+    }
+
+    #[test]
+    fn figures_must_be_finite_and_not_negative() {
+        let config = Config::load(None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let request = PlanRequest {
+                model: Model::Exchange2010,
+                mailboxes: Some(bad),
+                messages_per_day: Some(1.0),
+                avg_message_kb: Some(1.0),
+                ..PlanRequest::default()
+            };
+            let e = plan(dir.path(), &config, &request).unwrap_err();
+            assert!(e.to_string().contains("--mailboxes"), "{e}");
+        }
+        assert!(!dir.path().join("tegami.db").exists());
+    }
+
+    #[test]
+    fn an_open_store_plans_from_its_own_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = Ops::open(dir.path(), Config::load(None).unwrap()).unwrap();
+        assert_eq!(ops.plan_inputs().unwrap(), PlanInputs::default());
+        ops.domain_add("example.com").unwrap();
+        ops.account_add("a@example.com", "pw", false).unwrap();
+        ops.account_add("b@example.com", "pw", false).unwrap();
+        let body = format!("Subject: x\r\n\r\n{}\r\n", "y".repeat(2046));
+        let store = ops.store();
+        let a = store.resolve("a@example.com").unwrap();
+        let store::Resolution::Local(ids) = a else {
+            panic!("{a:?}")
+        };
+        store.deliver(body.as_bytes(), &ids).unwrap();
+        let inputs = ops.plan_inputs().unwrap();
+        assert_eq!(inputs.mailboxes, Some(2));
+        let kb = inputs.avg_message_kb.unwrap();
+        assert!((kb - 2.0).abs() < 0.1, "{kb}");
+        let plan = ops
+            .plan(&PlanRequest {
+                messages_per_day: Some(10.0),
+                ..PlanRequest::default()
+            })
+            .unwrap();
+        assert!(
+            plan.title.contains("measured on this store: 1 messages"),
+            "{}",
+            plan.title
+        );
+        assert!(plan.value("data volume").unwrap() > 0.0);
     }
 
     #[test]

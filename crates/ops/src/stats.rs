@@ -163,7 +163,8 @@ pub enum RankBy {
 }
 
 impl RankBy {
-    fn key(self, u: &store::Usage) -> u64 {
+    /// The figure of `u` the ranking sorts by (messages: received and fetched together).
+    pub fn key(self, u: &store::Usage) -> u64 {
         match self {
             RankBy::WriteBytes => u.write_bytes,
             RankBy::Messages => u.messages_in + u.messages_out,
@@ -220,6 +221,13 @@ fn usage_fields<S: serde::Serializer>(
     map.serialize_entry("commands", &u.commands)?;
     map.serialize_entry("busy_micros", &u.busy_micros)?;
     map.end()
+}
+
+/// The starts of the ten-minute samples `stats usage` covers at `now`: the six before the
+/// current one, and the current one (still filling), oldest first.
+pub fn sample_starts(now: i64) -> Vec<i64> {
+    let current = now.div_euclid(SAMPLE_SECS);
+    (current - 6..=current).map(|s| s * SAMPLE_SECS).collect()
 }
 
 /// Ranks the accounts of `rows` by the sum of their samples and keeps the first `top`.
@@ -312,7 +320,7 @@ impl Ops {
     /// server's last flush.
     pub fn stats_usage(&self, request: UsageRequest) -> Result<UsageReport> {
         let now = self.clock().now().timestamp().as_second();
-        let since = (now.div_euclid(SAMPLE_SECS) - 6) * SAMPLE_SECS;
+        let since = sample_starts(now)[0];
         let rows = self.store().usage_samples(since)?;
         Ok(UsageReport {
             accounts: rank(&rows, request.by, request.top),
@@ -484,6 +492,80 @@ impl Forecast {
 }
 
 // ---------------------------------------------------------------------------------------
+// Daily totals and the store's size per day, over a period (the console's statistics).
+
+/// The longest period the daily figures are asked for: ten years of days.
+pub const MAX_PERIOD_DAYS: u32 = 3660;
+
+/// Every account's usage added up per day over a period, and over the whole period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyTotals {
+    /// One entry per day of the period, oldest first; a day without activity is all zeros.
+    pub days: Vec<DayTotal>,
+    pub total: store::Usage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayTotal {
+    /// Unix time at which the day (UTC) starts.
+    pub start: i64,
+    pub usage: store::Usage,
+}
+
+/// Adds up the daily rows of every account per day, for the `days` days ending with the
+/// day `today` (days since the epoch). Rows outside the period are left out.
+pub fn daily_totals(rows: &[store::UsageRow], today: i64, days: u32) -> DailyTotals {
+    let first = today - i64::from(days.max(1)) + 1;
+    let mut out: Vec<DayTotal> = (first..=today)
+        .map(|day| DayTotal {
+            start: day * DAY_SECS,
+            usage: store::Usage::default(),
+        })
+        .collect();
+    let mut total = store::Usage::default();
+    for row in rows {
+        let day = row.start.div_euclid(DAY_SECS);
+        if (first..=today).contains(&day) {
+            out[(day - first) as usize].usage.add(&row.usage);
+            total.add(&row.usage);
+        }
+    }
+    DailyTotals { days: out, total }
+}
+
+impl Ops {
+    /// Every account's usage per day over the last `days` days, today included (at most
+    /// [`MAX_PERIOD_DAYS`]; days before `[stats] keep_days` are no longer kept).
+    pub fn stats_daily(&self, days: u32) -> Result<DailyTotals> {
+        let days = period(days)?;
+        let today = self.clock().unix().div_euclid(DAY_SECS);
+        let since = (today - i64::from(days) + 1) * DAY_SECS;
+        let rows = self.store().usage_daily(since)?;
+        Ok(daily_totals(&rows, today, days))
+    }
+
+    /// The store's size per day over the last `days` days, oldest first (the days the server
+    /// recorded one).
+    pub fn stats_growth(&self, days: u32) -> Result<Vec<store::GrowthRow>> {
+        let days = period(days)?;
+        let today = self.clock().unix().div_euclid(DAY_SECS);
+        let mut growth = self.store().growth()?;
+        growth.retain(|g| g.day > today - i64::from(days));
+        Ok(growth)
+    }
+}
+
+fn period(days: u32) -> Result<u32> {
+    if (1..=MAX_PERIOD_DAYS).contains(&days) {
+        Ok(days)
+    } else {
+        Err(Error::invalid(format!(
+            "a period of {days} days: give 1 to {MAX_PERIOD_DAYS}"
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // What /health and /metrics report beyond the raw counters.
 
 /// What is wrong with the running server right now, one line each; empty when healthy.
@@ -617,6 +699,39 @@ mod tests {
         );
         let floor = f.crossings.last().unwrap();
         assert!(floor.name.starts_with("hard floor") && floor.days.unwrap() > 100.0);
+    }
+
+    #[test]
+    fn the_usage_covers_six_samples_and_the_current_one() {
+        // 15,001 s is one second into the sample starting at 15,000.
+        assert_eq!(
+            sample_starts(15_001),
+            [11_400, 12_000, 12_600, 13_200, 13_800, 14_400, 15_000]
+        );
+        assert_eq!(sample_starts(15_000).last(), Some(&15_000));
+    }
+
+    #[test]
+    fn daily_totals_add_up_the_accounts_and_fill_quiet_days() {
+        let day = |d: i64| d * DAY_SECS;
+        let rows = [
+            row("a@x", day(7), 10, 1),
+            row("a@x", day(9), 5, 2),
+            row("b@x", day(9), 7, 3),
+            row("b@x", day(10), 100, 100),
+        ];
+        let totals = daily_totals(&rows, 9, 3);
+        let starts: Vec<i64> = totals.days.iter().map(|d| d.start).collect();
+        assert_eq!(starts, [day(7), day(8), day(9)]);
+        let written: Vec<u64> = totals.days.iter().map(|d| d.usage.write_bytes).collect();
+        assert_eq!(written, [10, 0, 12]);
+        assert_eq!(totals.total.commands, 6);
+        assert_eq!(daily_totals(&[], 9, 0).days.len(), 1);
+        assert!(matches!(period(0), Err(Error::Invalid(_))));
+        assert!(matches!(
+            period(MAX_PERIOD_DAYS + 1),
+            Err(Error::Invalid(_))
+        ));
     }
 
     #[test]

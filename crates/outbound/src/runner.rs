@@ -15,7 +15,7 @@ use mail_auth::MessageAuthenticator;
 use net::Shutdown;
 use smtp_client::{ClientConfig, ClientError, Connection, RcptOutcome, Reply};
 use store::{
-    AccountId, Notice, Outbound, QueuedMessage, QueuedRecipient, RecipientId, Resolution,
+    AccountId, Notice, Outbound, QueuedMessage, QueuedRecipient, RecipientId, Resolution, Room,
     Settlement, Store, StoreError,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -109,6 +109,22 @@ impl Queue {
             per_destination = shared.config.per_destination,
             "outbound queue running"
         );
+        // Campaign and step mail whose transaction a crash interrupted: counted as sent
+        // before anything is sent, so nobody gets it twice.
+        let now = shared.now();
+        match shared
+            .blocking(move |store| store.queue_unfinished(now))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                recipients = n,
+                "outbound queue: campaign or step mail whose outcome a stop left unknown is counted as sent, not sent again"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "outbound queue: cannot settle unfinished transactions")
+            }
+        }
         loop {
             if shutdown.is_shutting_down() {
                 break;
@@ -371,6 +387,7 @@ async fn deliver_remote(
     };
     let addresses: Vec<String> = job.recipients.iter().map(|r| r.address.clone()).collect();
     let mut fresh_tries = 0;
+    let mut begun = false;
     let results = loop {
         if conn.is_none() {
             fresh_tries += 1;
@@ -391,6 +408,14 @@ async fn deliver_remote(
         };
         let reused = open.used > 0;
         open.used += 1;
+        if !begun {
+            // Campaign and step mail: recorded before the transaction, so that a crash
+            // between the remote's 250 and our settlement cannot send it twice.
+            if let Err(e) = begin(shared, &job).await {
+                break all(&job.recipients, Attempt::Temporary(local_failure(&e)));
+            }
+            begun = true;
+        }
         match open.conn.send(&job.sender, &addresses, &message).await {
             Ok(outcomes) => {
                 let host = open.host.clone();
@@ -427,6 +452,25 @@ async fn deliver_remote(
         }
     };
     settle(shared, &job, results, &body).await;
+}
+
+/// Records that a transaction for the job's at-most-once recipients begins; a no-op
+/// without any. An error means the transaction must not start.
+async fn begin(shared: &Arc<Shared>, job: &QueuedMessage) -> Result<(), String> {
+    let ids: Vec<RecipientId> = job
+        .recipients
+        .iter()
+        .filter(|r| r.at_most_once)
+        .map(|r| r.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let (id, now) = (job.id, shared.now());
+    shared
+        .blocking(move |store| store.queue_begin(id, &ids, now))
+        .await
+        .map_err(|e| format!("cannot record the attempt before sending: {e}"))
 }
 
 /// Errors that say the connection had died before this message was sent.
@@ -556,10 +600,37 @@ fn local_failure(text: &str) -> Failure {
     }
 }
 
+/// A local recipient without room for the message: it waits while its owner may free
+/// space, and fails when the message alone is bigger than the limit (RFC 3463's 4.2.2
+/// and 5.2.2).
+fn quota_failure(room: Room) -> Attempt {
+    let failure = |reason, status: &str, text: &str| Failure {
+        reason,
+        status: status.to_owned(),
+        diagnostic: None,
+        remote_mta: None,
+        text: text.to_owned(),
+    };
+    match room {
+        Room::TooLarge => Attempt::Permanent(failure(
+            "5xx",
+            "5.2.2",
+            "the message is larger than the mailbox's storage quota",
+        )),
+        _ => Attempt::Temporary(failure("local", "4.2.2", "the mailbox is full")),
+    }
+}
+
 /// Local recipients: resolved now (aliases may have changed since queueing), delivered
 /// to their INBOXes and remote alias targets queued again, in one store transaction.
 async fn deliver_local(shared: &Arc<Shared>, job: QueuedMessage) {
     Metrics::add(&METRICS.attempts);
+    // Local delivery and its settlement are two transactions too.
+    if let Err(e) = begin(shared, &job).await {
+        let results = all(&job.recipients, Attempt::Temporary(local_failure(&e)));
+        settle(shared, &job, results, &[]).await;
+        return;
+    }
     let id = job.id;
     let sender = job.sender.clone();
     let recipients = job.recipients.clone();
@@ -573,8 +644,19 @@ async fn deliver_local(shared: &Arc<Shared>, job: QueuedMessage) {
             let mut forward: Vec<String> = Vec::new();
             let mut results = Vec::new();
             let mut delivering = Vec::new();
+            let size = body.len() as u64;
             for r in &recipients {
-                match store.resolve(&r.address) {
+                let resolved = store.resolve(&r.address);
+                // A recipient without room waits (or fails, if it can never fit); the
+                // others are delivered now. The store checks again as it writes.
+                if let Ok(Resolution::Local(ids) | Resolution::Forward { accounts: ids, .. }) =
+                    &resolved
+                    && let Ok(Some((_, room))) = store.quota_room(ids, size)
+                {
+                    results.push((r.clone(), quota_failure(room)));
+                    continue;
+                }
+                match resolved {
                     Ok(Resolution::Local(ids)) => {
                         accounts.extend(ids);
                         delivering.push(r.clone());
@@ -620,6 +702,7 @@ async fn deliver_local(shared: &Arc<Shared>, job: QueuedMessage) {
                 let queued = (!forward.is_empty()).then_some(&outbound);
                 let attempt = match store.accept(&body, &accounts, queued) {
                     Ok(_) => Attempt::Delivered,
+                    Err(StoreError::OverQuota { .. }) => quota_failure(Room::Full),
                     Err(e) => Attempt::Temporary(local_failure(&format!("local delivery: {e}"))),
                 };
                 results.extend(delivering.into_iter().map(|r| (r, attempt.clone())));

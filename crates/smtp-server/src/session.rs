@@ -19,7 +19,7 @@ use smtp_proto::{
     Command, CommandError, CommandReader, DataDecoder, DataOutcome, EnhancedCode, ForwardPath,
     PathRole, ReadError, Reply, ReversePath,
 };
-use store::{AccountId, Outbound, Resolution, Store};
+use store::{AccountId, Outbound, Resolution, Room, Store, StoreError};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::sasl::{self, SaslError};
@@ -37,6 +37,27 @@ fn reply(code: u16, enhanced: (u8, u16, u16), text: &str) -> Reply {
 }
 
 /// The envelope being built between MAIL and the end of DATA.
+/// The reply for a recipient whose mailbox (or one behind its alias) has no room for the
+/// declared size: 452 4.2.2 while it may yet have room (the sender retries), 552 5.2.2 when
+/// the message alone is bigger than the limit (RFC 3463).
+fn quota_refusal(address: &str, room: Room, declared: u64) -> Reply {
+    if room == Room::TooLarge {
+        info!(recipient = %address, size = declared, "message larger than the recipient's quota refused");
+        reply(
+            552,
+            (5, 2, 2),
+            &format!("Message too large for the storage quota of <{address}>"),
+        )
+    } else {
+        info!(recipient = %address, "recipient over its storage quota; deferred");
+        reply(
+            452,
+            (4, 2, 2),
+            &format!("Mailbox <{address}> is full, try again later"),
+        )
+    }
+}
+
 struct Envelope {
     from: ReversePath,
     smtputf8: bool,
@@ -53,6 +74,9 @@ struct Envelope {
     /// Free space claimed for the size the client declared (SIZE=), held until the
     /// message is stored or dropped.
     room: Option<gate::Reservation>,
+    /// The size the client declared (SIZE=), 0 when it did not: what each local
+    /// recipient's quota must have room for at RCPT.
+    declared: u64,
 }
 
 /// The account a submission client logged in as.
@@ -360,6 +384,7 @@ impl Session {
                     senders,
                     bounces: Vec::new(),
                     room,
+                    declared: params.size.unwrap_or(0),
                 });
                 self.send(reply(250, (2, 1, 0), "Sender OK"));
             }
@@ -479,32 +504,48 @@ impl Session {
         }
         let store = self.store.clone();
         let lookup = address.clone();
-        let resolution = tokio::task::spawn_blocking(move || store.resolve(&lookup)).await;
+        let declared = self.envelope.as_ref().map_or(0, |e| e.declared);
+        let resolution = tokio::task::spawn_blocking(move || {
+            let resolution = store.resolve(&lookup)?;
+            // The local accounts' room for the declared size, in the same trip. A failed
+            // look lets the recipient in: the store checks again as it writes.
+            let room = match &resolution {
+                Resolution::Local(accounts) | Resolution::Forward { accounts, .. } => store
+                    .quota_room(accounts, declared)
+                    .ok()
+                    .flatten()
+                    .map(|(_, room)| room),
+                _ => None,
+            };
+            Ok::<_, StoreError>((resolution, room))
+        })
+        .await;
         let relay = self.login.is_some();
         match resolution {
-            Ok(Ok(Resolution::Local(accounts))) => {
+            Ok(Ok((_, Some(room)))) => self.send(quota_refusal(&address, room, declared)),
+            Ok(Ok((Resolution::Local(accounts), None))) => {
                 self.add_recipient(address, accounts, Vec::new());
                 self.send(reply(250, (2, 1, 5), "Recipient OK"));
             }
             // An alias forwarding elsewhere: the remote targets go through the queue with
             // the original envelope sender (no SRS), on either listener.
-            Ok(Ok(Resolution::Forward { accounts, remote })) => {
+            Ok(Ok((Resolution::Forward { accounts, remote }, None))) => {
                 self.add_recipient(address, accounts, remote);
                 self.send(reply(250, (2, 1, 5), "Recipient OK"));
             }
-            Ok(Ok(Resolution::NotLocal)) if relay => {
+            Ok(Ok((Resolution::NotLocal, _))) if relay => {
                 let remote = vec![address.clone()];
                 self.add_recipient(address, Vec::new(), remote);
                 self.send(reply(250, (2, 1, 5), "Recipient OK; will relay"));
             }
-            Ok(Ok(Resolution::UnknownUser)) => {
+            Ok(Ok((Resolution::UnknownUser, _))) => {
                 self.send(reply(
                     550,
                     (5, 1, 1),
                     &format!("No such user here: <{address}>"),
                 ));
             }
-            Ok(Ok(Resolution::NotLocal)) => {
+            Ok(Ok((Resolution::NotLocal, _))) => {
                 info!(recipient = %address, "relay attempt refused");
                 self.send(reply(
                     550,
@@ -717,6 +758,15 @@ impl Session {
                     queue.notify_one();
                 }
                 reply(250, (2, 0, 0), &format!("Message accepted, id {id}"))
+            }
+            // A recipient filled up between RCPT and the end of DATA: nothing was stored.
+            Ok(Err(StoreError::OverQuota { address, .. })) => {
+                info!(id, recipient = %address, "message deferred: a recipient is over its storage quota");
+                reply(
+                    452,
+                    (4, 2, 2),
+                    &format!("Mailbox <{address}> is full, try again later"),
+                )
             }
             Ok(Err(e)) => {
                 warn!(id, error = %e, "could not store message");

@@ -392,6 +392,15 @@ impl Archives {
         self.archive_of(mailbox)?.messages(mailbox.row)
     }
 
+    pub(crate) fn messages_newest(
+        &self,
+        mailbox: ArchiveMailbox,
+        window: &crate::NewestFirst,
+    ) -> Result<(Vec<MessageMeta>, usize)> {
+        self.archive_of(mailbox)?
+            .messages_newest(mailbox.row, window)
+    }
+
     pub(crate) fn counts(&self, mailbox: ArchiveMailbox) -> Result<MailboxCounts> {
         self.archive_of(mailbox)?.counts(mailbox.row)
     }

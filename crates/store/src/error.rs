@@ -32,6 +32,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A write would take an account past its storage quota; nothing was written.
+    #[error("{address} is over its storage quota ({used} of {limit} bytes used)")]
+    OverQuota {
+        address: String,
+        used: u64,
+        limit: u64,
+    },
     #[error("commit failed: {0}")]
     CommitFailed(String),
     #[error("the store's writer thread has stopped")]

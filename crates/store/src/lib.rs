@@ -14,7 +14,9 @@ mod error;
 pub mod io;
 mod lists;
 mod password;
+pub mod segment;
 mod sqlite;
+pub mod text_index;
 mod types;
 
 pub use blob::{BlobId, BlobStore, Verdict};
@@ -23,11 +25,13 @@ pub use check::{
 };
 pub use error::StoreError;
 pub use lists::*;
+pub use segment::{Segment, Term};
 pub use sqlite::archive::{
     ArchiveOutcome, ArchivePlan, ArchiveProgress, ArchiveReport, ArchiveRequest, Indexer, Phase,
     batch_size as archive_batch_size,
 };
 pub use sqlite::inspect;
+pub use sqlite::text_index::FILE as TEXT_INDEX_FILE;
 pub use sqlite::{Expired, ORPHANS_DIR, OrphanRecovery, SCHEMA_VERSION, SqliteStore, backup};
 pub use types::*;
 
@@ -76,6 +80,12 @@ pub trait Directory: Send + Sync {
     fn accounts(&self) -> Result<Vec<AccountInfo>>;
     /// Checks a password; `Ok(None)` for an unknown account or a wrong password alike.
     fn authenticate(&self, address: &str, password: &str) -> Result<Option<AccountId>>;
+    /// Makes an account an administrator of the server, or no longer one.
+    fn set_admin(&self, address: &str, admin: bool) -> Result<()>;
+    /// Sets or clears an account's TOTP secret (base32).
+    fn set_totp_secret(&self, address: &str, secret: Option<&str>) -> Result<()>;
+    /// The account behind a sign-in; `Ok(None)` when it no longer exists.
+    fn principal(&self, account: AccountId) -> Result<Option<Principal>>;
     fn add_alias(&self, address: &str, targets: &[String]) -> Result<()>;
     fn remove_alias(&self, address: &str) -> Result<()>;
     fn aliases(&self) -> Result<Vec<AliasInfo>>;
@@ -91,6 +101,31 @@ pub trait Directory: Send + Sync {
     /// is the one place that rule lives, so SMTP, submission and local delivery from the
     /// queue agree.
     fn set_postmaster(&self, target: Option<String>);
+    /// Sets an account's own storage limit in bytes; `None` lets its domain's default apply.
+    fn set_quota(&self, address: &str, limit: Option<u64>) -> Result<()>;
+    /// Sets the storage limit of a domain's accounts that have none of their own.
+    fn set_domain_quota(&self, domain: &str, limit: Option<u64>) -> Result<()>;
+    fn domain_quota(&self, domain: &str) -> Result<Option<u64>>;
+    fn account_quota(&self, address: &str) -> Result<AccountQuota>;
+    /// An account's usage and the limit that applies to it. Every write that adds mail
+    /// checks the limit in its own transaction and fails with `OverQuota`; this is for
+    /// answering before the mail arrives (SMTP's RCPT, IMAP's GETQUOTA).
+    fn quota(&self, account: AccountId) -> Result<Quota>;
+    /// Whether `size` more bytes fit each of `accounts`: the first that has no room, with
+    /// why; `None` when all do.
+    fn quota_room(&self, accounts: &[AccountId], size: u64) -> Result<Option<(AccountId, Room)>> {
+        for &account in accounts {
+            match self.quota(account)?.room(size) {
+                Room::Fits => {}
+                room => return Ok(Some((account, room))),
+            }
+        }
+        Ok(None)
+    }
+    /// Every account under a limit (its own or its domain's), by address.
+    fn quota_usage(&self) -> Result<Vec<QuotaUse>>;
+    /// Records that an account's owner was warned it is nearly full, or that it has room again.
+    fn set_quota_warned(&self, account: AccountId, warned: bool) -> Result<()>;
 }
 
 /// What IMAP and POP3 need: mailboxes, messages, flags, bodies, and the change listener.
@@ -101,6 +136,26 @@ pub trait Mailboxes: Send + Sync {
     fn mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo>;
     /// The messages of a mailbox in UID order.
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>>;
+    /// What the full-text index says about a text search in `mailbox`: which messages may
+    /// match (a superset, to be verified by scanning). `None` when it cannot narrow the
+    /// search, and every message must be scanned.
+    fn text_candidates(
+        &self,
+        _mailbox: MailboxId,
+        _query: &text_index::TextQuery,
+    ) -> Result<Option<text_index::TextCandidates>> {
+        Ok(None)
+    }
+    /// One page of a mailbox, newest first (see [`NewestFirst`]), and how many messages its
+    /// dates select in all. A mail reader's page of a 100,000-message mailbox should read
+    /// its 50 rows, not all of them: backends answer from their UID index.
+    fn messages_newest(
+        &self,
+        mailbox: MailboxId,
+        window: &NewestFirst,
+    ) -> Result<(Vec<MessageMeta>, usize)> {
+        Ok(window.take(self.messages(mailbox)?))
+    }
     /// A message's bytes, verified against its content hash.
     fn read_blob(&self, blob: &BlobId) -> Result<Vec<u8>>;
     /// Removes messages from a mailbox in one atomic transaction.
@@ -113,6 +168,15 @@ pub trait Mailboxes: Send + Sync {
     /// `AlreadyExists` if the name is taken; `Invalid` for an empty name, an empty level
     /// ("a//b"), a leading or trailing "/", or a name longer than 512 bytes.
     fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo>;
+    /// [`Mailboxes::create_mailbox`] with a special-use role (IMAP's CREATE-SPECIAL-USE,
+    /// RFC 6154). A role belongs to at most one mailbox of an account: `AlreadyExists` when
+    /// another one holds it (the default mailboxes hold every role until deleted).
+    fn create_special_use_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        role: SpecialUse,
+    ) -> Result<MailboxInfo>;
     /// Deletes a mailbox and its messages (blobs released); INBOX cannot be deleted.
     /// Mailboxes below it ("name/...") stay.
     fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()>;
@@ -132,6 +196,20 @@ pub trait Mailboxes: Send + Sync {
         flags: Flags,
         keywords: &[String],
         internal_date: Option<i64>,
+    ) -> Result<Delivered> {
+        self.append_in_zone(mailbox, message, flags, keywords, internal_date, 0)
+    }
+    /// [`Mailboxes::append`] with the time zone the internal date was given in, in minutes
+    /// east of UTC (IMAP APPEND's date-time), kept so that INTERNALDATE gives it back.
+    /// `Invalid` beyond ±99:59.
+    fn append_in_zone(
+        &self,
+        mailbox: MailboxId,
+        message: &[u8],
+        flags: Flags,
+        keywords: &[String],
+        internal_date: Option<i64>,
+        zone_minutes: i16,
     ) -> Result<Delivered>;
     /// Changes the flags of the messages with these UIDs (missing UIDs are skipped) in one
     /// transaction and returns their new flags, in UID order.
@@ -142,7 +220,29 @@ pub trait Mailboxes: Send + Sync {
         op: FlagOp,
         flags: Flags,
         keywords: &[String],
-    ) -> Result<Vec<FlagState>>;
+    ) -> Result<Vec<FlagState>> {
+        Ok(self
+            .store_flags(mailbox, uids, op, flags, keywords, None)?
+            .states)
+    }
+    /// [`Mailboxes::update_flags`], and with `unchanged_since` (RFC 7162 STORE
+    /// UNCHANGEDSINCE) only for messages whose mod-sequence is not above it; the others
+    /// are left alone and listed in `modified`. Each message changed takes the mailbox's
+    /// new mod-sequence.
+    fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagUpdate>;
+    /// The UID ranges expunged from a mailbox after mod-sequence `modseq`, ascending (for
+    /// QRESYNC's VANISHED). Expunges are remembered for a bounded time and number; `None`
+    /// when some after `modseq` may have been forgotten, so the caller must compare UIDs.
+    /// A range may name UIDs that never existed, never one that still does.
+    fn expunged_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Option<Vec<(u32, u32)>>>;
     /// Removes the messages flagged \Deleted (only those among `uids`, when given) in one
     /// transaction; returns the UIDs removed, ascending.
     fn expunge_deleted(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>>;
@@ -169,8 +269,9 @@ pub trait Queue: Send + Sync {
         local: &[AccountId],
         outbound: Option<&Outbound>,
     ) -> Result<Accepted>;
-    /// Queued messages with at least one recipient due (`Queued`, `next_attempt <= now`),
-    /// earliest due first, at most `limit`; each lists only its due recipients.
+    /// Queued messages with at least one recipient due (`Queued`, `next_attempt <= now`,
+    /// and no transaction begun: see [`Queue::queue_begin`]), earliest due first, at most
+    /// `limit`; each lists only its due recipients.
     fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueuedMessage>>;
     /// A queued message's bytes; `NotFound` once it left the queue.
     fn queue_body(&self, id: QueueId) -> Result<Vec<u8>>;
@@ -178,7 +279,24 @@ pub trait Queue: Send + Sync {
     /// notices it caused, in one transaction. Adds one to `attempts` of each settled
     /// recipient. A message with no recipient left `Queued` leaves the queue. Settling a
     /// recipient that is gone (removed by an operator) is not an error.
+    ///
+    /// When the registered [`BounceRouter`] reads the message's sender as a campaign's or
+    /// step's VERP address, the same transaction records the outcome in its history
+    /// (delivered, deferred, failed) and a failure as a hard bounce (a delay notice as a
+    /// soft one), once per recipient, and the notices addressed to that sender are not
+    /// queued: the bounce they would carry is already counted.
     fn queue_settle(&self, id: QueueId, settled: &[Settlement], notices: &[Notice]) -> Result<()>;
+    /// Records, durably, that an SMTP transaction (or a local delivery) for these
+    /// recipients begins at `now`. Only recipients queued `at_most_once` (campaign and step
+    /// mail) are marked; settling them clears the mark. Call it before the transaction
+    /// starts and do not start it if this fails.
+    fn queue_begin(&self, id: QueueId, recipients: &[RecipientId], now: i64) -> Result<()>;
+    /// After a restart, before the first delivery: the recipients whose transaction began
+    /// and never settled (the process died or stopped in the middle) have an unknown
+    /// outcome. They are settled as delivered (with that said in their last error, and in
+    /// the newsletter history as a delivery), because a second copy of campaign mail is
+    /// worse than a lost one. Returns how many there were.
+    fn queue_unfinished(&self, now: i64) -> Result<u64>;
     /// Every queued message with all its recipients, oldest first.
     fn queue_list(&self) -> Result<Vec<QueuedMessage>>;
     /// One queued message with all its recipients.

@@ -111,6 +111,193 @@ pub struct NewSubscriber {
     pub status: SubscriberStatus,
 }
 
+/// The longest local part RFC 5321 allows (section 4.5.3.1.1), in octets.
+const MAX_LOCAL_PART: usize = 64;
+/// The longest forward-path less its angle brackets (RFC 5321 section 4.5.3.1.3).
+const MAX_ADDRESS: usize = 254;
+/// The longest domain name and label (RFC 1035 section 2.3.4), in octets.
+const MAX_DOMAIN: usize = 253;
+const MAX_LABEL: usize = 63;
+
+/// A subscriber's address as the lists keep it (trimmed, the domain in lower case), or why
+/// it is not one. The syntax is RFC 5321's Mailbox, with RFC 6531's UTF-8 in the local part
+/// and in domain labels (IDN), less what no subscriber can be reached at: the domain must
+/// be a name of two labels or more whose top label is not all digits; address literals
+/// (`[192.0.2.1]`) are refused. Lists, imports, `subscriber add` and the public
+/// `/subscribe` form all pass through here.
+pub fn check_address(email: &str) -> std::result::Result<String, String> {
+    let email = email.trim();
+    let bad = |why: &str| Err(format!("'{email}' is not an address: {why}"));
+    if email.is_empty() {
+        return bad("it is empty");
+    }
+    if email.len() > MAX_ADDRESS {
+        return bad("longer than 254 bytes");
+    }
+    // The domain starts after the last @: a quoted local part may hold one.
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return bad("no @ (expected user@domain)");
+    };
+    if let Err(why) = check_local_part(local) {
+        return bad(&why);
+    }
+    if let Err(why) = check_domain(domain) {
+        return bad(&why);
+    }
+    Ok(format!("{local}@{}", domain.to_lowercase()))
+}
+
+fn check_local_part(local: &str) -> std::result::Result<(), String> {
+    if local.is_empty() {
+        return Err("the part before @ is empty".into());
+    }
+    if local.len() > MAX_LOCAL_PART {
+        return Err("the part before @ is longer than 64 bytes".into());
+    }
+    if let Some(inner) = local.strip_prefix('"') {
+        // Quoted-string: printable ASCII but `"` and `\`, which come as a quoted pair.
+        let Some(inner) = inner.strip_suffix('"') else {
+            return Err("an unclosed quote before @".into());
+        };
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            let ok = match c {
+                '\\' => chars.next().is_some_and(|q| (' '..='~').contains(&q)),
+                '"' => false,
+                c => (' '..='~').contains(&c) || !c.is_ascii() && !c.is_control(),
+            };
+            if !ok {
+                return Err("a character a quoted local part cannot hold".into());
+            }
+        }
+        return Ok(());
+    }
+    // Dot-string: atoms of atext joined by single dots.
+    for atom in local.split('.') {
+        if atom.is_empty() {
+            return Err(
+                "an empty part between dots before @ (a leading, trailing or double dot)".into(),
+            );
+        }
+        if let Some(c) = atom.chars().find(|&c| !is_atext(c)) {
+            return Err(format!("{c:?} may not appear before @ unquoted"));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 5322 atext, and any non-ASCII character but controls and spaces (RFC 6531).
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || !c.is_ascii() && !c.is_control() && !c.is_whitespace()
+}
+
+fn check_domain(domain: &str) -> std::result::Result<(), String> {
+    if domain.is_empty() {
+        return Err("nothing after @".into());
+    }
+    if domain.starts_with('[') {
+        return Err("an address literal cannot be subscribed; give a domain name".into());
+    }
+    if domain.len() > MAX_DOMAIN {
+        return Err("the domain is longer than 253 bytes".into());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err(format!(
+            "'{domain}' is not a domain name of two labels or more"
+        ));
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err("an empty label in the domain (a leading, trailing or double dot)".into());
+        }
+        if label.len() > MAX_LABEL {
+            return Err("a domain label longer than 63 bytes".into());
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("the domain label '{label}' starts or ends with -"));
+        }
+        // Letters, digits and hyphens; letters of any script (IDN, RFC 5890).
+        if let Some(c) = label.chars().find(|&c| {
+            !(c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii() && c.is_alphanumeric())
+        }) {
+            return Err(format!("{c:?} cannot appear in a domain name"));
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|top| top.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(format!(
+            "'{domain}' ends in a number, which no top-level domain is"
+        ));
+    }
+    Ok(())
+}
+
+/// Why an address is on the global suppression list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SuppressionReason {
+    /// A bounce disabled a subscriber at this address (see [`BouncePolicy`]).
+    Bounced,
+    /// The reader reported our mail as spam (an ARF feedback-loop report).
+    Complained,
+    /// The reader asked to hear nothing more from this server, on any list.
+    Unsubscribed,
+    /// The operator put it there.
+    Manual,
+}
+
+impl SuppressionReason {
+    pub const ALL: [SuppressionReason; 4] = [
+        SuppressionReason::Bounced,
+        SuppressionReason::Complained,
+        SuppressionReason::Unsubscribed,
+        SuppressionReason::Manual,
+    ];
+
+    /// The name stored in the database, shown by the CLI and read by imports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Bounced => "bounced",
+            SuppressionReason::Complained => "complained",
+            SuppressionReason::Unsubscribed => "unsubscribed",
+            SuppressionReason::Manual => "manual",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SuppressionReason> {
+        let name = name.trim().to_ascii_lowercase();
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// An address that no campaign or step mail goes to, whatever list it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    /// As [`suppression_key`] makes it: trimmed, all in lower case.
+    pub address: String,
+    pub reason: SuppressionReason,
+    /// Unix seconds: when it was first suppressed.
+    pub at: i64,
+    /// What caused it ("campaign 3: 5.1.1 user unknown"), at most [`MAX_SUPPRESSION_NOTE`]
+    /// bytes.
+    pub note: Option<String>,
+}
+
+/// The longest note kept with a suppression, in bytes.
+pub const MAX_SUPPRESSION_NOTE: usize = 300;
+
+/// How the suppression list spells an address: trimmed and entirely in lower case. The
+/// local part is case-sensitive in RFC 5321, but no real mailbox relies on it, and the
+/// list errs towards not mailing: a reader who complained as `Ann@` must not get the next
+/// campaign as `ann@`. Not a check: a lookup of anything finds what it can.
+pub fn suppression_key(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
 /// What [`Newsletters::subscriber_import`] did with its rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportCounts {
@@ -135,6 +322,10 @@ pub enum CampaignState {
 }
 
 impl CampaignState {
+    /// The states in which a campaign has not started sending, so what it sends, when and
+    /// how fast may still change ([`Newsletters::campaign_edit`]).
+    pub const EDITABLE: [CampaignState; 2] = [CampaignState::Draft, CampaignState::Scheduled];
+
     pub const ALL: [CampaignState; 6] = [
         CampaignState::Draft,
         CampaignState::Scheduled,
@@ -209,6 +400,27 @@ impl CampaignAction {
     }
 }
 
+/// Changes to a campaign that has not started; `None` keeps the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CampaignEdit {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub send_at: Option<i64>,
+    pub rate_per_second: Option<u32>,
+    pub rate_per_domain: Option<u32>,
+}
+
+/// What [`Newsletters::campaign_edit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edited {
+    Changed,
+    /// Not changed: the campaign is in `current`, not one of [`CampaignState::EDITABLE`].
+    Refused {
+        current: CampaignState,
+    },
+}
+
 /// What [`Newsletters::campaign_apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -248,10 +460,27 @@ pub struct Campaign {
     /// Unix seconds; the sender starts a `Scheduled` campaign at or after it.
     pub send_at: i64,
     pub state: CampaignState,
-    /// Messages per second overall and per destination domain; 0 means no limit of its own.
+    /// Messages per second overall and per destination domain; 0 means no limit. A
+    /// campaign made without a rate gets the configured one when it is made.
     pub rate_per_second: u32,
     pub rate_per_domain: u32,
     pub created: i64,
+    /// Lists the campaign goes to besides `list`, in the order given. An address on
+    /// several of them (in any case) gets one mail, as the subscriber of the first of
+    /// `list`, then `also` in order, on which it is active and matches the segment; that
+    /// subscriber's id is the one in the campaign's history and report.
+    pub also: Vec<ListId>,
+    /// Which of the lists' active subscribers it goes to (no terms: all of them).
+    pub segment: crate::Segment,
+}
+
+impl Campaign {
+    /// Every list the campaign goes to, `list` first.
+    pub fn lists(&self) -> Vec<ListId> {
+        std::iter::once(self.list)
+            .chain(self.also.iter().copied())
+            .collect()
+    }
 }
 
 /// A campaign to add; see [`Campaign`] for the fields.
@@ -266,6 +495,9 @@ pub struct NewCampaign {
     pub rate_per_second: u32,
     pub rate_per_domain: u32,
     pub created: i64,
+    /// Distinct from `list` and from each other.
+    pub also: Vec<ListId>,
+    pub segment: crate::Segment,
 }
 
 /// A series of mails sent to each subscriber of a list a number of days after they joined.
@@ -354,16 +586,33 @@ pub enum Outcome {
     Unsubscribe,
     /// The mail's open-tracking pixel was fetched (only with open tracking on).
     Open,
+    /// The outbound queue handed the mail to the recipient's server (its 250 after DATA),
+    /// or delivered it into a local mailbox.
+    Delivered,
+    /// The outbound queue was told "try later" at least once for this mail.
+    Deferred,
+    /// The outbound queue gave the mail up: a 5xx, or its retry period ran out.
+    Failed,
+    /// The reader reported the mail as spam (an ARF feedback-loop report, RFC 5965).
+    Complaint,
+    /// Not sent: the address was on the suppression list when the mail was to be queued.
+    /// Counted apart from `Sent`, so "sent" stays what the queue really got.
+    Suppressed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Sent,
         Outcome::HardBounce,
         Outcome::SoftBounce,
         Outcome::Click,
         Outcome::Unsubscribe,
         Outcome::Open,
+        Outcome::Delivered,
+        Outcome::Deferred,
+        Outcome::Failed,
+        Outcome::Complaint,
+        Outcome::Suppressed,
     ];
 
     /// The `outcome` column and the `event` of its raw events.
@@ -375,12 +624,56 @@ impl Outcome {
             Outcome::Click => "click",
             Outcome::Unsubscribe => "unsubscribe",
             Outcome::Open => "open",
+            Outcome::Delivered => "delivered",
+            Outcome::Deferred => "deferred",
+            Outcome::Failed => "failed",
+            Outcome::Complaint => "complaint",
+            Outcome::Suppressed => "suppressed",
         }
     }
 
     pub fn parse(name: &str) -> Option<Outcome> {
         Self::ALL.into_iter().find(|o| o.as_str() == name)
     }
+}
+
+/// How bounces are judged: what disables a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BouncePolicy {
+    /// Hard bounces that disable a subscriber (0: never).
+    pub hard_limit: u32,
+    /// Different mails (campaigns or steps) that soft-bounced within `soft_days` days and
+    /// disable a subscriber as a hard bounce would (0: never). Mails, not bounces: one mail
+    /// deferred for days by a full mailbox is one soft bounce, not one per retry.
+    pub soft_limit: u32,
+    pub soft_days: u32,
+}
+
+impl Default for BouncePolicy {
+    fn default() -> Self {
+        BouncePolicy {
+            hard_limit: 1,
+            soft_limit: 5,
+            soft_days: 30,
+        }
+    }
+}
+
+/// Reads the envelope senders of queued mail for the outbound queue's settlement (see
+/// [`crate::Queue::queue_settle`]): when a sender is the VERP address of a campaign or
+/// step mail, what the queue learns about that mail (delivered, deferred, failed) is
+/// recorded in the newsletter's history and bounce counts in the settlement's own
+/// transaction, so a refusal at RCPT or a give-up counts exactly once, and no DSN is
+/// queued to an address that only the SMTP listener would have understood.
+///
+/// The newsletter engine registers one (it holds the key that signs VERP addresses); the
+/// store only asks it.
+pub trait BounceRouter: Send + Sync {
+    /// The campaign or step and the subscriber `sender` stands for, when it is one of our
+    /// VERP addresses with a valid signature; `None` for every other sender.
+    fn route(&self, sender: &str) -> Option<(HistoryRef, SubscriberId)>;
+    /// The limits the bounces learned this way are judged by.
+    fn policy(&self) -> BouncePolicy;
 }
 
 /// One rendered mail for one subscriber, ready for the outbound queue.
@@ -494,10 +787,25 @@ pub trait Newsletters: Send + Sync {
     fn campaigns(&self) -> Result<Vec<Campaign>>;
     fn campaign(&self, id: CampaignId) -> Result<Campaign>;
     /// Applies `action` if the campaign's state at that moment allows it (see
-    /// [`CampaignAction::allowed_from`]), in one write; NotFound for an unknown campaign.
-    fn campaign_apply(&self, id: CampaignId, action: CampaignAction) -> Result<Transition>;
-    /// Active subscribers of the campaign's list not yet in its `sent` set, in id order,
-    /// those after `after`, at most `limit`.
+    /// [`CampaignAction::allowed_from`]), in one write that also appends the move to the
+    /// action log (at `now`); NotFound for an unknown campaign.
+    fn campaign_apply(
+        &self,
+        id: CampaignId,
+        action: CampaignAction,
+        now: i64,
+    ) -> Result<Transition>;
+    /// Applies `edit` if the campaign is in one of [`CampaignState::EDITABLE`] at that
+    /// moment, in one conditional write that also appends it to the action log (at `now`),
+    /// so an edit racing the sender's start either lands before it or is refused. A draft
+    /// given a `send_at` becomes scheduled. NotFound for an unknown campaign.
+    fn campaign_edit(&self, id: CampaignId, edit: CampaignEdit, now: i64) -> Result<Edited>;
+    /// Active subscribers of the campaign's lists who match its segment and are in neither
+    /// its `sent` nor its `suppressed` set, in id order, those after `after`, at most
+    /// `limit`. An address on several of the lists (in any case) is pending once, as the
+    /// subscriber of the first list on which it is active and matches, and not at all once
+    /// any of its subscribers on those lists is in either set (so a reader who left the
+    /// first list after being mailed does not get a second copy through the next).
     fn campaign_pending(
         &self,
         id: CampaignId,
@@ -509,7 +817,16 @@ pub trait Newsletters: Send + Sync {
     /// skipping mails whose subscriber is already in it; adds to the day's `sent` total.
     /// After a crash the queue and the set agree, so nobody is ever queued twice. Returns
     /// how many mails were queued.
+    ///
+    /// A mail to a suppressed address is not queued: its subscriber joins the
+    /// `suppressed` set of `about` instead, which [`Newsletters::campaign_pending`] and
+    /// [`Newsletters::steps_due`] count as done. Both senders come through here, and the
+    /// check is in the transaction that queues, so an address suppressed a moment before
+    /// (a complaint arriving mid-campaign) is never mailed.
     fn enqueue_mails(&self, about: HistoryRef, mails: &[Mail], now: i64) -> Result<usize>;
+    /// How many different addresses (in any case) among the active subscribers of `lists`
+    /// match `segment` now: whom a campaign to them would be sent to, before suppression.
+    fn segment_count(&self, lists: &[ListId], segment: &crate::Segment) -> Result<u64>;
 
     // Sequences.
     /// `join_existing`: whether subscribers who started before `now` take part (counting
@@ -530,7 +847,8 @@ pub trait Newsletters: Send + Sync {
     /// Removes a sequence, its steps and their history.
     fn sequence_remove(&self, id: SequenceId) -> Result<()>;
     /// (step, subscriber) pairs due at `now`, at most `limit`: the subscriber is active,
-    /// takes part in the sequence, got the step before (if any) and not this one, and its
+    /// takes part in the sequence, got the step before (if any) and not this one (a step
+    /// it was suppressed for counts as got), and its
     /// start + `days_after` days at `send_minute` in the sequence's zone is not after `now`.
     fn steps_due(&self, now: i64, limit: usize) -> Result<Vec<(Step, Subscriber)>>;
 
@@ -557,17 +875,64 @@ pub trait Newsletters: Send + Sync {
         now: i64,
     ) -> Result<u64>;
     /// Records a bounce and counts it on the subscriber, and disables the subscriber
-    /// (`Bounced`) once its hard bounces reach `hard_limit` (0: never), in one transaction.
-    /// An unsubscribed subscriber stays unsubscribed. Returns the subscriber afterwards.
+    /// (`Bounced`) once its hard bounces reach `policy.hard_limit`, or once it soft-bounced
+    /// on `policy.soft_limit` different mails within `policy.soft_days` (0: never), in one
+    /// transaction. An unsubscribed subscriber stays unsubscribed. Whenever the policy's
+    /// limit is reached, the address also goes on the suppression list as `Bounced` (it
+    /// cannot take mail, whichever list it is on). Returns the subscriber afterwards.
     fn bounce(
         &self,
         about: HistoryRef,
         subscriber: SubscriberId,
         hard: bool,
         detail: Option<&str>,
-        hard_limit: u32,
+        policy: BouncePolicy,
         now: i64,
     ) -> Result<Subscriber>;
+    /// Records a complaint (an ARF report about the mail `about` sent to `subscriber`):
+    /// [`Outcome::Complaint`] with `detail`, and the subscriber's address on the
+    /// suppression list as `Complained`, in one transaction. The subscriber's status is
+    /// left alone: the suppression list is what stops the mail, and removing the address
+    /// from it (the reader complained by mistake) resumes it. Returns the subscriber.
+    fn complaint(
+        &self,
+        about: HistoryRef,
+        subscriber: SubscriberId,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<Subscriber>;
+
+    // The global suppression list: addresses no campaign or step mail goes to, on any list.
+    // [`Newsletters::enqueue_mails`] consults it, so both senders do; hard bounces
+    // ([`Newsletters::bounce`] once the policy disables a subscriber) and complaints
+    // ([`Newsletters::complaint`]) add to it by themselves.
+    /// Puts an address on the list; `Invalid` if it is not an address. Returns whether it
+    /// was added: an address already there keeps its first reason, time and note.
+    fn suppress(
+        &self,
+        address: &str,
+        reason: SuppressionReason,
+        note: Option<&str>,
+        now: i64,
+    ) -> Result<bool>;
+    /// Adds many entries (an import), one transaction per thousand; `present` counts the
+    /// addresses already there, `invalid` the rows (by index) that are not addresses.
+    fn suppress_many(&self, rows: Vec<Suppression>) -> Result<ImportCounts>;
+    /// Takes an address off the list; `NotFound` if it is not on it.
+    fn unsuppress(&self, address: &str) -> Result<()>;
+    /// The entry for an address, if it is suppressed.
+    fn suppression(&self, address: &str) -> Result<Option<Suppression>>;
+    /// Which of `addresses` are suppressed, as [`suppression_key`]s: one query per few
+    /// hundred addresses, not one per address.
+    fn suppressed_among(&self, addresses: &[String]) -> Result<std::collections::BTreeSet<String>>;
+    /// Entries in address order, those after `after`, at most `limit` (paging).
+    fn suppressions(&self, after: Option<&str>, limit: usize) -> Result<Vec<Suppression>>;
+    /// How many addresses are suppressed.
+    fn suppression_count(&self) -> Result<u64>;
+
+    /// Registers who reads the VERP senders of queued mail (one; a second call replaces the
+    /// first). Until one is registered, the queue's settlements touch no history.
+    fn set_bounce_router(&self, router: std::sync::Arc<dyn BounceRouter>);
     /// Appends a line to the action log (a raw event "action", pruned like the others).
     fn log_action(&self, about: Option<HistoryRef>, detail: &str, now: i64) -> Result<()>;
     /// The members of one set, ascending: "who received campaign X" is one bitmap read.
@@ -595,11 +960,85 @@ pub trait Newsletters: Send + Sync {
     fn links(&self, about: HistoryRef) -> Result<Vec<String>>;
     /// Replaces the stored URLs of a campaign or step.
     fn set_links(&self, about: HistoryRef, urls: &[String]) -> Result<()>;
+    /// The clicks among the raw events still kept, by URL: (url, readers, clicks). Counted
+    /// by the database, so a campaign page does not read every event it has.
+    fn click_tally(&self, about: HistoryRef) -> Result<Vec<(String, u64, u64)>>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(address: &str, expect: Option<&str>) {
+        match (check_address(address), expect) {
+            (Ok(got), Some(want)) => assert_eq!(got, want, "{address:?}"),
+            (Err(_), None) => {}
+            (got, want) => panic!("{address:?}: got {got:?}, wanted {want:?}"),
+        }
+    }
+
+    #[test]
+    fn addresses_are_rfc_5321_mailboxes_with_a_real_domain() {
+        for (good, stored) in [
+            ("ann@example.org", "ann@example.org"),
+            ("  Ann.Lee+news@Example.ORG ", "Ann.Lee+news@example.org"),
+            ("o'brien@sub.example.co.uk", "o'brien@sub.example.co.uk"),
+            (
+                "x!#$%&*/=?^_`{|}~-y@example.org",
+                "x!#$%&*/=?^_`{|}~-y@example.org",
+            ),
+            ("\"john doe\"@example.org", "\"john doe\"@example.org"),
+            ("\"a@b\"@example.org", "\"a@b\"@example.org"),
+            ("\"q\\\"uote\"@example.org", "\"q\\\"uote\"@example.org"),
+            ("user@xn--bcher-kva.example", "user@xn--bcher-kva.example"),
+            ("user@Bücher.Example", "user@bücher.example"),
+            ("用户@例子.广告", "用户@例子.广告"),
+            ("a@b-c.d1", "a@b-c.d1"),
+        ] {
+            check(good, Some(stored));
+        }
+        let long_label = format!("a@{}.example", "x".repeat(64));
+        let long_local = format!("{}@example.org", "x".repeat(65));
+        let long_all = format!("a@{}example.org", "abcdefghi.".repeat(25));
+        for bad in [
+            "",
+            "two@@remote.test",
+            "x@y@remote.test",
+            "@remote.test",
+            "user@",
+            "user",
+            "user@localhost",
+            "a b@example.org",
+            "a..b@example.org",
+            ".a@example.org",
+            "a.@example.org",
+            "a(b)@example.org",
+            "a,b@example.org",
+            "<a@example.org>",
+            "\"open@example.org",
+            "\"a\"b\"@example.org",
+            "a@-example.org",
+            "a@example-.org",
+            "a@exa_mple.org",
+            "a@example..org",
+            "a@.example.org",
+            "a@example.org.",
+            "a@[192.0.2.1]",
+            "a@192.0.2.1",
+            "a@exa mple.org",
+            "a\u{7}@example.org",
+            &long_label,
+            &long_local,
+            &long_all,
+        ] {
+            check(bad, None);
+        }
+        let why = check_address("x@y@remote.test").unwrap_err();
+        assert!(
+            why.contains("x@y@remote.test") && why.contains("@"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn outcome_names_round_trip_and_are_distinct() {

@@ -17,6 +17,88 @@ pub struct AccountInfo {
     pub address: String,
     pub messages: u64,
     pub bytes: u64,
+    /// Administers the server: the web console's operator screens.
+    pub admin: bool,
+    /// The storage limit that applies: the account's own, else its domain's default.
+    pub quota: Option<u64>,
+}
+
+/// An account's storage: what its live messages take and the limit that applies (its own,
+/// else its domain's default; `None` for no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub used: u64,
+    pub limit: Option<u64>,
+}
+
+/// Whether a message fits an account's quota, and if not, whether it ever can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Fits,
+    /// Not now: the owner may free space or the limit may be raised, so a sender should
+    /// try again later (SMTP 452 4.2.2).
+    Full,
+    /// Never: the message alone is bigger than the limit (SMTP 552 5.2.2).
+    TooLarge,
+}
+
+/// An account under a limit, for the warnings, the alerts and `stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaUse {
+    pub account: AccountId,
+    pub address: String,
+    pub quota: Quota,
+    /// Its owner was told it is nearly full, and it has not had room since.
+    pub warned: bool,
+}
+
+/// One account's quota as `tegami account quota` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountQuota {
+    pub account: AccountId,
+    pub quota: Quota,
+    /// Its own limit; `None` when its domain's default (or nothing) applies.
+    pub own: Option<u64>,
+}
+
+impl Quota {
+    /// The share of its limit past which an account's owner is warned.
+    pub const WARN_PERCENT: u64 = 90;
+
+    /// Whether `size` more bytes fit: the usage after it must not pass the limit.
+    pub fn room(&self, size: u64) -> Room {
+        match self.limit {
+            None => Room::Fits,
+            Some(limit) if size > limit => Room::TooLarge,
+            Some(limit) if self.used.saturating_add(size) > limit => Room::Full,
+            Some(_) => Room::Fits,
+        }
+    }
+
+    /// Usage as a whole percentage of the limit (rounded down); `None` without a limit.
+    pub fn percent(&self) -> Option<u64> {
+        let limit = self.limit?;
+        Some(if limit == 0 {
+            100
+        } else {
+            (u128::from(self.used) * 100 / u128::from(limit)) as u64
+        })
+    }
+
+    /// At or past [`Quota::WARN_PERCENT`] of a limit.
+    pub fn nearly_full(&self) -> bool {
+        self.percent().is_some_and(|p| p >= Self::WARN_PERCENT)
+    }
+}
+
+/// Who an account is when it signs in to the web console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: AccountId,
+    pub address: String,
+    pub admin: bool,
+    /// The RFC 6238 secret (base32) of an administrator who turned on a second factor.
+    pub totp_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +194,9 @@ pub struct MailboxCounts {
     /// Messages not yet claimed by any session that selected the mailbox
     /// (see [`crate::Store::claim_recent`]).
     pub recent: u32,
+    /// Messages flagged \Deleted, and their size (STATUS DELETED and DELETED-STORAGE).
+    pub deleted: u32,
+    pub deleted_bytes: u64,
 }
 
 /// How STORE changes flags.
@@ -128,6 +213,19 @@ pub struct FlagState {
     pub uid: u32,
     pub flags: Flags,
     pub keywords: Vec<String>,
+    /// The message's mod-sequence after the change (RFC 7162): unchanged when the change
+    /// changed nothing.
+    pub modseq: u64,
+}
+
+/// What a conditional flag change did: the messages changed (or left as they were asked to
+/// be), and the UIDs refused because they changed after the caller's mod-sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlagUpdate {
+    pub states: Vec<FlagState>,
+    /// UIDs whose mod-sequence was above `unchanged_since`, ascending: not touched
+    /// (RFC 7162's MODIFIED).
+    pub modified: Vec<u32>,
 }
 
 /// Where COPY or MOVE put messages: for the UIDPLUS COPYUID response.
@@ -162,12 +260,55 @@ pub struct Delivered {
     pub uid: u32,
 }
 
+/// A page of a mailbox for a mail reader, newest (highest UID) first: the messages below
+/// `below_uid` when given, dated in `[since, until)` when given, `skip` of them skipped and
+/// at most `limit` returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NewestFirst {
+    pub below_uid: Option<u32>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub skip: usize,
+    pub limit: usize,
+}
+
+impl NewestFirst {
+    fn dated(&self, meta: &MessageMeta) -> bool {
+        self.since.is_none_or(|s| meta.internal_date >= s)
+            && self.until.is_none_or(|u| meta.internal_date < u)
+    }
+
+    /// The page taken from a whole mailbox in UID order, and how many messages the dates
+    /// select in all: the rule every backend's faster query must agree with.
+    pub fn take(&self, in_uid_order: Vec<MessageMeta>) -> (Vec<MessageMeta>, usize) {
+        let dated: Vec<MessageMeta> = in_uid_order
+            .into_iter()
+            .rev()
+            .filter(|m| self.dated(m))
+            .collect();
+        let total = dated.len();
+        let page = dated
+            .into_iter()
+            .filter(|m| self.below_uid.is_none_or(|b| m.uid < b))
+            .skip(self.skip)
+            .take(self.limit)
+            .collect();
+        (page, total)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageMeta {
     pub id: MessageId,
     pub uid: u32,
     /// Seconds since the Unix epoch when the message arrived.
     pub internal_date: i64,
+    /// The time zone the internal date was given in (APPEND's date-time), in minutes east
+    /// of UTC; 0 for mail the server dated itself.
+    pub internal_zone: i16,
+    /// The message's mod-sequence (RFC 7162): the mailbox's `modseq` at its last change
+    /// (arrival or flags). Never above the mailbox's.
+    pub modseq: u64,
     pub size: u64,
     pub flags: Flags,
     /// IMAP keywords (user flags such as `$Forwarded`), sorted, without duplicates.
@@ -325,6 +466,10 @@ pub struct QueuedRecipient {
     pub last_error: Option<String>,
     /// A delay notice has been queued for this recipient.
     pub delay_notified: bool,
+    /// Campaign or step mail: a second copy is worse than a lost one. Its transactions
+    /// are recorded before they start ([`crate::Queue::queue_begin`]), and one whose
+    /// outcome a crash left unknown counts as delivered ([`crate::Queue::queue_unfinished`]).
+    pub at_most_once: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,4 +522,85 @@ pub struct QueueStats {
     pub oldest: Option<i64>,
     /// Waiting recipients whose last attempt failed, by `last_reason`, sorted by reason.
     pub deferred_by_reason: Vec<(String, u64)>,
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_fits_until_the_usage_after_it_passes_the_limit() {
+        let q = Quota {
+            used: 900,
+            limit: Some(1000),
+        };
+        assert_eq!(q.room(100), Room::Fits);
+        assert_eq!(q.room(101), Room::Full);
+        assert_eq!(q.room(1001), Room::TooLarge);
+        assert_eq!(
+            Quota {
+                used: 5,
+                limit: None
+            }
+            .room(u64::MAX),
+            Room::Fits
+        );
+        // An account over a lowered limit takes nothing, not even an empty message.
+        assert_eq!(
+            Quota {
+                used: 1200,
+                limit: Some(1000)
+            }
+            .room(0),
+            Room::Full
+        );
+    }
+
+    #[test]
+    fn nearly_full_is_ninety_percent_of_a_limit() {
+        assert_eq!(
+            Quota {
+                used: 899,
+                limit: Some(1000)
+            }
+            .percent(),
+            Some(89)
+        );
+        assert!(
+            !Quota {
+                used: 899,
+                limit: Some(1000)
+            }
+            .nearly_full()
+        );
+        assert!(
+            Quota {
+                used: 900,
+                limit: Some(1000)
+            }
+            .nearly_full()
+        );
+        assert!(
+            Quota {
+                used: 0,
+                limit: Some(0)
+            }
+            .nearly_full()
+        );
+        assert!(
+            !Quota {
+                used: u64::MAX,
+                limit: None
+            }
+            .nearly_full()
+        );
+        assert_eq!(
+            Quota {
+                used: u64::MAX,
+                limit: Some(u64::MAX)
+            }
+            .percent(),
+            Some(100)
+        );
+    }
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use store::prelude::*;
 
 use store::{
-    CampaignId, CampaignState, HistoryRef, Mail, NewCampaign, NewStep, NewSubscriber, Newsletters,
-    Outbound, Outcome, SqliteStore, StoreError, SubscriberId, SubscriberStatus,
+    BouncePolicy, CampaignId, CampaignState, HistoryRef, Mail, NewCampaign, NewStep, NewSubscriber,
+    Newsletters, Outbound, Outcome, SqliteStore, StoreError, SubscriberId, SubscriberStatus,
+    Suppression, SuppressionReason,
 };
 
 const DAY: i64 = 86_400;
@@ -33,20 +34,24 @@ fn active(email: &str) -> NewSubscriber {
     person(email, SubscriberStatus::Active)
 }
 
+fn new_campaign(list: store::ListId) -> NewCampaign {
+    NewCampaign {
+        list,
+        subject: "News".into(),
+        text: "Hello {{name}}".into(),
+        html: None,
+        send_at: T0,
+        state: CampaignState::Scheduled,
+        rate_per_second: 0,
+        rate_per_domain: 0,
+        created: T0,
+        also: Vec::new(),
+        segment: store::Segment::default(),
+    }
+}
+
 fn campaign(store: &SqliteStore, list: store::ListId) -> CampaignId {
-    store
-        .campaign_add(NewCampaign {
-            list,
-            subject: "News".into(),
-            text: "Hello {{name}}".into(),
-            html: None,
-            send_at: T0,
-            state: CampaignState::Scheduled,
-            rate_per_second: 0,
-            rate_per_domain: 0,
-            created: T0,
-        })
-        .unwrap()
+    store.campaign_add(new_campaign(list)).unwrap()
 }
 
 fn mail(store: &SqliteStore, id: SubscriberId, about: HistoryRef) -> Mail {
@@ -447,6 +452,78 @@ fn steps_due_honours_the_limit_and_scales() {
     );
 }
 
+/// Hard bounces disable at `limit`; soft ones never do.
+fn hard(limit: u32) -> BouncePolicy {
+    BouncePolicy {
+        hard_limit: limit,
+        soft_limit: 0,
+        soft_days: 30,
+    }
+}
+
+#[test]
+fn soft_bounces_on_enough_mails_within_the_period_disable() {
+    let (_dir, store) = store();
+    let list = store
+        .list_add("news", "n@example.com", "", false, T0)
+        .unwrap();
+    let ann = store
+        .subscriber_add(list, active("ann@example.org"), T0)
+        .unwrap();
+    let bob = store
+        .subscriber_add(list, active("bob@example.org"), T0)
+        .unwrap();
+    let policy = BouncePolicy {
+        hard_limit: 1,
+        soft_limit: 3,
+        soft_days: 10,
+    };
+    let mails: Vec<HistoryRef> = (0..4)
+        .map(|_| HistoryRef::Campaign(campaign(&store, list)))
+        .collect();
+    // Six soft bounces of one mail (a full mailbox retried for days) are one mail.
+    for _ in 0..6 {
+        let s = store
+            .bounce(mails[0], ann, false, Some("mailbox full"), policy, T0)
+            .unwrap();
+        assert_eq!(s.status, SubscriberStatus::Active);
+    }
+    // Soft bounces spread wider than the period never add up.
+    for (i, mail) in mails.iter().enumerate() {
+        let at = T0 + 20 * DAY * i as i64;
+        let s = store.bounce(*mail, bob, false, None, policy, at).unwrap();
+        assert_eq!(s.status, SubscriberStatus::Active, "mail {i}");
+    }
+    // Three different mails within ten days disable, as a hard bounce would.
+    let later = T0 + 200 * DAY;
+    let s = store
+        .bounce(mails[1], ann, false, None, policy, later)
+        .unwrap();
+    assert_eq!(s.status, SubscriberStatus::Active);
+    let s = store
+        .bounce(mails[2], ann, false, None, policy, later + 3 * DAY)
+        .unwrap();
+    assert_eq!(s.status, SubscriberStatus::Active);
+    let s = store
+        .bounce(mails[3], ann, false, None, policy, later + 9 * DAY)
+        .unwrap();
+    assert_eq!((s.soft_bounces, s.status), (9, SubscriberStatus::Bounced));
+    // 0 means never.
+    let never = BouncePolicy {
+        soft_limit: 0,
+        ..policy
+    };
+    let carl = store
+        .subscriber_add(list, active("carl@example.org"), T0)
+        .unwrap();
+    for mail in &mails {
+        let s = store
+            .bounce(*mail, carl, false, None, never, later)
+            .unwrap();
+        assert_eq!(s.status, SubscriberStatus::Active);
+    }
+}
+
 #[test]
 fn hard_bounces_disable_at_the_limit_and_soft_ones_count() {
     let (_dir, store) = store();
@@ -459,15 +536,17 @@ fn hard_bounces_disable_at_the_limit_and_soft_ones_count() {
     let c1 = HistoryRef::Campaign(campaign(&store, list));
     let c2 = HistoryRef::Campaign(campaign(&store, list));
     let s = store
-        .bounce(c1, ann, false, Some("mailbox full"), 2, T0)
+        .bounce(c1, ann, false, Some("mailbox full"), hard(2), T0)
         .unwrap();
     assert_eq!((s.soft_bounces, s.status), (1, SubscriberStatus::Active));
     let s = store
-        .bounce(c1, ann, true, Some("user unknown"), 2, T0)
+        .bounce(c1, ann, true, Some("user unknown"), hard(2), T0)
         .unwrap();
     assert_eq!((s.hard_bounces, s.status), (1, SubscriberStatus::Active));
     let long = "x".repeat(5000);
-    let s = store.bounce(c2, ann, true, Some(&long), 2, T0).unwrap();
+    let s = store
+        .bounce(c2, ann, true, Some(&long), hard(2), T0)
+        .unwrap();
     assert_eq!((s.hard_bounces, s.status), (2, SubscriberStatus::Bounced));
     assert_eq!(
         store.received_by(c1, Outcome::HardBounce).unwrap(),
@@ -631,4 +710,304 @@ fn history_stays_small_for_twenty_campaigns_to_twenty_thousand() {
     }
     eprintln!("history of 20 campaigns x 20,000: {last} bytes");
     assert!(last < 1024 * 1024, "history of 20 campaigns: {last} bytes");
+}
+
+fn entry(address: &str, reason: SuppressionReason) -> Suppression {
+    Suppression {
+        address: address.into(),
+        reason,
+        at: T0,
+        note: None,
+    }
+}
+
+#[test]
+fn the_suppression_list_keeps_one_entry_per_address_in_lower_case() {
+    let (_dir, store) = store();
+    assert!(
+        store
+            .suppress(" Ann@Example.ORG ", SuppressionReason::Manual, None, T0)
+            .unwrap()
+    );
+    // The first reason stands: it says why mail stopped.
+    assert!(
+        !store
+            .suppress(
+                "ann@example.org",
+                SuppressionReason::Complained,
+                None,
+                T0 + 1
+            )
+            .unwrap()
+    );
+    let ann = store.suppression("ANN@example.org").unwrap().unwrap();
+    assert_eq!(
+        (ann.address.as_str(), ann.reason, ann.at),
+        ("ann@example.org", SuppressionReason::Manual, T0)
+    );
+    assert!(store.suppression("bob@example.org").unwrap().is_none());
+    assert!(matches!(
+        store.suppress("x@y@remote.test", SuppressionReason::Manual, None, T0),
+        Err(StoreError::Invalid(_))
+    ));
+    let long = "n".repeat(5000);
+    store
+        .suppress(
+            "long@example.org",
+            SuppressionReason::Manual,
+            Some(&long),
+            T0,
+        )
+        .unwrap();
+    let note = store.suppression("long@example.org").unwrap().unwrap().note;
+    assert_eq!(note.unwrap().len(), store::MAX_SUPPRESSION_NOTE);
+
+    // An import: 1,200 rows (more than a transaction's batch), one bad, one present.
+    let mut rows: Vec<Suppression> = (0..1200)
+        .map(|i| {
+            entry(
+                &format!("User{i:04}@example.org"),
+                SuppressionReason::Bounced,
+            )
+        })
+        .collect();
+    rows.push(entry("two@@remote.test", SuppressionReason::Manual));
+    rows.push(entry("ann@example.org", SuppressionReason::Bounced));
+    let counts = store.suppress_many(rows).unwrap();
+    assert_eq!((counts.added, counts.present), (1200, 1));
+    assert_eq!(counts.invalid.len(), 1);
+    assert_eq!(counts.invalid[0].0, 1200);
+    assert_eq!(store.suppression_count().unwrap(), 1202);
+
+    // The batch filter crosses its lookup chunks and ignores case.
+    let asked: Vec<String> = (0..1500)
+        .map(|i| format!("USER{i:04}@example.org"))
+        .collect();
+    let found = store.suppressed_among(&asked).unwrap();
+    assert_eq!(found.len(), 1200);
+    assert!(found.contains("user0000@example.org"));
+    assert!(!found.contains("user1200@example.org"));
+
+    // Pages in address order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.suppressions(after.as_deref(), 500).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.address.clone());
+        seen.extend(page.into_iter().map(|s| s.address));
+    }
+    assert_eq!(seen.len(), 1202);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+    store.unsuppress("ANN@example.org").unwrap();
+    assert!(matches!(
+        store.unsuppress("ann@example.org"),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.suppression_count().unwrap(), 1201);
+}
+
+#[test]
+fn a_suppressed_address_gets_no_campaign_mail_and_is_counted_apart() {
+    let (_dir, store) = store();
+    let list = store
+        .list_add("news", "n@example.com", "", false, T0)
+        .unwrap();
+    let ids = populate(&store, list, 10, T0);
+    store
+        .suppress("user3@example.org", SuppressionReason::Manual, None, T0)
+        .unwrap();
+    store
+        .suppress("USER7@EXAMPLE.ORG", SuppressionReason::Complained, None, T0)
+        .unwrap();
+    let c = campaign(&store, list);
+    let about = HistoryRef::Campaign(c);
+    let pending = store.campaign_pending(c, None, 100).unwrap();
+    assert_eq!(pending.len(), 10);
+    let mails: Vec<Mail> = pending.iter().map(|s| mail(&store, s.id, about)).collect();
+    assert_eq!(store.enqueue_mails(about, &mails, T0).unwrap(), 8);
+    assert_eq!(store.queue_list().unwrap().len(), 8);
+    assert_eq!(store.count(about, Outcome::Sent).unwrap(), 8);
+    assert_eq!(
+        store.received_by(about, Outcome::Suppressed).unwrap(),
+        vec![ids[3], ids[7]]
+    );
+    let suppressed_today: u64 = store
+        .daily_totals(0)
+        .unwrap()
+        .iter()
+        .filter(|t| t.outcome == Outcome::Suppressed)
+        .map(|t| t.count)
+        .sum();
+    assert_eq!(suppressed_today, 2);
+    // Done for everyone: a campaign does not wait on its suppressed readers, and one taken
+    // off the list later does not get a campaign that has gone by.
+    assert!(store.campaign_pending(c, None, 100).unwrap().is_empty());
+    store.unsuppress("user3@example.org").unwrap();
+    assert!(store.campaign_pending(c, None, 100).unwrap().is_empty());
+    assert_eq!(store.enqueue_mails(about, &mails, T0).unwrap(), 0);
+    assert_eq!(store.count(about, Outcome::Suppressed).unwrap(), 2);
+}
+
+#[test]
+fn a_suppressed_subscriber_is_skipped_by_a_step_and_not_offered_it_again() {
+    let (_dir, store) = store();
+    let list = store
+        .list_add("news", "n@example.com", "", false, T0)
+        .unwrap();
+    let seq = store
+        .sequence_add(list, "welcome", "UTC", false, T0)
+        .unwrap();
+    store.step_add(seq, step(0, 0, "s1")).unwrap();
+    store.step_add(seq, step(1, 0, "s2")).unwrap();
+    store
+        .subscriber_add(list, active("ann@example.org"), T0 + 60)
+        .unwrap();
+    store
+        .subscriber_add(list, active("bob@example.org"), T0 + 60)
+        .unwrap();
+    store
+        .suppress("bob@example.org", SuppressionReason::Manual, None, T0)
+        .unwrap();
+    let due = store.steps_due(T0 + 120, 100).unwrap();
+    assert_eq!(due.len(), 2);
+    let mut queued = 0;
+    for (step, subscriber) in &due {
+        let about = HistoryRef::Step(step.id);
+        queued += store
+            .enqueue_mails(about, &[mail(&store, subscriber.id, about)], T0 + 120)
+            .unwrap();
+    }
+    assert_eq!(queued, 1);
+    // Bob's step 1 is done (suppressed), so he is not offered it at every look.
+    assert!(store.steps_due(T0 + 180, 100).unwrap().is_empty());
+    // Taken off the list, he goes on with the next step on its day.
+    store.unsuppress("bob@example.org").unwrap();
+    assert_eq!(
+        send_due(&store, T0 + DAY + 60),
+        pairs(&[("s2", "ann@example.org"), ("s2", "bob@example.org")])
+    );
+}
+
+#[test]
+fn a_disabling_bounce_and_a_complaint_put_the_address_on_the_suppression_list() {
+    let (_dir, store) = store();
+    let list = store
+        .list_add("news", "n@example.com", "", false, T0)
+        .unwrap();
+    let ann = store
+        .subscriber_add(list, active("Ann@example.org"), T0)
+        .unwrap();
+    let bob = store
+        .subscriber_add(list, active("bob@example.org"), T0)
+        .unwrap();
+    let c = HistoryRef::Campaign(campaign(&store, list));
+    // A bounce below the limit suppresses nothing.
+    store
+        .bounce(c, ann, true, Some("5.1.1 user unknown"), hard(2), T0)
+        .unwrap();
+    assert!(store.suppression("ann@example.org").unwrap().is_none());
+    store
+        .bounce(c, ann, true, Some("5.1.1 user unknown"), hard(2), T0)
+        .unwrap();
+    let s = store.suppression("ann@example.org").unwrap().unwrap();
+    assert_eq!(s.reason, SuppressionReason::Bounced);
+    assert_eq!(
+        s.note.as_deref(),
+        Some(format!("campaign {}: 5.1.1 user unknown", c.id()).as_str())
+    );
+
+    let got = store
+        .complaint(c, bob, Some("abuse via fbl.example.net"), T0 + 5)
+        .unwrap();
+    assert_eq!(got.status, SubscriberStatus::Active);
+    assert_eq!(store.received_by(c, Outcome::Complaint).unwrap(), vec![bob]);
+    let s = store.suppression("bob@example.org").unwrap().unwrap();
+    assert_eq!((s.reason, s.at), (SuppressionReason::Complained, T0 + 5));
+    let events = store.events(Some(c), 0, 10).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "complaint" && e.subscriber == Some(bob))
+    );
+    assert!(matches!(
+        store.complaint(c, SubscriberId(999), None, T0),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Schema 12: a campaign keeps its other lists in order and its segment, a list named twice
+/// or unknown is refused, and removing one of its other lists leaves the campaign; the
+/// count is of different addresses (in any case) that are active and match.
+#[test]
+fn a_campaign_keeps_its_lists_and_segment_and_counts_addresses_once() {
+    let (_dir, store) = store();
+    let a = store.list_add("a", "a@example.com", "", false, T0).unwrap();
+    let b = store.list_add("b", "b@example.com", "", false, T0).unwrap();
+    let c = store.list_add("c", "c@example.com", "", false, T0).unwrap();
+    let kyoto = |email: &str| NewSubscriber {
+        attributes: BTreeMap::from([("city".to_string(), "Kyoto".to_string())]),
+        ..active(email)
+    };
+    store
+        .subscriber_add(a, kyoto("one@example.org"), T0)
+        .unwrap();
+    store
+        .subscriber_add(a, active("two@example.org"), T0)
+        .unwrap();
+    store
+        .subscriber_add(b, kyoto("ONE@example.org"), T0)
+        .unwrap();
+    store
+        .subscriber_add(b, kyoto("three@example.org"), T0)
+        .unwrap();
+    store
+        .subscriber_add(
+            c,
+            person("four@example.org", SubscriberStatus::Unsubscribed),
+            T0,
+        )
+        .unwrap();
+    let segment = store::Segment::parse(&["city=Kyoto"]).unwrap();
+    let new = |also: Vec<store::ListId>| NewCampaign {
+        also,
+        segment: segment.clone(),
+        ..new_campaign(a)
+    };
+    let id = store.campaign_add(new(vec![c, b])).unwrap();
+    let got = store.campaign(id).unwrap();
+    assert_eq!(
+        (got.also.clone(), got.segment.clone()),
+        (vec![c, b], segment.clone())
+    );
+    assert_eq!(got.lists(), vec![a, c, b]);
+    assert_eq!(store.campaigns().unwrap()[0].also, vec![c, b]);
+    assert_eq!(store.segment_count(&got.lists(), &segment).unwrap(), 2);
+    assert_eq!(
+        store
+            .segment_count(&got.lists(), &store::Segment::default())
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .segment_count(&[a], &store::Segment::default())
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        store.campaign_add(new(vec![b, b])),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.campaign_add(new(vec![a])),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.campaign_add(new(vec![store::ListId(99)])),
+        Err(StoreError::NotFound { .. })
+    ));
+    store.list_remove("c").unwrap();
+    assert_eq!(store.campaign(id).unwrap().also, vec![b]);
 }

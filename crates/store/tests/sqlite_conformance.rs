@@ -113,6 +113,10 @@ impl Backend for Sqlite {
                 "UPDATE mailboxes SET uidnext = ?2 WHERE id = ?1",
                 rusqlite::params![mailbox.0, uid_next],
             ),
+            Corruption::Usage { account, used } => self.execute(
+                "UPDATE accounts SET used = ?2 WHERE id = ?1",
+                rusqlite::params![account.0, used as i64],
+            ),
         }
     }
 }

@@ -23,9 +23,24 @@ pub enum AccountCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Make it an administrator of the server (the web console's operator screens).
+        #[arg(long)]
+        admin: bool,
     },
-    /// List accounts with their message count and size.
+    /// List accounts with their message count and size (and "admin" for administrators).
     List,
+    /// Make an account an administrator of the server, or no longer one.
+    Admin {
+        address: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Show an account's storage quota, or set it: bytes or a size such as 500M or 2G;
+    /// "none" lets its domain's default apply (`tegami domain quota`).
+    Quota {
+        address: String,
+        size: Option<String>,
+    },
     /// Remove an account and all of its mail.
     Remove { address: String },
     /// Set a new password.
@@ -58,6 +73,12 @@ pub enum DomainCommand {
     List,
     Remove {
         name: String,
+    },
+    /// Show or set the storage quota of the domain's accounts that have none of their own
+    /// (a size such as 1G, or "none").
+    Quota {
+        name: String,
+        size: Option<String>,
     },
     /// Print the DKIM TXT record to publish, making the domain's signing key if needed.
     Dkim {
@@ -110,6 +131,16 @@ pub fn run(data: &Path, config: &Config, command: Command) -> anyhow::Result<Exi
             };
             return crate::send::dkim(&ops, &request);
         }
+        Command::Domain(DomainCommand::Quota { name, size }) => {
+            if let Some(size) = size {
+                ops.domain_quota_set(&name, ops::quota::parse_limit(&size)?)?;
+            }
+            let limit = ops.domain_quota(&name)?;
+            println!(
+                "{name}: accounts without their own quota are limited to {}",
+                ops::quota::show_limit(limit)
+            );
+        }
         Command::Domain(DomainCommand::Remove { name }) => {
             ops.domain_remove(&name)?;
             println!("removed domain {name}");
@@ -117,18 +148,52 @@ pub fn run(data: &Path, config: &Config, command: Command) -> anyhow::Result<Exi
         Command::Account(AccountCommand::Add {
             address,
             password_stdin,
+            admin,
         }) => {
             let password = read_password(password_stdin)?;
-            let address = ops.account_add(&address, &password)?;
-            println!("added account {address}");
+            let address = ops.account_add(&address, &password, admin)?;
+            let role = if admin { " (administrator)" } else { "" };
+            println!("added account {address}{role}");
         }
         Command::Account(AccountCommand::List) => {
             for account in ops.accounts()? {
+                let role = if account.admin { "\tadmin" } else { "" };
+                let quota = match account.quota {
+                    Some(limit) => format!("\tquota {limit} bytes"),
+                    None => String::new(),
+                };
                 println!(
-                    "{}\t{} messages\t{} bytes",
+                    "{}\t{} messages\t{} bytes{quota}{role}",
                     account.address, account.messages, account.bytes
                 );
             }
+        }
+        Command::Account(AccountCommand::Admin { address, state }) => {
+            let admin = state == "on";
+            ops.account_admin(&address, admin)?;
+            let now = if admin { "is now" } else { "is no longer" };
+            println!("{address} {now} an administrator");
+        }
+        Command::Account(AccountCommand::Quota { address, size }) => {
+            let shown = match size {
+                Some(size) => ops.account_quota_set(&address, ops::quota::parse_limit(&size)?)?,
+                None => ops.account_quota(&address)?,
+            };
+            let used = store::human_bytes(shown.quota.used);
+            let line = match (shown.quota.limit, shown.own) {
+                (None, _) => format!("{address}: {used} used, no quota"),
+                (Some(limit), own) => format!(
+                    "{address}: {used} used of {} ({} %), {}",
+                    store::human_bytes(limit),
+                    shown.quota.percent().unwrap_or(0),
+                    if own.is_some() {
+                        "its own quota"
+                    } else {
+                        "its domain's default"
+                    }
+                ),
+            };
+            println!("{line}");
         }
         Command::Account(AccountCommand::Remove { address }) => {
             ops.account_remove(&address)?;
@@ -177,12 +242,14 @@ pub fn run(data: &Path, config: &Config, command: Command) -> anyhow::Result<Exi
         | Command::Import(_)
         | Command::Export(_)
         | Command::Archive(_)
+        | Command::Index(_)
         | Command::Retention(_)
         | Command::Queue(_)
         | Command::List(_)
         | Command::Subscriber(_)
         | Command::Campaign(_)
         | Command::Sequence(_)
+        | Command::Suppression(_)
         | Command::Acme(_)
         | Command::Witness(_) => {
             unreachable!("dispatched in main")
@@ -199,10 +266,7 @@ pub fn records(data: &Path, config: &Config, args: RecordsArgs) -> anyhow::Resul
         if args.json {
             println!("{}", pretty(&needed.listing())?);
         } else {
-            print!(
-                "{}",
-                render_zone(&needed.setup, &needed.records, &needed.policy)
-            );
+            print!("{}", needed.zone());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -224,45 +288,6 @@ fn pretty(report: &impl serde::Serialize) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&serde_json::to_value(
         report,
     )?)?)
-}
-
-/// The records as a zone-file fragment: grouped, each under a one-line comment.
-fn render_zone(
-    setup: &dns_records::Setup,
-    records: &[dns_records::Record],
-    policy: &str,
-) -> String {
-    let domain = &setup.domain;
-    let mut out = format!(
-        "; DNS records for {domain}: paste them into its zone.\n\
-         ; Mail host {}; mail clients connect to {}.\n\
-         ; Once published, `tegami domain records {domain} --check` compares them with DNS.\n",
-        setup.mx_host, setup.client_host
-    );
-    if !setup.mx_host.contains('.') {
-        out.push_str(&format!(
-            "; WARNING: the host name {:?} is not a public name: set `hostname` in the config.\n",
-            setup.mx_host
-        ));
-    }
-    let mut group = None;
-    for record in records {
-        if group != Some(record.group) {
-            group = Some(record.group);
-            out.push_str(&format!("\n; == {} ==\n", record.group.title()));
-        }
-        out.push_str(&format!("; {}\n{}\n", record.why, record.zone_line()));
-    }
-    out.push_str(&format!(
-        "\n; The MTA-STS policy is served by tegami's HTTP listener at /.well-known/mta-sts.txt.\n\
-         ; Senders fetch it from https://mta-sts.{domain}/.well-known/mta-sts.txt, so in\n\
-         ; production that name needs HTTPS on port 443 with a valid certificate (a reverse\n\
-         ; proxy in front of the HTTP listener). The policy:\n"
-    ));
-    for line in policy.lines() {
-        out.push_str(&format!(";   {line}\n"));
-    }
-    out
 }
 
 /// One line per record: status, type, name, and what was found against what is expected.

@@ -67,6 +67,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: net::Shutdown) {
                 ctx.gate.clone(),
                 &ctx.config,
                 &ctx.clock,
+                &ctx.data,
                 &alert,
             )
             .await;

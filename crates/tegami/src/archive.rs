@@ -191,24 +191,9 @@ fn archive(ops: &Ops, command: ArchiveCommand) -> ops::Result<ExitCode> {
                 println!("no archives to check");
             }
             for a in &report.archives {
-                if a.is_healthy() {
-                    println!(
-                        "archive {}: healthy: {} messages, {} bodies ({}) verified",
-                        a.id,
-                        a.messages,
-                        a.blobs,
-                        human_bytes(a.bytes)
-                    );
-                } else {
-                    println!(
-                        "archive {}: {} problems in {}",
-                        a.id,
-                        a.problems.len(),
-                        a.dir.display()
-                    );
-                    for problem in &a.problems {
-                        println!("  {problem}");
-                    }
+                println!("{}", a.line());
+                for problem in &a.problems {
+                    println!("  {problem}");
                 }
             }
             if !report.is_healthy() {

@@ -11,9 +11,11 @@ mod check;
 mod ddns;
 mod doctor;
 mod import;
+mod index;
 mod logging;
 mod maint;
 mod newsletter;
+mod pipe;
 mod plan;
 mod progress;
 mod queue;
@@ -114,6 +116,9 @@ enum Command {
     /// Read-only archives of old mail: create, list, search, export, check.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// The full-text index of live mail that IMAP SEARCH uses: rebuild, check.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Remove mail older than each mailbox's configured age ([retention] in the config).
     #[command(subcommand)]
     Retention(archive::RetentionCommand),
@@ -132,6 +137,10 @@ enum Command {
     /// Step-mail sequences: mails sent N days after someone subscribes.
     #[command(subcommand)]
     Sequence(newsletter::SequenceCommand),
+    /// The global suppression list: addresses no campaign or step mail goes to (bounced,
+    /// complained, unsubscribed everywhere, or added by hand); import and export CSV.
+    #[command(subcommand)]
+    Suppression(newsletter::SuppressionCommand),
     /// ACME certificates: `acme status`.
     #[command(subcommand)]
     Acme(acme_cmd::AcmeCommand),
@@ -202,6 +211,7 @@ fn data_dir_rules(cli: &Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     tame_allocator();
+    pipe::install();
     let cli = Cli::parse();
     if let Err(e) = data_dir_rules(&cli) {
         return fail(e);
@@ -247,6 +257,10 @@ fn main() -> ExitCode {
             logging::init_stderr("warn");
             archive::run(&cli.data, &config, command)
         }
+        Command::Index(command) => {
+            logging::init_stderr("warn");
+            index::run(&cli.data, &config, command)
+        }
         Command::Retention(command) => {
             logging::init_stderr("warn");
             archive::run_retention(&cli.data, &config, command)
@@ -264,6 +278,9 @@ fn main() -> ExitCode {
         }
         Command::Sequence(c) => {
             newsletter_command(&cli.data, &config, newsletter::Command::Sequence(c))
+        }
+        Command::Suppression(c) => {
+            newsletter_command(&cli.data, &config, newsletter::Command::Suppression(c))
         }
         Command::Acme(command) => {
             logging::init_stderr("warn");

@@ -1,5 +1,5 @@
-//! `tegami list | subscriber | campaign | sequence`: the face of `ops::newsletter`, the
-//! operator's side of newsletters and step mail (whose rules the JSON API shares, in
+//! `tegami list | subscriber | campaign | sequence | suppression`: the face of
+//! `ops::newsletter`, the operator's side of newsletters and step mail (whose rules the JSON API shares, in
 //! `newsletter::admin`). The commands only change the database, so they work with the
 //! server up or down; the server's newsletter engine picks up what they change.
 
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use newsletter::admin::{NewList, SequenceRequest, SubscriberView};
 use ops::Ops;
-use ops::newsletter::{CampaignCreate, SequenceReport, StepCreate, SubscriberAdd};
+use ops::newsletter::{CampaignChange, CampaignCreate, SequenceReport, StepCreate, SubscriberAdd};
 use store::{CampaignAction, Outcome};
 
 #[derive(Subcommand)]
@@ -76,9 +76,21 @@ pub enum SubscriberCommand {
 
 #[derive(Subcommand)]
 pub enum CampaignCommand {
-    /// Schedule a campaign to every active subscriber of a list.
+    /// Schedule a campaign to the active subscribers of one list or more, all of them or
+    /// those a segment selects.
     Create {
-        list: String,
+        /// The list (or give the lists with --list).
+        list: Option<String>,
+        /// A list to send to, repeated for several (after LIST, if given); an address on
+        /// several gets one mail, as the subscriber of the first list it is active on.
+        #[arg(long = "list", value_name = "LIST")]
+        lists: Vec<String>,
+        /// A segment term, repeated: all must hold. KEY=VALUE, KEY!=VALUE, KEY=* (has it),
+        /// KEY!=* (has not), joined-after:YYYY-MM-DD, joined-before:..,
+        /// confirmed-after:.., confirmed-before:.., received:ID, opened:ID, clicked:ID,
+        /// not-received:ID, not-opened:ID, not-clicked:ID.
+        #[arg(long = "where", value_name = "TERM")]
+        segment: Vec<String>,
         #[arg(long)]
         subject: String,
         /// The plain-text template ({{name}}, {{email}}, {{attr.KEY}}, {{unsubscribe_url}}).
@@ -90,7 +102,7 @@ pub enum CampaignCommand {
         /// When to start ("YYYY-MM-DD HH:MM" in the server's time zone); default now.
         #[arg(long)]
         at: Option<String>,
-        /// Messages per second (default: [newsletter] rate_per_second).
+        /// Messages per second, 0 for no limit (default: [newsletter] rate_per_second).
         #[arg(long)]
         rate: Option<u32>,
         /// Messages per second to any one recipient domain (default: no limit of its own;
@@ -102,11 +114,18 @@ pub enum CampaignCommand {
         #[arg(long)]
         json: bool,
     },
-    /// State and totals (sent, bounces, clicks, unsubscribes).
+    /// State, totals (sent, bounces, clicks, unsubscribes) and the clicks per link.
     Show {
         id: i64,
         #[arg(long)]
         json: bool,
+    },
+    /// Write the campaign's report as CSV, one row per subscriber it reached with each
+    /// outcome (sent, delivered, deferred, failed, bounces, opened, clicked, unsubscribed,
+    /// complained) and the times still known, to FILE or to standard output.
+    Report {
+        id: i64,
+        file: Option<PathBuf>,
     },
     Pause {
         id: i64,
@@ -116,6 +135,62 @@ pub enum CampaignCommand {
     },
     Cancel {
         id: i64,
+    },
+    /// The campaign's mail rendered for one subscriber (or a sample reader without a name
+    /// or attributes): links stay the originals and the unsubscribe link does nothing.
+    Preview {
+        id: i64,
+        /// The subscriber of the campaign's list whose data fills the templates.
+        #[arg(long)]
+        subscriber: Option<String>,
+        /// Print the HTML part instead of the text.
+        #[arg(long)]
+        html: bool,
+        /// Print whom it goes to instead: its lists, its segment, and how many different
+        /// addresses they select now.
+        #[arg(long, conflicts_with = "html")]
+        count: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue one test mail of the campaign, "[TEST] " before its subject; it counts in
+    /// none of the campaign's totals.
+    Test {
+        id: i64,
+        /// Where the test goes.
+        #[arg(long)]
+        to: String,
+        /// The subscriber whose data fills the templates (default: a sample reader at --to).
+        #[arg(long)]
+        subscriber: Option<String>,
+    },
+    /// Change a campaign before it starts sending (a draft or scheduled one); a draft
+    /// given --at is scheduled.
+    Edit {
+        id: i64,
+        #[arg(long)]
+        subject: Option<String>,
+        /// A new plain-text template.
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// A new HTML template.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// A new start ("YYYY-MM-DD HH:MM" in the server's time zone).
+        #[arg(long)]
+        at: Option<String>,
+        /// Messages per second, 0 for no limit.
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long)]
+        rate_per_domain: Option<u32>,
+    },
+    /// Make a new campaign from any campaign (same list, subject, templates and rates):
+    /// scheduled with --at, else a draft that `campaign edit ID --at` schedules.
+    Copy {
+        id: i64,
+        #[arg(long)]
+        at: Option<String>,
     },
     /// The subscribers with an outcome (default: who was sent it), one address a line.
     Recipients {
@@ -159,6 +234,41 @@ pub enum SequenceCommand {
     },
     /// Remove a sequence with its steps and their history.
     Remove { id: i64 },
+    /// Write a step's report as CSV (the columns of `campaign report`), to FILE or to
+    /// standard output; STEP is the step's id (`sequence list --json`).
+    Report { step: i64, file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+pub enum SuppressionCommand {
+    /// Every suppressed address with its reason and when.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suppress an address: no campaign or step mail goes to it, on any list.
+    Add {
+        address: String,
+        /// bounced, complained, unsubscribed or manual.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+        /// Why, for whoever reads the list later.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Take an address off the list: mail to it resumes with the next campaign or step.
+    Remove { address: String },
+    /// Import a CSV file with a header row naming an "address" (or "email") column and,
+    /// optionally, "reason", "at" and "note" (what `export` writes); bad rows are reported
+    /// with their line numbers.
+    Import {
+        file: PathBuf,
+        /// The reason of rows that give none.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Write the list as CSV (address,reason,at,note), to FILE or to standard output.
+    Export { file: Option<PathBuf> },
 }
 
 pub enum Command {
@@ -166,6 +276,7 @@ pub enum Command {
     Subscriber(SubscriberCommand),
     Campaign(CampaignCommand),
     Sequence(SequenceCommand),
+    Suppression(SuppressionCommand),
 }
 
 pub fn run(
@@ -179,6 +290,7 @@ pub fn run(
         Command::Subscriber(c) => subscribers(&ops, c),
         Command::Campaign(c) => campaigns(&ops, c),
         Command::Sequence(c) => sequences(&ops, c),
+        Command::Suppression(c) => suppressions(&ops, c),
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -323,6 +435,8 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
     match command {
         CampaignCommand::Create {
             list,
+            lists,
+            segment,
             subject,
             text,
             html,
@@ -330,8 +444,14 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
             rate,
             rate_per_domain,
         } => {
+            let mut lists = list.into_iter().chain(lists);
+            let Some(list) = lists.next() else {
+                anyhow::bail!("give the campaign's list (campaign create LIST, or --list LIST)");
+            };
             let id = ops.campaign_add(CampaignCreate {
                 list,
+                also: lists.collect(),
+                segment,
                 subject,
                 text,
                 html,
@@ -347,12 +467,15 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
                 println!("{}", json_line(&all)?);
             } else {
                 for c in all {
+                    let count = |o: Outcome| c.totals.get(o.as_str()).copied().unwrap_or(0);
                     println!(
-                        "{}\t{}\tlist {}\t{} sent\t{}",
+                        "{}\t{}\tlist {}\t{} queued, {} delivered, {} failed\t{}",
                         c.id,
                         c.state,
                         c.list,
-                        c.totals.get(Outcome::Sent.as_str()).unwrap_or(&0),
+                        count(Outcome::Sent),
+                        count(Outcome::Delivered),
+                        count(Outcome::Failed),
                         c.subject
                     );
                 }
@@ -362,24 +485,125 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
             let detail = ops.campaign(id)?;
             let c = &detail.report;
             if json {
-                println!("{}", json_line(c)?);
+                let mut value = serde_json::to_value(c)?;
+                value["links"] = serde_json::to_value(&detail.links)?;
+                println!("{value}");
             } else {
                 println!("campaign {} ({})", c.id, c.state);
                 println!("subject  {}", c.subject);
-                println!("list     {}", detail.list_name);
-                println!("send at  {}", crate::queue::date(c.send_at));
-                for outcome in Outcome::ALL {
-                    println!(
-                        "{:<12} {}",
-                        outcome.as_str(),
-                        c.totals.get(outcome.as_str()).unwrap_or(&0)
-                    );
+                println!("list     {}", detail.list_names.join(", "));
+                if c.segment.is_empty() {
+                    println!("segment  every active subscriber");
+                } else {
+                    println!("segment  {}", c.segment.join(" and "));
                 }
+                println!("send at  {}", crate::queue::date(c.send_at));
+                match c.rate_per_second {
+                    0 => println!("rate     no limit"),
+                    r => println!("rate     {r} a second"),
+                }
+                let count = |o: Outcome| c.totals.get(o.as_str()).copied().unwrap_or(0);
+                // What the outbound queue did with the mails, then what readers did.
+                println!("queued       {}", count(Outcome::Sent));
+                println!("delivered    {}", count(Outcome::Delivered));
+                println!(
+                    "deferred     {}  (retried at least once)",
+                    count(Outcome::Deferred)
+                );
+                println!("failed       {}", count(Outcome::Failed));
+                println!("waiting      {}  (still in the queue)", c.waiting);
+                for outcome in Outcome::ALL {
+                    if !matches!(
+                        outcome,
+                        Outcome::Sent | Outcome::Delivered | Outcome::Deferred | Outcome::Failed
+                    ) {
+                        println!("{:<12} {}", outcome.as_str(), count(outcome));
+                    }
+                }
+                print_links(&detail.links);
             }
+        }
+        CampaignCommand::Report {
+            id,
+            file: Some(file),
+        } => {
+            let count = ops.campaign_report_export(id, &file)?;
+            println!("wrote {count} recipients to {}", file.display());
+        }
+        CampaignCommand::Report { id, file: None } => {
+            let (bytes, _) = ops.campaign_report_csv(id)?;
+            write_stdout(&bytes)?;
         }
         CampaignCommand::Pause { id } => apply(ops, id, CampaignAction::Pause)?,
         CampaignCommand::Resume { id } => apply(ops, id, CampaignAction::Resume)?,
         CampaignCommand::Cancel { id } => apply(ops, id, CampaignAction::Cancel)?,
+        CampaignCommand::Preview {
+            id,
+            subscriber,
+            html,
+            count,
+            json,
+        } => {
+            let preview = ops.campaign_preview(id, subscriber.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            if count && json {
+                let _ = writeln!(out, "{}", json_line(&preview.audience)?);
+            } else if count {
+                let a = &preview.audience;
+                let _ = writeln!(out, "lists    {}", a.lists.join(", "));
+                if a.segment.is_empty() {
+                    let _ = writeln!(out, "segment  every active subscriber");
+                } else {
+                    let _ = writeln!(out, "segment  {}", a.segment.join(" and "));
+                }
+                let _ = writeln!(out, "selects  {} subscribers now", a.count);
+            } else if json {
+                let _ = writeln!(out, "{}", json_line(&preview)?);
+            } else if html {
+                let Some(body) = &preview.rendered.html else {
+                    anyhow::bail!("campaign {id} has no HTML part");
+                };
+                let _ = writeln!(out, "{body}");
+            } else {
+                let _ = writeln!(out, "Subject: {}\n", preview.rendered.subject);
+                let _ = write!(out, "{}", preview.rendered.text);
+            }
+        }
+        CampaignCommand::Test { id, to, subscriber } => {
+            let preview = ops.campaign_test(id, &to, subscriber.as_deref())?;
+            println!(
+                "queued a test of campaign {id} to {to}: {}",
+                preview.rendered.subject
+            );
+        }
+        CampaignCommand::Edit {
+            id,
+            subject,
+            text,
+            html,
+            at,
+            rate,
+            rate_per_domain,
+        } => {
+            ops.campaign_edit(
+                id,
+                CampaignChange {
+                    subject,
+                    text,
+                    html,
+                    at,
+                    rate,
+                    rate_per_domain,
+                },
+            )?;
+            let c = ops.campaign(id)?.report;
+            println!("campaign {id} ({}): {}", c.state, c.subject);
+        }
+        CampaignCommand::Copy { id, at } => {
+            let copy = ops.campaign_copy(id, at.as_deref())?;
+            let c = ops.campaign(copy.0)?.report;
+            println!("campaign {} ({})", copy.0, c.state);
+        }
         CampaignCommand::Recipients { id, outcome } => {
             let mut out = std::io::stdout().lock();
             for email in ops.campaign_recipients(id, &outcome)? {
@@ -387,6 +611,26 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The clicks per link under `campaign show`'s totals: unique readers, then every click.
+fn print_links(links: &[newsletter::report::LinkClicks]) {
+    if links.is_empty() {
+        return;
+    }
+    println!("clicks per link (readers, clicks; from events kept [newsletter] keep_days):");
+    for l in links {
+        println!("  {:>6} {:>6}  {}", l.clickers, l.clicks, l.url);
+    }
+}
+
+/// A CSV export to standard output. Into a pipe, a reader that stops early has cut the
+/// export short: an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
     Ok(())
 }
 
@@ -465,6 +709,80 @@ fn sequences(ops: &Ops, command: SequenceCommand) -> anyhow::Result<()> {
         SequenceCommand::Remove { id } => {
             ops.sequence_remove(id)?;
             println!("removed sequence {id}");
+        }
+        SequenceCommand::Report {
+            step,
+            file: Some(file),
+        } => {
+            let count = ops.step_report_export(step, &file)?;
+            println!("wrote {count} recipients to {}", file.display());
+        }
+        SequenceCommand::Report { step, file: None } => {
+            let (bytes, _) = ops.step_report_csv(step)?;
+            write_stdout(&bytes)?;
+        }
+    }
+    Ok(())
+}
+
+fn suppressions(ops: &Ops, command: SuppressionCommand) -> anyhow::Result<()> {
+    match command {
+        SuppressionCommand::List { json } => {
+            let all = ops.suppressions()?;
+            if json {
+                println!("{}", json_line(&all)?);
+            } else if all.is_empty() {
+                println!("no address is suppressed");
+            } else {
+                let mut out = std::io::stdout().lock();
+                for s in all {
+                    let _ = writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}",
+                        s.address,
+                        s.reason,
+                        crate::queue::date(s.at),
+                        s.note.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        SuppressionCommand::Add {
+            address,
+            reason,
+            note,
+        } => {
+            let added = ops.suppression_add(&address, Some(&reason), note.as_deref())?;
+            let address = store::suppression_key(&address);
+            if added {
+                println!("suppressed {address} ({reason})");
+            } else {
+                println!("{address} was already suppressed; its first entry stays");
+            }
+        }
+        SuppressionCommand::Remove { address } => {
+            ops.suppression_remove(&address)?;
+            println!("{address} is no longer suppressed");
+        }
+        SuppressionCommand::Import { file, reason } => {
+            let report = ops.suppression_import(&file, Some(&reason))?;
+            println!(
+                "added {}, already present {}, invalid {}",
+                report.added,
+                report.present,
+                report.bad.len()
+            );
+            for (line, reason) in report.bad {
+                println!("line {line}: {reason}");
+            }
+        }
+        SuppressionCommand::Export { file: Some(file) } => {
+            let count = ops.suppression_export(&file)?;
+            println!("wrote {count} suppressed addresses to {}", file.display());
+        }
+        SuppressionCommand::Export { file: None } => {
+            let (bytes, _) = ops.suppression_csv()?;
+            write_stdout(&bytes)?;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `tegami plan`: the capacity planner's command line. The arithmetic is `ops::plan`; this
-//! file turns the flags into a request and prints every step of the plan it returns.
+//! file turns the flags into a request (its defaults are `PlanRequest`'s) and prints every
+//! step of the plan it returns.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -33,25 +34,25 @@ pub struct PlanArgs {
     #[arg(long)]
     avg_message_kb: Option<f64>,
     /// exchange2010: share of the mailboxes moved into the database per day, in percent.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PlanRequest::default().moves_per_day_percent)]
     moves_per_day_percent: f64,
     /// exchange2010: average mailbox size in GB (a moved mailbox writes about that much log).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PlanRequest::default().avg_mailbox_gb)]
     avg_mailbox_gb: f64,
     /// exchange2010: days of logs to hold while truncation (backup) keeps failing.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = PlanRequest::default().truncation_failure_days)]
     truncation_failure_days: f64,
     /// exchange2010: days of move logs to hold.
-    #[arg(long, default_value_t = 7.0)]
+    #[arg(long, default_value_t = PlanRequest::default().move_days)]
     move_days: f64,
     /// tegami: days of mail to size the data volume for (mail is kept that long).
-    #[arg(long, default_value_t = 365.0)]
+    #[arg(long, default_value_t = PlanRequest::default().days)]
     days: f64,
     /// Factor for what the arithmetic does not foresee.
-    #[arg(long, default_value_t = 1.2)]
+    #[arg(long, default_value_t = PlanRequest::default().overhead)]
     overhead: f64,
     /// Share of each volume to keep free, in percent.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = PlanRequest::default().free_percent)]
     free_percent: f64,
 }
 

@@ -51,6 +51,10 @@ pub struct Listeners {
     /// Submission over implicit TLS (default 127.0.0.1:2465 when a certificate is configured).
     #[arg(long)]
     submissions: Option<SocketAddr>,
+    /// HTTPS: the web console and everything on the HTTP listener, over TLS (default
+    /// 127.0.0.1:8443 when a certificate is configured).
+    #[arg(long)]
+    https: Option<SocketAddr>,
 }
 
 pub fn run(
@@ -68,6 +72,7 @@ pub fn run(
         (listeners.imaps, &mut config.imap.tls_listen),
         (listeners.pop3s, &mut config.pop3.tls_listen),
         (listeners.submissions, &mut config.submission.tls_listen),
+        (listeners.https, &mut config.https),
     ] {
         if flag.is_some() {
             *field = flag;
@@ -175,6 +180,7 @@ async fn serve(
     let imaps_listener = bind_tls("imaps", config.imap.tls_listen).await?;
     let pop3s_listener = bind_tls("pop3s", config.pop3.tls_listen).await?;
     let submissions_listener = bind_tls("submissions", config.submission.tls_listen).await?;
+    let https_listener = bind_tls("https", config.https).await?;
     privileges.after_bind()?;
 
     let trigger = ShutdownTrigger::new();
@@ -446,6 +452,14 @@ async fn serve(
         let alerts = alerts.clone();
         services.start("alerts", |stop| crate::alerts::run(alerts, stop));
     }
+    services.start("quota warnings", |stop| {
+        ::ops::quota::watch(ops.clone(), stop)
+    });
+    if config.imap.full_text_index {
+        services.start("full-text index", |stop| {
+            ::ops::text_index::run(ops.clone(), stop)
+        });
+    }
     services.start("housekeeping", |stop| {
         ::ops::archive::housekeeping(ops.clone(), stop)
     });
@@ -455,17 +469,51 @@ async fn serve(
         .clone()
         .map(|c| acme::Service::new(data.to_path_buf(), c));
     let acme_routes = acme.as_ref().map(|s| s.router()).unwrap_or_default();
+    // The web console, with the one login throttle every protocol shares.
+    let console = tegami_web::Console::new(
+        ops.clone(),
+        throttle.clone(),
+        tegami_web::Settings {
+            allow_plain_sign_in: config.console.allow_plain_http,
+            idle: config.console.session_idle,
+            lifetime: config.console.session_lifetime,
+            secure_cookies: config.console.secure_cookies,
+        },
+    );
     // Every face the HTTP listener serves besides its own (/metrics, /health): newsletter
-    // links and the admin API, ACME challenges, client autoconfiguration, the witness.
+    // links and the admin API, ACME challenges, client autoconfiguration, the witness, the
+    // web console.
     let routes = newsletters
         .router()
         .merge(acme_routes)
         .merge(tegami_http::autoconfig::router(client_settings(&config)))
-        .merge(witness_routes);
+        .merge(witness_routes)
+        .merge(tegami_web::router(console));
+    let app = tegami_http::router(Arc::new(crate::stats::ServerSource(alerts)), routes);
+    // HTTPS serves the same routes; the console marks its cookies Secure there.
+    if let Some(listener) = https_listener {
+        let app = tegami_web::over_https(app.clone());
+        let session = move |conn: net::Connection| {
+            let app = app.clone();
+            async move {
+                let mut shutdown = conn.shutdown;
+                let stopped = async move { shutdown.requested().await };
+                tegami_http::serve_connection(conn.stream, conn.peer, app, stopped).await;
+            }
+        };
+        listeners.extend(
+            serve_tls(
+                Some(listener),
+                implicit("https", HTTPS_MAX_CONNECTIONS, &config.limits, &tls),
+                &trigger,
+                session,
+            )
+            .map(|task| ("https", task)),
+        );
+    }
     services.start("http", |mut stop| async move {
-        let source = Arc::new(crate::stats::ServerSource(alerts));
         let stopped = async move { stop.requested().await };
-        if let Err(e) = tegami_http::serve(http_listener, source, routes, stopped).await {
+        if let Err(e) = tegami_http::serve(http_listener, app, stopped).await {
             error!(error = %e, "the HTTP listener failed");
         }
     });
@@ -589,6 +637,9 @@ impl Signals {
     }
 }
 
+/// Connections the HTTPS listener holds at once (browsers open about six each).
+const HTTPS_MAX_CONNECTIONS: usize = 512;
+
 /// How often the certificate files are looked at for changes.
 const CERT_POLL: Duration = Duration::from_secs(2);
 
@@ -613,6 +664,7 @@ async fn load_certificates(
                 match *name {
                     "imaps" => "imap",
                     "pop3s" => "pop3",
+                    "https" => "http",
                     _ => "submission",
                 }
             );

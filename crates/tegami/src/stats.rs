@@ -31,6 +31,12 @@ pub enum StatsCommand {
     Disk,
     /// From the measured daily growth, when the data volume crosses each threshold.
     Forecast,
+    /// The accounts under a storage quota, fullest first.
+    Quota {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--by`: the command line's names for [`RankBy`].
@@ -73,9 +79,46 @@ pub fn run(
         }
         StatsCommand::Disk => disk_text(&ops.stats_disk()?),
         StatsCommand::Forecast => forecast_text(&ops.stats_forecast()?, &tz),
+        StatsCommand::Quota { json } => quota_text(&ops.quota_usage()?, json),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn quota_text(usage: &[store::QuotaUse], json: bool) -> String {
+    if json {
+        let rows: Vec<_> = usage
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "address": u.address,
+                    "used": u.quota.used,
+                    "limit": u.quota.limit,
+                    "percent": u.quota.percent(),
+                    "warned": u.warned,
+                })
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::from(rows));
+    }
+    if usage.is_empty() {
+        return "no account has a storage quota (set one with `tegami account quota ADDRESS SIZE` \
+                or `tegami domain quota DOMAIN SIZE`)\n"
+            .to_owned();
+    }
+    let mut out = String::from("accounts under a storage quota, fullest first\n");
+    for u in usage {
+        let _ = writeln!(
+            out,
+            "{:>4} %  {:>10} of {:>10}  {}{}",
+            u.quota.percent().unwrap_or(0),
+            store::human_bytes(u.quota.used),
+            ops::quota::show_limit(u.quota.limit),
+            u.address,
+            if u.warned { "  (owner warned)" } else { "" }
+        );
+    }
+    out
 }
 
 fn usage_text(ranked: &[Ranked], by: RankBy, tz: &jiff::tz::TimeZone) -> String {

@@ -65,6 +65,10 @@ scripts! {
         mbsync => "imap_mbsync",
         fetchmail => "imap_fetchmail",
         bad_input => "imap_bad_input",
+        condstore => "imap_condstore",
+        list_extended => "imap_list_extended",
+        search_index => "imap_search_index",
+        quota => "quota",
     }
     ops {
         maintenance => "maintenance",
@@ -120,6 +124,12 @@ scripts! {
         campaign => "newsletter_campaign",
         crash => "newsletter_crash",
         steps => "newsletter_steps",
+        bounces => "newsletter_bounces",
+        once => "newsletter_once",
+        complaints => "newsletter_complaints",
+        preview => "newsletter_preview",
+        report => "newsletter_report",
+        segments => "newsletter_segments",
     }
     acme {
         pebble => "acme",
@@ -129,5 +139,13 @@ scripts! {
     }
     address {
         ddns_witness => "ddns_witness",
+    }
+    console {
+        frame_and_security => "console",
+        ops_screens => "console_ops",
+        backups_and_archives => "console_backup",
+        directory_queue_stats_planner => "console_directory",
+        newsletter => "console_newsletter",
+        user_screens => "console_user",
     }
 }

@@ -32,6 +32,7 @@ enum Rule {
     LibraryPrints,
     NoModuleDoc,
     FaceToolInOps,
+    RawHtmlInConsole,
 }
 
 /// What a face uses to talk to a person, and the operations layer must not.
@@ -110,6 +111,17 @@ fn check_tree(root: &Path) -> Vec<Violation> {
                     rule: Rule::LibraryPrints,
                     file: rel.clone(),
                     detail: format!("a library prints: {line}"),
+                });
+            }
+            // The console's pages come from maud templates, which escape every value; HTML
+            // marked as already escaped is how script would get into a page.
+            if name == "web"
+                && let Some(line) = text.lines().find(|l| l.contains("PreEscaped"))
+            {
+                found.push(Violation {
+                    rule: Rule::RawHtmlInConsole,
+                    file: rel.clone(),
+                    detail: format!("the console marks text as HTML: {}", line.trim()),
                 });
             }
             if !rel.starts_with("crates/store/src/sqlite/")
@@ -325,6 +337,14 @@ fn each_rule_catches_a_planted_violation() {
     );
     write("crates/gate/src/nodoc.rs", "pub fn g() {}\n");
     write(
+        "crates/web/Cargo.toml",
+        "[package]\nname = \"tegami-web\"\n",
+    );
+    write(
+        "crates/web/src/lib.rs",
+        "//! Console.\nfn f(s: String) -> maud::PreEscaped<String> { maud::PreEscaped(s) }\n",
+    );
+    write(
         "crates/store/src/archive.rs",
         "//! Archives.\nconst Q: &str = \"INSERT INTO fts(text) VALUES (?1)\";\n",
     );
@@ -341,6 +361,7 @@ fn each_rule_catches_a_planted_violation() {
         (Rule::LibraryPrints, "crates/gate/src/lib.rs"),
         (Rule::NoModuleDoc, "crates/gate/src/nodoc.rs"),
         (Rule::FaceToolInOps, "crates/ops/Cargo.toml"),
+        (Rule::RawHtmlInConsole, "crates/web/src/lib.rs"),
         (Rule::ProtoNotPure, "crates/smtp-proto/Cargo.toml"),
         (Rule::SqlOutsideBackend, "crates/store/src/archive.rs"),
         (Rule::SqlOutsideBackend, "crates/store/tests/conformance.rs"),

@@ -1,7 +1,9 @@
 //! The command grammar above the lexical layer: the tag, the command name, and the
 //! arguments of every command except FETCH and SEARCH (which have their own modules).
 
-use crate::command::{Command, CommandBody, Flag, StatusItem, StoreOp};
+use crate::command::{
+    Command, CommandBody, Flag, ListReturn, ListSelect, Qresync, StatusItem, StoreOp,
+};
 
 use super::cursor::{Cursor, Fail, PResult, fail, is_base64, leading_tag, text};
 use super::{ErrorKind, ParseError, fetch, search};
@@ -108,12 +110,24 @@ fn body(c: &mut Cursor, name: &[u8]) -> PResult<Option<CommandBody>> {
             CommandBody::Login { user, password }
         }
         b"AUTHENTICATE" => authenticate(c)?,
-        b"SELECT" => CommandBody::Select {
-            mailbox: mailbox_arg(c)?,
-        },
-        b"EXAMINE" => CommandBody::Examine {
-            mailbox: mailbox_arg(c)?,
-        },
+        b"SELECT" => {
+            let mailbox = mailbox_arg(c)?;
+            let (condstore, qresync) = select_params(c)?;
+            CommandBody::Select {
+                mailbox,
+                condstore,
+                qresync,
+            }
+        }
+        b"EXAMINE" => {
+            let mailbox = mailbox_arg(c)?;
+            let (condstore, qresync) = select_params(c)?;
+            CommandBody::Examine {
+                mailbox,
+                condstore,
+                qresync,
+            }
+        }
         b"CREATE" => create(c)?,
         b"DELETE" => CommandBody::Delete {
             mailbox: mailbox_arg(c)?,
@@ -123,6 +137,16 @@ fn body(c: &mut Cursor, name: &[u8]) -> PResult<Option<CommandBody>> {
             let to = mailbox_arg(c)?;
             CommandBody::Rename { from, to }
         }
+        b"GETQUOTA" => {
+            c.sp()?;
+            CommandBody::GetQuota {
+                root: text(c.astring()?)?,
+            }
+        }
+        b"GETQUOTAROOT" => CommandBody::GetQuotaRoot {
+            mailbox: mailbox_arg(c)?,
+        },
+        b"SETQUOTA" => set_quota(c)?,
         b"SUBSCRIBE" => CommandBody::Subscribe {
             mailbox: mailbox_arg(c)?,
         },
@@ -164,10 +188,91 @@ fn body(c: &mut Cursor, name: &[u8]) -> PResult<Option<CommandBody>> {
     Ok(Some(body))
 }
 
+/// `SETQUOTA root (resource limit ...)` (RFC 9208), at most [`MAX_OPTIONS`] pairs.
+fn set_quota(c: &mut Cursor) -> PResult<CommandBody> {
+    c.sp()?;
+    let root = text(c.astring()?)?;
+    c.sp()?;
+    c.expect(b'(', "Expected ( before SETQUOTA limits")?;
+    let mut limits = Vec::new();
+    if !c.eat(b')') {
+        loop {
+            if limits.len() == MAX_OPTIONS {
+                return fail(format!("At most {MAX_OPTIONS} SETQUOTA limits"));
+            }
+            let resource = String::from_utf8_lossy(c.atom()?).to_ascii_uppercase();
+            c.sp()?;
+            limits.push((resource, c.mod_sequence()?));
+            if c.eat(b')') {
+                break;
+            }
+            c.expect(b' ', "Expected a space or ) in SETQUOTA limits")?;
+        }
+    }
+    Ok(CommandBody::SetQuota { root, limits })
+}
+
 /// A space and a mailbox name.
 fn mailbox_arg(c: &mut Cursor) -> PResult<String> {
     c.sp()?;
     c.mailbox()
+}
+
+/// SELECT/EXAMINE parameters (RFC 4466 syntax): `(CONDSTORE)` and
+/// `(QRESYNC (uidvalidity modseq [known-uids [(seq-set uid-set)]]))` (RFC 7162).
+fn select_params(c: &mut Cursor) -> PResult<(bool, Option<Qresync>)> {
+    let (mut condstore, mut qresync) = (false, None);
+    if c.at_eol() {
+        return Ok((condstore, qresync));
+    }
+    c.sp()?;
+    c.expect(b'(', "Expected ( before SELECT parameters")?;
+    loop {
+        match c.atom()?.to_ascii_uppercase().as_slice() {
+            b"CONDSTORE" => condstore = true,
+            b"QRESYNC" => {
+                c.sp()?;
+                qresync = Some(qresync_param(c)?);
+            }
+            _ => return fail("Unsupported SELECT parameter"),
+        }
+        if c.eat(b')') {
+            return Ok((condstore, qresync));
+        }
+        c.expect(b' ', "Expected a space or ) in SELECT parameters")?;
+    }
+}
+
+fn qresync_param(c: &mut Cursor) -> PResult<Qresync> {
+    c.expect(b'(', "Expected ( after QRESYNC")?;
+    let uid_validity = c.nz_number()?;
+    c.sp()?;
+    let modseq = c.mod_sequence()?;
+    if modseq == 0 {
+        return fail("A QRESYNC mod-sequence starts at 1");
+    }
+    let mut known_uids = None;
+    let mut seq_match = None;
+    if c.eat(b' ') {
+        if c.peek() != Some(b'(') {
+            known_uids = Some(c.sequence_set()?);
+            c.eat(b' ');
+        }
+        if c.eat(b'(') {
+            let seqs = c.sequence_set()?;
+            c.sp()?;
+            let uids = c.sequence_set()?;
+            c.expect(b')', "Expected ) after the QRESYNC sequence match data")?;
+            seq_match = Some((seqs, uids));
+        }
+    }
+    c.expect(b')', "Expected ) to end the QRESYNC parameter")?;
+    Ok(Qresync {
+        uid_validity,
+        modseq,
+        known_uids,
+        seq_match,
+    })
 }
 
 fn enable(c: &mut Cursor) -> PResult<CommandBody> {
@@ -276,89 +381,136 @@ fn use_attr(c: &mut Cursor) -> PResult<String> {
         .map_or(attr, |k| (*k).to_owned()))
 }
 
-/// `LIST [(select-opts)] reference pattern [RETURN (return-opts)]` (RFC 5258, RFC 6154).
+/// The most patterns one LIST may give (RFC 5258 sets no limit); clients send a handful.
+const MAX_LIST_PATTERNS: usize = 32;
+
+/// The most atoms an option list may hold. Each option means something once, so a longer
+/// list only makes the server work.
+const MAX_OPTIONS: usize = 16;
+
+/// `LIST [(select-opts)] reference (pattern | (pattern ...)) [RETURN (return-opts)]`
+/// (RFC 5258, with RFC 6154's SPECIAL-USE and RFC 5819's STATUS).
 fn list(c: &mut Cursor) -> PResult<CommandBody> {
     c.sp()?;
-    let mut select_special_use = false;
+    let mut select = ListSelect::default();
     if c.peek() == Some(b'(') {
-        options(c, |option| match option {
-            b"SPECIAL-USE" => {
-                select_special_use = true;
-                Ok(())
+        options(c, |_, option| {
+            match option {
+                b"SUBSCRIBED" => select.subscribed = true,
+                b"SPECIAL-USE" => select.special_use = true,
+                b"RECURSIVEMATCH" => select.recursive_match = true,
+                // tegami has no remote mailboxes, so asking for them changes nothing.
+                b"REMOTE" => {}
+                _ => return fail("Unsupported LIST selection option"),
             }
-            // tegami has no remote mailboxes, so asking for them changes nothing.
-            b"REMOTE" => Ok(()),
-            _ => fail("Unsupported LIST selection option"),
+            Ok(())
         })?;
+        if select.recursive_match && !(select.subscribed || select.special_use) {
+            // RFC 5258 §3.1: it only qualifies another option.
+            return fail("RECURSIVEMATCH needs another selection option");
+        }
         c.sp()?;
     }
     let reference = c.list_mailbox()?;
     c.sp()?;
-    let pattern = if c.eat(b'(') {
-        let pattern = c.list_mailbox()?;
-        c.expect(b')', "Only one LIST pattern is supported")?;
-        pattern
+    let mut patterns = Vec::new();
+    if c.eat(b'(') {
+        loop {
+            if patterns.len() == MAX_LIST_PATTERNS {
+                return fail(format!("At most {MAX_LIST_PATTERNS} LIST patterns"));
+            }
+            patterns.push(c.list_mailbox()?);
+            if c.eat(b')') {
+                break;
+            }
+            c.expect(b' ', "Expected a space or ) in LIST patterns")?;
+        }
     } else {
-        c.list_mailbox()?
+        patterns.push(c.list_mailbox()?);
+    }
+    let mut ret = ListReturn {
+        // RFC 5258 §3.1: the SUBSCRIBED selection option implies the return option.
+        subscribed: select.subscribed,
+        ..ListReturn::default()
     };
-    let mut return_special_use = false;
     if !c.at_eol() {
         c.sp()?;
         if !c.eat_word(b"RETURN") {
             return fail("Expected RETURN");
         }
         c.sp()?;
-        options(c, |option| match option {
-            b"SPECIAL-USE" => {
-                return_special_use = true;
-                Ok(())
+        options(c, |c, option| {
+            match option {
+                b"SUBSCRIBED" => ret.subscribed = true,
+                b"SPECIAL-USE" => ret.special_use = true,
+                // Child information is always returned (RFC 5258 §4 allows it), so the
+                // option needs no handling.
+                b"CHILDREN" => {}
+                b"STATUS" => {
+                    c.sp()?;
+                    ret.status = Some(status_items(c)?);
+                }
+                _ => return fail("Unsupported LIST return option"),
             }
-            // Child information may be returned whether or not it is asked for
-            // (RFC 5258 section 4), so the option needs no handling.
-            b"CHILDREN" => Ok(()),
-            _ => fail("Unsupported LIST return option"),
+            Ok(())
         })?;
     }
     Ok(CommandBody::List {
         reference,
-        pattern,
-        select_special_use,
-        return_special_use,
+        patterns,
+        select,
+        ret,
     })
 }
 
-/// A parenthesised, possibly empty list of option atoms, each passed upper-cased to `each`.
-fn options(c: &mut Cursor, mut each: impl FnMut(&[u8]) -> PResult<()>) -> PResult<()> {
+/// A parenthesised, possibly empty list of at most [`MAX_OPTIONS`] option atoms, each
+/// passed upper-cased to `each`, which may read the option's own arguments.
+fn options(c: &mut Cursor, mut each: impl FnMut(&mut Cursor, &[u8]) -> PResult<()>) -> PResult<()> {
     c.expect(b'(', "Expected (")?;
     if c.eat(b')') {
         return Ok(());
     }
-    loop {
-        each(&c.atom()?.to_ascii_uppercase())?;
+    for _ in 0..MAX_OPTIONS {
+        let option = c.atom()?.to_ascii_uppercase();
+        each(c, &option)?;
         if c.eat(b')') {
             return Ok(());
         }
         c.expect(b' ', "Expected a space or )")?;
     }
+    fail(format!("At most {MAX_OPTIONS} options"))
 }
 
 fn status(c: &mut Cursor) -> PResult<CommandBody> {
     let mailbox = mailbox_arg(c)?;
     c.sp()?;
+    let items = status_items(c)?;
+    Ok(CommandBody::Status { mailbox, items })
+}
+
+/// `(item ...)` of STATUS, also LIST's `RETURN (STATUS (...))`. At least one item; a
+/// repeated item is answered once per mention, as the client asked.
+fn status_items(c: &mut Cursor) -> PResult<Vec<StatusItem>> {
     c.expect(b'(', "Expected ( before STATUS items")?;
     let mut items = Vec::new();
     loop {
+        if items.len() == MAX_OPTIONS {
+            return fail(format!("At most {MAX_OPTIONS} STATUS items"));
+        }
         let item = match c.atom()?.to_ascii_uppercase().as_slice() {
             b"MESSAGES" => StatusItem::Messages,
             b"RECENT" => StatusItem::Recent,
             b"UIDNEXT" => StatusItem::UidNext,
             b"UIDVALIDITY" => StatusItem::UidValidity,
             b"UNSEEN" => StatusItem::Unseen,
+            b"HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+            b"DELETED" => StatusItem::Deleted,
+            b"DELETED-STORAGE" => StatusItem::DeletedStorage,
             _ => return fail("Unknown STATUS item"),
         };
         items.push(item);
         if c.eat(b')') {
-            return Ok(CommandBody::Status { mailbox, items });
+            return Ok(items);
         }
         c.expect(b' ', "Expected a space or ) in STATUS items")?;
     }
@@ -400,11 +552,21 @@ fn storable(flags: Vec<Flag>) -> PResult<Vec<Flag>> {
     Ok(flags)
 }
 
-/// `STORE set [+|-]FLAGS[.SILENT] (flags)` or with the flags unparenthesised.
+/// `STORE set [(UNCHANGEDSINCE n)] [+|-]FLAGS[.SILENT] (flags)` or with the flags
+/// unparenthesised.
 fn store(c: &mut Cursor, uid: bool) -> PResult<CommandBody> {
     c.sp()?;
     let set = c.sequence_set()?;
     c.sp()?;
+    let mut unchanged_since = None;
+    if c.eat(b'(') {
+        if !c.eat_word(b"UNCHANGEDSINCE ") {
+            return fail("Unsupported STORE modifier");
+        }
+        unchanged_since = Some(c.mod_sequence()?);
+        c.expect(b')', "Expected ) after UNCHANGEDSINCE")?;
+        c.sp()?;
+    }
     let (op, silent) = match c.word()?.to_ascii_uppercase().as_slice() {
         b"FLAGS" => (StoreOp::Replace, false),
         b"FLAGS.SILENT" => (StoreOp::Replace, true),
@@ -431,6 +593,7 @@ fn store(c: &mut Cursor, uid: bool) -> PResult<CommandBody> {
         op,
         silent,
         flags: storable(flags)?,
+        unchanged_since,
     })
 }
 

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::command::{Flag, SeqNum, SequenceSet};
+use crate::command::{DateTime, Flag, SeqNum, SequenceSet};
 use crate::utf7;
 
 /// A syntax error, with a reason worded for the client.
@@ -322,6 +322,21 @@ impl<'a> Cursor<'a> {
             .map_or_else(|| fail("Number too large"), Ok)
     }
 
+    /// A mod-sequence value (RFC 7162 `mod-sequence-valzer`): 0 to 2^63-1.
+    pub fn mod_sequence(&mut self) -> PResult<u64> {
+        let digits = self.take_while(|b| b.is_ascii_digit());
+        if digits.is_empty() {
+            return fail("Expected a mod-sequence");
+        }
+        digits
+            .iter()
+            .try_fold(0u64, |n, &d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+            .filter(|&n| n <= i64::MAX as u64)
+            .map_or_else(|| fail("Mod-sequence too large"), Ok)
+    }
+
     pub fn nz_number(&mut self) -> PResult<u32> {
         match self.number()? {
             0 => fail("Numbers start at 1"),
@@ -462,8 +477,8 @@ impl<'a> Cursor<'a> {
         Ok(days)
     }
 
-    /// APPEND's date-time: `"17-Jul-1996 02:44:25 -0700"`; Unix seconds.
-    pub fn date_time(&mut self) -> PResult<i64> {
+    /// APPEND's date-time: `"17-Jul-1996 02:44:25 -0700"`; Unix seconds and the zone.
+    pub fn date_time(&mut self) -> PResult<DateTime> {
         self.expect(b'"', "Invalid date-time")?;
         // The day is two digits or a space and a digit; a lone digit is accepted too.
         self.eat(b' ');
@@ -490,8 +505,13 @@ impl<'a> Cursor<'a> {
             return fail("Invalid time zone");
         }
         self.expect(b'"', "Invalid date-time")?;
-        let offset = sign * i64::from(zone / 100 * 3600 + zone % 100 * 60);
-        Ok(i64::from(days) * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset)
+        let zone_minutes = sign * (zone / 100 * 60 + zone % 100) as i16;
+        let offset = i64::from(zone_minutes) * 60;
+        Ok(DateTime {
+            seconds: i64::from(days) * 86_400 + i64::from(hour * 3600 + minute * 60 + second)
+                - offset,
+            zone_minutes,
+        })
     }
 
     /// `-Mon-yyyy` after the day; days since the Unix epoch.

@@ -4,7 +4,8 @@ use crate::command::{CommandBody, FetchItem, Section, SectionText};
 
 use super::cursor::{Cursor, PResult, fail, text};
 
-/// `FETCH set (items)` or with a single item or macro; `uid` for UID FETCH.
+/// `FETCH set (items) [(CHANGEDSINCE n [VANISHED])]` or with a single item or macro;
+/// `uid` for UID FETCH.
 pub(super) fn fetch(c: &mut Cursor, uid: bool) -> PResult<CommandBody> {
     c.sp()?;
     let set = c.sequence_set()?;
@@ -23,7 +24,35 @@ pub(super) fn fetch(c: &mut Cursor, uid: bool) -> PResult<CommandBody> {
             None => vec![item_named(c, &word)?],
         }
     };
-    Ok(CommandBody::Fetch { uid, set, items })
+    let (mut changed_since, mut vanished) = (None, false);
+    if c.eat(b' ') {
+        c.expect(b'(', "Expected ( before FETCH modifiers")?;
+        loop {
+            match c.atom()?.to_ascii_uppercase().as_slice() {
+                b"CHANGEDSINCE" => {
+                    c.sp()?;
+                    changed_since = Some(c.mod_sequence()?);
+                }
+                b"VANISHED" if uid => vanished = true,
+                b"VANISHED" => return fail("VANISHED needs UID FETCH"),
+                _ => return fail("Unsupported FETCH modifier"),
+            }
+            if c.eat(b')') {
+                break;
+            }
+            c.expect(b' ', "Expected a space or ) in FETCH modifiers")?;
+        }
+        if vanished && changed_since.is_none() {
+            return fail("VANISHED needs CHANGEDSINCE");
+        }
+    }
+    Ok(CommandBody::Fetch {
+        uid,
+        set,
+        items,
+        changed_since,
+        vanished,
+    })
 }
 
 /// Expands ALL, FAST and FULL, which RFC 3501 allows only on their own.
@@ -46,6 +75,7 @@ fn item(c: &mut Cursor) -> PResult<FetchItem> {
 fn item_named(c: &mut Cursor, word: &[u8]) -> PResult<FetchItem> {
     Ok(match word {
         b"FLAGS" => FetchItem::Flags,
+        b"MODSEQ" => FetchItem::ModSeq,
         b"UID" => FetchItem::Uid,
         b"INTERNALDATE" => FetchItem::InternalDate,
         b"RFC822.SIZE" => FetchItem::Rfc822Size,

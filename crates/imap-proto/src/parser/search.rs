@@ -146,6 +146,20 @@ fn key_inner(c: &mut Cursor, lossy: bool) -> PResult<SearchKey> {
             K::Header(field, string(c, lossy)?)
         }
         b"BODY" => K::Body(string(c, lossy)?),
+        b"MODSEQ" => {
+            c.sp()?;
+            // `MODSEQ "/flags/\\seen" all 620`: the entry name and type come first.
+            if c.peek() == Some(b'"') {
+                c.string()?;
+                c.sp()?;
+                match c.atom()?.to_ascii_uppercase().as_slice() {
+                    b"PRIV" | b"SHARED" | b"ALL" => {}
+                    _ => return fail("Expected priv, shared or all"),
+                }
+                c.sp()?;
+            }
+            K::ModSeq(c.mod_sequence()?)
+        }
         b"TEXT" => K::Text(string(c, lossy)?),
         b"UID" => {
             c.sp()?;

@@ -298,6 +298,8 @@ fn login_and_authenticate() {
 fn mailbox_names() {
     let select = |name: &str| CommandBody::Select {
         mailbox: name.into(),
+        condstore: false,
+        qresync: None,
     };
     check("SELECT INBOX", select("INBOX"));
     check("SELECT inbox", select("INBOX"));
@@ -316,12 +318,14 @@ fn mailbox_names() {
     check_err("SELECT \"&AEE-\"", "Invalid mailbox name");
     check_err_bytes("SELECT \"Entwürfe\"".as_bytes(), "Invalid mailbox name");
     check_err("SELECT", "Missing argument");
-    check_err("SELECT a b", "Unexpected space");
-    check_err("SELECT INBOX (CONDSTORE)", "Unexpected space");
+    check_err("SELECT a b", "Expected ( before SELECT parameters");
+    check_err("SELECT INBOX (FOO)", "Unsupported SELECT parameter");
     check(
         "EXAMINE Sent",
         CommandBody::Examine {
             mailbox: "Sent".into(),
+            condstore: false,
+            qresync: None,
         },
     );
     check(
@@ -378,50 +382,202 @@ fn create_with_special_use() {
     check_err("CREATE x (USE \\Sent)", "Expected ( after USE");
 }
 
+/// A LIST command body from the parts a test cares about.
+fn list(reference: &str, patterns: &[&str], select: ListSelect, ret: ListReturn) -> CommandBody {
+    CommandBody::List {
+        reference: reference.into(),
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        select,
+        ret,
+    }
+}
+
+fn plain_list(reference: &str, pattern: &str) -> CommandBody {
+    list(
+        reference,
+        &[pattern],
+        ListSelect::default(),
+        ListReturn::default(),
+    )
+}
+
 #[test]
 fn list_and_lsub() {
-    let list = |reference: &str, pattern: &str, select: bool, ret: bool| CommandBody::List {
-        reference: reference.into(),
-        pattern: pattern.into(),
-        select_special_use: select,
-        return_special_use: ret,
+    let none = ListSelect::default();
+    let special = ListSelect {
+        special_use: true,
+        ..none
     };
-    check("LIST \"\" *", list("", "*", false, false));
-    check("LIST \"\" %", list("", "%", false, false));
-    check("LIST \"\" \"\"", list("", "", false, false));
+    let ret_special = ListReturn {
+        special_use: true,
+        ..ListReturn::default()
+    };
+    check("LIST \"\" *", plain_list("", "*"));
+    check("LIST \"\" %", plain_list("", "%"));
+    check("LIST \"\" \"\"", plain_list("", ""));
     check(
         "list ~/Mail/ %/&ZeVnLIqe-*",
-        list("~/Mail/", "%/日本語*", false, false),
+        plain_list("~/Mail/", "%/日本語*"),
     );
-    check("LIST \"\" INBOX.*]", list("", "INBOX.*]", false, false));
-    check("LIST (SPECIAL-USE) \"\" \"*\"", list("", "*", true, false));
-    check("LIST () \"\" *", list("", "*", false, false));
+    check("LIST \"\" INBOX.*]", plain_list("", "INBOX.*]"));
+    check(
+        "LIST (SPECIAL-USE) \"\" \"*\"",
+        list("", &["*"], special, ListReturn::default()),
+    );
+    check("LIST () \"\" *", plain_list("", "*"));
     check(
         "LIST (remote special-use) \"\" *",
-        list("", "*", true, false),
+        list("", &["*"], special, ListReturn::default()),
     );
     check(
         "LIST \"\" * RETURN (SPECIAL-USE)",
-        list("", "*", false, true),
+        list("", &["*"], none, ret_special.clone()),
     );
     check(
         "LIST \"\" * RETURN (CHILDREN special-use)",
-        list("", "*", false, true),
+        list("", &["*"], none, ret_special),
     );
-    check("LIST \"\" (*)", list("", "*", false, false));
-    check("LIST \"\" {1}\r\n*", list("", "*", false, false));
-    check_err(
-        "LIST (SUBSCRIBED) \"\" *",
-        "Unsupported LIST selection option",
-    );
-    check_err(
-        "LIST \"\" * RETURN (STATUS (MESSAGES))",
-        "Unsupported LIST return option",
-    );
-    check_err("LIST \"\" (* %)", "Only one LIST pattern");
+    check("LIST \"\" (*)", plain_list("", "*"));
+    check("LIST \"\" {1}\r\n*", plain_list("", "*"));
+    check("LIST \"\" * RETURN ()", plain_list("", "*"));
     check_err("LIST \"\" * FOO", "Expected RETURN");
     check_err("LIST \"\"", "Missing argument");
     check_err("LIST \"\" &Jjo", "Invalid mailbox name");
+}
+
+/// The commands of RFC 5258 §5's examples, RFC 5819's and RFC 6154's.
+#[test]
+fn list_extended_examples() {
+    let none = ListSelect::default();
+    let subscribed = ListSelect {
+        subscribed: true,
+        ..none
+    };
+    let recursive = ListSelect {
+        recursive_match: true,
+        ..subscribed
+    };
+    let ret_subscribed = ListReturn {
+        subscribed: true,
+        ..ListReturn::default()
+    };
+    // 5.1, 5.2: the SUBSCRIBED selection option implies the return option.
+    check("LIST \"\" %", plain_list("", "%"));
+    check(
+        "LIST (SUBSCRIBED) \"\" \"*\"",
+        list("", &["*"], subscribed, ret_subscribed.clone()),
+    );
+    // 5.3, 5.4: CHILDREN and REMOTE change nothing here.
+    check("LIST () \"\" \"%\" RETURN (CHILDREN)", plain_list("", "%"));
+    check(
+        "LIST (REMOTE) \"\" \"%\" RETURN (CHILDREN)",
+        plain_list("", "%"),
+    );
+    // 5.5, 5.6.
+    check(
+        "LIST (REMOTE SUBSCRIBED) \"/\" \"*\"",
+        list("/", &["*"], subscribed, ret_subscribed.clone()),
+    );
+    check(
+        "LIST (REMOTE) \"\" \"*\" RETURN (SUBSCRIBED)",
+        list("", &["*"], none, ret_subscribed.clone()),
+    );
+    // 5.8, 5.9: RECURSIVEMATCH.
+    check(
+        "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"%\" RETURN (CHILDREN)",
+        list("", &["%"], recursive, ret_subscribed.clone()),
+    );
+    check(
+        "LIST (RECURSIVEMATCH SPECIAL-USE) \"\" %",
+        list(
+            "",
+            &["%"],
+            ListSelect {
+                special_use: true,
+                recursive_match: true,
+                ..none
+            },
+            ListReturn::default(),
+        ),
+    );
+    // 5.10: several patterns.
+    check(
+        "LIST \"\" (\"INBOX\" \"Drafts\" \"Sent/%\")",
+        list(
+            "",
+            &["INBOX", "Drafts", "Sent/%"],
+            none,
+            ListReturn::default(),
+        ),
+    );
+    // RFC 5819 §3 and a STATUS together with the other return options.
+    check(
+        "LIST \"\" % RETURN (STATUS (MESSAGES UNSEEN))",
+        list(
+            "",
+            &["%"],
+            none,
+            ListReturn {
+                status: Some(vec![StatusItem::Messages, StatusItem::Unseen]),
+                ..ListReturn::default()
+            },
+        ),
+    );
+    check(
+        "LIST (subscribed) \"\" (INBOX %) return (status (uidnext highestmodseq) special-use)",
+        list(
+            "",
+            &["INBOX", "%"],
+            subscribed,
+            ListReturn {
+                subscribed: true,
+                special_use: true,
+                status: Some(vec![StatusItem::UidNext, StatusItem::HighestModSeq]),
+            },
+        ),
+    );
+}
+
+#[test]
+fn list_extended_malformed() {
+    // RFC 5258 §3.1: RECURSIVEMATCH only qualifies another selection option.
+    check_err(
+        "LIST (RECURSIVEMATCH) \"\" *",
+        "RECURSIVEMATCH needs another selection option",
+    );
+    check_err(
+        "LIST (REMOTE RECURSIVEMATCH) \"\" *",
+        "RECURSIVEMATCH needs another selection option",
+    );
+    check_err("LIST (FOO) \"\" *", "Unsupported LIST selection option");
+    check_err("LIST \"\" * RETURN (FOO)", "Unsupported LIST return option");
+    check_err("LIST \"\" * RETURN (STATUS ())", "Expected an atom");
+    check_err("LIST \"\" * RETURN (STATUS (SIZE))", "Unknown STATUS item");
+    check_err("LIST \"\" * RETURN (STATUS)", "Expected a space");
+    check_err("LIST \"\" ()", "Expected a mailbox pattern");
+    check_err("LIST \"\" (* %", "Expected a space or ) in LIST patterns");
+    // Bounds: patterns, options and STATUS items.
+    let patterns = vec!["x"; 33].join(" ");
+    check_err(
+        &format!("LIST \"\" ({patterns})"),
+        "At most 32 LIST patterns",
+    );
+    let patterns = vec!["x"; 32].join(" ");
+    check(
+        &format!("LIST \"\" ({patterns})"),
+        list("", &["x"; 32], ListSelect::default(), ListReturn::default()),
+    );
+    let options = vec!["REMOTE"; 17].join(" ");
+    check_err(&format!("LIST ({options}) \"\" *"), "At most 16 options");
+    let items = vec!["MESSAGES"; 17].join(" ");
+    check_err(
+        &format!("LIST \"\" * RETURN (STATUS ({items}))"),
+        "At most 16 STATUS items",
+    );
+}
+
+#[test]
+fn lsub() {
     check(
         "LSUB \"\" *",
         CommandBody::Lsub {
@@ -429,6 +585,51 @@ fn list_and_lsub() {
             pattern: "*".into(),
         },
     );
+}
+
+#[test]
+fn quota_commands_of_rfc_9208() {
+    check(
+        "GETQUOTAROOT INBOX",
+        CommandBody::GetQuotaRoot {
+            mailbox: "INBOX".into(),
+        },
+    );
+    check(
+        "GETQUOTA \"\"",
+        CommandBody::GetQuota {
+            root: String::new(),
+        },
+    );
+    check(
+        "SETQUOTA \"\" (STORAGE 512 message 100)",
+        CommandBody::SetQuota {
+            root: String::new(),
+            limits: vec![("STORAGE".into(), 512), ("MESSAGE".into(), 100)],
+        },
+    );
+    check(
+        "SETQUOTA \"\" ()",
+        CommandBody::SetQuota {
+            root: String::new(),
+            limits: vec![],
+        },
+    );
+    check(
+        "STATUS INBOX (DELETED deleted-storage)",
+        CommandBody::Status {
+            mailbox: "INBOX".into(),
+            items: vec![StatusItem::Deleted, StatusItem::DeletedStorage],
+        },
+    );
+    check_err("SETQUOTA \"\" (STORAGE)", "Expected a space");
+    check_err("SETQUOTA \"\" STORAGE 5", "Expected (");
+    let many = vec!["STORAGE 1"; 17].join(" ");
+    check_err(
+        &format!("SETQUOTA \"\" ({many})"),
+        "At most 16 SETQUOTA limits",
+    );
+    check_err("GETQUOTA", "Missing argument");
 }
 
 #[test]
@@ -449,10 +650,13 @@ fn status() {
 
 #[test]
 fn append() {
-    let append = |flags: Vec<Flag>, date: Option<i64>, message: &[u8]| CommandBody::Append {
+    let append = |flags: Vec<Flag>, date: Option<(i64, i16)>, message: &[u8]| CommandBody::Append {
         mailbox: "Drafts".into(),
         flags,
-        date,
+        date: date.map(|(seconds, zone_minutes)| DateTime {
+            seconds,
+            zone_minutes,
+        }),
         message: message.to_vec(),
     };
     check("APPEND Drafts {5}\r\nHello", append(vec![], None, b"Hello"));
@@ -472,15 +676,15 @@ fn append() {
     check("APPEND Drafts () {1}\r\nx", append(vec![], None, b"x"));
     check(
         "APPEND Drafts \"17-Jul-1996 02:44:25 -0700\" {1}\r\nx",
-        append(vec![], Some(837_596_665), b"x"),
+        append(vec![], Some((837_596_665, -420)), b"x"),
     );
     check(
         "APPEND Drafts (\\Draft) \" 1-Jan-2000 00:00:00 +0000\" {1}\r\nx",
-        append(vec![Flag::Draft], Some(946_684_800), b"x"),
+        append(vec![Flag::Draft], Some((946_684_800, 0)), b"x"),
     );
     check(
         "APPEND Drafts \"01-jan-2000 01:30:00 +0130\" {1}\r\nx",
-        append(vec![], Some(946_684_800), b"x"),
+        append(vec![], Some((946_684_800, 90)), b"x"),
     );
     check("APPEND {6}\r\nDrafts {1}\r\nx", append(vec![], None, b"x"));
     check_err("APPEND Drafts (\\Recent) {1+}\r\nx", "\\Recent");
@@ -517,6 +721,8 @@ fn sequence_sets() {
         uid: false,
         set,
         items: vec![FetchItem::Flags],
+        changed_since: None,
+        vanished: false,
     };
     check("FETCH 1 FLAGS", fetch(one(1)));
     check("FETCH * FLAGS", fetch(set(&[(SeqNum::Star, SeqNum::Star)])));
@@ -563,6 +769,8 @@ fn fetch_items() {
         uid,
         set: one(1),
         items,
+        changed_since: None,
+        vanished: false,
     };
     let section = |part: &[u32], text: Option<SectionText>| Section {
         part: part.to_vec(),
@@ -680,7 +888,7 @@ fn fetch_items() {
     check_err("FETCH 1 BODY[]<0>", "Expected .");
     check_err("FETCH 1 BINARY[]", "Unknown FETCH item");
     check_err("FETCH 1", "Missing argument");
-    check_err("FETCH 1 FLAGS (CHANGEDSINCE 1)", "Unexpected space");
+    check_err("FETCH 1 FLAGS (CHANGEDSINCE 1", "Expected a space or )");
 }
 
 #[test]
@@ -691,6 +899,7 @@ fn store() {
         op,
         silent,
         flags,
+        unchanged_since: None,
     };
     check(
         "STORE 1:3 FLAGS (\\Seen)",
@@ -1165,7 +1374,7 @@ fn bad_prefix_is_refused_before_the_literal() {
         ),
         (
             b"a SELECT INBOX {5}\r\n",
-            ErrorKind::Syntax("Unexpected space; too many arguments?".into()),
+            ErrorKind::Syntax("Expected ( before SELECT parameters".into()),
         ),
         (
             b"a FETCH 0 {5}\r\n",
@@ -1554,4 +1763,155 @@ fn an_over_long_line_in_idle_is_read_the_same_however_it_arrives() {
     assert_eq!(feed(&bytes), whole, "byte by byte");
     let halves = input.as_bytes().split_at(150);
     assert_eq!(feed(&[halves.0, halves.1]), whole, "in two");
+}
+
+// ---------------------------------------------------------------------------------------
+// CONDSTORE and QRESYNC (RFC 7162)
+
+#[test]
+fn condstore_select_fetch_store_search_status() {
+    let select = |condstore, qresync| CommandBody::Select {
+        mailbox: "INBOX".into(),
+        condstore,
+        qresync,
+    };
+    check("SELECT INBOX (CONDSTORE)", select(true, None));
+    check("select inbox (condstore)", select(true, None));
+    // RFC 7162 §3.2.5.2's example.
+    check(
+        "SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))",
+        select(
+            false,
+            Some(Qresync {
+                uid_validity: 67_890_007,
+                modseq: 20_050_715_194_045_000,
+                known_uids: Some(set(&[(v(41), v(41)), (v(43), v(211)), (v(214), v(541))])),
+                seq_match: None,
+            }),
+        ),
+    );
+    // §3.2.5.2's second example, with sequence match data.
+    check(
+        "SELECT INBOX (QRESYNC (67890007 90060115194045000 41:211,214:541 (1:10 1:10)))",
+        select(
+            false,
+            Some(Qresync {
+                uid_validity: 67_890_007,
+                modseq: 90_060_115_194_045_000,
+                known_uids: Some(set(&[(v(41), v(211)), (v(214), v(541))])),
+                seq_match: Some((set(&[(v(1), v(10))]), set(&[(v(1), v(10))]))),
+            }),
+        ),
+    );
+    check(
+        "SELECT INBOX (QRESYNC (1 2 (1:3 4:6)))",
+        select(
+            false,
+            Some(Qresync {
+                uid_validity: 1,
+                modseq: 2,
+                known_uids: None,
+                seq_match: Some((set(&[(v(1), v(3))]), set(&[(v(4), v(6))]))),
+            }),
+        ),
+    );
+    check(
+        "SELECT INBOX (QRESYNC (1 2))",
+        select(
+            false,
+            Some(Qresync {
+                uid_validity: 1,
+                modseq: 2,
+                known_uids: None,
+                seq_match: None,
+            }),
+        ),
+    );
+    check_err("SELECT INBOX (QRESYNC (1 0))", "starts at 1");
+    check_err("SELECT INBOX (QRESYNC (0 5))", "Numbers start at 1");
+    check_err(
+        "SELECT INBOX (QRESYNC (1 9223372036854775808))",
+        "Mod-sequence too large",
+    );
+    check_err("SELECT INBOX (QRESYNC 1 2)", "Expected (");
+
+    let fetch = |uid, items, changed_since, vanished| CommandBody::Fetch {
+        uid,
+        set: set(&[(v(1), SeqNum::Star)]),
+        items,
+        changed_since,
+        vanished,
+    };
+    // §3.1.4.1's example.
+    check(
+        "FETCH 1:* (FLAGS) (CHANGEDSINCE 12345)",
+        fetch(false, vec![FetchItem::Flags], Some(12345), false),
+    );
+    check(
+        "UID FETCH 1:* (FLAGS MODSEQ) (CHANGEDSINCE 0 VANISHED)",
+        fetch(
+            true,
+            vec![FetchItem::Flags, FetchItem::ModSeq],
+            Some(0),
+            true,
+        ),
+    );
+    check(
+        "FETCH 1:* MODSEQ",
+        fetch(false, vec![FetchItem::ModSeq], None, false),
+    );
+    check_err(
+        "FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)",
+        "VANISHED needs UID FETCH",
+    );
+    check_err(
+        "UID FETCH 1:* (FLAGS) (VANISHED)",
+        "VANISHED needs CHANGEDSINCE",
+    );
+    check_err("FETCH 1:* (FLAGS) (FOO 1)", "Unsupported FETCH modifier");
+
+    // §3.1.3's example.
+    check(
+        "STORE 7,5,9 (UNCHANGEDSINCE 320162338) +FLAGS.SILENT (\\Deleted)",
+        CommandBody::Store {
+            uid: false,
+            set: set(&[(v(7), v(7)), (v(5), v(5)), (v(9), v(9))]),
+            op: StoreOp::Add,
+            silent: true,
+            flags: vec![Flag::Deleted],
+            unchanged_since: Some(320_162_338),
+        },
+    );
+    check_err(
+        "STORE 1 (UNCHANGED 1) +FLAGS (\\Seen)",
+        "Unsupported STORE modifier",
+    );
+
+    let search = |criteria| CommandBody::Search {
+        uid: false,
+        charset: None,
+        criteria,
+        ret: SearchReturn::Plain,
+    };
+    check(
+        "SEARCH MODSEQ 620162338",
+        search(SearchKey::ModSeq(620_162_338)),
+    );
+    // §3.1.5's example, with an entry name and type, which are ignored.
+    check(
+        "SEARCH MODSEQ \"/flags/\\\\draft\" all 620162338",
+        search(SearchKey::ModSeq(620_162_338)),
+    );
+    check_err("SEARCH MODSEQ \"/flags/\\\\draft\" some 1", "Expected priv");
+    check(
+        "STATUS blurdybloop (UIDNEXT MESSAGES HIGHESTMODSEQ)",
+        CommandBody::Status {
+            mailbox: "blurdybloop".into(),
+            items: vec![
+                StatusItem::UidNext,
+                StatusItem::Messages,
+                StatusItem::HighestModSeq,
+            ],
+        },
+    );
 }

@@ -9,6 +9,7 @@
 //! directory, which a running server holds open.
 
 mod create;
+pub mod download;
 mod prune;
 mod restore;
 
@@ -87,6 +88,15 @@ pub fn newest(root: &Path) -> Option<Entry> {
         .max_by_key(Entry::created)
 }
 
+/// A backup id as a face receives it (a URL, a form): a plain name in the backup directory,
+/// never a path, so a request cannot point an operation at another directory.
+pub fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 200 || id.starts_with('.') || id.contains(['/', '\\', '\0']) {
+        return Err(Error::invalid(format!("{id:?} is not a backup id")));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // verify
 
@@ -158,6 +168,67 @@ pub fn first_problems(report: &VerifyReport) -> String {
         format!("{} (and {more} more)", shown.join("; "))
     } else {
         shown.join("; ")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The restore, as the operator types it
+
+/// The commands that restore backup `id` of the configured backup directory as this
+/// server's data directory, ready to paste into a root shell: stop the service, restore
+/// (which needs the server stopped, verifies first and keeps the current data beside),
+/// start it again. `unpacked` names where a downloaded archive was unpacked instead, for a
+/// restore on another machine: the backup is then `<unpacked>/<id>`.
+pub fn restore_commands(
+    data: &Path,
+    settings: &BackupConfig,
+    id: &str,
+    unpacked: Option<&Path>,
+) -> Vec<String> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let backup = match unpacked {
+        Some(dir) => absolute(dir).join(id),
+        None => absolute(&settings.root(data)).join(id),
+    };
+    let mut restore = format!(
+        "tegami --data {}",
+        shell_quote(&absolute(data).display().to_string())
+    );
+    if let Some(config) = &settings.config_file {
+        restore.push_str(&format!(
+            " --config {}",
+            shell_quote(&config.display().to_string())
+        ));
+    }
+    restore.push_str(&format!(
+        " restore {} --force",
+        shell_quote(&backup.display().to_string())
+    ));
+    let mut commands = vec!["systemctl stop tegami".to_string()];
+    if let Some(dir) = unpacked {
+        let dir = shell_quote(&absolute(dir).display().to_string());
+        commands.push(format!("mkdir -p {dir}"));
+        commands.push(format!(
+            "tar -xf {} -C {dir}",
+            shell_quote(&format!("tegami-backup-{id}.tar"))
+        ));
+    }
+    commands.push(restore);
+    commands.push("systemctl start tegami".into());
+    commands
+}
+
+/// A word for a POSIX shell: as it is when it holds nothing the shell reads specially,
+/// else in single quotes (a quote inside as `'\''`).
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@%,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -315,6 +386,49 @@ pub(crate) mod tests {
             manifest(id, created, trigger).to_toml(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_restore_commands_stop_restore_by_path_and_start() {
+        let settings = BackupConfig {
+            at: None,
+            dir: None,
+            keep_daily: 7,
+            keep_weekly: 4,
+            verify: true,
+            config_file: Some(PathBuf::from("/etc/tegami/tegami.toml")),
+        };
+        let data = Path::new("/var/lib/tegami");
+        assert_eq!(
+            restore_commands(data, &settings, "20261207T064100Z", None),
+            [
+                "systemctl stop tegami",
+                "tegami --data /var/lib/tegami --config /etc/tegami/tegami.toml restore \
+                 /var/lib/tegami/backups/20261207T064100Z --force",
+                "systemctl start tegami",
+            ]
+        );
+        let elsewhere = restore_commands(
+            Path::new("/srv/my data"),
+            &BackupConfig {
+                config_file: None,
+                ..settings
+            },
+            "X",
+            Some(Path::new("/tmp/restore")),
+        );
+        assert_eq!(
+            elsewhere,
+            [
+                "systemctl stop tegami",
+                "mkdir -p /tmp/restore",
+                "tar -xf tegami-backup-X.tar -C /tmp/restore",
+                "tegami --data '/srv/my data' restore /tmp/restore/X --force",
+                "systemctl start tegami",
+            ]
+        );
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

@@ -139,6 +139,12 @@ impl Doctor {
         self.clock.now()
     }
 
+    /// The listeners alone (whether the server runs and holds each configured address),
+    /// for a face that shows them without the whole diagnosis.
+    pub fn listeners(&self, config: &Config) -> Vec<Finding> {
+        network::listeners(&self.data, config).findings
+    }
+
     /// Examines everything, area by area.
     pub fn run(&self, config: &Config) -> Report {
         self.run_with(config, Backups::read(&self.data, config, &self.clock.now()))

@@ -42,7 +42,12 @@ fn lock_state(data: &Path) -> io::Result<LockState> {
 
 pub(super) fn listeners(data: &Path, config: &Config) -> Group {
     let mut g = Group::new("Listeners");
-    let running = match lock_state(data) {
+    let lock = lock_state(data);
+    // Asked from inside the running server (its web console): it bound every configured
+    // address before it wrote its pid, and probing would only show what this process,
+    // no longer root, may bind.
+    let this_server = matches!(&lock, Ok(LockState::Held(pid)) if pid.parse::<u32>().ok() == Some(std::process::id()));
+    let running = match lock {
         Ok(LockState::Held(pid)) => {
             let pid = if pid.is_empty() {
                 String::new()
@@ -84,10 +89,16 @@ pub(super) fn listeners(data: &Path, config: &Config) -> Group {
         ("SMTP", config.smtp.listen),
         ("Submission", config.submission.listen),
         ("POP3", config.pop3.listen),
+        ("IMAP", config.imap.listen),
+        ("HTTP", config.http),
     ]
     .into_iter()
     .chain(implicit)
     {
+        if this_server {
+            g.ok(name, listening_here(addr));
+            continue;
+        }
         // Binding and dropping at once: nothing listens, nothing is left behind.
         let probe = TcpListener::bind(addr).map(drop);
         let (value, verdict) = listener_verdict(addr, probe, running);
@@ -96,7 +107,23 @@ pub(super) fn listeners(data: &Path, config: &Config) -> Group {
     g
 }
 
+/// A configured address of the server asking about itself.
+fn listening_here(addr: SocketAddr) -> String {
+    if addr.port() == 0 {
+        format!("{addr}: listening on the free port chosen at start-up")
+    } else {
+        format!("{addr}: listening (this server)")
+    }
+}
+
 fn listener_verdict(addr: SocketAddr, probe: io::Result<()>, running: bool) -> (String, Verdict) {
+    if addr.port() == 0 {
+        // Port 0 binds anywhere, so probing it says nothing.
+        return (
+            format!("{addr}: a free port chosen when the server starts"),
+            fine(),
+        );
+    }
     match probe {
         Ok(()) if !running => (format!("{addr} free (the server is not running)"), fine()),
         Ok(()) => (
@@ -504,5 +531,42 @@ mod tests {
         assert_eq!(verdict.0, Severity::Fail);
         assert_eq!(listener_verdict(addr, Ok(()), true).1.0, Severity::Warn);
         assert_eq!(listener_verdict(addr, Ok(()), false).1.0, Severity::Ok);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(listener_verdict(any, Ok(()), true).1.0, Severity::Ok);
+    }
+
+    #[test]
+    fn the_server_asking_about_itself_reports_its_addresses_without_probing() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut lock = File::create(dir.path().join("tegami.lock")).unwrap();
+        lock.try_lock().unwrap();
+        writeln!(lock, "{}", std::process::id()).unwrap();
+        let config = Config::load(None).unwrap();
+        let findings = listeners(dir.path(), &config).findings;
+        let names: Vec<&str> = findings.iter().map(|f| f.item.as_str()).collect();
+        assert_eq!(
+            names,
+            ["server", "SMTP", "Submission", "POP3", "IMAP", "HTTP"]
+        );
+        for f in &findings[1..] {
+            assert_eq!(f.status, Severity::Ok, "{f:?}");
+            assert!(f.value.ends_with("listening (this server)"), "{f:?}");
+        }
+        // Another holder (a pid not ours) is probed as before.
+        use std::io::{Seek, SeekFrom};
+        lock.set_len(0).unwrap();
+        lock.seek(SeekFrom::Start(0)).unwrap();
+        write!(lock, "1").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("tegami.lock")).unwrap(),
+            "1"
+        );
+        let findings = listeners(dir.path(), &config).findings;
+        assert!(
+            findings[1..]
+                .iter()
+                .all(|f| !f.value.contains("this server"))
+        );
     }
 }

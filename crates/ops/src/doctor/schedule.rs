@@ -267,7 +267,7 @@ fn result_has_problems(text: &str) -> bool {
     let first = text.lines().next().unwrap_or("").trim();
     !first
         .strip_prefix("result:")
-        .is_some_and(|r| r.trim_start().starts_with("healthy"))
+        .is_some_and(|r| crate::check::ResultLog::Check.good(r.trim_start()))
 }
 
 /// The first 4 KiB of a file, as text.

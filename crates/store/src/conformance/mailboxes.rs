@@ -2,7 +2,7 @@
 //! and move, \Recent, subscriptions, MODSEQ and the change listener.
 
 use super::*;
-use crate::{ChangeListener, FlagOp, Flags, Resolution, SpecialUse, StoreError};
+use crate::{ChangeListener, FlagOp, Flags, NewestFirst, Resolution, SpecialUse, StoreError};
 
 fn uids(store: &dyn Store, mailbox: MailboxId) -> Vec<u32> {
     store
@@ -172,6 +172,44 @@ pub fn new_accounts_get_the_special_use_mailboxes_and_subscriptions(b: &dyn Back
     healthy(&*store);
 }
 
+pub fn a_special_use_role_belongs_to_one_mailbox(b: &dyn Backend) {
+    let (store, alice, _) = alice_store(b);
+    let bob = store.add_account("bob@example.com", "pw").unwrap();
+    // Every role is held by a default mailbox, so a second one is refused...
+    assert!(matches!(
+        store.create_special_use_mailbox(alice, "My Sent", SpecialUse::Sent),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert!(store.mailbox(alice, "My Sent").is_err());
+    // ...until the holder is deleted; then the role can go to a new mailbox, and only to
+    // one, with the name taken as well as the role checked.
+    store.delete_mailbox(alice, "Archive").unwrap();
+    assert!(matches!(
+        store.create_special_use_mailbox(alice, "INBOX", SpecialUse::Archive),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let created = store
+        .create_special_use_mailbox(alice, "Old/Archive 2026", SpecialUse::Archive)
+        .unwrap();
+    assert_eq!(created.special_use, Some(SpecialUse::Archive));
+    assert_eq!(created.uid_next, 1);
+    assert_eq!(store.mailbox(alice, "Old/Archive 2026").unwrap(), created);
+    assert!(matches!(
+        store.create_special_use_mailbox(alice, "Archive", SpecialUse::Archive),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // Roles are per account.
+    assert_eq!(
+        store.mailbox(bob, "Archive").unwrap().special_use,
+        Some(SpecialUse::Archive)
+    );
+    assert!(matches!(
+        store.create_special_use_mailbox(alice, "a//b", SpecialUse::Archive),
+        Err(StoreError::Invalid(_))
+    ));
+    healthy(&*store);
+}
+
 pub fn mailbox_names_are_checked_and_unique(b: &dyn Backend) {
     let (store, alice, _) = alice_store(b);
     for bad in ["", "/a", "a/", "a//b", "a\u{0}b", &"x".repeat(513)] {
@@ -209,6 +247,99 @@ pub fn a_mailbox_deleted_and_created_again_gets_a_new_uidvalidity(b: &dyn Backen
     store.delete_mailbox(alice, "Again").unwrap();
     let second = store.create_mailbox(alice, "Again").unwrap();
     assert!(second.uid_validity > first.uid_validity);
+}
+
+pub fn a_page_newest_first_agrees_with_the_whole_mailbox(b: &dyn Backend) {
+    let (store, alice, _) = alice_store(b);
+    let drafts = store.mailbox(alice, "Drafts").unwrap();
+    // Dates out of UID order, and a gap in the UIDs, as appends and expunges leave them.
+    for (n, date) in [500, 100, 400, 200, 300, 600, 700].into_iter().enumerate() {
+        let body = format!("Subject: {n}\r\n\r\nbody {n}\r\n");
+        store
+            .append(
+                drafts.id,
+                body.as_bytes(),
+                Flags::default(),
+                &[],
+                Some(date),
+            )
+            .unwrap();
+    }
+    store
+        .update_flags(drafts.id, &[3], FlagOp::Add, Flags(Flags::DELETED), &[])
+        .unwrap();
+    store.expunge_deleted(drafts.id, None).unwrap();
+    let whole = store.messages(drafts.id).unwrap();
+    let windows = [
+        NewestFirst {
+            limit: 3,
+            ..Default::default()
+        },
+        NewestFirst {
+            skip: 2,
+            limit: 2,
+            ..Default::default()
+        },
+        NewestFirst {
+            skip: 9,
+            limit: 2,
+            ..Default::default()
+        },
+        NewestFirst {
+            below_uid: Some(5),
+            limit: 10,
+            ..Default::default()
+        },
+        NewestFirst {
+            since: Some(200),
+            until: Some(600),
+            limit: 10,
+            ..Default::default()
+        },
+        NewestFirst {
+            below_uid: Some(6),
+            since: Some(300),
+            skip: 1,
+            limit: 1,
+            ..Default::default()
+        },
+        NewestFirst {
+            limit: 0,
+            ..Default::default()
+        },
+    ];
+    for window in windows {
+        let (page, total) = store.messages_newest(drafts.id, &window).unwrap();
+        assert_eq!(
+            (page.clone(), total),
+            window.take(whole.clone()),
+            "{window:?}"
+        );
+    }
+    let (first, total) = store
+        .messages_newest(
+            drafts.id,
+            &NewestFirst {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(first.iter().map(|m| m.uid).collect::<Vec<_>>(), [7, 6]);
+    assert_eq!(total, 6, "seven appended, one expunged");
+    let (dated, total) = store
+        .messages_newest(
+            drafts.id,
+            &NewestFirst {
+                since: Some(200),
+                until: Some(500),
+                limit: 9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(dated.iter().map(|m| m.uid).collect::<Vec<_>>(), [5, 4]);
+    assert_eq!(total, 2);
 }
 
 pub fn append_keeps_flags_keywords_and_date_and_shares_the_blob_with_delivery(b: &dyn Backend) {
@@ -893,4 +1024,201 @@ pub fn modseq_grows_with_every_change_to_a_mailbox(b: &dyn Backend) {
         last,
         "claiming is no change"
     );
+}
+
+/// RFC 7162's rule: every message carries the mod-sequence of its last change, never above
+/// its mailbox's, and every change a client can see gives the messages it touched one
+/// above what any client saw before (so FETCH CHANGEDSINCE finds them), whoever made it.
+pub fn every_message_carries_the_modseq_of_its_last_change(b: &dyn Backend) {
+    let (store, alice, inbox) = alice_store(b);
+    let modseq_of = |store: &dyn Store, uid: u32| {
+        let messages = store.messages(inbox.id).unwrap();
+        let highest = store.mailbox_by_id(inbox.id).unwrap().modseq;
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.modseq >= 1 && m.modseq <= highest)
+        );
+        messages.iter().find(|m| m.uid == uid).map(|m| m.modseq)
+    };
+    let seen = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    store.deliver(b"one\r\n", &[alice]).unwrap();
+    let one = modseq_of(&*store, 1).unwrap();
+    assert!(one > seen, "a delivery is a change: {one} after {seen}");
+    store
+        .append(inbox.id, b"two\r\n", Flags::default(), &[], None)
+        .unwrap();
+    let two = modseq_of(&*store, 2).unwrap();
+    assert!(two > one);
+    assert_eq!(
+        modseq_of(&*store, 1),
+        Some(one),
+        "untouched messages keep theirs"
+    );
+
+    let seen = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    let update = store
+        .store_flags(inbox.id, &[1], FlagOp::Add, Flags(Flags::SEEN), &[], None)
+        .unwrap();
+    let flagged = modseq_of(&*store, 1).unwrap();
+    assert!(flagged > seen);
+    assert_eq!(update.states[0].modseq, flagged);
+    assert_eq!(store.mailbox_by_id(inbox.id).unwrap().modseq, flagged);
+    // Asking for what is already so changes nothing, and says so with the old value.
+    let again = store
+        .store_flags(inbox.id, &[1], FlagOp::Add, Flags(Flags::SEEN), &[], None)
+        .unwrap();
+    assert_eq!(again.states[0].modseq, flagged);
+    assert_eq!(modseq_of(&*store, 1), Some(flagged));
+
+    // A copy arrives with its new mailbox's mod-sequence, and keeps its time zone.
+    let trash = store.mailbox(alice, "Trash").unwrap();
+    let zoned = store
+        .append_in_zone(
+            trash.id,
+            b"z\r\n",
+            Flags::default(),
+            &[],
+            Some(1_000_000),
+            -420,
+        )
+        .unwrap();
+    store
+        .copy_messages(trash.id, &[zoned.uid], inbox.id)
+        .unwrap();
+    let copy = store.messages(inbox.id).unwrap().pop().unwrap();
+    assert_eq!((copy.internal_date, copy.internal_zone), (1_000_000, -420));
+    assert_eq!(copy.modseq, store.mailbox_by_id(inbox.id).unwrap().modseq);
+    assert!(matches!(
+        store.append_in_zone(trash.id, b"z\r\n", Flags::default(), &[], None, 6000),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// STORE UNCHANGEDSINCE: a message changed after the caller's mod-sequence is left alone
+/// and named, the others change.
+pub fn a_conditional_flag_change_leaves_messages_changed_since(b: &dyn Backend) {
+    let (store, alice, inbox) = alice_store(b);
+    for _ in 0..3 {
+        store.deliver(b"m\r\n", &[alice]).unwrap();
+    }
+    let seen = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    store
+        .update_flags(inbox.id, &[2], FlagOp::Add, Flags(Flags::FLAGGED), &[])
+        .unwrap();
+    let update = store
+        .store_flags(
+            inbox.id,
+            &[1, 2, 3],
+            FlagOp::Add,
+            Flags(Flags::SEEN),
+            &keywords(&["$Done"]),
+            Some(seen),
+        )
+        .unwrap();
+    assert_eq!(update.modified, [2]);
+    assert_eq!(
+        update.states.iter().map(|s| s.uid).collect::<Vec<_>>(),
+        [1, 3]
+    );
+    let messages = store.messages(inbox.id).unwrap();
+    assert_eq!(messages[1].flags, Flags(Flags::FLAGGED), "left alone");
+    assert_eq!(messages[0].flags, Flags(Flags::SEEN));
+    assert_eq!(messages[0].keywords, ["$Done"]);
+    // UNCHANGEDSINCE 0 refuses every message: none has a mod-sequence of 0.
+    let none = store
+        .store_flags(
+            inbox.id,
+            &[1, 3],
+            FlagOp::Remove,
+            Flags(Flags::SEEN),
+            &[],
+            Some(0),
+        )
+        .unwrap();
+    assert_eq!(none.modified, [1, 3]);
+    assert!(none.states.is_empty());
+}
+
+/// QRESYNC's memory of expunges: ranges of UIDs with the mod-sequence they went at,
+/// whoever expunged them (IMAP, POP3, a move), never naming a UID still present, and
+/// bounded: past the bound the store says it forgot rather than answer wrong.
+pub fn expunges_are_remembered_as_ranges_until_the_bound(b: &dyn Backend) {
+    let (store, alice, inbox) = alice_store(b);
+    for _ in 0..8 {
+        store.deliver(b"m\r\n", &[alice]).unwrap();
+    }
+    let start = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    assert_eq!(store.expunged_since(inbox.id, start).unwrap(), Some(vec![]));
+    store
+        .update_flags(
+            inbox.id,
+            &[2, 3, 5],
+            FlagOp::Add,
+            Flags(Flags::DELETED),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(store.expunge_deleted(inbox.id, None).unwrap(), [2, 3, 5]);
+    let after_first = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    // 4 is still there, so 2:3 and 5 stay apart.
+    assert_eq!(
+        store.expunged_since(inbox.id, start).unwrap(),
+        Some(vec![(2, 3), (5, 5)])
+    );
+    assert_eq!(
+        store.expunged_since(inbox.id, after_first).unwrap(),
+        Some(vec![])
+    );
+    // POP3's expunge and a move out are expunges too; 6 joins 5 (nothing between them).
+    let six = store.messages(inbox.id).unwrap()[2].clone();
+    assert_eq!(six.uid, 6);
+    store.expunge(inbox.id, &[six.id]).unwrap();
+    let trash = store.mailbox(alice, "Trash").unwrap().id;
+    store.move_messages(inbox.id, &[8], trash).unwrap();
+    assert_eq!(
+        store.expunged_since(inbox.id, after_first).unwrap(),
+        Some(vec![(5, 6), (8, 8)])
+    );
+    assert_eq!(
+        store.expunged_since(inbox.id, start).unwrap(),
+        Some(vec![(2, 3), (5, 6), (8, 8)])
+    );
+    assert_eq!(uids(&*store, inbox.id), [1, 4, 7]);
+
+    // Beyond 1,000 separate ranges the oldest are forgotten: 1,100 messages expunged one
+    // apart (copies double the mailbox cheaply), in one transaction.
+    let work = store.create_mailbox(alice, "Work").unwrap().id;
+    store
+        .append(work, b"w\r\n", Flags::default(), &[], None)
+        .unwrap();
+    while uids(&*store, work).len() < 2200 {
+        let all = uids(&*store, work);
+        let take = (2200 - all.len()).min(all.len());
+        store.copy_messages(work, &all[..take], work).unwrap();
+    }
+    let before = store.mailbox_by_id(work).unwrap().modseq;
+    let odd: Vec<u32> = uids(&*store, work)
+        .into_iter()
+        .filter(|u| u % 2 == 1)
+        .collect();
+    store
+        .update_flags(work, &odd, FlagOp::Add, Flags(Flags::DELETED), &[])
+        .unwrap();
+    let flagged = store.mailbox_by_id(work).unwrap().modseq;
+    assert_eq!(store.expunge_deleted(work, None).unwrap().len(), 1100);
+    assert_eq!(
+        store.expunged_since(work, before).unwrap(),
+        None,
+        "some of those 1,100 ranges were forgotten"
+    );
+    assert_eq!(store.expunged_since(work, flagged).unwrap(), None);
+    // Once a client has seen past the forgotten ones, it is answered exactly again.
+    let now = store.mailbox_by_id(work).unwrap().modseq;
+    assert_eq!(store.expunged_since(work, now).unwrap(), Some(vec![]));
+    store
+        .update_flags(work, &[2], FlagOp::Add, Flags(Flags::DELETED), &[])
+        .unwrap();
+    store.expunge_deleted(work, None).unwrap();
+    assert_eq!(store.expunged_since(work, now).unwrap(), Some(vec![(2, 2)]));
 }

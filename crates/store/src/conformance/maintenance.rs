@@ -297,3 +297,29 @@ pub fn check_repairs_a_uidnext_that_would_reuse_uids(b: &dyn Backend) {
     assert_ne!(after.uid_validity, inbox.uid_validity);
     healthy(&*store);
 }
+
+pub fn check_recounts_a_usage_that_misjudges_the_quota(b: &dyn Backend) {
+    let (store, alice, _) = alice_store(b);
+    store.deliver(b"one\r\n", &[alice]).unwrap();
+    store.deliver(b"three\r\n", &[alice]).unwrap();
+    b.corrupt(Corruption::Usage {
+        account: alice,
+        used: 1_000_000,
+    });
+    let report = store.check(&CheckOptions::default()).unwrap();
+    assert_eq!(report.database.len(), 1, "{report}");
+    assert!(
+        report.database[0].contains("recorded usage 1000000 bytes"),
+        "{report}"
+    );
+    assert!(report.database[0].contains("take 12"), "{report}");
+    let report = store
+        .check(&CheckOptions {
+            repair: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(report.outstanding(), 0, "{report}");
+    assert_eq!(store.quota(alice).unwrap().used, 12);
+    healthy(&*store);
+}

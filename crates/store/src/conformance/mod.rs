@@ -59,6 +59,8 @@ pub enum Corruption {
     MessageSize { blob: BlobId, grow_by: i64 },
     /// The mailbox's UIDNEXT is set back, so the next delivery would reuse a UID.
     UidNext { mailbox: MailboxId, uid_next: u32 },
+    /// The account's recorded usage (what its quota is judged by) is set to `used`.
+    Usage { account: AccountId, used: u64 },
 }
 
 struct Case {
@@ -78,15 +80,19 @@ macro_rules! case {
 const CASES: &[Case] = &[
     case!(directory::accounts_need_a_local_domain_and_unique_addresses),
     case!(directory::authentication_accepts_only_the_right_password),
+    case!(directory::administrators_and_their_second_factor_are_kept_per_account),
     case!(directory::resolution_follows_aliases_and_subaddresses_and_refuses_relay),
     case!(directory::postmaster_of_every_local_domain_reaches_the_configured_target),
+    case!(directory::quotas_count_every_copy_and_nothing_over_a_limit_is_stored),
     case!(mailboxes::one_blob_serves_every_recipient_and_goes_with_the_last_reference),
     case!(mailboxes::removing_an_account_releases_its_blobs),
     case!(mailboxes::concurrent_deliveries_are_group_committed_without_loss),
     case!(mailboxes::reopening_keeps_everything),
     case!(mailboxes::new_accounts_get_the_special_use_mailboxes_and_subscriptions),
     case!(mailboxes::mailbox_names_are_checked_and_unique),
+    case!(mailboxes::a_special_use_role_belongs_to_one_mailbox),
     case!(mailboxes::a_mailbox_deleted_and_created_again_gets_a_new_uidvalidity),
+    case!(mailboxes::a_page_newest_first_agrees_with_the_whole_mailbox),
     case!(mailboxes::append_keeps_flags_keywords_and_date_and_shares_the_blob_with_delivery),
     case!(mailboxes::concurrent_appends_all_land_with_distinct_uids),
     case!(mailboxes::flags_and_keywords_round_trip),
@@ -100,6 +106,9 @@ const CASES: &[Case] = &[
     case!(mailboxes::subscriptions_are_names),
     case!(mailboxes::the_listener_hears_of_every_committed_change),
     case!(mailboxes::modseq_grows_with_every_change_to_a_mailbox),
+    case!(mailboxes::every_message_carries_the_modseq_of_its_last_change),
+    case!(mailboxes::a_conditional_flag_change_leaves_messages_changed_since),
+    case!(mailboxes::expunges_are_remembered_as_ranges_until_the_bound),
     case!(maintenance::check_finds_damaged_blobs_and_quarantines_orphans),
     case!(maintenance::check_names_a_blob_with_one_flipped_byte_and_the_mail_it_holds),
     case!(maintenance::check_names_a_deleted_blob_and_the_mail_it_held),
@@ -109,6 +118,7 @@ const CASES: &[Case] = &[
     case!(maintenance::optimize_quarantines_old_orphan_blobs_and_keeps_young_ones),
     case!(maintenance::optimize_runs_while_another_thread_delivers),
     case!(maintenance::check_repairs_a_uidnext_that_would_reuse_uids),
+    case!(maintenance::check_recounts_a_usage_that_misjudges_the_quota),
 ];
 
 /// Runs every case, each on a fresh store from `make`, and panics at the end naming every

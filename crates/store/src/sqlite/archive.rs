@@ -966,6 +966,31 @@ mod tests {
         }
         let counts = store.mailbox_counts(archived.id).unwrap();
         assert_eq!((counts.messages, counts.unseen), (10, 5));
+        // A reader's page comes from the archive's UID index, by the same rule as a whole read.
+        for window in [
+            crate::NewestFirst {
+                limit: 3,
+                ..Default::default()
+            },
+            crate::NewestFirst {
+                below_uid: Some(5),
+                skip: 1,
+                limit: 2,
+                ..Default::default()
+            },
+            crate::NewestFirst {
+                since: Some(1100),
+                until: Some(1400),
+                limit: 20,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                store.messages_newest(archived.id, &window).unwrap(),
+                window.take(messages.clone()),
+                "{window:?}"
+            );
+        }
 
         // Reads only.
         let refused =

@@ -37,7 +37,7 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
     let started = SystemTime::now();
     let files = store.blobs.list()?;
 
-    let (referenced, refcounts, stale_uidnext) = store.read(|conn| {
+    let (referenced, refcounts, stale) = store.read(|conn| {
         conn.execute_batch("BEGIN")?;
         let result = snapshot(conn, &mut report);
         conn.execute_batch("COMMIT")?;
@@ -144,7 +144,7 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
             &mut report,
             wrong_counts,
             wrong_sizes,
-            stale_uidnext,
+            stale,
             old,
             damaged,
         )?;
@@ -155,12 +155,22 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
 
 type Referenced = HashMap<BlobId, (u64, u64)>;
 
+/// Counters the store keeps that disagree with the rows they count, by the id of the row
+/// that holds them.
+struct Stale {
+    uidnext: Vec<i64>,
+    usage: Vec<i64>,
+}
+
 fn snapshot(
     conn: &Connection,
     report: &mut CheckReport,
-) -> Result<(Referenced, HashMap<BlobId, i64>, Vec<i64>)> {
+) -> Result<(Referenced, HashMap<BlobId, i64>, Stale)> {
     report.database.extend(database_problems(conn)?);
-    let stale_uidnext = stale_uidnext(conn, report)?;
+    let stale = Stale {
+        uidnext: stale_uidnext(conn, report)?,
+        usage: stale_usage(conn, report)?,
+    };
     report.messages = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     let mut referenced = Referenced::new();
     let mut stmt =
@@ -191,7 +201,7 @@ fn snapshot(
             refcounts.insert(id, count);
         }
     }
-    Ok((referenced, refcounts, stale_uidnext))
+    Ok((referenced, refcounts, stale))
 }
 
 /// Mailboxes whose UIDNEXT is not above their highest UID: the next message would reuse a
@@ -217,6 +227,34 @@ fn stale_uidnext(conn: &Connection, report: &mut CheckReport) -> Result<Vec<i64>
         report.database.push(format!(
             "{address} mailbox {name}: UIDNEXT {next} is not above its highest UID {highest}, \
              so new mail would reuse UIDs"
+        ));
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Accounts whose recorded usage differs from the size of their messages: their quota
+/// would be judged wrong. Returns their ids.
+fn stale_usage(conn: &Connection, report: &mut CheckReport) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare(
+        "SELECT a.id, a.address, a.used, coalesce(sum(m.size), 0) AS actual FROM accounts a
+         LEFT JOIN mailboxes b ON b.account_id = a.id
+         LEFT JOIN messages m ON m.mailbox_id = b.id
+         GROUP BY a.id HAVING actual != a.used ORDER BY a.address",
+    )?;
+    let mut ids = Vec::new();
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })? {
+        let (id, address, recorded, actual) = row?;
+        report.database.push(format!(
+            "{address}: recorded usage {recorded} bytes, but its messages take {actual}, \
+             so its quota is judged wrong"
         ));
         ids.push(id);
     }
@@ -369,7 +407,7 @@ fn repair(
     report: &mut CheckReport,
     wrong_counts: Vec<BlobId>,
     wrong_sizes: Vec<(BlobId, u64)>,
-    stale_uidnext: Vec<i64>,
+    stale: Stale,
     old_orphans: Vec<(BlobId, u64)>,
     damaged: Vec<BlobId>,
 ) -> Result<()> {
@@ -410,7 +448,23 @@ fn repair(
         }
         // UIDs may already have been reused, so clients must drop what they cached: a new
         // UIDVALIDITY tells them to.
-        for id in stale_uidnext {
+        for id in stale.usage {
+            let fixed_account: Option<(String, i64)> = ctx
+                .conn
+                .query_row(
+                    "UPDATE accounts SET used = (SELECT coalesce(sum(m.size), 0)
+                         FROM mailboxes b JOIN messages m ON m.mailbox_id = b.id
+                         WHERE b.account_id = ?1)
+                     WHERE id = ?1 RETURNING address, used",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((address, used)) = fixed_account {
+                fixed.push(format!("{address}: usage recounted, {used} bytes"));
+            }
+        }
+        for id in stale.uidnext {
             let uid_validity = super::mailboxes::next_uid_validity(ctx.conn)?;
             let fixed_mailbox: Option<(String, i64)> = ctx
                 .conn

@@ -159,6 +159,25 @@ pub(super) fn record_in(
     Ok(new)
 }
 
+/// Adds a subscriber to an (about, outcome) set and the day's total when it joins anew,
+/// without a raw event: for what happens once per mail (delivered, deferred, failed), which
+/// must not write a row per mail. Returns whether it joined anew.
+pub(super) fn mark_in(
+    conn: &Connection,
+    about: HistoryRef,
+    subscriber: SubscriberId,
+    outcome: Outcome,
+    now: i64,
+) -> Result<bool> {
+    let mut set = load_set(conn, about, outcome)?;
+    let new = set.insert(member(subscriber)?);
+    if new {
+        save_set(conn, about, outcome, &set)?;
+        bump_daily(conn, now, about, outcome, 1)?;
+    }
+    Ok(new)
+}
+
 /// Forgets the sets and links of a campaign or step that is being removed. Its daily
 /// totals stay (a few rows, the long-term record) and its raw events age out as usual.
 pub(super) fn forget(conn: &Connection, about: HistoryRef) -> Result<()> {
@@ -361,6 +380,22 @@ impl SqliteStore {
                     "SELECT url FROM history_links WHERE kind = ?1 AND ref = ?2 ORDER BY position",
                 )?
                 .query_map(params![about.kind(), about.id()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    pub(super) fn click_tally_impl(&self, about: HistoryRef) -> Result<Vec<(String, u64, u64)>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT detail, count(DISTINCT subscriber), count(*) FROM history_events
+                     WHERE kind = ?1 AND ref = ?2 AND event = ?3 AND detail IS NOT NULL
+                     GROUP BY detail",
+                )?
+                .query_map(
+                    params![about.kind(), about.id(), Outcome::Click.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
                 .collect::<rusqlite::Result<_>>()?)
         })
     }

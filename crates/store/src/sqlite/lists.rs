@@ -16,11 +16,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteStore;
 use super::history::{self, bump_daily, insert_event, load_set, member, record_in, save_set};
 use super::queue::{Envelope, insert_queued, snapshot};
+use super::suppressions::{suppress_in, suppressed_in};
 use crate::{
-    Campaign, CampaignAction, CampaignId, CampaignState, DailyTotal, HistoryEvent, HistoryRef,
-    ImportCounts, List, ListId, Mail, NewCampaign, NewStep, NewSubscriber, Newsletters, Outcome,
-    Result, Sequence, SequenceId, Step, StepId, StoreError, Subscriber, SubscriberId,
-    SubscriberStatus, Transition,
+    BouncePolicy, BounceRouter, Campaign, CampaignAction, CampaignEdit, CampaignId, CampaignState,
+    DailyTotal, Edited, HistoryEvent, HistoryRef, ImportCounts, List, ListId, Mail, NewCampaign,
+    NewStep, NewSubscriber, Newsletters, Outcome, Result, Segment, Sequence, SequenceId, Step,
+    StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus, Suppression, SuppressionReason,
+    Transition, suppression_key,
 };
 
 /// Rows per transaction in an import: big enough to share the fsync, small enough not to
@@ -30,11 +32,97 @@ const IMPORT_BATCH: usize = 1000;
 const LIST_COLUMNS: &str = "id, name, from_address, from_name, double_opt_in, created";
 const SUBSCRIBER_COLUMNS: &str = "id, list_id, email, name, attributes, status, created, \
      confirmed, hard_bounces, soft_bounces";
+
+/// A campaign's next subscribers after a cursor, in id order. `+list_id` keeps the planner
+/// off the (list, email) index: through it every batch would gather and sort the whole list
+/// again; walking the rowids from the cursor reads each subscriber once per campaign.
+const PENDING_WHERE: &str = "WHERE +list_id IN (SELECT value FROM json_each(?1))
+         AND status = 'active' AND id > ?2 ORDER BY id";
+/// The last two are the segment's lines and the other lists' ids, comma-separated in order.
 const CAMPAIGN_COLUMNS: &str = "id, list_id, subject, text, html, send_at, state, \
-     rate_per_second, rate_per_domain, created";
+     rate_per_second, rate_per_domain, created, segment, \
+     (SELECT group_concat(list_id) FROM (SELECT list_id FROM nl_campaign_lists \
+      WHERE campaign_id = nl_campaigns.id ORDER BY position))";
 const SEQUENCE_COLUMNS: &str = "id, list_id, name, time_zone, join_existing, created";
 const STEP_COLUMNS: &str =
     "id, sequence_id, position, days_after, send_minute, subject, text, html";
+
+/// Lists as a JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one prepared
+/// statement for any number of lists.
+fn list_ids_json(lists: &[ListId]) -> String {
+    let ids: Vec<String> = lists.iter().map(|l| l.0.to_string()).collect();
+    format!("[{}]", ids.join(","))
+}
+
+/// The history sets a segment reads, each loaded once.
+fn segment_sets(
+    conn: &Connection,
+    segment: &Segment,
+) -> Result<BTreeMap<(CampaignId, Outcome), RoaringBitmap>> {
+    let mut sets = BTreeMap::new();
+    for (campaign, outcome) in segment.sets() {
+        sets.insert(
+            (campaign, outcome),
+            load_set(conn, HistoryRef::Campaign(campaign), outcome)?,
+        );
+    }
+    Ok(sets)
+}
+
+/// Whether `subscriber` (active, matching) is the one row of its address that a campaign
+/// to `lists` mails: no row of the same address (in any case) on those lists is done
+/// already, and none on an earlier list is active and matching. SQLite's NOCASE, which the
+/// lists' unique index uses too, folds ASCII only, as the lists themselves do.
+fn first_of_address(
+    conn: &Connection,
+    subscriber: &Subscriber,
+    lists: &[ListId],
+    segment: &Segment,
+    sets: &BTreeMap<(CampaignId, Outcome), RoaringBitmap>,
+    done: &RoaringBitmap,
+) -> Result<bool> {
+    let rank = |list: ListId| lists.iter().position(|l| *l == list);
+    let mine = rank(subscriber.list);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers
+         WHERE list_id IN (SELECT value FROM json_each(?1)) AND email = ?2 COLLATE NOCASE
+             AND id != ?3"
+    ))?;
+    let mut rows = stmt.query(params![
+        list_ids_json(lists),
+        subscriber.email,
+        subscriber.id.0
+    ])?;
+    while let Some(row) = rows.next()? {
+        let other = subscriber_row(row)?;
+        if u32::try_from(other.id.0).is_ok_and(|id| done.contains(id)) {
+            return Ok(false);
+        }
+        if rank(other.list) < mine
+            && other.status == SubscriberStatus::Active
+            && segment.matches(&other, sets)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A campaign's state, read in the writer's transaction before a move or an edit decides
+/// whether it may happen.
+fn campaign_state(conn: &Connection, id: CampaignId) -> Result<CampaignState> {
+    conn.query_row(
+        "SELECT state FROM nl_campaigns WHERE id = ?1",
+        [id.0],
+        |row| {
+            let state: String = row.get(0)?;
+            CampaignState::parse(&state)
+                .ok_or_else(|| bad_column(0, format!("unknown campaign state '{state}'")))
+        },
+    )
+    .optional()?
+    .ok_or_else(|| not_found(format!("campaign {}", id.0)))
+}
 
 fn bad_column(index: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, what.into())
@@ -71,6 +159,8 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscriber> {
 
 fn campaign_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Campaign> {
     let state: String = r.get(6)?;
+    let segment: String = r.get(10)?;
+    let also: Option<String> = r.get(11)?;
     Ok(Campaign {
         id: CampaignId(r.get(0)?),
         list: ListId(r.get(1)?),
@@ -83,6 +173,17 @@ fn campaign_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Campaign> {
         rate_per_second: r.get(7)?,
         rate_per_domain: r.get(8)?,
         created: r.get(9)?,
+        segment: Segment::parse_lines(&segment).map_err(|e| bad_column(10, e))?,
+        also: also
+            .unwrap_or_default()
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                id.parse()
+                    .map(ListId)
+                    .map_err(|_| bad_column(11, format!("bad list id '{id}'")))
+            })
+            .collect::<rusqlite::Result<_>>()?,
     })
 }
 
@@ -157,23 +258,10 @@ fn decode_attributes(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// An address as stored: trimmed, domain in lower case; `Invalid` if it is not local@domain.
+/// An address as stored: trimmed, domain in lower case; `Invalid` with the reason if it is
+/// not one (see [`crate::check_address`]).
 fn normalize_email(email: &str) -> Result<String> {
-    let email = email.trim();
-    match email.rsplit_once('@') {
-        Some((local, domain))
-            if !local.is_empty()
-                && !domain.is_empty()
-                && domain.contains('.')
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-                && !email.contains(['<', '>', ',']) =>
-        {
-            Ok(format!("{local}@{}", domain.to_lowercase()))
-        }
-        _ => Err(StoreError::Invalid(format!(
-            "'{email}' is not an address (expected user@domain)"
-        ))),
-    }
+    crate::check_address(email).map_err(StoreError::Invalid)
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -232,6 +320,131 @@ fn subscriber_in(conn: &Connection, id: SubscriberId) -> Result<Subscriber> {
     .query_row([id.0], subscriber_row)
     .optional()?
     .ok_or_else(|| not_found(format!("subscriber {}", id.0)))
+}
+
+/// The body of [`Newsletters::bounce`], for use inside any writer request (the queue's
+/// settlement records the failures it learns with it).
+pub(super) fn bounce_in(
+    conn: &Connection,
+    about: HistoryRef,
+    subscriber: SubscriberId,
+    hard: bool,
+    detail: Option<&str>,
+    policy: BouncePolicy,
+    now: i64,
+) -> Result<Subscriber> {
+    subscriber_in(conn, subscriber)?;
+    let outcome = if hard {
+        Outcome::HardBounce
+    } else {
+        Outcome::SoftBounce
+    };
+    record_in(conn, about, subscriber, outcome, detail, now)?;
+    let disable = if hard {
+        conn.execute(
+            "UPDATE nl_subscribers SET hard_bounces = hard_bounces + 1 WHERE id = ?1",
+            [subscriber.0],
+        )?;
+        let hard_bounces: u32 = conn.query_row(
+            "SELECT hard_bounces FROM nl_subscribers WHERE id = ?1",
+            [subscriber.0],
+            |r| r.get(0),
+        )?;
+        policy.hard_limit > 0 && hard_bounces >= policy.hard_limit
+    } else {
+        conn.execute(
+            "UPDATE nl_subscribers SET soft_bounces = soft_bounces + 1 WHERE id = ?1",
+            [subscriber.0],
+        )?;
+        policy.soft_limit > 0
+            && soft_bounced_mails(conn, subscriber, policy.soft_days, now)? >= policy.soft_limit
+    };
+    if disable {
+        // An unsubscribed address stays unsubscribed: that was the reader's choice.
+        conn.execute(
+            "UPDATE nl_subscribers SET status = 'bounced'
+             WHERE id = ?1 AND status IN ('active', 'unconfirmed')",
+            [subscriber.0],
+        )?;
+        // The first feed of the suppression list: an address that bounced enough to be
+        // disabled on this list cannot take mail on any other either, and a mailbox
+        // provider counts every further attempt against our reputation. Even when this
+        // subscriber had unsubscribed, the address itself is bad.
+        let email: String = conn.query_row(
+            "SELECT email FROM nl_subscribers WHERE id = ?1",
+            [subscriber.0],
+            |r| r.get(0),
+        )?;
+        let note = format!(
+            "{} {}: {}",
+            about.kind(),
+            about.id(),
+            detail.unwrap_or(if hard { "hard bounce" } else { "soft bounces" })
+        );
+        suppress_in(
+            conn,
+            &suppression_key(&email),
+            SuppressionReason::Bounced,
+            Some(&note),
+            now,
+        )?;
+    }
+    subscriber_in(conn, subscriber)
+}
+
+/// The body of [`Newsletters::complaint`]. The second feed of the suppression list: a
+/// reader who reported our mail as spam must get nothing more from this server, on any
+/// list; mailbox providers stop delivering for senders who keep mailing complainers.
+fn complaint_in(
+    conn: &Connection,
+    about: HistoryRef,
+    subscriber: SubscriberId,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<Subscriber> {
+    let found = subscriber_in(conn, subscriber)?;
+    record_in(conn, about, subscriber, Outcome::Complaint, detail, now)?;
+    let note = format!("{} {}: complaint", about.kind(), about.id());
+    suppress_in(
+        conn,
+        &suppression_key(&found.email),
+        SuppressionReason::Complained,
+        Some(&note),
+        now,
+    )?;
+    Ok(found)
+}
+
+/// How many different campaigns or steps the subscriber soft-bounced on, among those with
+/// soft bounces on the last `days` days (today included). The daily totals name those
+/// mails (a few rows a day) and their soft-bounce sets say whether this subscriber is
+/// among them, so no row per bounce is kept or scanned.
+fn soft_bounced_mails(
+    conn: &Connection,
+    subscriber: SubscriberId,
+    days: u32,
+    now: i64,
+) -> Result<u32> {
+    let since = history::day_of(now) - i64::from(days.max(1)) + 1;
+    let mails: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT DISTINCT kind, ref FROM history_daily WHERE day >= ?1 AND outcome = ?2",
+        )?
+        .query_map(params![since, Outcome::SoftBounce.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let id = member(subscriber)?;
+    let mut count = 0;
+    for (kind, reference) in mails {
+        let Some(about) = HistoryRef::from_parts(&kind, reference) else {
+            continue;
+        };
+        if load_set(conn, about, Outcome::SoftBounce)?.contains(id) {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn list_exists(conn: &Connection, list: ListId) -> Result<()> {
@@ -543,12 +756,25 @@ impl Newsletters for SqliteStore {
     }
 
     fn campaign_add(&self, campaign: NewCampaign) -> Result<CampaignId> {
+        let mut seen = vec![campaign.list];
+        for list in &campaign.also {
+            if seen.contains(list) {
+                return Err(StoreError::Invalid(format!(
+                    "list {} is named twice for one campaign",
+                    list.0
+                )));
+            }
+            seen.push(*list);
+        }
         self.write(move |ctx| {
             list_exists(ctx.conn, campaign.list)?;
+            for list in &campaign.also {
+                list_exists(ctx.conn, *list)?;
+            }
             ctx.conn.execute(
                 "INSERT INTO nl_campaigns (list_id, subject, text, html, send_at, state,
-                     rate_per_second, rate_per_domain, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     rate_per_second, rate_per_domain, created, segment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     campaign.list.0,
                     campaign.subject,
@@ -558,10 +784,19 @@ impl Newsletters for SqliteStore {
                     campaign.state.as_str(),
                     campaign.rate_per_second,
                     campaign.rate_per_domain,
-                    campaign.created
+                    campaign.created,
+                    campaign.segment.to_lines()
                 ],
             )?;
-            Ok(CampaignId(ctx.conn.last_insert_rowid()))
+            let id = ctx.conn.last_insert_rowid();
+            for (position, list) in campaign.also.iter().enumerate() {
+                ctx.conn.execute(
+                    "INSERT INTO nl_campaign_lists (campaign_id, position, list_id)
+                     VALUES (?1, ?2, ?3)",
+                    params![id, position as i64, list.0],
+                )?;
+            }
+            Ok(CampaignId(id))
         })
     }
 
@@ -587,24 +822,16 @@ impl Newsletters for SqliteStore {
         })
     }
 
-    fn campaign_apply(&self, id: CampaignId, action: CampaignAction) -> Result<Transition> {
+    fn campaign_apply(
+        &self,
+        id: CampaignId,
+        action: CampaignAction,
+        now: i64,
+    ) -> Result<Transition> {
         self.write(move |ctx| {
             // Read and conditional update in the writer's one transaction: nothing else
             // writes in between, and the UPDATE's own condition says so a second time.
-            let from = ctx
-                .conn
-                .query_row(
-                    "SELECT state FROM nl_campaigns WHERE id = ?1",
-                    [id.0],
-                    |row| {
-                        let state: String = row.get(0)?;
-                        CampaignState::parse(&state).ok_or_else(|| {
-                            bad_column(0, format!("unknown campaign state '{state}'"))
-                        })
-                    },
-                )
-                .optional()?
-                .ok_or_else(|| not_found(format!("campaign {}", id.0)))?;
+            let from = campaign_state(ctx.conn, id)?;
             if !action.allowed_from().contains(&from) {
                 return Ok(Transition::Refused { current: from });
             }
@@ -614,7 +841,81 @@ impl Newsletters for SqliteStore {
                 params![id.0, to.as_str(), from.as_str()],
             )?;
             debug_assert_eq!(changed, 1);
+            // The action log says who moved the campaign and when, in the same
+            // transaction as the move, whichever face or the sender asked for it.
+            insert_event(
+                ctx.conn,
+                now,
+                Some(HistoryRef::Campaign(id)),
+                None,
+                "action",
+                Some(&format!(
+                    "{}: {} -> {}",
+                    action.as_str(),
+                    from.as_str(),
+                    to.as_str()
+                )),
+            )?;
             Ok(Transition::Moved { from, to })
+        })
+    }
+
+    fn campaign_edit(&self, id: CampaignId, edit: CampaignEdit, now: i64) -> Result<Edited> {
+        self.write(move |ctx| {
+            let current = campaign_state(ctx.conn, id)?;
+            if !CampaignState::EDITABLE.contains(&current) {
+                return Ok(Edited::Refused { current });
+            }
+            let changed: Vec<&str> = [
+                ("subject", edit.subject.is_some()),
+                ("text", edit.text.is_some()),
+                ("html", edit.html.is_some()),
+                ("send_at", edit.send_at.is_some()),
+                ("rate_per_second", edit.rate_per_second.is_some()),
+                ("rate_per_domain", edit.rate_per_domain.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            // A draft given its start is scheduled: the time is what it was waiting for.
+            let to = match (current, edit.send_at) {
+                (CampaignState::Draft, Some(_)) => CampaignState::Scheduled,
+                _ => current,
+            };
+            let updated = ctx.conn.execute(
+                "UPDATE nl_campaigns SET state = ?9, subject = coalesce(?2, subject),
+                     text = coalesce(?3, text), html = coalesce(?4, html),
+                     send_at = coalesce(?5, send_at),
+                     rate_per_second = coalesce(?6, rate_per_second),
+                     rate_per_domain = coalesce(?7, rate_per_domain)
+                 WHERE id = ?1 AND state = ?8",
+                params![
+                    id.0,
+                    edit.subject,
+                    edit.text,
+                    edit.html,
+                    edit.send_at,
+                    edit.rate_per_second,
+                    edit.rate_per_domain,
+                    current.as_str(),
+                    to.as_str()
+                ],
+            )?;
+            debug_assert_eq!(updated, 1);
+            let moved = if to == current {
+                String::new()
+            } else {
+                format!("; {} -> {}", current.as_str(), to.as_str())
+            };
+            insert_event(
+                ctx.conn,
+                now,
+                Some(HistoryRef::Campaign(id)),
+                None,
+                "action",
+                Some(&format!("edit: {}{moved}", changed.join(", "))),
+            )?;
+            Ok(Edited::Changed)
         })
     }
 
@@ -625,26 +926,73 @@ impl Newsletters for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Subscriber>> {
         let campaign = self.campaign(id)?;
+        let lists = campaign.lists();
         self.read(|conn| {
             snapshot(conn, |conn| {
-                let sent = load_set(conn, HistoryRef::Campaign(id), Outcome::Sent)?;
-                // Streams the list in id order and stops at `limit`: the ones already sent
-                // are skipped without a query each.
+                // Done: queued, or found suppressed when it was to be queued.
+                let mut done = load_set(conn, HistoryRef::Campaign(id), Outcome::Sent)?;
+                done |= load_set(conn, HistoryRef::Campaign(id), Outcome::Suppressed)?;
+                let sets = segment_sets(conn, &campaign.segment)?;
+                // Streams the lists in id order and stops at `limit`: the ones already
+                // done are skipped without a query each.
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers
-                     WHERE list_id = ?1 AND status = 'active' AND id > ?2 ORDER BY id"
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers {PENDING_WHERE}"
                 ))?;
-                let mut rows = stmt.query(params![campaign.list.0, after.map_or(0, |a| a.0)])?;
+                let mut rows =
+                    stmt.query(params![list_ids_json(&lists), after.map_or(0, |a| a.0)])?;
                 let mut pending = Vec::new();
                 while pending.len() < limit {
                     let Some(row) = rows.next()? else { break };
                     let id: i64 = row.get(0)?;
-                    if u32::try_from(id).is_ok_and(|id| sent.contains(id)) {
+                    if u32::try_from(id).is_ok_and(|id| done.contains(id)) {
                         continue;
                     }
-                    pending.push(subscriber_row(row)?);
+                    let subscriber = subscriber_row(row)?;
+                    if !campaign.segment.matches(&subscriber, &sets) {
+                        continue;
+                    }
+                    if lists.len() > 1
+                        && !first_of_address(
+                            conn,
+                            &subscriber,
+                            &lists,
+                            &campaign.segment,
+                            &sets,
+                            &done,
+                        )?
+                    {
+                        continue;
+                    }
+                    pending.push(subscriber);
                 }
                 Ok(pending)
+            })
+        })
+    }
+
+    fn segment_count(&self, lists: &[ListId], segment: &Segment) -> Result<u64> {
+        self.read(|conn| {
+            snapshot(conn, |conn| {
+                let sets = segment_sets(conn, segment)?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers
+                     WHERE list_id IN (SELECT value FROM json_each(?1)) AND status = 'active'"
+                ))?;
+                let mut rows = stmt.query([list_ids_json(lists)])?;
+                let mut count = 0u64;
+                // Only a campaign to several lists can meet an address twice.
+                let mut seen = std::collections::HashSet::new();
+                while let Some(row) = rows.next()? {
+                    let subscriber = subscriber_row(row)?;
+                    if !segment.matches(&subscriber, &sets) {
+                        continue;
+                    }
+                    if lists.len() > 1 && !seen.insert(subscriber.email.to_ascii_lowercase()) {
+                        continue;
+                    }
+                    count += 1;
+                }
+                Ok(count)
             })
         })
     }
@@ -658,7 +1006,18 @@ impl Newsletters for SqliteStore {
                     mail.subscriber.0
                 ))
             })?;
-            checked.push((member(mail.subscriber)?, envelope, mail.message.clone()));
+            let keys: Vec<String> = mail
+                .envelope
+                .recipients
+                .iter()
+                .map(|r| suppression_key(r))
+                .collect();
+            checked.push((
+                member(mail.subscriber)?,
+                envelope,
+                mail.message.clone(),
+                keys,
+            ));
         }
         // Queue rows are due at once. A clock ahead of the wall clock (tests that simulate
         // days) must not hold them back from a queue that runs on the wall clock.
@@ -666,19 +1025,39 @@ impl Newsletters for SqliteStore {
         self.write(move |ctx| {
             let conn = ctx.conn;
             let mut sent = load_set(conn, about, Outcome::Sent)?;
+            let mut suppressed = load_set(conn, about, Outcome::Suppressed)?;
+            // Every recipient of the batch in one lookup (a few, for a big batch), inside
+            // the transaction that queues: nothing can be suppressed between the check and
+            // the queueing.
+            let keys: Vec<String> = checked
+                .iter()
+                .flat_map(|(_, _, _, keys)| keys.iter().cloned())
+                .collect();
+            let barred = suppressed_in(conn, &keys)?;
             let mut queued = 0usize;
-            for (subscriber, envelope, body) in &checked {
+            let mut skipped = 0u64;
+            for (subscriber, envelope, body, keys) in &checked {
                 // The ledger: someone in the set is never queued again, whatever crashed
                 // between an earlier batch and this one.
-                if !sent.insert(*subscriber) {
+                if sent.contains(*subscriber) || suppressed.contains(*subscriber) {
                     continue;
                 }
-                insert_queued(conn, envelope, body, due)?;
+                if keys.iter().any(|k| barred.contains(k)) {
+                    suppressed.insert(*subscriber);
+                    skipped += 1;
+                    continue;
+                }
+                sent.insert(*subscriber);
+                insert_queued(conn, envelope, body, due, true)?;
                 queued += 1;
             }
             if queued > 0 {
                 save_set(conn, about, Outcome::Sent, &sent)?;
                 bump_daily(conn, now, about, Outcome::Sent, queued as u64)?;
+            }
+            if skipped > 0 {
+                save_set(conn, about, Outcome::Suppressed, &suppressed)?;
+                bump_daily(conn, now, about, Outcome::Suppressed, skipped)?;
             }
             Ok(queued)
         })
@@ -829,9 +1208,15 @@ impl Newsletters for SqliteStore {
                     };
                     // One bitmap per step, read once per call: the whole schedule of a
                     // list is then one scan of its active subscribers.
+                    // A step is done for a subscriber once queued, or once found
+                    // suppressed when it was to be queued.
                     let sent: Vec<RoaringBitmap> = steps
                         .iter()
-                        .map(|s| load_set(conn, HistoryRef::Step(s.id), Outcome::Sent))
+                        .map(|s| {
+                            let about = HistoryRef::Step(s.id);
+                            Ok(load_set(conn, about, Outcome::Sent)?
+                                | load_set(conn, about, Outcome::Suppressed)?)
+                        })
                         .collect::<Result<_>>()?;
                     let mut found: Vec<(usize, SubscriberId)> = Vec::new();
                     {
@@ -913,40 +1298,75 @@ impl Newsletters for SqliteStore {
         subscriber: SubscriberId,
         hard: bool,
         detail: Option<&str>,
-        hard_limit: u32,
+        policy: BouncePolicy,
         now: i64,
     ) -> Result<Subscriber> {
         member(subscriber)?;
         let detail = detail.map(str::to_string);
         self.write(move |ctx| {
-            let conn = ctx.conn;
-            subscriber_in(conn, subscriber)?;
-            let outcome = if hard {
-                Outcome::HardBounce
-            } else {
-                Outcome::SoftBounce
-            };
-            record_in(conn, about, subscriber, outcome, detail.as_deref(), now)?;
-            if hard {
-                conn.execute(
-                    "UPDATE nl_subscribers SET hard_bounces = hard_bounces + 1 WHERE id = ?1",
-                    [subscriber.0],
-                )?;
-                // An unsubscribed address stays unsubscribed: that was the reader's choice.
-                conn.execute(
-                    "UPDATE nl_subscribers SET status = 'bounced'
-                     WHERE id = ?1 AND ?2 > 0 AND hard_bounces >= ?2
-                       AND status IN ('active', 'unconfirmed')",
-                    params![subscriber.0, hard_limit],
-                )?;
-            } else {
-                conn.execute(
-                    "UPDATE nl_subscribers SET soft_bounces = soft_bounces + 1 WHERE id = ?1",
-                    [subscriber.0],
-                )?;
-            }
-            subscriber_in(conn, subscriber)
+            bounce_in(
+                ctx.conn,
+                about,
+                subscriber,
+                hard,
+                detail.as_deref(),
+                policy,
+                now,
+            )
         })
+    }
+
+    fn complaint(
+        &self,
+        about: HistoryRef,
+        subscriber: SubscriberId,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<Subscriber> {
+        member(subscriber)?;
+        let detail = detail.map(str::to_string);
+        self.write(move |ctx| complaint_in(ctx.conn, about, subscriber, detail.as_deref(), now))
+    }
+
+    fn suppress(
+        &self,
+        address: &str,
+        reason: SuppressionReason,
+        note: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        self.suppress_impl(address, reason, note, now)
+    }
+
+    fn suppress_many(&self, rows: Vec<Suppression>) -> Result<ImportCounts> {
+        self.suppress_many_impl(rows)
+    }
+
+    fn unsuppress(&self, address: &str) -> Result<()> {
+        self.unsuppress_impl(address)
+    }
+
+    fn suppression(&self, address: &str) -> Result<Option<Suppression>> {
+        self.suppression_impl(address)
+    }
+
+    fn suppressed_among(&self, addresses: &[String]) -> Result<std::collections::BTreeSet<String>> {
+        self.suppressed_among_impl(addresses)
+    }
+
+    fn suppressions(&self, after: Option<&str>, limit: usize) -> Result<Vec<Suppression>> {
+        self.suppressions_impl(after, limit)
+    }
+
+    fn suppression_count(&self) -> Result<u64> {
+        self.suppression_count_impl()
+    }
+
+    fn set_bounce_router(&self, router: std::sync::Arc<dyn BounceRouter>) {
+        *self
+            .bounce_router
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(router);
     }
 
     fn log_action(&self, about: Option<HistoryRef>, detail: &str, now: i64) -> Result<()> {
@@ -992,5 +1412,33 @@ impl Newsletters for SqliteStore {
 
     fn set_links(&self, about: HistoryRef, urls: &[String]) -> Result<()> {
         self.set_links_impl(about, urls)
+    }
+
+    fn click_tally(&self, about: HistoryRef) -> Result<Vec<(String, u64, u64)>> {
+        self.click_tally_impl(about)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_campaigns_next_batch_walks_the_rowids_and_sorts_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT {SUBSCRIBER_COLUMNS} FROM nl_subscribers {PENDING_WHERE}"
+            ))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params!["[1, 2]", 0], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("INTEGER PRIMARY KEY (rowid>?)"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 }

@@ -15,12 +15,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::writer::WriteCtx;
 use super::{SqliteStore, now, reference_blob, release_blob};
 use crate::{
-    AccountId, ChangeListener, Copied, Delivered, FlagOp, FlagState, Flags, MailboxCounts,
-    MailboxId, MailboxInfo, Result, SpecialUse, StoreError,
+    AccountId, ChangeListener, Copied, Delivered, FlagOp, FlagState, FlagUpdate, Flags,
+    MailboxCounts, MailboxId, MailboxInfo, Result, SpecialUse, StoreError,
 };
 
 /// The longest mailbox name accepted, in bytes.
 const MAX_NAME: usize = 512;
+
+/// The widest time zone offset a date-time can carry (RFC 3501's `zone` is ±HHMM), in
+/// minutes.
+const MAX_ZONE: i16 = 99 * 60 + 59;
 
 /// The system flags a message can carry; any other bit asked for is dropped.
 const SYSTEM_FLAGS: u32 =
@@ -34,7 +38,9 @@ pub(super) const MAILBOX_COLUMNS: &str =
 /// unseen count is spelled exactly as the partial index `messages_unseen` is, so it uses it.
 const COUNTS: &str = "SELECT (SELECT count(*) FROM messages WHERE mailbox_id = b.id),
         (SELECT count(*) FROM messages WHERE mailbox_id = b.id AND flags & 1 = 0),
-        (SELECT count(*) FROM messages WHERE mailbox_id = b.id AND uid >= b.recent_uid)
+        (SELECT count(*) FROM messages WHERE mailbox_id = b.id AND uid >= b.recent_uid),
+        (SELECT count(*) FROM messages WHERE mailbox_id = b.id AND flags & 8 != 0),
+        (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox_id = b.id AND flags & 8 != 0)
     FROM mailboxes b WHERE b.id = ?1";
 
 /// The messages of a mailbox flagged \Deleted, spelled as the partial index
@@ -253,6 +259,8 @@ pub(super) fn counts(s: &SqliteStore, mailbox: MailboxId) -> Result<MailboxCount
                     messages: r.get(0)?,
                     unseen: r.get(1)?,
                     recent: r.get(2)?,
+                    deleted: r.get(3)?,
+                    deleted_bytes: r.get(4)?,
                 })
             })
             .optional()?
@@ -260,7 +268,14 @@ pub(super) fn counts(s: &SqliteStore, mailbox: MailboxId) -> Result<MailboxCount
     })
 }
 
-pub(super) fn create(s: &SqliteStore, account: AccountId, name: &str) -> Result<MailboxInfo> {
+/// Creates a mailbox, with a special-use role when given. The role is checked inside the
+/// write, so two sessions cannot give one role to two mailboxes.
+pub(super) fn create(
+    s: &SqliteStore,
+    account: AccountId,
+    name: &str,
+    role: Option<SpecialUse>,
+) -> Result<MailboxInfo> {
     check_name(name)?;
     let name = name.to_string();
     s.write(move |ctx| {
@@ -270,14 +285,31 @@ pub(super) fn create(s: &SqliteStore, account: AccountId, name: &str) -> Result<
                 what: format!("mailbox '{name}'"),
             });
         }
+        if let Some(role) = role {
+            let holder: Option<String> = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT name FROM mailboxes WHERE account_id = ?1 AND special_use = ?2",
+                )?
+                .query_row(params![account.0, role.name()], |r| r.get(0))
+                .optional()?;
+            if let Some(holder) = holder {
+                return Err(StoreError::AlreadyExists {
+                    what: format!("a {} mailbox ('{holder}')", role.attribute()),
+                });
+            }
+        }
         let uid_validity = next_uid_validity(ctx.conn)?;
         Ok(ctx
             .conn
             .prepare_cached(&format!(
-                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext)
-                 VALUES (?1, ?2, ?3, 1) RETURNING {MAILBOX_COLUMNS}"
+                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, special_use)
+                 VALUES (?1, ?2, ?3, 1, ?4) RETURNING {MAILBOX_COLUMNS}"
             ))?
-            .query_row(params![account.0, name, uid_validity], mailbox_info)?)
+            .query_row(
+                params![account.0, name, uid_validity, role.map(SpecialUse::name)],
+                mailbox_info,
+            )?)
     })
 }
 
@@ -440,7 +472,13 @@ pub(super) fn append(
     flags: Flags,
     keywords: &[String],
     date: Option<i64>,
+    zone: i16,
 ) -> Result<Delivered> {
+    if !(-MAX_ZONE..=MAX_ZONE).contains(&zone) {
+        return Err(StoreError::Invalid(format!(
+            "time zone offset of {zone} minutes is beyond ±99:59"
+        )));
+    }
     let keywords = join_keywords(&keyword_set(keywords)?);
     let flags = flags.0 & SYSTEM_FLAGS;
     let date = date.unwrap_or_else(now);
@@ -449,7 +487,9 @@ pub(super) fn append(
     by_id(s, mailbox)?;
     let delivered = s.write_message(message, move |ctx, blob, size| {
         reference_blob(ctx, blob, size, 1)?;
-        place(ctx, mailbox, blob, size, flags, &keywords, date)
+        let delivered = place(ctx, mailbox, blob, size, flags, &keywords, (date, zone))?;
+        super::quota::enforce(ctx, [delivered.account])?;
+        Ok(delivered)
     })?;
     s.notify(&[(delivered.account, mailbox)]);
     Ok(delivered)
@@ -463,23 +503,34 @@ fn place(
     size: u64,
     flags: u32,
     keywords: &str,
-    date: i64,
+    (date, zone): (i64, i16),
 ) -> Result<Delivered> {
-    let (account, uid): (i64, u32) = ctx
+    let (account, uid, modseq): (i64, u32, i64) = ctx
         .conn
         .prepare_cached(
             "UPDATE mailboxes SET uidnext = uidnext + 1, modseq = modseq + 1 WHERE id = ?1
-             RETURNING account_id, uidnext - 1",
+             RETURNING account_id, uidnext - 1, modseq",
         )?
-        .query_row([mailbox.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([mailbox.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
         .ok_or_else(|| gone(mailbox))?;
     ctx.conn
         .prepare_cached(
-            "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, keywords, blob_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO messages (mailbox_id, uid, internal_date, internal_zone, size, flags,
+                 keywords, blob_hash, modseq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
-        .execute(params![mailbox.0, uid, date, size, flags, keywords, &blob.0[..]])?;
+        .execute(params![
+            mailbox.0,
+            uid,
+            date,
+            zone,
+            size,
+            flags,
+            keywords,
+            &blob.0[..],
+            modseq
+        ])?;
     Ok(Delivered {
         account: AccountId(account),
         mailbox,
@@ -517,8 +568,17 @@ pub(super) fn append_batch(
             }
             let date = message.internal_date.unwrap_or_else(now);
             let flags = message.flags.0 & SYSTEM_FLAGS;
-            delivered.push(place(ctx, mailbox, *blob, size, flags, keywords, date)?);
+            delivered.push(place(
+                ctx,
+                mailbox,
+                *blob,
+                size,
+                flags,
+                keywords,
+                (date, 0),
+            )?);
         }
+        super::quota::enforce(ctx, delivered.first().map(|d| d.account))?;
         Ok(delivered)
     })?;
     if let Some(first) = delivered.first() {
@@ -534,33 +594,49 @@ pub(super) fn update_flags(
     op: FlagOp,
     flags: Flags,
     keywords: &[String],
-) -> Result<Vec<FlagState>> {
+    unchanged_since: Option<u64>,
+) -> Result<FlagUpdate> {
     let keywords = keyword_set(keywords)?;
     let flags = flags.0 & SYSTEM_FLAGS;
     let uids = sorted(uids);
-    let (account, changed, states) = s.write(move |ctx| {
+    let (account, changed, update) = s.write(move |ctx| {
         let account = account_of(ctx.conn, mailbox)?;
-        let mut select = ctx.conn.prepare_cached(
-            "SELECT id, flags, keywords FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
-        )?;
-        let mut update = ctx
+        // Every message this change touches takes the mod-sequence the mailbox gets by it.
+        let next: u64 = ctx
             .conn
-            .prepare_cached("UPDATE messages SET flags = ?2, keywords = ?3 WHERE id = ?1")?;
+            .prepare_cached("SELECT modseq + 1 FROM mailboxes WHERE id = ?1")?
+            .query_row([mailbox.0], |r| r.get(0))?;
+        let mut select = ctx.conn.prepare_cached(
+            "SELECT id, flags, keywords, modseq FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
+        )?;
+        let mut update = ctx.conn.prepare_cached(
+            "UPDATE messages SET flags = ?2, keywords = ?3, modseq = ?4 WHERE id = ?1",
+        )?;
         let mut changed = false;
-        let mut states = Vec::with_capacity(uids.len());
+        let mut result = FlagUpdate {
+            states: Vec::with_capacity(uids.len()),
+            modified: Vec::new(),
+        };
         for uid in uids {
-            let Some((id, old_flags, old_keywords)) = select
+            let Some((id, old_flags, old_keywords, modseq)) = select
                 .query_row(params![mailbox.0, uid], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, u32>(1)?,
                         r.get::<_, String>(2)?,
+                        r.get::<_, u64>(3)?,
                     ))
                 })
                 .optional()?
             else {
                 continue;
             };
+            // RFC 7162 §3.1.3: a message changed after the client last looked is left
+            // alone and reported, whether or not this change would alter it.
+            if unchanged_since.is_some_and(|since| modseq > since) {
+                result.modified.push(uid);
+                continue;
+            }
             let old_keywords = parse_keywords(&old_keywords);
             let (new_flags, new_keywords) = match op {
                 FlagOp::Replace => (flags, keywords.clone()),
@@ -573,25 +649,61 @@ pub(super) fn update_flags(
                     old_keywords.difference(&keywords).cloned().collect(),
                 ),
             };
-            if new_flags != old_flags || new_keywords != old_keywords {
-                update.execute(params![id, new_flags, join_keywords(&new_keywords)])?;
+            let modseq = if new_flags != old_flags || new_keywords != old_keywords {
+                update.execute(params![id, new_flags, join_keywords(&new_keywords), next])?;
                 changed = true;
-            }
-            states.push(FlagState {
+                next
+            } else {
+                modseq
+            };
+            result.states.push(FlagState {
                 uid,
                 flags: Flags(new_flags),
                 keywords: new_keywords.into_iter().collect(),
+                modseq,
             });
         }
         if changed {
             touch(ctx.conn, mailbox)?;
         }
-        Ok((account, changed, states))
+        Ok((account, changed, result))
     })?;
     if changed {
         s.notify(&[(account, mailbox)]);
     }
-    Ok(states)
+    Ok(update)
+}
+
+/// [`crate::Mailboxes::expunged_since`]: the remembered ranges expunged after `modseq`,
+/// merged where they touch, or `None` when some of them may have been forgotten.
+pub(super) fn expunged_since(
+    s: &SqliteStore,
+    mailbox: MailboxId,
+    modseq: u64,
+) -> Result<Option<Vec<(u32, u32)>>> {
+    s.read(|conn| {
+        let floor: u64 = conn
+            .prepare_cached("SELECT expunge_floor FROM mailboxes WHERE id = ?1")?
+            .query_row([mailbox.0], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| gone(mailbox))?;
+        if modseq < floor {
+            return Ok(None);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT first_uid, last_uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2
+             ORDER BY first_uid",
+        )?;
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for row in stmt.query_map(params![mailbox.0, modseq], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (first, last): (u32, u32) = row?;
+            match ranges.last_mut() {
+                Some(prev) if prev.1.checked_add(1) == Some(first) => prev.1 = last,
+                _ => ranges.push((first, last)),
+            }
+        }
+        Ok(Some(ranges))
+    })
 }
 
 pub(super) fn expunge_deleted(
@@ -649,6 +761,10 @@ pub(super) fn copy(
         let source = account_of(ctx.conn, from)?;
         let target = account_of(ctx.conn, to)?;
         let copied = transfer(ctx, from, &uids, to, remove)?;
+        // A move within an account adds nothing, so it is allowed even over the limit.
+        if !remove || source != target {
+            super::quota::enforce(ctx, [target])?;
+        }
         let mut changed = Vec::new();
         if !copied.uids.is_empty() {
             changed.push((target, to));
@@ -682,13 +798,14 @@ fn transfer(
         id: i64,
         uid: u32,
         date: i64,
+        zone: i16,
         size: i64,
         flags: u32,
         keywords: String,
         hash: Vec<u8>,
     }
     let mut select = ctx.conn.prepare_cached(
-        "SELECT id, internal_date, size, flags, keywords, blob_hash FROM messages
+        "SELECT id, internal_date, size, flags, keywords, blob_hash, internal_zone FROM messages
          WHERE mailbox_id = ?1 AND uid = ?2",
     )?;
     let mut rows = Vec::with_capacity(uids.len());
@@ -703,6 +820,7 @@ fn transfer(
                     flags: r.get(3)?,
                     keywords: r.get(4)?,
                     hash: r.get(5)?,
+                    zone: r.get(6)?,
                 })
             })
             .optional()?;
@@ -716,26 +834,29 @@ fn transfer(
         return Ok(copied);
     }
     let count = rows.len() as i64;
-    let first: u32 = ctx
+    let (first, modseq): (u32, i64) = ctx
         .conn
         .prepare_cached(
             "UPDATE mailboxes SET uidnext = uidnext + ?2, modseq = modseq + 1 WHERE id = ?1
-             RETURNING uidnext - ?2",
+             RETURNING uidnext - ?2, modseq",
         )?
-        .query_row(params![to.0, count], |r| r.get(0))?;
+        .query_row(params![to.0, count], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut insert = ctx.conn.prepare_cached(
-        "INSERT INTO messages (mailbox_id, uid, internal_date, size, flags, keywords, blob_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO messages (mailbox_id, uid, internal_date, internal_zone, size, flags,
+             keywords, blob_hash, modseq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for (row, uid) in rows.iter().zip(first..) {
         insert.execute(params![
             to.0,
             uid,
             row.date,
+            row.zone,
             row.size,
             row.flags,
             row.keywords,
-            row.hash
+            row.hash,
+            modseq
         ])?;
         copied.uids.push((row.uid, uid));
     }

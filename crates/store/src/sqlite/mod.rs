@@ -12,10 +12,13 @@ mod mailboxes;
 mod optimize;
 mod orphans;
 mod queue;
+mod quota;
 mod recovery;
 mod retention;
 mod schema;
 mod stats;
+mod suppressions;
+pub(crate) mod text_index;
 pub(crate) mod vfs;
 mod wal;
 mod writer;
@@ -31,9 +34,9 @@ use crate::archive::{ArchiveMailbox, Archives};
 use crate::password;
 use crate::{
     AccountId, AccountInfo, AliasInfo, BlobId, BlobStore, ChangeListener, CheckOptions,
-    CheckReport, Copied, Delivered, FlagOp, FlagState, Flags, MailboxCounts, MailboxId,
-    MailboxInfo, Mailboxes, Maintenance, MessageId, MessageMeta, OptimizeReport, Queue, Resolution,
-    Result, Statistics, StoreError,
+    CheckReport, Copied, Delivered, FlagOp, FlagUpdate, Flags, MailboxCounts, MailboxId,
+    MailboxInfo, Mailboxes, Maintenance, MessageId, MessageMeta, NewestFirst, OptimizeReport,
+    Principal, Queue, Resolution, Result, SpecialUse, Statistics, StoreError,
 };
 pub use orphans::{ORPHANS_DIR, OrphanRecovery};
 use writer::{WriteCtx, Writer};
@@ -82,9 +85,14 @@ pub struct SqliteStore {
     meter: stats::Meter,
     /// The read-only archives beside the store (`archive/`), which IMAP sees as mailboxes.
     archives: Archives,
+    /// The full-text index of live mail (`index.db`), opened when first used.
+    text_index: text_index::TextIndex,
     /// Who receives postmaster@ of a local domain that has no account or alias of that name
     /// (see [`Directory::set_postmaster`]).
     postmaster: RwLock<Option<String>>,
+    /// Reads the VERP senders of queued newsletter mail when the queue settles it
+    /// (see [`crate::BounceRouter`]).
+    bounce_router: RwLock<Option<Arc<dyn crate::BounceRouter>>>,
     /// This process's hold on the store (`recovery.rs`). Keep it the last field: it is
     /// dropped after every connection has closed, and only then is the shutdown clean.
     open_guard: recovery::OpenGuard,
@@ -114,7 +122,9 @@ impl SqliteStore {
             listener: RwLock::new(None),
             meter: stats::Meter::default(),
             archives: Archives::new(data_dir),
+            text_index: text_index::TextIndex::new(data_dir),
             postmaster: RwLock::new(None),
+            bounce_router: RwLock::new(None),
             open_guard,
         })
     }
@@ -173,6 +183,58 @@ impl SqliteStore {
                 result => return result,
             }
         }
+    }
+}
+
+/// The full-text index of live mail (`text_index.rs`): the indexer's steps, its reset and
+/// its check. SEARCH reads it through [`Mailboxes::text_candidates`].
+impl SqliteStore {
+    /// Indexes up to `limit` messages the index does not cover yet (of one account when
+    /// given); with `replace`, bodies already indexed are indexed again.
+    pub fn index_step(
+        &self,
+        text_of: &crate::text_index::TextOf,
+        account: Option<AccountId>,
+        replace: bool,
+        limit: usize,
+    ) -> Result<crate::text_index::IndexStep> {
+        self.read(|conn| {
+            self.text_index.step(
+                conn,
+                &self.blobs,
+                text_of,
+                account.map(|a| a.0),
+                replace,
+                limit,
+            )
+        })
+    }
+
+    /// Removes from the index up to a slice of `limit` bodies that no live message has any
+    /// more; also says whether the slice reached the end (a whole round is done).
+    pub fn index_sweep(&self, limit: usize) -> Result<(u64, bool)> {
+        self.read(|conn| self.text_index.sweep(conn, limit))
+    }
+
+    /// Forgets what the index holds of every mailbox, or of one account's.
+    pub fn index_reset(&self, account: Option<AccountId>) -> Result<()> {
+        match account {
+            None => self.text_index.reset(None),
+            Some(account) => {
+                let mailboxes: Vec<i64> = self.read(|conn| {
+                    let mut stmt =
+                        conn.prepare("SELECT id FROM mailboxes WHERE account_id = ?1")?;
+                    let rows = stmt.query_map([account.0], |r| r.get(0))?;
+                    Ok(rows.collect::<rusqlite::Result<_>>()?)
+                })?;
+                self.text_index.reset(Some(&mailboxes))
+            }
+        }
+    }
+
+    /// Compares the index with the live messages.
+    pub fn index_check(&self) -> Result<crate::text_index::IndexCheck> {
+        self.read(|conn| self.text_index.check(conn))
     }
 }
 
@@ -351,10 +413,15 @@ fn address_taken(conn: &Connection, address: &str) -> Result<bool> {
 
 pub(crate) fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
     let hash: Vec<u8> = row.get(5)?;
+    // Archive files keep neither zone nor mod-sequence (read-only mail, dated by the
+    // server): their queries stop at column 6, and one row reader serves both.
+    let extended = row.as_ref().column_count() > 8;
     Ok(MessageMeta {
         id: MessageId(row.get(0)?),
         uid: row.get(1)?,
         internal_date: row.get(2)?,
+        internal_zone: if extended { row.get(7)? } else { 0 },
+        modseq: if extended { row.get(8)? } else { 1 },
         size: row.get(3)?,
         flags: Flags(row.get(4)?),
         keywords: mailboxes::parse_keywords(&row.get::<_, String>(6)?)
@@ -362,6 +429,43 @@ pub(crate) fn message_meta(row: &rusqlite::Row<'_>) -> rusqlite::Result<MessageM
             .collect(),
         blob: BlobId::from_slice(&hash).unwrap_or(BlobId([0; 32])),
     })
+}
+
+/// One page of a mailbox newest first (see [`NewestFirst`]) from a `messages` table, with
+/// `columns` as [`message_meta`] reads them, and how many messages its dates select: the
+/// live store's and an archive's tables share this.
+pub(crate) fn messages_newest_in(
+    conn: &Connection,
+    columns: &str,
+    mailbox_row: i64,
+    window: &NewestFirst,
+) -> Result<(Vec<MessageMeta>, usize)> {
+    let below = window.below_uid.map_or(i64::MAX, i64::from);
+    let since = window.since.unwrap_or(i64::MIN);
+    let until = window.until.unwrap_or(i64::MAX);
+    let limit = i64::try_from(window.limit).unwrap_or(i64::MAX);
+    let skip = i64::try_from(window.skip).unwrap_or(i64::MAX);
+    // `+internal_date` keeps the date index out: walking (mailbox_id, uid) backwards reads
+    // one page of one mailbox, where the date index would visit every account's mail of
+    // those days.
+    let mut page = conn.prepare_cached(&format!(
+        "SELECT {columns} FROM messages
+         WHERE mailbox_id = ?1 AND uid < ?2 AND +internal_date >= ?3 AND +internal_date < ?4
+         ORDER BY uid DESC LIMIT ?5 OFFSET ?6"
+    ))?;
+    let rows = page
+        .query_map(
+            params![mailbox_row, below, since, until, limit, skip],
+            message_meta,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM messages
+             WHERE mailbox_id = ?1 AND +internal_date >= ?2 AND +internal_date < ?3",
+        )?
+        .query_row(params![mailbox_row, since, until], |r| r.get(0))?;
+    Ok((rows, usize::try_from(total).unwrap_or(0)))
 }
 
 /// Adds `references` to a blob that the caller has just written, creating its row if it
@@ -402,7 +506,59 @@ fn release_blob(ctx: &mut WriteCtx<'_>, hash: &[u8]) -> Result<()> {
     Ok(())
 }
 
+impl SqliteStore {
+    /// Sets one column of an account; `column` is one of ours, never input.
+    fn update_account(
+        &self,
+        address: &str,
+        column: &'static str,
+        value: rusqlite::types::Value,
+    ) -> Result<()> {
+        let (address, _) = normalize_address(address)?;
+        self.write(move |ctx| {
+            let changed = ctx.conn.execute(
+                &format!("UPDATE accounts SET {column} = ?1 WHERE address = ?2"),
+                params![value, address],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("account '{address}'"),
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
 impl Directory for SqliteStore {
+    fn set_quota(&self, address: &str, limit: Option<u64>) -> Result<()> {
+        self.set_quota_impl(address, limit)
+    }
+
+    fn set_domain_quota(&self, domain: &str, limit: Option<u64>) -> Result<()> {
+        self.set_domain_quota_impl(domain, limit)
+    }
+
+    fn domain_quota(&self, domain: &str) -> Result<Option<u64>> {
+        self.domain_quota_impl(domain)
+    }
+
+    fn account_quota(&self, address: &str) -> Result<crate::AccountQuota> {
+        self.account_quota_impl(address)
+    }
+
+    fn quota(&self, account: AccountId) -> Result<crate::Quota> {
+        self.read(|conn| quota::quota(conn, account))
+    }
+
+    fn quota_usage(&self) -> Result<Vec<crate::QuotaUse>> {
+        self.read(quota::usage)
+    }
+
+    fn set_quota_warned(&self, account: AccountId, warned: bool) -> Result<()> {
+        self.set_quota_warned_impl(account, warned)
+    }
+
     fn set_postmaster(&self, target: Option<String>) {
         *self.postmaster.write().unwrap_or_else(|e| e.into_inner()) =
             target.map(|t| t.trim().to_lowercase());
@@ -514,30 +670,19 @@ impl Directory for SqliteStore {
     }
 
     fn set_password(&self, address: &str, password: &str) -> Result<()> {
-        let (address, _) = normalize_address(address)?;
         if password.is_empty() {
             return Err(StoreError::Invalid("the password must not be empty".into()));
         }
-        let hash = password::hash(password);
-        self.write(move |ctx| {
-            let changed = ctx.conn.execute(
-                "UPDATE accounts SET password_hash = ?1 WHERE address = ?2",
-                params![hash, address],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::NotFound {
-                    what: format!("account '{address}'"),
-                });
-            }
-            Ok(())
-        })
+        self.update_account(address, "password_hash", password::hash(password).into())
     }
 
     fn accounts(&self) -> Result<Vec<AccountInfo>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT a.id, a.address, count(m.id), coalesce(sum(m.size), 0)
+                "SELECT a.id, a.address, count(m.id), coalesce(sum(m.size), 0), a.admin,
+                        coalesce(a.quota, d.default_quota)
                  FROM accounts a
+                 JOIN domains d ON d.id = a.domain_id
                  LEFT JOIN mailboxes b ON b.account_id = a.id
                  LEFT JOIN messages m ON m.mailbox_id = b.id
                  GROUP BY a.id ORDER BY a.address",
@@ -549,10 +694,40 @@ impl Directory for SqliteStore {
                         address: r.get(1)?,
                         messages: r.get(2)?,
                         bytes: r.get(3)?,
+                        admin: r.get(4)?,
+                        quota: r.get::<_, Option<i64>>(5)?.map(|l| l.max(0) as u64),
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
+        })
+    }
+
+    fn set_admin(&self, address: &str, admin: bool) -> Result<()> {
+        self.update_account(address, "admin", rusqlite::types::Value::from(admin))
+    }
+
+    fn set_totp_secret(&self, address: &str, secret: Option<&str>) -> Result<()> {
+        let value = secret.map_or(rusqlite::types::Value::Null, |s| s.to_string().into());
+        self.update_account(address, "totp_secret", value)
+    }
+
+    fn principal(&self, account: AccountId) -> Result<Option<Principal>> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT address, admin, totp_secret FROM accounts WHERE id = ?1",
+                    [account.0],
+                    |r| {
+                        Ok(Principal {
+                            id: account,
+                            address: r.get(0)?,
+                            admin: r.get(1)?,
+                            totp_secret: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?)
         })
     }
 
@@ -738,19 +913,49 @@ impl Mailboxes for SqliteStore {
         })
     }
 
+    fn text_candidates(
+        &self,
+        mailbox: MailboxId,
+        query: &crate::text_index::TextQuery,
+    ) -> Result<Option<crate::text_index::TextCandidates>> {
+        if ArchiveMailbox::from_id(mailbox).is_some() {
+            return Ok(None);
+        }
+        self.read(|conn| self.text_index.candidates(conn, mailbox.0, query))
+    }
+
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
         if let Some(archived) = ArchiveMailbox::from_id(mailbox) {
             return self.archives.messages(archived);
         }
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, uid, internal_date, size, flags, blob_hash, keywords FROM messages
-                 WHERE mailbox_id = ?1 ORDER BY uid",
+                "SELECT id, uid, internal_date, size, flags, blob_hash, keywords, internal_zone,
+                        modseq
+                 FROM messages WHERE mailbox_id = ?1 ORDER BY uid",
             )?;
             let rows = stmt
                 .query_map([mailbox.0], message_meta)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
+        })
+    }
+
+    fn messages_newest(
+        &self,
+        mailbox: MailboxId,
+        window: &NewestFirst,
+    ) -> Result<(Vec<MessageMeta>, usize)> {
+        if let Some(archived) = ArchiveMailbox::from_id(mailbox) {
+            return self.archives.messages_newest(archived, window);
+        }
+        self.read(|conn| {
+            messages_newest_in(
+                conn,
+                "id, uid, internal_date, size, flags, blob_hash, keywords, internal_zone, modseq",
+                mailbox.0,
+                window,
+            )
         })
     }
 
@@ -826,7 +1031,17 @@ impl Mailboxes for SqliteStore {
 
     fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
         self.writable_name(name)?;
-        mailboxes::create(self, account, name)
+        mailboxes::create(self, account, name, None)
+    }
+
+    fn create_special_use_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        role: SpecialUse,
+    ) -> Result<MailboxInfo> {
+        self.writable_name(name)?;
+        mailboxes::create(self, account, name, Some(role))
     }
 
     fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
@@ -848,31 +1063,49 @@ impl Mailboxes for SqliteStore {
         mailboxes::subscriptions(self, account)
     }
 
-    fn append(
+    fn append_in_zone(
         &self,
         mailbox: MailboxId,
         message: &[u8],
         flags: Flags,
         keywords: &[String],
         internal_date: Option<i64>,
+        zone_minutes: i16,
     ) -> Result<Delivered> {
         writable(mailbox)?;
-        let delivered = mailboxes::append(self, mailbox, message, flags, keywords, internal_date)?;
+        let delivered = mailboxes::append(
+            self,
+            mailbox,
+            message,
+            flags,
+            keywords,
+            internal_date,
+            zone_minutes,
+        )?;
         self.meter
             .delivered(std::slice::from_ref(&delivered), message.len() as u64);
         Ok(delivered)
     }
 
-    fn update_flags(
+    fn store_flags(
         &self,
         mailbox: MailboxId,
         uids: &[u32],
         op: FlagOp,
         flags: Flags,
         keywords: &[String],
-    ) -> Result<Vec<FlagState>> {
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagUpdate> {
         writable(mailbox)?;
-        mailboxes::update_flags(self, mailbox, uids, op, flags, keywords)
+        mailboxes::update_flags(self, mailbox, uids, op, flags, keywords, unchanged_since)
+    }
+
+    fn expunged_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Option<Vec<(u32, u32)>>> {
+        // An archive's mailboxes never lose a message once they can be read.
+        if ArchiveMailbox::from_id(mailbox).is_some() {
+            return Ok(Some(Vec::new()));
+        }
+        mailboxes::expunged_since(self, mailbox, modseq)
     }
 
     fn expunge_deleted(&self, mailbox: MailboxId, uids: Option<&[u32]>) -> Result<Vec<u32>> {
@@ -931,6 +1164,19 @@ impl Queue for SqliteStore {
         notices: &[crate::Notice],
     ) -> Result<()> {
         self.queue_settle_impl(id, settled, notices)
+    }
+
+    fn queue_begin(
+        &self,
+        id: crate::QueueId,
+        recipients: &[crate::RecipientId],
+        now: i64,
+    ) -> Result<()> {
+        self.queue_begin_impl(id, recipients, now)
+    }
+
+    fn queue_unfinished(&self, now: i64) -> Result<u64> {
+        self.queue_unfinished_impl(now)
     }
 
     fn queue_list(&self) -> Result<Vec<crate::QueuedMessage>> {
@@ -1085,5 +1331,6 @@ fn insert_message(
     for d in &delivered {
         insert.execute(params![d.mailbox.0, d.uid, date, size, &blob.0[..]])?;
     }
+    quota::enforce(ctx, delivered.iter().map(|d| d.account))?;
     Ok(delivered)
 }

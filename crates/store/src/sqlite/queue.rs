@@ -12,10 +12,13 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::history::mark_in;
+use super::lists::bounce_in;
 use super::{SqliteStore, insert_message, now};
 use crate::{
-    Accepted, AccountId, Notice, Outbound, QueueId, QueueStats, QueuedMessage, QueuedRecipient,
-    RecipientId, RecipientState, Result, Settlement, StoreError,
+    Accepted, AccountId, BouncePolicy, HistoryRef, Notice, Outbound, Outcome, QueueId, QueueStats,
+    QueuedMessage, QueuedRecipient, RecipientId, RecipientState, Result, Settlement, StoreError,
+    SubscriberId,
 };
 
 /// An envelope checked and ready to be written: recipients deduplicated, domains found.
@@ -58,12 +61,14 @@ impl Envelope {
     }
 }
 
-/// Writes one message and its recipients, all due at `now`.
+/// Writes one message and its recipients, all due at `now`; `at_most_once` for campaign
+/// and step mail (schema version 9).
 pub(super) fn insert_queued(
     conn: &Connection,
     envelope: &Envelope,
     body: &[u8],
     now: i64,
+    at_most_once: bool,
 ) -> Result<QueueId> {
     let id: i64 = conn
         .prepare_cached(
@@ -81,18 +86,18 @@ pub(super) fn insert_queued(
             |r| r.get(0),
         )?;
     let mut insert = conn.prepare_cached(
-        "INSERT INTO queue_recipients (message_id, address, domain, next_attempt)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO queue_recipients (message_id, address, domain, next_attempt, at_most_once)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for (address, domain) in &envelope.recipients {
-        insert.execute(params![id, address, domain, now])?;
+        insert.execute(params![id, address, domain, now, at_most_once])?;
     }
     Ok(QueueId(id))
 }
 
 const MESSAGE_COLUMNS: &str = "id, sender, account_id, size, created";
 const RECIPIENT_COLUMNS: &str = "id, address, domain, state, attempts, next_attempt, \
-     last_reason, last_error, delay_notified, message_id";
+     last_reason, last_error, delay_notified, message_id, at_most_once";
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedMessage> {
     Ok(QueuedMessage {
@@ -132,6 +137,7 @@ fn recipient_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(QueueId, QueuedRe
             last_reason: row.get(6)?,
             last_error: row.get(7)?,
             delay_notified: row.get(8)?,
+            at_most_once: row.get(10)?,
         },
     ))
 }
@@ -164,7 +170,8 @@ fn recipients(conn: &Connection, id: QueueId, due: Option<i64>) -> Result<Vec<Qu
         Some(now) => conn
             .prepare_cached(&format!(
                 "SELECT {RECIPIENT_COLUMNS} FROM queue_recipients
-                 WHERE message_id = ?1 AND state = 'queued' AND next_attempt <= ?2 ORDER BY id"
+                 WHERE message_id = ?1 AND state = 'queued' AND next_attempt <= ?2
+                   AND began IS NULL ORDER BY id"
             ))?
             .query_map(params![id.0, now], recipient_row)?
             .map(|r| r.map(|(_, recipient)| recipient))
@@ -179,6 +186,71 @@ fn recipients(conn: &Connection, id: QueueId, due: Option<i64>) -> Result<Vec<Qu
             .collect::<rusqlite::Result<_>>()?,
     };
     Ok(rows)
+}
+
+/// A queued message's envelope sender, `None` once it left the queue.
+fn sender_of(conn: &Connection, id: QueueId) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT sender FROM queue_messages WHERE id = ?1")?
+        .query_row([id.0], |r| r.get(0))
+        .optional()?)
+}
+
+/// Records what one settlement says about a campaign's or step's mail, inside the
+/// settlement's transaction. Only a recipient still waiting counts, so a settlement
+/// repeated (or one for a recipient an operator removed) records nothing twice.
+fn newsletter_outcome(
+    conn: &Connection,
+    id: QueueId,
+    settlement: &Settlement,
+    about: HistoryRef,
+    subscriber: SubscriberId,
+    policy: BouncePolicy,
+    now: i64,
+) -> Result<()> {
+    let recipient = match settlement {
+        Settlement::Delivered { recipient }
+        | Settlement::Deferred { recipient, .. }
+        | Settlement::Failed { recipient, .. } => *recipient,
+    };
+    let waiting: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM queue_recipients WHERE id = ?1 AND message_id = ?2 AND state = 'queued'",
+        )?
+        .query_row(params![recipient.0, id.0], |r| r.get(0))
+        .optional()?;
+    if waiting.is_none() {
+        return Ok(());
+    }
+    let result = match settlement {
+        Settlement::Delivered { .. } => {
+            mark_in(conn, about, subscriber, Outcome::Delivered, now).map(drop)
+        }
+        Settlement::Deferred {
+            error,
+            delay_notified,
+            ..
+        } => {
+            mark_in(conn, about, subscriber, Outcome::Deferred, now)?;
+            // The moment the sender would have been told "delayed" is this mail's soft
+            // bounce, as a delay DSN arriving over SMTP would be.
+            if *delay_notified {
+                bounce_in(conn, about, subscriber, false, Some(error), policy, now).map(drop)
+            } else {
+                Ok(())
+            }
+        }
+        Settlement::Failed { error, .. } => {
+            mark_in(conn, about, subscriber, Outcome::Failed, now)?;
+            bounce_in(conn, about, subscriber, true, Some(error), policy, now).map(drop)
+        }
+    };
+    match result {
+        // The subscriber was removed since the mail was queued: nothing left to mark, and
+        // the queue must still settle.
+        Err(StoreError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
 }
 
 fn not_queued(id: QueueId) -> StoreError {
@@ -211,7 +283,7 @@ impl SqliteStore {
                 let (envelope, body) = queued.as_deref().expect("checked above");
                 Ok(Accepted {
                     delivered: Vec::new(),
-                    queued: Some(insert_queued(ctx.conn, envelope, body, now())?),
+                    queued: Some(insert_queued(ctx.conn, envelope, body, now(), false)?),
                 })
             })?
         } else {
@@ -221,7 +293,9 @@ impl SqliteStore {
             self.write_message(message, move |ctx, blob, size| {
                 let delivered = insert_message(ctx, blob, size, &local)?;
                 let queued = match queued.as_deref() {
-                    Some((envelope, body)) => Some(insert_queued(ctx.conn, envelope, body, now())?),
+                    Some((envelope, body)) => {
+                        Some(insert_queued(ctx.conn, envelope, body, now(), false)?)
+                    }
                     None => None,
                 };
                 Ok(Accepted { delivered, queued })
@@ -245,7 +319,7 @@ impl SqliteStore {
                 let due: Vec<i64> = conn
                     .prepare_cached(
                         "SELECT message_id, min(next_attempt) AS due FROM queue_recipients
-                         WHERE state = 'queued' AND next_attempt <= ?1
+                         WHERE state = 'queued' AND next_attempt <= ?1 AND began IS NULL
                          GROUP BY message_id ORDER BY due, message_id LIMIT ?2",
                     )?
                     .query_map(params![now, limit], |r| r.get(0))?
@@ -303,15 +377,37 @@ impl SqliteStore {
                 }
             })
             .collect();
+        let router = self
+            .bounce_router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         self.write(move |ctx| {
             let conn = ctx.conn;
+            // Newsletter mail: its outcomes go into the history with the settlement.
+            let newsletter = match &router {
+                Some(router) => match sender_of(conn, id)? {
+                    Some(sender) => router
+                        .route(&sender)
+                        .map(|(about, subscriber)| (sender, about, subscriber, router.policy())),
+                    None => None,
+                },
+                None => None,
+            };
+            if let Some((_, about, subscriber, policy)) = &newsletter {
+                let now = now();
+                for settlement in &settled {
+                    newsletter_outcome(conn, id, settlement, *about, *subscriber, *policy, now)?;
+                }
+            }
             for settlement in &settled {
                 // The `message_id` condition keeps a confused caller from settling another
                 // message's recipient; a recipient that is gone changes nothing.
                 match settlement {
                     Settlement::Delivered { recipient } => conn
                         .prepare_cached(
-                            "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1
+                            "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1,
+                                 began = NULL
                              WHERE id = ?1 AND message_id = ?2",
                         )?
                         .execute(params![recipient.0, id.0])?,
@@ -325,7 +421,7 @@ impl SqliteStore {
                         .prepare_cached(
                             "UPDATE queue_recipients SET state = 'queued', attempts = attempts + 1,
                                  next_attempt = ?3, last_reason = ?4, last_error = ?5,
-                                 delay_notified = delay_notified OR ?6
+                                 delay_notified = delay_notified OR ?6, began = NULL
                              WHERE id = ?1 AND message_id = ?2",
                         )?
                         .execute(params![
@@ -339,7 +435,7 @@ impl SqliteStore {
                     Settlement::Failed { recipient, error } => conn
                         .prepare_cached(
                             "UPDATE queue_recipients SET state = 'failed', attempts = attempts + 1,
-                                 last_error = ?3
+                                 last_error = ?3, began = NULL
                              WHERE id = ?1 AND message_id = ?2",
                         )?
                         .execute(params![recipient.0, id.0, error])?,
@@ -352,9 +448,91 @@ impl SqliteStore {
             .execute([id.0])?;
             let now = now();
             for (envelope, body) in &notices {
-                insert_queued(conn, envelope, body, now)?;
+                // The bounce this notice would carry to a VERP address is counted above;
+                // only the SMTP listener reads those addresses, so queued it would fail.
+                if let Some((sender, ..)) = &newsletter
+                    && envelope
+                        .recipients
+                        .iter()
+                        .all(|(address, _)| address.eq_ignore_ascii_case(sender))
+                {
+                    continue;
+                }
+                insert_queued(conn, envelope, body, now, false)?;
             }
             Ok(())
+        })
+    }
+
+    pub(super) fn queue_begin_impl(
+        &self,
+        id: QueueId,
+        recipients: &[RecipientId],
+        now: i64,
+    ) -> Result<()> {
+        let recipients = recipients.to_vec();
+        self.write(move |ctx| {
+            let mut mark = ctx.conn.prepare_cached(
+                "UPDATE queue_recipients SET began = ?3
+                 WHERE id = ?1 AND message_id = ?2 AND state = 'queued' AND at_most_once",
+            )?;
+            for r in &recipients {
+                mark.execute(params![r.0, id.0, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn queue_unfinished_impl(&self, now: i64) -> Result<u64> {
+        let router = self
+            .bounce_router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.write(move |ctx| {
+            let conn = ctx.conn;
+            let unfinished: Vec<(i64, i64, String)> = conn
+                .prepare(
+                    "SELECT r.id, r.message_id, m.sender
+                     FROM queue_recipients r JOIN queue_messages m ON m.id = r.message_id
+                     WHERE r.state = 'queued' AND r.began IS NOT NULL",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (recipient, message, sender) in &unfinished {
+                let (recipient, message) = (RecipientId(*recipient), QueueId(*message));
+                // Counted in the history as the delivery it most likely was.
+                let settlement = Settlement::Delivered { recipient };
+                if let Some(router) = &router
+                    && let Some((about, subscriber)) = router.route(sender)
+                {
+                    newsletter_outcome(
+                        conn,
+                        message,
+                        &settlement,
+                        about,
+                        subscriber,
+                        router.policy(),
+                        now,
+                    )?;
+                }
+                conn.prepare_cached(
+                    "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1,
+                         began = NULL, last_error = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    recipient.0,
+                    "outcome unknown: the server stopped during the SMTP transaction; \
+                     counted as sent, not sent again (campaign and step mail go at most once)"
+                ])?;
+                conn.prepare_cached(
+                    "DELETE FROM queue_messages WHERE id = ?1 AND NOT EXISTS
+                         (SELECT 1 FROM queue_recipients WHERE message_id = ?1 AND state = 'queued')",
+                )?
+                .execute([message.0])?;
+            }
+            Ok(unfinished.len() as u64)
         })
     }
 

@@ -278,6 +278,164 @@ const MIGRATIONS: &[&str] = &[
          url      TEXT NOT NULL,
          PRIMARY KEY (kind, ref, position)
      ) WITHOUT ROWID;",
+    // Version 7: who administers the server (the web console's operator screens), and an
+    // administrator's TOTP secret (RFC 6238, base32) when they chose a second factor.
+    "ALTER TABLE accounts ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE accounts ADD COLUMN totp_secret TEXT NULL;",
+    // Version 8: CONDSTORE and QRESYNC (RFC 7162), and APPEND's time zone.
+    //
+    // Every message carries the mod-sequence of its last change, and every expunge is
+    // remembered as a UID range with the mod-sequence it happened at, so a client that
+    // comes back with a mod-sequence learns what changed and what vanished without
+    // fetching every flag. Triggers keep both, so no writer (delivery, POP3, retention,
+    // archiving, IMAP) can forget to. The convention every writer already follows: a
+    // message is inserted after its mailbox's `modseq` was bumped (it takes that value),
+    // and flags change or messages go before the bump (they take the value to come).
+    // A writer that sets `messages.modseq` itself is left alone.
+    //
+    // `expunged` is bounded per mailbox: ranges go after 90 days, and beyond 1,000 ranges
+    // the one changed longest ago goes. `mailboxes.expunge_floor` is the highest
+    // mod-sequence forgotten, below which a client must be told by comparing UIDs instead.
+    // Adjacent expunges (no message left between them) extend one range.
+    "ALTER TABLE messages ADD COLUMN modseq INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE messages ADD COLUMN internal_zone INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE mailboxes ADD COLUMN expunge_floor INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE expunged (
+         mailbox_id INTEGER NOT NULL,
+         first_uid  INTEGER NOT NULL,
+         last_uid   INTEGER NOT NULL,
+         modseq     INTEGER NOT NULL,
+         at         INTEGER NOT NULL,
+         PRIMARY KEY (mailbox_id, first_uid)
+     ) WITHOUT ROWID;
+     CREATE TRIGGER messages_modseq_inserted AFTER INSERT ON messages WHEN NEW.modseq = 1
+     BEGIN
+         UPDATE messages SET modseq = (SELECT modseq FROM mailboxes WHERE id = NEW.mailbox_id)
+             WHERE id = NEW.id;
+     END;
+     CREATE TRIGGER messages_modseq_flags AFTER UPDATE OF flags, keywords ON messages
+         WHEN NEW.modseq = OLD.modseq
+             AND (NEW.flags != OLD.flags OR NEW.keywords != OLD.keywords)
+     BEGIN
+         UPDATE messages SET modseq = (SELECT modseq + 1 FROM mailboxes WHERE id = NEW.mailbox_id)
+             WHERE id = NEW.id;
+     END;
+     CREATE TRIGGER messages_expunged AFTER DELETE ON messages
+     BEGIN
+         UPDATE expunged SET last_uid = OLD.uid, at = unixepoch(),
+                 modseq = (SELECT modseq + 1 FROM mailboxes WHERE id = OLD.mailbox_id)
+             WHERE mailbox_id = OLD.mailbox_id
+               AND first_uid = (SELECT first_uid FROM expunged
+                                WHERE mailbox_id = OLD.mailbox_id AND first_uid < OLD.uid
+                                ORDER BY first_uid DESC LIMIT 1)
+               AND last_uid < OLD.uid
+               AND NOT EXISTS (SELECT 1 FROM messages WHERE mailbox_id = OLD.mailbox_id
+                               AND uid > expunged.last_uid AND uid < OLD.uid);
+         INSERT INTO expunged (mailbox_id, first_uid, last_uid, modseq, at)
+             SELECT OLD.mailbox_id, OLD.uid, OLD.uid, modseq + 1, unixepoch() FROM mailboxes
+             WHERE id = OLD.mailbox_id
+               AND NOT EXISTS (SELECT 1 FROM (SELECT last_uid FROM expunged
+                                              WHERE mailbox_id = OLD.mailbox_id
+                                                AND first_uid <= OLD.uid
+                                              ORDER BY first_uid DESC LIMIT 1)
+                               WHERE last_uid >= OLD.uid);
+     END;
+     CREATE TRIGGER expunged_aged AFTER INSERT ON expunged
+         WHEN EXISTS (SELECT 1 FROM expunged WHERE mailbox_id = NEW.mailbox_id
+                      AND at < NEW.at - 7776000)
+     BEGIN
+         UPDATE mailboxes SET expunge_floor = max(expunge_floor,
+                 (SELECT max(modseq) FROM expunged WHERE mailbox_id = NEW.mailbox_id
+                  AND at < NEW.at - 7776000))
+             WHERE id = NEW.mailbox_id;
+         DELETE FROM expunged WHERE mailbox_id = NEW.mailbox_id AND at < NEW.at - 7776000;
+     END;
+     CREATE TRIGGER expunged_bounded AFTER INSERT ON expunged
+         WHEN (SELECT count(*) FROM expunged WHERE mailbox_id = NEW.mailbox_id) > 1000
+     BEGIN
+         UPDATE mailboxes SET expunge_floor = max(expunge_floor,
+                 (SELECT min(modseq) FROM expunged WHERE mailbox_id = NEW.mailbox_id))
+             WHERE id = NEW.mailbox_id;
+         DELETE FROM expunged WHERE mailbox_id = NEW.mailbox_id
+             AND first_uid = (SELECT first_uid FROM expunged WHERE mailbox_id = NEW.mailbox_id
+                              ORDER BY modseq, first_uid LIMIT 1);
+     END;
+     CREATE TRIGGER mailboxes_expunged_gone AFTER DELETE ON mailboxes
+     BEGIN
+         DELETE FROM expunged WHERE mailbox_id = OLD.id;
+     END;",
+    // Version 9: campaign and step mail is sent at most once (issue 21.5). The newsletter
+    // sender queues its mail with `at_most_once`; the delivery engine writes `began`
+    // before an SMTP transaction for such a recipient starts, and every settlement clears
+    // it. A recipient still `queued` with `began` set after a restart has an unknown
+    // outcome (the remote may have answered 250 just before the process died), and is
+    // counted as sent rather than sent again. Both columns are on the recipients: a column
+    // added to `queue_messages` would come after `body`, and reading it would walk the
+    // body's overflow pages on every scan of the queue.
+    "ALTER TABLE queue_recipients ADD COLUMN at_most_once INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE queue_recipients ADD COLUMN began INTEGER NULL;",
+    // Version 10: the global suppression list (issue 21): addresses that no campaign or
+    // step mail goes to, whatever list they are on, because they bounced, complained (an
+    // ARF report), asked to hear nothing more, or the operator said so. One row per
+    // address, keyed by the address in lower case (`suppression_key`), so the table is as
+    // big as the set of bad addresses and no bigger: it is not a per-delivery table and
+    // needs no pruning. The key is the primary key so the senders' batch lookup
+    // (`address IN (...)`) reads only the index.
+    "CREATE TABLE nl_suppressions (
+         address TEXT PRIMARY KEY,
+         reason  TEXT NOT NULL
+                     CHECK (reason IN ('bounced', 'complained', 'unsubscribed', 'manual')),
+         at      INTEGER NOT NULL,
+         note    TEXT NULL
+     ) WITHOUT ROWID;",
+    // Version 11: storage quotas (issue 20, RFC 9208). `accounts.quota` is the account's
+    // own limit in bytes, `domains.default_quota` the limit of a domain's accounts without
+    // one; NULL for none. `accounts.used` is the size of the account's live messages (the
+    // sizes a client sees, so a blob shared by two copies counts twice, as every IMAP
+    // server counts it). Triggers keep it, so no writer (delivery, APPEND, COPY, POP3,
+    // retention, archiving) can forget to, and a delivery reads one row instead of
+    // summing a mailbox. `quota_warned` is set once the owner was told the account is
+    // nearly full, and cleared when it has room again, so the warning goes once per
+    // filling.
+    "ALTER TABLE accounts ADD COLUMN quota INTEGER NULL;
+     ALTER TABLE accounts ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE accounts ADD COLUMN quota_warned INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE domains ADD COLUMN default_quota INTEGER NULL;
+     UPDATE accounts SET used = (SELECT coalesce(sum(m.size), 0)
+                                 FROM mailboxes b JOIN messages m ON m.mailbox_id = b.id
+                                 WHERE b.account_id = accounts.id);
+     CREATE TRIGGER messages_used_insert AFTER INSERT ON messages
+     BEGIN
+         UPDATE accounts SET used = used + NEW.size
+             WHERE id = (SELECT account_id FROM mailboxes WHERE id = NEW.mailbox_id);
+     END;
+     CREATE TRIGGER messages_used_delete AFTER DELETE ON messages
+     BEGIN
+         UPDATE accounts SET used = used - OLD.size
+             WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);
+     END;
+     CREATE TRIGGER messages_used_update AFTER UPDATE OF mailbox_id, size ON messages
+     BEGIN
+         UPDATE accounts SET used = used - OLD.size
+             WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);
+         UPDATE accounts SET used = used + NEW.size
+             WHERE id = (SELECT account_id FROM mailboxes WHERE id = NEW.mailbox_id);
+     END;",
+    // Version 12: segments and campaigns to several lists (issue 21). `segment` holds the
+    // campaign's filter, one term per line (`store::Segment`), empty for the whole list;
+    // it is small text read with the campaign, not an index of who matches, so it needs
+    // no upkeep when subscribers change. `nl_campaign_lists` names the lists a campaign
+    // goes to besides its `list_id`, in order (the order decides which subscriber row an
+    // address on two lists is mailed and counted as). Removing such a list removes its
+    // row here and nothing else: the campaign and its history stay with its first list.
+    "ALTER TABLE nl_campaigns ADD COLUMN segment TEXT NOT NULL DEFAULT '';
+     CREATE TABLE nl_campaign_lists (
+         campaign_id INTEGER NOT NULL REFERENCES nl_campaigns(id) ON DELETE CASCADE,
+         position    INTEGER NOT NULL,
+         list_id     INTEGER NOT NULL REFERENCES nl_lists(id) ON DELETE CASCADE,
+         PRIMARY KEY (campaign_id, position)
+     ) WITHOUT ROWID;
+     CREATE INDEX nl_campaign_lists_list ON nl_campaign_lists(list_id);",
 ];
 
 /// The schema version this build writes.
