@@ -210,7 +210,6 @@ async fn serve(
         clock.clone(),
     );
     let queue_waker = queue.waker();
-    services.start("outbound queue", |stop| queue.run(stop));
 
     let smtp = smtp_server::SmtpConfig {
         hostname: config.hostname.clone(),
@@ -249,6 +248,10 @@ async fn serve(
         newsletter::Engine::new(sqlite.clone(), data, nl, queue_waker.clone(), clock.clone())
             .context("cannot start the newsletter engine")?
     };
+    // The queue starts only now: on its first step it settles campaign mail a crash left
+    // unfinished, and only the newsletter engine's bounce router (installed by
+    // Engine::new) lets the store count such mail on its campaign.
+    services.start("outbound queue", |stop| queue.run(stop));
     {
         let engine = newsletters.clone();
         services.start("newsletters", |stop| engine.run(stop));
