@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,9 +39,7 @@ def artifacts_dir():
 
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind((h.HOST, 0))
-        return s.getsockname()[1]
+    return h.free_port()
 
 
 class WebDriverError(AssertionError):
@@ -52,7 +49,7 @@ class WebDriverError(AssertionError):
 class Browser:
     """One headless Chromium. `lang` becomes its Accept-Language."""
 
-    def __init__(self, lang="en-US,en", timeout=20):
+    def __init__(self, lang="en-US,en", timeout=60):
         for tool in (CHROMIUM, CHROMEDRIVER):
             assert shutil.which(tool), f"{tool} is missing: scripts/test installs chromium and chromium-driver"
         self.timeout = timeout

@@ -208,8 +208,14 @@ def test():
     for to, (n, size) in load.items():
         for i in range(n):
             h.send(srv.smtp, "s@sender.test", [to], message(to, i, size))
-    time.sleep(2.5)  # two flushes of the usage figures
-    usage = json.loads(t.cli("stats", "usage", "--top", "10", "--json").out)
+    # The usage figures reach the store when the server flushes them: wait until every
+    # delivery is counted rather than a fixed time.
+    def counted():
+        usage = json.loads(t.cli("stats", "usage", "--top", "10", "--json").out)
+        totals = {u["account"]: u["total"]["messages_in"] for u in usage}
+        return usage if all(totals.get(to, 0) >= n for to, (n, _) in load.items()) else None
+
+    usage = b.wait_for(counted, "the usage figures of every delivery", 60)
     expected = [u["account"] for u in usage]
     assert expected[:2] == [ANN, BEN], usage
     b.get(f"{base}/console/admin/stats")

@@ -171,7 +171,7 @@ class Web:
         return [a["alert"] for a in list(Web.alerts)]
 
 
-def wait_for(what, predicate, timeout=15):
+def wait_for(what, predicate, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -182,11 +182,7 @@ def wait_for(what, predicate, timeout=15):
 
 
 def free_port():
-    s = socket.socket()
-    s.bind((h.HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return h.free_port()
 
 
 def post(url, body, token=None, headers=None):

@@ -33,6 +33,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
+
+# Ports a test picks for a server it starts later come from below the kernel's range for
+# outgoing connections (32768 and up by default): a port picked there can be taken as the
+# local end of some other test's connect() before the server binds it.
+PICKED_PORTS = (20000, 32767)
+
+
+def free_port(udp_too=False):
+    """A port free on HOST for TCP (and UDP with udp_too) right now, outside the range the
+    kernel hands to outgoing connections."""
+    import random
+
+    low, high = PICKED_PORTS
+    for _ in range(200):
+        port = random.randint(low, high)
+        try:
+            with socket.socket() as s:
+                s.bind((HOST, port))
+            if udp_too:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+    raise AssertionError(f"no free port on {HOST} in {low}-{high}")
+
 # poplib refuses lines longer than 2048 bytes, and the tests send lines of 5,000 and more.
 poplib._MAXLINE = 1 << 24
 

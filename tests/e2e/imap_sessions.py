@@ -190,18 +190,20 @@ def test():
        f"(median {sorted(times)[2] * 1000:.0f} ms; limit {IDLE_LIMIT * 1000:.0f} ms)")
 
     # Flag changes, expunges and POP3 deletions by others reach the IDLE session at once.
-    started = time.monotonic()
+    # Each clock starts when the other session's command is answered: the change is
+    # committed then, and what is measured is how long the IDLE session takes to hear it.
     a.ok("NOOP")
     a.ok(f"STORE {count} +FLAGS (\\Answered)")
+    started = time.monotonic()
     line, waited, seen = i_sess.wait_untagged(rb"^\* %d FETCH " % count, 5.0)
     took = time.monotonic() - started
     assert line is not None and "\\ANSWERED" in flags(ic.parse_fetch_response(line)[1]), (
         f"IDLE session: no FETCH with \\Answered for message {count} within 5 s (got {seen})")
     assert took < IDLE_LIMIT, f"IDLE session learned of another session's STORE after {took:.3f} s"
     t_flag = took
-    started = time.monotonic()
     a.ok(f"STORE {count} +FLAGS.SILENT (\\Deleted)")
     a.ok("EXPUNGE")
+    started = time.monotonic()
     line, waited, seen = i_sess.wait_untagged(rb"^\* %d EXPUNGE$" % count, 5.0)
     took = time.monotonic() - started
     assert line is not None, f"IDLE session: no '* {count} EXPUNGE' within 5 s of another session's EXPUNGE (got {seen})"
@@ -255,8 +257,8 @@ def test():
     assert appender.response().startswith(b"+")
     started = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    line, _, seen = idler.wait_untagged(rb"^\* BYE", 5)
-    assert line is not None, f"a session in IDLE got no BYE within 5 s of SIGTERM (got {seen})"
+    line, _, seen = idler.wait_untagged(rb"^\* BYE", 15)
+    assert line is not None, f"a session in IDLE got no BYE within 15 s of SIGTERM (got {seen})"
     bye_after = time.monotonic() - started
     time.sleep(0.3)
     appender.send(sent_msg + b"\r\n")

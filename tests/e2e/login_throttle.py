@@ -93,13 +93,13 @@ def test():
     assert len(results) == 4 and not any(ok_ for ok_, _ in results), f"guesses: {results}"
     assert total >= 14, f"4 parallel wrong passwords from one address all answered within {total:.1f} s (wanted >= 14: one after another)"
     for who, (logged, took) in owner_ok.items():
-        assert logged and took < 1.5, f"{who} from a clean address during the guessing: logged in {logged} after {took:.2f} s"
+        assert logged and took < 3.0, f"{who} from a clean address during the guessing: logged in {logged} after {took:.2f} s"
     ok(f"4 parallel wrong IMAP passwords from one address took {total:.1f} s in all "
        f"({', '.join(f'{t_:.1f}' for _, t_ in sorted(results, key=lambda r: r[1]))} s each); "
        f"alice and bob from clean addresses logged in in {max(t_ for _, t_ in owner_ok.values()):.2f} s")
 
     logged, took = imap_login(srv.imap, "127.0.0.2", "mallory@example.com", PW["mallory@example.com"])
-    assert logged and took < 1.5, f"mallory's correct password from the guessing address: {logged} after {took:.2f} s"
+    assert logged and took < 3.0, f"mallory's correct password from the guessing address: {logged} after {took:.2f} s"
     p = Pop3(srv.pop3, "127.0.0.2")
     p.user("bob@example.com")
     started = time.monotonic()

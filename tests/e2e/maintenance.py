@@ -15,7 +15,7 @@ message and "until further notice". Deleting the file by hand lifts maintenance 
 2 s, and so does `maint off`; every start and end lands in log/maintenance.log, with the
 operator's name when the operator set it. Nothing accepted is lost.
 
-With a test clock: a window 22:00-23:00 opens under a running server (served at 21:59:55,
+With a test clock: a window 22:00-23:00 opens under a running server (served at 21:59:40,
 refused a few seconds later, "until 2026-11-23 23:00"), a server started while a window
 is in force refuses at once, and the window's end at midnight lets clients in again
 while the file (daily windows) stays.
@@ -38,7 +38,7 @@ OPERATOR = "e2e-operator"
 HOSTNAME = "mx.test"
 PW = {"alice@example.com": "alice-pw", "bob@example.com": "bob-pw"}
 NOTICE = 2.0  # the contract: the server notices a change of the maint file within 2 s
-SLACK = 1.0  # scheduling noise on a busy test machine
+SLACK = 3.0  # scheduling noise on a busy test machine
 
 
 # ---------------------------------------------------------------------------
@@ -257,8 +257,8 @@ def server_checks(t):
     assert idle_pop.cmd("PASS " + PW["bob@example.com"]).startswith(b"+OK")
 
     before = maint_log(t)
-    started = time.monotonic()
     t.cli("maint", "on", "--message", "Disk swap tonight")
+    started = time.monotonic()  # the maint file is written when the command returns
     line = unsolicited(idle_smtp, NOTICE + SLACK + 1)
     took = time.monotonic() - started
     assert line is not None, f"an idle SMTP session got nothing within {NOTICE + SLACK + 1:.0f} s of maint on"
@@ -353,29 +353,30 @@ def server_checks(t):
 
 
 def window_checks(t):
-    with clock("2026-11-23T21:59:55"):
+    # 20 s before the window: time for the server to start on a busy machine.
+    with clock("2026-11-23T21:59:40"):
         t.cli("maint", "on", "--window", "22:00-23:00", "--message", "Nightly window")
         before = maint_log(t)
         spawned = time.monotonic()
         srv = t.serve()
     line, _ = first_line(srv.smtp)
-    assert line.startswith("220"), f"at 21:59:5x, before the window 22:00-23:00, SMTP greeted {line!r}"
+    assert line.startswith("220"), f"at 21:59:4x, before the window 22:00-23:00, SMTP greeted {line!r}"
     line, _ = first_line(srv.pop3)
-    assert line.startswith("+OK"), f"at 21:59:5x POP3 greeted {line!r}"
+    assert line.startswith("+OK"), f"at 21:59:4x POP3 greeted {line!r}"
     idle = h.RawSmtp(srv.smtp)
-    ok("clock 21:59:55, window 22:00-23:00: SMTP and POP3 served at once")
+    ok("clock 21:59:40, window 22:00-23:00: SMTP and POP3 served at once")
 
-    took, line = wait_first_line(srv.smtp, "421", 5 + NOTICE + SLACK + 2, "window 22:00-23:00 opening")
+    took, line = wait_first_line(srv.smtp, "421", 20 + NOTICE + SLACK + 2, "window 22:00-23:00 opening")
     since_spawn = time.monotonic() - spawned
     smtp_refusal(line, "Nightly window", "2026-11-23 23:00")
-    assert since_spawn >= 4.5, f"refused {since_spawn:.2f} s after the server started at 21:59:55, before 22:00"
-    assert since_spawn <= 5 + NOTICE + SLACK + 1.5, f"refused only {since_spawn:.2f} s after 21:59:55 (the window opens after 5 s; notice within 2 s)"
+    assert since_spawn >= 19.5, f"refused {since_spawn:.2f} s after the server started at 21:59:40, before 22:00"
+    assert since_spawn <= 20 + NOTICE + SLACK + 1.5, f"refused only {since_spawn:.2f} s after 21:59:40 (the window opens after 20 s; notice within 2 s)"
     line, closed = first_line(srv.pop3)
     pop3_refusal(line, "Nightly window", "2026-11-23 23:00")
     line = unsolicited(idle, 3)
     assert line is not None, "the idle SMTP session got nothing when the window opened"
     smtp_refusal(line, "Nightly window", "2026-11-23 23:00")
-    ok(f"the window opens {since_spawn:.1f} s after 21:59:55: new and idle sessions get '... (maintenance until 2026-11-23 23:00)'")
+    ok(f"the window opens {since_spawn:.1f} s after 21:59:40: new and idle sessions get '... (maintenance until 2026-11-23 23:00)'")
     added = new_log_lines(t, before)
     assert any(re.search(r"start|open", line, re.I) and OPERATOR in line for line in added), (
         f"log/maintenance.log: no line for the window opening naming who set it ({OPERATOR!r}): {added}"
@@ -385,7 +386,7 @@ def window_checks(t):
     ok("the window's opening is logged with who set it; maint status at 22:30 agrees")
     assert srv.stop() == 0
 
-    with clock("2026-11-23T23:59:55"):
+    with clock("2026-11-23T23:59:40"):
         t.cli("maint", "on", "--window", "23:00-00:00", "--message", "Late window")
         before = maint_log(t)
         spawned = time.monotonic()
@@ -395,16 +396,16 @@ def window_checks(t):
     assert closed, "the 421 at start-up did not close the connection"
     line, _ = first_line(srv.pop3)
     pop3_refusal(line, "Late window", "2026-11-24 00:00")
-    ok("a server started inside a window (23:59:55, window 23:00-00:00) refuses at once: '... until 2026-11-24 00:00'")
-    took, line = wait_first_line(srv.smtp, "220", 5 + NOTICE + SLACK + 2, "window 23:00-00:00 closing at midnight")
+    ok("a server started inside a window (23:59:40, window 23:00-00:00) refuses at once: '... until 2026-11-24 00:00'")
+    took, line = wait_first_line(srv.smtp, "220", 20 + NOTICE + SLACK + 2, "window 23:00-00:00 closing at midnight")
     since_spawn = time.monotonic() - spawned
-    assert since_spawn >= 4.5, f"served {since_spawn:.2f} s after 23:59:55, before midnight"
+    assert since_spawn >= 19.5, f"served {since_spawn:.2f} s after 23:59:40, before midnight"
     line, _ = first_line(srv.pop3)
     assert line.startswith("+OK"), f"after the window closed POP3 greeted {line!r}"
     assert (t.data / "maint").exists(), "the maint file (daily windows) was removed when the window closed"
     added = new_log_lines(t, before)
     assert any(re.search(r"end|clos", line, re.I) for line in added), f"no end line in log/maintenance.log when the window closed: {added}"
-    ok(f"at midnight the window closes ({since_spawn:.1f} s after 23:59:55): served again, logged, the daily window file stays")
+    ok(f"at midnight the window closes ({since_spawn:.1f} s after 23:59:40): served again, logged, the daily window file stays")
     h.send(srv.smtp, "s@ext.test", ["bob@example.com"], msg("after-window"))
     t.cli("maint", "off")
     assert srv.stop() == 0

@@ -68,7 +68,7 @@ def scrape(port, parse):
     return values, text
 
 
-def wait_for(what, predicate, timeout=10):
+def wait_for(what, predicate, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()

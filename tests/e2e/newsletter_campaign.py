@@ -196,7 +196,7 @@ def test():
             assert want_h in signed, f"{m.recipient}: {want_h} not in h= ({tags.get('h')})"
     ok(f"all {N} DKIM signatures verify with dkimpy (d=example.com s=sel), h= covers list-unsubscribe and list-unsubscribe-post")
 
-    state, totals = peers.wait_until("campaign done", lambda: (lambda s: s if s[0] == "done" else None)(nl.campaign(t, cid)), 30)
+    state, totals = peers.wait_until("campaign done", lambda: (lambda s: s if s[0] == "done" else None)(nl.campaign(t, cid)), 120)
     assert totals["sent"] == N and totals["hard_bounce"] == 0 and totals["unsubscribe"] == 0, totals
     rec = nl.recipients(t, cid)
     assert sorted(rec) == sorted(want), f"campaign recipients: {len(rec)} lines, {len(set(rec))} distinct"
@@ -243,7 +243,7 @@ def test():
     verp = vm.sender
     h.send(srv.smtp, "", [verp], nl.dsn("peer.test", verp, victim,
                                        original_headers=f"To: {victim}\nSubject: {vm.msg['Subject']}\n"))
-    peers.wait_until(f"{victim} bounced", lambda: nl.status_of(t, LIST, victim) == "bounced", 30)
+    peers.wait_until(f"{victim} bounced", lambda: nl.status_of(t, LIST, victim) == "bounced", 120)
     _, totals = nl.campaign(t, cid)
     assert totals["hard_bounce"] == 1, totals
     assert nl.recipients(t, cid, "hard_bounce") == [victim]

@@ -81,7 +81,7 @@ def test():
     t.cli("campaign", "edit", str(c), "--subject", "Edited for {{name|friend}}", "--at", PAST)
     for a in (ANNA, BEN):
         peers.wait_until(f"the campaign at {a}", lambda a=a: mx.received_by(a), 60)
-    peers.wait_until("campaign done", lambda: nl.campaign(t, c)[0] == "done", 30)
+    peers.wait_until("campaign done", lambda: nl.campaign(t, c)[0] == "done", 120)
     assert subject_of(mx.received_by(ANNA)[0][2]) == "Edited for Anna"
     assert subject_of(mx.received_by(BEN)[0][2]) == "Edited for friend"
     r = t.cli("campaign", "edit", str(c), "--subject", "late", check=False)
@@ -99,7 +99,7 @@ def test():
     copy = int(r.out.split()[1])
     for a in (ANNA, BEN):
         peers.wait_until(f"the copy at {a}", lambda a=a: len(mx.received_by(a)) >= 2, 60)
-    peers.wait_until("copy done", lambda: nl.campaign(t, copy)[0] == "done", 30)
+    peers.wait_until("copy done", lambda: nl.campaign(t, copy)[0] == "done", 120)
     assert nl.campaign(t, copy)[1]["sent"] == 2
     assert subject_of(mx.received_by(ANNA)[1][2]) == "Edited for Anna"
     ok("a copy without a start is a draft nobody gets; with one, it reaches both again")

@@ -79,9 +79,9 @@ def test():
     cid = nl.campaign_create(t, LIST, "the report", TEXT)
     for a in (ANN, BOB, CY):
         peers.wait_until(f"the campaign at {a}", lambda a=a: mx.received_by(a), 60)
-    peers.wait_until(f"{REFUSED} bounced", lambda: nl.status_of(t, LIST, REFUSED) == "bounced", 30)
-    peers.wait_until("the campaign done", lambda: nl.campaign(t, cid)[0] == "done", 30)
-    peers.wait_until("the queue to empty", lambda: peers.queue_size(srv) == 0, 30)
+    peers.wait_until(f"{REFUSED} bounced", lambda: nl.status_of(t, LIST, REFUSED) == "bounced", 120)
+    peers.wait_until("the campaign done", lambda: nl.campaign(t, cid)[0] == "done", 120)
+    peers.wait_until("the queue to empty", lambda: peers.queue_size(srv) == 0, 120)
     received = {r for m in mx.messages for r in m[1]}
     assert received == {ANN, BOB, CY}, f"the MX received the campaign for {sorted(received)}"
 

@@ -68,7 +68,7 @@ def count(t, cid):
 def settle(t, srv, cid, want, mx):
     peers.wait_until(f"campaign {cid} done", lambda: nl.campaign(t, cid)[0] == "done", 60)
     peers.wait_until("the queue to empty", lambda: peers.queue_size(srv) == 0, 60)
-    peers.wait_until(f"{want} mails at the MX", lambda: sum(map(len, receipts(mx).values())) >= want, 30)
+    peers.wait_until(f"{want} mails at the MX", lambda: sum(map(len, receipts(mx).values())) >= want, 120)
 
 
 def test():

@@ -163,7 +163,7 @@ def test():
             assert "using TLS" in received, f"{m.message_id}: no STARTTLS to the peer (Received: {received})"
     ok(f"{len(sent)} submissions, {remote} remote copies: each exactly once, bodies byte-equal, STARTTLS used, DKIM d=example.com s=sel verified by dkimpy")
 
-    bob = peers.wait_until("bob's copy", lambda: peers.inbox(srv.imap, BOB, PW[BOB]), 30)
+    bob = peers.wait_until("bob's copy", lambda: peers.inbox(srv.imap, BOB, PW[BOB]), 120)
     assert len(bob) == 1 and b"<out-0-plain@example.com>" in bob[0], f"bob's INBOX: {len(bob)} messages"
     ok("the local recipient of a mixed message got it in INBOX")
 
@@ -237,7 +237,7 @@ def test():
     t.cli("queue", "flush")
     peers.wait_until("hold2 delivered after `queue flush`",
                      lambda: any(x.recipient == holds[1] for x in peer.messages("peer.test")), 30)
-    peers.wait_until("an empty queue", lambda: peers.queue_size(srv) == 0, 30)
+    peers.wait_until("an empty queue", lambda: peers.queue_size(srv) == 0, 120)
     time.sleep(1)
     assert not any(x.recipient == holds[2] for x in peer.messages("peer.test")), "the removed message was delivered"
     assert t.cli("queue", "list").out.count("@peer.test") == 0

@@ -118,7 +118,7 @@ one of you does not exist
 """), starttls=False)
     peer.wait_count(1)
     assert [m.recipient for m in peer.messages()] == ["good@peer.test"]
-    box = peers.wait_until("a failure DSN in alice's INBOX", lambda: dsns(srv), 30)
+    box = peers.wait_until("a failure DSN in alice's INBOX", lambda: dsns(srv), 120)
     time.sleep(1)
     box = dsns(srv)
     assert len(box) == 1, f"{len(box)} DSNs, wanted one"
@@ -148,7 +148,7 @@ Message-ID: <null-1@elsewhere.test>
 
 null sender
 """))
-    peers.wait_until("the forwarded null-sender message to leave the queue", lambda: peers.queue_size(srv) == 0, 30)
+    peers.wait_until("the forwarded null-sender message to leave the queue", lambda: peers.queue_size(srv) == 0, 120)
     time.sleep(2)
     assert len(peers.inbox(srv.imap, ALICE, PW)) == inbox_before, "a notice was sent for a null-sender message"
     assert peers.queue_size(srv) == 0, "something (a notice?) was queued for the null-sender failure"
@@ -165,7 +165,7 @@ Message-ID: <later-1@example.com>
 
 worth the wait
 """), starttls=False)
-    peers.wait_until("the first attempt", lambda: len(down.times) >= 1, 15)
+    peers.wait_until("the first attempt", lambda: len(down.times) >= 1, 60)
     last = clock.now()  # an upper bound of when tegami made that attempt
     ok("peer down (421): the first attempt came at once")
 
@@ -176,7 +176,7 @@ worth the wait
         assert len(down.times) == n - 1, f"attempt {n} came before its time (+{wait} s): {len(down.times)} attempts"
         assert not dsns(srv)[1:], "a delay DSN before the deferral past delay_notice_after_secs"
         clock.advance_to(last + wait + 5)
-        peers.wait_until(f"attempt {n} after +{wait} s", lambda: len(down.times) >= n, 15)
+        peers.wait_until(f"attempt {n} after +{wait} s", lambda: len(down.times) >= n, 60)
         last = clock.now()
         assert len(down.times) == n, f"{len(down.times)} attempts, wanted {n}"
         note_due = clock.offset >= DELAY_NOTICE
@@ -186,7 +186,7 @@ worth the wait
     ok(f"retries at +{RETRY[0]}, +{RETRY[1]}, +{RETRY[2]} s after each attempt, none earlier (clock via TEGAMI_CLOCK_FILE)")
 
     assert clock.offset >= DELAY_NOTICE, f"the schedule did not pass delay_notice_after_secs (+{clock.offset})"
-    box = peers.wait_until("a delay DSN", lambda: (lambda d: d if len(d) >= 2 else None)(dsns(srv)), 30)
+    box = peers.wait_until("a delay DSN", lambda: (lambda d: d if len(d) >= 2 else None)(dsns(srv)), 120)
     msg, per_msg, rcpts, returned = peers.delivery_status(box[-1])
     assert len(rcpts) == 1, rcpts
     r = rcpts[0]
@@ -204,7 +204,7 @@ worth the wait
     clock.advance_to(last + RETRY[-1] + 5)
     peer.wait_count(2, timeout=30)
     assert any(m.message_id == "<later-1@example.com>" for m in peer.messages())
-    peers.wait_until("an empty queue", lambda: peers.queue_size(srv) == 0, 30)
+    peers.wait_until("an empty queue", lambda: peers.queue_size(srv) == 0, 120)
     time.sleep(1)
     assert len(dsns(srv)) == 2, f"{len(dsns(srv))} DSNs: a second delay or a failure notice was sent"
     assert attempts_while_down == len(RETRY) + 1, f"{attempts_while_down} attempts on the down peer"

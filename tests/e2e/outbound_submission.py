@@ -154,7 +154,7 @@ Subject: lunch
 
 local delivery through submission
 """))
-    msgs = peers.wait_until("bob's INBOX has the submitted message", lambda: peers.inbox(srv.imap, BOB, PW[BOB]), 30)
+    msgs = peers.wait_until("bob's INBOX has the submitted message", lambda: peers.inbox(srv.imap, BOB, PW[BOB]), 120)
     assert len(msgs) == 1, f"bob has {len(msgs)} messages"
     m = peers.parse(msgs[0])
     assert m["Subject"] == "lunch" and m["Message-ID"] and m["Date"], (m["Subject"], m["Message-ID"], m["Date"])
@@ -164,7 +164,7 @@ local delivery through submission
 
     # Give a wrongly queued spoof a chance to show up at the peer before counting.
     h.send(srv.smtp, "probe@outside.test", [BOB], crlf("Subject: probe\n\nx\n"))
-    peers.wait_until("the queue empties", lambda: peers.queue_size(srv) in (0, 0.0), 30)
+    peers.wait_until("the queue empties", lambda: peers.queue_size(srv) in (0, 0.0), 120)
     ids = sorted(m.message_id for m in peer.messages())
     assert ids == sorted(mid for mid, _, _ in expected), f"Postfix holds {ids}, wanted only the accepted ones"
     ok("Postfix received exactly the two accepted submissions, nothing refused leaked out; the queue is empty")

@@ -43,20 +43,8 @@ MAIL_USER = "nobody"
 
 
 def free_port(udp_too=False):
-    """A port free on 127.0.0.1 for TCP (and UDP with udp_too) right now."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((h.HOST, 0))
-            port = s.getsockname()[1]
-        if not udp_too:
-            return port
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                u.bind((h.HOST, port))
-            return port
-        except OSError:
-            continue
-    raise AssertionError("no free port for TCP and UDP on 127.0.0.1")
+    """A port free on 127.0.0.1 for TCP (and UDP with udp_too) right now (harness.free_port)."""
+    return h.free_port(udp_too)
 
 
 def wait_port(port, what, timeout=30, alive=None):
@@ -893,7 +881,7 @@ def delivery_status(raw):
     return msg, fields(blocks[0]), [fields(b) for b in blocks[1:]], returned
 
 
-def wait_until(what, predicate, timeout=30, interval=0.1):
+def wait_until(what, predicate, timeout=120, interval=0.1):
     deadline = time.monotonic() + timeout
     while True:
         v = predicate()

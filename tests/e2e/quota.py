@@ -195,7 +195,7 @@ def queue_and_raise(t, srv, mx):
     peers.wait_until("the test mail in ann's INBOX", lambda: any("[TEST] Quota test" in s for s in inbox_subjects(srv)), 60)
     h.send(srv.smtp, "s@sender.test", [ANN], message("third, again", 2000))
     assert any("third, again" in s for s in inbox_subjects(srv))
-    row = peers.wait_until("the warning re-armed", lambda: (lambda r: r if not r["warned"] else None)(used(t)[ANN]), 30)
+    row = peers.wait_until("the warning re-armed", lambda: (lambda r: r if not r["warned"] else None)(used(t)[ANN]), 120)
     assert row["limit"] == 1 << 20, row
     ok(f"raised to 1M: the queue retry delivers the waiting mail and SMTP takes the third message; ann uses {row['used']} bytes, warning re-armed")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The scheduled daily check and optimisation, on a clock the test controls.
 
-Every server here starts with TEGAMI_CLOCK_START=2026-11-23T02:59:55 (TZ=UTC) and the
+Every server here starts with TEGAMI_CLOCK_START=2026-11-23T02:59:40 (TZ=UTC) and the
 config `[maintenance] check_at = "03:00"`.
 
 - A normal run (maintenance_during_check = false, a maintenance window 04:00-05:00 that
@@ -14,7 +14,7 @@ config `[maintenance] check_at = "03:00"`.
 - maintenance_during_check = true: while the check runs maintenance is in force (an idle
   SMTP session opened before gets 421 4.3.2, an idle POP3 session -ERR [SYS/TEMP], and the
   start and end are in log/maintenance.log around the check), and it is lifted afterwards
-  (the maint file is gone and new connections are greeted with 220 within ~2 s).
+  (the maint file is gone and new connections are greeted with 220 within seconds).
 - The skip rule, two servers side by side: window 02:00-03:00 (check_at equals the end)
   and window 02:50-03:10 (check_at inside): maintenance.log says "scheduled check skipped"
   with the reason, no check or optimisation runs, and no result log appears. After the
@@ -36,8 +36,10 @@ from harness import ok  # noqa: E402
 
 HOSTNAME = "mx.test"
 PW = {"alice@example.com": "alice-pw", "bob@example.com": "bob-pw"}
-CLOCK = "2026-11-23T02:59:55"
-TO_CHECK = 5.0  # seconds from the server's start (02:59:55) to 03:00
+# 20 s before 03:00: time for a server to start and the test's sessions to open on a busy
+# machine before the schedule fires.
+CLOCK = "2026-11-23T02:59:40"
+TO_CHECK = 20.0  # seconds from the server's start (02:59:40) to 03:00
 SENTINEL_HISTORY = "SENTINEL-HISTORY-LINE"
 SENTINEL_RESULT = "SENTINEL-RESULT-LINE"
 
@@ -159,9 +161,9 @@ def normal_run(t):
     sender.t0 = spawned
     sender.start()
 
-    lines = wait_log(log / "maintenance.log", r"check finished", len(before["maintenance.log"]), spawned + TO_CHECK + 15)
+    lines = wait_log(log / "maintenance.log", r"check finished", len(before["maintenance.log"]), spawned + TO_CHECK + 60)
     # The optimisation runs after the check: wait for its result log to be replaced too.
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while SENTINEL_RESULT in (read(log / "optimize_result.log") or SENTINEL_RESULT) and time.monotonic() < deadline:
         time.sleep(0.1)
     finished_at = time.monotonic()
@@ -174,7 +176,7 @@ def normal_run(t):
     i_end = index_of(lines, r"check finished", "'check finished'")
     assert i_start < i_end, f"'check finished' before 'check started': {lines}"
     assert "2026-11-23 03:00" in lines[i_start], f"the scheduled check did not start at 03:00 on the test clock: {lines[i_start]!r}"
-    assert finished_at - spawned >= TO_CHECK - 0.5, f"the check finished {finished_at - spawned:.2f} s after 02:59:55, before 03:00"
+    assert finished_at - spawned >= TO_CHECK - 0.5, f"the check finished {finished_at - spawned:.2f} s after 02:59:40, before 03:00"
     assert sum("check started (scheduled)" in line for line in lines) == 1, f"the scheduled check ran more than once: {lines}"
     ok(f"at 03:00 on the test clock: {lines[i_start]!r} ... {lines[i_end]!r}")
 
@@ -248,13 +250,13 @@ def maintenance_during_check(t):
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        line = unsolicited(smtp, TO_CHECK + 10)
+        line = unsolicited(smtp, TO_CHECK + 30)
         assert line is not None, "an idle SMTP session opened before 03:00 got nothing: maintenance was not in force during the check"
         assert re.fullmatch(rf"421 4\.3\.2 {re.escape(HOSTNAME)} .+ \(maintenance until further notice\)", line) or re.fullmatch(
             rf"421 4\.3\.2 {re.escape(HOSTNAME)} .+ \(maintenance until .+\)", line
         ), f"the idle SMTP session got {line!r}, wanted 421 4.3.2 {HOSTNAME} <message> (maintenance until ...)"
         refused_at = time.monotonic() - spawned
-        assert refused_at >= TO_CHECK - 0.5, f"the idle SMTP session was refused {refused_at:.2f} s after 02:59:55, before 03:00"
+        assert refused_at >= TO_CHECK - 0.5, f"the idle SMTP session was refused {refused_at:.2f} s after 02:59:40, before 03:00"
         pline = unsolicited(pop, 3)
         if pline is None:
             pop.send("NOOP\r\n")
@@ -263,20 +265,20 @@ def maintenance_during_check(t):
         ok(f"maintenance_during_check = true: at 03:00 (+{refused_at - TO_CHECK:.2f} s) an idle SMTP session gets {line!r}; "
            "an idle POP3 session -ERR [SYS/TEMP]")
 
-        deadline = spawned + TO_CHECK + 30
+        deadline = spawned + TO_CHECK + 90
         lines = wait_log(log / "maintenance.log", r"check finished", offset, deadline)
         # Then the optimisation; maintenance may last until it is done.
         while len(read(log / "optimize.log") or "") <= opt_offset and time.monotonic() < deadline:
             time.sleep(0.1)
         finished_at = time.monotonic()
-        lines = wait_log(log / "maintenance.log", r"(?i)maintenance (ended|lifted)", offset, time.monotonic() + 5)
+        lines = wait_log(log / "maintenance.log", r"(?i)maintenance (ended|lifted)", offset, time.monotonic() + 30)
         while True:
             gone = not (t.data / "maint").exists()
             served = gone and first_line(srv.smtp).startswith("220")
             if served:
                 break
-            assert time.monotonic() - finished_at < 3.0, (
-                f"3 s after the check and the optimisation finished maintenance is still in force (maint file present: {not gone})"
+            assert time.monotonic() - finished_at < 10.0, (
+                f"10 s after the check and the optimisation finished maintenance is still in force (maint file present: {not gone})"
             )
             time.sleep(0.1)
         lifted_after = time.monotonic() - finished_at
@@ -320,10 +322,10 @@ def skip_rule():
             started.append((t, window, why, t.serve(), spawned))
     for t, window, why, srv, spawned in started:
         line = first_line(srv.smtp)
-        assert line.startswith("421 4.3.2"), f"window {window} at 02:59:55: SMTP greeted {line!r}, wanted 421 4.3.2"
+        assert line.startswith("421 4.3.2"), f"window {window} at 02:59:40: SMTP greeted {line!r}, wanted 421 4.3.2"
     for t, window, why, srv, spawned in started:
         log = t.data / "log"
-        lines = wait_log(log / "maintenance.log", r"scheduled check skipped", 0, spawned + TO_CHECK + 10)
+        lines = wait_log(log / "maintenance.log", r"scheduled check skipped", 0, spawned + TO_CHECK + 40)
         skipped = [line for line in lines if "scheduled check skipped" in line]
         assert len(skipped) == 1, f"window {window}: {len(skipped)} skip lines: {lines}"
         line = skipped[0]

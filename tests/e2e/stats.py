@@ -58,7 +58,19 @@ def test():
     p.stat()
     p.retr(1)
     p.quit()
-    time.sleep(2.5)  # two flushes
+    # The usage figures reach the store when the server flushes them (every second); on a
+    # busy machine a flush can be late, so wait for all of them rather than a fixed time.
+    def flushed():
+        usage = json.loads(t.cli("stats", "usage", "--top", "10", "--json").out)
+        totals = {u["account"]: u["total"] for u in usage}
+        return (all(totals.get(a, {}).get("messages_in") == n for a, n in LOAD.items())
+                and totals["cat@example.com"]["commands"] >= 32
+                and totals["cat@example.com"]["messages_out"] == 1)
+
+    deadline = time.monotonic() + 60
+    while not flushed():
+        assert time.monotonic() < deadline, "the usage figures were not flushed within 60 s"
+        time.sleep(0.5)
 
     r = t.cli("stats", "usage", "--top", "2", "--json")
     ranked = json.loads(r.out)
