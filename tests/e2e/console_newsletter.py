@@ -29,6 +29,7 @@ An administrator signs in and, only through the pages:
 
 import csv
 import io
+import json
 import os
 import re
 import sys
@@ -362,7 +363,8 @@ def test():
     b.click("section.sequence form.add-step button[type=submit]")
     b.wait_for(lambda: b.has("section.sequence table.steps"), "the step")
     cells = b.texts("section.sequence table.steps td")
-    assert cells == ["1", "2", "08:30", "Day two", "0", "0", "0", "CSV"], cells
+    first_id = cells[1]
+    assert cells == ["1", first_id, "2", "08:30", "Day two", "", "0", "0", "0", "CSV"], cells
     assert "Asia/Tokyo" in b.text("section.sequence"), b.text("section.sequence")
     seqs = t.cli("sequence", "list", "--json").out
     assert "Day two" in seqs and "welcome" in seqs, seqs[:500]
@@ -373,6 +375,22 @@ def test():
     assert step_report.decode().splitlines() == [step_report.decode().splitlines()[0]], "a step not sent has rows"
     ok("a sequence (Asia/Tokyo) and its step (day 2 at 08:30) made in the page; the CLI lists them; "
        "the step's report download is `sequence report`'s CSV, a header and no rows yet")
+
+    # A second step that waits for a click in the first.
+    b.click("section.sequence details summary")
+    b.type("section.sequence form.add-step input[name=days]", "3")
+    b.type("section.sequence form.add-step input[name=subject]", "Clicked")
+    b.type("section.sequence form.add-step textarea[name=text]", "Thanks for reading, {{name}}")
+    b.type("section.sequence form.add-step input[name=condition]", f"clicked:{first_id}")
+    b.select("section.sequence form.add-step select[name=otherwise]", "wait")
+    b.click("section.sequence form.add-step button[type=submit]")
+    b.wait_for(lambda: len(b.find_all("section.sequence table.steps tbody tr")) == 2, "the second step")
+    condition = b.texts("section.sequence table.steps td.condition")[1]
+    assert condition == f"clicked:{first_id} wait until it holds", condition
+    steps = json.loads(t.cli("sequence", "list", "--json").out)
+    second = [s for s in steps[0]["steps"] if s["subject"] == "Clicked"]
+    assert second and second[0]["condition"] == f"clicked:{first_id}" and second[0]["otherwise"] == "wait", steps
+    ok(f"a step with a condition made in the page (clicked:{first_id}, wait): the table and `sequence list` show it")
     b.quit()
 
     # -- Japanese ----------------------------------------------------------------------------

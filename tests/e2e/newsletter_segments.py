@@ -21,6 +21,10 @@ Checks (the MX's receipts are compared exactly, per campaign subject):
 - The JSON API: POST /api/campaigns with "lists" and "segment" makes a campaign whose GET
   shows both, and whose `preview --count --json` counts ann, cy and eve (3); a broken term
   is 400 naming it; the CLI refuses one too, before making anything.
+- Its audience changed before it starts: `campaign edit --list news --where city=Osaka`
+  counts bob (1), `--everyone` news's four, PATCH {"lists": [extra, news], "segment":
+  ["city=Kyoto"]} eve, ann and cy (3); a list named twice is refused, and so is editing a
+  campaign that is done.
 """
 
 import collections
@@ -145,6 +149,27 @@ def test():
     assert len(nl.cli_json(t, "campaign", "list")) == before
     ok("POST /api/campaigns with lists and segment: GET shows them, preview --count counts ann, cy and "
        "eve (3); a broken term is 400 naming it, and the CLI refuses one before making anything")
+
+    # -- changing the audience before it starts ------------------------------------------------
+    t.cli("campaign", "edit", str(d), "--list", NEWS, "--where", "city=Osaka")
+    shown = nl.cli_json(t, "campaign", "show", str(d))
+    assert shown["segment"] == ["city=Osaka"] and shown["also"] == [], shown
+    assert count(t, d) == 1, count(t, d)
+    t.cli("campaign", "edit", str(d), "--everyone")
+    assert count(t, d) == 4, count(t, d)  # ann, bob, cy, dan
+    r = t.cli("campaign", "edit", str(d), "--list", NEWS, "--list", NEWS, check=False)
+    assert r.code != 0 and NEWS in r.err, r
+    status, _, answer = nl.http("PATCH", f"{base}/api/campaigns/{d}",
+                                json.dumps({"lists": [EXTRA, NEWS], "segment": ["city=Kyoto"]}).encode(),
+                                {"Content-Type": "application/json"})
+    assert status == 200, (status, answer)
+    got = nl.api(http_port, f"/api/campaigns/{d}")
+    assert got["segment"] == ["city=Kyoto"] and len(got["also"]) == 1, got
+    assert count(t, d) == 3, count(t, d)  # eve, ann, cy
+    r = t.cli("campaign", "edit", str(a), "--everyone", check=False)
+    assert r.code != 0 and "done" in r.err, r
+    ok("campaign edit --list/--where/--everyone and PATCH {lists, segment} change a scheduled campaign's "
+       "audience (counted again: 1, 4, 3); a list named twice is refused, and a sent campaign keeps its own")
     srv.stop()
     t.check_store("after the segments test")
 

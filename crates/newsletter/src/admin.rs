@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use store::{
     CampaignAction, CampaignEdit, CampaignId, CampaignState, Edited, HistoryRef, List, ListId,
-    Mailing, NewCampaign, NewStep, NewSubscriber, Newsletters, Outbound, Outcome, Segment,
-    SequenceId, StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus, Suppression,
-    SuppressionReason, check_address,
+    Mailing, NewCampaign, NewStep, NewSubscriber, Newsletters, Otherwise, Outbound, Outcome,
+    Segment, SequenceId, StepCondition, StepId, StoreError, Subscriber, SubscriberId,
+    SubscriberStatus, Suppression, SuppressionReason, check_address,
 };
 
 use crate::NewsletterConfig;
@@ -737,6 +737,29 @@ fn other_lists(store: &dyn Newsletters, first: &List, also: &[String]) -> Result
     Ok(ids)
 }
 
+/// An edit given a new audience by name: `lists` (the first first) and `segment` terms,
+/// each `None` to keep what the campaign has; an empty segment selects everyone.
+pub fn with_audience(
+    store: &dyn Newsletters,
+    mut edit: CampaignEdit,
+    lists: Option<&[String]>,
+    segment: Option<&[String]>,
+) -> Result<CampaignEdit> {
+    if let Some(names) = lists {
+        let Some((first, also)) = names.split_first() else {
+            return Err(AdminError::Unreadable(
+                "a campaign needs at least one list".into(),
+            ));
+        };
+        let first = store.list(first.trim())?;
+        edit.lists = Some((first.id, other_lists(store, &first, also)?));
+    }
+    if let Some(terms) = segment {
+        edit.segment = Some(parse_segment(terms)?);
+    }
+    Ok(edit)
+}
+
 /// Schedules a campaign to the active subscribers of its lists who match its segment.
 pub fn campaign_add(
     store: &dyn Newsletters,
@@ -843,7 +866,8 @@ pub fn campaign_edit(
 ) -> Result<()> {
     if edit == CampaignEdit::default() {
         return Err(AdminError::Unreadable(
-            "nothing to change: give a subject, templates, a start or rates".into(),
+            "nothing to change: give a subject, templates, a start, rates, lists or a segment"
+                .into(),
         ));
     }
     if edit.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
@@ -1047,6 +1071,34 @@ pub fn sequence_add(
 }
 
 /// Appends a step to a sequence: its time of day is a minute of the day (below 1440).
+/// A step's condition and what it does otherwise, as every face takes them: a term such as
+/// `clicked:3` or `not-opened:3` (empty or none: always sent), and `skip` or `wait`
+/// (default skip; only meaningful with a condition).
+pub fn step_condition(
+    condition: Option<&str>,
+    otherwise: Option<&str>,
+) -> Result<(Option<StepCondition>, Otherwise)> {
+    let condition = match condition.map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(StepCondition::parse(text).map_err(AdminError::Unreadable)?),
+    };
+    let otherwise = match otherwise.map(str::trim) {
+        None | Some("") => Otherwise::default(),
+        Some(text) => Otherwise::parse(text).ok_or_else(|| {
+            AdminError::Unreadable(format!(
+                "'{text}': a step whose condition does not hold is skipped (skip) or waited \
+                 at (wait)"
+            ))
+        })?,
+    };
+    if condition.is_none() && otherwise == Otherwise::Wait {
+        return Err(AdminError::Unreadable(
+            "wait needs a condition to wait for (clicked:STEP, ...)".into(),
+        ));
+    }
+    Ok((condition, otherwise))
+}
+
 pub fn step_add(store: &dyn Newsletters, sequence: SequenceId, step: NewStep) -> Result<StepId> {
     if step.send_minute >= 1440 {
         return Err(invalid(

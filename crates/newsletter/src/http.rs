@@ -1056,6 +1056,10 @@ struct CampaignPatch {
     send_at: Option<i64>,
     rate_per_second: Option<u32>,
     rate_per_domain: Option<u32>,
+    /// Its lists anew, by name, the first first.
+    lists: Option<Vec<String>>,
+    /// Its segment terms anew; `[]` for every active subscriber.
+    segment: Option<Vec<String>>,
 }
 
 /// `PATCH /api/campaigns/<id>`: changes a campaign that has not started; 409 once it has.
@@ -1079,10 +1083,14 @@ async fn api_campaign_edit(
         send_at: req.send_at,
         rate_per_second: req.rate_per_second,
         rate_per_domain: req.rate_per_domain,
+        ..store::CampaignEdit::default()
     };
     json_result(
         blocking(&engine, move |engine| {
-            admin::campaign_edit(newsletters(engine), CampaignId(id), edit, engine.now())?;
+            let store = newsletters(engine);
+            let edit =
+                admin::with_audience(store, edit, req.lists.as_deref(), req.segment.as_deref())?;
+            admin::campaign_edit(store, CampaignId(id), edit, engine.now())?;
             Ok(campaign_json(
                 &newsletters(engine).campaign(CampaignId(id))?,
             ))
@@ -1235,6 +1243,10 @@ struct StepAdd {
     subject: String,
     text: String,
     html: Option<String>,
+    /// `clicked:STEP`, `not-opened:STEP`, ...: sent only when it holds.
+    condition: Option<String>,
+    /// "skip" (default) or "wait": what a reader it does not hold for gets.
+    otherwise: Option<String>,
 }
 
 async fn api_step_add(
@@ -1250,16 +1262,20 @@ async fn api_step_add(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    let step = NewStep {
-        days_after: req.days_after,
-        send_minute: req.send_minute,
-        subject: req.subject,
-        text: req.text,
-        html: req.html,
-    };
     json_result_with(
         StatusCode::CREATED,
         blocking(&engine, move |engine| {
+            let (condition, otherwise) =
+                admin::step_condition(req.condition.as_deref(), req.otherwise.as_deref())?;
+            let step = NewStep {
+                days_after: req.days_after,
+                send_minute: req.send_minute,
+                subject: req.subject,
+                text: req.text,
+                html: req.html,
+                condition,
+                otherwise,
+            };
             let step = admin::step_add(newsletters(engine), SequenceId(id), step)?;
             Ok(json!({ "id": step.0 }))
         })

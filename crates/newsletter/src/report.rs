@@ -18,7 +18,7 @@ use crate::admin::{AdminError, Result, all_subscribers};
 /// The report's columns, in order. The yes/no columns (1 or 0) are the history's sets; the
 /// `*_at` columns (RFC 3339, UTC), `clicks` and `bounce_reason` are read from raw events
 /// and are empty (or 0) once those are pruned.
-pub const COLUMNS: [&str; 22] = [
+pub const COLUMNS: [&str; 23] = [
     "subscriber_id",
     "email",
     "name",
@@ -34,6 +34,7 @@ pub const COLUMNS: [&str; 22] = [
     "unsubscribed",
     "complained",
     "suppressed",
+    "skipped",
     "clicks",
     "opened_at",
     "clicked_at",
@@ -44,7 +45,7 @@ pub const COLUMNS: [&str; 22] = [
 ];
 
 /// The yes/no columns and the set each reads, in [`COLUMNS`] order.
-const FLAGS: [Outcome; 11] = [
+const FLAGS: [Outcome; 12] = [
     Outcome::Sent,
     Outcome::Delivered,
     Outcome::Deferred,
@@ -56,9 +57,11 @@ const FLAGS: [Outcome; 11] = [
     Outcome::Unsubscribe,
     Outcome::Complaint,
     Outcome::Suppressed,
+    Outcome::Skipped,
 ];
 
-/// One link of a mail with its clicks, as far as the raw events still tell.
+/// One link of a mail with its clicks (kept per link and reader, so pruning the raw
+/// events loses none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LinkClicks {
     pub url: String,
@@ -448,10 +451,10 @@ mod tests {
         assert_eq!(
             &lines[1..],
             [
-                "1,ann@example.com,Ann,active,1,1,0,0,0,0,0,1,0,0,0,2,,1970-01-02T01:00:00Z,,,,",
-                "2,bob@example.com,'=cmd(),active,1,0,0,1,1,0,0,0,0,0,0,0,,,,,1970-01-02T00:00:00Z,550 5.1.1 unknown",
-                "3,,,removed,1,1,0,0,0,0,0,0,0,0,0,0,,,,,,",
-                "4,dee@example.com,\"Dee, D.\",active,0,0,0,0,0,0,0,0,0,0,1,0,,,,,,",
+                "1,ann@example.com,Ann,active,1,1,0,0,0,0,0,1,0,0,0,0,2,,1970-01-02T01:00:00Z,,,,",
+                "2,bob@example.com,'=cmd(),active,1,0,0,1,1,0,0,0,0,0,0,0,0,,,,,1970-01-02T00:00:00Z,550 5.1.1 unknown",
+                "3,,,removed,1,1,0,0,0,0,0,0,0,0,0,0,0,,,,,,",
+                "4,dee@example.com,\"Dee, D.\",active,0,0,0,0,0,0,0,0,0,0,1,0,0,,,,,,",
             ]
         );
     }

@@ -351,6 +351,8 @@ fn step_mail_over_simulated_days() {
                     subject: format!("Step {subject} for {{{{name}}}}"),
                     text: "See https://example.net/step".into(),
                     html: None,
+                    condition: None,
+                    otherwise: store::Otherwise::Skip,
                 },
             )
             .unwrap();
@@ -1195,6 +1197,11 @@ fn old_events_are_pruned_and_daily_totals_stay() {
         .map(|t| t.count)
         .sum();
     assert_eq!(clicks, 2501);
+    // Clicks per link outlive the raw events: three readers, every click.
+    assert_eq!(
+        f.store.click_tally(about).unwrap(),
+        vec![("https://x".to_string(), 3, 2501)]
+    );
     let _ = (
         store::Queue::queue_stats(f.store.as_ref()).unwrap(),
         e.config().keep_days,
@@ -1431,6 +1438,8 @@ fn welcome_step(store: &SqliteStore, l: ListId) -> StepId {
                 subject: "Welcome {{name}}".into(),
                 text: "Hello".into(),
                 html: None,
+                condition: None,
+                otherwise: store::Otherwise::Skip,
             },
         )
         .unwrap()
@@ -2041,4 +2050,285 @@ fn leaving_the_first_list_after_being_mailed_brings_no_second_copy() {
     let got = queued(&f.store);
     assert_eq!(got.len(), 450);
     assert!(got.values().all(|&n| n == 1), "nobody twice");
+}
+
+/// A campaign's audience can be changed like its content until it starts: its lists (the
+/// first first) and its segment, checked as on creation; an empty segment is everyone.
+#[test]
+fn a_campaigns_lists_and_segment_change_until_it_starts() {
+    let f = fixture();
+    let a = list(&f.store, false);
+    add_subscribers(&f.store, a, 10, T0 - 3600);
+    let b = f
+        .store
+        .list_add(
+            "monthly",
+            "month@example.com",
+            "Monthly",
+            false,
+            T0 - 86_400,
+        )
+        .unwrap();
+    f.store
+        .subscriber_add(
+            b,
+            NewSubscriber {
+                email: "only-monthly@example.org".into(),
+                name: String::new(),
+                attributes: BTreeMap::from([("city".to_string(), "City3".to_string())]),
+                status: SubscriberStatus::Active,
+            },
+            T0 - 3600,
+        )
+        .unwrap();
+    let id = admin::campaign_add(
+        f.store.as_ref(),
+        admin::CampaignRequest {
+            list: "weekly".into(),
+            subject: "Audience".into(),
+            text: "Hi\n".into(),
+            send_at: Some(T0 + 3600),
+            segment: vec!["city=City1".into()],
+            ..Default::default()
+        },
+        0,
+        T0,
+    )
+    .unwrap();
+    let count = || admin::campaign_audience(f.store.as_ref(), id).unwrap();
+    assert_eq!(count().count, 1);
+    let edit = |lists: Option<&[&str]>, segment: Option<&[&str]>| {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (lists, segment) = (lists.map(names), segment.map(names));
+        admin::with_audience(
+            f.store.as_ref(),
+            store::CampaignEdit::default(),
+            lists.as_deref(),
+            segment.as_deref(),
+        )
+        .and_then(|e| admin::campaign_edit(f.store.as_ref(), id, e, T0))
+    };
+
+    // Both lists, the other list first; a segment that one reader of each list matches.
+    edit(Some(&["monthly", "weekly"]), Some(&["city=City3"])).unwrap();
+    let audience = count();
+    assert_eq!(
+        audience.lists,
+        vec!["monthly".to_string(), "weekly".to_string()]
+    );
+    assert_eq!(audience.segment, vec!["city=City3".to_string()]);
+    assert_eq!(audience.count, 2);
+    assert_eq!(
+        f.store.campaign(id).unwrap().list,
+        b,
+        "the first list is the campaign's"
+    );
+    // An empty segment: everyone on both lists; the lists stay when not given.
+    edit(None, Some(&[])).unwrap();
+    assert_eq!((count().count, count().lists.len()), (11, 2));
+    // Back to one list.
+    edit(Some(&["weekly"]), None).unwrap();
+    assert_eq!(
+        (count().count, count().lists),
+        (10, vec!["weekly".to_string()])
+    );
+
+    // Refused as on creation, and nothing changes.
+    for (lists, segment) in [
+        (Some(&["weekly", "weekly"][..]), None),
+        (Some(&[][..]), None),
+        (None, Some(&["city~x"][..])),
+    ] {
+        let err = edit(lists, segment).unwrap_err();
+        assert!(matches!(err, admin::AdminError::Unreadable(_)), "{err}");
+    }
+    assert!(matches!(
+        edit(Some(&["nosuch"]), None),
+        Err(admin::AdminError::Store(_))
+    ));
+    assert_eq!(
+        (count().count, count().lists),
+        (10, vec!["weekly".to_string()])
+    );
+    let log: Vec<String> = f
+        .store
+        .events(Some(HistoryRef::Campaign(id)), 0, 100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.detail)
+        .collect();
+    assert!(
+        log.iter().any(|d| d == "edit: lists, segment"),
+        "the action log names what changed: {log:?}"
+    );
+
+    // Once sending began, the audience is fixed like the rest.
+    edit(None, None).unwrap_err();
+    admin::campaign_edit(
+        f.store.as_ref(),
+        id,
+        store::CampaignEdit {
+            send_at: Some(T0),
+            ..Default::default()
+        },
+        T0,
+    )
+    .unwrap();
+    let e = engine(&f.store);
+    e.campaigns_tick(T0).unwrap();
+    match edit(Some(&["monthly"]), None).unwrap_err() {
+        admin::AdminError::Refused(why) => assert!(why.contains("is sending"), "{why}"),
+        other => panic!("{other}"),
+    }
+}
+
+/// Issue 21, step mail: a step can wait for an event of an earlier step, or branch on it.
+/// Step 1 goes to everyone on day 0; step 2 (day 1) only to readers who clicked in step 1,
+/// else passed over; step 3 (day 1) to those who did not, else passed over: one of the
+/// two branches each. Step 4 (day 2) waits for a click in step 3: a reader who never
+/// clicks stays there, and one who clicks later gets it at the next look.
+#[test]
+fn steps_wait_for_a_click_or_branch_on_it() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    let seq = f
+        .store
+        .sequence_add(l, "branching", "UTC", false, T0 - 7200)
+        .unwrap();
+    let add = |days: u32, subject: &str, condition: Option<String>, otherwise: &str| {
+        let (condition, otherwise) =
+            admin::step_condition(condition.as_deref(), Some(otherwise)).unwrap();
+        admin::step_add(
+            f.store.as_ref(),
+            seq,
+            NewStep {
+                days_after: days,
+                send_minute: 9 * 60,
+                subject: subject.into(),
+                text: "See https://example.net/step".into(),
+                html: None,
+                condition,
+                otherwise,
+            },
+        )
+        .unwrap()
+    };
+    let one = add(0, "one", None, "skip");
+    let two = add(
+        1,
+        "two: you clicked",
+        Some(format!("clicked:{}", one.0)),
+        "skip",
+    );
+    let three = add(
+        1,
+        "three: you did not",
+        Some(format!("not-clicked:{}", one.0)),
+        "skip",
+    );
+    let four = add(
+        2,
+        "four: after a click",
+        Some(format!("clicked:{}", three.0)),
+        "wait",
+    );
+    let reader = |email: &str| {
+        f.store
+            .subscriber_add(
+                l,
+                NewSubscriber {
+                    email: email.into(),
+                    name: String::new(),
+                    attributes: BTreeMap::new(),
+                    status: SubscriberStatus::Active,
+                },
+                T0,
+            )
+            .unwrap()
+    };
+    let (clicker, quiet) = (reader("clicker@example.org"), reader("quiet@example.org"));
+    let e = engine(&f.store);
+    let set = |step: StepId, outcome: Outcome| {
+        f.store
+            .received_by(HistoryRef::Step(step), outcome)
+            .unwrap()
+    };
+    let hour = 3600;
+    let day = 86_400;
+    assert_eq!(e.send_due_steps(T0 + 9 * hour).unwrap(), 2);
+    f.store
+        .record(
+            HistoryRef::Step(one),
+            clicker,
+            Outcome::Click,
+            Some("https://example.net/step"),
+            T0 + 10 * hour,
+        )
+        .unwrap();
+
+    // Day 1: each reader takes one branch, and is passed over the other.
+    // (A step that becomes due by a send or a skip is taken at the next look, a minute on.)
+    assert_eq!(e.send_due_steps(T0 + day + 9 * hour).unwrap(), 2);
+    assert_eq!(e.send_due_steps(T0 + day + 9 * hour + 60).unwrap(), 0);
+    assert_eq!(set(two, Outcome::Sent), vec![clicker]);
+    assert_eq!(set(two, Outcome::Skipped), vec![quiet]);
+    assert_eq!(set(three, Outcome::Sent), vec![quiet]);
+    assert_eq!(set(three, Outcome::Skipped), vec![clicker]);
+
+    // Day 2: step four waits for a click in step three. The clicker never got step three
+    // (skipped), so never clicked it: both wait, nobody is passed over.
+    assert_eq!(e.send_due_steps(T0 + 2 * day + 9 * hour).unwrap(), 0);
+    assert!(set(four, Outcome::Sent).is_empty());
+    assert!(set(four, Outcome::Skipped).is_empty());
+    // The quiet reader clicks in step three on day 5: step four goes at the next look.
+    f.store
+        .record(
+            HistoryRef::Step(three),
+            quiet,
+            Outcome::Click,
+            Some("https://example.net/step"),
+            T0 + 5 * day,
+        )
+        .unwrap();
+    assert_eq!(e.send_due_steps(T0 + 5 * day + 60).unwrap(), 1);
+    assert_eq!(set(four, Outcome::Sent), vec![quiet]);
+    assert_eq!(e.send_due_steps(T0 + 30 * day).unwrap(), 0);
+    let q = queued(&f.store);
+    assert_eq!((q["clicker@example.org"], q["quiet@example.org"]), (2, 3));
+    // The totals count the readers passed over.
+    assert_eq!(
+        f.store
+            .count(HistoryRef::Step(two), Outcome::Skipped)
+            .unwrap(),
+        1
+    );
+
+    // A condition on a step of another sequence, or a wait without one, is refused.
+    let other = f.store.sequence_add(l, "other", "UTC", false, T0).unwrap();
+    let foreign = admin::step_add(
+        f.store.as_ref(),
+        other,
+        NewStep {
+            days_after: 0,
+            send_minute: 0,
+            subject: "x".into(),
+            text: "x".into(),
+            html: None,
+            condition: Some(store::StepCondition::parse(&format!("clicked:{}", one.0)).unwrap()),
+            otherwise: store::Otherwise::Skip,
+        },
+    );
+    assert!(
+        matches!(foreign, Err(admin::AdminError::Store(_))),
+        "{foreign:?}"
+    );
+    assert!(admin::step_condition(None, Some("wait")).is_err());
+    assert!(admin::step_condition(Some("clicked:x"), None).is_err());
+    assert!(admin::step_condition(Some("bounced:3"), None).is_err());
+    assert_eq!(
+        store::StepCondition::parse("not-opened:7")
+            .unwrap()
+            .to_string(),
+        "not-opened:7"
+    );
 }

@@ -390,6 +390,10 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
         0 => String::new(),
         n => format!(", {n} unreferenced message bodies"),
     };
+    let index = match report.text_index.len() {
+        0 => String::new(),
+        n => format!(", {n} in the full-text index"),
+    };
     let others = if report.repair {
         report.not_fixed.len()
     } else {
@@ -424,7 +428,7 @@ fn verdict(report: &CheckReport, disk_low: bool, outstanding: usize) -> String {
     } else {
         format!(
             "{outstanding} problems: {} database, {} damaged blobs ({} messages affected), \
-             {} reference counts{bodies}{disk} ({checked})",
+             {} reference counts{index}{bodies}{disk} ({checked})",
             report.database.len(),
             report.damaged_blobs.len(),
             report.affected_messages.len(),

@@ -76,6 +76,10 @@ pub struct CampaignChange {
     pub at: Option<String>,
     pub rate: Option<u32>,
     pub rate_per_domain: Option<u32>,
+    /// `--list`, repeated: its lists anew, the first first.
+    pub lists: Option<Vec<String>>,
+    /// `--where`, repeated, or `--everyone` (empty): its segment anew.
+    pub segment: Option<Vec<String>>,
 }
 
 /// `sequence step`: templates from files, the time of day as `HH:MM`.
@@ -88,6 +92,10 @@ pub struct StepCreate {
     pub subject: String,
     pub text: PathBuf,
     pub html: Option<PathBuf>,
+    /// `--if`: sent only to readers for whom this event term holds.
+    pub condition: Option<String>,
+    /// `--otherwise skip|wait`.
+    pub otherwise: Option<String>,
 }
 
 /// A campaign with its totals (`newsletter::admin::campaign_totals`).
@@ -153,6 +161,11 @@ pub struct StepReport {
     pub days_after: u32,
     pub send_minute: u16,
     pub subject: String,
+    /// `clicked:STEP` and the like; absent when the step goes to everyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// "skip" or "wait": what a reader the condition does not hold for gets.
+    pub otherwise: &'static str,
 }
 
 impl SequenceReport {
@@ -172,6 +185,8 @@ impl SequenceReport {
                     days_after: st.days_after,
                     send_minute: st.send_minute,
                     subject: st.subject.clone(),
+                    condition: st.condition.map(|c| c.to_string()),
+                    otherwise: st.otherwise.as_str(),
                 })
                 .collect(),
         }
@@ -374,6 +389,8 @@ impl Ops {
             at: change.at,
             rate: change.rate,
             rate_per_domain: change.rate_per_domain,
+            lists: change.lists,
+            segment: change.segment,
         };
         self.campaign_revise_with(id, revision, Error::from)
     }
@@ -523,6 +540,8 @@ impl Ops {
             subject: request.subject,
             text: read_template(&request.text)?,
             html: request.html.as_deref().map(read_template).transpose()?,
+            condition: request.condition,
+            otherwise: request.otherwise,
         })
     }
 
@@ -882,14 +901,14 @@ mod tests {
         assert_eq!(
             lines[1],
             format!(
-                "{},ann@example.com,Ann,active,1,1,0,0,0,0,0,1,0,0,0,2,,{at},,,,",
+                "{},ann@example.com,Ann,active,1,1,0,0,0,0,0,1,0,0,0,0,2,,{at},,,,",
                 subs[0].0
             )
         );
         assert_eq!(
             lines[2],
             format!(
-                "{},bob@example.com,'=1+1,bounced,1,0,0,1,1,0,0,0,0,0,0,0,,,,,{at},550 5.1.1 unknown",
+                "{},bob@example.com,'=1+1,bounced,1,0,0,1,1,0,0,0,0,0,0,0,0,,,,,{at},550 5.1.1 unknown",
                 subs[1].0
             )
         );
@@ -909,11 +928,15 @@ mod tests {
             [("https://a.example/", 1, 2), ("https://b.example/", 0, 0)]
         );
 
-        // Once the raw events are gone, the sets still say who did what; only the times,
-        // the click counts and the bounce's text go with them.
+        // Once the raw events are gone, the sets still say who did what, and the clicks
+        // per link stay; only the times, each reader's click count and the bounce's text
+        // go with them.
         let totals = detail.report.totals;
+        let links = detail.links;
         while store.prune_events(now + 1, 1000).unwrap() > 0 {}
-        assert_eq!(ops.campaign(id.0).unwrap().report.totals, totals);
+        let after = ops.campaign(id.0).unwrap();
+        assert_eq!(after.report.totals, totals);
+        assert_eq!(after.links, links);
         let (csv, rows) = ops.campaign_report_csv(id.0).unwrap();
         assert_eq!(rows, 3);
         let text = String::from_utf8(csv).unwrap();
@@ -921,14 +944,14 @@ mod tests {
         assert_eq!(
             lines[1],
             format!(
-                "{},ann@example.com,Ann,active,1,1,0,0,0,0,0,1,0,0,0,0,,,,,,",
+                "{},ann@example.com,Ann,active,1,1,0,0,0,0,0,1,0,0,0,0,0,,,,,,",
                 subs[0].0
             )
         );
         assert_eq!(
             lines[2],
             format!(
-                "{},bob@example.com,'=1+1,bounced,1,0,0,1,1,0,0,0,0,0,0,0,,,,,,",
+                "{},bob@example.com,'=1+1,bounced,1,0,0,1,1,0,0,0,0,0,0,0,0,,,,,,",
                 subs[1].0
             )
         );
@@ -970,6 +993,8 @@ mod tests {
             subject: "Step".into(),
             text: text.clone(),
             html: None,
+            condition: None,
+            otherwise: None,
         };
         let (first, second) = (
             ops.step_add(step(0)).unwrap(),

@@ -166,6 +166,10 @@ pub struct CampaignRevision {
     pub at: Option<String>,
     pub rate: Option<u32>,
     pub rate_per_domain: Option<u32>,
+    /// Its lists anew, by name, the first first.
+    pub lists: Option<Vec<String>>,
+    /// Its segment terms anew; empty for every active subscriber.
+    pub segment: Option<Vec<String>>,
 }
 
 /// A step written in the console's form.
@@ -178,6 +182,10 @@ pub struct StepCompose {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// `clicked:STEP`, `not-opened:STEP`, ...; none or empty: always sent.
+    pub condition: Option<String>,
+    /// "skip" or "wait"; none: skip.
+    pub otherwise: Option<String>,
 }
 
 /// A rule's refusal in the console's words: the field is named by its key, which is also
@@ -339,14 +347,17 @@ impl Ops {
             send_at,
             rate_per_second: revision.rate,
             rate_per_domain: revision.rate_per_domain,
+            ..store::CampaignEdit::default()
         };
-        admin::campaign_edit(
-            self.newsletters(),
-            CampaignId(id),
+        let store = self.newsletters();
+        let edit = admin::with_audience(
+            store,
             edit,
-            self.clock().unix(),
+            revision.lists.as_deref(),
+            revision.segment.as_deref(),
         )
-        .map_err(word)
+        .map_err(word)?;
+        admin::campaign_edit(store, CampaignId(id), edit, self.clock().unix()).map_err(word)
     }
 
     /// A campaign with its totals, its templates and its history by day.
@@ -446,12 +457,17 @@ impl Ops {
                 request.at
             ))
         })?;
+        let (condition, otherwise) =
+            admin::step_condition(request.condition.as_deref(), request.otherwise.as_deref())
+                .map_err(refused)?;
         let step = NewStep {
             days_after: request.days,
             send_minute: minute,
             subject: request.subject,
             text: request.text,
             html: request.html.filter(|h| !h.trim().is_empty()),
+            condition,
+            otherwise,
         };
         admin::step_add(self.newsletters(), SequenceId(request.sequence), step).map_err(refused)
     }
@@ -763,6 +779,7 @@ mod tests {
                 subject: format!("Day {days}"),
                 text: "Hi".into(),
                 html: Some(" ".into()),
+                ..StepCompose::default()
             })
             .unwrap()
         };

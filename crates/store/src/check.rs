@@ -67,6 +67,9 @@ pub struct CheckReport {
     /// and not known to be released by a commit: message bodies that may have lost their
     /// rows (a crash that cut the write-ahead log short), so possibly lost mail.
     pub orphan_files: Vec<String>,
+    /// Mailboxes whose messages the full-text index says it holds but does not: SEARCH
+    /// would miss them there. (Empty when the index is off.)
+    pub text_index: Vec<String>,
     /// Orphans too young to judge: possibly a delivery in flight.
     pub young_files: u64,
     /// Orphans a commit released while a backup held the blobs: garbage that the
@@ -110,7 +113,10 @@ impl CheckReport {
 
     /// How many problems the check found (before any repair).
     pub fn problems(&self) -> usize {
-        self.database.len() + self.damaged_blobs.len() + self.refcount_mismatches.len()
+        self.database.len()
+            + self.damaged_blobs.len()
+            + self.refcount_mismatches.len()
+            + self.text_index.len()
     }
 
     /// How many problems are left: after a repair, what it could not fix; otherwise
@@ -165,6 +171,7 @@ impl fmt::Display for CheckReport {
         section(f, "affected message", &self.affected_messages, full)?;
         section(f, "reference count", &self.refcount_mismatches, full)?;
         section(f, "unreferenced body", &self.orphan_files, full)?;
+        section(f, "full-text index", &self.text_index, full)?;
         if self.released_files > 0 {
             writeln!(
                 f,

@@ -9,8 +9,9 @@
 //! live in the `newsletter` crate.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::{Outbound, Result};
+use crate::{Outbound, Result, Segment};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListId(pub i64);
@@ -409,6 +410,11 @@ pub struct CampaignEdit {
     pub send_at: Option<i64>,
     pub rate_per_second: Option<u32>,
     pub rate_per_domain: Option<u32>,
+    /// Its lists anew: the first (whose sender and unsubscribe page the mail carries) and
+    /// the others; an address on several gets one mail.
+    pub lists: Option<(ListId, Vec<ListId>)>,
+    /// Its segment anew; an empty one selects every active subscriber.
+    pub segment: Option<Segment>,
 }
 
 /// What [`Newsletters::campaign_edit`] did.
@@ -529,6 +535,10 @@ pub struct Step {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// Sent only to readers for whom this holds; `None`: to everyone.
+    pub condition: Option<StepCondition>,
+    /// What a reader for whom the condition does not hold (at the step's time) gets.
+    pub otherwise: Otherwise,
 }
 
 /// A step to append to a sequence (it becomes the last one).
@@ -539,6 +549,92 @@ pub struct NewStep {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// An event of an earlier step of the same sequence; `None`: always sent.
+    pub condition: Option<StepCondition>,
+    pub otherwise: Otherwise,
+}
+
+/// A step's condition: the reader is (or, negated, is not) in an earlier step's set of
+/// `outcome` (sent, opened, clicked), written as segments write it: `clicked:ID`,
+/// `not-opened:ID`, `received:ID`, where ID is the step's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepCondition {
+    pub step: StepId,
+    pub outcome: Outcome,
+    pub negated: bool,
+}
+
+impl StepCondition {
+    /// One condition, or why it is not one (the message names it).
+    pub fn parse(text: &str) -> Result<StepCondition, String> {
+        let text = text.trim();
+        let bad = |why: &str| Err(format!("step condition '{text}': {why}"));
+        let Some((word, id)) = text.split_once(':') else {
+            return bad("expected clicked:STEP, opened:STEP or received:STEP, or not- before one");
+        };
+        let (negated, word) = match word.strip_prefix("not-") {
+            Some(word) => (true, word),
+            None => (false, word),
+        };
+        let outcome = match word {
+            "received" => Outcome::Sent,
+            "opened" => Outcome::Open,
+            "clicked" => Outcome::Click,
+            _ => return bad("the event is received, opened or clicked"),
+        };
+        match id.trim().parse::<i64>() {
+            Ok(id) if id > 0 => Ok(StepCondition {
+                step: StepId(id),
+                outcome,
+                negated,
+            }),
+            _ => bad("expected a step id after the colon (clicked:3)"),
+        }
+    }
+
+    /// Whether it holds for a reader, given whether they are in the step's set.
+    pub fn holds(&self, in_set: bool) -> bool {
+        in_set != self.negated
+    }
+}
+
+impl fmt::Display for StepCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self.outcome {
+            Outcome::Open => "opened",
+            Outcome::Click => "clicked",
+            _ => "received",
+        };
+        let not = if self.negated { "not-" } else { "" };
+        write!(f, "{not}{word}:{}", self.step.0)
+    }
+}
+
+/// What a step does for a reader its condition does not hold for, when the step is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Otherwise {
+    /// Passed over for good: the reader goes on to the next step (a branch).
+    #[default]
+    Skip,
+    /// The reader stays at this step, and gets it once the condition holds (a wait).
+    Wait,
+}
+
+impl Otherwise {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Otherwise::Skip => "skip",
+            Otherwise::Wait => "wait",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Otherwise> {
+        match text.trim() {
+            "skip" => Some(Otherwise::Skip),
+            "wait" => Some(Otherwise::Wait),
+            _ => None,
+        }
+    }
 }
 
 /// What a history entry is about: a campaign or one step of a sequence.
@@ -598,10 +694,13 @@ pub enum Outcome {
     /// Not sent: the address was on the suppression list when the mail was to be queued.
     /// Counted apart from `Sent`, so "sent" stays what the queue really got.
     Suppressed,
+    /// Not sent: the step's condition did not hold for the reader when it was due, and the
+    /// step says to pass it over (a branch not taken).
+    Skipped,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Sent,
         Outcome::HardBounce,
         Outcome::SoftBounce,
@@ -613,6 +712,7 @@ impl Outcome {
         Outcome::Failed,
         Outcome::Complaint,
         Outcome::Suppressed,
+        Outcome::Skipped,
     ];
 
     /// The `outcome` column and the `event` of its raw events.
@@ -629,6 +729,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Complaint => "complaint",
             Outcome::Suppressed => "suppressed",
+            Outcome::Skipped => "skipped",
         }
     }
 
@@ -848,9 +949,15 @@ pub trait Newsletters: Send + Sync {
     fn sequence_remove(&self, id: SequenceId) -> Result<()>;
     /// (step, subscriber) pairs due at `now`, at most `limit`: the subscriber is active,
     /// takes part in the sequence, got the step before (if any) and not this one (a step
-    /// it was suppressed for counts as got), and its
-    /// start + `days_after` days at `send_minute` in the sequence's zone is not after `now`.
+    /// it was suppressed for or skipped counts as got), its start + `days_after` days at
+    /// `send_minute` in the sequence's zone is not after `now`, and the step's condition,
+    /// if any, holds for it.
     fn steps_due(&self, now: i64, limit: usize) -> Result<Vec<(Step, Subscriber)>>;
+    /// Passes over, for up to `limit` subscribers, the due step whose condition does not
+    /// hold for them and that says skip: each is marked [`Outcome::Skipped`] for it and goes
+    /// on to the next step. Returns how many were marked; call until 0 (a skip may make the
+    /// next step due, and it may be skipped too).
+    fn steps_skip_due(&self, now: i64, limit: usize) -> Result<u64>;
 
     // History.
     /// Records an outcome: the subscriber joins the (about, outcome) set; the day's total
@@ -960,8 +1067,9 @@ pub trait Newsletters: Send + Sync {
     fn links(&self, about: HistoryRef) -> Result<Vec<String>>;
     /// Replaces the stored URLs of a campaign or step.
     fn set_links(&self, about: HistoryRef, urls: &[String]) -> Result<()>;
-    /// The clicks among the raw events still kept, by URL: (url, readers, clicks). Counted
-    /// by the database, so a campaign page does not read every event it has.
+    /// Clicks by URL: (url, readers, clicks), from totals kept per link and reader, so they
+    /// stay when the raw events are pruned. Counted by the database, so a campaign page
+    /// does not read every event it has.
     fn click_tally(&self, about: HistoryRef) -> Result<Vec<(String, u64, u64)>>;
 }
 

@@ -84,6 +84,9 @@ pub struct IndexCheck {
     pub pending: u64,
     /// Covered messages whose body is not in the index: these would be missed.
     pub missing: u64,
+    /// The mailboxes those messages are in, with how many each: indexing them again
+    /// (forgetting their cursors) mends the index.
+    pub missing_in: Vec<(crate::MailboxId, u64)>,
     /// Bodies in the index that no live message has any more (expunged mail); never found,
     /// since a search only looks at the mailbox's own messages, but dead weight.
     pub expunged: u64,

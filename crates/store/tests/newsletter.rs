@@ -278,6 +278,8 @@ fn step(days_after: u32, send_minute: u16, subject: &str) -> NewStep {
         subject: subject.into(),
         text: "step".into(),
         html: None,
+        condition: None,
+        otherwise: store::Otherwise::Skip,
     }
 }
 

@@ -184,6 +184,15 @@ pub enum CampaignCommand {
         rate: Option<u32>,
         #[arg(long)]
         rate_per_domain: Option<u32>,
+        /// Its lists anew, repeated, the first first (an address on several gets one mail).
+        #[arg(long = "list", value_name = "LIST")]
+        lists: Vec<String>,
+        /// Its segment anew: terms as `campaign create --where` takes them, repeated.
+        #[arg(long = "where", value_name = "TERM", conflicts_with = "everyone")]
+        segment: Vec<String>,
+        /// Drop its segment: every active subscriber of its lists.
+        #[arg(long)]
+        everyone: bool,
     },
     /// Make a new campaign from any campaign (same list, subject, templates and rates):
     /// scheduled with --at, else a draft that `campaign edit ID --at` schedules.
@@ -227,6 +236,14 @@ pub enum SequenceCommand {
         text: PathBuf,
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Send only to readers for whom an event of an earlier step of this sequence
+        /// happened: clicked:STEP, opened:STEP, received:STEP, or not- before one.
+        #[arg(long = "if", value_name = "CONDITION")]
+        condition: Option<String>,
+        /// What a reader the condition does not hold for gets when the step is due: skip
+        /// (passed over; the next step follows) or wait (gets it once it holds).
+        #[arg(long, value_name = "skip|wait", requires = "condition")]
+        otherwise: Option<String>,
     },
     List {
         #[arg(long)]
@@ -515,7 +532,11 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
                 for outcome in Outcome::ALL {
                     if !matches!(
                         outcome,
-                        Outcome::Sent | Outcome::Delivered | Outcome::Deferred | Outcome::Failed
+                        Outcome::Sent
+                            | Outcome::Delivered
+                            | Outcome::Deferred
+                            | Outcome::Failed
+                            | Outcome::Skipped
                     ) {
                         println!("{:<12} {}", outcome.as_str(), count(outcome));
                     }
@@ -584,6 +605,9 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
             at,
             rate,
             rate_per_domain,
+            lists,
+            segment,
+            everyone,
         } => {
             ops.campaign_edit(
                 id,
@@ -594,6 +618,8 @@ fn campaigns(ops: &Ops, command: CampaignCommand) -> anyhow::Result<()> {
                     at,
                     rate,
                     rate_per_domain,
+                    lists: (!lists.is_empty()).then_some(lists),
+                    segment: (everyone || !segment.is_empty()).then_some(segment),
                 },
             )?;
             let c = ops.campaign(id)?.report;
@@ -663,6 +689,8 @@ fn sequences(ops: &Ops, command: SequenceCommand) -> anyhow::Result<()> {
             subject,
             text,
             html,
+            condition,
+            otherwise,
         } => {
             let step = ops.step_add(StepCreate {
                 sequence: id,
@@ -671,6 +699,8 @@ fn sequences(ops: &Ops, command: SequenceCommand) -> anyhow::Result<()> {
                 subject,
                 text,
                 html,
+                condition,
+                otherwise,
             })?;
             println!("step {} of sequence {id}", step.0);
         }
@@ -694,13 +724,16 @@ fn sequences(ops: &Ops, command: SequenceCommand) -> anyhow::Result<()> {
                     );
                     for step in steps {
                         println!(
-                            "  step {} (#{}): day {} at {:02}:{:02}\t{}",
+                            "  step {} (#{}): day {} at {:02}:{:02}\t{}{}",
                             step.id.0,
                             step.position,
                             step.days_after,
                             step.send_minute / 60,
                             step.send_minute % 60,
-                            step.subject
+                            step.subject,
+                            step.condition
+                                .map(|c| format!("\tif {c}, else {}", step.otherwise.as_str()))
+                                .unwrap_or_default()
                         );
                     }
                 }

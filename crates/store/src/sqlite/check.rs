@@ -138,6 +138,8 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
         }
     }
 
+    let text_index = text_index_findings(store, &mut report)?;
+
     if options.repair {
         repair(
             store,
@@ -148,12 +150,88 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
             old,
             damaged,
         )?;
+        repair_text_index(store, &mut report, text_index)?;
     }
     report.waiting_orphans = orphans::waiting(&store.data_dir);
     Ok(report)
 }
 
 type Referenced = HashMap<BlobId, (u64, u64)>;
+
+/// The full-text index's findings, when the index is in use: mailboxes whose messages it
+/// claims but does not hold (SEARCH would miss them there). Returns those mailboxes with
+/// how each is named. An index that cannot be read is reported, not repaired: it is
+/// derived data, and removing `index.db` with the server stopped makes it rebuild.
+fn text_index_findings(
+    store: &SqliteStore,
+    report: &mut CheckReport,
+) -> Result<Vec<(i64, String)>> {
+    if !store.text_index.exists() {
+        return Ok(Vec::new());
+    }
+    let found = match store.index_check() {
+        Ok(found) => found,
+        Err(e) => {
+            let finding = format!(
+                "cannot be read ({e}): stop the server and remove {} in the data \
+                 directory; the indexer builds it again",
+                super::text_index::FILE
+            );
+            if report.repair {
+                report.not_fixed.push(format!("full-text index: {finding}"));
+            }
+            report.text_index.push(finding);
+            return Ok(Vec::new());
+        }
+    };
+    let mut mailboxes = Vec::new();
+    store.read(|conn| {
+        for (mailbox, messages) in &found.missing_in {
+            let name: Option<String> = conn
+                .query_row(
+                    "SELECT a.address || ' mailbox ' || b.name FROM mailboxes b
+                     JOIN accounts a ON a.id = b.account_id WHERE b.id = ?1",
+                    [mailbox.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let name = name.unwrap_or_else(|| format!("mailbox {}", mailbox.0));
+            report.text_index.push(format!(
+                "{name}: {messages} messages are counted as indexed but are not in the \
+                 index, so SEARCH would miss them"
+            ));
+            mailboxes.push((mailbox.0, name));
+        }
+        Ok(())
+    })?;
+    Ok(mailboxes)
+}
+
+/// Forgets the index's cursors of the given mailboxes: the indexer takes their messages
+/// again, and until it has, SEARCH scans them, so no answer is wrong meanwhile.
+fn repair_text_index(
+    store: &SqliteStore,
+    report: &mut CheckReport,
+    mailboxes: Vec<(i64, String)>,
+) -> Result<()> {
+    if mailboxes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = mailboxes.iter().map(|(id, _)| *id).collect();
+    match store.text_index.reset(Some(&ids)) {
+        Ok(()) => report
+            .repaired
+            .extend(mailboxes.into_iter().map(|(_, name)| {
+                format!(
+                    "full-text index: {name} is indexed again (searched by scanning until then)"
+                )
+            })),
+        Err(e) => report.not_fixed.push(format!(
+            "full-text index: cannot reset it ({e}); run `tegami index rebuild`"
+        )),
+    }
+    Ok(())
+}
 
 /// Counters the store keeps that disagree with the rows they count, by the id of the row
 /// that holds them.

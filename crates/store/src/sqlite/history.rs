@@ -148,6 +148,21 @@ pub(super) fn record_in(
     if new || matches!(outcome, Outcome::Click | Outcome::Open) {
         bump_daily(conn, now, about, outcome, 1)?;
     }
+    // A click's link is its detail: counted per link and reader, kept when the raw event
+    // is pruned.
+    if let (Outcome::Click, Some(url)) = (outcome, detail) {
+        conn.prepare_cached(
+            "INSERT INTO history_link_clicks (kind, ref, url, subscriber, clicks)
+             VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT (kind, ref, url, subscriber) DO UPDATE SET clicks = clicks + 1",
+        )?
+        .execute(params![
+            about.kind(),
+            about.id(),
+            truncate(url),
+            subscriber.0
+        ])?;
+    }
     insert_event(
         conn,
         now,
@@ -184,6 +199,8 @@ pub(super) fn forget(conn: &Connection, about: HistoryRef) -> Result<()> {
     conn.prepare_cached("DELETE FROM history_sets WHERE kind = ?1 AND ref = ?2")?
         .execute(params![about.kind(), about.id()])?;
     conn.prepare_cached("DELETE FROM history_links WHERE kind = ?1 AND ref = ?2")?
+        .execute(params![about.kind(), about.id()])?;
+    conn.prepare_cached("DELETE FROM history_link_clicks WHERE kind = ?1 AND ref = ?2")?
         .execute(params![about.kind(), about.id()])?;
     Ok(())
 }
@@ -388,14 +405,12 @@ impl SqliteStore {
         self.read(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT detail, count(DISTINCT subscriber), count(*) FROM history_events
-                     WHERE kind = ?1 AND ref = ?2 AND event = ?3 AND detail IS NOT NULL
-                     GROUP BY detail",
+                    "SELECT url, count(*), sum(clicks) FROM history_link_clicks
+                     WHERE kind = ?1 AND ref = ?2 GROUP BY url",
                 )?
-                .query_map(
-                    params![about.kind(), about.id(), Outcome::Click.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?
+                .query_map(params![about.kind(), about.id()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?)
         })
     }

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use roaring::RoaringBitmap;
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
@@ -20,9 +21,9 @@ use super::suppressions::{suppress_in, suppressed_in};
 use crate::{
     BouncePolicy, BounceRouter, Campaign, CampaignAction, CampaignEdit, CampaignId, CampaignState,
     DailyTotal, Edited, HistoryEvent, HistoryRef, ImportCounts, List, ListId, Mail, NewCampaign,
-    NewStep, NewSubscriber, Newsletters, Outcome, Result, Segment, Sequence, SequenceId, Step,
-    StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus, Suppression, SuppressionReason,
-    Transition, suppression_key,
+    NewStep, NewSubscriber, Newsletters, Otherwise, Outcome, Result, Segment, Sequence, SequenceId,
+    Step, StepCondition, StepId, StoreError, Subscriber, SubscriberId, SubscriberStatus,
+    Suppression, SuppressionReason, Transition, suppression_key,
 };
 
 /// Rows per transaction in an import: big enough to share the fsync, small enough not to
@@ -45,7 +46,7 @@ const CAMPAIGN_COLUMNS: &str = "id, list_id, subject, text, html, send_at, state
       WHERE campaign_id = nl_campaigns.id ORDER BY position))";
 const SEQUENCE_COLUMNS: &str = "id, list_id, name, time_zone, join_existing, created";
 const STEP_COLUMNS: &str =
-    "id, sequence_id, position, days_after, send_minute, subject, text, html";
+    "id, sequence_id, position, days_after, send_minute, subject, text, html, condition, otherwise";
 
 /// Lists as a JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one prepared
 /// statement for any number of lists.
@@ -208,6 +209,17 @@ fn step_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Step> {
         subject: r.get(5)?,
         text: r.get(6)?,
         html: r.get(7)?,
+        condition: {
+            let text: String = r.get(8)?;
+            if text.is_empty() {
+                None
+            } else {
+                Some(StepCondition::parse(&text).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(8, Type::Text, e.into())
+                })?)
+            }
+        },
+        otherwise: Otherwise::parse(&r.get::<_, String>(9)?).unwrap_or_default(),
     })
 }
 
@@ -447,6 +459,33 @@ fn soft_bounced_mails(
     Ok(count)
 }
 
+/// Refuses a campaign's lists when one is named twice (the store's own guard; the faces
+/// name the list in their words first).
+fn distinct_lists(first: ListId, also: &[ListId]) -> Result<()> {
+    let mut seen = vec![first];
+    for list in also {
+        if seen.contains(list) {
+            return Err(StoreError::Invalid(format!(
+                "list {} is named twice for one campaign",
+                list.0
+            )));
+        }
+        seen.push(*list);
+    }
+    Ok(())
+}
+
+/// Writes a campaign's lists after its first, in order.
+fn other_lists(conn: &Connection, id: CampaignId, also: &[ListId]) -> Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO nl_campaign_lists (campaign_id, position, list_id) VALUES (?1, ?2, ?3)",
+    )?;
+    for (position, list) in also.iter().enumerate() {
+        insert.execute(params![id.0, position as i64, list.0])?;
+    }
+    Ok(())
+}
+
 fn list_exists(conn: &Connection, list: ListId) -> Result<()> {
     let found: Option<i64> = conn
         .prepare_cached("SELECT id FROM nl_lists WHERE id = ?1")?
@@ -488,6 +527,114 @@ fn due_at(zone: &TimeZone, start: i64, step: &Step) -> Result<i64> {
         .to_zoned(zone.clone())
         .map_err(invalid)?;
     Ok(due.timestamp().as_second())
+}
+
+/// Which due steps [`due_steps`] looks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Steps to send: no condition, or one that holds.
+    Send,
+    /// Steps to pass over: a condition that does not hold, on a step that says skip.
+    Skip,
+}
+
+/// The (step, subscriber) pairs due at `now`, at most `limit`, of the kind asked for. A
+/// subscriber's next step is the first it has not been sent, suppressed for or skipped;
+/// it is due once its start + `days_after` days at `send_minute` in the sequence's zone
+/// has come. A step whose condition does not hold is neither sent nor skipped while it
+/// says wait: the subscriber stays there.
+fn due_steps(
+    conn: &Connection,
+    now: i64,
+    limit: usize,
+    want: Due,
+) -> Result<Vec<(Step, SubscriberId)>> {
+    let sequences: Vec<Sequence> = conn
+        .prepare_cached(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
+        ))?
+        .query_map([], sequence_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut due: Vec<(Step, SubscriberId)> = Vec::new();
+    for sequence in sequences {
+        if due.len() >= limit {
+            break;
+        }
+        let steps = steps_of(conn, sequence.id)?;
+        if steps.is_empty() {
+            continue;
+        }
+        let existing_upto: i64 = conn
+            .prepare_cached("SELECT existing_upto FROM nl_sequences WHERE id = ?1")?
+            .query_row([sequence.id.0], |r| r.get(0))?;
+        let zone = match time_zone(&sequence.time_zone) {
+            Ok(zone) => zone,
+            Err(e) => {
+                tracing::warn!(sequence = sequence.id.0, error = %e, "sequence skipped");
+                continue;
+            }
+        };
+        // One bitmap per step, read once per call: the whole schedule of a list is then
+        // one scan of its active subscribers. A step is done for a subscriber once queued,
+        // found suppressed when it was to be queued, or passed over by its condition.
+        let done: Vec<RoaringBitmap> = steps
+            .iter()
+            .map(|s| {
+                let about = HistoryRef::Step(s.id);
+                Ok(load_set(conn, about, Outcome::Sent)?
+                    | load_set(conn, about, Outcome::Suppressed)?
+                    | load_set(conn, about, Outcome::Skipped)?)
+            })
+            .collect::<Result<_>>()?;
+        // The set each condition reads, also once per call.
+        let conditions: Vec<Option<(StepCondition, RoaringBitmap)>> = steps
+            .iter()
+            .map(|s| {
+                s.condition
+                    .map(|c| Ok((c, load_set(conn, HistoryRef::Step(c.step), c.outcome)?)))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, coalesce(confirmed, created) FROM nl_subscribers
+             WHERE list_id = ?1 AND status = 'active' ORDER BY id",
+        )?;
+        let mut rows = stmt.query([sequence.list.0])?;
+        while due.len() < limit {
+            let Some(row) = rows.next()? else { break };
+            let id: i64 = row.get(0)?;
+            let mut start: i64 = row.get(1)?;
+            // On the list and started when the sequence was made: an existing subscriber,
+            // who joins only if asked to.
+            if id <= existing_upto && start <= sequence.created {
+                if !sequence.join_existing {
+                    continue;
+                }
+                start = sequence.created;
+            }
+            let Ok(bit) = u32::try_from(id) else { continue };
+            // The first step not done yet: the ones before it all are, so steps go out in
+            // order and never twice.
+            let Some(next) = done.iter().position(|s| !s.contains(bit)) else {
+                continue;
+            };
+            let step = &steps[next];
+            if due_at(&zone, start, step)? > now {
+                continue;
+            }
+            let holds = conditions[next]
+                .as_ref()
+                .is_none_or(|(c, set)| c.holds(set.contains(bit)));
+            let wanted = match want {
+                Due::Send => holds,
+                Due::Skip => !holds && step.otherwise == Otherwise::Skip,
+            };
+            if wanted {
+                due.push((step.clone(), SubscriberId(id)));
+            }
+        }
+    }
+    Ok(due)
 }
 
 /// The wall clock, for the queue rows of [`Newsletters::enqueue_mails`].
@@ -756,16 +903,7 @@ impl Newsletters for SqliteStore {
     }
 
     fn campaign_add(&self, campaign: NewCampaign) -> Result<CampaignId> {
-        let mut seen = vec![campaign.list];
-        for list in &campaign.also {
-            if seen.contains(list) {
-                return Err(StoreError::Invalid(format!(
-                    "list {} is named twice for one campaign",
-                    list.0
-                )));
-            }
-            seen.push(*list);
-        }
+        distinct_lists(campaign.list, &campaign.also)?;
         self.write(move |ctx| {
             list_exists(ctx.conn, campaign.list)?;
             for list in &campaign.also {
@@ -789,13 +927,7 @@ impl Newsletters for SqliteStore {
                 ],
             )?;
             let id = ctx.conn.last_insert_rowid();
-            for (position, list) in campaign.also.iter().enumerate() {
-                ctx.conn.execute(
-                    "INSERT INTO nl_campaign_lists (campaign_id, position, list_id)
-                     VALUES (?1, ?2, ?3)",
-                    params![id, position as i64, list.0],
-                )?;
-            }
+            other_lists(ctx.conn, CampaignId(id), &campaign.also)?;
             Ok(CampaignId(id))
         })
     }
@@ -861,10 +993,22 @@ impl Newsletters for SqliteStore {
     }
 
     fn campaign_edit(&self, id: CampaignId, edit: CampaignEdit, now: i64) -> Result<Edited> {
+        if let Some((first, also)) = &edit.lists {
+            distinct_lists(*first, also)?;
+        }
         self.write(move |ctx| {
             let current = campaign_state(ctx.conn, id)?;
             if !CampaignState::EDITABLE.contains(&current) {
                 return Ok(Edited::Refused { current });
+            }
+            if let Some((first, also)) = &edit.lists {
+                for list in std::iter::once(first).chain(also) {
+                    list_exists(ctx.conn, *list)?;
+                }
+                ctx.conn
+                    .prepare_cached("DELETE FROM nl_campaign_lists WHERE campaign_id = ?1")?
+                    .execute([id.0])?;
+                other_lists(ctx.conn, id, also)?;
             }
             let changed: Vec<&str> = [
                 ("subject", edit.subject.is_some()),
@@ -873,6 +1017,8 @@ impl Newsletters for SqliteStore {
                 ("send_at", edit.send_at.is_some()),
                 ("rate_per_second", edit.rate_per_second.is_some()),
                 ("rate_per_domain", edit.rate_per_domain.is_some()),
+                ("lists", edit.lists.is_some()),
+                ("segment", edit.segment.is_some()),
             ]
             .into_iter()
             .filter_map(|(name, set)| set.then_some(name))
@@ -887,7 +1033,8 @@ impl Newsletters for SqliteStore {
                      text = coalesce(?3, text), html = coalesce(?4, html),
                      send_at = coalesce(?5, send_at),
                      rate_per_second = coalesce(?6, rate_per_second),
-                     rate_per_domain = coalesce(?7, rate_per_domain)
+                     rate_per_domain = coalesce(?7, rate_per_domain),
+                     list_id = coalesce(?10, list_id), segment = coalesce(?11, segment)
                  WHERE id = ?1 AND state = ?8",
                 params![
                     id.0,
@@ -898,7 +1045,9 @@ impl Newsletters for SqliteStore {
                     edit.rate_per_second,
                     edit.rate_per_domain,
                     current.as_str(),
-                    to.as_str()
+                    to.as_str(),
+                    edit.lists.as_ref().map(|(first, _)| first.0),
+                    edit.segment.as_ref().map(Segment::to_lines)
                 ],
             )?;
             debug_assert_eq!(updated, 1);
@@ -1118,18 +1267,37 @@ impl Newsletters for SqliteStore {
             if exists.is_none() {
                 return Err(not_found(format!("sequence {}", sequence.0)));
             }
+            // A condition names an earlier step of the same sequence: steps are only ever
+            // appended, so every step there is earlier than the new one.
+            if let Some(condition) = step.condition {
+                let ours: Option<i64> = conn
+                    .query_row(
+                        "SELECT id FROM nl_steps WHERE id = ?1 AND sequence_id = ?2",
+                        params![condition.step.0, sequence.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if ours.is_none() {
+                    return Err(StoreError::Invalid(format!(
+                        "step condition '{condition}': step {} is not a step of sequence {}",
+                        condition.step.0, sequence.0
+                    )));
+                }
+            }
             conn.execute(
                 "INSERT INTO nl_steps (sequence_id, position, days_after, send_minute, subject,
-                     text, html)
+                     text, html, condition, otherwise)
                  VALUES (?1, (SELECT coalesce(max(position), 0) + 1 FROM nl_steps
-                              WHERE sequence_id = ?1), ?2, ?3, ?4, ?5, ?6)",
+                              WHERE sequence_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     sequence.0,
                     step.days_after,
                     step.send_minute,
                     step.subject,
                     step.text,
-                    step.html
+                    step.html,
+                    step.condition.map(|c| c.to_string()).unwrap_or_default(),
+                    step.otherwise.as_str()
                 ],
             )?;
             Ok(StepId(conn.last_insert_rowid()))
@@ -1181,79 +1349,31 @@ impl Newsletters for SqliteStore {
     fn steps_due(&self, now: i64, limit: usize) -> Result<Vec<(Step, Subscriber)>> {
         self.read(|conn| {
             snapshot(conn, |conn| {
-                let sequences: Vec<Sequence> = conn
-                    .prepare_cached(&format!(
-                        "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
-                    ))?
-                    .query_map([], sequence_row)?
-                    .collect::<rusqlite::Result<_>>()?;
-                let mut due: Vec<(Step, Subscriber)> = Vec::new();
-                for sequence in sequences {
-                    if due.len() >= limit {
-                        break;
-                    }
-                    let steps = steps_of(conn, sequence.id)?;
-                    if steps.is_empty() {
-                        continue;
-                    }
-                    let existing_upto: i64 = conn
-                        .prepare_cached("SELECT existing_upto FROM nl_sequences WHERE id = ?1")?
-                        .query_row([sequence.id.0], |r| r.get(0))?;
-                    let zone = match time_zone(&sequence.time_zone) {
-                        Ok(zone) => zone,
-                        Err(e) => {
-                            tracing::warn!(sequence = sequence.id.0, error = %e, "sequence skipped");
-                            continue;
-                        }
-                    };
-                    // One bitmap per step, read once per call: the whole schedule of a
-                    // list is then one scan of its active subscribers.
-                    // A step is done for a subscriber once queued, or once found
-                    // suppressed when it was to be queued.
-                    let sent: Vec<RoaringBitmap> = steps
-                        .iter()
-                        .map(|s| {
-                            let about = HistoryRef::Step(s.id);
-                            Ok(load_set(conn, about, Outcome::Sent)?
-                                | load_set(conn, about, Outcome::Suppressed)?)
-                        })
-                        .collect::<Result<_>>()?;
-                    let mut found: Vec<(usize, SubscriberId)> = Vec::new();
-                    {
-                        let mut stmt = conn.prepare_cached(
-                            "SELECT id, coalesce(confirmed, created) FROM nl_subscribers
-                             WHERE list_id = ?1 AND status = 'active' ORDER BY id",
-                        )?;
-                        let mut rows = stmt.query([sequence.list.0])?;
-                        while due.len() + found.len() < limit {
-                            let Some(row) = rows.next()? else { break };
-                            let id: i64 = row.get(0)?;
-                            let mut start: i64 = row.get(1)?;
-                            // On the list and started when the sequence was made: an
-                            // existing subscriber, who joins only if asked to.
-                            if id <= existing_upto && start <= sequence.created {
-                                if !sequence.join_existing {
-                                    continue;
-                                }
-                                start = sequence.created;
-                            }
-                            let Ok(bit) = u32::try_from(id) else { continue };
-                            // The first step not yet sent: the ones before it all were,
-                            // so steps go out in order and never twice.
-                            let Some(next) = sent.iter().position(|s| !s.contains(bit)) else {
-                                continue;
-                            };
-                            if due_at(&zone, start, &steps[next])? <= now {
-                                found.push((next, SubscriberId(id)));
-                            }
-                        }
-                    }
-                    for (next, id) in found {
-                        due.push((steps[next].clone(), subscriber_in(conn, id)?));
-                    }
-                }
-                Ok(due)
+                due_steps(conn, now, limit, Due::Send)?
+                    .into_iter()
+                    .map(|(step, id)| Ok((step, subscriber_in(conn, id)?)))
+                    .collect()
             })
+        })
+    }
+
+    fn steps_skip_due(&self, now: i64, limit: usize) -> Result<u64> {
+        // Found in a snapshot, marked by the writer: the condition is judged when the step
+        // is due, and a reader marked skipped is done with the step for good.
+        let skipped =
+            self.read(|conn| snapshot(conn, |conn| due_steps(conn, now, limit, Due::Skip)))?;
+        if skipped.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |ctx| {
+            let mut marked = 0;
+            for (step, subscriber) in &skipped {
+                let about = HistoryRef::Step(step.id);
+                if history::mark_in(ctx.conn, about, *subscriber, Outcome::Skipped, now)? {
+                    marked += 1;
+                }
+            }
+            Ok(marked)
         })
     }
 

@@ -436,6 +436,34 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (campaign_id, position)
      ) WITHOUT ROWID;
      CREATE INDEX nl_campaign_lists_list ON nl_campaign_lists(list_id);",
+    // Version 13: clicks per link that outlive the raw events, and steps that wait for an
+    // event or branch on it (issue 21).
+    //
+    // `history_link_clicks` holds, per campaign or step, link and reader, how often that
+    // reader clicked it: a row per reader who clicked, not per click, so the report's
+    // clicks and clickers per link stay when raw events are pruned. Filled here from the
+    // raw events still kept.
+    //
+    // A step's `condition` is empty (always sent) or one event term on an earlier step of
+    // its sequence (`clicked:ID`, `not-opened:ID`, ...); `otherwise` says what a reader for
+    // whom it does not hold gets: 'skip' (the step is passed over and the sequence goes
+    // on) or 'wait' (the reader stays at this step until it holds).
+    "CREATE TABLE history_link_clicks (
+         kind       TEXT NOT NULL,
+         ref        INTEGER NOT NULL,
+         url        TEXT NOT NULL,
+         subscriber INTEGER NOT NULL,
+         clicks     INTEGER NOT NULL,
+         PRIMARY KEY (kind, ref, url, subscriber)
+     ) WITHOUT ROWID;
+     INSERT INTO history_link_clicks (kind, ref, url, subscriber, clicks)
+         SELECT kind, ref, detail, subscriber, count(*) FROM history_events
+         WHERE event = 'click' AND kind IS NOT NULL AND ref IS NOT NULL
+           AND subscriber IS NOT NULL AND detail IS NOT NULL
+         GROUP BY kind, ref, detail, subscriber;
+     ALTER TABLE nl_steps ADD COLUMN condition TEXT NOT NULL DEFAULT '';
+     ALTER TABLE nl_steps ADD COLUMN otherwise TEXT NOT NULL DEFAULT 'skip'
+         CHECK (otherwise IN ('skip', 'wait'));",
 ];
 
 /// The schema version this build writes.

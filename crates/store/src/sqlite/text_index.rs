@@ -123,6 +123,12 @@ impl TextIndex {
         }
     }
 
+    /// Whether the index has been made: with the index off it never is, and the check
+    /// leaves it alone rather than create it.
+    pub(crate) fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut conn = match pooled {
@@ -489,6 +495,7 @@ impl TextIndex {
             documents: docs.len() as u64,
             ..IndexCheck::default()
         };
+        let mut missing_in = std::collections::BTreeMap::new();
         main.execute_batch("BEGIN")?;
         let result = (|| -> Result<HashSet<BlobId>> {
             let mut live = HashSet::new();
@@ -509,6 +516,7 @@ impl TextIndex {
                     report.covered += 1;
                 } else {
                     report.missing += 1;
+                    *missing_in.entry(mailbox).or_insert(0) += 1;
                 }
                 live.insert(blob);
             }
@@ -516,6 +524,10 @@ impl TextIndex {
         })();
         main.execute_batch("COMMIT")?;
         let live = result?;
+        report.missing_in = missing_in
+            .into_iter()
+            .map(|(mailbox, n)| (crate::MailboxId(mailbox), n))
+            .collect();
         report.expunged = docs.iter().filter(|b| !live.contains(b)).count() as u64;
         Ok(report)
     }
@@ -726,5 +738,74 @@ mod tests {
             (3, 0, 0, 0)
         );
         assert!(check.is_healthy());
+    }
+
+    /// `check` reports what the index claims but lacks, and `--repair` has the indexer
+    /// take those mailboxes again; a store without an index is not given one by checking.
+    #[test]
+    fn the_store_check_finds_and_repairs_what_the_index_lost() {
+        use crate::{CheckOptions, Directory as _, Mailboxes as _, Maintenance as _};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::SqliteStore::open(dir.path()).unwrap();
+        store.add_domain("example.com").unwrap();
+        let account = store.add_account("a@example.com", "pw").unwrap();
+        for body in ["alpha one", "beta two"] {
+            let raw = format!("Subject: {body}\r\n\r\n{body}\r\n");
+            store.deliver(raw.as_bytes(), &[account]).unwrap();
+        }
+        let check = |repair| {
+            store
+                .check(&CheckOptions {
+                    repair,
+                    progress: None,
+                })
+                .unwrap()
+        };
+        assert!(check(false).is_healthy());
+        assert!(!dir.path().join(FILE).exists(), "the check made an index");
+
+        let text_of = |raw: &[u8]| {
+            Some(IndexText {
+                headers: String::new(),
+                body: String::from_utf8_lossy(raw).to_lowercase(),
+            })
+        };
+        store.index_step(&text_of, None, false, 100).unwrap();
+        assert!(check(false).is_healthy());
+
+        // A body lost from the index (as a damaged file would lose it).
+        let conn = Connection::open(dir.path().join(FILE)).unwrap();
+        conn.execute_batch(
+            "DELETE FROM text WHERE rowid = (SELECT min(id) FROM docs);
+             DELETE FROM docs WHERE id = (SELECT min(id) FROM docs);",
+        )
+        .unwrap();
+        let found = check(false);
+        assert_eq!(found.text_index.len(), 1, "{found}");
+        assert!(
+            found.text_index[0].starts_with("a@example.com mailbox INBOX: 1 messages"),
+            "{found}"
+        );
+        assert!(!found.is_healthy());
+
+        let repaired = check(true);
+        assert!(
+            repaired
+                .repaired
+                .iter()
+                .any(|r| r.contains("INBOX is indexed again")),
+            "{repaired}"
+        );
+        assert_eq!(repaired.outstanding(), 0, "{repaired}");
+        let inbox = store.mailbox(account, "INBOX").unwrap().id;
+        let alpha = TextQuery::Contains(TextField::Body, "alpha".into());
+        assert!(
+            store.text_candidates(inbox, &alpha).unwrap().is_none(),
+            "not yet indexed again"
+        );
+        store.index_step(&text_of, None, false, 100).unwrap();
+        let after = store.index_check().unwrap();
+        assert_eq!((after.covered, after.missing), (2, 0));
+        assert!(check(false).is_healthy());
     }
 }

@@ -205,20 +205,8 @@ async fn compose(Admin(ctx): Admin, Posted(form): Posted<ComposeForm>) -> Respon
     let request = (|| {
         Ok::<_, ops::Error>(CampaignCompose {
             list: form.list,
-            also: form
-                .also
-                .split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect(),
-            segment: form
-                .segment
-                .lines()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect(),
+            also: names(&form.also),
+            segment: terms(&form.segment),
             subject: form.subject.trim().to_string(),
             // Browsers send CRLF line ends from a textarea; a template keeps the author's
             // lines, and the message builder writes the wire's line ends itself.
@@ -344,6 +332,9 @@ async fn show_campaign(Admin(ctx): Admin, Path(id): Path<i64>) -> Response {
                 label { (ctx.t("newsletters.edit_at_hint")) input type="datetime-local" name="at"; }
                 label { (ctx.t("newsletters.edit_rate_hint")) input type="number" name="rate" min="0"; }
                 label { (ctx.t("newsletters.edit_rate_per_domain_hint")) input type="number" name="rate_per_domain" min="0"; }
+                label { (ctx.t("newsletters.edit_lists")) input type="text" name="lists" required maxlength="2000" value=(view.audience.lists.join(", ")); }
+                label { (ctx.t("newsletters.segment")) textarea name="segment" rows="3" { (view.audience.segment.join("\n")) } }
+                p.hint { (ctx.t("newsletters.segment_hint")) }
                 button #save-edit type="submit" { (ctx.t("newsletters.save")) }
             }
         }
@@ -490,6 +481,32 @@ struct EditForm {
     rate: String,
     #[serde(default)]
     rate_per_domain: String,
+    /// The lists by name, separated by commas, the first first.
+    #[serde(default)]
+    lists: String,
+    /// Segment terms, one per line; none for every active subscriber.
+    #[serde(default)]
+    segment: String,
+}
+
+/// The names in a comma-separated field.
+fn names(field: &str) -> Vec<String> {
+    field
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The terms of a one-per-line field.
+fn terms(field: &str) -> Vec<String> {
+    field
+        .lines()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 async fn edit(Admin(ctx): Admin, Path(id): Path<i64>, Posted(form): Posted<EditForm>) -> Response {
@@ -503,6 +520,10 @@ async fn edit(Admin(ctx): Admin, Path(id): Path<i64>, Posted(form): Posted<EditF
             at: Some(form.at),
             rate: number("rate", &form.rate)?,
             rate_per_domain: number("rate_per_domain", &form.rate_per_domain)?,
+            // The form shows the lists and the segment it has, so what comes back is the
+            // whole audience; a form without the lists field (an older page) keeps it.
+            lists: Some(names(&form.lists)).filter(|l| !l.is_empty()),
+            segment: Some(terms(&form.segment)),
         })
     })();
     let revision = match revision {

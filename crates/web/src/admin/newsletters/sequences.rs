@@ -67,9 +67,11 @@ async fn show(Admin(ctx): Admin) -> Response {
                     table.steps {
                         thead { tr {
                             th.num { (ctx.t("newsletters.step")) }
+                            th.num { "ID" }
                             th.num { (ctx.t("newsletters.days_after")) }
                             th { (ctx.t("newsletters.time_of_day")) }
                             th { (ctx.t("newsletters.subject")) }
+                            th { (ctx.t("newsletters.step_condition")) }
                             th.num { (ctx.t("newsletters.outcome_sent")) }
                             th.num { (ctx.t("newsletters.graph_bounced")) }
                             th.num { (ctx.t("newsletters.outcome_unsubscribe")) }
@@ -80,9 +82,16 @@ async fn show(Admin(ctx): Admin) -> Response {
                                 @let step = &view.step;
                                 tr {
                                     td.num { (step.position) }
+                                    td.num.step-id { (step.id.0) }
                                     td.num { (step.days_after) }
                                     td { (format!("{:02}:{:02}", step.send_minute / 60, step.send_minute % 60)) }
                                     td.subject { (step.subject) }
+                                    td.condition {
+                                        @if let Some(condition) = step.condition {
+                                            code { (condition.to_string()) } " "
+                                            (if step.otherwise == store::Otherwise::Wait { ctx.t("newsletters.otherwise_wait") } else { ctx.t("newsletters.otherwise_skip") })
+                                        }
+                                    }
                                     td.num.sent { (view.sent) }
                                     td.num.bounced { (view.bounced) }
                                     td.num.unsubscribed { (view.unsubscribed) }
@@ -102,6 +111,13 @@ async fn show(Admin(ctx): Admin) -> Response {
                         p.hint { (ctx.t("newsletters.template_hint")) }
                         label { (ctx.t("newsletters.text_template")) textarea name="text" rows="8" required {} }
                         label { (ctx.t("newsletters.html_template")) textarea name="html" rows="6" {} }
+                        label { (ctx.t("newsletters.step_condition_hint")) input type="text" name="condition" maxlength="64" placeholder="clicked:12"; }
+                        label { (ctx.t("newsletters.otherwise"))
+                            select name="otherwise" {
+                                option value="skip" { (ctx.t("newsletters.otherwise_skip")) }
+                                option value="wait" { (ctx.t("newsletters.otherwise_wait")) }
+                            }
+                        }
                         button type="submit" { (ctx.t("newsletters.add_step")) }
                     }
                 }
@@ -172,6 +188,10 @@ struct StepForm {
     text: String,
     #[serde(default)]
     html: String,
+    #[serde(default)]
+    condition: String,
+    #[serde(default)]
+    otherwise: String,
 }
 
 async fn add_step(
@@ -190,6 +210,8 @@ async fn add_step(
         subject: form.subject.trim().to_string(),
         text: form.text.replace("\r\n", "\n"),
         html: Some(form.html.replace("\r\n", "\n")),
+        condition: Some(form.condition),
+        otherwise: Some(form.otherwise),
     };
     match ctx.run(move |ops| ops.step_compose(request)).await {
         Ok(_) => Redirect::to(&url(&format!("/sequences#sequence-{id}"))).into_response(),
