@@ -18,6 +18,25 @@ pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// Appends a string that may hold UTF-8 for a client that enabled UTF8=ACCEPT: quoted
+/// when it is valid UTF-8 without controls (RFC 6855 3's `uQUOTED-CHAR`), else as
+/// [`push_string`] would.
+pub fn push_utf8_string(out: &mut Vec<u8>, s: &[u8]) {
+    let quotable =
+        s.len() < 1024 && std::str::from_utf8(s).is_ok_and(|t| t.chars().all(|c| !c.is_control()));
+    if !quotable {
+        return push_string(out, s);
+    }
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
 /// Appends `{n}\r\n` and the bytes.
 pub fn push_literal(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());

@@ -10,8 +10,9 @@
 //! Extensions understood by the parser: LITERAL+ (RFC 7888), SASL-IR (RFC 4959), UIDPLUS
 //! (RFC 4315, UID EXPUNGE), MOVE (RFC 6851), ENABLE (RFC 5161), NAMESPACE (RFC 2342), IDLE
 //! (RFC 2177), SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), UNSELECT (RFC 3691), ID
-//! (RFC 2971), and CONDSTORE and QRESYNC (RFC 7162: SELECT parameters, FETCH and STORE
-//! modifiers, MODSEQ, HIGHESTMODSEQ, VANISHED).
+//! (RFC 2971), CONDSTORE and QRESYNC (RFC 7162: SELECT parameters, FETCH and STORE
+//! modifiers, MODSEQ, HIGHESTMODSEQ, VANISHED), and UTF8=ACCEPT (RFC 6855: UTF-8 mailbox
+//! names both ways and APPEND's `UTF8 (~{n})`, once the session enables it).
 
 mod command;
 pub mod encode;

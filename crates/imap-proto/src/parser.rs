@@ -236,6 +236,8 @@ pub struct CommandReader {
     literal_octets: usize,
     /// The last bytes of a line being discarded (state `Discard`).
     tail: Vec<u8>,
+    /// Commands are read as after ENABLE UTF8=ACCEPT (see [`CommandReader::set_utf8`]).
+    utf8: bool,
 }
 
 impl Default for CommandReader {
@@ -258,7 +260,14 @@ impl CommandReader {
             line_octets: 0,
             literal_octets: 0,
             tail: Vec::new(),
+            utf8: false,
         }
+    }
+
+    /// From the next command on, mailbox names are read as UTF-8 rather than modified
+    /// UTF-7, and APPEND takes `UTF8 (~{n})`: the client enabled UTF8=ACCEPT (RFC 6855).
+    pub fn set_utf8(&mut self) {
+        self.utf8 = true;
     }
 
     /// The limits in effect.
@@ -357,7 +366,7 @@ impl CommandReader {
         self.state = State::Line { start: 0 };
         self.line_octets = 0;
         self.literal_octets = 0;
-        Some(commands::parse_frame(frame).map(Parsed::Command))
+        Some(commands::parse_frame(frame, self.utf8).map(Parsed::Command))
     }
 
     /// Handles `{size}` or `{size+}` at the end of the line just read.
@@ -381,7 +390,7 @@ impl CommandReader {
         if sync {
             // The client will not send the data until asked, so whatever is wrong with the
             // command so far is best reported now.
-            if let Err(error) = commands::check_prefix(&self.frame) {
+            if let Err(error) = commands::check_prefix(&self.frame, self.utf8) {
                 self.reset();
                 return Some(Err(error));
             }
@@ -560,5 +569,5 @@ fn literal_marker(line: &[u8]) -> Option<(u64, bool)> {
 /// CRLF. The incremental [`CommandReader`] uses this once it has a whole command; it is
 /// public for tools and tests that hold a command in one piece.
 pub fn parse_command(input: &[u8]) -> Result<Command, ParseError> {
-    commands::parse_frame(input.to_vec())
+    commands::parse_frame(input.to_vec(), false)
 }

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::command::{Flag, Section, SectionText, StatusItem};
-use crate::encode::push_string;
+use crate::encode::{push_string, push_utf8_string};
 use crate::utf7;
 
 /// The condition a status response reports (RFC 3501 section 7.1).
@@ -281,8 +281,14 @@ pub fn flags(out: &mut Vec<u8>, flags: &[Flag]) {
 
 /// Appends `* LIST (attributes) "delimiter" mailbox\r\n`. Attributes are written as given
 /// (`\HasNoChildren`, `\Sent`, ...); `None` as delimiter is a flat namespace (`NIL`).
-pub fn list(out: &mut Vec<u8>, attributes: &[&str], delimiter: Option<char>, mailbox: &str) {
-    list_line(out, "LIST", attributes, delimiter, mailbox);
+pub fn list(
+    out: &mut Vec<u8>,
+    attributes: &[&str],
+    delimiter: Option<char>,
+    mailbox: &str,
+    names: Names,
+) {
+    list_line(out, "LIST", attributes, delimiter, mailbox, names);
 }
 
 /// [`list`] with RFC 5258's CHILDINFO extended data item, the selection options some
@@ -294,8 +300,9 @@ pub fn list_child_info(
     delimiter: Option<char>,
     mailbox: &str,
     child_info: &[&str],
+    names: Names,
 ) {
-    list(out, attributes, delimiter, mailbox);
+    list(out, attributes, delimiter, mailbox, names);
     if child_info.is_empty() {
         return;
     }
@@ -311,8 +318,14 @@ pub fn list_child_info(
 }
 
 /// Appends `* LSUB (attributes) "delimiter" mailbox\r\n`.
-pub fn lsub(out: &mut Vec<u8>, attributes: &[&str], delimiter: Option<char>, mailbox: &str) {
-    list_line(out, "LSUB", attributes, delimiter, mailbox);
+pub fn lsub(
+    out: &mut Vec<u8>,
+    attributes: &[&str],
+    delimiter: Option<char>,
+    mailbox: &str,
+    names: Names,
+) {
+    list_line(out, "LSUB", attributes, delimiter, mailbox, names);
 }
 
 fn list_line(
@@ -321,6 +334,7 @@ fn list_line(
     attributes: &[&str],
     delimiter: Option<char>,
     mailbox: &str,
+    names: Names,
 ) {
     let _ = write!(Bytes(out), "* {verb} (");
     for (i, attribute) in attributes.iter().enumerate() {
@@ -338,14 +352,14 @@ fn list_line(
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    push_mailbox(out, mailbox);
+    push_mailbox_as(out, mailbox, names);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `* STATUS mailbox (ITEM n ...)\r\n`.
-pub fn status(out: &mut Vec<u8>, mailbox: &str, items: &[(StatusItem, u64)]) {
+pub fn status(out: &mut Vec<u8>, mailbox: &str, items: &[(StatusItem, u64)], names: Names) {
     out.extend_from_slice(b"* STATUS ");
-    push_mailbox(out, mailbox);
+    push_mailbox_as(out, mailbox, names);
     out.extend_from_slice(b" (");
     for (i, (item, value)) in items.iter().enumerate() {
         if i > 0 {
@@ -367,9 +381,9 @@ pub fn status(out: &mut Vec<u8>, mailbox: &str, items: &[(StatusItem, u64)]) {
 }
 
 /// Appends `* QUOTAROOT mailbox root ...\r\n` (RFC 9208).
-pub fn quota_root(out: &mut Vec<u8>, mailbox: &str, roots: &[&str]) {
+pub fn quota_root(out: &mut Vec<u8>, mailbox: &str, roots: &[&str], names: Names) {
     out.extend_from_slice(b"* QUOTAROOT ");
-    push_mailbox(out, mailbox);
+    push_mailbox_as(out, mailbox, names);
     for root in roots {
         out.push(b' ');
         push_string(out, root.as_bytes());
@@ -589,10 +603,28 @@ pub fn push_uid_set(out: &mut Vec<u8>, numbers: &[u32]) {
     }
 }
 
+/// How mailbox names go on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Names {
+    /// Modified UTF-7 (RFC 3501 5.1.3), as every client understands.
+    #[default]
+    Utf7,
+    /// UTF-8 as it is, once the client enabled UTF8=ACCEPT (RFC 6855 3).
+    Utf8,
+}
+
 /// Appends a mailbox name (UTF-8) encoded in modified UTF-7 and quoted (or sent as a
 /// literal when it is long).
 pub fn push_mailbox(out: &mut Vec<u8>, name: &str) {
     push_mailbox_string(out, name);
+}
+
+/// Appends a mailbox name as `names` says: modified UTF-7, or UTF-8 as it is.
+pub fn push_mailbox_as(out: &mut Vec<u8>, name: &str, names: Names) {
+    match names {
+        Names::Utf7 => push_mailbox_string(out, name),
+        Names::Utf8 => push_utf8_string(out, name.as_bytes()),
+    }
 }
 
 fn push_mailbox_string(out: &mut Vec<u8>, name: &str) {
@@ -848,27 +880,35 @@ mod tests {
             "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n",
         );
         check(
-            |o| list(o, &["\\HasNoChildren", "\\Sent"], Some('/'), "Sent"),
+            |o| {
+                list(
+                    o,
+                    &["\\HasNoChildren", "\\Sent"],
+                    Some('/'),
+                    "Sent",
+                    Names::Utf7,
+                )
+            },
             "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n",
         );
         check(
-            |o| list(o, &["\\Noselect"], Some('/'), ""),
+            |o| list(o, &["\\Noselect"], Some('/'), "", Names::Utf7),
             "* LIST (\\Noselect) \"/\" \"\"\r\n",
         );
         check(
-            |o| list(o, &[], None, "~peter/mail/台北/日本語"),
+            |o| list(o, &[], None, "~peter/mail/台北/日本語", Names::Utf7),
             "* LIST () NIL \"~peter/mail/&U,BTFw-/&ZeVnLIqe-\"\r\n",
         );
         check(
-            |o| list_child_info(o, &[], Some('/'), "Foo", &["SUBSCRIBED"]),
+            |o| list_child_info(o, &[], Some('/'), "Foo", &["SUBSCRIBED"], Names::Utf7),
             "* LIST () \"/\" \"Foo\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n",
         );
         check(
-            |o| list_child_info(o, &["\\NonExistent"], Some('/'), "a", &[]),
+            |o| list_child_info(o, &["\\NonExistent"], Some('/'), "a", &[], Names::Utf7),
             "* LIST (\\NonExistent) \"/\" \"a\"\r\n",
         );
         check(
-            |o| lsub(o, &[], Some('.'), "a\"b"),
+            |o| lsub(o, &[], Some('.'), "a\"b", Names::Utf7),
             "* LSUB () \".\" \"a\\\"b\"\r\n",
         );
         check(
@@ -877,9 +917,23 @@ mod tests {
                     o,
                     "Tom & Jerry",
                     &[(StatusItem::Messages, 231), (StatusItem::UidNext, 44292)],
+                    Names::Utf7,
                 )
             },
             "* STATUS \"Tom &- Jerry\" (MESSAGES 231 UIDNEXT 44292)\r\n",
+        );
+        // After ENABLE UTF8=ACCEPT names go as they are, quoted, `&` included.
+        check(
+            |o| status(o, "Tom & 台北", &[(StatusItem::Messages, 1)], Names::Utf8),
+            "* STATUS \"Tom & 台北\" (MESSAGES 1)\r\n",
+        );
+        check(
+            |o| list(o, &[], Some('/'), "Entwürfe/\"x\"", Names::Utf8),
+            "* LIST () \"/\" \"Entwürfe/\\\"x\\\"\"\r\n",
+        );
+        check(
+            |o| quota_root(o, "Entwürfe", &[""], Names::Utf7),
+            "* QUOTAROOT \"Entw&APw-rfe\" \"\"\r\n",
         );
         check(
             |o| {
@@ -891,6 +945,7 @@ mod tests {
                         (StatusItem::UidValidity, 1),
                         (StatusItem::Unseen, 2),
                     ],
+                    Names::Utf7,
                 )
             },
             "* STATUS \"x\" (RECENT 0 UIDVALIDITY 1 UNSEEN 2)\r\n",

@@ -126,6 +126,9 @@ struct Session {
     condstore: bool,
     /// ENABLE QRESYNC was given: expunges are told as VANISHED, SELECT takes QRESYNC.
     qresync: bool,
+    /// ENABLE UTF8=ACCEPT was given (RFC 6855): mailbox names go both ways as UTF-8, not
+    /// modified UTF-7, and SEARCH takes no CHARSET.
+    names: response::Names,
 }
 
 pub async fn run(conn: Connection, server: Arc<ImapServer>) {
@@ -150,6 +153,7 @@ pub async fn run(conn: Connection, server: Arc<ImapServer>) {
             command_started: None,
             condstore: false,
             qresync: false,
+            names: response::Names::Utf7,
         };
         if let Err(e) = session.serve().await {
             debug!(error = %e, "connection ended with an error");
@@ -397,6 +401,7 @@ impl Session {
             "CHILDREN",
             "CONDSTORE",
             "QRESYNC",
+            "UTF8=ACCEPT",
             "QUOTA",
             "QUOTA=RES-STORAGE",
         ];
@@ -463,8 +468,9 @@ impl Session {
                 Ok(done("ID completed"))
             }
             CommandBody::Enable(names) if authenticated => {
-                // CONDSTORE and QRESYNC (which implies CONDSTORE, RFC 7162 §3.2.3) are the
-                // extensions offered that need enabling; others are not named back.
+                // CONDSTORE, QRESYNC (which implies CONDSTORE, RFC 7162 §3.2.3) and
+                // UTF8=ACCEPT are the extensions offered that need enabling; others are not
+                // named back.
                 let mut enabled = Vec::new();
                 for name in names {
                     if name.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
@@ -474,6 +480,12 @@ impl Session {
                         self.qresync = true;
                         self.condstore = true;
                         enabled.push("QRESYNC");
+                    } else if name.eq_ignore_ascii_case("UTF8=ACCEPT")
+                        && self.names != response::Names::Utf8
+                    {
+                        self.names = response::Names::Utf8;
+                        self.reader.set_utf8();
+                        enabled.push("UTF8=ACCEPT");
                     }
                 }
                 if let State::Selected(_, view) = &mut self.state {
@@ -801,7 +813,13 @@ impl Session {
                 let pattern = format!("{reference}{pattern}");
                 for name in subscribed {
                     if list::pattern_matches(&pattern, &name) {
-                        response::lsub(&mut self.wire.output, &[], Some(list::DELIMITER), &name);
+                        response::lsub(
+                            &mut self.wire.output,
+                            &[],
+                            Some(list::DELIMITER),
+                            &name,
+                            self.names,
+                        );
                     }
                 }
                 Ok(done("LSUB completed"))
@@ -820,7 +838,7 @@ impl Session {
                     s.quota(account)
                 })
                 .await?;
-                response::quota_root(&mut self.wire.output, &mailbox, &[""]);
+                response::quota_root(&mut self.wire.output, &mailbox, &[""], self.names);
                 push_quota(&mut self.wire.output, &quota);
                 Ok(done("GETQUOTAROOT completed"))
             }
@@ -851,7 +869,15 @@ impl Session {
                     Ok((info, counts))
                 })
                 .await?;
-                push_status(&mut self.wire.output, &mailbox, &items, &info, &counts);
+                let names = self.names;
+                push_status(
+                    &mut self.wire.output,
+                    &mailbox,
+                    &items,
+                    &info,
+                    &counts,
+                    names,
+                );
                 Ok(done("STATUS completed"))
             }
             CommandBody::Append {
@@ -926,6 +952,7 @@ impl Session {
                 &["\\Noselect"],
                 Some(list::DELIMITER),
                 "",
+                self.names,
             );
         }
         let patterns: Vec<String> = patterns.into_iter().filter(|p| !p.is_empty()).collect();
@@ -948,10 +975,11 @@ impl Session {
             &patterns,
             select,
         );
+        let names = self.names;
         let Some(items) = ret.status.clone() else {
             let out = &mut self.wire.output;
             for line in &listed {
-                push_list(out, line, &ret);
+                push_list(out, line, &ret, names);
             }
             return Ok(done("LIST completed"));
         };
@@ -983,9 +1011,9 @@ impl Session {
         .await?;
         let out = &mut self.wire.output;
         for line in &listed {
-            push_list(out, line, &ret);
+            push_list(out, line, &ret, names);
             if let Some((info, counts)) = statuses.get(&line.entry.name) {
-                push_status(out, &line.entry.name, &items, info, counts);
+                push_status(out, &line.entry.name, &items, info, counts, names);
             }
         }
         Ok(done("LIST completed"))
@@ -1160,6 +1188,13 @@ impl Session {
                 criteria,
                 ret,
             } => {
+                // RFC 6855 3: after ENABLE UTF8=ACCEPT every string is UTF-8, and a charset
+                // label would contradict that.
+                if charset.is_some() && self.names == response::Names::Utf8 {
+                    return Err(No::bad(
+                        "SEARCH takes no CHARSET after ENABLE UTF8=ACCEPT (RFC 6855)",
+                    ));
+                }
                 if let Some(charset) = &charset
                     && !["UTF-8", "US-ASCII"]
                         .iter()
@@ -1513,13 +1548,14 @@ fn special_use_role(uses: &[String]) -> Result<Option<store::SpecialUse>, No> {
     }
 }
 
-fn push_list(out: &mut Vec<u8>, line: &list::Listed, ret: &ListReturn) {
+fn push_list(out: &mut Vec<u8>, line: &list::Listed, ret: &ListReturn, names: response::Names) {
     response::list_child_info(
         out,
         &line.attributes(ret),
         Some(list::DELIMITER),
         &line.entry.name,
         &line.child_info,
+        names,
     );
 }
 
@@ -1530,6 +1566,7 @@ fn push_status(
     items: &[StatusItem],
     info: &MailboxInfo,
     counts: &store::MailboxCounts,
+    names: response::Names,
 ) {
     let values: Vec<(StatusItem, u64)> = items
         .iter()
@@ -1547,7 +1584,7 @@ fn push_status(
             (item, value)
         })
         .collect();
-    response::status(out, mailbox, &values);
+    response::status(out, mailbox, &values, names);
 }
 
 /// `* QUOTA "" (STORAGE used limit)` in units of 1024 bytes (RFC 9208), rounded up so that

@@ -69,6 +69,7 @@ scripts! {
         list_extended => "imap_list_extended",
         search_index => "imap_search_index",
         quota => "quota",
+        utf8 => "imap_utf8",
     }
     ops {
         maintenance => "maintenance",

@@ -10,9 +10,10 @@ use super::{ErrorKind, ParseError, fetch, search};
 
 /// Parses one complete command (lines and literal data, ending with the final line
 /// ending). APPEND's message is moved out of `frame` rather than copied.
-pub(super) fn parse_frame(mut frame: Vec<u8>) -> Result<Command, ParseError> {
+pub(super) fn parse_frame(mut frame: Vec<u8>, utf8: bool) -> Result<Command, ParseError> {
     let (result, message) = {
         let mut c = Cursor::new(&frame);
+        c.utf8 = utf8;
         (command(&mut c), c.message.take())
     };
     let mut command = result?;
@@ -26,8 +27,9 @@ pub(super) fn parse_frame(mut frame: Vec<u8>) -> Result<Command, ParseError> {
 
 /// Checks the part of a command that precedes a synchronizing literal, so that the client
 /// is not asked to send data for a command that is already known to be wrong.
-pub(super) fn check_prefix(frame: &[u8]) -> Result<(), ParseError> {
+pub(super) fn check_prefix(frame: &[u8], utf8: bool) -> Result<(), ParseError> {
     let mut c = Cursor::new(frame);
+    c.utf8 = utf8;
     match command(&mut c) {
         Err(_) if c.hit_end => Ok(()),
         Err(error) => Err(error),
@@ -531,11 +533,19 @@ fn append(c: &mut Cursor) -> PResult<CommandBody> {
         c.sp()?;
     }
     match c.peek() {
-        Some(b'{') => {}
+        Some(b'{') => c.message = Some(c.literal()?),
+        // RFC 6855 4: a message with UTF-8 in its header fields, after ENABLE UTF8=ACCEPT.
+        Some(b'U' | b'u') if c.utf8 => {
+            if !c.eat_word(b"UTF8 (") {
+                return fail("Expected the message as a literal, or UTF8 (~{size})");
+            }
+            c.message = Some(c.literal8()?);
+            c.expect(b')', "Expected ) after the UTF8 message")?;
+        }
+        Some(b'U' | b'u') => return fail("UTF8 APPEND data needs ENABLE UTF8=ACCEPT first"),
         Some(b'~') => return fail("Binary literals are not supported"),
         _ => return fail("Expected the message as a literal"),
     }
-    c.message = Some(c.literal()?);
     Ok(CommandBody::Append {
         mailbox,
         flags,

@@ -85,6 +85,9 @@ pub(super) struct Cursor<'a> {
     /// Where APPEND's message literal lies in `buf`, so its bytes can be moved rather than
     /// copied.
     pub message: Option<Range<usize>>,
+    /// The client enabled UTF8=ACCEPT (RFC 6855): mailbox names are UTF-8, not modified
+    /// UTF-7, and APPEND takes `UTF8 (~{n})`.
+    pub utf8: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -95,6 +98,7 @@ impl<'a> Cursor<'a> {
             hit_end: false,
             depth: 0,
             message: None,
+            utf8: false,
         }
     }
 
@@ -284,6 +288,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// `{n}` or `{n+}`, the line ending, and `n` octets; returns where the octets lie.
+    /// A `literal8` (RFC 3516 `~{n}`), which may hold any octet but NUL: APPEND's UTF8
+    /// data (RFC 6855 4).
+    pub fn literal8(&mut self) -> PResult<Range<usize>> {
+        self.expect(b'~', "Expected a literal8")?;
+        self.literal()
+    }
+
     pub fn literal(&mut self) -> PResult<Range<usize>> {
         self.expect(b'{', "Expected a literal")?;
         let digits = self.take_while(|b| b.is_ascii_digit());
@@ -442,7 +453,7 @@ impl<'a> Cursor<'a> {
     /// "INBOX/Sub", as Dovecot has it), so one mailbox never shows under two spellings.
     pub fn mailbox(&mut self) -> PResult<String> {
         let raw = self.astring()?;
-        let name = decode_mailbox(&raw)?;
+        let name = self.decode_mailbox(&raw)?;
         let first = name.split('/').next().unwrap_or_default();
         if first.eq_ignore_ascii_case("INBOX") && first != "INBOX" {
             return Ok(format!("INBOX{}", &name[first.len()..]));
@@ -463,7 +474,19 @@ impl<'a> Cursor<'a> {
                 Cow::Borrowed(s)
             }
         };
-        decode_mailbox(&raw)
+        self.decode_mailbox(&raw)
+    }
+
+    /// A mailbox name or pattern as text: modified UTF-7 (RFC 3501 5.1.3), or UTF-8 once
+    /// the client enabled UTF8=ACCEPT, where `&` is an ordinary character (RFC 6855 3).
+    fn decode_mailbox(&self, raw: &[u8]) -> PResult<String> {
+        if self.utf8 {
+            return match std::str::from_utf8(raw) {
+                Ok(name) if !name.contains('\0') => Ok(name.to_string()),
+                _ => fail("Invalid mailbox name: not UTF-8"),
+            };
+        }
+        utf7::decode(raw).map_err(|e| Fail(format!("Invalid mailbox name: {e}").into()))
     }
 
     /// A SEARCH date: `1-Feb-1994`, optionally quoted; days since the Unix epoch.
@@ -545,11 +568,6 @@ impl<'a> Cursor<'a> {
         }
         Ok(digits.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')))
     }
-}
-
-/// Decodes a mailbox name or pattern from modified UTF-7.
-fn decode_mailbox(raw: &[u8]) -> PResult<String> {
-    utf7::decode(raw).map_err(|e| Fail(format!("Invalid mailbox name: {e}").into()))
 }
 
 /// Converts bytes of a string argument to UTF-8 text, refusing NUL and invalid UTF-8.

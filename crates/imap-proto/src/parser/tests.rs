@@ -1915,3 +1915,66 @@ fn condstore_select_fetch_store_search_status() {
         },
     );
 }
+
+/// After ENABLE UTF8=ACCEPT (RFC 6855): names are UTF-8 as sent (`&` is a character, not a
+/// shift into modified UTF-7), and APPEND takes `UTF8 (~{n})`; before it, neither.
+#[test]
+fn utf8_accept_reads_names_as_utf8_and_takes_utf8_append_data() {
+    let utf8 = |input: &[u8]| {
+        let mut reader = CommandReader::new(Limits::default());
+        reader.set_utf8();
+        let mut buf = input.to_vec();
+        let mut outs = Vec::new();
+        drive(&mut reader, &mut buf, &mut outs);
+        outs.retain(|o| *o != Out::Cont);
+        outs
+    };
+    let body = |outs: Vec<Out>| match outs.as_slice() {
+        [Out::Cmd(c)] => c.body.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        body(utf8("a SELECT \"Tom & Jerry/Entwürfe\"\r\n".as_bytes())),
+        CommandBody::Select {
+            mailbox: "Tom & Jerry/Entwürfe".into(),
+            condstore: false,
+            qresync: None,
+        }
+    );
+    assert_eq!(
+        body(utf8(b"a APPEND Drafts (\\Seen) UTF8 (~{5}\r\nHello)\r\n")),
+        CommandBody::Append {
+            mailbox: "Drafts".into(),
+            flags: vec![Flag::Seen],
+            date: None,
+            message: b"Hello".to_vec(),
+        }
+    );
+    assert_eq!(
+        body(utf8(b"a APPEND Drafts {5}\r\nHello\r\n")),
+        CommandBody::Append {
+            mailbox: "Drafts".into(),
+            flags: vec![],
+            date: None,
+            message: b"Hello".to_vec(),
+        }
+    );
+    for (input, reason) in [
+        (&b"a APPEND Drafts UTF8 ({5}\r\nHello)\r\n"[..], "literal8"),
+        (
+            &b"a APPEND Drafts UTF8 (~{5}\r\nHello\r\n"[..],
+            "Expected )",
+        ),
+        (&b"a SELECT \"\xff\"\r\n"[..], "not UTF-8"),
+    ] {
+        // (A refused synchronizing literal's data, sent here without waiting, then reads
+        // as a command of its own; only the first answer matters.)
+        match utf8(input).first() {
+            Some(Out::Err(_, ErrorKind::Syntax(why))) => assert!(why.contains(reason), "{why}"),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+    // Without ENABLE: modified UTF-7 as before, and no UTF8 data.
+    check_err("SELECT \"Tom & Jerry\"", "Invalid mailbox name");
+    check_err("APPEND Drafts UTF8 (~{1+}\r\nx)", "ENABLE UTF8=ACCEPT");
+}
