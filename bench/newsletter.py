@@ -325,7 +325,18 @@ def part2(args):
                                                     for i in range(100)) + "\nhttps://example.org/a\n{{unsubscribe_url}}\n")
     t0 = time.monotonic()
     r = t.cli("campaign", "create", LIST, "--subject", "Rate", "--text", str(text))
-    sink.wait_count(args.send, timeout=900, what="campaign mails")
+    # The first arrival tells the engine's pick-up of a campaign made by another process
+    # (it looks for due campaigns on a timer) apart from the sending itself.
+    first = None
+    while True:
+        n = sink.count()
+        now = time.monotonic()
+        if n and first is None:
+            first = now - t0
+        if n >= args.send:
+            break
+        assert now - t0 < 900, f"the sink holds {n} campaign mails after 900 s"
+        time.sleep(0.05)
     tegami_s = time.monotonic() - t0
     assert "campaign" in r.out
     peak = srv.peak_rss_kib()
@@ -339,13 +350,16 @@ def part2(args):
     relay_s = time.monotonic() - t0
     out = {"messages": args.send, "destinations": args.destinations, "mean_size": size,
            "tegami": {"seconds": round(tegami_s, 3), "per_s": round(args.send / tegami_s, 1),
+                      "first_mail_s": round(first, 3),
+                      "after_first_per_s": round((args.send - 1) / max(tegami_s - first, 1e-6), 1),
                       "what": "campaign create -> render, enqueue, DKIM-sign, deliver; until the sink holds all"},
            "postfix_relay": {"seconds": round(relay_s, 3), "per_s": round(len(mails) / relay_s, 1),
                              "what": "the same rendered mails over 8 SMTP sessions to a Postfix relaying to the sink"},
            "tegami_peak_rss_kib": peak}
     out["ratio_tegami_to_postfix"] = round(out["tegami"]["per_s"] / out["postfix_relay"]["per_s"], 3)
     print(f"sending: {args.send} mails of ~{size} B to {args.destinations} domains: tegami {out['tegami']['per_s']}/s, "
-          f"Postfix relay {out['postfix_relay']['per_s']}/s; tegami/Postfix {out['ratio_tegami_to_postfix']}", flush=True)
+          f"Postfix relay {out['postfix_relay']['per_s']}/s; tegami/Postfix {out['ratio_tegami_to_postfix']} "
+          f"(tegami's first mail after {first:.2f} s, then {out['tegami']['after_first_per_s']}/s)", flush=True)
     return out
 
 

@@ -2332,3 +2332,29 @@ fn steps_wait_for_a_click_or_branch_on_it() {
         "not-opened:7"
     );
 }
+
+/// The sender's cheap look for work: the earliest start of a scheduled campaign, any time
+/// while one is sending, nothing once all are done (a paused one waits for its resume).
+#[test]
+fn the_sender_learns_when_it_next_has_campaign_work() {
+    let f = fixture();
+    let l = list(&f.store, false);
+    add_subscribers(&f.store, l, 3, T0 - 3600);
+    assert_eq!(f.store.campaign_work_at().unwrap(), None);
+    let c = campaign(&f.store, l);
+    assert_eq!(f.store.campaign_work_at().unwrap(), Some(T0));
+    f.store
+        .campaign_apply(c, CampaignAction::Start, T0)
+        .unwrap();
+    assert_eq!(f.store.campaign_work_at().unwrap(), Some(i64::MIN));
+    f.store
+        .campaign_apply(c, CampaignAction::Pause, T0)
+        .unwrap();
+    assert_eq!(f.store.campaign_work_at().unwrap(), None);
+    f.store
+        .campaign_apply(c, CampaignAction::Resume, T0)
+        .unwrap();
+    let e = engine(&f.store);
+    assert_eq!(send_all(&e, &f.store, c), CampaignState::Done);
+    assert_eq!(f.store.campaign_work_at().unwrap(), None);
+}

@@ -886,6 +886,10 @@ pub trait Newsletters: Send + Sync {
     fn campaign_add(&self, campaign: NewCampaign) -> Result<CampaignId>;
     /// Every campaign, newest first.
     fn campaigns(&self) -> Result<Vec<Campaign>>;
+    /// When the sender next has work: `Some(i64::MIN)` while a campaign is sending, else the
+    /// earliest start of a scheduled one; `None` when neither. One small query, so the
+    /// sender can ask often and start a campaign made by another process (the CLI) at once.
+    fn campaign_work_at(&self) -> Result<Option<i64>>;
     fn campaign(&self, id: CampaignId) -> Result<Campaign>;
     /// Applies `action` if the campaign's state at that moment allows it (see
     /// [`CampaignAction::allowed_from`]), in one write that also appends the move to the

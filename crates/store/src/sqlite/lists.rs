@@ -932,6 +932,17 @@ impl Newsletters for SqliteStore {
         })
     }
 
+    fn campaign_work_at(&self) -> Result<Option<i64>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT min(CASE state WHEN 'sending' THEN -9223372036854775808 ELSE send_at END)
+                     FROM nl_campaigns WHERE state IN ('scheduled', 'sending')",
+                )?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+
     fn campaigns(&self) -> Result<Vec<Campaign>> {
         self.read(|conn| {
             Ok(conn
