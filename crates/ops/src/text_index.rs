@@ -17,6 +17,13 @@ const STEP: usize = 500;
 const SWEEP: usize = 5000;
 /// How long the indexer rests when it has caught up.
 const IDLE: Duration = Duration::from_secs(1);
+/// The lull in writes the indexer waits for before a step: deliveries come first, and the
+/// index catches up between them (SEARCH scans what it has not reached meanwhile).
+const LULL: Duration = Duration::from_millis(250);
+/// The longest the indexer defers a step for deliveries, and the backlog past which it does
+/// not wait: under a load that never pauses the index still keeps up, a step at a time.
+const MAX_DEFER: Duration = Duration::from_secs(10);
+const BACKLOG: u64 = 20_000;
 
 /// What the index holds of a message: the lower-cased text SEARCH scans.
 pub fn text_of(raw: &[u8]) -> Option<IndexText> {
@@ -165,7 +172,8 @@ impl Ops {
 /// machine deliveries and sessions go first and the index catches up when they leave room
 /// (a thread of tokio's blocking pool would keep the priority for whatever runs on it next).
 pub async fn run(ops: Arc<Ops>, mut stop: net::Shutdown) {
-    type Reply = tokio::sync::oneshot::Sender<Result<bool>>;
+    type Reply = tokio::sync::oneshot::Sender<Result<u64>>;
+    let store = ops.sqlite().clone();
     let (steps, asked) = std::sync::mpsc::channel::<Reply>();
     let spawned = std::thread::Builder::new()
         .name("indexer".into())
@@ -179,31 +187,43 @@ pub async fn run(ops: Arc<Ops>, mut stop: net::Shutdown) {
         tracing::warn!(error = %e, "cannot start the full-text indexer");
         return;
     }
+    let mut pending = 0;
     loop {
+        // Wait for a lull in writes, unless the backlog is large or the wait long.
+        let deferred = tokio::time::Instant::now();
+        while pending < BACKLOG && deferred.elapsed() < MAX_DEFER {
+            let quiet = store.writes_quiet_for();
+            if quiet >= LULL {
+                break;
+            }
+            if !stop.pause(tokio::time::sleep(LULL - quiet)).await {
+                return;
+            }
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         if steps.send(reply).is_err() {
             return;
         }
-        let busy = match answer.await {
-            Ok(Ok(busy)) => busy,
+        pending = match answer.await {
+            Ok(Ok(pending)) => pending,
             Ok(Err(e)) => {
                 tracing::warn!(error = e.one_line(), "full-text indexing failed");
-                false
+                0
             }
             Err(_) => {
                 tracing::warn!("the full-text indexer stopped");
                 return;
             }
         };
-        let rest = if busy { Duration::ZERO } else { IDLE };
+        let rest = if pending > 0 { Duration::ZERO } else { IDLE };
         if !stop.pause(tokio::time::sleep(rest)).await {
             return;
         }
     }
 }
 
-/// One step of the service: whether more mail is waiting.
-fn step(ops: &Ops) -> Result<bool> {
+/// One step of the service: how many messages are still waiting.
+fn step(ops: &Ops) -> Result<u64> {
     let store = ops.sqlite();
     let step = store.index_step(&text_of, None, false, STEP)?;
     let (removed, _) = store.index_sweep(SWEEP)?;
@@ -216,7 +236,7 @@ fn step(ops: &Ops) -> Result<bool> {
             "full-text index step"
         );
     }
-    Ok(step.pending > 0)
+    Ok(step.pending)
 }
 
 /// Gives the calling thread (only) the lowest CPU priority, nice 19; Linux applies

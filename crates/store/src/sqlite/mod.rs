@@ -232,6 +232,12 @@ impl SqliteStore {
         }
     }
 
+    /// How long no write of the main database has been asked for: the indexer, whose own
+    /// writes compete with deliveries for the disk, waits for a lull of its own length.
+    pub fn writes_quiet_for(&self) -> std::time::Duration {
+        self.writer.quiet_for()
+    }
+
     /// Compares the index with the live messages.
     pub fn index_check(&self) -> Result<crate::text_index::IndexCheck> {
         self.read(|conn| self.text_index.check(conn))

@@ -12,8 +12,10 @@
 //! writer thread writes" holds for them too and deliveries simply queue behind them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -78,6 +80,10 @@ where
 pub(crate) struct Writer {
     queue: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// When the last request came, in milliseconds after `started`: background work that
+    /// competes with the writer for the disk (the full-text indexer) waits for a lull.
+    last_request: AtomicU64,
+    started: Instant,
 }
 
 impl Writer {
@@ -90,7 +96,15 @@ impl Writer {
         Writer {
             queue: Some(queue),
             thread: Some(thread),
+            last_request: AtomicU64::new(0),
+            started: Instant::now(),
         }
+    }
+
+    /// How long no write has been asked for.
+    pub fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_request.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 
     /// Runs `work` in the next batch and waits until that batch is durable.
@@ -118,6 +132,8 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_request.store(now, Ordering::Relaxed);
         let (reply, answer) = mpsc::sync_channel(1);
         let job = Box::new(Request {
             alone,
