@@ -5,28 +5,14 @@
 pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
     let quotable = s.len() < 1024 && s.iter().all(|&b| (0x20..0x7f).contains(&b));
     if quotable {
-        out.push(b'"');
-        for &b in s {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
+        push_quoted(out, s);
     } else {
         push_literal(out, s);
     }
 }
 
-/// Appends a string that may hold UTF-8 for a client that enabled UTF8=ACCEPT: quoted
-/// when it is valid UTF-8 without controls (RFC 6855 3's `uQUOTED-CHAR`), else as
-/// [`push_string`] would.
-pub fn push_utf8_string(out: &mut Vec<u8>, s: &[u8]) {
-    let quotable =
-        s.len() < 1024 && std::str::from_utf8(s).is_ok_and(|t| t.chars().all(|c| !c.is_control()));
-    if !quotable {
-        return push_string(out, s);
-    }
+/// Appends `s` between double quotes, with `"` and `\` escaped.
+fn push_quoted(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
     for &b in s {
         if b == b'"' || b == b'\\' {
@@ -35,6 +21,19 @@ pub fn push_utf8_string(out: &mut Vec<u8>, s: &[u8]) {
         out.push(b);
     }
     out.push(b'"');
+}
+
+/// Appends a string that may hold UTF-8 for a client that enabled UTF8=ACCEPT: quoted
+/// when it is valid UTF-8 without controls (RFC 6855 3's `uQUOTED-CHAR`), else as
+/// [`push_string`] would.
+pub fn push_utf8_string(out: &mut Vec<u8>, s: &[u8]) {
+    let quotable =
+        s.len() < 1024 && std::str::from_utf8(s).is_ok_and(|t| t.chars().all(|c| !c.is_control()));
+    if quotable {
+        push_quoted(out, s);
+    } else {
+        push_string(out, s);
+    }
 }
 
 /// Appends `{n}\r\n` and the bytes.

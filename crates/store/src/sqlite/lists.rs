@@ -529,6 +529,16 @@ fn due_at(zone: &TimeZone, start: i64, step: &Step) -> Result<i64> {
     Ok(due.timestamp().as_second())
 }
 
+/// Every sequence, oldest first.
+fn all_sequences(conn: &Connection) -> Result<Vec<Sequence>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
+        ))?
+        .query_map([], sequence_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 /// Which due steps [`due_steps`] looks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Due {
@@ -549,12 +559,7 @@ fn due_steps(
     limit: usize,
     want: Due,
 ) -> Result<Vec<(Step, SubscriberId)>> {
-    let sequences: Vec<Sequence> = conn
-        .prepare_cached(&format!(
-            "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
-        ))?
-        .query_map([], sequence_row)?
-        .collect::<rusqlite::Result<_>>()?;
+    let sequences = all_sequences(conn)?;
     let mut due: Vec<(Step, SubscriberId)> = Vec::new();
     for sequence in sequences {
         if due.len() >= limit {
@@ -1329,13 +1334,7 @@ impl Newsletters for SqliteStore {
     fn sequences(&self) -> Result<Vec<(Sequence, Vec<Step>)>> {
         self.read(|conn| {
             snapshot(conn, |conn| {
-                let sequences: Vec<Sequence> = conn
-                    .prepare_cached(&format!(
-                        "SELECT {SEQUENCE_COLUMNS} FROM nl_sequences ORDER BY id"
-                    ))?
-                    .query_map([], sequence_row)?
-                    .collect::<rusqlite::Result<_>>()?;
-                sequences
+                all_sequences(conn)?
                     .into_iter()
                     .map(|s| Ok((s.clone(), steps_of(conn, s.id)?)))
                     .collect()
