@@ -22,7 +22,7 @@ Setup: a private Postfix (tests/e2e/peers.py) through `[[queue.route]] domain = 
   step 1 only.
 - Retention: with the clock days past keep_days, after a restart the raw events older
   than keep_days are gone from history_events (the pruner), while `campaign show` and
-  /api/campaigns/<id> still say sent 6, click 1.
+  /api/campaigns/<id> still say sent 6, click 1, and the clicked link 1 reader, 1 click.
 """
 
 import collections
@@ -262,8 +262,17 @@ def test():
     api_totals = nl.totals_in(nl.api(http_port, f"/api/campaigns/{cid}"))
     assert api_totals["sent"] == len(everyone) and api_totals["click"] == 1, api_totals
     assert nl.recipients(t, cid, "click") == [addr("a")]
+    links = nl.cli_json(t, "campaign", "show", str(cid))["links"]
+    clicked = [(x["clickers"], x["clicks"]) for x in links if x["clicks"]]
+    assert clicked == [(1, 1)], links
+    api_steps = [st for seq in nl.api(http_port, "/api/sequences") for st in seq["steps"]]
+    assert api_steps and all(st["skipped"] == 0 and st["condition"] is None and st["otherwise"] == "skip"
+                             and isinstance(st["link_clicks"], list) for st in api_steps), api_steps
+    api_links = nl.api(http_port, f"/api/campaigns/{cid}")["link_clicks"]
+    assert [(x["clickers"], x["clicks"]) for x in api_links if x["clicks"]] == [(1, 1)], api_links
     ok(f"retention (keep_days 1, clock at D6): raw events older than a day are gone from history_events; "
-       f"campaign show and /api/campaigns/{cid} still say sent {len(everyone)}, click 1")
+       f"campaign show and /api/campaigns/{cid} still say sent {len(everyone)}, click 1, and the link's "
+       "1 reader and 1 click")
 
     srv.stop()
     peer.close()

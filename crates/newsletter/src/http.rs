@@ -823,6 +823,10 @@ async fn api_sequences(State(engine): State<Engine>) -> Response {
                         "hard_bounces": store.count(about, Outcome::HardBounce)?,
                         "unsubscribes": store.count(about, Outcome::Unsubscribe)?,
                         "opens": store.count(about, Outcome::Open)?,
+                        "skipped": store.count(about, Outcome::Skipped)?,
+                        "condition": s.condition.map(|c| c.to_string()),
+                        "otherwise": s.otherwise.as_str(),
+                        "link_clicks": report::link_clicks(newsletters(engine), about)?,
                     }));
                 }
                 out.push(json!({

@@ -566,7 +566,12 @@ fn due_steps(
             break;
         }
         let steps = steps_of(conn, sequence.id)?;
-        if steps.is_empty() {
+        // Only a step with a condition that says skip can pass anyone over: a sequence
+        // without one is not scanned for skips at all.
+        let skips = steps
+            .iter()
+            .any(|s| s.condition.is_some() && s.otherwise == Otherwise::Skip);
+        if steps.is_empty() || (want == Due::Skip && !skips) {
             continue;
         }
         let existing_upto: i64 = conn
