@@ -128,9 +128,9 @@ pub struct CampaignDetail {
     pub list_name: String,
     /// Every list it goes to by name, `list_name` first.
     pub list_names: Vec<String>,
-    /// The mail's links in order with their clicks, counted from the raw click events
-    /// (`newsletter::report::link_clicks`): after `keep_days` they count only what is left,
-    /// while the "click" total (who clicked at all) stays.
+    /// The mail's links in order with their readers and clicks
+    /// (`newsletter::report::link_clicks`), kept per link and reader, so pruning the raw
+    /// events takes none away.
     pub links: Vec<LinkClicks>,
 }
 
@@ -166,10 +166,12 @@ pub struct StepReport {
     pub condition: Option<String>,
     /// "skip" or "wait": what a reader the condition does not hold for gets.
     pub otherwise: &'static str,
+    /// Each link of the step's mail with its readers and clicks (kept after pruning).
+    pub links: Vec<LinkClicks>,
 }
 
 impl SequenceReport {
-    pub fn new(sequence: &Sequence, steps: &[Step]) -> SequenceReport {
+    fn new(sequence: &Sequence, steps: Vec<(&Step, Vec<LinkClicks>)>) -> SequenceReport {
         SequenceReport {
             id: sequence.id.0,
             list: sequence.list.0,
@@ -178,8 +180,8 @@ impl SequenceReport {
             join_existing: sequence.join_existing,
             created: sequence.created,
             steps: steps
-                .iter()
-                .map(|st| StepReport {
+                .into_iter()
+                .map(|(st, links)| StepReport {
                     id: st.id.0,
                     position: st.position,
                     days_after: st.days_after,
@@ -187,6 +189,7 @@ impl SequenceReport {
                     subject: st.subject.clone(),
                     condition: st.condition.map(|c| c.to_string()),
                     otherwise: st.otherwise.as_str(),
+                    links,
                 })
                 .collect(),
         }
@@ -548,6 +551,22 @@ impl Ops {
     /// Every sequence with its steps.
     pub fn sequences(&self) -> Result<Vec<(Sequence, Vec<Step>)>> {
         Ok(self.newsletters().sequences()?)
+    }
+
+    /// Every sequence with its steps and each step's clicks per link, as `sequence list
+    /// --json` gives them.
+    pub fn sequence_reports(&self) -> Result<Vec<SequenceReport>> {
+        let store = self.newsletters();
+        self.sequences()?
+            .iter()
+            .map(|(sequence, steps)| {
+                let steps = steps
+                    .iter()
+                    .map(|st| Ok((st, report::link_clicks(store, HistoryRef::Step(st.id))?)))
+                    .collect::<Result<_>>()?;
+                Ok(SequenceReport::new(sequence, steps))
+            })
+            .collect()
     }
 
     /// Removes a sequence with its steps and their history.
@@ -1029,6 +1048,32 @@ mod tests {
             ops.step_report_csv(second.0 + 10),
             Err(Error::Store(store::StoreError::NotFound { .. }))
         ));
+
+        // `sequence list --json`: each step with its clicks per link.
+        let url = "https://example.net/welcome".to_string();
+        store
+            .set_links(HistoryRef::Step(first), std::slice::from_ref(&url))
+            .unwrap();
+        for _ in 0..2 {
+            store
+                .record(
+                    HistoryRef::Step(first),
+                    subs[1],
+                    Outcome::Click,
+                    Some(&url),
+                    now,
+                )
+                .unwrap();
+        }
+        let reports = ops.sequence_reports().unwrap();
+        let steps = &reports[0].steps;
+        let clicks: Vec<(&str, u64, u64)> = steps[0]
+            .links
+            .iter()
+            .map(|l| (l.url.as_str(), l.clickers, l.clicks))
+            .collect();
+        assert_eq!(clicks, [(url.as_str(), 1, 2)]);
+        assert!(steps[1].links.is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use newsletter::admin::{NewList, SequenceRequest, SubscriberView};
 use ops::Ops;
-use ops::newsletter::{CampaignChange, CampaignCreate, SequenceReport, StepCreate, SubscriberAdd};
+use ops::newsletter::{CampaignChange, CampaignCreate, StepCreate, SubscriberAdd};
 use store::{CampaignAction, Outcome};
 
 #[derive(Subcommand)]
@@ -705,14 +705,10 @@ fn sequences(ops: &Ops, command: SequenceCommand) -> anyhow::Result<()> {
             println!("step {} of sequence {id}", step.0);
         }
         SequenceCommand::List { json } => {
-            let all = ops.sequences()?;
             if json {
-                let reports: Vec<SequenceReport> = all
-                    .iter()
-                    .map(|(s, steps)| SequenceReport::new(s, steps))
-                    .collect();
-                println!("{}", json_line(&reports)?);
+                println!("{}", json_line(&ops.sequence_reports()?)?);
             } else {
+                let all = ops.sequences()?;
                 for (s, steps) in all {
                     println!(
                         "{}\t{}\tlist {}\t{}\t{} steps",
