@@ -74,6 +74,7 @@ def wait_for(what, predicate, timeout=15):
 
 
 def test():
+    h.clear_of_utc_midnight()  # the seeded days count back from the script's "today"
     hook = http.server.ThreadingHTTPServer((h.HOST, 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     url = f"http://{h.HOST}:{hook.server_address[1]}/tegami-hook"

@@ -87,6 +87,15 @@ def note(what):
     print(f"# {what}", flush=True)
 
 
+def clear_of_utc_midnight(margin=180):
+    """Waits out the last `margin` seconds of a UTC day, for a test that compares the
+    server's day with its own and must not straddle midnight."""
+    left = 86400 - time.time() % 86400
+    if left < margin:
+        note(f"waiting {left:.0f} s for UTC midnight to pass")
+        time.sleep(left + 2)
+
+
 def main(test_fn, timeout):
     """Runs one test script: a watchdog, cleanup, and an exit code that tells the truth."""
     name = Path(sys.argv[0]).stem

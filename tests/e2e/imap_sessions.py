@@ -4,7 +4,8 @@
 Checks: two IMAP sessions with INBOX selected: mail delivered over SMTP shows as
 `* n EXISTS` at the other session's next command; a flag change by one shows as an
 untagged FETCH in the other; an expunge by one shows as `* n EXPUNGE` in the other, never
-while answering FETCH, STORE or SEARCH (RFC 3501 7.4.1); POP3 DELE + QUIT shows as EXPUNGE
+while answering FETCH, STORE or SEARCH (RFC 3501 7.4.1); the body of a message another
+session expunged answers OK [EXPUNGEISSUED], a stored one whose file is missing NO [SERVERBUG]; POP3 DELE + QUIT shows as EXPUNGE
 in an IMAP session; a session in IDLE sees each new SMTP delivery as `* n EXISTS` within
 one second of the SMTP 250 (measured), and flag changes, expunges and POP3 deletions by
 others at once too; UIDs are never reused after expunge, not even across a restart;
@@ -114,6 +115,40 @@ def test():
     _, untagged = a.ok("NOOP")
     ok("a message expunged by another session is not announced while answering FETCH, STORE or SEARCH "
        "(RFC 3501 7.4.1), and is at the next NOOP")
+
+    # The body of a message another session expunged is gone with it; this session still
+    # shows the message, so asking for the body is RFC 2180 4.1's case, not damage.
+    watcher, info = session(srv)
+    b.ok("NOOP")
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    st, text, untagged = watcher.cmd("FETCH 1 (BODY.PEEK[])")
+    assert st == "OK" and "[EXPUNGEISSUED]" in text, (
+        f"FETCH of the body of a message another session expunged: wanted OK [EXPUNGEISSUED] (RFC 5530), "
+        f"got {st} {text!r}")
+    assert not ic.expunges(untagged), f"EXPUNGE while answering FETCH: {untagged}"
+    _, untagged = watcher.ok("NOOP")
+    assert ic.expunges(untagged) == [1], f"NOOP after the FETCH did not bring '* 1 EXPUNGE': {untagged}"
+    # A body missing while its message is still stored is damage, and is said so.
+    h.send(srv.smtp, "s@ext.test", [ALICE], msg("damaged"))
+    _, untagged = watcher.ok("NOOP")
+    n = ic.exists(untagged)
+    needle = b"Message-ID: <sess-damaged@ext.test>"
+    (blob,) = [p for p in t.blob_files() if needle in p.read_bytes()]
+    aside = blob.with_name(blob.name + ".aside")
+    blob.rename(aside)
+    st, text, _ = watcher.cmd(f"FETCH {n} (BODY.PEEK[])")
+    aside.rename(blob)
+    assert st == "NO" and "[SERVERBUG]" in text and "tegami check" in text, (
+        f"FETCH of a stored message whose body file is missing: wanted NO [SERVERBUG] naming `tegami check`, "
+        f"got {st} {text!r}")
+    _, untagged = watcher.ok(f"FETCH {n} (BODY.PEEK[])")
+    watcher.ok("LOGOUT")
+    watcher.close()
+    a.ok("NOOP")
+    ok("FETCH of the body of a message another session had expunged answers OK [EXPUNGEISSUED], "
+       "not a server error, and the next NOOP brings '* 1 EXPUNGE'; a stored message whose body "
+       "file is missing answers NO [SERVERBUG] naming `tegami check`")
 
     # POP3 DELE + QUIT shows as EXPUNGE.
     p = h.pop3_login(srv.pop3, ALICE, PW)

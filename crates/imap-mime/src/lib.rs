@@ -19,6 +19,10 @@ pub use crate::display::{Attachment, Displayed};
 use crate::search::Haystack;
 use crate::tree::Node;
 
+/// A Content-Transfer-Encoding BINARY cannot undo (IMAP's `UNKNOWN-CTE`), as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEncoding(pub String);
+
 /// A message parsed once, borrowing its raw bytes.
 pub struct Message<'a> {
     raw: &'a [u8],
@@ -57,6 +61,14 @@ impl<'a> Message<'a> {
     /// has no other bytes. Partial fetches (`<o.n>`) are left to the caller.
     pub fn section(&self, section: &imap_proto::Section) -> Option<Cow<'a, [u8]>> {
         section::section(self.raw, &self.root, section)
+    }
+
+    /// The bytes of `BINARY[part]` (RFC 3516): the part's body with its base64 or
+    /// quoted-printable encoding undone, `None` when the message has no such part, the
+    /// whole message as stored for the empty path. A Content-Transfer-Encoding other than
+    /// those and 7bit, 8bit and binary cannot be undone, and is the error.
+    pub fn binary(&self, part: &[u32]) -> Result<Option<Cow<'a, [u8]>>, UnknownEncoding> {
+        section::binary(self.raw, &self.root, part)
     }
 
     /// The Date: header as unix seconds (UTC), if present and valid.

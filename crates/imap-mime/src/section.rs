@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use imap_proto::{Section, SectionText};
 
-use crate::tree::{Kind, Node, raw_field, raw_name};
+use crate::tree::{Kind, Node, TransferEncoding, decode, raw_field, raw_name};
 
 /// The buffer a node's ranges index: the raw message, or a decoded body owned by the tree.
 #[derive(Clone, Copy)]
@@ -58,6 +58,39 @@ pub(crate) fn section<'a>(
             _ => None,
         },
     }
+}
+
+/// BINARY[part] (RFC 3516): the part's body with its transfer encoding undone; the whole
+/// message, as stored, for the empty path. `Err` names an encoding that cannot be undone.
+pub(crate) fn binary<'a>(
+    raw: &'a [u8],
+    root: &Node<'a>,
+    part: &[u32],
+) -> Result<Option<Cow<'a, [u8]>>, crate::UnknownEncoding> {
+    if part.is_empty() {
+        return Ok(Some(Cow::Borrowed(raw)));
+    }
+    let Some((node, buf)) = find(root, Buf::Raw(raw), part) else {
+        return Ok(None);
+    };
+    let body = buf.cut(node.body.clone());
+    let encoding = match node.raw_transfer_encoding(buf.bytes()) {
+        None => TransferEncoding::Identity,
+        Some(name) => match name.to_ascii_lowercase().as_slice() {
+            b"7bit" | b"8bit" | b"binary" => TransferEncoding::Identity,
+            b"base64" => TransferEncoding::Base64,
+            b"quoted-printable" => TransferEncoding::QuotedPrintable,
+            _ => {
+                return Err(crate::UnknownEncoding(
+                    String::from_utf8_lossy(&name).into_owned(),
+                ));
+            }
+        },
+    };
+    Ok(Some(match encoding {
+        TransferEncoding::Identity => body,
+        encoded => Cow::Owned(decode(encoded, &body).into_owned()),
+    }))
 }
 
 /// Follows a part path. In a message that is not multipart, part 1 is its body; inside a

@@ -260,3 +260,37 @@ fn a_header_block_without_a_final_line_end_gets_one_in_header_fields() {
         Some("Subject: cut\r\n\r\n"),
     );
 }
+
+#[test]
+fn binary_undoes_each_parts_transfer_encoding_and_names_one_it_cannot() {
+    let raw = b"From: a@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nplain text\r\n\
+--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =\r\nsoft\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: BASE64\r\n\r\nAAEC/w==\r\n\
+--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n\
+--b--\r\n";
+    let m = Message::parse(raw);
+    assert_eq!(m.binary(&[]).unwrap().as_deref(), Some(&raw[..]));
+    assert_eq!(m.binary(&[1]).unwrap().as_deref(), Some(&b"plain text"[..]));
+    assert_eq!(
+        m.binary(&[2]).unwrap().as_deref(),
+        Some("café soft".as_bytes())
+    );
+    assert_eq!(
+        m.binary(&[3]).unwrap().as_deref(),
+        Some(&[0u8, 1, 2, 255][..])
+    );
+    assert_eq!(
+        m.binary(&[4]),
+        Err(imap_mime::UnknownEncoding("x-uuencode".into()))
+    );
+    assert_eq!(m.binary(&[5]), Ok(None));
+    assert_eq!(m.binary(&[1, 1]), Ok(None));
+    // A message that is not multipart: part 1 is its body, decoded by its own header.
+    let single = b"Subject: one\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n";
+    assert_eq!(
+        Message::parse(single).binary(&[1]).unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+}

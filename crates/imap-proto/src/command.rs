@@ -13,8 +13,23 @@ pub enum SeqNum {
 
 /// A sequence set such as `1:4,7,9:*`, as ranges with inclusive ends in the order given
 /// (a range may be written high to low; `4:1` means `1:4`).
+///
+/// `$` (RFC 5182 SEARCHRES: the result the last `SEARCH RETURN (SAVE)` kept) parses as the
+/// set with no ranges, which nothing else can be written as. The session puts the saved
+/// messages in its place before running the command ([`SequenceSet::is_saved`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequenceSet(pub Vec<(SeqNum, SeqNum)>);
+
+impl SequenceSet {
+    /// `$`, the saved search result.
+    pub fn saved() -> SequenceSet {
+        SequenceSet(Vec::new())
+    }
+
+    pub fn is_saved(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// System flags and keywords as the client wrote them. `\Recent` cannot be stored and is
 /// refused by the parser in STORE/APPEND flag lists.
@@ -222,12 +237,14 @@ pub struct ListReturn {
 pub enum SearchReturn {
     #[default]
     Plain,
-    /// RETURN (MIN MAX COUNT ALL) subset as requested; empty means ALL.
+    /// RETURN (MIN MAX COUNT ALL SAVE) subset as requested; empty means ALL.
     Esearch {
         min: bool,
         max: bool,
         count: bool,
         all: bool,
+        /// RFC 5182: keep the result for `$`. Alone, it asks for no ESEARCH response.
+        save: bool,
     },
 }
 
@@ -244,6 +261,8 @@ pub enum StatusItem {
     Deleted,
     /// RFC 9208: their size, which an EXPUNGE would give back to the quota.
     DeletedStorage,
+    /// RFC 8438 (and RFC 9051): the size of every message in the mailbox, in octets.
+    Size,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +295,17 @@ pub enum FetchItem {
         peek: bool,
         section: Section,
         partial: Option<(u32, u32)>,
+    },
+    /// BINARY[part]<partial> or BINARY.PEEK[...] (RFC 3516): a part with its
+    /// Content-Transfer-Encoding undone; an empty part path is the whole message.
+    Binary {
+        peek: bool,
+        part: Vec<u32>,
+        partial: Option<(u32, u32)>,
+    },
+    /// BINARY.SIZE[part]: the size BINARY[part] would have.
+    BinarySize {
+        part: Vec<u32>,
     },
 }
 

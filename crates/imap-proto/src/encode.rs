@@ -42,6 +42,15 @@ pub fn push_literal(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// Appends decoded content (RFC 3516): a `~{n}` literal8 when it holds a NUL, which a
+/// plain literal may not, else a plain literal that every client reads.
+pub fn push_literal8(out: &mut Vec<u8>, s: &[u8]) {
+    if s.contains(&0) {
+        out.push(b'~');
+    }
+    push_literal(out, s);
+}
+
 /// Appends an nstring: NIL for `None`.
 pub fn push_nstring(out: &mut Vec<u8>, s: Option<&[u8]>) {
     match s {
@@ -68,5 +77,15 @@ mod tests {
         check(Some(b""), "\"\"");
         check(Some("日本".as_bytes()), "{6}\r\n日本");
         check(Some(b"two\r\nlines"), "{10}\r\ntwo\r\nlines");
+    }
+
+    #[test]
+    fn decoded_content_is_a_literal8_only_when_it_holds_a_nul() {
+        let mut out = Vec::new();
+        push_literal8(&mut out, b"a\0b");
+        assert_eq!(out, b"~{3}\r\na\0b");
+        out.clear();
+        push_literal8(&mut out, b"\xff\xfe");
+        assert_eq!(out, b"{2}\r\n\xff\xfe");
     }
 }

@@ -374,6 +374,7 @@ pub fn status(out: &mut Vec<u8>, mailbox: &str, items: &[(StatusItem, u64)], nam
             StatusItem::HighestModSeq => "HIGHESTMODSEQ",
             StatusItem::Deleted => "DELETED",
             StatusItem::DeletedStorage => "DELETED-STORAGE",
+            StatusItem::Size => "SIZE",
         };
         let _ = write!(Bytes(out), "{name} {value}");
     }
@@ -664,6 +665,21 @@ pub fn push_body_section_name(out: &mut Vec<u8>, section: &Section, origin: Opti
             }
             out.push(b')');
         }
+    }
+    out.push(b']');
+    if let Some(origin) = origin {
+        let _ = write!(Bytes(out), "<{origin}>");
+    }
+}
+
+/// Appends `BINARY[1.2]<origin>` or, with `size`, `BINARY.SIZE[1.2]` (RFC 3516).
+pub fn push_binary_name(out: &mut Vec<u8>, size: bool, part: &[u32], origin: Option<u32>) {
+    out.extend_from_slice(if size { b"BINARY.SIZE[" } else { b"BINARY[" });
+    for (i, number) in part.iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        let _ = write!(Bytes(out), "{number}");
     }
     out.push(b']');
     if let Some(origin) = origin {

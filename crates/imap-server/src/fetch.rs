@@ -4,7 +4,7 @@
 //! MIME are CPU and disk work that must not stall the connection-handling threads.
 
 use imap_mime::Message;
-use imap_proto::encode::push_literal;
+use imap_proto::encode::{push_literal, push_literal8};
 use imap_proto::response;
 use imap_proto::{FetchItem, Section, SectionText};
 use store::{Flags, MessageMeta};
@@ -43,30 +43,36 @@ fn needs_mime(items: &[FetchItem]) -> bool {
         FetchItem::BodySection { section, .. } => {
             !section.part.is_empty() || section.text.is_some()
         }
+        FetchItem::Binary { part, .. } | FetchItem::BinarySize { part } => !part.is_empty(),
         _ => false,
     })
 }
 
 /// Whether fetching these items sets \Seen (RFC 3501 §6.4.5: BODY[...] and RFC822 and
-/// RFC822.TEXT do; BODY.PEEK and RFC822.HEADER do not).
+/// RFC822.TEXT do; BODY.PEEK and RFC822.HEADER do not; RFC 3516: BINARY does too).
 pub(crate) fn sets_seen(items: &[FetchItem]) -> bool {
     items.iter().any(|item| {
         matches!(
             item,
-            FetchItem::Rfc822 | FetchItem::Rfc822Text | FetchItem::BodySection { peek: false, .. }
+            FetchItem::Rfc822
+                | FetchItem::Rfc822Text
+                | FetchItem::BodySection { peek: false, .. }
+                | FetchItem::Binary { peek: false, .. }
         )
     })
 }
 
 /// Appends `* seq FETCH (...)` for one message. `raw` is the message when
-/// [`needs_body`] said so.
+/// [`needs_body`] said so. Returns the transfer encoding a BINARY item could not undo, if
+/// one could not; that item was answered NIL and the command must end `NO [UNKNOWN-CTE]`.
 pub(crate) fn fetch_one(
     target: &Target,
     items: &[FetchItem],
     uid_command: bool,
     raw: Option<&[u8]>,
     out: &mut Vec<u8>,
-) {
+) -> Option<imap_mime::UnknownEncoding> {
+    let mut unknown = None;
     let meta = &target.meta;
     // Parsing MIME costs more than sending the bytes, so it happens only for items that
     // need the structure: the whole message (BODY[], RFC822) is sent as stored.
@@ -159,19 +165,66 @@ pub(crate) fn fetch_one(
                 } else {
                     parsed.as_ref().and_then(|m| m.section(section))
                 };
-                match (bytes, partial) {
-                    (None, _) => out.extend_from_slice(b"NIL"),
-                    (Some(bytes), None) => push_literal(out, &bytes),
-                    (Some(bytes), Some((origin, length))) => {
-                        let start = (*origin as usize).min(bytes.len());
-                        let end = start.saturating_add(*length as usize).min(bytes.len());
-                        push_literal(out, &bytes[start..end]);
+                match bytes {
+                    None => out.extend_from_slice(b"NIL"),
+                    Some(bytes) => push_literal(out, cut(&bytes, *partial)),
+                }
+            }
+            FetchItem::Binary { part, partial, .. } => {
+                sep(out);
+                response::push_binary_name(out, false, part, partial.map(|p| p.0));
+                out.push(b' ');
+                match binary(raw, parsed.as_ref(), part) {
+                    Ok(Some(bytes)) => push_literal8(out, cut(&bytes, *partial)),
+                    Ok(None) => out.extend_from_slice(b"NIL"),
+                    Err(e) => {
+                        out.extend_from_slice(b"NIL");
+                        unknown = Some(e);
+                    }
+                }
+            }
+            FetchItem::BinarySize { part } => {
+                sep(out);
+                response::push_binary_name(out, true, part, None);
+                out.push(b' ');
+                match binary(raw, parsed.as_ref(), part) {
+                    Ok(Some(bytes)) => out.extend_from_slice(bytes.len().to_string().as_bytes()),
+                    Ok(None) => out.extend_from_slice(b"NIL"),
+                    Err(e) => {
+                        out.extend_from_slice(b"NIL");
+                        unknown = Some(e);
                     }
                 }
             }
         }
     }
     out.extend_from_slice(b")\r\n");
+    unknown
+}
+
+/// The `<origin.length>` of a partial fetch cut from the bytes, or all of them.
+fn cut(bytes: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
+    match partial {
+        None => bytes,
+        Some((origin, length)) => {
+            let start = (origin as usize).min(bytes.len());
+            let end = start.saturating_add(length as usize).min(bytes.len());
+            &bytes[start..end]
+        }
+    }
+}
+
+/// BINARY[part] of the message: the whole message needs no parse.
+fn binary<'a>(
+    raw: Option<&'a [u8]>,
+    parsed: Option<&Message<'a>>,
+    part: &[u32],
+) -> Result<Option<std::borrow::Cow<'a, [u8]>>, imap_mime::UnknownEncoding> {
+    match (part.is_empty(), raw, parsed) {
+        (true, Some(raw), _) => Ok(Some(std::borrow::Cow::Borrowed(raw))),
+        (false, _, Some(m)) => m.binary(part),
+        _ => Ok(None),
+    }
 }
 
 /// `(\Seen \Flagged $Keyword \Recent)`.
@@ -303,5 +356,48 @@ mod tests {
         );
         assert!(sets_seen(&[FetchItem::Rfc822]));
         assert!(!sets_seen(&[FetchItem::Rfc822Header]));
+    }
+
+    #[test]
+    fn binary_items_decode_and_name_what_they_cannot() {
+        let raw = b"Subject: b\r\nContent-Transfer-Encoding: base64\r\n\r\nAGhp\r\n";
+        let binary = |part: Vec<u32>, partial| FetchItem::Binary {
+            peek: true,
+            part,
+            partial,
+        };
+        check(
+            &[
+                binary(vec![1], None),
+                FetchItem::BinarySize { part: vec![1] },
+            ],
+            false,
+            Some(raw),
+            "* 2 FETCH (BINARY[1] ~{3}\r\n\0hi BINARY.SIZE[1] 3)\r\n",
+        );
+        check(
+            &[binary(vec![1], Some((1, 5)))],
+            false,
+            Some(raw),
+            "* 2 FETCH (BINARY[1]<1> {2}\r\nhi)\r\n",
+        );
+        let mut out = Vec::new();
+        let odd = b"Subject: u\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n";
+        let unknown = fetch_one(
+            &target(0, &[]),
+            &[binary(vec![1], None)],
+            false,
+            Some(odd),
+            &mut out,
+        );
+        assert_eq!(unknown.map(|u| u.0).as_deref(), Some("x-uuencode"));
+        assert_eq!(out, b"* 2 FETCH (BINARY[1] NIL)\r\n");
+        assert!(sets_seen(&[FetchItem::Binary {
+            peek: false,
+            part: vec![],
+            partial: None
+        }]));
+        assert!(!sets_seen(&[binary(vec![], None)]));
+        assert!(!sets_seen(&[FetchItem::BinarySize { part: vec![] }]));
     }
 }

@@ -31,6 +31,10 @@ pub(crate) struct Selected {
     pub condstore: bool,
     /// The client enabled QRESYNC: expunges are told as VANISHED.
     pub qresync: bool,
+    /// The client enabled IMAP4rev2: nothing is \Recent, and no RECENT is sent.
+    pub rev2: bool,
+    /// The UIDs `SEARCH RETURN (SAVE)` kept for `$` (RFC 5182), ascending.
+    pub saved: Vec<u32>,
 }
 
 pub(crate) struct Entry {
@@ -69,7 +73,25 @@ impl Selected {
             changes,
             condstore: false,
             qresync: false,
+            rev2: false,
+            saved: Vec::new(),
         }
+    }
+
+    /// `$` as the set it stands for: the saved messages still in the view (an expunged
+    /// one leaves the saved result, RFC 5182 §2.1), by UID or by number.
+    pub fn saved_set(&self, uid: bool) -> SequenceSet {
+        let ranges = self
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.expunged && self.saved.binary_search(&e.meta.uid).is_ok())
+            .map(|(index, e)| {
+                let n = SeqNum::Value(if uid { e.meta.uid } else { index as u32 + 1 });
+                (n, n)
+            })
+            .collect();
+        SequenceSet(ranges)
     }
 
     pub fn exists(&self) -> u32 {
@@ -144,7 +166,7 @@ impl Selected {
         let store = store.clone();
         let known = self.info.modseq;
         let known_uid_next = self.info.uid_next;
-        let read_only = self.read_only;
+        let claims_recent = !self.read_only && !self.rev2;
         let fresh = tokio::task::spawn_blocking(move || -> store::Result<_> {
             let info = store.mailbox_by_id(mailbox)?;
             if info.modseq == known {
@@ -154,7 +176,7 @@ impl Selected {
             // New messages' \Recent belongs to the first session that sees them. Claiming is
             // a write, so it happens only when messages arrived, not on every flag change.
             let arrived = info.uid_next != known_uid_next;
-            let recent_from = if read_only || !arrived {
+            let recent_from = if !claims_recent || !arrived {
                 None
             } else {
                 Some(store.claim_recent(mailbox)?)
@@ -218,7 +240,9 @@ impl Selected {
         }
         if arrived {
             out.extend_from_slice(format!("* {} EXISTS\r\n", self.exists()).as_bytes());
-            out.extend_from_slice(format!("* {} RECENT\r\n", self.recent.len()).as_bytes());
+            if !self.rev2 {
+                out.extend_from_slice(format!("* {} RECENT\r\n", self.recent.len()).as_bytes());
+            }
         }
     }
 

@@ -126,9 +126,14 @@ struct Session {
     condstore: bool,
     /// ENABLE QRESYNC was given: expunges are told as VANISHED, SELECT takes QRESYNC.
     qresync: bool,
-    /// ENABLE UTF8=ACCEPT was given (RFC 6855): mailbox names go both ways as UTF-8, not
-    /// modified UTF-7, and SEARCH takes no CHARSET.
+    /// ENABLE UTF8=ACCEPT or IMAP4rev2 was given (RFC 6855, RFC 9051): mailbox names go
+    /// both ways as UTF-8, not modified UTF-7.
     names: response::Names,
+    /// ENABLE UTF8=ACCEPT itself was given: SEARCH takes no CHARSET (RFC 6855 3).
+    utf8_accept: bool,
+    /// ENABLE IMAP4rev2 was given (RFC 9051): no \Recent and no RECENT, SEARCH answers
+    /// ESEARCH, SELECT names the mailbox in a LIST response.
+    rev2: bool,
 }
 
 pub async fn run(conn: Connection, server: Arc<ImapServer>) {
@@ -154,6 +159,8 @@ pub async fn run(conn: Connection, server: Arc<ImapServer>) {
             condstore: false,
             qresync: false,
             names: response::Names::Utf7,
+            utf8_accept: false,
+            rev2: false,
         };
         if let Err(e) = session.serve().await {
             debug!(error = %e, "connection ended with an error");
@@ -384,6 +391,7 @@ impl Session {
     fn capabilities(&self) -> String {
         let mut caps = vec![
             "IMAP4rev1",
+            "IMAP4rev2",
             "LITERAL+",
             "SASL-IR",
             "ID",
@@ -398,6 +406,9 @@ impl Session {
             "LIST-EXTENDED",
             "LIST-STATUS",
             "ESEARCH",
+            "SEARCHRES",
+            "BINARY",
+            "STATUS=SIZE",
             "CHILDREN",
             "CONDSTORE",
             "QRESYNC",
@@ -468,9 +479,9 @@ impl Session {
                 Ok(done("ID completed"))
             }
             CommandBody::Enable(names) if authenticated => {
-                // CONDSTORE, QRESYNC (which implies CONDSTORE, RFC 7162 §3.2.3) and
-                // UTF8=ACCEPT are the extensions offered that need enabling; others are not
-                // named back.
+                // CONDSTORE, QRESYNC (which implies CONDSTORE, RFC 7162 §3.2.3),
+                // UTF8=ACCEPT and IMAP4rev2 are what is offered that needs enabling; others
+                // are not named back.
                 let mut enabled = Vec::new();
                 for name in names {
                     if name.eq_ignore_ascii_case("CONDSTORE") && !self.condstore {
@@ -480,17 +491,23 @@ impl Session {
                         self.qresync = true;
                         self.condstore = true;
                         enabled.push("QRESYNC");
-                    } else if name.eq_ignore_ascii_case("UTF8=ACCEPT")
-                        && self.names != response::Names::Utf8
-                    {
+                    } else if name.eq_ignore_ascii_case("UTF8=ACCEPT") && !self.utf8_accept {
+                        self.utf8_accept = true;
                         self.names = response::Names::Utf8;
                         self.reader.set_utf8();
                         enabled.push("UTF8=ACCEPT");
+                    } else if name.eq_ignore_ascii_case("IMAP4rev2") && !self.rev2 {
+                        // RFC 9051 names mailboxes in UTF-8 too.
+                        self.rev2 = true;
+                        self.names = response::Names::Utf8;
+                        self.reader.set_utf8();
+                        enabled.push("IMAP4rev2");
                     }
                 }
                 if let State::Selected(_, view) = &mut self.state {
                     view.condstore = self.condstore;
                     view.qresync = self.qresync;
+                    view.rev2 = self.rev2;
                 }
                 let mut line = b"* ENABLED".to_vec();
                 for name in enabled {
@@ -863,10 +880,12 @@ impl Session {
                     self.condstore = true;
                 }
                 let name = mailbox.clone();
-                let (info, counts) = blocking(&store, move |s| {
+                let sized = items.contains(&StatusItem::Size);
+                let (info, counts, size) = blocking(&store, move |s| {
                     let info = s.mailbox(account, &name)?;
                     let counts = s.mailbox_counts(info.id)?;
-                    Ok((info, counts))
+                    let size = if sized { s.mailbox_size(info.id)? } else { 0 };
+                    Ok((info, counts, size))
                 })
                 .await?;
                 let names = self.names;
@@ -876,6 +895,7 @@ impl Session {
                     &items,
                     &info,
                     &counts,
+                    size,
                     names,
                 );
                 Ok(done("STATUS completed"))
@@ -992,6 +1012,7 @@ impl Session {
             .filter(|l| l.entry.kind == list::Kind::Mailbox)
             .map(|l| l.entry.name.clone())
             .collect();
+        let sized = items.contains(&StatusItem::Size);
         let statuses = blocking(self.store(), move |s| {
             let mut statuses = std::collections::HashMap::new();
             for name in selectable {
@@ -1000,7 +1021,8 @@ impl Session {
                 match s.mailbox(account, &name) {
                     Ok(info) => {
                         let counts = s.mailbox_counts(info.id)?;
-                        statuses.insert(name, (info, counts));
+                        let size = if sized { s.mailbox_size(info.id)? } else { 0 };
+                        statuses.insert(name, (info, counts, size));
                     }
                     Err(StoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e),
@@ -1012,8 +1034,8 @@ impl Session {
         let out = &mut self.wire.output;
         for line in &listed {
             push_list(out, line, &ret, names);
-            if let Some((info, counts)) = statuses.get(&line.entry.name) {
-                push_status(out, &line.entry.name, &items, info, counts, names);
+            if let Some((info, counts, size)) = statuses.get(&line.entry.name) {
+                push_status(out, &line.entry.name, &items, info, counts, *size, names);
             }
         }
         Ok(done("LIST completed"))
@@ -1044,11 +1066,13 @@ impl Session {
         let changes = self.server.changes.clone();
         let name = mailbox.clone();
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        let rev2 = self.rev2;
         let (info, messages, recent_from, counts) = blocking(self.store(), move |s| {
             let info = s.mailbox(account, &name)?;
-            // An archive's mailbox is read-only whichever command opened it.
+            // An archive's mailbox is read-only whichever command opened it; IMAP4rev2 has
+            // no \Recent to claim.
             let read_only = read_only || info.read_only;
-            let recent_from = if read_only {
+            let recent_from = if read_only || rev2 {
                 None
             } else {
                 Some(s.claim_recent(info.id)?)
@@ -1063,6 +1087,7 @@ impl Session {
         let mut view = Selected::new(info, read_only, messages, recent_from, watch);
         view.condstore = self.condstore;
         view.qresync = self.qresync;
+        view.rev2 = rev2;
         let out = &mut self.wire.output;
         out.extend_from_slice(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
         out.extend_from_slice(if read_only {
@@ -1075,13 +1100,21 @@ impl Session {
         } else {
             view.recent.len() as u32
         };
-        out.extend_from_slice(
-            format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.exists()).as_bytes(),
-        );
+        out.extend_from_slice(format!("* {} EXISTS\r\n", view.exists()).as_bytes());
+        if rev2 {
+            // RFC 9051 §6.3.2: the mailbox's name as the server spells it, in place of
+            // RECENT and UNSEEN, which IMAP4rev2 dropped.
+            out.extend_from_slice(b"* LIST () \"/\" ");
+            response::push_mailbox_as(out, &view.info.name, self.names);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
+        }
         if let Some(first) = view
             .messages
             .iter()
             .position(|e| e.meta.flags.0 & Flags::SEEN == 0)
+            .filter(|_| !rev2)
         {
             out.extend_from_slice(
                 format!("* OK [UNSEEN {}] first unseen message\r\n", first + 1).as_bytes(),
@@ -1140,12 +1173,13 @@ impl Session {
 
     // -- Selected -------------------------------------------------------------------------
 
-    async fn selected_command(&mut self, tag: &str, body: CommandBody) -> Outcome {
+    async fn selected_command(&mut self, tag: &str, mut body: CommandBody) -> Outcome {
         let store = self.server.store.clone();
         let moving = matches!(body, CommandBody::Move { .. });
         let State::Selected(_, view) = &mut self.state else {
             unreachable!("checked by handle")
         };
+        put_saved(&mut body, view);
         match body {
             CommandBody::Check => Ok(done("CHECK completed (everything is already on disk)")),
             CommandBody::Close | CommandBody::Unselect => {
@@ -1190,7 +1224,12 @@ impl Session {
             } => {
                 // RFC 6855 3: after ENABLE UTF8=ACCEPT every string is UTF-8, and a charset
                 // label would contradict that.
-                if charset.is_some() && self.names == response::Names::Utf8 {
+                let save = matches!(ret, SearchReturn::Esearch { save: true, .. });
+                if save {
+                    // RFC 5182 §2.1: a SEARCH (SAVE) that fails leaves `$` empty.
+                    view.saved.clear();
+                }
+                if charset.is_some() && self.utf8_accept {
                     return Err(No::bad(
                         "SEARCH takes no CHARSET after ENABLE UTF8=ACCEPT (RFC 6855)",
                     ));
@@ -1230,6 +1269,20 @@ impl Session {
                         .max()
                         .unwrap_or(0)
                 });
+                if save {
+                    view.saved = saved_uids(view, &ret, &found, uid);
+                }
+                // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 §7.3.4).
+                let ret = match ret {
+                    SearchReturn::Plain if self.rev2 => SearchReturn::Esearch {
+                        min: false,
+                        max: false,
+                        count: false,
+                        all: true,
+                        save: false,
+                    },
+                    ret => ret,
+                };
                 push_search(&mut self.wire.output, tag, uid, &ret, &found, modseq);
                 Ok(done("SEARCH completed"))
             }
@@ -1560,12 +1613,14 @@ fn push_list(out: &mut Vec<u8>, line: &list::Listed, ret: &ListReturn, names: re
 }
 
 /// `* STATUS mailbox (...)`, for STATUS and for LIST-STATUS alike.
+/// `size` is the mailbox's octets, read only when `items` ask for SIZE.
 fn push_status(
     out: &mut Vec<u8>,
     mailbox: &str,
     items: &[StatusItem],
     info: &MailboxInfo,
     counts: &store::MailboxCounts,
+    size: u64,
     names: response::Names,
 ) {
     let values: Vec<(StatusItem, u64)> = items
@@ -1580,6 +1635,7 @@ fn push_status(
                 StatusItem::HighestModSeq => info.modseq,
                 StatusItem::Deleted => counts.deleted.into(),
                 StatusItem::DeletedStorage => counts.deleted_bytes.div_ceil(1024),
+                StatusItem::Size => size,
             };
             (item, value)
         })
@@ -1775,7 +1831,8 @@ async fn run_fetch(
         .collect();
     let missing = picked.len() - targets.len();
     let items: Arc<[FetchItem]> = items.into();
-    let mut unreadable = 0usize;
+    let mut unreadable = Vec::new();
+    let mut unknown_encoding = None;
     let mut pending = targets.into_iter().peekable();
     while pending.peek().is_some() {
         // A batch ends at BATCH messages or BATCH_BYTES of them, whichever comes first, so
@@ -1792,30 +1849,35 @@ async fn run_fetch(
         // The responses are written straight into the connection's output buffer, which
         // travels to the blocking thread and back: no copy, no fresh buffer per batch.
         let out = std::mem::take(&mut wire.output);
-        let (out, failed) = blocking(store, move |s| {
+        let (out, failed, unknown) = blocking(store, move |s| {
             let mut out = out;
             out.reserve(bytes as usize + batch.len() * 128);
-            let mut failed = 0;
+            let mut failed = Vec::new();
+            let mut unknown = None;
             for target in &batch {
                 let raw = if needs_body {
                     match s.read_blob(&target.meta.blob) {
                         Ok(raw) => Some(raw),
                         Err(e) => {
-                            warn!(uid = target.meta.uid, error = %e, "cannot read message");
-                            failed += 1;
+                            failed.push((target.meta.uid, e));
                             continue;
                         }
                     }
                 } else {
                     None
                 };
-                fetch::fetch_one(target, &items, uid, raw.as_deref(), &mut out);
+                if let Some(encoding) =
+                    fetch::fetch_one(target, &items, uid, raw.as_deref(), &mut out)
+                {
+                    unknown = Some(encoding);
+                }
             }
-            Ok((out, failed))
+            Ok((out, failed, unknown))
         })
         .await?;
         wire.output = out;
-        unreadable += failed;
+        unknown_encoding = unknown_encoding.or(unknown);
+        unreadable.extend(failed);
         if wire.output.len() >= FLUSH_AT {
             wire.flush()
                 .await
@@ -1826,15 +1888,50 @@ async fn run_fetch(
             }
         }
     }
-    if unreadable > 0 {
+    let expunged = if unreadable.is_empty() {
+        0
+    } else {
+        vanished_or_damaged(store, view.info.id, unreadable).await?
+    };
+    if let Some(imap_mime::UnknownEncoding(encoding)) = unknown_encoding {
+        return Err(No::new(
+            "UNKNOWN-CTE",
+            format!("cannot decode Content-Transfer-Encoding {encoding:?}; fetch BODY[] instead"),
+        ));
+    }
+    Ok(missing + expunged)
+}
+
+/// Sorts the messages whose bodies could not be read. Another session (or the archive
+/// run) may have expunged one this session still shows, and its body went with it: that
+/// is RFC 2180's expunged message, counted and returned. One still stored is damage, the
+/// error.
+async fn vanished_or_damaged(
+    store: &Arc<dyn MailAccess>,
+    mailbox: store::MailboxId,
+    unreadable: Vec<(u32, StoreError)>,
+) -> Result<usize, No> {
+    let present: std::collections::HashSet<u32> = blocking(store, move |s| s.messages(mailbox))
+        .await?
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    let (damaged, expunged): (Vec<_>, Vec<_>) = unreadable
+        .into_iter()
+        .partition(|(uid, _)| present.contains(uid));
+    for (uid, e) in &damaged {
+        warn!(mailbox = mailbox.0, uid, error = %e, "cannot read a stored message");
+    }
+    if !damaged.is_empty() {
         return Err(No::new(
             "SERVERBUG",
             format!(
-                "{unreadable} messages could not be read; the operator should run `tegami check`"
+                "{} messages could not be read; the operator should run `tegami check`",
+                damaged.len()
             ),
         ));
     }
-    Ok(missing)
+    Ok(expunged.len())
 }
 
 /// Numbers (or UIDs) of the messages matching, ascending.
@@ -1899,6 +1996,65 @@ async fn run_search(
     .await
 }
 
+/// What `SEARCH RETURN (SAVE ...)` keeps for `$`, as UIDs (RFC 5182 §2.1): the minimum
+/// and/or maximum when SAVE comes with MIN or MAX and neither ALL nor COUNT, else every
+/// match. `found` holds numbers, or UIDs for UID SEARCH, ascending.
+fn saved_uids(view: &Selected, ret: &SearchReturn, found: &[u32], uid: bool) -> Vec<u32> {
+    let picked: Vec<u32> = match *ret {
+        SearchReturn::Esearch {
+            min,
+            max,
+            count: false,
+            all: false,
+            ..
+        } if min || max => {
+            let mut ends = Vec::new();
+            ends.extend(found.first().filter(|_| min));
+            ends.extend(found.last().filter(|_| max && (!min || found.len() > 1)));
+            ends
+        }
+        _ => found.to_vec(),
+    };
+    if uid {
+        return picked;
+    }
+    picked
+        .iter()
+        .filter_map(|&n| view.messages.get(n as usize - 1).map(|e| e.meta.uid))
+        .collect()
+}
+
+/// Puts the saved search result where the command says `$` (RFC 5182): as UIDs where a
+/// UID is meant, else as the numbers those messages have now.
+fn put_saved(body: &mut CommandBody, view: &Selected) {
+    let fill = |set: &mut SequenceSet, uid: bool| {
+        if set.is_saved() {
+            *set = view.saved_set(uid);
+        }
+    };
+    match body {
+        CommandBody::Fetch { uid, set, .. }
+        | CommandBody::Store { uid, set, .. }
+        | CommandBody::Copy { uid, set, .. }
+        | CommandBody::Move { uid, set, .. } => fill(set, *uid),
+        CommandBody::UidExpunge(set) => fill(set, true),
+        CommandBody::Search { criteria, .. } => {
+            let mut keys = vec![criteria];
+            while let Some(key) = keys.pop() {
+                match key {
+                    SearchKey::SequenceSet(set) => fill(set, false),
+                    SearchKey::Uid(set) => fill(set, true),
+                    SearchKey::And(list) => keys.extend(list.iter_mut()),
+                    SearchKey::Or(a, b) => keys.extend([&mut **a, &mut **b]),
+                    SearchKey::Not(k) => keys.push(&mut **k),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn push_search(
     out: &mut Vec<u8>,
     tag: &str,
@@ -1909,11 +2065,20 @@ fn push_search(
 ) {
     match *ret {
         SearchReturn::Plain => response::search_modseq(out, found, modseq),
+        // SAVE alone asks for nothing back (RFC 5182 §2.1).
+        SearchReturn::Esearch {
+            min: false,
+            max: false,
+            count: false,
+            all: false,
+            save: true,
+        } => {}
         SearchReturn::Esearch {
             min,
             max,
             count,
             all,
+            ..
         } => {
             // RETURN () means ALL (RFC 4731 §3.1).
             let all = all || !(min || max || count);

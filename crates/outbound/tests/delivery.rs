@@ -582,10 +582,15 @@ async fn rate_limit_holds_messages_back_without_counting_attempts() {
         h.queue("alice@example.com", &["bob@remote.test"], &format!("r{i}"));
     }
     let mut c = config();
-    c.rate_per_minute = 60; // one a second, burst one
+    // One every 3 s, burst one: the second must wait well past the first transaction,
+    // however slow the machine.
+    c.rate_per_minute = 20;
     h.start(c, route_to(sink.port), DkimKeys::empty());
     wait_for("the first delivery", || sink.received().len() == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the first to leave the queue", || {
+        h.store.queue_list().unwrap().len() == 2
+    })
+    .await;
     assert_eq!(sink.received().len(), 1);
     let left = h.store.queue_list().unwrap();
     assert_eq!(left.len(), 2);

@@ -276,9 +276,16 @@ impl Archives {
 
     /// Every finished archive (moving or complete), by id.
     pub fn list(&self) -> Vec<Arc<Archive>> {
+        self.scan(false)
+    }
+
+    /// The list, read from the directory again when `fresh` or when the root's mtime moved.
+    /// The mtime alone can miss a rename made in the same clock tick as the last change,
+    /// so a caller that did not find what it knows must exist asks for a fresh look.
+    fn scan(&self, fresh: bool) -> Vec<Arc<Archive>> {
         let modified = fs::metadata(&self.root).and_then(|m| m.modified()).ok();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if modified.is_none() || cache.0 != modified {
+        if fresh || modified.is_none() || cache.0 != modified {
             let mut found: Vec<Arc<Archive>> = Vec::new();
             let mut complete = true;
             for (id, dir) in numbered_dirs(&self.root) {
@@ -406,11 +413,12 @@ impl Archives {
     }
 
     /// A body that left the live store: the first archive that holds it.
+    /// Looked for again in a fresh list when the cached one lacks it: a message the archive
+    /// run just moved must be found the first time a client asks.
     pub(crate) fn read_blob(&self, blob: &BlobId) -> Option<Result<Vec<u8>>> {
-        self.list()
-            .into_iter()
-            .find(|a| a.has_blob(blob))
-            .map(|a| a.read_blob(blob))
+        let holder = |archives: Vec<Arc<Archive>>| archives.into_iter().find(|a| a.has_blob(blob));
+        let archive = holder(self.list()).or_else(|| holder(self.scan(true)))?;
+        Some(archive.read_blob(blob))
     }
 }
 

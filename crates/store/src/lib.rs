@@ -165,6 +165,12 @@ pub trait Mailboxes: Send + Sync {
     /// A mailbox by id: `NotFound` once it was deleted.
     fn mailbox_by_id(&self, mailbox: MailboxId) -> Result<MailboxInfo>;
     fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts>;
+    /// The octets of every message in the mailbox (IMAP STATUS SIZE). Kept out of
+    /// `mailbox_counts`, which every STATUS reads, since adding sizes reads every row. The
+    /// default adds up `messages`; a backend with an aggregate does better.
+    fn mailbox_size(&self, mailbox: MailboxId) -> Result<u64> {
+        Ok(self.messages(mailbox)?.iter().map(|m| m.size).sum())
+    }
     /// `AlreadyExists` if the name is taken; `Invalid` for an empty name, an empty level
     /// ("a//b"), a leading or trailing "/", or a name longer than 512 bytes.
     fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo>;

@@ -99,6 +99,11 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         });
         assert_eq!(services.names(), ["ticker", "busy", "deaf"]);
+        // Stop after the ticker has stepped: a stop and a step due in the same turn may
+        // go either way.
+        while steps.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         tokio::time::sleep(Duration::from_millis(30)).await;
         let started = std::time::Instant::now();
         let late = services.stop(Duration::from_millis(500)).await;

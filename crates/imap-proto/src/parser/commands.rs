@@ -508,6 +508,7 @@ fn status_items(c: &mut Cursor) -> PResult<Vec<StatusItem>> {
             b"HIGHESTMODSEQ" => StatusItem::HighestModSeq,
             b"DELETED" => StatusItem::Deleted,
             b"DELETED-STORAGE" => StatusItem::DeletedStorage,
+            b"SIZE" => StatusItem::Size,
             _ => return fail("Unknown STATUS item"),
         };
         items.push(item);

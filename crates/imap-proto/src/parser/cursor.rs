@@ -368,6 +368,13 @@ impl<'a> Cursor<'a> {
     /// `1:4,7,9:*`.
     pub fn sequence_set(&mut self) -> PResult<SequenceSet> {
         let mut ranges = Vec::new();
+        if self.eat(b'$') {
+            // RFC 5182: `$` stands alone, never inside a list of ranges.
+            return match self.peek() {
+                None | Some(b' ' | b')' | b'\r' | b'\n') => Ok(SequenceSet::saved()),
+                _ => fail("Invalid sequence set: $ stands alone"),
+            };
+        }
         loop {
             let first = self.seq_number()?;
             let last = if self.eat(b':') {

@@ -94,6 +94,18 @@ fn item_named(c: &mut Cursor, word: &[u8]) -> PResult<FetchItem> {
                 partial,
             }
         }
+        b"BINARY" | b"BINARY.PEEK" => {
+            let part = binary_section(c)?;
+            let partial = partial(c)?;
+            FetchItem::Binary {
+                peek: word == b"BINARY.PEEK",
+                part,
+                partial,
+            }
+        }
+        b"BINARY.SIZE" => FetchItem::BinarySize {
+            part: binary_section(c)?,
+        },
         b"ALL" | b"FAST" | b"FULL" => return fail("FETCH macros cannot be combined"),
         _ => return fail("Unknown FETCH item"),
     })
@@ -119,6 +131,22 @@ fn section(c: &mut Cursor) -> PResult<Section> {
     }
     c.expect(b']', "Expected ] to end the section")?;
     Ok(Section { part, text })
+}
+
+/// `[1.2.3]` or `[]` after BINARY (RFC 3516's section-binary): part numbers only.
+fn binary_section(c: &mut Cursor) -> PResult<Vec<u32>> {
+    c.expect(b'[', "Expected [ after BINARY")?;
+    let mut part = Vec::new();
+    if !c.eat(b']') {
+        loop {
+            part.push(c.nz_number()?);
+            if c.eat(b']') {
+                break;
+            }
+            c.expect(b'.', "BINARY takes part numbers only, as in BINARY[1.2]")?;
+        }
+    }
+    Ok(part)
 }
 
 /// HEADER, HEADER.FIELDS[.NOT] (names), TEXT, or MIME (only after a part number).

@@ -41,9 +41,9 @@ pub(super) fn search(c: &mut Cursor, uid: bool) -> PResult<CommandBody> {
     })
 }
 
-/// `(MIN MAX COUNT ALL)`, any subset; empty means ALL.
+/// `(MIN MAX COUNT ALL SAVE)`, any subset; empty means ALL.
 fn return_options(c: &mut Cursor) -> PResult<SearchReturn> {
-    let (mut min, mut max, mut count, mut all) = (false, false, false, false);
+    let (mut min, mut max, mut count, mut all, mut save) = (false, false, false, false, false);
     c.expect(b'(', "Expected ( after RETURN")?;
     if !c.eat(b')') {
         loop {
@@ -52,6 +52,7 @@ fn return_options(c: &mut Cursor) -> PResult<SearchReturn> {
                 b"MAX" => max = true,
                 b"COUNT" => count = true,
                 b"ALL" => all = true,
+                b"SAVE" => save = true,
                 _ => return fail("Unsupported SEARCH return option"),
             }
             if c.eat(b')') {
@@ -65,6 +66,7 @@ fn return_options(c: &mut Cursor) -> PResult<SearchReturn> {
         max,
         count,
         all,
+        save,
     })
 }
 
@@ -91,7 +93,7 @@ fn key_inner(c: &mut Cursor, lossy: bool) -> PResult<SearchKey> {
                 SearchKey::And(keys)
             });
         }
-        Some(b'0'..=b'9' | b'*') => return Ok(SearchKey::SequenceSet(c.sequence_set()?)),
+        Some(b'0'..=b'9' | b'*' | b'$') => return Ok(SearchKey::SequenceSet(c.sequence_set()?)),
         _ => {}
     }
     use SearchKey as K;

@@ -616,10 +616,14 @@ fn quota_commands_of_rfc_9208() {
         },
     );
     check(
-        "STATUS INBOX (DELETED deleted-storage)",
+        "STATUS INBOX (DELETED deleted-storage size)",
         CommandBody::Status {
             mailbox: "INBOX".into(),
-            items: vec![StatusItem::Deleted, StatusItem::DeletedStorage],
+            items: vec![
+                StatusItem::Deleted,
+                StatusItem::DeletedStorage,
+                StatusItem::Size,
+            ],
         },
     );
     check_err("SETQUOTA \"\" (STORAGE)", "Expected a space");
@@ -878,6 +882,29 @@ fn fetch_items() {
     check_err("FETCH 1 BODY[0]", "Numbers start at 1");
     check_err("FETCH 1 BODY[1.]", "Expected a keyword");
     check_err("FETCH 1 BODY[HEADER", "Expected ]");
+    // RFC 3516: BINARY takes part numbers only.
+    check(
+        "FETCH 1 (BINARY[] BINARY.PEEK[1.2]<0.10> binary.size[3])",
+        fetch(
+            false,
+            vec![
+                Binary {
+                    peek: false,
+                    part: vec![],
+                    partial: None,
+                },
+                Binary {
+                    peek: true,
+                    part: vec![1, 2],
+                    partial: Some((0, 10)),
+                },
+                BinarySize { part: vec![3] },
+            ],
+        ),
+    );
+    check_err("FETCH 1 BINARY[1.MIME]", "BINARY takes part numbers only");
+    check_err("FETCH 1 BINARY[TEXT]", "Expected a number");
+    check_err("FETCH 1 BINARY.SIZE[1]<0.5>", "unexpected characters");
     check_err("FETCH 1 BODY[HEADER.FIELDS ()]", "Expected a string");
     check_err("FETCH 1 BODY[HEADER.FIELDS]", "Expected a space");
     check_err(
@@ -1119,6 +1146,7 @@ fn search_charset_and_return() {
         max,
         count,
         all,
+        save: false,
     };
     check(
         "SEARCH CHARSET UTF-8 TEXT \"日本\"",
@@ -1170,6 +1198,55 @@ fn search_charset_and_return() {
             esearch(false, false, true, false),
             SearchKey::SequenceSet(set(&[(v(1), SeqNum::Star)])),
         ),
+    );
+    // RFC 5182: SAVE, and `$` wherever a sequence set may stand.
+    check(
+        "UID SEARCH RETURN (SAVE min) OR $ UID $",
+        search(
+            true,
+            None,
+            SearchReturn::Esearch {
+                min: true,
+                max: false,
+                count: false,
+                all: false,
+                save: true,
+            },
+            SearchKey::Or(
+                Box::new(SearchKey::SequenceSet(SequenceSet::saved())),
+                Box::new(SearchKey::Uid(SequenceSet::saved())),
+            ),
+        ),
+    );
+    check_err("SEARCH $:4", "$ stands alone");
+    check_err("SEARCH 1,$", "Invalid sequence set");
+}
+
+#[test]
+fn the_saved_result_stands_for_a_whole_set() {
+    assert!(SequenceSet::saved().is_saved());
+    assert!(!one(1).is_saved());
+    check(
+        "UID FETCH $ (FLAGS)",
+        CommandBody::Fetch {
+            uid: true,
+            set: SequenceSet::saved(),
+            items: vec![FetchItem::Flags],
+            changed_since: None,
+            vanished: false,
+        },
+    );
+    check(
+        "COPY $ Archive",
+        CommandBody::Copy {
+            uid: false,
+            set: SequenceSet::saved(),
+            mailbox: "Archive".into(),
+        },
+    );
+    check(
+        "UID EXPUNGE $",
+        CommandBody::UidExpunge(SequenceSet::saved()),
     );
 }
 

@@ -838,6 +838,22 @@ pub fn deleting_a_mailbox_releases_its_blobs_and_keeps_the_ones_below(b: &dyn Ba
     assert!(store.mailbox(alice, "Junk").is_err());
 }
 
+pub fn a_mailboxs_size_adds_up_its_messages(b: &dyn Backend) {
+    let (store, alice, inbox) = alice_store(b);
+    assert_eq!(store.mailbox_size(inbox.id).unwrap(), 0);
+    store.deliver(b"one\r\n", &[alice]).unwrap();
+    store.deliver(b"three\r\n", &[alice]).unwrap();
+    assert_eq!(store.mailbox_size(inbox.id).unwrap(), 5 + 7);
+    store
+        .expunge(inbox.id, &[store.messages(inbox.id).unwrap()[0].id])
+        .unwrap();
+    assert_eq!(store.mailbox_size(inbox.id).unwrap(), 7);
+    assert!(matches!(
+        store.mailbox_size(MailboxId(999)),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 pub fn claim_recent_hands_each_message_to_one_session(b: &dyn Backend) {
     let (store, alice, inbox) = alice_store(b);
     store.deliver(b"one\r\n", &[alice]).unwrap();

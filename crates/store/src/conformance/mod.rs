@@ -102,6 +102,7 @@ const CASES: &[Case] = &[
     case!(mailboxes::rename_carries_the_mailboxes_below_and_changes_uidvalidity),
     case!(mailboxes::renaming_inbox_moves_its_messages_and_leaves_it_empty),
     case!(mailboxes::deleting_a_mailbox_releases_its_blobs_and_keeps_the_ones_below),
+    case!(mailboxes::a_mailboxs_size_adds_up_its_messages),
     case!(mailboxes::claim_recent_hands_each_message_to_one_session),
     case!(mailboxes::subscriptions_are_names),
     case!(mailboxes::the_listener_hears_of_every_committed_change),

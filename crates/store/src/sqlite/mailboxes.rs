@@ -251,6 +251,19 @@ pub(super) fn by_id(s: &SqliteStore, mailbox: MailboxId) -> Result<MailboxInfo> 
     })
 }
 
+pub(super) fn size(s: &SqliteStore, mailbox: MailboxId) -> Result<u64> {
+    s.read(|conn| {
+        let size: Option<i64> = conn
+            .prepare_cached(
+                "SELECT (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox_id = b.id)
+                 FROM mailboxes b WHERE b.id = ?1",
+            )?
+            .query_row([mailbox.0], |r| r.get(0))
+            .optional()?;
+        Ok(size.ok_or_else(|| gone(mailbox))? as u64)
+    })
+}
+
 pub(super) fn counts(s: &SqliteStore, mailbox: MailboxId) -> Result<MailboxCounts> {
     s.read(|conn| {
         conn.prepare_cached(COUNTS)?

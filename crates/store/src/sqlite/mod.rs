@@ -1035,6 +1035,18 @@ impl Mailboxes for SqliteStore {
         }
     }
 
+    fn mailbox_size(&self, mailbox: MailboxId) -> Result<u64> {
+        match ArchiveMailbox::from_id(mailbox) {
+            Some(archived) => Ok(self
+                .archives
+                .messages(archived)?
+                .iter()
+                .map(|m| m.size)
+                .sum()),
+            None => mailboxes::size(self, mailbox),
+        }
+    }
+
     fn create_mailbox(&self, account: AccountId, name: &str) -> Result<MailboxInfo> {
         self.writable_name(name)?;
         mailboxes::create(self, account, name, None)
