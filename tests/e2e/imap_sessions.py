@@ -123,7 +123,7 @@ def test():
     b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
     b.ok("EXPUNGE")
     st, text, untagged = watcher.cmd("FETCH 1 (BODY.PEEK[])")
-    assert st == "OK" and "[EXPUNGEISSUED]" in text, (
+    assert st == "OK" and b"[EXPUNGEISSUED]" in text, (
         f"FETCH of the body of a message another session expunged: wanted OK [EXPUNGEISSUED] (RFC 5530), "
         f"got {st} {text!r}")
     assert not ic.expunges(untagged), f"EXPUNGE while answering FETCH: {untagged}"
@@ -139,7 +139,7 @@ def test():
     blob.rename(aside)
     st, text, _ = watcher.cmd(f"FETCH {n} (BODY.PEEK[])")
     aside.rename(blob)
-    assert st == "NO" and "[SERVERBUG]" in text and "tegami check" in text, (
+    assert st == "NO" and b"[SERVERBUG]" in text and b"tegami check" in text, (
         f"FETCH of a stored message whose body file is missing: wanted NO [SERVERBUG] naming `tegami check`, "
         f"got {st} {text!r}")
     _, untagged = watcher.ok(f"FETCH {n} (BODY.PEEK[])")

@@ -1056,8 +1056,9 @@ impl Session {
             self.condstore = true;
         }
         // Selecting, even a mailbox that does not exist, leaves the previous one; a QRESYNC
-        // client is told where the old mailbox's responses end (RFC 7162 §3.2.11).
-        if self.qresync && matches!(self.state, State::Selected(..)) {
+        // or IMAP4rev2 client is told where the old mailbox's responses end (RFC 7162
+        // §3.2.11, RFC 9051 §7.1).
+        if (self.qresync || self.rev2) && matches!(self.state, State::Selected(..)) {
             self.wire
                 .output
                 .extend_from_slice(b"* OK [CLOSED] previous mailbox closed\r\n");

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use store::prelude::*;
 
@@ -128,8 +128,9 @@ fn check_beside_an_archive_move_finishes_healthy_every_time() {
     }
     let store = Arc::new(store);
     let done = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicUsize::new(0));
     let mover = {
-        let (store, done) = (store.clone(), done.clone());
+        let (store, done, checked) = (store.clone(), done.clone(), checked.clone());
         std::thread::spawn(move || {
             let request = store::ArchiveRequest {
                 before: 100_000,
@@ -139,7 +140,18 @@ fn check_beside_an_archive_move_finishes_healthy_every_time() {
                 reserve_bytes: 0,
             };
             let indexer = |_: &[u8]| store::archive::Document::default();
-            let outcome = store.archive_create(&request, &indexer, &|_, _, _| {});
+            // The move waits in its first batch until two checks have run beside it, so a
+            // descheduled checking thread cannot see the move already over.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let progress = |phase: store::Phase, _: u64, _: u64| {
+                while phase == store::Phase::Move
+                    && checked.load(Ordering::Relaxed) < 2
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            let outcome = store.archive_create(&request, &indexer, &progress);
             done.store(true, Ordering::Relaxed);
             outcome.map(|o| o.created.map(|r| r.messages))
         })
@@ -154,6 +166,7 @@ fn check_beside_an_archive_move_finishes_healthy_every_time() {
             Err(e) => failures.push(format!("run {runs}: the check could not finish: {e}")),
         }
         runs += 1;
+        checked.store(runs, Ordering::Relaxed);
     }
     let moved = mover.join().unwrap().unwrap();
     assert_eq!(moved, Some(3000));

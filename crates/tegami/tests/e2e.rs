@@ -70,6 +70,7 @@ scripts! {
         search_index => "imap_search_index",
         quota => "quota",
         utf8 => "imap_utf8",
+        rev2 => "imap_rev2",
     }
     ops {
         maintenance => "maintenance",

@@ -139,11 +139,14 @@ fn binary_section(c: &mut Cursor) -> PResult<Vec<u32>> {
     let mut part = Vec::new();
     if !c.eat(b']') {
         loop {
+            if !c.peek().is_some_and(|b| b.is_ascii_digit()) {
+                return fail("BINARY takes part numbers only, as in BINARY[1.2]");
+            }
             part.push(c.nz_number()?);
             if c.eat(b']') {
                 break;
             }
-            c.expect(b'.', "BINARY takes part numbers only, as in BINARY[1.2]")?;
+            c.expect(b'.', "Expected . or ] in BINARY's part numbers")?;
         }
     }
     Ok(part)

@@ -552,7 +552,7 @@ fn list_extended_malformed() {
     check_err("LIST (FOO) \"\" *", "Unsupported LIST selection option");
     check_err("LIST \"\" * RETURN (FOO)", "Unsupported LIST return option");
     check_err("LIST \"\" * RETURN (STATUS ())", "Expected an atom");
-    check_err("LIST \"\" * RETURN (STATUS (SIZE))", "Unknown STATUS item");
+    check_err("LIST \"\" * RETURN (STATUS (BYTES))", "Unknown STATUS item");
     check_err("LIST \"\" * RETURN (STATUS)", "Expected a space");
     check_err("LIST \"\" ()", "Expected a mailbox pattern");
     check_err("LIST \"\" (* %", "Expected a space or ) in LIST patterns");
@@ -647,7 +647,7 @@ fn status() {
         },
     );
     check_err("STATUS INBOX ()", "Expected an atom");
-    check_err("STATUS INBOX (SIZE)", "Unknown STATUS item");
+    check_err("STATUS INBOX (BYTES)", "Unknown STATUS item");
     check_err("STATUS INBOX MESSAGES", "Expected (");
     check_err("STATUS INBOX (MESSAGES", "Expected a space or )");
 }
@@ -751,7 +751,8 @@ fn sequence_sets() {
         "4294967296",
         "1x",
         "-1",
-        "$",
+        "$1",
+        "$,1",
         "1:2x",
     ] {
         let line = format!("FETCH {bad} FLAGS");
@@ -903,7 +904,8 @@ fn fetch_items() {
         ),
     );
     check_err("FETCH 1 BINARY[1.MIME]", "BINARY takes part numbers only");
-    check_err("FETCH 1 BINARY[TEXT]", "Expected a number");
+    check_err("FETCH 1 BINARY[TEXT]", "BINARY takes part numbers only");
+    check_err("FETCH 1 BINARY[1:2]", "Expected . or ]");
     check_err("FETCH 1 BINARY.SIZE[1]<0.5>", "unexpected characters");
     check_err("FETCH 1 BODY[HEADER.FIELDS ()]", "Expected a string");
     check_err("FETCH 1 BODY[HEADER.FIELDS]", "Expected a space");
@@ -913,7 +915,7 @@ fn fetch_items() {
     );
     check_err("FETCH 1 BODY[]<0.0>", "Numbers start at 1");
     check_err("FETCH 1 BODY[]<0>", "Expected .");
-    check_err("FETCH 1 BINARY[]", "Unknown FETCH item");
+    check_err("FETCH 1 BINARY.PEEKX[]", "Unknown FETCH item");
     check_err("FETCH 1", "Missing argument");
     check_err("FETCH 1 FLAGS (CHANGEDSINCE 1", "Expected a space or )");
 }
@@ -1121,9 +1123,9 @@ fn search_malformed() {
     check_err("SEARCH KEYWORD \\Seen", "not a system flag");
     check_err("SEARCH HEADER \"\" x", "Invalid header field name");
     check_err("SEARCH SEEN  UNSEEN", "Expected an atom");
-    check_err("SEARCH $", "Unknown search key");
+    check_err("SEARCH FOO", "Unknown search key");
     check_err(
-        "SEARCH RETURN (SAVE) ALL",
+        "SEARCH RETURN (PARTIAL 1:10) ALL",
         "Unsupported SEARCH return option",
     );
     check_err("SEARCH RETURN ALL", "Expected ( after RETURN");
