@@ -43,6 +43,17 @@ pub(crate) struct Entry {
     pub expunged: bool,
 }
 
+/// What a refresh read from the store.
+enum Fresh {
+    /// Every message, to compare with the view.
+    Whole(Vec<MessageMeta>),
+    /// What changed after the view's mod-sequence.
+    Since {
+        changed: Vec<MessageMeta>,
+        expunged: Vec<(u32, u32)>,
+    },
+}
+
 impl Selected {
     pub fn new(
         info: MailboxInfo,
@@ -172,7 +183,17 @@ impl Selected {
             if info.modseq == known {
                 return Ok((info, None, None));
             }
-            let messages = store.messages(mailbox)?;
+            // The view holds everything up to `known`, so only what changed after it need
+            // be read, while the store still remembers every expunge since; otherwise the
+            // whole mailbox, compared. Read after `info`, both may include later changes,
+            // which the next refresh meets again and finds already applied.
+            let messages = match store.expunged_since(mailbox, known)? {
+                Some(expunged) => Fresh::Since {
+                    changed: store.messages_changed_since(mailbox, known)?,
+                    expunged,
+                },
+                None => Fresh::Whole(store.messages(mailbox)?),
+            };
             // New messages' \Recent belongs to the first session that sees them. Claiming is
             // a write, so it happens only when messages arrived, not on every flag change.
             let arrived = info.uid_next != known_uid_next;
@@ -187,12 +208,63 @@ impl Selected {
         .map_err(|_| store::StoreError::WriterGone)??;
         let (info, messages, recent_from) = fresh;
         self.info = info;
-        if let Some(messages) = messages {
-            self.merge(messages, recent_from, out, expunge_allowed);
-        } else if unannounced && expunge_allowed {
-            self.announce_expunges(out);
+        match messages {
+            Some(Fresh::Whole(messages)) => self.merge(messages, recent_from, out, expunge_allowed),
+            Some(Fresh::Since { changed, expunged }) => {
+                self.merge_changes(changed, &expunged, recent_from, out, expunge_allowed)
+            }
+            None if unannounced && expunge_allowed => self.announce_expunges(out),
+            None => {}
         }
         Ok(())
+    }
+
+    /// Applies what changed since the view's mod-sequence: the messages changed or new,
+    /// and the UID ranges expunged. Costs what changed, not what the mailbox holds.
+    fn merge_changes(
+        &mut self,
+        changed: Vec<MessageMeta>,
+        expunged: &[(u32, u32)],
+        recent_from: Option<u32>,
+        out: &mut Vec<u8>,
+        expunge_allowed: bool,
+    ) {
+        for &(first, last) in expunged {
+            let start = self.messages.partition_point(|e| e.meta.uid < first);
+            let end = self.messages.partition_point(|e| e.meta.uid <= last);
+            for entry in &mut self.messages[start..end] {
+                entry.expunged = true;
+            }
+        }
+        let last_uid = self.max_uid();
+        let mut added = Vec::new();
+        for m in changed {
+            if m.uid > last_uid {
+                added.push(m);
+            } else if let Ok(index) = self.messages.binary_search_by_key(&m.uid, |e| e.meta.uid)
+                && !self.messages[index].expunged
+            {
+                self.update(index, m, out);
+            }
+            // Any other is below the view's last UID yet unknown to it, which UIDs handed
+            // out in order rule out; the whole comparison leaves such a message out too.
+        }
+        self.arrivals(added, recent_from, out, expunge_allowed);
+    }
+
+    /// A message the view holds, as the store has it now: a FETCH when its flags changed.
+    fn update(&mut self, index: usize, m: MessageMeta, out: &mut Vec<u8>) {
+        let entry = &mut self.messages[index];
+        // A CONDSTORE client learns of a change even when the flags came back to what it
+        // saw: the mod-sequence it holds is out of date.
+        let changed = m.flags != entry.meta.flags
+            || m.keywords != entry.meta.keywords
+            || (self.condstore && m.modseq != entry.meta.modseq);
+        entry.meta = m;
+        if changed {
+            let recent = self.recent.contains(&entry.meta.uid);
+            push_flag_change(out, index + 1, &entry.meta, recent, self.condstore);
+        }
     }
 
     fn merge(
@@ -203,6 +275,7 @@ impl Selected {
         expunge_allowed: bool,
     ) {
         let mut fresh = fresh.into_iter().peekable();
+        let mut updates = Vec::new();
         for (index, entry) in self.messages.iter_mut().enumerate() {
             // Both lists are in UID order, and UIDs only grow, so one pass pairs them.
             while fresh.peek().is_some_and(|m| m.uid < entry.meta.uid) {
@@ -211,21 +284,26 @@ impl Selected {
             match fresh.peek() {
                 Some(m) if m.uid == entry.meta.uid => {
                     let m = fresh.next().expect("peeked");
-                    // A CONDSTORE client learns of a change even when the flags came back
-                    // to what it saw: the mod-sequence it holds is out of date.
-                    let changed = m.flags != entry.meta.flags
-                        || m.keywords != entry.meta.keywords
-                        || (self.condstore && m.modseq != entry.meta.modseq);
-                    entry.meta = m;
-                    if changed {
-                        let recent = self.recent.contains(&entry.meta.uid);
-                        push_flag_change(out, index + 1, &entry.meta, recent, self.condstore);
-                    }
+                    updates.push((index, m));
                 }
                 _ => entry.expunged = true,
             }
         }
+        for (index, m) in updates {
+            self.update(index, m, out);
+        }
         let added: Vec<MessageMeta> = fresh.collect();
+        self.arrivals(added, recent_from, out, expunge_allowed);
+    }
+
+    /// Appends new messages, announcing them (and, when allowed, the expunges before them).
+    fn arrivals(
+        &mut self,
+        added: Vec<MessageMeta>,
+        recent_from: Option<u32>,
+        out: &mut Vec<u8>,
+        expunge_allowed: bool,
+    ) {
         let arrived = !added.is_empty();
         if let Some(from) = recent_from {
             self.recent
@@ -250,9 +328,10 @@ impl Selected {
     /// for a QRESYNC client, one VANISHED names their UIDs instead.
     fn announce_expunges(&mut self, out: &mut Vec<u8>) {
         let mut vanished: Vec<(u32, u32)> = Vec::new();
+        // Highest first, each number is the one the message has while those above it go.
         for index in (0..self.messages.len()).rev() {
-            if self.messages[index].expunged {
-                let gone = self.messages.remove(index);
+            let gone = &self.messages[index];
+            if gone.expunged {
                 self.recent.remove(&gone.meta.uid);
                 if self.qresync {
                     vanished.push((gone.meta.uid, gone.meta.uid));
@@ -261,6 +340,8 @@ impl Selected {
                 }
             }
         }
+        // One pass, not one shift of the rest per message: a mailbox may be large.
+        self.messages.retain(|e| !e.expunged);
         vanished.reverse();
         imap_proto::response::vanished(out, false, &merge_ranges(vanished));
     }
@@ -431,6 +512,37 @@ mod tests {
             merge_ranges(vec![(1, 2), (3, 3), (5, 7), (6, 9)]),
             [(1, 3), (5, 9)]
         );
+    }
+
+    #[test]
+    fn changes_since_the_view_say_what_the_whole_comparison_says() {
+        let mut whole = view(&[3, 5, 9, 10]);
+        let mut since = view(&[3, 5, 9, 10]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        whole.merge(
+            vec![meta(3, 0), meta(9, Flags::SEEN), meta(12, 0)],
+            Some(11),
+            &mut a,
+            true,
+        );
+        // 9's flags changed, 12 arrived, 5 and 10 went (4, 6:8 and 11 never were here).
+        since.merge_changes(
+            vec![meta(9, Flags::SEEN), meta(12, 0)],
+            &[(4, 8), (10, 11)],
+            Some(11),
+            &mut b,
+            true,
+        );
+        assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+        let uids = |v: &Selected| v.messages.iter().map(|e| e.meta.uid).collect::<Vec<_>>();
+        assert_eq!(uids(&since), [3, 9, 12]);
+        assert_eq!(uids(&whole), uids(&since));
+        // Held back while numbers are in use, announced later, as with the whole list.
+        let mut out = Vec::new();
+        since.merge_changes(Vec::new(), &[(3, 3)], None, &mut out, false);
+        assert!(out.is_empty() && since.exists() == 3);
+        since.announce_expunges(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "* 1 EXPUNGE\r\n");
     }
 
     #[test]

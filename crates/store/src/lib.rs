@@ -244,6 +244,14 @@ pub trait Mailboxes: Send + Sync {
         keywords: &[String],
         unchanged_since: Option<u64>,
     ) -> Result<FlagUpdate>;
+    /// The messages changed or added after mod-sequence `modseq`, in UID order: with
+    /// `expunged_since`, what a session that saw the mailbox at `modseq` lacks. The default
+    /// filters `messages`; a backend that can find them directly does better.
+    fn messages_changed_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Vec<MessageMeta>> {
+        let mut messages = self.messages(mailbox)?;
+        messages.retain(|m| m.modseq > modseq);
+        Ok(messages)
+    }
     /// The UID ranges expunged from a mailbox after mod-sequence `modseq`, ascending (for
     /// QRESYNC's VANISHED). Expunges are remembered for a bounded time and number; `None`
     /// when some after `modseq` may have been forgotten, so the caller must compare UIDs.

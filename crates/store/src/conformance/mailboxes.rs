@@ -1042,6 +1042,49 @@ pub fn modseq_grows_with_every_change_to_a_mailbox(b: &dyn Backend) {
     );
 }
 
+/// What changed after a mod-sequence, as a session that saw the mailbox then needs it: the
+/// messages whose flags changed or that arrived, in UID order, and apart from them the UIDs
+/// expunged.
+pub fn changes_since_a_modseq_are_the_changed_and_new_messages(b: &dyn Backend) {
+    let (store, alice, inbox) = alice_store(b);
+    for body in [&b"one\r\n"[..], b"two\r\n", b"three\r\n"] {
+        store.deliver(body, &[alice]).unwrap();
+    }
+    let seen = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    assert!(
+        store
+            .messages_changed_since(inbox.id, seen)
+            .unwrap()
+            .is_empty()
+    );
+    store.deliver(b"four\r\n", &[alice]).unwrap();
+    store
+        .update_flags(inbox.id, &[1], FlagOp::Add, Flags(Flags::FLAGGED), &[])
+        .unwrap();
+    let two = store.messages(inbox.id).unwrap()[1].id;
+    store.expunge(inbox.id, &[two]).unwrap();
+    let changed = store.messages_changed_since(inbox.id, seen).unwrap();
+    assert_eq!(
+        changed
+            .iter()
+            .map(|m| (m.uid, m.flags.0 & Flags::FLAGGED != 0))
+            .collect::<Vec<_>>(),
+        [(1, true), (4, false)]
+    );
+    assert_eq!(
+        store.expunged_since(inbox.id, seen).unwrap(),
+        Some(vec![(2, 2)])
+    );
+    let now = store.mailbox_by_id(inbox.id).unwrap().modseq;
+    assert!(
+        store
+            .messages_changed_since(inbox.id, now)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.messages_changed_since(inbox.id, 0).unwrap().len(), 3);
+}
+
 /// RFC 7162's rule: every message carries the mod-sequence of its last change, never above
 /// its mailbox's, and every change a client can see gives the messages it touched one
 /// above what any client saw before (so FETCH CHANGEDSINCE finds them), whoever made it.

@@ -107,6 +107,7 @@ const CASES: &[Case] = &[
     case!(mailboxes::subscriptions_are_names),
     case!(mailboxes::the_listener_hears_of_every_committed_change),
     case!(mailboxes::modseq_grows_with_every_change_to_a_mailbox),
+    case!(mailboxes::changes_since_a_modseq_are_the_changed_and_new_messages),
     case!(mailboxes::every_message_carries_the_modseq_of_its_last_change),
     case!(mailboxes::a_conditional_flag_change_leaves_messages_changed_since),
     case!(mailboxes::expunges_are_remembered_as_ranges_until_the_bound),

@@ -947,6 +947,27 @@ impl Mailboxes for SqliteStore {
         })
     }
 
+    fn messages_changed_since(&self, mailbox: MailboxId, modseq: u64) -> Result<Vec<MessageMeta>> {
+        if let Some(archived) = ArchiveMailbox::from_id(mailbox) {
+            let mut messages = self.archives.messages(archived)?;
+            messages.retain(|m| m.modseq > modseq);
+            return Ok(messages);
+        }
+        self.read(|conn| {
+            // The mailbox's rows are walked by (mailbox_id, uid) and only the changed ones
+            // are built, which is what costs at a million messages.
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, uid, internal_date, size, flags, blob_hash, keywords, internal_zone,
+                        modseq
+                 FROM messages WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+            )?;
+            let rows = stmt
+                .query_map(params![mailbox.0, modseq as i64], message_meta)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
     fn messages_newest(
         &self,
         mailbox: MailboxId,
