@@ -218,7 +218,7 @@ def bounds(srv):
                          ('LIST (RECURSIVEMATCH) "" *', "RECURSIVEMATCH"),
                          ('LIST (FOO) "" *', "selection option"),
                          ('LIST "" * RETURN (FOO)', "return option"),
-                         ('LIST "" * RETURN (STATUS (SIZE))', "STATUS item")):
+                         ('LIST "" * RETURN (STATUS (BYTES))', "STATUS item")):
         status, text, _ = r.cmd(command)
         assert status == "BAD" and why.encode() in text, f"{command[:60]}: {status} {text!r}"
     patterns = " ".join(f"p{i}" for i in range(32))
