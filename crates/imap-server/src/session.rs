@@ -1223,13 +1223,13 @@ impl Session {
                 criteria,
                 ret,
             } => {
-                // RFC 6855 3: after ENABLE UTF8=ACCEPT every string is UTF-8, and a charset
-                // label would contradict that.
                 let save = matches!(ret, SearchReturn::Esearch { save: true, .. });
                 if save {
                     // RFC 5182 §2.1: a SEARCH (SAVE) that fails leaves `$` empty.
                     view.saved.clear();
                 }
+                // RFC 6855 3: after ENABLE UTF8=ACCEPT every string is UTF-8, and a charset
+                // label would contradict that.
                 if charset.is_some() && self.utf8_accept {
                     return Err(No::bad(
                         "SEARCH takes no CHARSET after ENABLE UTF8=ACCEPT (RFC 6855)",
