@@ -9,11 +9,13 @@ Checks:
   `~{n}` literal8; BINARY.PEEK[1] of a quoted-printable part is its UTF-8 text, sent as a
   plain literal; BINARY.SIZE agrees; BINARY[] is the message as stored; PEEK leaves \\Seen
   alone and BINARY[1] sets it; a part in x-uuencode answers NO [UNKNOWN-CTE] and the other
-  messages of the same FETCH are still answered.
+  messages of the same FETCH are still answered; base64 that does not decode answers
+  NO [PARSE]. APPEND takes a `~{n}` literal8.
 - STATUS (MESSAGES SIZE) gives the sum of the messages' RFC822.SIZE.
 - SEARCH RETURN (SAVE) answers nothing and keeps the result for `$`: FETCH $, UID FETCH $,
   STORE $ and SEARCH $ act on exactly those messages; SAVE with MIN keeps only the first;
-  a SEARCH (SAVE) that fails empties `$`; a message another session expunged leaves `$`.
+  a SEARCH (SAVE) that fails empties `$`; a message another session expunged leaves `$`;
+  `$` in SELECT's QRESYNC parameters is BAD; SEARCH $ over 301 saved messages counts them.
 - After ENABLE IMAP4rev2: SELECT names the mailbox in `* LIST () "/" "INBOX"` and sends no
   RECENT; SEARCH answers `* ESEARCH (TAG ...) ALL ...`; FETCH FLAGS carries no \\Recent;
   new mail shows as EXISTS without RECENT. An IMAP4rev1 session meanwhile still gets RECENT.
@@ -25,6 +27,7 @@ import base64
 import os
 import re
 import sys
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -141,6 +144,23 @@ def test():
     assert answered[3]["BINARY[2]"] is None and answered[2]["BINARY[2]"] == PAYLOAD, answered[3]
     ok("a part in x-uuencode answers NO [UNKNOWN-CTE], and the other messages of that FETCH are answered")
 
+    # APPEND takes a literal8 (RFC 3516 4.4); base64 that does not decode is NO [PARSE].
+    broken = (b"From: bob@example.com\r\nSubject: broken\r\nContent-Transfer-Encoding: base64\r\n"
+              b"\r\n!!not base64!!\r\n")
+    tag = r.next_tag()
+    r.send(f"{tag} APPEND INBOX ~{{{len(broken)}+}}\r\n".encode() + broken + b"\r\n")
+    status, text, _ = r.until(tag)
+    assert status == "OK" and b"APPENDUID" in text, (status, text)
+    uid = int(re.search(rb"APPENDUID \d+ (\d+)", text).group(1))
+    status, text, untagged = r.cmd(f"UID FETCH {uid} (BINARY.PEEK[1])")
+    assert status == "NO" and b"[PARSE]" in text, (status, text)
+    _, untagged = r.ok(f"UID FETCH {uid} (BODY.PEEK[])")
+    assert list(ic.fetch_raw(untagged).values())[0]["BODY[]"] == broken
+    r.ok(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)")
+    r.ok(f"UID EXPUNGE {uid}")
+    ok("APPEND takes a ~{n} literal8 and stores it exactly; BINARY of base64 that does not decode answers "
+       "NO [PARSE], never the encoded bytes")
+
     # -- STATUS SIZE ---------------------------------------------------------------------------
     _, untagged = r.ok("STATUS INBOX (MESSAGES SIZE)")
     assert untagged == [b'* STATUS "INBOX" (MESSAGES 4 SIZE %d)' % sum(map(len, messages))], untagged
@@ -171,8 +191,21 @@ def test():
     other.close()
     r.ok("NOOP")
     assert uids_fetched(r, "UID FETCH $ (UID)") == [1, 3]
+    status, text, _ = r.cmd("SELECT INBOX (QRESYNC (1 1 $))")
+    assert status == "BAD" and b"saved search result" in text, (status, text)
+    r.select("INBOX")
+    # Many saved messages: `$` stands for runs, and SEARCH $ stays quick.
+    for i in range(300):
+        append(r, plain(100 + i))
+    r.select("INBOX")
+    r.ok("SEARCH RETURN (SAVE) SUBJECT plain")
+    started = time.monotonic()
+    _, untagged = r.ok("SEARCH RETURN (COUNT) $ UNDELETED")
+    assert esearch(untagged).endswith(b" COUNT 301"), untagged
+    assert time.monotonic() - started < 30, "SEARCH $ over 301 saved messages took over 30 s"
     ok("SEARCH RETURN (SAVE) answers nothing; FETCH $, UID FETCH $, STORE $ and SEARCH $ act on the saved "
-       "messages; SAVE MIN keeps the first; a failed SEARCH (SAVE) empties $; an expunged message leaves it")
+       "messages; SAVE MIN keeps the first; a failed SEARCH (SAVE) empties $; an expunged message leaves it; "
+       "$ in SELECT's QRESYNC is BAD; SEARCH $ over 301 saved messages answers COUNT 301")
     r.ok("LOGOUT")
     r.close()
 
@@ -186,16 +219,16 @@ def test():
     assert b'* LIST () "/" "INBOX"' in untagged, untagged
     assert not any(re.match(rb"\* \d+ RECENT", u) for u in untagged), untagged
     assert not any(b"[UNSEEN" in u for u in untagged), untagged
-    assert b"* 3 EXISTS" in untagged, untagged
+    assert b"* 303 EXISTS" in untagged, untagged
     tag = new.next_tag()
     new.send(f"{tag} SEARCH FLAGGED\r\n".encode())
     status, _, untagged = new.until(tag)
     assert status == "OK" and untagged == [f'* ESEARCH (TAG "{tag}") ALL 1,3'.encode()], untagged
     h.send(srv.smtp, "bob@example.com", [ALICE], plain(5))
     _, untagged = old.ok("NOOP")
-    assert b"* 4 EXISTS" in untagged and b"* 1 RECENT" in untagged, untagged
+    assert b"* 304 EXISTS" in untagged and b"* 1 RECENT" in untagged, untagged
     _, untagged = new.ok("NOOP")
-    assert b"* 4 EXISTS" in untagged and not any(b"RECENT" in u for u in untagged), untagged
+    assert b"* 304 EXISTS" in untagged and not any(b"RECENT" in u for u in untagged), untagged
     _, untagged = new.ok("FETCH 1:* (FLAGS)")
     assert all("\\Recent" not in ic.flags_of(i) for i in ic.fetch_raw(untagged).values()), untagged
     _, untagged = new.ok("EXAMINE INBOX")

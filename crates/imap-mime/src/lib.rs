@@ -19,9 +19,14 @@ pub use crate::display::{Attachment, Displayed};
 use crate::search::Haystack;
 use crate::tree::Node;
 
-/// A Content-Transfer-Encoding BINARY cannot undo (IMAP's `UNKNOWN-CTE`), as written.
+/// Why BINARY cannot give a part's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownEncoding(pub String);
+pub enum BinaryError {
+    /// A Content-Transfer-Encoding it cannot undo (IMAP's `UNKNOWN-CTE`), as written.
+    UnknownEncoding(String),
+    /// Base64 or quoted-printable that does not decode (IMAP's `PARSE`), by name.
+    Undecodable(&'static str),
+}
 
 /// A message parsed once, borrowing its raw bytes.
 pub struct Message<'a> {
@@ -66,8 +71,9 @@ impl<'a> Message<'a> {
     /// The bytes of `BINARY[part]` (RFC 3516): the part's body with its base64 or
     /// quoted-printable encoding undone, `None` when the message has no such part, the
     /// whole message as stored for the empty path. A Content-Transfer-Encoding other than
-    /// those and 7bit, 8bit and binary cannot be undone, and is the error.
-    pub fn binary(&self, part: &[u32]) -> Result<Option<Cow<'a, [u8]>>, UnknownEncoding> {
+    /// those and 7bit, 8bit and binary, or content that does not decode, is the error:
+    /// BINARY never hands out encoded bytes as if they were the content.
+    pub fn binary(&self, part: &[u32]) -> Result<Option<Cow<'a, [u8]>>, BinaryError> {
         section::binary(self.raw, &self.root, part)
     }
 

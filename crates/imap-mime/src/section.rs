@@ -5,7 +5,11 @@ use std::borrow::Cow;
 
 use imap_proto::{Section, SectionText};
 
-use crate::tree::{Kind, Node, TransferEncoding, decode, raw_field, raw_name};
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+
+use crate::BinaryError;
+use crate::tree::{Kind, Node, raw_field, raw_name};
 
 /// The buffer a node's ranges index: the raw message, or a decoded body owned by the tree.
 #[derive(Clone, Copy)]
@@ -61,12 +65,12 @@ pub(crate) fn section<'a>(
 }
 
 /// BINARY[part] (RFC 3516): the part's body with its transfer encoding undone; the whole
-/// message, as stored, for the empty path. `Err` names an encoding that cannot be undone.
+/// message, as stored, for the empty path.
 pub(crate) fn binary<'a>(
     raw: &'a [u8],
     root: &Node<'a>,
     part: &[u32],
-) -> Result<Option<Cow<'a, [u8]>>, crate::UnknownEncoding> {
+) -> Result<Option<Cow<'a, [u8]>>, BinaryError> {
     if part.is_empty() {
         return Ok(Some(Cow::Borrowed(raw)));
     }
@@ -74,23 +78,20 @@ pub(crate) fn binary<'a>(
         return Ok(None);
     };
     let body = buf.cut(node.body.clone());
-    let encoding = match node.raw_transfer_encoding(buf.bytes()) {
-        None => TransferEncoding::Identity,
-        Some(name) => match name.to_ascii_lowercase().as_slice() {
-            b"7bit" | b"8bit" | b"binary" => TransferEncoding::Identity,
-            b"base64" => TransferEncoding::Base64,
-            b"quoted-printable" => TransferEncoding::QuotedPrintable,
-            _ => {
-                return Err(crate::UnknownEncoding(
-                    String::from_utf8_lossy(&name).into_owned(),
-                ));
-            }
-        },
+    let Some(name) = node.raw_transfer_encoding(buf.bytes()) else {
+        return Ok(Some(body));
     };
-    Ok(Some(match encoding {
-        TransferEncoding::Identity => body,
-        encoded => Cow::Owned(decode(encoded, &body).into_owned()),
-    }))
+    let decoded = match name.to_ascii_lowercase().as_slice() {
+        b"7bit" | b"8bit" | b"binary" => return Ok(Some(body)),
+        b"base64" => base64_decode(&body).ok_or(BinaryError::Undecodable("base64")),
+        b"quoted-printable" => {
+            quoted_printable_decode(&body).ok_or(BinaryError::Undecodable("quoted-printable"))
+        }
+        _ => Err(BinaryError::UnknownEncoding(
+            String::from_utf8_lossy(&name).into_owned(),
+        )),
+    };
+    decoded.map(|bytes| Some(Cow::Owned(bytes)))
 }
 
 /// Follows a part path. In a message that is not multipart, part 1 is its body; inside a

@@ -283,10 +283,16 @@ Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
     );
     assert_eq!(
         m.binary(&[4]),
-        Err(imap_mime::UnknownEncoding("x-uuencode".into()))
+        Err(imap_mime::BinaryError::UnknownEncoding("x-uuencode".into()))
     );
     assert_eq!(m.binary(&[5]), Ok(None));
     assert_eq!(m.binary(&[1, 1]), Ok(None));
+    // Base64 that does not decode is an error, never the encoded bytes passed off as content.
+    let broken = b"Subject: b\r\nContent-Transfer-Encoding: base64\r\n\r\n!!not base64!!\r\n";
+    assert_eq!(
+        Message::parse(broken).binary(&[1]),
+        Err(imap_mime::BinaryError::Undecodable("base64"))
+    );
     // A message that is not multipart: part 1 is its body, decoded by its own header.
     let single = b"Subject: one\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n";
     assert_eq!(

@@ -63,15 +63,15 @@ pub(crate) fn sets_seen(items: &[FetchItem]) -> bool {
 }
 
 /// Appends `* seq FETCH (...)` for one message. `raw` is the message when
-/// [`needs_body`] said so. Returns the transfer encoding a BINARY item could not undo, if
-/// one could not; that item was answered NIL and the command must end `NO [UNKNOWN-CTE]`.
+/// [`needs_body`] said so. Returns why a BINARY item could not be answered, if one could
+/// not; that item was answered NIL and the command must end NO (UNKNOWN-CTE or PARSE).
 pub(crate) fn fetch_one(
     target: &Target,
     items: &[FetchItem],
     uid_command: bool,
     raw: Option<&[u8]>,
     out: &mut Vec<u8>,
-) -> Option<imap_mime::UnknownEncoding> {
+) -> Option<imap_mime::BinaryError> {
     let mut unknown = None;
     let meta = &target.meta;
     // Parsing MIME costs more than sending the bytes, so it happens only for items that
@@ -219,7 +219,7 @@ fn binary<'a>(
     raw: Option<&'a [u8]>,
     parsed: Option<&Message<'a>>,
     part: &[u32],
-) -> Result<Option<std::borrow::Cow<'a, [u8]>>, imap_mime::UnknownEncoding> {
+) -> Result<Option<std::borrow::Cow<'a, [u8]>>, imap_mime::BinaryError> {
     match (part.is_empty(), raw, parsed) {
         (true, Some(raw), _) => Ok(Some(std::borrow::Cow::Borrowed(raw))),
         (false, _, Some(m)) => m.binary(part),
@@ -390,7 +390,10 @@ mod tests {
             Some(odd),
             &mut out,
         );
-        assert_eq!(unknown.map(|u| u.0).as_deref(), Some("x-uuencode"));
+        assert_eq!(
+            unknown,
+            Some(imap_mime::BinaryError::UnknownEncoding("x-uuencode".into()))
+        );
         assert_eq!(out, b"* 2 FETCH (BINARY[1] NIL)\r\n");
         assert!(sets_seen(&[FetchItem::Binary {
             peek: false,

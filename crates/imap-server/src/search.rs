@@ -60,22 +60,64 @@ pub(crate) fn text_query(key: &SearchKey) -> Option<TextQuery> {
     }
 }
 
+/// Puts every sequence set of the criteria in ascending, disjoint ranges with `*` resolved,
+/// so that [`matches`] finds a number by binary search however many ranges a set has
+/// (`$` brings one per run of saved messages). `matches` expects criteria so prepared.
+pub(crate) fn prepare_sets(key: &mut SearchKey, bounds: Bounds) {
+    let mut keys = vec![key];
+    while let Some(key) = keys.pop() {
+        match key {
+            SearchKey::SequenceSet(set) => *set = ordered(set, bounds.max_seq),
+            SearchKey::Uid(set) => *set = ordered(set, bounds.max_uid),
+            SearchKey::And(list) => keys.extend(list.iter_mut()),
+            SearchKey::Or(a, b) => keys.extend([&mut **a, &mut **b]),
+            SearchKey::Not(k) => keys.push(&mut **k),
+            _ => {}
+        }
+    }
+}
+
+fn ordered(set: &SequenceSet, max: u32) -> SequenceSet {
+    let value = |s: SeqNum| match s {
+        SeqNum::Value(v) => v,
+        SeqNum::Star => max,
+    };
+    let mut ranges: Vec<(u32, u32)> = set
+        .0
+        .iter()
+        .map(|&(a, b)| {
+            let (a, b) = (value(a), value(b));
+            (a.min(b), a.max(b))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some(prev) if prev.1.saturating_add(1) >= first => prev.1 = prev.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    SequenceSet(
+        merged
+            .into_iter()
+            .map(|(a, b)| (SeqNum::Value(a), SeqNum::Value(b)))
+            .collect(),
+    )
+}
+
 /// Whether the candidate matches. `message` is its parsed bytes when [`needs_body`] said so.
-pub(crate) fn matches(
-    key: &SearchKey,
-    c: &Candidate<'_>,
-    bounds: Bounds,
-    message: Option<&Message<'_>>,
-) -> bool {
+/// The criteria's sets are as [`prepare_sets`] left them.
+pub(crate) fn matches(key: &SearchKey, c: &Candidate<'_>, message: Option<&Message<'_>>) -> bool {
     let date = c.meta.internal_date.div_euclid(DAY) as i32;
     let sent = || message.and_then(Message::sent_day).map(|d| d as i32);
     match key {
         SearchKey::All => true,
-        SearchKey::And(keys) => keys.iter().all(|k| matches(k, c, bounds, message)),
-        SearchKey::Or(a, b) => matches(a, c, bounds, message) || matches(b, c, bounds, message),
-        SearchKey::Not(k) => !matches(k, c, bounds, message),
-        SearchKey::SequenceSet(set) => in_set(set, c.seq, bounds.max_seq),
-        SearchKey::Uid(set) => in_set(set, c.meta.uid, bounds.max_uid),
+        SearchKey::And(keys) => keys.iter().all(|k| matches(k, c, message)),
+        SearchKey::Or(a, b) => matches(a, c, message) || matches(b, c, message),
+        SearchKey::Not(k) => !matches(k, c, message),
+        SearchKey::SequenceSet(set) => in_set(set, c.seq),
+        SearchKey::Uid(set) => in_set(set, c.meta.uid),
         SearchKey::Flag(flag) => has_flag(c, flag),
         SearchKey::NotFlag(flag) => !has_flag(c, flag),
         SearchKey::New => c.recent && c.meta.flags.0 & Flags::SEEN == 0,
@@ -123,15 +165,14 @@ fn has_flag(c: &Candidate<'_>, flag: &Flag) -> bool {
     c.meta.flags.0 & bit != 0
 }
 
-fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
+/// Membership in a set [`prepare_sets`] ordered: a binary search.
+fn in_set(set: &SequenceSet, n: u32) -> bool {
     let value = |s: SeqNum| match s {
         SeqNum::Value(v) => v,
-        SeqNum::Star => max,
+        SeqNum::Star => u32::MAX,
     };
-    set.0.iter().any(|&(a, b)| {
-        let (a, b) = (value(a), value(b));
-        (a.min(b)..=a.max(b)).contains(&n)
-    })
+    let at = set.0.partition_point(|&(_, last)| value(last) < n);
+    set.0.get(at).is_some_and(|&(first, _)| value(first) <= n)
 }
 
 #[cfg(test)]
@@ -153,6 +194,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn sets_are_ordered_once_then_searched_by_halving() {
+        let v = SeqNum::Value;
+        let mut key = SearchKey::Or(
+            Box::new(SearchKey::SequenceSet(SequenceSet(vec![
+                (v(9), v(7)),
+                (SeqNum::Star, v(2)),
+                (v(1), v(1)),
+            ]))),
+            Box::new(SearchKey::Not(Box::new(SearchKey::Uid(SequenceSet(vec![
+                (v(5), v(5)),
+                (v(3), v(3)),
+                (v(4), SeqNum::Star),
+            ]))))),
+        );
+        prepare_sets(
+            &mut key,
+            Bounds {
+                max_seq: 4,
+                max_uid: 6,
+            },
+        );
+        let SearchKey::Or(seqs, uids) = &key else {
+            unreachable!()
+        };
+        assert_eq!(
+            **seqs,
+            SearchKey::SequenceSet(SequenceSet(vec![(v(1), v(4)), (v(7), v(9))]))
+        );
+        assert_eq!(
+            **uids,
+            SearchKey::Not(Box::new(SearchKey::Uid(SequenceSet(vec![(v(3), v(6))]))))
+        );
+        let SearchKey::SequenceSet(set) = &**seqs else {
+            unreachable!()
+        };
+        let inside: Vec<u32> = (0..11).filter(|&n| in_set(set, n)).collect();
+        assert_eq!(inside, [1, 2, 3, 4, 7, 8, 9]);
+    }
+
     fn check(key: SearchKey, expect: bool) {
         let m = meta(7, Flags::SEEN, 1000, 10 * DAY + 5);
         let c = Candidate {
@@ -164,7 +245,9 @@ mod tests {
             max_seq: 3,
             max_uid: 9,
         };
-        assert_eq!(matches(&key, &c, bounds, None), expect, "{key:?}");
+        let mut key = key;
+        prepare_sets(&mut key, bounds);
+        assert_eq!(matches(&key, &c, None), expect, "{key:?}");
     }
 
     #[test]

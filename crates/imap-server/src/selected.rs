@@ -91,18 +91,28 @@ impl Selected {
 
     /// `$` as the set it stands for: the saved messages still in the view (an expunged
     /// one leaves the saved result, RFC 5182 §2.1), by UID or by number.
+    ///
+    /// Saved messages next to each other in the view make one range, so `$` after
+    /// `SEARCH RETURN (SAVE) ALL` is one range, not one per message. By UID, a range spans
+    /// only UIDs no other message of the view has.
     pub fn saved_set(&self, uid: bool) -> SequenceSet {
-        let ranges = self
-            .messages
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.expunged && self.saved.binary_search(&e.meta.uid).is_ok())
-            .map(|(index, e)| {
-                let n = SeqNum::Value(if uid { e.meta.uid } else { index as u32 + 1 });
-                (n, n)
-            })
-            .collect();
-        SequenceSet(ranges)
+        // (position of the run's last message, first number, last number)
+        let mut runs: Vec<(usize, u32, u32)> = Vec::new();
+        for (index, e) in self.messages.iter().enumerate() {
+            if e.expunged || self.saved.binary_search(&e.meta.uid).is_err() {
+                continue;
+            }
+            let n = if uid { e.meta.uid } else { index as u32 + 1 };
+            match runs.last_mut() {
+                Some((at, _, last)) if *at + 1 == index => (*at, *last) = (index, n),
+                _ => runs.push((index, n, n)),
+            }
+        }
+        SequenceSet(
+            runs.into_iter()
+                .map(|(_, a, b)| (SeqNum::Value(a), SeqNum::Value(b)))
+                .collect(),
+        )
     }
 
     pub fn exists(&self) -> u32 {

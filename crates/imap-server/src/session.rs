@@ -1833,7 +1833,7 @@ async fn run_fetch(
     let missing = picked.len() - targets.len();
     let items: Arc<[FetchItem]> = items.into();
     let mut unreadable = Vec::new();
-    let mut unknown_encoding = None;
+    let mut binary_failed = None;
     let mut pending = targets.into_iter().peekable();
     while pending.peek().is_some() {
         // A batch ends at BATCH messages or BATCH_BYTES of them, whichever comes first, so
@@ -1850,11 +1850,11 @@ async fn run_fetch(
         // The responses are written straight into the connection's output buffer, which
         // travels to the blocking thread and back: no copy, no fresh buffer per batch.
         let out = std::mem::take(&mut wire.output);
-        let (out, failed, unknown) = blocking(store, move |s| {
+        let (out, failed, binary) = blocking(store, move |s| {
             let mut out = out;
             out.reserve(bytes as usize + batch.len() * 128);
             let mut failed = Vec::new();
-            let mut unknown = None;
+            let mut binary = None;
             for target in &batch {
                 let raw = if needs_body {
                     match s.read_blob(&target.meta.blob) {
@@ -1867,17 +1867,17 @@ async fn run_fetch(
                 } else {
                     None
                 };
-                if let Some(encoding) =
+                if let Some(failure) =
                     fetch::fetch_one(target, &items, uid, raw.as_deref(), &mut out)
                 {
-                    unknown = Some(encoding);
+                    binary = Some(failure);
                 }
             }
-            Ok((out, failed, unknown))
+            Ok((out, failed, binary))
         })
         .await?;
         wire.output = out;
-        unknown_encoding = unknown_encoding.or(unknown);
+        binary_failed = binary_failed.or(binary);
         unreadable.extend(failed);
         if wire.output.len() >= FLUSH_AT {
             wire.flush()
@@ -1894,11 +1894,22 @@ async fn run_fetch(
     } else {
         vanished_or_damaged(store, view.info.id, unreadable).await?
     };
-    if let Some(imap_mime::UnknownEncoding(encoding)) = unknown_encoding {
-        return Err(No::new(
-            "UNKNOWN-CTE",
-            format!("cannot decode Content-Transfer-Encoding {encoding:?}; fetch BODY[] instead"),
-        ));
+    match binary_failed {
+        Some(imap_mime::BinaryError::UnknownEncoding(encoding)) => {
+            return Err(No::new(
+                "UNKNOWN-CTE",
+                format!(
+                    "cannot decode Content-Transfer-Encoding {encoding:?}; fetch BODY[] instead"
+                ),
+            ));
+        }
+        Some(imap_mime::BinaryError::Undecodable(encoding)) => {
+            return Err(No::new(
+                "PARSE",
+                format!("a part's {encoding} does not decode; fetch BODY[] for it as sent"),
+            ));
+        }
+        None => {}
     }
     Ok(missing + expunged)
 }
@@ -1953,7 +1964,8 @@ async fn run_search(
         .filter(|(_, e)| !e.expunged)
         .map(|(i, e)| (i as u32 + 1, e.meta.clone(), view.is_recent(e.meta.uid)))
         .collect();
-    let criteria = criteria.clone();
+    let mut criteria = criteria.clone();
+    search::prepare_sets(&mut criteria, bounds);
     let mailbox = view.info.id;
     blocking(store, move |s| {
         let needs_body = search::needs_body(&criteria);
@@ -1984,9 +1996,9 @@ async fn run_search(
                 // An unreadable message cannot match a text key; FETCH reports it.
                 let raw = s.read_blob(&meta.blob).ok();
                 let parsed = raw.as_deref().map(imap_mime::Message::parse);
-                search::matches(&criteria, &candidate, bounds, parsed.as_ref())
+                search::matches(&criteria, &candidate, parsed.as_ref())
             } else {
-                search::matches(&criteria, &candidate, bounds, None)
+                search::matches(&criteria, &candidate, None)
             };
             if hit {
                 found.push(if uid { meta.uid } else { *seq });

@@ -2,7 +2,7 @@
 //! arguments of every command except FETCH and SEARCH (which have their own modules).
 
 use crate::command::{
-    Command, CommandBody, Flag, ListReturn, ListSelect, Qresync, StatusItem, StoreOp,
+    Command, CommandBody, Flag, ListReturn, ListSelect, Qresync, SequenceSet, StatusItem, StoreOp,
 };
 
 use super::cursor::{Cursor, Fail, PResult, fail, is_base64, leading_tag, text};
@@ -257,13 +257,13 @@ fn qresync_param(c: &mut Cursor) -> PResult<Qresync> {
     let mut seq_match = None;
     if c.eat(b' ') {
         if c.peek() != Some(b'(') {
-            known_uids = Some(c.sequence_set()?);
+            known_uids = Some(known_set(c)?);
             c.eat(b' ');
         }
         if c.eat(b'(') {
-            let seqs = c.sequence_set()?;
+            let seqs = known_set(c)?;
             c.sp()?;
-            let uids = c.sequence_set()?;
+            let uids = known_set(c)?;
             c.expect(b')', "Expected ) after the QRESYNC sequence match data")?;
             seq_match = Some((seqs, uids));
         }
@@ -544,7 +544,8 @@ fn append(c: &mut Cursor) -> PResult<CommandBody> {
             c.expect(b')', "Expected ) after the UTF8 message")?;
         }
         Some(b'U' | b'u') => return fail("UTF8 APPEND data needs ENABLE UTF8=ACCEPT first"),
-        Some(b'~') => return fail("Binary literals are not supported"),
+        // RFC 3516 §4.4 (and RFC 9051): a message whose parts may be binary.
+        Some(b'~') => c.message = Some(c.literal8()?),
         _ => return fail("Expected the message as a literal"),
     }
     Ok(CommandBody::Append {
@@ -553,6 +554,16 @@ fn append(c: &mut Cursor) -> PResult<CommandBody> {
         date,
         message: Vec::new(),
     })
+}
+
+/// A set QRESYNC names: `$` means a search result of the selected mailbox (RFC 5182),
+/// and SELECT has none to mean.
+fn known_set(c: &mut Cursor) -> PResult<SequenceSet> {
+    let set = c.sequence_set()?;
+    if set.is_saved() {
+        return fail("$ names a saved search result, which SELECT has none of");
+    }
+    Ok(set)
 }
 
 /// Refuses `\Recent`, which only the server sets.

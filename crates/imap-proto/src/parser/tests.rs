@@ -712,7 +712,8 @@ fn append() {
     );
     check_err("APPEND Drafts", "Missing argument");
     check_err("APPEND Drafts hello", "Expected the message as a literal");
-    check_err("APPEND Drafts ~{1+}\r\nx", "Binary literals");
+    check("APPEND Drafts ~{2+}\r\n\0x", append(vec![], None, b"\0x"));
+    check_err("APPEND Drafts ~x", "Expected a literal");
     check_err("APPEND Drafts {1}\r\nx y", "Unexpected space");
 }
 
@@ -1913,6 +1914,11 @@ fn condstore_select_fetch_store_search_status() {
         "Mod-sequence too large",
     );
     check_err("SELECT INBOX (QRESYNC 1 2)", "Expected (");
+    check_err("SELECT INBOX (QRESYNC (1 2 $))", "saved search result");
+    check_err(
+        "SELECT INBOX (QRESYNC (1 2 1:5 ($ 1:5)))",
+        "saved search result",
+    );
 
     let fetch = |uid, items, changed_since, vanished| CommandBody::Fetch {
         uid,
