@@ -78,28 +78,8 @@ pub(crate) fn prepare_sets(key: &mut SearchKey, bounds: Bounds) {
 }
 
 fn ordered(set: &SequenceSet, max: u32) -> SequenceSet {
-    let value = |s: SeqNum| match s {
-        SeqNum::Value(v) => v,
-        SeqNum::Star => max,
-    };
-    let mut ranges: Vec<(u32, u32)> = set
-        .0
-        .iter()
-        .map(|&(a, b)| {
-            let (a, b) = (value(a), value(b));
-            (a.min(b), a.max(b))
-        })
-        .collect();
-    ranges.sort_unstable();
-    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
-    for (first, last) in ranges {
-        match merged.last_mut() {
-            Some(prev) if prev.1.saturating_add(1) >= first => prev.1 = prev.1.max(last),
-            _ => merged.push((first, last)),
-        }
-    }
     SequenceSet(
-        merged
+        crate::selected::set_ranges(set, max)
             .into_iter()
             .map(|(a, b)| (SeqNum::Value(a), SeqNum::Value(b)))
             .collect(),

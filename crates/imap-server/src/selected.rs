@@ -389,6 +389,30 @@ pub(crate) fn push_flag_change(
     out.extend_from_slice(b")\r\n");
 }
 
+/// A set's ranges in ascending order, joined where they touch; `*` is `star`.
+pub(crate) fn set_ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
+    let value = |n: SeqNum| match n {
+        SeqNum::Value(v) => v,
+        SeqNum::Star => star,
+    };
+    let mut ranges: Vec<(u32, u32)> = set
+        .0
+        .iter()
+        .map(|&(a, b)| {
+            let (a, b) = (value(a), value(b));
+            (a.min(b), a.max(b))
+        })
+        .collect();
+    ranges.sort_unstable();
+    merge_ranges(ranges)
+}
+
+/// Whether `n` is in ranges [`set_ranges`] made: a binary search.
+pub(crate) fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
+    let at = ranges.partition_point(|r| r.1 < n);
+    ranges.get(at).is_some_and(|r| r.0 <= n)
+}
+
 /// Ascending ranges with touching ones joined.
 pub(crate) fn merge_ranges(ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
     let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());

@@ -14,7 +14,7 @@ use base64::Engine;
 use imap_proto::response::{self, Esearch};
 use imap_proto::{
     AuthResponse, Command, CommandBody, CommandReader, FetchItem, Flag, Limits, ListReturn,
-    ListSelect, Parsed, Qresync, SearchKey, SearchReturn, SeqNum, SequenceSet, StatusItem, StoreOp,
+    ListSelect, Parsed, Qresync, SearchKey, SearchReturn, SequenceSet, StatusItem, StoreOp,
 };
 use net::{Admission, Connection, Read, Shutdown, Wire};
 use store::{AccountId, FlagOp, Flags, MailAccess, MailboxInfo, StoreError};
@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::fetch::{self, Target};
 use crate::list;
 use crate::search::{self, Bounds, Candidate};
-use crate::selected::{Selected, merge_ranges, push_flag_change};
+use crate::selected::{Selected, in_ranges, merge_ranges, push_flag_change, set_ranges};
 use crate::{AccountSlot, ImapServer};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -1690,29 +1690,6 @@ fn uids_of(view: &Selected, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, No
         .collect())
 }
 
-/// A set's ranges in ascending order, joined where they touch; `*` is `star`.
-fn set_ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
-    let value = |n: SeqNum| match n {
-        SeqNum::Value(v) => v,
-        SeqNum::Star => star,
-    };
-    let mut ranges: Vec<(u32, u32)> = set
-        .0
-        .iter()
-        .map(|&(a, b)| {
-            let (a, b) = (value(a), value(b));
-            (a.min(b), a.max(b))
-        })
-        .collect();
-    ranges.sort_unstable();
-    merge_ranges(ranges)
-}
-
-fn in_ranges(ranges: &[(u32, u32)], n: u32) -> bool {
-    let at = ranges.partition_point(|r| r.1 < n);
-    ranges.get(at).is_some_and(|r| r.0 <= n)
-}
-
 /// The UIDs to name in VANISHED (EARLIER): the store's remembered expunges, within `known`
 /// when given; when the store forgot some (`None`), every UID within `known` (or up to
 /// `last_uid`) that the mailbox does not hold, as RFC 7162 §3.2.5.2 allows.
@@ -2110,6 +2087,7 @@ fn push_search(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imap_proto::SeqNum;
 
     #[test]
     fn vanished_answers_from_memory_or_by_comparing_uids() {
