@@ -1105,9 +1105,7 @@ impl Session {
         if rev2 {
             // RFC 9051 §6.3.2: the mailbox's name as the server spells it, in place of
             // RECENT and UNSEEN, which IMAP4rev2 dropped.
-            out.extend_from_slice(b"* LIST () \"/\" ");
-            response::push_mailbox_as(out, &view.info.name, self.names);
-            out.extend_from_slice(b"\r\n");
+            response::list(out, &[], Some(list::DELIMITER), &view.info.name, self.names);
         } else {
             out.extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
         }
