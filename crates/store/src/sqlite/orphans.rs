@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 use super::SqliteStore;
+use super::writer::WriteCtx;
 use super::check::{known_blobs, scan_orphans};
 use crate::blob::sync_dir;
 use crate::{BlobId, Flags, Result, StoreError};
@@ -102,6 +103,15 @@ fn referenced(conn: &Connection, id: &BlobId) -> Result<bool> {
         .query_row([&id.0[..]], |r| r.get(0))?)
 }
 
+/// True when nothing names the blob now and its file is still there, asked in the writer:
+/// a commit deletes the files it released only after it commits (and a blob released
+/// earlier in the writer's current batch is still on its way out), so only the writer sees
+/// a released file and an orphan apart. A read beside it took the last batch of an
+/// archive's move, between its commit and its deletes, for 25 orphans.
+fn unnamed(ctx: &WriteCtx<'_>, id: &BlobId) -> Result<bool> {
+    Ok(!ctx.unreferenced.contains(id) && !referenced(ctx.conn, id)? && ctx.blobs.exists(id))
+}
+
 /// The candidates that no row names now and whose file is still there: a file named by no
 /// row of an earlier snapshot may have been released by a commit and deleted by its writer
 /// since, or claimed by a delivery.
@@ -112,10 +122,10 @@ pub(super) fn still_orphans(
     if candidates.is_empty() {
         return Ok(candidates);
     }
-    store.read(|conn| {
+    store.write(move |ctx| {
         let mut out = Vec::new();
         for (id, size) in candidates {
-            if !referenced(conn, &id)? && store.blobs.exists(&id) {
+            if unnamed(ctx, &id)? {
                 out.push((id, size));
             }
         }
@@ -147,7 +157,7 @@ pub(super) fn sweep(store: &SqliteStore, candidates: Vec<(BlobId, u64)>) -> Resu
         let released = released(&root);
         let mut swept = Swept::default();
         for (id, size) in candidates {
-            if referenced(ctx.conn, &id)? || !ctx.blobs.exists(&id) {
+            if !unnamed(ctx, &id)? {
                 continue;
             }
             if released.contains(&id) {
