@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 use super::SqliteStore;
-use super::writer::WriteCtx;
 use super::check::{known_blobs, scan_orphans};
+use super::writer::WriteCtx;
 use crate::blob::sync_dir;
 use crate::{BlobId, Flags, Result, StoreError};
 
