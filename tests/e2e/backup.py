@@ -38,6 +38,10 @@ class Ledger:
         self.acked = {}  # id -> (account, sha of what was sent, acked at (monotonic))
         self.errors = []
 
+    def any_after(self, when):
+        with self.lock:
+            return any(at > when for _, _, at in self.acked.values())
+
 
 def sender(port, n, ledger, stop):
     rnd = random.Random(n)
@@ -89,11 +93,19 @@ def test():
     threads = [threading.Thread(target=sender, args=(srv.smtp, n, ledger, stop), daemon=True) for n in range(CLIENTS)]
     for th in threads:
         th.start()
-    time.sleep(2.0)
+    # Traffic before and after the backup, counted rather than timed: a loaded machine
+    # may deliver slowly.
+    deadline = time.monotonic() + 60
+    while len(ledger.acked) < 50 and not ledger.errors:
+        assert time.monotonic() < deadline, f"only {len(ledger.acked)} messages in 60 s"
+        time.sleep(0.1)
     began = time.monotonic()
     r = t.cli("backup", "create", "--to", str(root), timeout=300)
     ended = time.monotonic()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30
+    while not ledger.errors and not ledger.any_after(ended):
+        assert time.monotonic() < deadline, "no message acknowledged in the 30 s after the backup"
+        time.sleep(0.1)
     stop.set()
     for th in threads:
         th.join(timeout=60)

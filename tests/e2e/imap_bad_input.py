@@ -418,19 +418,33 @@ def flood_checks(srv, mail):
        f"{', then the server closed the session' if closed else ''}; nothing lost")
 
 
+def fill_sessions(srv, sessions):
+    """Logs alice in until refused: (how many got in, status, text) of the refusal."""
+    for i in range(PER_ACCOUNT + 1):
+        r = ic.RawImap(srv.imap)
+        st, text, untagged = r.cmd(f"LOGIN {ALICE} {ic.quote(PW[ALICE])}")
+        if st != "OK":
+            r.close()
+            return (i, st, text)
+        sessions.append(r)
+    return None
+
+
 def connection_limit_checks(srv, mail):
-    time.sleep(0.5)  # the sessions closed before this are gone from the server's count
     sessions = []
     refused = None
     try:
-        for i in range(PER_ACCOUNT + 1):
-            r = ic.RawImap(srv.imap)
-            st, text, untagged = r.cmd(f"LOGIN {ALICE} {ic.quote(PW[ALICE])}")
-            if st != "OK":
-                refused = (i, st, text)
-                r.close()
+        # Sessions closed by the checks before leave the server's count when their tasks
+        # end, which a loaded machine may delay: a refusal below the limit is tried again.
+        deadline = time.monotonic() + 30
+        while True:
+            refused = fill_sessions(srv, sessions)
+            if refused is None or refused[0] == PER_ACCOUNT or time.monotonic() > deadline:
                 break
-            sessions.append(r)
+            for r in sessions:
+                r.close()
+            sessions.clear()
+            time.sleep(0.3)
         assert refused is not None, f"{PER_ACCOUNT + 1} sessions of one account all logged in (limit {PER_ACCOUNT})"
         assert refused[0] == PER_ACCOUNT, f"login {refused[0] + 1} refused ({refused[1]} {refused[2]!r}), the limit is {PER_ACCOUNT}"
         b = logged_in(srv, BOB)
@@ -450,7 +464,23 @@ def connection_limit_checks(srv, mail):
     finally:
         for r in sessions:
             r.close()
-    time.sleep(0.5)
+    # The next checks log alice in a few times: wait until most closed sessions have left
+    # the count (five logins at once get in), rather than for a fixed time.
+    deadline = time.monotonic() + 30
+    while True:
+        got = []
+        for _ in range(5):
+            r = ic.RawImap(srv.imap)
+            st, text, _ = r.cmd(f"LOGIN {ALICE} {ic.quote(PW[ALICE])}")
+            got.append(r)
+            if st != "OK":
+                break
+        for r in got:
+            r.close()
+        if st == "OK":
+            break
+        assert time.monotonic() < deadline, f"30 s after closing them, alice's sessions still count: {st} {text!r}"
+        time.sleep(0.3)
     ok(f"login {PER_ACCOUNT + 1} of one account refused ({refused[1]} {refused[2][:60]!r}); another account logs in; "
        "a freed slot is usable again")
 
@@ -553,7 +583,7 @@ def maintenance_checks(t, srv, mail):
 def timeout_checks():
     """[imap] command_timeout_secs: silent sessions get BYE and are closed (RFC 3501 5.4 autologout)."""
     t = h.Tegami("imap-timeout")
-    t.write_config("[imap]\ncommand_timeout_secs = 2\n")
+    t.write_config("[imap]\ncommand_timeout_secs = 4\n")
     t.domain("example.com")
     t.account(ALICE, PW[ALICE])
     srv = t.serve(imap=True, smtp=True, pop3=False)
@@ -564,22 +594,24 @@ def timeout_checks():
     assert mid.response().startswith(b"+")
     started = time.monotonic()
     busy = logged_in(srv, ALICE, "INBOX")
-    for _ in range(5):  # a session that keeps talking is not logged out
+    # A session that keeps talking is not logged out: a NOOP every 0.8 s leaves 3.2 s of
+    # slack against the timeout for a loaded machine.
+    for _ in range(5):
         time.sleep(0.8)
         busy.ok("NOOP")
     results = []
     for name, r in (("before LOGIN", pre), ("with INBOX selected", sel), ("in the middle of a literal", mid)):
-        line, _, seen = r.wait_untagged(rb"^\* BYE", 6)
+        line, _, seen = r.wait_untagged(rb"^\* BYE", 10)
         took = time.monotonic() - started
-        assert line is not None, f"a silent session {name} got no BYE within {took:.1f} s (timeout 2 s; got {seen})"
+        assert line is not None, f"a silent session {name} got no BYE within {took:.1f} s (timeout 4 s; got {seen})"
         assert r.is_closed(wait=3), f"the silent session {name} got BYE but stayed open"
-        assert took < 2 + 6, f"the silent session {name} was logged out only after {took:.1f} s"
+        assert took < 4 + 8, f"the silent session {name} was logged out only after {took:.1f} s"
         results.append(f"{name} ({line[:45].decode(errors='replace')!r})")
         r.close()
     busy.ok("LOGOUT")
     busy.close()
     assert srv.stop() == 0
-    ok(f"command_timeout_secs = 2: silent sessions {', '.join(results)} are logged out and closed; a session sending "
+    ok(f"command_timeout_secs = 4: silent sessions {', '.join(results)} are logged out and closed; a session sending "
        "NOOP every 0.8 s for 4 s is not")
 
 

@@ -18,6 +18,10 @@ from the half-done index (the rest scanned); restarted with it on, the indexer r
 SEARCH answers exactly once it has caught up; `index check` finds nothing missing and nothing
 expunged, and every body is indexed once. `index rebuild` (and `--account`) leaves the same
 answers; an index file of another version is rebuilt.
+
+Between the two parts alice's mail goes into an archive: the indexer follows its mailboxes
+too, SEARCH there equals the scan, and a body the index lost shows that the index answers
+there, and that `check` names it and `check --repair` mends it.
 """
 
 import base64
@@ -28,6 +32,7 @@ import email.mime.message
 import email.mime.multipart
 import email.mime.nonmultipart
 import email.mime.text
+import hashlib
 import json
 import os
 import random
@@ -269,6 +274,90 @@ def compare(what, indexed, scanned):
     return n, found
 
 
+def archive_cursors(index):
+    """How many archive mailboxes the indexer follows (theirs are the negative ids)."""
+    db = sqlite3.connect(f"file:{index.path}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT count(*) FROM cursors WHERE mailbox_id < 0").fetchone()[0]
+    finally:
+        db.close()
+
+
+def search_text(srv, user, mailbox, needle):
+    r = ic.RawImap(srv.imap)
+    r.login(user, PW)
+    r.select(mailbox, examine=True)
+    uids = []
+    for u in r.ok(f"UID SEARCH TEXT {needle}")[1]:
+        if u.upper().startswith(b"* SEARCH"):
+            uids += [int(x) for x in u[8:].split()]
+    r.ok("LOGOUT")
+    r.close()
+    return sorted(uids)
+
+
+def archive_and_search(t, index, boxes, truth):
+    """Alice's mail moves into an archive, whose mailboxes the indexer follows as it follows
+    live ones: SEARCH there answers from the index and equals the scan. A body the index
+    lost is missed there (so the index is what answers), named by `index check` and `check`,
+    and indexed again after `check --repair`. Leaves `boxes` naming the archive's mailboxes."""
+    srv = t.serve()
+    day = time.strftime("%Y-%m-%d", time.localtime(time.time() + 2 * 86400))
+    r = t.cli("archive", "create", "--before", day, "--account", ALICE, "--label", "old",
+              "--json", timeout=300)
+    archived = ["Archive/old/INBOX", "Archive/old/Work"]
+    deadline = time.monotonic() + 60
+    while archive_cursors(index) < 2:
+        assert time.monotonic() < deadline, f"the indexer does not follow the archive: {r.out}"
+        time.sleep(0.2)
+    report = index.wait_caught_up("after archiving")
+    time.sleep(3)  # a few rounds of the sweep, which must keep the archived bodies
+    report, code = index.check()
+    assert code == 0 and report["missing"] == 0 and report["expunged"] == 0, report
+    boxes[ALICE] = archived
+    indexed = {user: search_all(srv, user, mailboxes) for user, mailboxes in boxes.items()}
+    ids = uid_of_ids(srv, ALICE, archived[0])
+    want = sorted(uid for mid, uid in ids.items() if "saffron" in truth[mid])
+    assert want and indexed[ALICE][(archived[0], "TEXT saffron")] == want, (want, indexed[ALICE][(archived[0], "TEXT saffron")])
+    assert srv.stop() == 0
+    scanned = scan_results(t, index, boxes)
+    n, found = compare("in the archive's mailboxes", indexed, scanned)
+    ok(f"alice's mail archived; the indexer follows the archive's 2 mailboxes and the sweep keeps "
+       f"their bodies ({report}); {n} searches there and in bob's INBOX equal the scan ({found} non-empty)")
+
+    # The index loses the body of one message that has "saffron".
+    srv = t.serve()
+    r = ic.RawImap(srv.imap)
+    r.login(ALICE, PW)
+    r.select(archived[0], examine=True)
+    got = ic.fetch_raw(r.ok(f"UID FETCH {want[0]} (BODY.PEEK[])")[1])
+    r.ok("LOGOUT")
+    r.close()
+    body = next(v for k, v in next(iter(got.values())).items() if k.startswith("BODY"))
+    assert srv.stop() == 0
+    db = sqlite3.connect(index.path)
+    gone = db.execute("DELETE FROM docs WHERE blob = ?", (hashlib.sha256(body).digest(),)).rowcount
+    db.commit()
+    db.close()
+    assert gone == 1, "the archived body was not in the index"
+    srv = t.serve()
+    missed = search_text(srv, ALICE, archived[0], "saffron")
+    assert missed == want[1:], f"SEARCH in the archive did not answer from the index: {missed} (all: {want})"
+    report, code = index.check()
+    assert code == 1 and report["missing"] >= 1, report
+    r = t.cli("check", check=False, timeout=180)
+    assert r.code != 0 and f"{ALICE} mailbox {archived[0]}" in r.out + r.err, r
+    r = t.cli("check", "--repair", check=False, timeout=180)
+    assert "indexed again" in r.out + r.err, r
+    index.wait_caught_up("after check --repair")
+    found = search_text(srv, ALICE, archived[0], "saffron")
+    assert found == want, f"after the repair: {found}, want {want}"
+    assert srv.stop() == 0
+    ok(f"a body the index lost is missed in the archive ({len(missed)} of {len(want)} found: the "
+       "index answers there), named by `index check` and `check`, and found again after "
+       "`check --repair`")
+
+
 def test():
     t = h.Tegami("imap-search-index")
     t.domain("example.com")
@@ -335,6 +424,8 @@ def test():
     scanned = scan_results(t, index, boxes)
     n, found = compare("after deliveries, moves and expunges", indexed, scanned)
     ok(f"{n} searches in 3 mailboxes of 2 accounts: the index's answers equal the scan's ({found} non-empty)")
+
+    archive_and_search(t, index, boxes, truth)
 
     # A large import indexed by the server, killed halfway.
     mbox = t.root / "bulk.mbox"

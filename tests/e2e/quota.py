@@ -91,7 +91,8 @@ def cli_settings(t):
 def smtp_limits(t, srv):
     h.send(srv.smtp, "s@sender.test", [ANN], message("first", 9500))
     h.send(srv.smtp, "s@sender.test", [ANN], message("second", 9500))
-    assert messages_in(srv) == 2
+    # The quota service may already have sent its warning (a round every 10 s).
+    assert len([s for s in inbox_subjects(srv) if "Your mailbox is" not in s]) == 2, inbox_subjects(srv)
     # Past 90 %: the warning arrives within a round of the quota service (10 s).
     deadline = time.monotonic() + 40
     while not any("Your mailbox is" in s for s in inbox_subjects(srv)):

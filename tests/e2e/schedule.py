@@ -167,7 +167,12 @@ def normal_run(t):
     while SENTINEL_RESULT in (read(log / "optimize_result.log") or SENTINEL_RESULT) and time.monotonic() < deadline:
         time.sleep(0.1)
     finished_at = time.monotonic()
-    time.sleep(1.0)
+    # Until a delivery that began after the check has been accepted (one slow delivery
+    # may span any fixed wait).
+    deadline = time.monotonic() + 30
+    while not sender.failed and not any(s > finished_at for s, _ in list(sender.accepted)):
+        assert time.monotonic() < deadline, "no delivery accepted in the 30 s after the check"
+        time.sleep(0.1)
     sender.stop.set()
     sender.join(timeout=30)
     assert not sender.is_alive(), "the background sender hung"

@@ -1246,16 +1246,18 @@ async fn run_sends_a_due_campaign_and_stops_on_shutdown() {
     let trigger = net::ShutdownTrigger::new();
     let task = tokio::spawn(e.run(trigger.subscribe()));
     // The queue is woken once something is queued.
-    tokio::time::timeout(std::time::Duration::from_secs(10), waker.notified())
+    // Deadlines for a loaded machine: 250 durable queue writes share the disk with the
+    // other tests.
+    tokio::time::timeout(std::time::Duration::from_secs(60), waker.notified())
         .await
         .expect("the queue was never woken");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while f.store.campaign(c).unwrap().state != CampaignState::Done {
         assert!(std::time::Instant::now() < deadline, "campaign not done");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(queued(&f.store).len(), 250);
-    tokio::time::timeout(std::time::Duration::from_secs(10), trigger.shutdown())
+    tokio::time::timeout(std::time::Duration::from_secs(60), trigger.shutdown())
         .await
         .expect("the engine did not stop");
     task.await.unwrap();

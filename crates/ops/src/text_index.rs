@@ -1,5 +1,5 @@
-//! The full-text index of live mail (`index.db`): the server's indexer service, `index
-//! rebuild` and `index check`. What the index holds of a message is made here with
+//! The full-text index of live and archived mail (`index.db`): the server's indexer
+//! service, `index rebuild` and `index check`. What the index holds of a message is made here with
 //! `imap-mime`, the code IMAP SEARCH scans with, so the index finds what the scan finds.
 
 use std::sync::Arc;

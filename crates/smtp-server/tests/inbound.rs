@@ -81,8 +81,10 @@ async fn start(policy: DmarcPolicy, peer: &'static str) -> Server {
     ]))
     .await;
     let mut opts = ResolverOpts::default();
-    opts.timeout = Duration::from_secs(2);
-    opts.attempts = 1;
+    // Generous: a lookup that times out turns SPF and DMARC into temperror, and the
+    // loopback DNS server shares a loaded machine with the other tests.
+    opts.timeout = Duration::from_secs(10);
+    opts.attempts = 2;
     let resolver = MessageAuthenticator::new(
         ResolverConfig::from_parts(
             None,

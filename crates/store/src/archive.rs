@@ -412,6 +412,13 @@ impl Archives {
         self.archive_of(mailbox)?.counts(mailbox.row)
     }
 
+    /// Every finished archive, read from the directory now: one the caller must not miss
+    /// (an archive is numbered before its move takes mail out of the live store, so a list
+    /// made after a message was found gone from there has it).
+    pub(crate) fn list_fresh(&self) -> Vec<Arc<Archive>> {
+        self.scan(true)
+    }
+
     /// A body that left the live store: the first archive that holds it.
     /// Looked for again in a fresh list when the cached one lacks it: a message the archive
     /// run just moved must be found the first time a client asks.

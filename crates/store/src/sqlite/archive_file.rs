@@ -257,6 +257,60 @@ impl Archive {
         })
     }
 
+    /// Every mailbox of the archive, of every account: (row, account, uidvalidity,
+    /// uidnext). The full-text indexer follows them as it follows live mailboxes.
+    pub(crate) fn mailbox_rows(&self) -> Result<Vec<(i64, AccountId, u32, u32)>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, account_id, uidvalidity, uidnext FROM mailboxes")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, AccountId(r.get(1)?), r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Up to `limit` messages of a mailbox after `uid`, in UID order, each with its body.
+    pub(crate) fn bodies_after(
+        &self,
+        row: i64,
+        uid: u32,
+        limit: usize,
+    ) -> Result<Vec<(u32, BlobId)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT uid, blob_hash FROM messages WHERE mailbox_id = ?1 AND uid > ?2
+                 ORDER BY uid LIMIT ?3",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![row, uid, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| {
+                        let hash: Vec<u8> = r.get(1)?;
+                        Ok((
+                            r.get(0)?,
+                            BlobId::from_slice(&hash).unwrap_or(BlobId([0; 32])),
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// How many messages of a mailbox have a UID of `uid` or more.
+    pub(crate) fn count_from(&self, row: i64, uid: u32) -> Result<u64> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ?1 AND uid >= ?2",
+                params![row, uid],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     pub(crate) fn mailbox_row(&self, row: i64) -> Result<Option<(AccountId, String, u32, u32)>> {
         self.read(|conn| {
             Ok(conn

@@ -126,8 +126,10 @@ pub(super) fn run(store: &SqliteStore, options: &CheckOptions) -> Result<CheckRe
         referenced.contains_key(id) || refcounts.contains_key(id)
     });
     report.young_files = candidates.young;
-    let released = orphans::released(store.blobs.root());
-    let old = orphans::still_orphans(store, candidates.old)?;
+    let orphans::StillOrphans {
+        files: old,
+        released,
+    } = orphans::still_orphans(store, candidates.old)?;
     for (id, size) in &old {
         if released.contains(id) {
             report.released_files += 1;
@@ -187,14 +189,26 @@ fn text_index_findings(
     let mut mailboxes = Vec::new();
     store.read(|conn| {
         for (mailbox, messages) in &found.missing_in {
-            let name: Option<String> = conn
-                .query_row(
-                    "SELECT a.address || ' mailbox ' || b.name FROM mailboxes b
-                     JOIN accounts a ON a.id = b.account_id WHERE b.id = ?1",
-                    [mailbox.0],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let name: Option<String> = match crate::archive::ArchiveMailbox::from_id(*mailbox) {
+                Some(archived) => match store.archives.mailbox_by_id(archived) {
+                    Ok(info) => conn
+                        .query_row(
+                            "SELECT address || ' mailbox ' || ?2 FROM accounts WHERE id = ?1",
+                            params![info.account.0, info.name],
+                            |r| r.get(0),
+                        )
+                        .optional()?,
+                    Err(_) => None,
+                },
+                None => conn
+                    .query_row(
+                        "SELECT a.address || ' mailbox ' || b.name FROM mailboxes b
+                         JOIN accounts a ON a.id = b.account_id WHERE b.id = ?1",
+                        [mailbox.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+            };
             let name = name.unwrap_or_else(|| format!("mailbox {}", mailbox.0));
             report.text_index.push(format!(
                 "{name}: {messages} messages are counted as indexed but are not in the \

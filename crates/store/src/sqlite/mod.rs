@@ -186,8 +186,8 @@ impl SqliteStore {
     }
 }
 
-/// The full-text index of live mail (`text_index.rs`): the indexer's steps, its reset and
-/// its check. SEARCH reads it through [`Mailboxes::text_candidates`].
+/// The full-text index of live and archived mail (`text_index.rs`): the indexer's steps,
+/// its reset and its check. SEARCH reads it through [`Mailboxes::text_candidates`].
 impl SqliteStore {
     /// Indexes up to `limit` messages the index does not cover yet (of one account when
     /// given); with `replace`, bodies already indexed are indexed again.
@@ -202,6 +202,7 @@ impl SqliteStore {
             self.text_index.step(
                 conn,
                 &self.blobs,
+                &self.archives,
                 text_of,
                 account.map(|a| a.0),
                 replace,
@@ -213,7 +214,7 @@ impl SqliteStore {
     /// Removes from the index up to a slice of `limit` bodies that no live message has any
     /// more; also says whether the slice reached the end (a whole round is done).
     pub fn index_sweep(&self, limit: usize) -> Result<(u64, bool)> {
-        self.read(|conn| self.text_index.sweep(conn, limit))
+        self.read(|conn| self.text_index.sweep(conn, &self.archives, limit))
     }
 
     /// Forgets what the index holds of every mailbox, or of one account's.
@@ -221,12 +222,13 @@ impl SqliteStore {
         match account {
             None => self.text_index.reset(None),
             Some(account) => {
-                let mailboxes: Vec<i64> = self.read(|conn| {
+                let mut mailboxes: Vec<i64> = self.read(|conn| {
                     let mut stmt =
                         conn.prepare("SELECT id FROM mailboxes WHERE account_id = ?1")?;
                     let rows = stmt.query_map([account.0], |r| r.get(0))?;
                     Ok(rows.collect::<rusqlite::Result<_>>()?)
                 })?;
+                mailboxes.extend(self.archives.mailboxes(account)?.iter().map(|m| m.id.0));
                 self.text_index.reset(Some(&mailboxes))
             }
         }
@@ -240,7 +242,7 @@ impl SqliteStore {
 
     /// Compares the index with the live messages.
     pub fn index_check(&self) -> Result<crate::text_index::IndexCheck> {
-        self.read(|conn| self.text_index.check(conn))
+        self.read(|conn| self.text_index.check(conn, &self.archives))
     }
 }
 
@@ -924,10 +926,23 @@ impl Mailboxes for SqliteStore {
         mailbox: MailboxId,
         query: &crate::text_index::TextQuery,
     ) -> Result<Option<crate::text_index::TextCandidates>> {
-        if ArchiveMailbox::from_id(mailbox).is_some() {
+        let uidvalidity = match ArchiveMailbox::from_id(mailbox) {
+            Some(archived) => Some(self.archives.mailbox_by_id(archived)?.uid_validity),
+            None => self.read(|conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT uidvalidity FROM mailboxes WHERE id = ?1",
+                        [mailbox.0],
+                        |r| r.get::<_, u32>(0),
+                    )
+                    .optional()?)
+            })?,
+        };
+        let Some(uidvalidity) = uidvalidity else {
             return Ok(None);
-        }
-        self.read(|conn| self.text_index.candidates(conn, mailbox.0, query))
+        };
+        self.text_index
+            .candidates(mailbox.0, i64::from(uidvalidity), query)
     }
 
     fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {

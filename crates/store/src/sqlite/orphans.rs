@@ -31,6 +31,14 @@ pub const ORPHANS_DIR: &str = "quarantine/orphans";
 /// The hashes a commit released whose files a backup kept, one hex hash a line.
 const RELEASED: &str = ".released";
 
+/// The blobs the writer's current batch releases, written (not synced) before its commit
+/// and removed once their files are deleted after it. Another process's check or
+/// optimisation reads it under the write lock: in the moment between that commit and those
+/// deletes, a released file is not mistaken for lost mail. A record a crash leaves names
+/// blobs whose release either committed (garbage) or did not (a row still names them, so
+/// they are no orphans).
+const RELEASING: &str = ".releasing";
+
 /// The largest quarantined file taken back as a message: far above any message size the
 /// server accepts, so only a file that is no mail body at all is left alone.
 const MAX_RECOVERED: u64 = 1 << 30;
@@ -54,9 +62,39 @@ pub(super) fn record_released(blobs_root: &Path, ids: &[BlobId]) -> Result<()> {
         .map_err(StoreError::io(&path))
 }
 
-/// The blobs a commit released whose files may still be there.
+/// Names the blobs the batch about to commit releases (see [`RELEASING`]).
+pub(super) fn record_releasing(blobs_root: &Path, ids: &[BlobId]) -> Result<()> {
+    let path = blobs_root.join(RELEASING);
+    let mut text = String::with_capacity(ids.len() * 65);
+    for id in ids {
+        text.push_str(&id.to_string());
+        text.push('\n');
+    }
+    crate::io::write(&path, text.as_bytes()).map_err(StoreError::io(&path))
+}
+
+/// The batch's released files are deleted (or recorded as released): forget its record.
+pub(super) fn releasing_done(blobs_root: &Path) {
+    let path = blobs_root.join(RELEASING);
+    if let Err(e) = crate::io::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, path = %path.display(), "cannot remove the record of released blobs");
+    }
+}
+
+/// The blobs a commit released while a backup kept their files.
 pub(super) fn released(blobs_root: &Path) -> HashSet<BlobId> {
-    fs::read_to_string(blobs_root.join(RELEASED))
+    read_ids(&blobs_root.join(RELEASED))
+}
+
+/// The blobs the writer's batch (perhaps another process's) releases right now.
+fn releasing(blobs_root: &Path) -> HashSet<BlobId> {
+    read_ids(&blobs_root.join(RELEASING))
+}
+
+fn read_ids(path: &Path) -> HashSet<BlobId> {
+    fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| BlobId::from_hex(line.trim()))
@@ -118,19 +156,31 @@ fn unnamed(ctx: &WriteCtx<'_>, id: &BlobId) -> Result<bool> {
 pub(super) fn still_orphans(
     store: &SqliteStore,
     candidates: Vec<(BlobId, u64)>,
-) -> Result<Vec<(BlobId, u64)>> {
+) -> Result<StillOrphans> {
+    let root = store.blobs.root().to_path_buf();
     if candidates.is_empty() {
-        return Ok(candidates);
+        return Ok(StillOrphans::default());
     }
     store.write(move |ctx| {
-        let mut out = Vec::new();
+        let mut files = Vec::new();
         for (id, size) in candidates {
             if unnamed(ctx, &id)? {
-                out.push((id, size));
+                files.push((id, size));
             }
         }
-        Ok(out)
+        let mut released = released(&root);
+        released.extend(releasing(&root));
+        Ok(StillOrphans { files, released })
     })
+}
+
+/// What [`still_orphans`] found, in one turn of the writer.
+#[derive(Default)]
+pub(super) struct StillOrphans {
+    /// Files no row names, with their sizes.
+    pub files: Vec<(BlobId, u64)>,
+    /// The blobs a commit released (their files' deletion is only late): no lost mail.
+    pub released: HashSet<BlobId>,
 }
 
 /// What [`sweep`] did with the orphans it was given.
@@ -155,12 +205,13 @@ pub(super) fn sweep(store: &SqliteStore, candidates: Vec<(BlobId, u64)>) -> Resu
     }
     store.write(move |ctx| {
         let released = released(&root);
+        let releasing = releasing(&root);
         let mut swept = Swept::default();
         for (id, size) in candidates {
             if !unnamed(ctx, &id)? {
                 continue;
             }
-            if released.contains(&id) {
+            if released.contains(&id) || releasing.contains(&id) {
                 ctx.unreferenced.push(id);
                 swept.removed.push((id, size));
             } else if let Some(to) = ctx.blobs.quarantine(&id, &orphans_dir)? {

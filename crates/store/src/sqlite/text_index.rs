@@ -1,6 +1,7 @@
-//! The full-text index of live mail: `index.db` in the data directory, an FTS5 table with
-//! the trigram tokenizer over the lower-cased text of each body (not each message: copies,
-//! moves and one delivery to many accounts share a body, so it is indexed once).
+//! The full-text index of live and archived mail: `index.db` in the data directory, an
+//! FTS5 table with the trigram tokenizer over the lower-cased text of each body (not each
+//! message: copies, moves, archiving and one delivery to many accounts share a body, so it
+//! is indexed once). An archive's mailboxes are followed like live ones, by their IMAP ids.
 //!
 //! ```text
 //! docs     id, blob, partial      one row per indexed body; partial = always a candidate
@@ -25,6 +26,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::archive::{ArchiveMailbox, Archives};
 use crate::text_index::{
     IndexCheck, IndexStep, IndexText, MAX_FIELD_TEXT, MIN_NEEDLE, TextCandidates, TextField,
     TextOf, TextQuery,
@@ -115,6 +117,62 @@ struct Item {
     read: bool,
 }
 
+/// What a step will index: the messages past each followed mailbox's cursor, up to the
+/// step's limit, and where each cursor goes if the step finishes.
+struct Plan<'a> {
+    cursors: &'a HashMap<i64, (i64, u32)>,
+    limit: usize,
+    items: Vec<Item>,
+    /// (mailbox, uidvalidity, the last UID the step covers).
+    ends: Vec<(i64, i64, u32)>,
+    /// Messages left for later steps.
+    pending: u64,
+    /// Every mailbox looked at: a cursor of any other belongs to a mailbox that is gone.
+    followed: HashSet<i64>,
+}
+
+impl Plan<'_> {
+    /// Takes the messages of one mailbox (whose highest UID so far is `last`) past its
+    /// cursor: `after(uid, n)` lists up to n messages after a UID, `count_from(uid)` counts
+    /// those from a UID on.
+    fn follow(
+        &mut self,
+        mailbox: i64,
+        uidvalidity: i64,
+        last: u32,
+        after: impl FnOnce(u32, usize) -> Result<Vec<(u32, BlobId)>>,
+        count_from: impl FnOnce(u32) -> Result<u64>,
+    ) -> Result<()> {
+        self.followed.insert(mailbox);
+        let current = self.cursors.get(&mailbox).filter(|c| c.0 == uidvalidity);
+        let from = current.map_or(0, |c| c.1);
+        if last <= from && current.is_some() {
+            return Ok(());
+        }
+        let room = self.limit.saturating_sub(self.items.len());
+        let mut end = last.max(from);
+        let mut page = after(from, room + 1)?;
+        if page.len() > room {
+            // More than the step takes: stop just before the first one left.
+            let first_left = page[room].0;
+            end = first_left - 1;
+            self.pending += count_from(first_left)?;
+            page.truncate(room);
+        }
+        self.items.extend(page.into_iter().map(|(uid, blob)| Item {
+            mailbox,
+            uid,
+            blob,
+            text: None,
+            read: false,
+        }));
+        if end > from || current.is_none() {
+            self.ends.push((mailbox, uidvalidity, end));
+        }
+        Ok(())
+    }
+}
+
 impl TextIndex {
     pub(crate) fn new(data_dir: &Path) -> TextIndex {
         TextIndex {
@@ -176,21 +234,11 @@ impl TextIndex {
     /// search (nothing of the mailbox indexed yet, or a query it cannot express).
     pub(crate) fn candidates(
         &self,
-        main: &Connection,
         mailbox: i64,
+        uidvalidity: i64,
         query: &TextQuery,
     ) -> Result<Option<TextCandidates>> {
         let Some(expr) = fts_match(query) else {
-            return Ok(None);
-        };
-        let Some(uidvalidity) = main
-            .query_row(
-                "SELECT uidvalidity FROM mailboxes WHERE id = ?1",
-                [mailbox],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-        else {
             return Ok(None);
         };
         self.with(|conn| {
@@ -226,22 +274,33 @@ impl TextIndex {
     }
 
     /// Indexes up to `limit` messages not indexed yet (of one account's mailboxes when
-    /// `account` is given). With `replace`, a body already in the index is indexed again
-    /// (a rebuild); otherwise it is only counted.
+    /// `account` is given), in live mailboxes and in archives' mailboxes. With `replace`, a
+    /// body already in the index is indexed again (a rebuild); otherwise it is only
+    /// counted.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &self,
         main: &Connection,
         blobs: &BlobStore,
+        archives: &Archives,
         text_of: &TextOf,
         account: Option<i64>,
         replace: bool,
         limit: usize,
     ) -> Result<IndexStep> {
         let mut done = IndexStep::default();
-        // The mailboxes and their new messages, from one snapshot of the store.
         let cursors = self.with(|conn| cursors_tx(conn))?;
+        let mut plan = Plan {
+            cursors: &cursors,
+            limit,
+            items: Vec::new(),
+            ends: Vec::new(),
+            pending: 0,
+            followed: HashSet::new(),
+        };
+        // The live mailboxes and their new messages, from one snapshot of the store.
         main.execute_batch("BEGIN")?;
-        let listed = (|| -> Result<_> {
+        let listed = (|| -> Result<()> {
             let mut mailboxes: Vec<(i64, i64, u32)> = Vec::new();
             {
                 let mut stmt = main.prepare_cached(
@@ -255,57 +314,66 @@ impl TextIndex {
                     mailboxes.push(row?);
                 }
             }
-            let mut items = Vec::new();
-            // Where each mailbox's cursor goes if the step finishes.
-            let mut ends: Vec<(i64, i64, u32)> = Vec::new();
-            let mut pending = 0u64;
-            for &(mailbox, uidvalidity, last) in &mailboxes {
-                let from = match cursors.get(&mailbox) {
-                    Some(&(v, uid)) if v == uidvalidity => uid,
-                    _ => 0,
-                };
-                if last <= from && cursors.get(&mailbox).is_some_and(|c| c.0 == uidvalidity) {
-                    continue;
-                }
-                let room = limit.saturating_sub(items.len());
-                let mut stmt = main.prepare_cached(
-                    "SELECT uid, blob_hash FROM messages WHERE mailbox_id = ?1 AND uid > ?2
-                     ORDER BY uid LIMIT ?3",
-                )?;
-                let mut rows = stmt.query(params![mailbox, from, room as i64 + 1])?;
-                let mut taken = 0;
-                let mut end = last.max(from);
-                while let Some(row) = rows.next()? {
-                    let uid: u32 = row.get(0)?;
-                    if taken == room {
-                        // More than the step takes: stop just before this one.
-                        end = uid - 1;
-                        let more: u64 = main.query_row(
+            for (mailbox, uidvalidity, last) in mailboxes {
+                plan.follow(
+                    mailbox,
+                    uidvalidity,
+                    last,
+                    |from, n| {
+                        let mut stmt = main.prepare_cached(
+                            "SELECT uid, blob_hash FROM messages WHERE mailbox_id = ?1
+                             AND uid > ?2 ORDER BY uid LIMIT ?3",
+                        )?;
+                        let rows = stmt.query_map(params![mailbox, from, n as i64], |r| {
+                            Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?))
+                        })?;
+                        rows.map(|row| {
+                            let (uid, hash) = row?;
+                            Ok((uid, blob_of(&hash)?))
+                        })
+                        .collect()
+                    },
+                    |uid| {
+                        Ok(main.query_row(
                             "SELECT count(*) FROM messages WHERE mailbox_id = ?1 AND uid >= ?2",
                             params![mailbox, uid],
                             |r| r.get(0),
-                        )?;
-                        pending += more;
-                        break;
-                    }
-                    items.push(Item {
-                        mailbox,
-                        uid,
-                        blob: blob_of(&row.get::<_, Vec<u8>>(1)?)?,
-                        text: None,
-                        read: false,
-                    });
-                    taken += 1;
-                }
-                if end > from || cursors.get(&mailbox).is_none_or(|c| c.0 != uidvalidity) {
-                    ends.push((mailbox, uidvalidity, end));
-                }
+                        )?)
+                    },
+                )?;
             }
-            let live: HashSet<i64> = mailboxes.iter().map(|m| m.0).collect();
-            Ok((items, ends, pending, live))
+            Ok(())
         })();
         main.execute_batch("COMMIT")?;
-        let (mut items, ends, pending, live) = listed?;
+        listed?;
+        // The archives' mailboxes: read-only, so each is walked once; their bodies were
+        // mostly indexed while they were live and are only counted.
+        for archive in archives.list() {
+            for (row, owner, uidvalidity, uidnext) in archive.mailbox_rows()? {
+                if account.is_some_and(|a| a != owner.0) {
+                    continue;
+                }
+                let id = ArchiveMailbox {
+                    archive: archive.id(),
+                    row,
+                }
+                .id();
+                plan.follow(
+                    id.0,
+                    i64::from(uidvalidity),
+                    uidnext.saturating_sub(1),
+                    |from, n| archive.bodies_after(row, from, n),
+                    |uid| archive.count_from(row, uid),
+                )?;
+            }
+        }
+        let Plan {
+            mut items,
+            ends,
+            pending,
+            followed: live,
+            ..
+        } = plan;
         done.pending = pending;
         if ends.is_empty() && (account.is_some() || cursors.keys().all(|m| live.contains(m))) {
             return Ok(done);
@@ -337,6 +405,7 @@ impl TextIndex {
                     let text = blobs
                         .get(&item.blob)
                         .ok()
+                        .or_else(|| archives.read_blob(&item.blob).and_then(|r| r.ok()))
                         .and_then(|raw| text_of(&raw))
                         .filter(|t| {
                             t.headers.len() <= MAX_FIELD_TEXT && t.body.len() <= MAX_FIELD_TEXT
@@ -411,7 +480,12 @@ impl TextIndex {
     /// Looks at up to `limit` documents after the last one looked at and removes those no
     /// live message has any more. Each is checked against the store while this holds the
     /// index's write lock, so no indexer can count on a document this removes.
-    pub(crate) fn sweep(&self, main: &Connection, limit: usize) -> Result<(u64, bool)> {
+    pub(crate) fn sweep(
+        &self,
+        main: &Connection,
+        archives: &Archives,
+        limit: usize,
+    ) -> Result<(u64, bool)> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let from: i64 = tx
@@ -428,13 +502,22 @@ impl TextIndex {
                     .collect::<rusqlite::Result<_>>()?
             };
             let mut live = main.prepare_cached("SELECT 1 FROM messages WHERE blob_hash = ?1")?;
-            let mut removed = 0;
+            let mut gone = Vec::new();
             for (id, blob) in &docs {
                 if !live.exists([blob])? {
-                    tx.execute("DELETE FROM text WHERE rowid = ?1", [id])?;
-                    tx.execute("DELETE FROM docs WHERE id = ?1", [id])?;
-                    removed += 1;
+                    gone.push((*id, blob_of(blob)?));
                 }
+            }
+            // Archives are listed after the live store was asked: mail an archive's move
+            // took out of it meanwhile is in an archive numbered before the move began.
+            if !gone.is_empty() {
+                let archived = archives.list_fresh();
+                gone.retain(|(_, blob)| !archived.iter().any(|a| a.has_blob(blob)));
+            }
+            let removed = gone.len() as u64;
+            for (id, _) in gone {
+                tx.execute("DELETE FROM text WHERE rowid = ?1", [id])?;
+                tx.execute("DELETE FROM docs WHERE id = ?1", [id])?;
             }
             let wrapped = docs.len() < limit;
             let next = if wrapped {
@@ -473,8 +556,8 @@ impl TextIndex {
         })
     }
 
-    /// Compares the index with the live messages.
-    pub(crate) fn check(&self, main: &Connection) -> Result<IndexCheck> {
+    /// Compares the index with the messages of live mailboxes and archives.
+    pub(crate) fn check(&self, main: &Connection, archives: &Archives) -> Result<IndexCheck> {
         // The index first: whatever it covers then is still in the store unless expunged.
         let (docs, cursors) = self.with(|conn| {
             let tx = conn.transaction()?;
@@ -496,34 +579,48 @@ impl TextIndex {
             ..IndexCheck::default()
         };
         let mut missing_in = std::collections::BTreeMap::new();
+        let mut live = HashSet::new();
+        let mut tally = |mailbox: i64, uidvalidity: i64, uid: u32, blob: BlobId| {
+            let covered =
+                matches!(cursors.get(&mailbox), Some(&(v, c)) if v == uidvalidity && uid <= c);
+            if !covered {
+                report.pending += 1;
+            } else if docs.contains(&blob) {
+                report.covered += 1;
+            } else {
+                report.missing += 1;
+                *missing_in.entry(mailbox).or_insert(0) += 1;
+            }
+            live.insert(blob);
+        };
         main.execute_batch("BEGIN")?;
-        let result = (|| -> Result<HashSet<BlobId>> {
-            let mut live = HashSet::new();
+        let result = (|| -> Result<()> {
             let mut stmt = main.prepare(
                 "SELECT m.mailbox_id, b.uidvalidity, m.uid, m.blob_hash
                  FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let (mailbox, uidvalidity, uid): (i64, i64, u32) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?);
                 let blob = blob_of(&row.get::<_, Vec<u8>>(3)?)?;
-                let covered =
-                    matches!(cursors.get(&mailbox), Some(&(v, c)) if v == uidvalidity && uid <= c);
-                if !covered {
-                    report.pending += 1;
-                } else if docs.contains(&blob) {
-                    report.covered += 1;
-                } else {
-                    report.missing += 1;
-                    *missing_in.entry(mailbox).or_insert(0) += 1;
-                }
-                live.insert(blob);
+                tally(row.get(0)?, row.get(1)?, row.get(2)?, blob);
             }
-            Ok(live)
+            Ok(())
         })();
         main.execute_batch("COMMIT")?;
-        let live = result?;
+        result?;
+        // Listed after the live store was read, so mail archived meanwhile is seen here.
+        for archive in archives.list_fresh() {
+            for (row, _, uidvalidity, _) in archive.mailbox_rows()? {
+                let mailbox = ArchiveMailbox {
+                    archive: archive.id(),
+                    row,
+                }
+                .id();
+                for (uid, blob) in archive.bodies_after(row, 0, usize::MAX)? {
+                    tally(mailbox.0, i64::from(uidvalidity), uid, blob);
+                }
+            }
+        }
         report.missing_in = missing_in
             .into_iter()
             .map(|(mailbox, n)| (crate::MailboxId(mailbox), n))

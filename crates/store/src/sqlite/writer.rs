@@ -190,15 +190,18 @@ fn run(conn: Connection, blobs: &BlobStore, requests: mpsc::Receiver<Box<dyn Job
         let commit = commit_batch(&conn, blobs, &mut batch, &mut unreferenced).map_err(|e| {
             tracing::error!(error = %e, requests = batch.len(), "store batch failed to commit");
             let _ = conn.execute_batch("ROLLBACK");
-            unreferenced.clear();
             e.to_string()
         });
         // Files go before the replies, so a caller that removed mail sees the space freed.
-        if !unreferenced.is_empty()
+        if commit.is_ok()
+            && !unreferenced.is_empty()
             && let Err(e) = remove_unreferenced(&conn, blobs, &unreferenced)
         {
             // The files stay behind as orphans, unproven: the repair quarantines them.
             tracing::warn!(error = %e, "could not remove unreferenced blobs");
+        }
+        if !unreferenced.is_empty() {
+            super::orphans::releasing_done(blobs.root());
         }
         for job in batch {
             job.finish(&commit);
@@ -248,6 +251,13 @@ fn commit_batch(
             unreferenced.truncate(before);
             conn.execute_batch("ROLLBACK TO request; RELEASE request")?;
         }
+    }
+    // Between this commit and the deletes after it, another process's check could take the
+    // released files for orphans: it reads their names here (`orphans::RELEASING`).
+    if !unreferenced.is_empty()
+        && let Err(e) = super::orphans::record_releasing(blobs.root(), unreferenced)
+    {
+        tracing::warn!(error = %e, "could not record the blobs a commit releases");
     }
     conn.execute_batch("COMMIT")?;
     Ok(())
