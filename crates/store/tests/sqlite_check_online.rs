@@ -400,3 +400,45 @@ fn files_another_writer_is_releasing_are_no_orphans() {
             .exists()
     );
 }
+
+/// A message whose recorded size disagrees with its intact body is reported, and the
+/// repair sets the size from the file with a new mod-sequence for the message and its
+/// mailbox, so that clients that cached RFC822.SIZE (CONDSTORE, a selected session) learn
+/// of the change.
+#[test]
+fn a_wrong_recorded_size_is_repaired_with_a_new_modseq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account) = store_with_inbox(dir.path());
+    store.deliver(&text_of(1), &[account]).unwrap();
+    let inbox = store.mailbox(account, "INBOX").unwrap();
+    let before = store.messages(inbox.id).unwrap()[0].clone();
+    let mailbox_before = store.mailbox(account, "INBOX").unwrap().modseq;
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("tegami.db")).unwrap();
+    db.execute("UPDATE messages SET size = size + 7", [])
+        .unwrap();
+    db.execute("UPDATE blobs SET size = size + 7", []).unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let found = store.check(&CheckOptions::default()).unwrap();
+    assert_eq!(found.database.len(), 1, "{found}");
+    let repaired = store
+        .check(&CheckOptions {
+            repair: true,
+            ..CheckOptions::default()
+        })
+        .unwrap();
+    assert!(!repaired.repaired.is_empty(), "{repaired}");
+    let after = store.messages(inbox.id).unwrap()[0].clone();
+    assert_eq!(after.size, text_of(1).len() as u64);
+    assert_eq!(after.size, before.size);
+    let mailbox_after = store.mailbox(account, "INBOX").unwrap().modseq;
+    assert!(
+        mailbox_after > mailbox_before,
+        "{mailbox_before} -> {mailbox_after}"
+    );
+    assert_eq!(after.modseq, mailbox_after);
+    let last = store.check(&CheckOptions::default()).unwrap();
+    assert!(last.is_healthy(), "{last}");
+}

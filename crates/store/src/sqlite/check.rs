@@ -526,8 +526,17 @@ fn repair(
             fixed.push(format!("blob {id}: reference count set to {uses}"));
         }
         for (id, size) in wrong_sizes {
+            // RFC822.SIZE is something a client sees and caches: the change takes a new
+            // mod-sequence, so CONDSTORE clients and selected sessions learn of it.
             ctx.conn.execute(
-                "UPDATE messages SET size = ?2 WHERE blob_hash = ?1",
+                "UPDATE mailboxes SET modseq = modseq + 1 WHERE id IN
+                     (SELECT mailbox_id FROM messages WHERE blob_hash = ?1 AND size != ?2)",
+                params![&id.0[..], size],
+            )?;
+            ctx.conn.execute(
+                "UPDATE messages SET size = ?2,
+                     modseq = (SELECT b.modseq FROM mailboxes b WHERE b.id = messages.mailbox_id)
+                 WHERE blob_hash = ?1 AND size != ?2",
                 params![&id.0[..], size],
             )?;
             ctx.conn.execute(
