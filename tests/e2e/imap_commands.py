@@ -835,6 +835,16 @@ def mailbox_checks(srv):
     extra = {"Projects/Übersicht"} | ({"Not/There"} if typ == "OK" else set())
     assert subs2 - before == extra, f"LSUB changed beyond what was asked: before {sorted(before)} after {sorted(subs2)}"
     ok(f"SUBSCRIBE/UNSUBSCRIBE/LSUB (a name that does not exist: {typ}; subscribed by default: {sorted(before)})")
+    # RFC 3501 6.3.9: "%" stops at Projects, which is not subscribed but has a subscribed
+    # child: it is listed with \Noselect, and the child is not.
+    top = list_names(M, '""', "%", "LSUB")
+    assert "Projects" not in subs2, f"Projects was subscribed: {sorted(subs2)}"
+    assert "Projects" in top and "\\NOSELECT" in top["Projects"][0], (
+        f'LSUB "" %: Projects with \\Noselect wanted: {top}')
+    assert "Projects/Übersicht" not in top, f'LSUB "" %: {top}'
+    parents = {"Projects"} | ({"Not"} if typ == "OK" else set())
+    assert all("\\NOSELECT" not in attrs for n, (attrs, _, _) in top.items() if n not in parents), top
+    ok('LSUB "" %: the unsubscribed parent of a subscribed mailbox is listed with \\Noselect, the child is not')
 
     data, _ = cmd(M, "NAMESPACE", M.namespace)
     vals = ic.parse_all(ic.join_imaplib(data)[0])

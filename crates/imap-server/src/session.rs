@@ -828,16 +828,37 @@ impl Session {
             CommandBody::Lsub { reference, pattern } => {
                 let subscribed = blocking(&store, move |s| s.subscriptions(account)).await?;
                 let pattern = format!("{reference}{pattern}");
-                for name in subscribed {
-                    if list::pattern_matches(&pattern, &name) {
+                // RFC 3501 6.3.9: when a "%" stops above a subscribed mailbox, its parent
+                // is listed with \Noselect unless the parent is subscribed itself.
+                let mut parents = std::collections::BTreeSet::new();
+                for name in &subscribed {
+                    if list::pattern_matches(&pattern, name) {
                         response::lsub(
                             &mut self.wire.output,
                             &[],
                             Some(list::DELIMITER),
-                            &name,
+                            name,
                             self.names,
                         );
+                        continue;
                     }
+                    for (at, _) in name.match_indices(list::DELIMITER) {
+                        let parent = &name[..at];
+                        if list::pattern_matches(&pattern, parent)
+                            && !subscribed.iter().any(|s| s == parent)
+                        {
+                            parents.insert(parent.to_string());
+                        }
+                    }
+                }
+                for parent in parents {
+                    response::lsub(
+                        &mut self.wire.output,
+                        &["\\Noselect"],
+                        Some(list::DELIMITER),
+                        &parent,
+                        self.names,
+                    );
                 }
                 Ok(done("LSUB completed"))
             }
