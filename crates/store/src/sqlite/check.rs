@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
 use super::orphans;
+use crate::Mailboxes;
 use crate::{
     AffectedMessage, BlobId, BlobStore, CheckOptions, CheckReport, Progress, Result, Verdict,
 };
@@ -189,25 +190,17 @@ fn text_index_findings(
     let mut mailboxes = Vec::new();
     store.read(|conn| {
         for (mailbox, messages) in &found.missing_in {
-            let name: Option<String> = match crate::archive::ArchiveMailbox::from_id(*mailbox) {
-                Some(archived) => match store.archives.mailbox_by_id(archived) {
-                    Ok(info) => conn
-                        .query_row(
-                            "SELECT address || ' mailbox ' || ?2 FROM accounts WHERE id = ?1",
-                            params![info.account.0, info.name],
-                            |r| r.get(0),
-                        )
-                        .optional()?,
-                    Err(_) => None,
-                },
-                None => conn
+            // A live or an archive mailbox; one deleted since is named by its id.
+            let name: Option<String> = match store.mailbox_by_id(*mailbox) {
+                Ok(info) => conn
                     .query_row(
-                        "SELECT a.address || ' mailbox ' || b.name FROM mailboxes b
-                         JOIN accounts a ON a.id = b.account_id WHERE b.id = ?1",
-                        [mailbox.0],
+                        "SELECT address || ' mailbox ' || ?2 FROM accounts WHERE id = ?1",
+                        params![info.account.0, info.name],
                         |r| r.get(0),
                     )
                     .optional()?,
+                Err(crate::StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
             };
             let name = name.unwrap_or_else(|| format!("mailbox {}", mailbox.0));
             report.text_index.push(format!(

@@ -926,20 +926,10 @@ impl Mailboxes for SqliteStore {
         mailbox: MailboxId,
         query: &crate::text_index::TextQuery,
     ) -> Result<Option<crate::text_index::TextCandidates>> {
-        let uidvalidity = match ArchiveMailbox::from_id(mailbox) {
-            Some(archived) => Some(self.archives.mailbox_by_id(archived)?.uid_validity),
-            None => self.read(|conn| {
-                Ok(conn
-                    .query_row(
-                        "SELECT uidvalidity FROM mailboxes WHERE id = ?1",
-                        [mailbox.0],
-                        |r| r.get::<_, u32>(0),
-                    )
-                    .optional()?)
-            })?,
-        };
-        let Some(uidvalidity) = uidvalidity else {
-            return Ok(None);
+        let uidvalidity = match self.mailbox_by_id(mailbox) {
+            Ok(info) => info.uid_validity,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         self.text_index
             .candidates(mailbox.0, i64::from(uidvalidity), query)
